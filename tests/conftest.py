@@ -1,0 +1,26 @@
+"""Shared fixtures: the real MRI data in ../shared/data (override with THALAMUS_TEST_DATA)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("THALAMUS_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def shared_file(*parts: str) -> Path:
+    """Path of a file in the shared real-data folder; skip the test when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real test data not found: {path} (set THALAMUS_TEST_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test data folder not found: {SHARED_DATA} (set THALAMUS_TEST_DATA)")
+    return SHARED_DATA
