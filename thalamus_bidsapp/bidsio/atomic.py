@@ -1,0 +1,92 @@
+"""Outputs that appear whole or not at all: write to a temporary name, then rename.
+
+Every file the app writes goes through these helpers, so an interrupted run
+never leaves a truncated NIfTI, TSV or JSON behind under its final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import pandas as pd
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
+
+    The temporary name keeps the suffixes of ``path`` (``.nii.gz`` stays
+    ``.nii.gz``) so writers that infer the format from the name still work.
+    On an exception the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``data`` as indented, key-sorted JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return Path(path)
+
+
+def write_tsv(
+    table: pd.DataFrame,
+    path: str | os.PathLike,
+    column_descriptions: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a BIDS TSV (``n/a`` for missing) and, if given, its JSON sidecar.
+
+    ``column_descriptions`` maps column names to a description string or to a
+    BIDS column dictionary (``{"Description": ..., "Units": ...}``); the
+    sidecar is written beside the TSV with the ``.json`` extension.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.10g")
+    if column_descriptions is not None:
+        sidecar = {
+            name: ({"Description": spec} if isinstance(spec, str) else dict(spec))
+            for name, spec in column_descriptions.items()
+        }
+        write_json(sidecar, path.with_suffix(".json"))
+    return path
+
+
+def save_nifti(img: nib.spatialimages.SpatialImage, path: str | os.PathLike) -> Path:
+    """Save a NIfTI image atomically."""
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)
+
+
+def read_tsv(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a BIDS TSV: tab separated, ``n/a`` as missing, identifiers kept as text."""
+    return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False, dtype={"participant_id": str, "session_id": str})
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
