@@ -1,0 +1,125 @@
+"""Command-line parser, following the BIDS-Apps contract."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from thalamus_bidsapp import __version__
+from thalamus_bidsapp.errors import EXIT_USAGE
+from thalamus_bidsapp.methods import AVAILABLE_METHODS
+
+DESCRIPTION = """\
+Thalamus segmentation benchmark for multiple sclerosis, as a BIDS App.
+
+participant: per subject and session, reorient the images, make a T1w brain
+mask (deepbet), segment the thalamus with each available method and write
+BIDS-derivative masks, volumes and provenance into OUTPUT_DIR.
+group: gather every session's volumes into OUTPUT_DIR/group/volumes.tsv,
+joined with participants.tsv and the sessions tables.
+"""
+
+EPILOG = """\
+exit status: 0 success; 1 some sessions failed (after all were attempted);
+64 usage error; 65 bad input data; 66 a required input is missing.
+
+example:
+  thalamus-bidsapp /data/bids /data/out participant --participant-label 01 02 \\
+      --fs-subjects-dir /data/freesurfer -w /scratch/work
+  thalamus-bidsapp /data/bids /data/out group
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits with 64 (EX_USAGE) on a usage error, as documented."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.print_usage()
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _existing_dir(value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"folder not found: {value}")
+    return path.resolve()
+
+
+def _existing_file(value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"file not found: {value}")
+    return path.resolve()
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="thalamus-bidsapp",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("bids_dir", type=_existing_dir, help="the input BIDS dataset (never written to)")
+    parser.add_argument("output_dir", type=Path, help="the output BIDS derivatives dataset")
+    parser.add_argument("analysis_level", choices=["participant", "group"], help="processing stage")
+    parser.add_argument("--version", action="version", version=f"thalamus-bidsapp {__version__}")
+
+    sel = parser.add_argument_group("selecting data")
+    sel.add_argument(
+        "--participant-label", "--participant_label", nargs="+", metavar="LABEL",
+        help="participants to process (with or without 'sub-'); default: all",
+    )
+    sel.add_argument(
+        "--session-label", nargs="+", metavar="LABEL",
+        help="sessions to process (with or without 'ses-'); default: all",
+    )
+    sel.add_argument(
+        "--bids-filter-file", type=_existing_file, metavar="FILE",
+        help="JSON file overriding the pybids queries per input (keys: t1w, t2w, flair, r1map, manual)",
+    )
+    sel.add_argument(
+        "--derivatives", nargs="+", metavar="NAME=PATH",
+        help="extra derivatives datasets to search for R1 maps and manual thalamus masks",
+    )
+    sel.add_argument("--skip-bids-validation", action="store_true", help="do not validate the input dataset")
+
+    meth = parser.add_argument_group("methods")
+    meth.add_argument(
+        "--methods", nargs="+", choices=AVAILABLE_METHODS, metavar="METHOD",
+        help=f"methods to run ({', '.join(AVAILABLE_METHODS)}); default: every method whose tool is found; "
+        "a named method that cannot run is an error",
+    )
+    meth.add_argument(
+        "--fs-subjects-dir", type=_existing_dir, metavar="DIR",
+        help="FreeSurfer SUBJECTS_DIR with finished subjects named sub-<label> or sub-<label>_ses-<label>",
+    )
+    meth.add_argument(
+        "--fs-license-file", type=_existing_file, metavar="FILE",
+        help="FreeSurfer license (default: $FS_LICENSE, then $FREESURFER_HOME/license.txt)",
+    )
+
+    perf = parser.add_argument_group("performance and workflow")
+    perf.add_argument(
+        "-w", "--work-dir", type=Path, metavar="DIR",
+        help="working directory; a re-run with the same one redoes nothing that finished "
+        "(default: ./work)",
+    )
+    perf.add_argument("--nprocs", "--n-cpus", type=_positive_int, default=os.cpu_count() or 1,
+                      help="processes run in parallel (default: all CPUs)")
+    perf.add_argument("--omp-nthreads", type=_positive_int, default=1,
+                      help="threads per process for multithreaded steps (default: 1)")
+    perf.add_argument("--stop-on-first-crash", action="store_true",
+                      help="stop at the first failing step instead of finishing the other sessions")
+    perf.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    return parser

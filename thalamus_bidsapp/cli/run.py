@@ -1,0 +1,104 @@
+"""Entry point: ``thalamus-bidsapp bids_dir output_dir {participant,group}``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+from thalamus_bidsapp.cli.parser import build_parser
+from thalamus_bidsapp.config import RunConfig
+from thalamus_bidsapp.errors import EXIT_USAGE, ThalamusError
+
+LOGGER = logging.getLogger("thalamus_bidsapp")
+
+
+def build_config(argv: list[str] | None = None) -> RunConfig:
+    """Parse the command line into a :class:`RunConfig` (usage errors exit 64)."""
+    from thalamus_bidsapp.bidsio.inputs import parse_derivatives
+
+    args = build_parser().parse_args(argv)
+    bids_dir = args.bids_dir.resolve()
+    output_dir = args.output_dir.expanduser().resolve()
+    if output_dir == bids_dir or bids_dir in output_dir.parents:
+        raise ThalamusError(
+            f"the output folder {output_dir} is inside the input dataset {bids_dir}; "
+            "the input dataset is never written to: choose another output folder",
+            EXIT_USAGE,
+        )
+    work_dir = (args.work_dir or Path.cwd() / "work").expanduser().resolve()
+    return RunConfig(
+        bids_dir=bids_dir,
+        output_dir=output_dir,
+        analysis_level=args.analysis_level,
+        work_dir=work_dir,
+        participant_labels=tuple(args.participant_label or ()),
+        session_labels=tuple(args.session_label or ()),
+        bids_filter_file=args.bids_filter_file,
+        derivatives=parse_derivatives(args.derivatives),
+        fs_subjects_dir=args.fs_subjects_dir,
+        fs_license_file=args.fs_license_file,
+        methods=tuple(args.methods) if args.methods else None,
+        nprocs=args.nprocs,
+        omp_nthreads=args.omp_nthreads,
+        skip_bids_validation=args.skip_bids_validation,
+        stop_on_first_crash=args.stop_on_first_crash,
+        verbosity=args.verbose,
+        run_id=f"{datetime.now():%Y%m%d-%H%M%S}_{uuid.uuid4().hex[:8]}",
+    )
+
+
+def setup_logging(verbosity: int) -> None:
+    """Our format for everything; nipype's node-by-node progress at INFO, its internals from -vv."""
+    from nipype import config as nipype_config
+    from nipype import logging as nipype_logging
+
+    level = logging.DEBUG if verbosity else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s | %(levelname)-7s | %(name)s | %(message)s",
+        datefmt="%y%m%d-%H:%M:%S",
+    )
+    nipype_level = "DEBUG" if verbosity > 1 else "INFO"
+    nipype_config.update_config({"logging": {
+        "workflow_level": nipype_level,
+        "interface_level": "INFO" if verbosity else "WARNING",
+        "utils_level": "INFO" if verbosity else "WARNING",
+        "log_to_file": False,
+    }})
+    nipype_logging.update_logging(nipype_config)
+    # nipype attaches its own handlers; drop them so each line is printed once, in our format.
+    logging.getLogger("nipype").handlers.clear()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the app; returns the exit status documented in the README."""
+    # No telemetry lookups: compute nodes often have no network.
+    os.environ.setdefault("NIPYPE_NO_ET", "1")
+    try:
+        config = build_config(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    except ThalamusError as err:
+        print(f"thalamus-bidsapp: error: {err}", file=sys.stderr)
+        return err.exit_code
+    setup_logging(config.verbosity)
+    try:
+        config.output_dir.mkdir(parents=True, exist_ok=True)
+        config.work_dir.mkdir(parents=True, exist_ok=True)
+        if config.analysis_level == "participant":
+            from thalamus_bidsapp.participant import run_participant
+
+            return run_participant(config)
+        from thalamus_bidsapp.group.runner import run_group
+
+        return run_group(config)
+    except ThalamusError as err:
+        LOGGER.error("%s", err)
+        return err.exit_code
+    except KeyboardInterrupt:
+        LOGGER.error("interrupted")
+        return 130

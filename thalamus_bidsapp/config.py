@@ -1,0 +1,47 @@
+"""The run configuration: one explicit, immutable object passed down, never a global."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs to know, built once from the command line.
+
+    Paths are absolute. ``methods`` is None when the user did not choose:
+    then every method whose tool is found runs.
+    """
+
+    bids_dir: Path
+    output_dir: Path
+    analysis_level: str
+    work_dir: Path
+    participant_labels: tuple[str, ...] = ()
+    session_labels: tuple[str, ...] = ()
+    bids_filter_file: Path | None = None
+    derivatives: dict[str, Path] = field(default_factory=dict)
+    fs_subjects_dir: Path | None = None
+    fs_license_file: Path | None = None
+    methods: tuple[str, ...] | None = None
+    nprocs: int = 1
+    omp_nthreads: int = 1
+    skip_bids_validation: bool = False
+    stop_on_first_crash: bool = False
+    verbosity: int = 0
+    run_id: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (paths as strings) for ``logs/``."""
+        def convert(value: Any) -> Any:
+            if isinstance(value, Path):
+                return str(value)
+            if isinstance(value, dict):
+                return {k: convert(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [convert(v) for v in value]
+            return value
+
+        return {k: convert(v) for k, v in asdict(self).items()}

@@ -1,0 +1,522 @@
+"""Group level, part 1: agreement of the thalamus masks with manual masks and between methods.
+
+SPEC "Group level: agreement with ground truth"; Ibrahim et al. (2026)
+sections 2.7.2 (voxel-wise) and 2.7.3 (volumetric).
+
+The step reads one session at a time, so memory is bounded by one session's
+masks whatever the number of sessions. Each mask is read once; it is cropped
+to its own bounding box straight away, and all pairwise intersections of the
+session's masks (methods and manual) come from one product of the flattened
+boolean masks restricted to the union bounding box. Every voxel-wise metric
+(Dice, precision, sensitivity, containment) and every volume is then derived
+from that small ``k x k`` matrix of counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from thalamus_bidsapp.bidsio.atomic import write_tsv
+from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
+from thalamus_bidsapp.stats.agreement import volumetric_agreement
+from thalamus_bidsapp.stats.overlap import (
+    EmptyMaskWarning,
+    containment_from_counts,
+    dice_from_counts,
+    precision_from_counts,
+    sensitivity_from_counts,
+)
+from thalamus_bidsapp.stats.pairwise import pairwise_wilcoxon
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["OVERLAP_METRICS", "run_agreement", "session_counts"]
+
+OVERLAP_METRICS: tuple[str, ...] = ("dice", "precision", "sensitivity")
+
+#: Voxels per block of the intersection product. Each block's dot products
+#: are at most 2**20 < 2**24, so float32 sums of 0/1 values stay exact.
+_BLOCK = 1 << 20
+
+#: Tolerance (mm) when comparing affines: headers written by different tools
+#: round the same grid differently in float32.
+_AFFINE_ATOL = 1e-3
+
+
+@dataclass
+class _Mask:
+    """One binary mask reduced to its bounding box."""
+
+    path: Path
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    voxel_mm3: float
+    lo: tuple[int, int, int] | None  # first voxel of the bounding box; None if empty
+    crop: np.ndarray | None  # bool, shape hi - lo + 1
+    count: int
+
+
+def _any_rows(a2d: np.ndarray) -> np.ndarray:
+    """``a2d.any(axis=1)`` for a C-contiguous 2-D array, 8 bytes at a time where possible."""
+    nbytes = a2d.shape[1] * a2d.itemsize
+    if a2d.flags.c_contiguous and a2d.dtype.kind in "biu" and nbytes % 8 == 0:
+        # A non-zero integer has a non-zero byte, so a row is non-zero iff one
+        # of its 64-bit words is: 8x fewer elements to reduce.
+        return a2d.view(np.uint64).reshape(a2d.shape[0], -1).any(axis=1)
+    return a2d.any(axis=1)
+
+
+def _extent(flags: np.ndarray) -> tuple[int, int]:
+    idx = np.flatnonzero(flags)
+    return int(idx[0]), int(idx[-1]) + 1
+
+
+def _read_mask(path: Path) -> _Mask:
+    """Read a mask once, binarise it and keep only its bounding box."""
+    try:
+        img = nib.load(str(path))
+    except FileNotFoundError as exc:
+        raise ThalamusError(f"mask file not found: {path}", exit_code=EXIT_NOINPUT) from exc
+    except Exception as exc:  # nibabel raises several types for unreadable files
+        raise ThalamusError(f"cannot read mask {path}: {exc}", exit_code=EXIT_DATAERR) from exc
+    shape = tuple(int(s) for s in img.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise ThalamusError(f"mask {path} is not a 3-D image (shape {img.shape})", exit_code=EXIT_DATAERR)
+    try:
+        data = np.asanyarray(img.dataobj).reshape(shape)
+    except Exception as exc:  # truncated or corrupt compressed data
+        raise ThalamusError(f"cannot read the voxels of mask {path}: {exc}", exit_code=EXIT_DATAERR) from exc
+    if data.dtype.kind == "f":
+        # Interpolated or averaged masks: binarise at 0.5 as the SPEC's ensembles do.
+        data = data >= 0.5
+    elif data.dtype.kind not in "biu":
+        raise ThalamusError(f"mask {path} has non-numeric voxels ({data.dtype})", exit_code=EXIT_DATAERR)
+    data = np.ascontiguousarray(data)
+    voxel_mm3 = float(np.prod(np.asarray(img.header.get_zooms()[:3], dtype=float)))
+    affine = np.asarray(img.affine, dtype=float)
+    rows0 = _any_rows(data.reshape(shape[0], -1))
+    if not rows0.any():
+        return _Mask(Path(path), shape, affine, voxel_mm3, None, None, 0)
+    i0, i1 = _extent(rows0)
+    plane = data[i0:i1].any(axis=0)  # (Y, Z): only the slab that holds the mask
+    j0, j1 = _extent(plane.any(axis=1))
+    k0, k1 = _extent(plane.any(axis=0))
+    crop = data[i0:i1, j0:j1, k0:k1]
+    crop = crop.copy() if crop.dtype == bool else crop != 0  # a copy either way: frees the full array
+    return _Mask(Path(path), shape, affine, voxel_mm3, (i0, j0, k0), crop, int(np.count_nonzero(crop)))
+
+
+def _same_grid(a: _Mask, b: _Mask) -> bool:
+    return a.shape == b.shape and np.allclose(a.affine, b.affine, rtol=0, atol=_AFFINE_ATOL)
+
+
+def session_counts(masks: Sequence[_Mask]) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel counts and pairwise intersections of a session's masks.
+
+    Parameters
+    ----------
+    masks : sequence of _Mask, length k
+        Masks on one grid, each reduced to its bounding box.
+
+    Returns
+    -------
+    counts : ndarray of int64, shape (k,)
+        Foreground voxels per mask.
+    inter : ndarray of int64, shape (k, k)
+        ``inter[i, j] = |mask_i and mask_j|`` (diagonal = ``counts``).
+    """
+    k = len(masks)
+    counts = np.array([m.count for m in masks], dtype=np.int64)
+    inter = np.zeros((k, k), dtype=np.int64)
+    present = [i for i, m in enumerate(masks) if m.crop is not None]
+    if not present:
+        return counts, inter
+    lo = np.min([masks[i].lo for i in present], axis=0)
+    hi = np.max([np.add(masks[i].lo, masks[i].crop.shape) for i in present], axis=0)
+    box = tuple(int(v) for v in hi - lo)
+    flat = np.zeros((len(present), int(np.prod(box))), dtype=bool)
+    for row, i in enumerate(present):
+        m = masks[i]
+        off = np.subtract(m.lo, lo)
+        view = flat[row].reshape(box)
+        sl = tuple(slice(int(o), int(o) + s) for o, s in zip(off, m.crop.shape))
+        view[sl] = m.crop
+    sub = np.zeros((len(present), len(present)), dtype=np.int64)
+    for start in range(0, flat.shape[1], _BLOCK):
+        blk = flat[:, start : start + _BLOCK].astype(np.float32)
+        sub += np.rint(blk @ blk.T).astype(np.int64)
+    inter[np.ix_(present, present)] = sub
+    return counts, inter
+
+
+def _session_key(value: object) -> str:
+    """Identifier as text; a missing session (no ses- level) becomes ''."""
+    if value is None or (np.ndim(value) == 0 and pd.isna(value)):
+        return ""
+    return str(value)
+
+
+def _check_columns(df: pd.DataFrame, required: Sequence[str], what: str) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {missing}; have {list(df.columns)}")
+
+
+def _empty_warning(masks: Sequence[_Mask], names: Sequence[str], pid: str, sid: str) -> None:
+    for m, name in zip(masks, names):
+        if m.count == 0:
+            logger.warning(
+                "empty %s mask for sub-%s ses-%s (%s): its overlap metrics are NaN", name, pid, sid or "n/a", m.path
+            )
+
+
+def run_agreement(
+    method_masks: pd.DataFrame,
+    manual_masks: pd.DataFrame,
+    out_dir: Path,
+    figures: bool = True,
+) -> dict[str, pd.DataFrame]:
+    """Agreement of every method's thalamus masks with the manual masks and with each other.
+
+    Parameters
+    ----------
+    method_masks : pandas.DataFrame
+        One row per session and method: ``participant_id``, ``session_id``
+        (may be empty/NaN for datasets without sessions), ``method`` (the
+        BIDS ``desc`` value, e.g. ``freesurfer``) and ``path`` of the binary
+        thalamus mask in T1w space.
+    manual_masks : pandas.DataFrame
+        One row per session with a manual mask: ``participant_id``,
+        ``session_id``, ``path``. May be empty (then only the containment
+        table is filled).
+    out_dir : pathlib.Path
+        The group output folder; the tables are written there and the
+        figures under ``out_dir/figures``.
+    figures : bool
+        Draw the figures (PNG and SVG).
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        ``voxelwise`` (per session and method, sessions with a manual mask),
+        ``summary`` (median and IQR per method and metric), ``pairwise``
+        (Wilcoxon tests between methods, BH adjusted per metric),
+        ``containment`` (directed containment averaged across sessions) and
+        ``volumetric`` (CCC, OLS, ICC(3,1), Bland-Altman per method).
+
+    Raises
+    ------
+    ThalamusError
+        Exit code 65 when a manual mask (or a method mask) is not on the grid
+        of the session's other masks, naming the file; 66 when a mask file is
+        missing; 65 when it cannot be read or a session has two masks for one
+        method or two manual masks.
+    """
+    _check_columns(method_masks, ["participant_id", "session_id", "method", "path"], "method_masks")
+    _check_columns(manual_masks, ["participant_id", "session_id", "path"], "manual_masks")
+    out_dir = Path(out_dir)
+
+    methods_df = method_masks.assign(
+        key_pid=method_masks["participant_id"].map(_session_key),
+        key_sid=method_masks["session_id"].map(_session_key),
+        method=method_masks["method"].astype(str),
+    )
+    dup = methods_df.duplicated(["key_pid", "key_sid", "method"], keep=False)
+    if dup.any():
+        raise ThalamusError(
+            "more than one mask per session and method: " + ", ".join(map(str, methods_df.loc[dup, "path"])),
+            exit_code=EXIT_DATAERR,
+        )
+    manual_df = manual_masks.assign(
+        key_pid=manual_masks["participant_id"].map(_session_key),
+        key_sid=manual_masks["session_id"].map(_session_key),
+    )
+    dup = manual_df.duplicated(["key_pid", "key_sid"], keep=False)
+    if dup.any():
+        raise ThalamusError(
+            "more than one manual mask per session: " + ", ".join(map(str, manual_df.loc[dup, "path"])),
+            exit_code=EXIT_DATAERR,
+        )
+    manual_by_session = {(r.key_pid, r.key_sid): Path(r.path) for r in manual_df.itertuples()}
+
+    all_methods = sorted(methods_df["method"].unique())
+    index = {m: i for i, m in enumerate(all_methods)}
+    n_methods = len(all_methods)
+    c_sum = np.zeros((n_methods, n_methods))
+    c_sumsq = np.zeros((n_methods, n_methods))
+    c_n = np.zeros((n_methods, n_methods), dtype=np.int64)
+
+    vox_rows: list[dict] = []
+    sessions = methods_df.groupby(["key_pid", "key_sid"], sort=True)
+    seen: set[tuple[str, str]] = set()
+    for (pid, sid), group in sessions:
+        seen.add((pid, sid))
+        group = group.sort_values("method")
+        names = list(group["method"])
+        masks = [_read_mask(Path(p)) for p in group["path"]]
+        ref = masks[0]
+        for m in masks[1:]:
+            if not _same_grid(ref, m):
+                raise ThalamusError(
+                    f"mask {m.path} is on a different grid (shape {m.shape}) than {ref.path} "
+                    f"(shape {ref.shape}) of the same session",
+                    exit_code=EXIT_DATAERR,
+                )
+        manual_path = manual_by_session.get((pid, sid))
+        if manual_path is not None:
+            manual = _read_mask(manual_path)
+            if not _same_grid(ref, manual):
+                raise ThalamusError(
+                    f"manual mask {manual.path} is not on the T1w grid of the method masks "
+                    f"(shape {manual.shape} vs {ref.shape}, affine differs: "
+                    f"{not np.allclose(manual.affine, ref.affine, rtol=0, atol=_AFFINE_ATOL)}); "
+                    f"reference mask {ref.path}",
+                    exit_code=EXIT_DATAERR,
+                )
+            masks.append(manual)
+        _empty_warning(masks, names + (["manual"] if manual_path is not None else []), pid, sid)
+        counts, inter = session_counts(masks)
+        k = len(names)
+
+        with warnings.catch_warnings():
+            # Empty masks were logged above, by file; the NaNs are the intended result.
+            warnings.simplefilter("ignore", EmptyMaskWarning)
+            cont = containment_from_counts(inter[:k, :k], counts[:k, None], counts[None, :k])
+            if manual_path is not None:
+                tp = inter[:k, k]
+                fp = counts[:k] - tp
+                fn = counts[k] - tp
+                d = np.atleast_1d(dice_from_counts(tp, fp, fn))
+                p = np.atleast_1d(precision_from_counts(tp, fp, fn))
+                s = np.atleast_1d(sensitivity_from_counts(tp, fp, fn))
+        idx = np.array([index[n] for n in names])
+        cont = np.atleast_2d(cont)
+        ok = np.isfinite(cont)
+        sub = np.ix_(idx, idx)
+        c_sum[sub] += np.where(ok, cont, 0.0)
+        c_sumsq[sub] += np.where(ok, cont**2, 0.0)
+        c_n[sub] += ok
+
+        if manual_path is not None:
+            manual_ml = counts[k] * masks[k].voxel_mm3 / 1000.0
+            for j, name in enumerate(names):
+                vox_rows.append(
+                    {
+                        "participant_id": group["participant_id"].iloc[0],
+                        "session_id": group["session_id"].iloc[0],
+                        "method": name,
+                        "tp": int(tp[j]),
+                        "fp": int(fp[j]),
+                        "fn": int(fn[j]),
+                        "dice": float(d[j]),
+                        "precision": float(p[j]),
+                        "sensitivity": float(s[j]),
+                        "volume_manual_ml": manual_ml,
+                        "volume_method_ml": counts[j] * masks[j].voxel_mm3 / 1000.0,
+                    }
+                )
+        logger.debug("agreement: sub-%s ses-%s done (%d masks)", pid, sid or "n/a", len(masks))
+        del masks
+
+    for key in sorted(set(manual_by_session) - seen):
+        logger.info("manual mask %s has no method mask in its session; not used", manual_by_session[key])
+
+    voxelwise = pd.DataFrame(vox_rows, columns=list(_VOXELWISE_COLUMNS))
+    summary = _summary(voxelwise)
+    pairwise = _pairwise(voxelwise)
+    containment = _containment_table(all_methods, c_sum, c_sumsq, c_n)
+    volumetric = _volumetric(voxelwise)
+
+    write_tsv(voxelwise, out_dir / "agreement_voxelwise.tsv", _VOXELWISE_COLUMNS)
+    write_tsv(summary, out_dir / "agreement_summary.tsv", _SUMMARY_COLUMNS)
+    write_tsv(pairwise, out_dir / "agreement_pairwise.tsv", _PAIRWISE_COLUMNS)
+    write_tsv(containment, out_dir / "containment.tsv", _CONTAINMENT_COLUMNS)
+    write_tsv(volumetric, out_dir / "agreement_volumetric.tsv", _VOLUMETRIC_COLUMNS)
+    logger.info(
+        "agreement: %d session(s), %d with a manual mask, %d method(s); tables in %s",
+        len(seen), voxelwise[["participant_id", "session_id"]].drop_duplicates().shape[0], n_methods, out_dir,
+    )
+
+    tables = {
+        "voxelwise": voxelwise,
+        "summary": summary,
+        "pairwise": pairwise,
+        "containment": containment,
+        "volumetric": volumetric,
+    }
+    if figures:
+        from thalamus_bidsapp.reports.figures_agreement import write_agreement_figures
+
+        write_agreement_figures(voxelwise, containment, volumetric, out_dir / "figures")
+    return tables
+
+
+def _summary(voxelwise: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for method, grp in voxelwise.groupby("method", sort=True):
+        for metric in OVERLAP_METRICS:
+            v = grp[metric].dropna().to_numpy(dtype=float)
+            q1, med, q3 = np.percentile(v, [25, 50, 75]) if v.size else (np.nan,) * 3
+            rows.append(
+                {
+                    "method": method,
+                    "metric": metric,
+                    "n": int(v.size),
+                    "median": med,
+                    "q1": q1,
+                    "q3": q3,
+                    "iqr": q3 - q1,
+                    "mean": float(v.mean()) if v.size else np.nan,
+                    "sd": float(v.std(ddof=1)) if v.size > 1 else np.nan,
+                }
+            )
+    return pd.DataFrame(rows, columns=list(_SUMMARY_COLUMNS))
+
+
+def _pairwise(voxelwise: pd.DataFrame) -> pd.DataFrame:
+    frames = []
+    if not voxelwise.empty:
+        subject = voxelwise["participant_id"].astype(str) + "|" + voxelwise["session_id"].map(_session_key)
+        for metric in OVERLAP_METRICS:
+            long = pd.DataFrame({"subject": subject, "method": voxelwise["method"], "value": voxelwise[metric]})
+            res = pairwise_wilcoxon(long.dropna(subset=["value"]), dv="value", within="method", subject="subject")
+            if not res.empty:
+                frames.append(res.assign(metric=metric))
+    cols = list(_PAIRWISE_COLUMNS)
+    if not frames:
+        return pd.DataFrame(columns=cols)
+    out = pd.concat(frames, ignore_index=True).rename(
+        columns={"A": "method_a", "B": "method_b", "median_A": "median_a", "median_B": "median_b"}
+    )
+    return out[cols]
+
+
+def _containment_table(methods: list[str], c_sum: np.ndarray, c_sumsq: np.ndarray, c_n: np.ndarray) -> pd.DataFrame:
+    rows = []
+    for i, a in enumerate(methods):
+        for j, b in enumerate(methods):
+            n = int(c_n[i, j])
+            mean = c_sum[i, j] / n if n else np.nan
+            var = (c_sumsq[i, j] - n * mean**2) / (n - 1) if n > 1 else np.nan
+            rows.append(
+                {
+                    "method_a": a,
+                    "method_b": b,
+                    "containment_mean": mean,
+                    "containment_sd": float(np.sqrt(max(var, 0.0))) if n > 1 else np.nan,
+                    "n_sessions": n,
+                }
+            )
+    return pd.DataFrame(rows, columns=list(_CONTAINMENT_COLUMNS))
+
+
+def _volumetric(voxelwise: pd.DataFrame) -> pd.DataFrame:
+    frames = []
+    for method, grp in voxelwise.groupby("method", sort=True):
+        res = volumetric_agreement(grp["volume_manual_ml"].to_numpy(float), grp["volume_method_ml"].to_numpy(float))
+        frames.append(res.assign(method=method))
+    cols = list(_VOLUMETRIC_COLUMNS)
+    if not frames:
+        return pd.DataFrame(columns=cols)
+    out = pd.concat(frames, ignore_index=True).rename(
+        columns={
+            "mean_reference": "mean_manual_ml",
+            "mean_method": "mean_method_ml",
+            "residual_sd": "sd_e_ml",
+            "bias": "bias_ml",
+            "sd": "sd_ml",
+            "loa_low": "loa_low_ml",
+            "loa_high": "loa_high_ml",
+            "intercept": "intercept_ml",
+            "prop_intercept": "prop_intercept_ml",
+        }
+    )
+    return out[cols]
+
+
+_ML = {"Units": "mL"}
+
+_VOXELWISE_COLUMNS: dict[str, object] = {
+    "participant_id": "Participant label (BIDS sub-<label>).",
+    "session_id": "Session label (BIDS ses-<label>); n/a for datasets without sessions.",
+    "method": "Segmentation method (BIDS desc value of the thalamus mask).",
+    "tp": {"Description": "True positives: voxels in both the method and the manual mask.", "Units": "voxel"},
+    "fp": {"Description": "False positives: voxels in the method mask only.", "Units": "voxel"},
+    "fn": {"Description": "False negatives: voxels in the manual mask only.", "Units": "voxel"},
+    "dice": "Dice similarity coefficient 2TP/(2TP+FP+FN); n/a if a mask is empty.",
+    "precision": "Precision TP/(TP+FP); n/a if a mask is empty.",
+    "sensitivity": "Sensitivity TP/(TP+FN); n/a if a mask is empty.",
+    "volume_manual_ml": {"Description": "Manual (ground-truth) thalamus volume: voxel count x voxel volume.", **_ML},
+    "volume_method_ml": {"Description": "Method thalamus volume: voxel count x voxel volume.", **_ML},
+}
+
+_SUMMARY_COLUMNS: dict[str, object] = {
+    "method": "Segmentation method.",
+    "metric": "Overlap metric with the manual mask: dice, precision or sensitivity.",
+    "n": "Number of sessions with a defined value.",
+    "median": "Median across sessions.",
+    "q1": "First quartile (25th percentile, linear interpolation).",
+    "q3": "Third quartile (75th percentile, linear interpolation).",
+    "iqr": "Interquartile range q3 - q1.",
+    "mean": "Mean across sessions.",
+    "sd": "Standard deviation across sessions (n - 1 divisor).",
+}
+
+_PAIRWISE_COLUMNS: dict[str, object] = {
+    "metric": "Overlap metric compared: dice, precision or sensitivity.",
+    "method_a": "First method of the pair.",
+    "method_b": "Second method of the pair.",
+    "n": "Number of sessions with a value for both methods (paired).",
+    "median_a": "Median of the metric for method_a over the paired sessions.",
+    "median_b": "Median of the metric for method_b over the paired sessions.",
+    "median_diff": "Median of the paired differences method_a - method_b.",
+    "W": "Two-sided Wilcoxon signed-rank statistic (smaller of the signed-rank sums; zero differences dropped).",
+    "p_unc": "Unadjusted two-sided p-value (scipy.stats.wilcoxon).",
+    "p_fdr_bh": "Benjamini-Hochberg adjusted p-value, one family per metric.",
+}
+
+_CONTAINMENT_COLUMNS: dict[str, object] = {
+    "method_a": "Mask A (the contained mask).",
+    "method_b": "Mask B (the containing mask).",
+    "containment_mean": "Directed containment |A and B| / |A| ('how much of A lies inside B'), "
+    "computed per session and averaged across sessions with both masks non-empty.",
+    "containment_sd": "Standard deviation of the per-session containment (n - 1 divisor).",
+    "n_sessions": "Number of sessions averaged.",
+}
+
+_VOLUMETRIC_COLUMNS: dict[str, object] = {
+    "method": "Segmentation method compared with the manual masks.",
+    "n": "Number of sessions with a manual and a method volume.",
+    "mean_manual_ml": {"Description": "Mean manual thalamus volume.", **_ML},
+    "mean_method_ml": {"Description": "Mean method thalamus volume.", **_ML},
+    "ccc": "Lin's concordance correlation coefficient of method vs manual volume (Lin 1989).",
+    "ccc_ci_low": "Lower 95% confidence limit of the CCC (Fisher z-transform, Lin's asymptotic variance).",
+    "ccc_ci_high": "Upper 95% confidence limit of the CCC.",
+    "slope": "OLS slope of method volume on manual volume (1 = dynamic range preserved).",
+    "slope_ci_low": "Lower 95% confidence limit of the OLS slope.",
+    "slope_ci_high": "Upper 95% confidence limit of the OLS slope.",
+    "intercept_ml": {"Description": "OLS intercept of method volume on manual volume.", **_ML},
+    "sd_e_ml": {"Description": "Residual standard deviation of the OLS fit (n - 2 divisor).", **_ML},
+    "icc3": "ICC(3,1): two-way mixed effects, single rater, consistency (pingouin ICC(C,1)); manual and method as raters.",
+    "icc3_ci_low": "Lower 95% confidence limit of ICC(3,1).",
+    "icc3_ci_high": "Upper 95% confidence limit of ICC(3,1).",
+    "bias_ml": {"Description": "Bland-Altman mean bias, method minus manual.", **_ML},
+    "sd_ml": {"Description": "Standard deviation of the differences method minus manual.", **_ML},
+    "loa_low_ml": {"Description": "Lower 95% limit of agreement: bias - 1.96 SD.", **_ML},
+    "loa_high_ml": {"Description": "Upper 95% limit of agreement: bias + 1.96 SD.", **_ML},
+    "prop_slope": "Proportional bias: OLS slope of the differences on the means of method and manual volume.",
+    "prop_slope_ci_low": "Lower 95% confidence limit of the proportional-bias slope.",
+    "prop_slope_ci_high": "Upper 95% confidence limit of the proportional-bias slope.",
+    "prop_intercept_ml": {"Description": "Intercept of the proportional-bias regression.", **_ML},
+    "prop_pval": "p-value of the proportional-bias slope (t test, H0: slope = 0).",
+}

@@ -1,0 +1,123 @@
+"""FreeSurfer: find subjects and the license, read aseg and eTIV.
+
+The thalamus is aseg labels 10 and 49 (``data/freesurfer_labels.json``),
+brought from FreeSurfer's conformed space onto the native T1w grid by nearest
+neighbour through both images' vox2ras matrices. The session's ICV is
+``EstimatedTotalIntraCranialVol`` (eTIV) from ``stats/aseg.stats``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from importlib import resources
+from pathlib import Path
+
+import nibabel as nib
+
+from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
+from thalamus_bidsapp.image.masks import mask_from_labels
+from thalamus_bidsapp.image.resample import labels_to_grid
+
+LOGGER = logging.getLogger(__name__)
+
+_ETIV = re.compile(r"^#\s*Measure\s+EstimatedTotalIntraCranialVol,\s*eTIV,[^,]*,\s*([0-9.eE+-]+),\s*mm\^3")
+_VERSION = re.compile(r"^#\s*cvs_version\s+(\S+)")
+
+
+def thalamus_labels() -> dict[int, str]:
+    """aseg label value -> structure name for the left and right thalamus."""
+    table = json.loads(resources.files("thalamus_bidsapp.data").joinpath("freesurfer_labels.json").read_text())
+    return {int(k): v for k, v in table["thalamus"].items()}
+
+
+def find_license(cli_path: Path | None) -> Path | None:
+    """The FreeSurfer license: ``--fs-license-file``, then ``$FS_LICENSE``, then ``$FREESURFER_HOME/license.txt``."""
+    candidates = [cli_path, os.environ.get("FS_LICENSE")]
+    if os.environ.get("FREESURFER_HOME"):
+        candidates.append(Path(os.environ["FREESURFER_HOME"]) / "license.txt")
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def license_error() -> ThalamusError:
+    return ThalamusError(
+        "no FreeSurfer license found: give it with --fs-license-file, or set $FS_LICENSE, "
+        "or put it at $FREESURFER_HOME/license.txt (free from "
+        "https://surfer.nmr.mgh.harvard.edu/registration.html)",
+        EXIT_NOINPUT,
+    )
+
+
+def find_subject(subjects_dir: Path, subject: str, session: str | None) -> Path | None:
+    """A finished FreeSurfer subject for this session, or None.
+
+    Looks for ``sub-<label>_ses-<label>`` first (one recon per session), then
+    ``sub-<label>``; a subject counts as finished when it has
+    ``mri/aseg.mgz`` and ``stats/aseg.stats``.
+    """
+    names = [f"sub-{subject}_ses-{session}"] if session else []
+    names.append(f"sub-{subject}")
+    for name in names:
+        candidate = Path(subjects_dir) / name
+        if (candidate / "mri" / "aseg.mgz").is_file() and (candidate / "stats" / "aseg.stats").is_file():
+            return candidate
+    return None
+
+
+def read_etiv(stats_file: Path) -> float:
+    """eTIV in mm3 from an ``aseg.stats`` file.
+
+    Raises
+    ------
+    ThalamusError
+        When the file has no ``EstimatedTotalIntraCranialVol`` measure (exit 65).
+    """
+    for line in Path(stats_file).read_text().splitlines():
+        match = _ETIV.match(line)
+        if match:
+            return float(match.group(1))
+    raise ThalamusError(f"{stats_file} has no EstimatedTotalIntraCranialVol (eTIV) measure", EXIT_DATAERR)
+
+
+def freesurfer_version(subject_dir: Path) -> str:
+    """The FreeSurfer version that made a subject, from its ``aseg.stats`` header or build stamp."""
+    stats = Path(subject_dir) / "stats" / "aseg.stats"
+    if stats.is_file():
+        for line in stats.read_text().splitlines()[:20]:
+            match = _VERSION.match(line)
+            if match:
+                return match.group(1)
+    stamp = Path(subject_dir) / "scripts" / "build-stamp.txt"
+    if stamp.is_file():
+        return stamp.read_text().strip()
+    return "unknown"
+
+
+def thalamus_from_subject(subject_dir: Path, t1w: nib.spatialimages.SpatialImage) -> tuple[nib.Nifti1Image, dict]:
+    """Binary thalamus mask on the T1w grid and provenance, from a finished subject.
+
+    The provenance holds the FreeSurfer version, the labels used and the eTIV
+    (``icv_ml``) read from ``stats/aseg.stats``.
+    """
+    aseg_path = Path(subject_dir) / "mri" / "aseg.mgz"
+    try:
+        aseg = nib.load(str(aseg_path))
+    except Exception as err:
+        raise ThalamusError(f"cannot read {aseg_path}: {err}", EXIT_DATAERR) from err
+    labels = thalamus_labels()
+    mask = mask_from_labels(labels_to_grid(aseg, t1w), labels)
+    etiv_mm3 = read_etiv(Path(subject_dir) / "stats" / "aseg.stats")
+    provenance = {
+        "Tool": "FreeSurfer",
+        "Version": freesurfer_version(subject_dir),
+        "SubjectDir": str(subject_dir),
+        "LabelsUsed": {str(k): v for k, v in labels.items()},
+        "Resampling": "nearest neighbour from the conformed aseg onto the T1w grid through both vox2ras matrices",
+        "ICV": {"source": "FreeSurfer eTIV (stats/aseg.stats EstimatedTotalIntraCranialVol)", "icv_ml": etiv_mm3 / 1000.0},
+    }
+    return mask, provenance

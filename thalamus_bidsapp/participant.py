@@ -1,0 +1,178 @@
+"""Participant level: find sessions, plan methods, run the workflow, report failures."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import nibabel as nib
+import pandas as pd
+
+from thalamus_bidsapp.bidsio import inputs
+from thalamus_bidsapp.bidsio.atomic import atomic_path, write_json, write_tsv
+from thalamus_bidsapp.bidsio.derivatives import write_dataset_description
+from thalamus_bidsapp.config import RunConfig
+from thalamus_bidsapp.errors import EXIT_NOINPUT, EXIT_OK, EXIT_SESSIONS_FAILED, ThalamusError
+from thalamus_bidsapp.methods import MethodPlan, plan_methods
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionStatus:
+    session: str
+    status: str  # "ok" or "failed"
+    reason: str = ""
+
+
+def find_sessions(config: RunConfig) -> list[inputs.SessionInputs]:
+    """Index the input (and derivatives) datasets and list the sessions to process."""
+    database_dir = config.work_dir / "bids_index"
+    layout = inputs.open_layout(config.bids_dir, validate=not config.skip_bids_validation, database_dir=database_dir)
+    derivative_layouts = {
+        name: inputs.open_layout(path, validate=False, database_dir=database_dir, derivatives=True)
+        for name, path in config.derivatives.items()
+    }
+    queries = inputs.load_queries(config.bids_filter_file)
+    return inputs.collect_sessions(
+        layout,
+        derivative_layouts,
+        queries,
+        participant_labels=list(config.participant_labels) or None,
+        session_labels=list(config.session_labels) or None,
+    )
+
+
+def preflight(session: inputs.SessionInputs) -> str | None:
+    """Why a session cannot start (no T1w, an unreadable header), or None if it can."""
+    if session.t1w is None:
+        return f"no T1w image found for {session.name}"
+    for role in ("t1w", "t2w", "flair", "r1map", "manual"):
+        path = getattr(session, role)
+        if path is None:
+            continue
+        try:
+            img = nib.load(str(path))
+            if len(img.shape) < 3:
+                return f"{path} is not a 3D image (shape {img.shape})"
+        except Exception as err:  # nibabel raises many types for a corrupt file
+            return f"cannot read {path}: {err}"
+    return None
+
+
+def run_participant(config: RunConfig) -> int:
+    """Run the participant level; returns the exit status (0, or 1 if some sessions failed)."""
+    sessions = find_sessions(config)
+    statuses: dict[str, SessionStatus] = {}
+    runnable: list[inputs.SessionInputs] = []
+    for session in sessions:
+        for note in session.notes:
+            LOGGER.warning("%s: %s", session.name, note)
+        problem = preflight(session)
+        if problem:
+            LOGGER.error("%s: skipped: %s", session.name, problem)
+            statuses[session.name] = SessionStatus(session.name, "failed", problem)
+        else:
+            _log_missing_optional(session)
+            runnable.append(session)
+    if not runnable and all(s.t1w is None for s in sessions):
+        raise ThalamusError(
+            "no T1w image found for the requested participants: " + ", ".join(s.name for s in sessions),
+            EXIT_NOINPUT,
+        )
+    plans = {session.name: plan_methods(session, config) for session in runnable}
+
+    log_dir = config.output_dir / "logs" / config.run_id
+    write_dataset_description(config.output_dir, config.bids_dir, config.derivatives)
+    write_json(config.to_json(), log_dir / "config.json")
+    write_citations(config.output_dir / "logs" / "CITATION.md", plans.values())
+
+    if runnable:
+        statuses.update(_run_workflow(runnable, plans, config, crash_root=log_dir / "crash"))
+
+    table = pd.DataFrame([vars(s) for s in statuses.values()], columns=["session", "status", "reason"])
+    write_tsv(table, log_dir / "sessions.tsv", {
+        "session": "Subject and session",
+        "status": "ok, or failed",
+        "reason": "Why the session failed; crash reports are in crash/<session>/",
+    })
+    failed = [s for s in statuses.values() if s.status != "ok"]
+    for status in failed:
+        LOGGER.error("%s failed: %s", status.session, status.reason)
+    LOGGER.info("participant level done: %d of %d sessions succeeded", len(statuses) - len(failed), len(statuses))
+    return EXIT_SESSIONS_FAILED if failed else EXIT_OK
+
+
+def _log_missing_optional(session: inputs.SessionInputs) -> None:
+    for role, steps in (("flair", "FLAIR registration and MindGlide on FLAIR"),
+                        ("r1map", "R1 registration and MindGlide on R1"),
+                        ("t2w", "T2w refinement of FreeSurfer")):
+        if getattr(session, role) is None:
+            LOGGER.info("%s: no %s image; skipping %s", session.name, role, steps)
+
+
+def _run_workflow(
+    sessions: list[inputs.SessionInputs],
+    plans: dict[str, MethodPlan],
+    config: RunConfig,
+    crash_root: Path,
+) -> dict[str, SessionStatus]:
+    from thalamus_bidsapp.workflows.participant import init_participant_wf
+
+    workflow = init_participant_wf(
+        sessions,
+        plans,
+        bids_dir=config.bids_dir,
+        output_dir=config.output_dir,
+        work_dir=config.work_dir,
+        crash_root=crash_root,
+        omp_nthreads=config.omp_nthreads,
+    )
+    workflow.config["execution"].update({
+        "crashfile_format": "txt",
+        "crashdump_dir": str(crash_root),
+        "stop_on_first_crash": config.stop_on_first_crash,
+        "remove_unnecessary_outputs": False,
+        "check_version": False,
+    })
+    LOGGER.info("running %d session(s) with %d process(es); work dir %s",
+                len(sessions), config.nprocs, config.work_dir)
+    plugin, args = ("Linear", {}) if config.nprocs == 1 else (
+        "MultiProc", {"n_procs": config.nprocs, "raise_insufficient": False, "maxtasksperchild": 1})
+    try:
+        workflow.run(plugin=plugin, plugin_args=args)
+    except RuntimeError as err:
+        # nipype raises once at the end; the crash folders say which sessions failed.
+        LOGGER.debug("nipype reported failures: %s", err)
+    statuses = {}
+    for session in sessions:
+        crashes = sorted((crash_root / session.name).glob("crash-*.txt"))
+        if crashes:
+            reason = f"{_crash_summary(crashes[0])} (crash report: {crashes[0]})"
+            statuses[session.name] = SessionStatus(session.name, "failed", reason)
+        else:
+            statuses[session.name] = SessionStatus(session.name, "ok")
+    return statuses
+
+
+def _crash_summary(crash_file: Path) -> str:
+    """The last non-empty line of a nipype crash report: the exception message."""
+    lines = [line.strip() for line in crash_file.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "Error:" in line]
+    return errors[-1] if errors else (lines[-1] if lines else "unknown error")
+
+
+def write_citations(path: Path, plans) -> Path:
+    """``CITATION.md`` naming the tools and papers used by the methods that ran."""
+    table = json.loads(resources.files("thalamus_bidsapp.data").joinpath("citations.json").read_text())
+    used = {method for plan in plans for method in plan.run}
+    lines = ["# Citations", "", "Please cite the tools that produced these derivatives:", ""]
+    for key, entry in table.items():
+        if entry.get("always") or entry.get("method") in used:
+            lines.append(f"- **{key}**: {entry['text']}")
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return path

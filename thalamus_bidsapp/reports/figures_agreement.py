@@ -1,0 +1,230 @@
+"""Figures of the group agreement step: boxplots, containment heatmap, scatter, Bland-Altman.
+
+Figures are built on :class:`matplotlib.figure.Figure` objects directly (no
+pyplot state, no GUI backend: rendering goes through Agg for PNG and the SVG
+backend for SVG), so they can be drawn from worker threads and headless
+containers. Each figure is written as PNG and SVG, atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from thalamus_bidsapp.bidsio.atomic import atomic_path
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "plot_bland_altman",
+    "plot_containment_heatmap",
+    "plot_overlap_boxplots",
+    "plot_volume_scatter",
+    "save_figure",
+    "write_agreement_figures",
+]
+
+_METRICS = ("dice", "precision", "sensitivity")
+_LABELS = {"dice": "Dice", "precision": "Precision", "sensitivity": "Sensitivity"}
+
+
+def save_figure(fig: Figure, stem: Path, dpi: int = 150) -> list[Path]:
+    """Write ``fig`` as ``<stem>.png`` and ``<stem>.svg`` atomically; return the paths."""
+    stem = Path(stem)
+    paths = []
+    for fmt in ("png", "svg"):
+        path = stem.with_name(stem.name + "." + fmt)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+        paths.append(path)
+    return paths
+
+
+def _grid(n: int, ncols_max: int = 4, size: float = 3.6) -> tuple[Figure, list]:
+    ncols = max(1, min(ncols_max, n))
+    nrows = max(1, math.ceil(n / ncols))
+    fig = Figure(figsize=(size * ncols, size * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def plot_overlap_boxplots(voxelwise: pd.DataFrame) -> Figure:
+    """Tukey boxplots (whiskers at 1.5 IQR) of Dice, precision and sensitivity per method.
+
+    Parameters
+    ----------
+    voxelwise : pandas.DataFrame
+        Columns ``method``, ``dice``, ``precision``, ``sensitivity`` (one row
+        per session and method).
+    """
+    import seaborn as sns
+
+    order = sorted(voxelwise["method"].unique())
+    fig = Figure(figsize=(max(6.0, 1.1 * len(order) * 3), 4.0), layout="constrained")
+    axes = fig.subplots(1, 3, sharey=True)
+    for ax, metric in zip(axes, _METRICS):
+        data = voxelwise[["method", metric]].dropna()
+        if not data.empty:
+            sns.boxplot(data=data, x="method", y=metric, order=order, whis=1.5, ax=ax, color="#9ecae1", fliersize=3)
+            sns.stripplot(data=data, x="method", y=metric, order=order, ax=ax, color="k", size=2.5, alpha=0.5)
+        ax.set_title(_LABELS[metric])
+        ax.set_xlabel("")
+        ax.set_ylabel(_LABELS[metric] if metric == "dice" else "")
+        ax.set_ylim(0, 1.02)
+        ax.tick_params(axis="x", labelrotation=45)
+    return fig
+
+
+def plot_containment_heatmap(containment: pd.DataFrame) -> Figure:
+    """Heatmap of the mean directed containment |A and B| / |A| (rows A, columns B).
+
+    Parameters
+    ----------
+    containment : pandas.DataFrame
+        Columns ``method_a``, ``method_b``, ``containment_mean``.
+    """
+    import seaborn as sns
+
+    mat = containment.pivot(index="method_a", columns="method_b", values="containment_mean")
+    n = max(len(mat), 1)
+    fig = Figure(figsize=(1.0 + 0.8 * n + 1.5, 1.0 + 0.7 * n), layout="constrained")
+    ax = fig.subplots()
+    sns.heatmap(
+        mat.astype(float), ax=ax, vmin=0, vmax=1, cmap="viridis", annot=n <= 12, fmt=".2f", square=True,
+        cbar_kws={"label": "mean containment |A∩B| / |A|"},
+    )
+    ax.set_xlabel("B (containing mask)")
+    ax.set_ylabel("A (contained mask)")
+    ax.set_title("Directed containment")
+    return fig
+
+
+def _annotation(row: pd.Series | None, keys: tuple[str, str, str], label: str) -> str:
+    if row is None or not np.isfinite(row.get(keys[0], np.nan)):
+        return f"{label} = n/a"
+    return f"{label} = {row[keys[0]]:.2f} [{row[keys[1]]:.2f}, {row[keys[2]]:.2f}]"
+
+
+def plot_volume_scatter(voxelwise: pd.DataFrame, volumetric: pd.DataFrame) -> Figure:
+    """Method vs manual volume per method, with the identity line, OLS fit, CCC and slope.
+
+    Parameters
+    ----------
+    voxelwise : pandas.DataFrame
+        Columns ``method``, ``volume_manual_ml``, ``volume_method_ml``.
+    volumetric : pandas.DataFrame
+        One row per method with ``ccc``, ``ccc_ci_low``, ``ccc_ci_high``,
+        ``slope``, ``slope_ci_low``, ``slope_ci_high``, ``intercept_ml``.
+    """
+    methods = sorted(voxelwise["method"].unique())
+    fig, axes = _grid(len(methods))
+    stats = volumetric.set_index("method") if not volumetric.empty else pd.DataFrame()
+    for ax, method in zip(axes, methods):
+        d = voxelwise.loc[voxelwise["method"] == method, ["volume_manual_ml", "volume_method_ml"]].dropna()
+        x, y = d["volume_manual_ml"].to_numpy(), d["volume_method_ml"].to_numpy()
+        ax.scatter(x, y, s=12, alpha=0.7, color="#3182bd", edgecolor="none")
+        if x.size:
+            lo = float(min(x.min(), y.min()))
+            hi = float(max(x.max(), y.max()))
+            pad = 0.05 * (hi - lo) if hi > lo else 0.5
+            lims = (lo - pad, hi + pad)
+            ax.plot(lims, lims, ls="--", color="0.5", lw=1, label="identity")
+            row = stats.loc[method] if method in stats.index else None
+            if row is not None and np.isfinite(row["slope"]):
+                xs = np.array(lims)
+                ax.plot(xs, row["intercept_ml"] + row["slope"] * xs, color="#e6550d", lw=1.2, label="OLS")
+            ax.set_xlim(lims)
+            ax.set_ylim(lims)
+            ax.text(
+                0.03, 0.97,
+                _annotation(row, ("ccc", "ccc_ci_low", "ccc_ci_high"), "CCC") + "\n"
+                + _annotation(row, ("slope", "slope_ci_low", "slope_ci_high"), "slope")
+                + f"\nn = {x.size}",
+                transform=ax.transAxes, va="top", fontsize=8,
+            )
+        ax.set_title(method)
+        ax.set_xlabel("manual volume (mL)")
+        ax.set_ylabel("method volume (mL)")
+    return fig
+
+
+def plot_bland_altman(voxelwise: pd.DataFrame, volumetric: pd.DataFrame) -> Figure:
+    """Bland-Altman plots per method: difference (method - manual) vs mean, bias, LoA, proportional bias.
+
+    Parameters
+    ----------
+    voxelwise : pandas.DataFrame
+        Columns ``method``, ``volume_manual_ml``, ``volume_method_ml``.
+    volumetric : pandas.DataFrame
+        One row per method with ``bias_ml``, ``loa_low_ml``, ``loa_high_ml``,
+        ``prop_slope``, ``prop_intercept_ml``.
+    """
+    methods = sorted(voxelwise["method"].unique())
+    fig, axes = _grid(len(methods))
+    stats = volumetric.set_index("method") if not volumetric.empty else pd.DataFrame()
+    for ax, method in zip(axes, methods):
+        d = voxelwise.loc[voxelwise["method"] == method, ["volume_manual_ml", "volume_method_ml"]].dropna()
+        x, y = d["volume_manual_ml"].to_numpy(), d["volume_method_ml"].to_numpy()
+        mean, diff = (x + y) / 2, y - x
+        ax.scatter(mean, diff, s=12, alpha=0.7, color="#3182bd", edgecolor="none")
+        ax.axhline(0, color="0.7", lw=0.8)
+        row = stats.loc[method] if method in stats.index else None
+        if row is not None and np.isfinite(row["bias_ml"]):
+            ax.axhline(row["bias_ml"], color="#e6550d", lw=1.2, label=f"bias {row['bias_ml']:.2f} mL")
+            if np.isfinite(row["loa_low_ml"]):
+                for v in (row["loa_low_ml"], row["loa_high_ml"]):
+                    ax.axhline(v, color="#e6550d", lw=1, ls="--")
+                ax.text(
+                    0.98, 0.02, f"LoA [{row['loa_low_ml']:.2f}, {row['loa_high_ml']:.2f}] mL",
+                    transform=ax.transAxes, ha="right", va="bottom", fontsize=8,
+                )
+            if np.isfinite(row["prop_slope"]) and mean.size:
+                xs = np.array([mean.min(), mean.max()])
+                ax.plot(
+                    xs, row["prop_intercept_ml"] + row["prop_slope"] * xs, color="#31a354", lw=1.2,
+                    label=f"proportional slope {row['prop_slope']:.2f}",
+                )
+            ax.legend(fontsize=7, loc="upper left")
+        ax.set_title(method)
+        ax.set_xlabel("mean of method and manual (mL)")
+        ax.set_ylabel("method - manual (mL)")
+    return fig
+
+
+def write_agreement_figures(
+    voxelwise: pd.DataFrame,
+    containment: pd.DataFrame,
+    volumetric: pd.DataFrame,
+    fig_dir: Path,
+) -> list[Path]:
+    """Draw and save all agreement figures into ``fig_dir`` (PNG and SVG).
+
+    Figures that need manual masks are skipped (with a log line) when
+    ``voxelwise`` is empty; the containment heatmap only needs method masks.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
+    """
+    fig_dir = Path(fig_dir)
+    written: list[Path] = []
+    if not containment.empty and containment["containment_mean"].notna().any():
+        written += save_figure(plot_containment_heatmap(containment), fig_dir / "containment_heatmap")
+    else:
+        logger.info("no containment values: heatmap skipped")
+    if voxelwise.empty:
+        logger.info("no session with a manual mask: boxplots, scatter and Bland-Altman figures skipped")
+        return written
+    written += save_figure(plot_overlap_boxplots(voxelwise), fig_dir / "agreement_boxplots")
+    written += save_figure(plot_volume_scatter(voxelwise, volumetric), fig_dir / "agreement_scatter")
+    written += save_figure(plot_bland_altman(voxelwise, volumetric), fig_dir / "agreement_blandaltman")
+    logger.info("agreement figures written to %s", fig_dir)
+    return written

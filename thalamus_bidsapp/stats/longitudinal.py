@@ -1,0 +1,439 @@
+"""Longitudinal change: visit pairing, deltas, winsorising, ordinal EDSS change, correlations.
+
+Deltas are follow-up minus baseline (Ibrahim et al. 2026, sections 2.3 and
+2.6.3); percentage change is ``100 * delta / baseline``; the interval is in
+years of 365.25 days.
+
+References
+----------
+- Ibrahim et al. (2026). NeuroImage: Clinical, section 2.7.5 (longitudinal
+  clinical associations and sensitivity analyses).
+- Dixon, W. J. (1960). Simplified estimation from censored normal samples.
+  Annals of Mathematical Statistics, 31(2), 385-391 (winsorising).
+- McCullagh, P. (1980). Regression models for ordinal data. Journal of the
+  Royal Statistical Society B, 42(2), 109-142 (proportional odds model).
+- Wilcoxon, F. (1945). Individual comparisons by ranking methods. Biometrics
+  Bulletin, 1(6), 80-83.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from thalamus_bidsapp.stats.regression import complete_cases, design_matrix, p_adjust
+
+LOGGER = logging.getLogger(__name__)
+
+SUBJECT = "participant_id"
+SESSION = "session_id"
+DAYS_PER_YEAR = 365.25
+EDSS_CHANGE_LEVELS = ("better", "stable", "worse")
+
+
+# ------------------------------------------------------------------ visit timing
+def parse_acq_time(values: Sequence[object] | pd.Series) -> pd.Series:
+    """Parse BIDS ``acq_time`` values (ISO 8601 date or date-time); unparseable -> NaT."""
+    series = pd.Series(values)
+    parsed = pd.to_datetime(series.astype("string"), errors="coerce", format="ISO8601", utc=True)
+    return pd.Series(parsed.to_numpy(), index=series.index)
+
+
+def interval_years(start: pd.Series, end: pd.Series) -> pd.Series:
+    """Years (of 365.25 days) from ``start`` to ``end``; both parsed with :func:`parse_acq_time`."""
+    t0 = parse_acq_time(start)
+    t1 = parse_acq_time(end)
+    days = (t1 - t0).dt.total_seconds() / 86400.0
+    return (days / DAYS_PER_YEAR).astype(float)
+
+
+def order_visits(
+    sessions: pd.DataFrame,
+    acq_time: str | None = None,
+    time_years: str | None = None,
+) -> pd.DataFrame:
+    """Number each subject's sessions in time order and give each a time in years.
+
+    Order: ``acq_time`` when every session of the subject has a parseable one,
+    else ``time_years`` when all are present, else the session label
+    (natural sort, so ``ses-10`` follows ``ses-9``).
+
+    Parameters
+    ----------
+    sessions
+        One row per (participant_id, session_id); extra columns are kept.
+    acq_time, time_years
+        Column names of the visit timing, or None when absent.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``sessions`` with ``visit_years`` (time in years on a per-subject
+        origin, NaN when unknown), ``visit_time_source`` and ``visit_rank`` (0 = earliest).
+    """
+    table = sessions.copy()
+    table["visit_years"] = np.nan
+    table["visit_time_source"] = "session label"
+    if acq_time is not None and acq_time in table:
+        parsed = parse_acq_time(table[acq_time])
+        table["_acq"] = parsed
+    else:
+        table["_acq"] = pd.NaT
+    years = pd.to_numeric(table[time_years], errors="coerce") if time_years and time_years in table else None
+    table["_label_key"] = table[SESSION].map(_natural_key)
+    parts = []
+    for _, group in table.groupby(SUBJECT, sort=False):
+        group = group.copy()
+        acq = pd.Series(group["_acq"])
+        if acq.notna().all():
+            origin = acq.min()
+            group["visit_years"] = ((acq - origin).dt.total_seconds() / 86400.0 / DAYS_PER_YEAR).to_numpy()
+            group["visit_time_source"] = "acq_time"
+            group = group.sort_values("visit_years", kind="stable")
+        elif years is not None and years.loc[group.index].notna().all():
+            group["visit_years"] = years.loc[group.index].to_numpy(dtype=float)
+            group["visit_time_source"] = "time_years"
+            group = group.sort_values("visit_years", kind="stable")
+        else:
+            group = group.sort_values("_label_key", kind="stable")
+        group["visit_rank"] = np.arange(len(group))
+        parts.append(group)
+    if not parts:
+        out = table.iloc[0:0].copy()
+        out["visit_rank"] = pd.Series(dtype=int)
+        return out.drop(columns=["_acq", "_label_key"])
+    return pd.concat(parts).drop(columns=["_acq", "_label_key"])
+
+
+def select_visit_pairs(ordered: pd.DataFrame, baseline: str = "first", followup: str = "next") -> pd.DataFrame:
+    """Baseline and follow-up session of each subject with at least two sessions.
+
+    Parameters
+    ----------
+    ordered
+        Output of :func:`order_visits`.
+    baseline
+        ``"first"`` or a session label.
+    followup
+        ``"next"`` (the session after baseline), ``"last"`` or a session label.
+
+    Returns
+    -------
+    pandas.DataFrame
+        participant_id, session_bl, session_fu, interval_years (NaN when the
+        visit times are unknown), interval_source.
+    """
+    rows = []
+    for subject, group in ordered.sort_values([SUBJECT, "visit_rank"]).groupby(SUBJECT, sort=True):
+        group = group.reset_index(drop=True)
+        if baseline == "first":
+            bl_pos = 0
+        else:
+            hits = np.flatnonzero(group[SESSION].to_numpy() == baseline)
+            if not len(hits):
+                continue
+            bl_pos = int(hits[0])
+        later = group.iloc[bl_pos + 1:]
+        if later.empty:
+            continue
+        if followup == "next":
+            fu = later.iloc[0]
+        elif followup == "last":
+            fu = later.iloc[-1]
+        else:
+            match = later[later[SESSION] == followup]
+            if match.empty:
+                continue
+            fu = match.iloc[0]
+        bl = group.iloc[bl_pos]
+        source = bl["visit_time_source"] if bl["visit_time_source"] == fu["visit_time_source"] else "session label"
+        interval = float(fu["visit_years"] - bl["visit_years"]) if source != "session label" else np.nan
+        rows.append(
+            {SUBJECT: subject, "session_bl": bl[SESSION], "session_fu": fu[SESSION],
+             "interval_years": interval, "interval_source": source}
+        )
+    return pd.DataFrame(rows, columns=[SUBJECT, "session_bl", "session_fu", "interval_years", "interval_source"])
+
+
+def paired_deltas(
+    data: pd.DataFrame,
+    pairs: pd.DataFrame,
+    values: Sequence[str],
+    by: Sequence[str] = (),
+    pct: Sequence[str] = (),
+    keep: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Baseline, follow-up and delta (follow-up minus baseline) of ``values`` per subject.
+
+    Parameters
+    ----------
+    data
+        Long table with participant_id, session_id, ``by`` and ``values``.
+    pairs
+        Output of :func:`select_visit_pairs`.
+    values
+        Columns to difference; output has ``<v>_bl``, ``<v>_fu``, ``delta_<v>``.
+    by
+        Extra keys (e.g. method, contrast): one output row per subject and key.
+    pct
+        Subset of ``values`` that also get ``pct_<v>`` = 100 * delta / baseline.
+    keep
+        Columns copied from the follow-up row unchanged with suffix ``_fu``
+        and from the baseline with ``_bl`` (e.g. scanner).
+    """
+    keys = [SUBJECT, *by]
+    cols = list(dict.fromkeys([*keys, SESSION, *values, *keep]))
+    sub = data.loc[:, cols]
+    bl = pairs[[SUBJECT, "session_bl"]].merge(
+        sub, left_on=[SUBJECT, "session_bl"], right_on=[SUBJECT, SESSION], how="inner"
+    ).drop(columns=[SESSION])
+    fu = pairs[[SUBJECT, "session_fu"]].merge(
+        sub, left_on=[SUBJECT, "session_fu"], right_on=[SUBJECT, SESSION], how="inner"
+    ).drop(columns=[SESSION])
+    rename_bl = {v: f"{v}_bl" for v in dict.fromkeys([*values, *keep])}
+    rename_fu = {v: f"{v}_fu" for v in dict.fromkeys([*values, *keep])}
+    merged = bl.rename(columns=rename_bl).merge(fu.rename(columns=rename_fu), on=keys, how="inner")
+    merged = pairs.merge(merged, on=[SUBJECT, "session_bl", "session_fu"], how="inner")
+    for v in values:
+        start = pd.to_numeric(merged[f"{v}_bl"], errors="coerce")
+        end = pd.to_numeric(merged[f"{v}_fu"], errors="coerce")
+        merged[f"delta_{v}"] = end - start
+        if v in pct:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                merged[f"pct_{v}"] = np.where(start != 0, 100.0 * (end - start) / start, np.nan)
+    return merged.reset_index(drop=True)
+
+
+# ------------------------------------------------------------------ winsorising
+def winsorize(values: Sequence[float] | pd.Series | np.ndarray, limits: tuple[float, float] = (0.01, 0.01)) -> np.ndarray:
+    """Winsorise: replace the lowest and highest fractions by the nearest kept value.
+
+    Of the n non-missing values, ``floor(n * lower)`` smallest are set to the
+    next smallest value and ``floor(n * upper)`` largest to the next largest
+    (Dixon 1960; the same rule as :func:`scipy.stats.mstats.winsorize`).
+    Missing values stay missing.
+
+    Examples
+    --------
+    The 90% winsorisation example of Wikipedia ("Winsorizing"): -40 becomes -5
+    and 1053 becomes 101.
+
+    >>> x = [92, 19, 101, 58, 1053, 91, 26, 78, 10, 13, -40, 101, 86, 85, 15, 89, 89, 28, -5, 41]
+    >>> float(winsorize(x, (0.05, 0.05)).mean())
+    55.65
+    """
+    arr = np.asarray(values, dtype=float).copy()
+    ok = np.isfinite(arr)
+    n = int(ok.sum())
+    lower, upper = limits
+    if n == 0:
+        return arr
+    sorted_vals = np.sort(arr[ok])
+    # the small epsilon guards against n * 0.05 landing just below an integer
+    k_low = int(np.floor(n * lower + 1e-9))
+    k_high = int(np.floor(n * upper + 1e-9))
+    if k_low + k_high >= n:
+        raise ValueError(f"winsorising limits {limits} leave no values of {n}")
+    low_value = sorted_vals[k_low]
+    high_value = sorted_vals[n - 1 - k_high]
+    arr[ok] = np.clip(arr[ok], low_value, high_value)
+    return arr
+
+
+# --------------------------------------------------------------- EDSS categories
+def edss_change_category(
+    delta: Sequence[float] | pd.Series,
+    min_change: float | Sequence[float] | pd.Series = 0.5,
+) -> pd.Series:
+    """Ordered categories of EDSS change: better < stable < worse.
+
+    ``worse`` when delta >= ``min_change``, ``better`` when delta <=
+    -``min_change``, ``stable`` otherwise; ``min_change`` may be one value or
+    one per subject (e.g. baseline-dependent thresholds). Missing stays missing.
+    """
+    d = pd.Series(delta, dtype=float)
+    threshold = np.broadcast_to(np.asarray(min_change, dtype=float), d.shape)
+    # EDSS steps are 0.5 points; the tolerance keeps 0.5 - 1e-12 from counting as stable
+    eps = 1e-9
+    labels = np.where(
+        ~np.isfinite(d), None,
+        np.where(d >= threshold - eps, "worse", np.where(d <= -threshold + eps, "better", "stable")),
+    )
+    return pd.Series(pd.Categorical(labels, categories=list(EDSS_CHANGE_LEVELS), ordered=True), index=d.index)
+
+
+ORDINAL_COLUMNS = [
+    "term", "beta", "se", "ci_low", "ci_high", "z", "p", "odds_ratio", "n", "n_excluded", "n_categories",
+    "category_counts", "converged", "note",
+]
+
+
+def ordinal_logistic(
+    data: pd.DataFrame,
+    y: str,
+    x: str,
+    covar: Sequence[str] = (),
+    categorical: Sequence[str] = (),
+    *,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Proportional-odds (ordinal logistic) regression; the coefficient of ``x`` as one row.
+
+    Fitted with :class:`statsmodels.miscmodels.ordinal_model.OrderedModel`
+    (``distr="logit"``, no intercept: the thresholds take its place), as R's
+    ``MASS::polr``. A positive ``beta`` means higher ``x`` goes with higher
+    categories (log cumulative odds ratio per unit of ``x``).
+
+    Parameters
+    ----------
+    data
+        One row per subject.
+    y
+        An ordered categorical column (unused categories are dropped).
+    x, covar, categorical
+        As in :func:`thalamus_bidsapp.stats.regression.ols`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        term, beta, se, ci_low, ci_high (Wald, normal), z, p, odds_ratio, n,
+        n_excluded, n_categories, category_counts, converged, note.
+    """
+    from statsmodels.miscmodels.ordinal_model import OrderedModel
+
+    covar = [c for c in covar if c != x]
+    used, n_excluded = complete_cases(data, [y, x, *covar])
+    row = {name: np.nan for name in ORDINAL_COLUMNS}
+    row.update(term=x, n=len(used), n_excluded=n_excluded, converged=False, note="", category_counts="")
+    endog = used[y]
+    if not isinstance(endog.dtype, pd.CategoricalDtype) or not endog.cat.ordered:
+        raise ValueError(f"{y} must be an ordered categorical column")
+    endog = endog.cat.remove_unused_categories()
+    counts = endog.value_counts(sort=False)
+    row["n_categories"] = len(counts)
+    row["category_counts"] = ", ".join(f"{k}: {v}" for k, v in counts.items())
+    X, dropped = design_matrix(used, x, covar, categorical, constant=False)
+    notes = [f"no variation in {', '.join(dropped)}"] if dropped else []
+    n_params = X.shape[1] + len(counts) - 1
+    if len(counts) < 2 or len(used) <= n_params or np.linalg.matrix_rank(X.to_numpy()) < X.shape[1]:
+        row["note"] = "; ".join([*notes, "fewer than two outcome categories, too few rows or collinear design"])
+        return pd.DataFrame([row], columns=ORDINAL_COLUMNS)
+    model = OrderedModel(endog.reset_index(drop=True), X.reset_index(drop=True), distr="logit")
+    try:
+        fit = model.fit(method="bfgs", disp=False, maxiter=2000, gtol=1e-8)
+    except (np.linalg.LinAlgError, ValueError) as exc:
+        row["note"] = "; ".join([*notes, f"fit failed: {exc}"])
+        return pd.DataFrame([row], columns=ORDINAL_COLUMNS)
+    beta = float(fit.params[x])
+    se = float(fit.bse[x])
+    zcrit = stats.norm.ppf(1 - alpha / 2)
+    z = beta / se if se > 0 else np.nan
+    converged = bool(fit.mle_retvals.get("converged", False))
+    if not converged:
+        notes.append("optimiser did not converge")
+    row.update(
+        beta=beta, se=se, ci_low=beta - zcrit * se, ci_high=beta + zcrit * se, z=z,
+        p=float(2 * stats.norm.sf(abs(z))) if np.isfinite(z) else np.nan,
+        odds_ratio=float(np.exp(beta)), converged=converged, note="; ".join(notes),
+    )
+    return pd.DataFrame([row], columns=ORDINAL_COLUMNS)
+
+
+# ------------------------------------------------------------------ correlation
+PEARSON_COLUMNS = ["x", "y", "n", "n_excluded", "r", "ci_low", "ci_high", "p", "note"]
+
+
+def pearson(data: pd.DataFrame, x: str, y: str, *, alpha: float = 0.05) -> pd.DataFrame:
+    """Pearson correlation with Fisher-z confidence interval, on complete pairs.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row: x, y, n, n_excluded, r, ci_low, ci_high, p, note.
+    """
+    used, n_excluded = complete_cases(data, [x, y])
+    row = {"x": x, "y": y, "n": len(used), "n_excluded": n_excluded, "r": np.nan,
+           "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "note": ""}
+    a = used[x].to_numpy(dtype=float)
+    b = used[y].to_numpy(dtype=float)
+    if len(used) < 4 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        row["note"] = "fewer than 4 complete pairs or no variation"
+        return pd.DataFrame([row], columns=PEARSON_COLUMNS)
+    res = stats.pearsonr(a, b)
+    ci = res.confidence_interval(confidence_level=1 - alpha)
+    row.update(r=float(res.statistic), p=float(res.pvalue), ci_low=float(ci.low), ci_high=float(ci.high))
+    return pd.DataFrame([row], columns=PEARSON_COLUMNS)
+
+
+# ------------------------------------------------------- paired method comparison
+WILCOXON_COLUMNS = ["A", "B", "n", "median_A", "median_B", "median_diff", "W", "p", "p_fdr"]
+
+
+def pairwise_wilcoxon(
+    data: pd.DataFrame,
+    dv: str,
+    within: str,
+    subject: str = SUBJECT,
+    padjust: str = "fdr_bh",
+) -> pd.DataFrame:
+    """Wilcoxon signed-rank tests of ``dv`` between every pair of ``within`` levels.
+
+    Each pair uses the subjects with a value for both levels. p-values are
+    adjusted across all pairs (Benjamini-Hochberg by default), as in the
+    paper's comparison of % thalamic change between methods.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A, B, n, median_A, median_B, median_diff (median of A - B), W, p, p_fdr.
+    """
+    wide = data.pivot_table(index=subject, columns=within, values=dv, aggfunc="first")
+    rows = []
+    for a, b in itertools.combinations(list(wide.columns), 2):
+        pair = wide[[a, b]].dropna()
+        row = {"A": a, "B": b, "n": len(pair), "median_A": np.nan, "median_B": np.nan,
+               "median_diff": np.nan, "W": np.nan, "p": np.nan}
+        if len(pair):
+            diff = pair[a] - pair[b]
+            row.update(median_A=float(pair[a].median()), median_B=float(pair[b].median()),
+                       median_diff=float(diff.median()))
+            if len(pair) >= 2 and (diff != 0).any():
+                res = stats.wilcoxon(pair[a], pair[b])
+                row.update(W=float(res.statistic), p=float(res.pvalue))
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=WILCOXON_COLUMNS[:-1])
+    table["p_fdr"] = p_adjust(table["p"], padjust) if len(table) else []
+    return table
+
+
+# ------------------------------------------------------------------ descriptives
+def describe(data: pd.DataFrame, value: str, by: Sequence[str] = ()) -> pd.DataFrame:
+    """n, mean, SD, median, quartiles, min and max of ``value`` (overall or per ``by`` group)."""
+    def summary(series: pd.Series) -> dict[str, float]:
+        s = pd.to_numeric(series, errors="coerce").dropna()
+        return {
+            "n": int(len(s)), "n_missing": int(series.isna().sum()),
+            "mean": s.mean() if len(s) else np.nan, "sd": s.std(ddof=1) if len(s) > 1 else np.nan,
+            "median": s.median() if len(s) else np.nan, "q1": s.quantile(0.25) if len(s) else np.nan,
+            "q3": s.quantile(0.75) if len(s) else np.nan, "min": s.min() if len(s) else np.nan,
+            "max": s.max() if len(s) else np.nan,
+        }
+
+    if not by:
+        return pd.DataFrame([{"variable": value, **summary(data[value])}])
+    rows = []
+    for key, group in data.groupby(list(by), sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(by, key)), "variable": value, **summary(group[value])})
+    return pd.DataFrame(rows)
+
+
+def _natural_key(label: object) -> tuple:
+    text = "" if label is None or (isinstance(label, float) and np.isnan(label)) else str(label)
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
