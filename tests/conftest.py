@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# Tests never use the network: no hub downloads, no telemetry, no display.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NIPYPE_NO_ET", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("THALAMUS_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
 

@@ -18,8 +18,8 @@ LOGGER = logging.getLogger(__name__)
 
 PIPELINE_NAME = "thalamus_bidsapp"
 CODE_URL = "https://github.com/thalamus-bidsapp/thalamus_bidsapp"
-#: Folders at the top of the output dataset that are not BIDS files.
-BIDSIGNORE = ("logs/", "group/", "sourcedata/", "sub-*.html", "sub-*/figures/", "*_volumes.tsv", "*_volumes.json", "*_qc.tsv", "*_qc.json")
+#: Files that are not BIDS derivatives (bids-validator-deno needs folder names without a trailing slash).
+BIDSIGNORE = ("logs", "group", "sub-*.html", "sub-*/figures", "*_volumes.tsv", "*_volumes.json", "*_qc.tsv", "*_qc.json")
 
 
 def path_patterns() -> list[str]:

@@ -72,6 +72,16 @@ def setup_logging(verbosity: int) -> None:
     nipype_logging.update_logging(nipype_config)
     # nipype attaches its own handlers; drop them so each line is printed once, in our format.
     logging.getLogger("nipype").handlers.clear()
+    logging.getLogger("nipype.workflow").addFilter(_shorten_tracebacks)
+
+
+def _shorten_tracebacks(record: logging.LogRecord) -> bool:
+    """Keep nipype's crash messages to their first and last lines; the crash file has the rest."""
+    message = record.getMessage()
+    if record.levelno >= logging.ERROR and "Traceback" in message:
+        lines = [line for line in message.splitlines() if line.strip()]
+        record.msg, record.args = f"{lines[0]} ... {lines[-1].strip()}", ()
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

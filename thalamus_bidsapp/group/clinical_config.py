@@ -14,7 +14,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -30,7 +30,6 @@ LOGGER = logging.getLogger(__name__)
 DEFAULTS_RESOURCE = "clinical_defaults.yaml"
 TRANSFORMS = ("none", "log")
 HC3_POLICIES = ("auto", "always", "never")
-FOLLOWUP_CHOICES = ("next", "last")
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ class ClinicalConfig:
     power: float
     power_alpha: float
     source: str = "defaults"
-    raw: Mapping[str, Any] = MappingProxyType({})
+    raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     # ------------------------------------------------------------------ columns
     def resolve(self, role: str, frame: pd.DataFrame) -> str | None:

@@ -19,6 +19,7 @@ from nipype.interfaces.base import (
     InputMultiObject,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -132,7 +133,7 @@ class FreeSurferThalamus(SimpleInterface):
 
 
 class _SessionVolumesInputSpec(BaseInterfaceInputSpec):
-    mask_files = InputMultiObject(File(exists=True), mandatory=True, desc="thalamus masks")
+    mask_files = InputMultiObject(File(exists=True), desc="thalamus masks (none when no method ran)")
     methods = traits.List(traits.Str, mandatory=True, desc="method of each mask")
     contrasts = traits.List(traits.Str, mandatory=True, desc="contrast of each mask")
     icv_provenance = File(exists=True, desc="provenance JSON holding an ICV record (FreeSurfer eTIV)")
@@ -156,7 +157,7 @@ class SessionVolumes(SimpleInterface):
         if self.inputs.icv_provenance:
             icv_record = json.loads(Path(self.inputs.icv_provenance).read_text()).get("ICV")
         table = session_volumes_table(
-            [Path(p) for p in self.inputs.mask_files],
+            [Path(p) for p in self.inputs.mask_files] if isdefined(self.inputs.mask_files) else [],
             list(self.inputs.methods),
             list(self.inputs.contrasts),
             brain_mask=Path(self.inputs.brain_mask),

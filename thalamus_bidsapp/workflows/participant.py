@@ -136,8 +136,6 @@ def init_session_wf(
             workflow.connect(node, field, ds_mask, "in_file")
             workflow.connect(node, "provenance_file", ds_mask, "provenance_files")
         workflow.connect(merge, "out", volumes, "mask_files")
-    else:
-        volumes.inputs.mask_files = []
 
     ds_volumes = _publish(
         "ds_volumes", output_dir, {**ents, "label": "thalamus", "suffix": "volumes", "extension": ".tsv"},

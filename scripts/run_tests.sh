@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up a fresh machine and run the test suite: the README's test command.
+# Creates .venv beside this repository, installs the CPU build of PyTorch first
+# (an unpinned torch would pull gigabytes of CUDA packages), then the app with
+# its test extras, then runs pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet torch==2.13.0
+.venv/bin/python -m pip install --quiet -e ".[test,mindglide]"
+export HF_HUB_OFFLINE=1 NIPYPE_NO_ET=1 MPLBACKEND=Agg
+exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -1,0 +1,130 @@
+"""End to end on bert: participant then group through main(argv), on real FreeSurfer output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.conftest import shared_file
+from tests.foundation.datasets import (
+    BERT_THALAMUS_VOXELS,
+    make_bert_dataset,
+    make_read_only,
+    make_writable,
+    tree_digest,
+)
+from thalamus_bidsapp.bidsio.atomic import read_tsv
+from thalamus_bidsapp.cli.run import main
+from thalamus_bidsapp.interfaces.freesurfer import read_etiv
+
+
+@pytest.fixture(scope="module")
+def bert_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bert")
+    bids, subjects_dir = make_bert_dataset(root)
+    make_read_only(bids)
+    before = tree_digest(bids)
+    out, work = root / "out", root / "work"
+    argv = [str(bids), str(out), "participant", "--participant-label", "01",
+            "--fs-subjects-dir", str(subjects_dir), "-w", str(work), "--nprocs", "1"]
+    code = main(argv)
+    group_code = main([str(bids), str(out), "group", "-w", str(work)])
+    yield {"bids": bids, "out": out, "work": work, "argv": argv, "code": code,
+           "group_code": group_code, "before": before}
+    make_writable(bids)
+
+
+def test_exit_codes(bert_run):
+    assert bert_run["code"] == 0 and bert_run["group_code"] == 0
+
+
+def test_freesurfer_mask_has_exactly_the_aseg_thalamus(bert_run):
+    mask_path = bert_run["out"] / "sub-01" / "anat" / "sub-01_space-T1w_label-thalamus_desc-freesurfer_mask.nii.gz"
+    mask = nib.load(str(mask_path))
+    data = np.asanyarray(mask.dataobj)
+    assert set(np.unique(data)) == {0, 1}
+    assert int(data.sum()) == BERT_THALAMUS_VOXELS == 17060
+    # On the grid of the published (reoriented) T1w.
+    t1w = nib.load(str(mask_path.parent / "sub-01_desc-preproc_T1w.nii.gz"))
+    assert mask.shape == t1w.shape and np.allclose(mask.affine, t1w.affine)
+    assert "".join(nib.aff2axcodes(mask.affine)) == "RAS"
+    sidecar = json.loads(mask_path.with_name(mask_path.name.replace(".nii.gz", ".json")).read_text())
+    assert sidecar["LabelsUsed"] == {"10": "Left-Thalamus", "49": "Right-Thalamus"}
+    assert sidecar["Version"] == "7.2.0-beta"
+    assert sidecar["SpatialReference"].endswith("sub-01_desc-preproc_T1w.nii.gz")
+
+
+def test_volumes_table_and_icv(bert_run):
+    table = read_tsv(bert_run["out"] / "sub-01" / "anat" / "sub-01_label-thalamus_volumes.tsv")
+    row = table.set_index("method").loc["freesurfer"]
+    etiv = read_etiv(shared_file("freesurfer_bert_7.2", "stats", "aseg.stats"))
+    assert row["n_voxels"] == 17060
+    assert row["volume_ml"] == pytest.approx(17.06)
+    assert row["icv_ml"] == pytest.approx(etiv / 1000.0)
+    assert "eTIV" in row["icv_source"]
+    sidecar = json.loads((bert_run["out"] / "sub-01" / "anat" / "sub-01_label-thalamus_volumes.json").read_text())
+    assert sidecar["volume_ml"]["Units"] == "mL"
+
+
+def test_brain_mask_covers_the_brain(bert_run):
+    mask = nib.load(str(bert_run["out"] / "sub-01" / "anat" / "sub-01_space-T1w_desc-brain_mask.nii.gz"))
+    thalamus = nib.load(str(bert_run["out"] / "sub-01" / "anat"
+                            / "sub-01_space-T1w_label-thalamus_desc-freesurfer_mask.nii.gz"))
+    brain, thal = np.asanyarray(mask.dataobj) > 0, np.asanyarray(thalamus.dataobj) > 0
+    # bert's brain is about 1.2-1.5 L; all of the thalamus lies inside the brain mask.
+    assert 1000 < brain.sum() / 1000 < 1800
+    assert (thal & brain).sum() / thal.sum() > 0.99
+
+
+def test_group_volumes_table(bert_run):
+    table = read_tsv(bert_run["out"] / "group" / "volumes.tsv")
+    row = table[(table.participant_id == "sub-01") & (table.method == "freesurfer")].iloc[0]
+    assert row["volume_ml"] == pytest.approx(17.06)
+    assert row["icv_ml"] == pytest.approx(1520.021264474)
+    assert row["age"] == 30 and row["sex"] == "M"
+    assert (bert_run["out"] / "group" / "volumes.json").is_file()
+
+
+def test_outputs_dataset_and_logs(bert_run):
+    out = bert_run["out"]
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative"
+    assert "freesurfer" in (out / "logs" / "CITATION.md").read_text().lower()
+    (run_dir,) = [p for p in (out / "logs").iterdir() if p.is_dir()][:1]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["analysis_level"] == "participant"
+    assert not list(out.rglob(".*.tmp*")), "temporary files left behind"
+
+
+def test_input_tree_untouched(bert_run):
+    assert tree_digest(bert_run["bids"]) == bert_run["before"]
+
+
+def test_second_run_redoes_nothing(bert_run):
+    out, work = bert_run["out"], bert_run["work"]
+    outputs = {p: p.stat().st_mtime_ns for p in (out / "sub-01").rglob("*") if p.is_file()}
+    results = {p: p.stat().st_mtime_ns for p in work.rglob("result_*.pklz") if "/ds_" not in str(p)}
+    assert results
+    assert main(bert_run["argv"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in outputs} == outputs
+    assert {p: p.stat().st_mtime_ns for p in results} == results
+
+
+def test_bids_validator_finds_no_errors(bert_run):
+    beside_python = Path(sys.executable).with_name("bids-validator-deno")
+    validator = str(beside_python) if beside_python.exists() else shutil.which("bids-validator-deno")
+    if validator is None:
+        pytest.skip("bids-validator-deno is not installed")
+    import subprocess
+
+    result = subprocess.run([validator, str(bert_run["out"]), "--format", "json"],
+                            capture_output=True, text=True, timeout=600)
+    report = json.loads(result.stdout)
+    errors = [i for i in report["issues"]["issues"] if i["severity"] == "error"]
+    assert errors == [], errors

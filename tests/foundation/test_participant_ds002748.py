@@ -1,0 +1,61 @@
+"""Six real subjects of OpenNeuro ds002748: brain masks for all, group table joined with demographics."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.conftest import shared_file
+from tests.foundation.datasets import tree_digest
+from thalamus_bidsapp.bidsio.atomic import read_tsv
+from thalamus_bidsapp.cli.run import main
+
+SUBJECTS = ("01", "02", "03", "52", "53", "54")
+
+
+@pytest.fixture(scope="module")
+def ds_run(tmp_path_factory):
+    bids = shared_file("ds002748_subset")
+    root = tmp_path_factory.mktemp("ds002748")
+    before = tree_digest(bids)
+    out = root / "out"
+    code = main([str(bids), str(out), "participant", "-w", str(root / "work"), "--nprocs", "1",
+                 "--omp-nthreads", "2"])
+    group_code = main([str(bids), str(out), "group", "-w", str(root / "work")])
+    return {"bids": bids, "out": out, "code": code, "group_code": group_code, "before": before}
+
+
+def test_exit_codes(ds_run):
+    assert ds_run["code"] == 0 and ds_run["group_code"] == 0
+
+
+@pytest.mark.parametrize("label", SUBJECTS)
+def test_brain_mask_per_subject(ds_run, label):
+    anat = ds_run["out"] / f"sub-{label}" / "anat"
+    mask = nib.load(str(anat / f"sub-{label}_space-T1w_desc-brain_mask.nii.gz"))
+    t1w = nib.load(str(anat / f"sub-{label}_desc-preproc_T1w.nii.gz"))
+    assert mask.shape == t1w.shape == (288, 288, 181)
+    assert np.allclose(mask.affine, t1w.affine)
+    data = np.asanyarray(mask.dataobj)
+    volume_ml = data.sum() * np.prod(mask.header.get_zooms()) / 1000
+    # Adult brains: about 1.0 to 1.8 L; these T1w are already skull-stripped, so the mask
+    # must follow the non-zero brain voxels closely.
+    assert 900 < volume_ml < 1900
+    brain = np.asanyarray(t1w.dataobj) > 0
+    dice = 2 * (brain & (data > 0)).sum() / (brain.sum() + (data > 0).sum())
+    assert dice > 0.9
+
+
+def test_group_table_joined_with_demographics(ds_run):
+    table = read_tsv(ds_run["out"] / "group" / "volumes.tsv")
+    # No thalamus method runs without a tool, so the group table has no mask rows;
+    # the per-session tables still exist with their ICV.
+    per_session = [read_tsv(p) for p in sorted(ds_run["out"].glob("sub-*/anat/*_volumes.tsv"))]
+    assert len(per_session) == 6
+    assert all(t.empty for t in per_session)
+    assert {"participant_id", "session_id", "method", "volume_ml", "icv_ml", "age", "gender"} <= set(table.columns)
+
+
+def test_input_untouched(ds_run):
+    assert tree_digest(ds_run["bids"]) == ds_run["before"]

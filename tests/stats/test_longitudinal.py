@@ -1,0 +1,125 @@
+"""Visit pairing, deltas, winsorising, ordinal EDSS change and correlations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels
+from scipy.stats import mstats
+
+from thalamus_bidsapp.stats import longitudinal as lon
+
+UCLA = Path(statsmodels.__file__).parent / "miscmodels" / "tests" / "results" / "ologit_ucla.csv"
+
+
+def test_winsorize_wikipedia_example() -> None:
+    # Wikipedia, "Winsorizing": 90% winsorisation of these 20 values replaces -40 by -5 and
+    # 1053 by 101; the mean goes from 101.5 to 55.65
+    x = [92, 19, 101, 58, 1053, 91, 26, 78, 10, 13, -40, 101, 86, 85, 15, 89, 89, 28, -5, 41]
+    assert np.mean(x) == pytest.approx(101.5)
+    w = lon.winsorize(x, (0.05, 0.05))
+    assert w.mean() == pytest.approx(55.65)
+    assert w.min() == -5 and w.max() == 101
+    assert np.array_equal(w, np.asarray(mstats.winsorize(np.array(x, float), limits=(0.05, 0.05))))
+
+
+def test_winsorize_keeps_missing_and_handles_1_99() -> None:
+    x = np.r_[np.arange(100.0), np.nan]
+    w = lon.winsorize(x, (0.01, 0.01))
+    assert np.isnan(w[-1])
+    assert w[0] == 1.0 and w[99] == 98.0 and (w[1:99] == x[1:99]).all()
+    # fewer than 100 values: 1% of 50 is no value at all
+    assert np.array_equal(lon.winsorize(np.arange(50.0), (0.01, 0.01)), np.arange(50.0))
+
+
+def test_ordinal_logistic_matches_ucla_polr() -> None:
+    # UCLA OARC "Ordinal logistic regression | R data analysis examples": polr(apply ~ pared + public + gpa)
+    # coefficients 1.04769, -0.05879, 0.61594; SE 0.2658, 0.2979, 0.2606 (data shipped with statsmodels' tests)
+    if not UCLA.exists():
+        pytest.skip("statsmodels test data not installed")
+    df = pd.read_csv(UCLA)
+    df["apply"] = pd.Categorical(df["apply"], categories=["unlikely", "somewhat likely", "very likely"], ordered=True)
+    published = {"pared": (1.04769, 0.2658), "public": (-0.05879, 0.2979), "gpa": (0.61594, 0.2606)}
+    for term, (beta, se) in published.items():
+        row = lon.ordinal_logistic(df, "apply", term, [t for t in published if t != term]).iloc[0]
+        assert row["converged"]
+        assert row["beta"] == pytest.approx(beta, abs=5e-4)
+        assert row["se"] == pytest.approx(se, abs=5e-4)
+        assert row["n"] == 400 and row["n_categories"] == 3
+    assert lon.ordinal_logistic(df, "apply", "pared", ["public", "gpa"]).iloc[0]["p"] == pytest.approx(8.09e-05, rel=0.01)
+
+
+def test_edss_change_categories() -> None:
+    cats = lon.edss_change_category([1.0, 0.5, 0.0, -0.5, np.nan])
+    assert list(cats.astype(object).where(cats.notna(), None)) == ["worse", "worse", "stable", "better", None]
+    assert cats.cat.ordered and list(cats.cat.categories) == ["better", "stable", "worse"]
+    per_subject = lon.edss_change_category([0.5, 0.5], [0.5, 1.0])
+    assert list(per_subject) == ["worse", "stable"]
+
+
+def test_visit_order_and_intervals() -> None:
+    sessions = pd.DataFrame({
+        "participant_id": ["sub-01"] * 3 + ["sub-02"] * 2 + ["sub-03"] * 2 + ["sub-04"],
+        "session_id": ["ses-10", "ses-2", "ses-9", "ses-01", "ses-02", "ses-a", "ses-b", "ses-01"],
+        "acq_time": ["2020-01-01T10:00:00", "2018-01-01T10:00:00", "2019-01-01", "2017-06-01T00:00:00", None,
+                     None, None, "2020-01-01"],
+        "time_years": [np.nan] * 5 + [0.0, 2.5, np.nan],
+    })
+    ordered = lon.order_visits(sessions, "acq_time", "time_years")
+    sub1 = ordered[ordered["participant_id"] == "sub-01"].sort_values("visit_rank")
+    assert list(sub1["session_id"]) == ["ses-2", "ses-9", "ses-10"]
+    pairs = lon.select_visit_pairs(ordered, "first", "next").set_index("participant_id")
+    assert pairs.loc["sub-01", "session_fu"] == "ses-9"
+    assert pairs.loc["sub-01", "interval_years"] == pytest.approx((365 - 10 / 24) / 365.25)  # 10:00 to midnight
+    # sub-02 lacks one acq_time: ordered by label, interval unknown
+    assert pairs.loc["sub-02", "session_fu"] == "ses-02" and np.isnan(pairs.loc["sub-02", "interval_years"])
+    assert pairs.loc["sub-03", "interval_years"] == 2.5 and pairs.loc["sub-03", "interval_source"] == "time_years"
+    assert "sub-04" not in pairs.index  # a single session has no follow-up
+    last = lon.select_visit_pairs(ordered, "first", "last").set_index("participant_id")
+    assert last.loc["sub-01", "session_fu"] == "ses-10"
+    labelled = lon.select_visit_pairs(ordered, "ses-9", "next")
+    assert list(labelled["participant_id"]) == ["sub-01"]
+
+
+def test_paired_deltas_ml_and_percent() -> None:
+    data = pd.DataFrame({
+        "participant_id": ["sub-01"] * 4, "session_id": ["ses-01", "ses-02"] * 2,
+        "method": ["a", "a", "b", "b"], "volume_ml": [10.0, 9.9, 8.0, 8.2], "edss": [2.0, 3.0, 2.0, 3.0],
+    })
+    pairs = pd.DataFrame({"participant_id": ["sub-01"], "session_bl": ["ses-01"], "session_fu": ["ses-02"],
+                          "interval_years": [2.0], "interval_source": ["acq_time"]})
+    out = lon.paired_deltas(data, pairs, ["volume_ml", "edss"], by=["method"], pct=["volume_ml"]).set_index("method")
+    assert out.loc["a", "delta_volume_ml"] == pytest.approx(-0.1)
+    assert out.loc["a", "pct_volume_ml"] == pytest.approx(-1.0)
+    assert out.loc["b", "pct_volume_ml"] == pytest.approx(2.5)
+    assert out.loc["a", "delta_edss"] == 1.0 and out.loc["a", "interval_years"] == 2.0
+
+
+def test_interval_years_from_acq_time() -> None:
+    years = lon.interval_years(pd.Series(["2020-01-01T00:00:00", "bad"]), pd.Series(["2021-01-01T00:00:00", "2021-01-01"]))
+    assert years.iloc[0] == pytest.approx(366 / 365.25) and np.isnan(years.iloc[1])
+
+
+def test_pearson_and_pairwise_wilcoxon() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=80)
+    df = pd.DataFrame({"x": x, "y": 0.5 * x + rng.normal(0, 0.5, 80)})
+    df.loc[0, "y"] = np.nan
+    row = lon.pearson(df, "x", "y").iloc[0]
+    assert row["n"] == 79 and row["n_excluded"] == 1
+    assert row["ci_low"] < row["r"] < row["ci_high"] and row["p"] < 1e-6
+    long = pd.DataFrame({"participant_id": np.repeat(np.arange(30), 3), "method": ["a", "b", "c"] * 30,
+                         "v": np.tile([0.0, 1.0, 1.01], 30) + rng.normal(0, 0.1, 90)})
+    table = lon.pairwise_wilcoxon(long, "v", "method").set_index(["A", "B"])
+    assert table.loc[("a", "b"), "p_fdr"] < 1e-4
+    assert table.loc[("b", "c"), "p_fdr"] > 0.05
+    assert (table["p_fdr"] >= table["p"]).all()
+
+
+def test_describe() -> None:
+    df = pd.DataFrame({"g": ["x", "x", "y"], "v": [1.0, 3.0, np.nan]})
+    out = lon.describe(df, "v", ["g"]).set_index("g")
+    assert out.loc["x", "mean"] == 2.0 and out.loc["y", "n"] == 0 and out.loc["y", "n_missing"] == 1

@@ -1,0 +1,112 @@
+"""OLS with the HC3 rule and multiple-testing adjustment, against published values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+from thalamus_bidsapp.stats.regression import adjust_family, ols, p_adjust, zscore
+
+LONGLEY_TERMS = ["GNPDEFL", "GNP", "UNEMP", "ARMED", "POP", "YEAR"]
+# NIST StRD Longley certified coefficients (https://www.itl.nist.gov/div898/strd/lls/data/Longley.shtml)
+LONGLEY_BETA = [15.0618722713733, -0.358191792925910e-01, -2.02022980381683, -1.03322686717359,
+                -0.511041056535807e-01, 1829.15146461355]
+# HC3 standard errors computed with SAS, as published in statsmodels' test suite
+# (statsmodels/regression/tests/results/results_regression.py, class Longley, HC3_se)
+LONGLEY_HC3_SE = [91.11939, 0.05562, 0.82213, 0.29879, 0.32491, 922.80784]
+# NIST certified standard deviations of the estimates (classical OLS)
+LONGLEY_SE = [84.9149257747669, 0.334910077722432e-01, 0.488399681651699, 0.214274163161675,
+              0.226073200069370, 455.478499142212]
+
+
+@pytest.fixture(scope="module")
+def longley() -> pd.DataFrame:
+    return sm.datasets.longley.load_pandas().data
+
+
+@pytest.mark.parametrize("i", range(len(LONGLEY_TERMS)))
+def test_hc3_standard_errors_match_sas_longley(longley: pd.DataFrame, i: int) -> None:
+    term = LONGLEY_TERMS[i]
+    row = ols(longley, "TOTEMP", term, [t for t in LONGLEY_TERMS if t != term], hc3="always").iloc[0]
+    assert row["hc3"]
+    assert row["beta"] == pytest.approx(LONGLEY_BETA[i], rel=1e-6)
+    assert row["se"] == pytest.approx(LONGLEY_HC3_SE[i], abs=1e-4 if i else 1e-4, rel=1e-5)
+    assert row["n"] == 16
+    assert row["r2"] == pytest.approx(0.995479004577296, rel=1e-9)  # NIST certified R-squared
+
+
+@pytest.mark.parametrize("i", range(len(LONGLEY_TERMS)))
+def test_classical_standard_errors_match_nist(longley: pd.DataFrame, i: int) -> None:
+    term = LONGLEY_TERMS[i]
+    row = ols(longley, "TOTEMP", term, [t for t in LONGLEY_TERMS if t != term], hc3="never").iloc[0]
+    assert not row["hc3"]
+    assert row["se"] == pytest.approx(LONGLEY_SE[i], rel=1e-6)
+    # the confidence interval is beta +/- t(0.975, 9) * se
+    assert row["ci_high"] - row["beta"] == pytest.approx(2.2621571627982 * row["se"], rel=1e-9)
+
+
+def test_hc3_auto_follows_breusch_pagan() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 10, 300)
+    homo = pd.DataFrame({"x": x, "y": 1 + 0.5 * x + rng.normal(0, 1, 300)})
+    hetero = pd.DataFrame({"x": x, "y": 1 + 0.5 * x + rng.normal(0, 1, 300) * x})
+    r_homo = ols(homo, "y", "x").iloc[0]
+    r_het = ols(hetero, "y", "x").iloc[0]
+    assert r_homo["bp_p"] > 0.05 and not r_homo["hc3"]
+    assert r_het["bp_p"] < 0.05 and r_het["hc3"]
+    assert ols(homo, "y", "x", hc3="always").iloc[0]["hc3"]
+    assert not ols(hetero, "y", "x", hc3="never").iloc[0]["hc3"]
+
+
+def test_missing_rows_are_counted_and_categorical_covariates_coded() -> None:
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"x": rng.normal(size=50), "sex": rng.choice(["female", "male"], 50)})
+    df["y"] = 2 * df["x"] + (df["sex"] == "male") * 1.0 + rng.normal(0, 0.1, 50)
+    df.loc[[0, 1, 2], "y"] = np.nan
+    df.loc[3, "sex"] = None
+    row = ols(df, "y", "x", ["sex"], categorical=["sex"]).iloc[0]
+    assert row["n"] == 46 and row["n_excluded"] == 4
+    assert row["ci_low"] < 2 < row["ci_high"]
+
+
+def test_unfittable_model_gives_a_note_not_an_error() -> None:
+    df = pd.DataFrame({"x": [1.0, 2.0], "y": [1.0, np.nan], "age": [30.0, 40.0]})
+    row = ols(df, "y", "x", ["age"]).iloc[0]
+    assert np.isnan(row["beta"]) and row["note"]
+    constant = pd.DataFrame({"x": np.arange(10.0), "y": np.arange(10.0) * 2 + 1, "steroid": 0.0})
+    row = ols(constant, "y", "x", ["steroid"]).iloc[0]
+    assert row["beta"] == pytest.approx(2.0) and "steroid" in row["note"]
+
+
+# Benjamini & Hochberg (1995), section 4.2: 15 p-values from a multiple-endpoint trial.
+BH_P = [0.0001, 0.0004, 0.0019, 0.0095, 0.0201, 0.0278, 0.0298, 0.0344, 0.0459, 0.3240, 0.4262, 0.5719,
+        0.6528, 0.7590, 1.0000]
+
+
+def test_benjamini_hochberg_example() -> None:
+    # at q = 0.05 the BH procedure rejects the four smallest p-values, Bonferroni only three
+    bh = p_adjust(BH_P, "fdr_bh")
+    assert (bh <= 0.05).sum() == 4
+    bonf = p_adjust(BH_P, "bonferroni")
+    assert (bonf <= 0.05).sum() == 3
+    # adjusted values: min over k >= i of m p_(k) / k, capped at 1
+    assert bh[3] == pytest.approx(15 * 0.0095 / 4)
+    assert bh[0] == pytest.approx(15 * 0.0001 / 1)
+    assert bonf[2] == pytest.approx(15 * 0.0019)
+
+
+def test_p_adjust_keeps_missing_values_out_of_the_family() -> None:
+    out = p_adjust([0.01, np.nan, 0.04])
+    assert np.isnan(out[1])
+    assert out[0] == pytest.approx(0.02) and out[2] == pytest.approx(0.04)
+    table = pd.DataFrame({"g": ["a", "a", "b"], "p": [0.01, 0.04, 0.03]})
+    grouped = adjust_family(table, by=["g"])
+    assert list(grouped["p_fdr"]) == pytest.approx([0.02, 0.04, 0.03])
+
+
+def test_zscore() -> None:
+    z = zscore([1.0, 2.0, 3.0, np.nan])
+    assert z[:3] == pytest.approx([-1.0, 0.0, 1.0]) and np.isnan(z[3])
+    assert list(zscore([5.0, 5.0])) == [0.0, 0.0]
