@@ -26,6 +26,7 @@ class RunConfig:
     fs_subjects_dir: Path | None = None
     fs_license_file: Path | None = None
     methods: tuple[str, ...] | None = None
+    clinical_config: Path | None = None
     nprocs: int = 1
     omp_nthreads: int = 1
     skip_bids_validation: bool = False

@@ -29,6 +29,16 @@ class MethodPlan:
     run: tuple[str, ...]
     skipped: dict[str, str] = field(default_factory=dict)
     fs_subject_dir: Path | None = None
+    recon_all: ReconAllJob | None = None
+
+
+@dataclass(frozen=True)
+class ReconAllJob:
+    """A recon-all run to do because no finished FreeSurfer subject exists."""
+
+    subject_id: str
+    subjects_dir: Path
+    license_file: Path
 
 
 def plan_methods(session: SessionInputs, config: RunConfig) -> MethodPlan:
@@ -44,19 +54,11 @@ def plan_methods(session: SessionInputs, config: RunConfig) -> MethodPlan:
     run: list[str] = []
     skipped: dict[str, str] = {}
     fs_subject_dir = None
+    recon_all = None
     for method in wanted:
         reason = None
         if method == "freesurfer":
-            if config.fs_subjects_dir is None:
-                reason = "no --fs-subjects-dir given (running recon-all is not available in this version)"
-            else:
-                fs_subject_dir = freesurfer.find_subject(config.fs_subjects_dir, session.subject, session.session)
-                if fs_subject_dir is None:
-                    reason = (
-                        f"no finished FreeSurfer subject sub-{session.subject}"
-                        + (f"_ses-{session.session} or sub-{session.subject}" if session.session else "")
-                        + f" (with mri/aseg.mgz and stats/aseg.stats) in {config.fs_subjects_dir}"
-                    )
+            fs_subject_dir, recon_all, reason = _plan_freesurfer(session, config, required=config.methods is not None)
         if reason is None:
             run.append(method)
         elif config.methods is not None:
@@ -64,4 +66,25 @@ def plan_methods(session: SessionInputs, config: RunConfig) -> MethodPlan:
         else:
             skipped[method] = reason
             LOGGER.info("%s: method %s skipped: %s", session.name, method, reason)
-    return MethodPlan(run=tuple(run), skipped=skipped, fs_subject_dir=fs_subject_dir)
+    return MethodPlan(run=tuple(run), skipped=skipped, fs_subject_dir=fs_subject_dir, recon_all=recon_all)
+
+
+def _plan_freesurfer(
+    session: SessionInputs, config: RunConfig, *, required: bool
+) -> tuple[Path | None, ReconAllJob | None, str | None]:
+    """Reuse a finished subject, else plan recon-all, else say why FreeSurfer cannot run."""
+    subjects_dir = config.fs_subjects_dir or config.output_dir / "sourcedata" / "freesurfer"
+    existing = freesurfer.find_subject(subjects_dir, session.subject, session.session)
+    if existing is not None:
+        return existing, None, None
+    if freesurfer.recon_all_executable() is None:
+        return None, None, (
+            f"no finished FreeSurfer subject {session.name} or sub-{session.subject} in {subjects_dir} "
+            "and recon-all is not installed (set FREESURFER_HOME)"
+        )
+    license_file = freesurfer.find_license(config.fs_license_file)
+    if license_file is None:
+        if required:
+            raise freesurfer.license_error()
+        return None, None, str(freesurfer.license_error())
+    return None, ReconAllJob(subject_id=session.name, subjects_dir=subjects_dir, license_file=license_file), None

@@ -109,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="FreeSurfer license (default: $FS_LICENSE, then $FREESURFER_HOME/license.txt)",
     )
 
+    group = parser.add_argument_group("group level")
+    group.add_argument(
+        "--clinical-config", type=_existing_file, metavar="FILE",
+        help="YAML or JSON mapping the dataset's clinical column names and units to the analysis roles "
+        "(defaults: thalamus_bidsapp/data/clinical_defaults.yaml); with it, a missing column is an error, "
+        "without it the clinical analyses are skipped when their columns are absent",
+    )
+
     perf = parser.add_argument_group("performance and workflow")
     perf.add_argument(
         "-w", "--work-dir", type=Path, metavar="DIR",

@@ -42,6 +42,7 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         fs_subjects_dir=args.fs_subjects_dir,
         fs_license_file=args.fs_license_file,
         methods=tuple(args.methods) if args.methods else None,
+        clinical_config=args.clinical_config,
         nprocs=args.nprocs,
         omp_nthreads=args.omp_nthreads,
         skip_bids_validation=args.skip_bids_validation,

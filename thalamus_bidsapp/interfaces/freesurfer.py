@@ -121,3 +121,85 @@ def thalamus_from_subject(subject_dir: Path, t1w: nib.spatialimages.SpatialImage
         "ICV": {"source": "FreeSurfer eTIV (stats/aseg.stats EstimatedTotalIntraCranialVol)", "icv_ml": etiv_mm3 / 1000.0},
     }
     return mask, provenance
+
+
+# --- running recon-all when no finished subject exists -----------------------
+
+
+def recon_all_executable() -> str | None:
+    """Path of ``recon-all`` (on PATH or in ``$FREESURFER_HOME/bin``), or None."""
+    import shutil
+
+    found = shutil.which("recon-all")
+    if found:
+        return found
+    home = os.environ.get("FREESURFER_HOME")
+    candidate = Path(home) / "bin" / "recon-all" if home else None
+    return str(candidate) if candidate and candidate.is_file() and os.access(candidate, os.X_OK) else None
+
+
+def recon_all_command(
+    t1w: Path, subject_id: str, subjects_dir: Path, *, t2w: Path | None = None, nthreads: int = 1
+) -> list[str]:
+    """The ``recon-all -all`` command, built with nipype's ReconAll interface.
+
+    With a T2w, FreeSurfer refines the pial surface with it (``-T2 -T2pial``).
+    """
+    from nipype.interfaces.freesurfer import ReconAll
+
+    recon = ReconAll(subject_id=subject_id, directive="all", subjects_dir=str(subjects_dir), T1_files=[str(t1w)])
+    if t2w is not None:
+        recon.inputs.T2_file = str(t2w)
+        recon.inputs.use_T2 = True
+    if nthreads > 1:
+        recon.inputs.openmp = nthreads
+    return recon.cmdline.split()
+
+
+def run_recon_all(
+    t1w: Path,
+    subject_id: str,
+    subjects_dir: Path,
+    *,
+    license_file: Path,
+    t2w: Path | None = None,
+    nthreads: int = 1,
+    log_file: Path | None = None,
+) -> Path:
+    """Run ``recon-all -all`` and return the finished subject folder.
+
+    Raises
+    ------
+    ThalamusError
+        recon-all is missing (exit 66) or fails (exit 65, with the tail of its log).
+    """
+    import subprocess
+
+    executable = recon_all_executable()
+    if executable is None:
+        raise ThalamusError("recon-all not found: install FreeSurfer 7.4.1 and set FREESURFER_HOME, "
+                            "or give finished subjects with --fs-subjects-dir", EXIT_NOINPUT)
+    subjects_dir = Path(subjects_dir)
+    subjects_dir.mkdir(parents=True, exist_ok=True)
+    command = recon_all_command(t1w, subject_id, subjects_dir, t2w=t2w, nthreads=nthreads)
+    command[0] = executable
+    env = {**os.environ, "SUBJECTS_DIR": str(subjects_dir), "FS_LICENSE": str(license_file)}
+    LOGGER.info("running FreeSurfer recon-all for %s (several hours): %s", subject_id, " ".join(command))
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if log_file is not None:
+        Path(log_file).write_text(result.stdout + result.stderr)
+    subject_dir = find_subject(subjects_dir, *_split_subject_id(subject_id))
+    if result.returncode != 0 or subject_dir is None:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-5:])
+        raise ThalamusError(
+            f"recon-all failed for {subject_id} (exit {result.returncode}); see "
+            f"{subjects_dir / subject_id / 'scripts' / 'recon-all.log'}. Last lines:\n{tail}",
+            EXIT_DATAERR,
+        )
+    return subject_dir
+
+
+def _split_subject_id(subject_id: str) -> tuple[str, str | None]:
+    """``sub-01_ses-2`` -> ("01", "2"); ``sub-01`` -> ("01", None)."""
+    subject, _, session = subject_id.partition("_ses-")
+    return subject.removeprefix("sub-"), session or None

@@ -129,6 +129,41 @@ class FreeSurferThalamus(SimpleInterface):
         return runtime
 
 
+class _ReconAllInputSpec(BaseInterfaceInputSpec):
+    t1w = File(exists=True, mandatory=True, desc="raw T1w")
+    t2w = File(exists=True, desc="raw T2w, for -T2 -T2pial")
+    subject_id = traits.Str(mandatory=True, desc="FreeSurfer subject name")
+    subjects_dir = traits.Str(mandatory=True, desc="SUBJECTS_DIR")
+    license_file = File(exists=True, mandatory=True, desc="FreeSurfer license")
+    nthreads = traits.Int(1, usedefault=True, desc="OpenMP threads")
+
+
+class _ReconAllOutputSpec(TraitedSpec):
+    subject_dir = traits.Directory(exists=True, desc="finished FreeSurfer subject")
+
+
+class ReconAll(SimpleInterface):
+    """FreeSurfer ``recon-all -all`` (hours), when no finished subject exists."""
+
+    input_spec = _ReconAllInputSpec
+    output_spec = _ReconAllOutputSpec
+
+    def _run_interface(self, runtime):
+        from thalamus_bidsapp.interfaces.freesurfer import run_recon_all
+
+        subject_dir = run_recon_all(
+            Path(self.inputs.t1w),
+            self.inputs.subject_id,
+            Path(self.inputs.subjects_dir),
+            license_file=Path(self.inputs.license_file),
+            t2w=Path(self.inputs.t2w) if isdefined(self.inputs.t2w) else None,
+            nthreads=self.inputs.nthreads,
+            log_file=Path(_node_file("recon-all.log")),
+        )
+        self._results["subject_dir"] = str(subject_dir)
+        return runtime
+
+
 # --- volumes table -----------------------------------------------------------
 
 

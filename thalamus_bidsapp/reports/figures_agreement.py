@@ -31,6 +31,7 @@ __all__ = [
 
 _METRICS = ("dice", "precision", "sensitivity")
 _LABELS = {"dice": "Dice", "precision": "Precision", "sensitivity": "Sensitivity"}
+_MAX_STRIP_POINTS = 500
 
 
 def save_figure(fig: Figure, stem: Path, dpi: int = 150) -> list[Path]:
@@ -40,8 +41,11 @@ def save_figure(fig: Figure, stem: Path, dpi: int = 150) -> list[Path]:
     for fmt in ("png", "svg"):
         path = stem.with_name(stem.name + "." + fmt)
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+            fig.savefig(tmp, format=fmt, dpi=dpi)
         paths.append(path)
+        # The first draw ran the constrained layout; freezing its result makes
+        # the second format identical and saves the (costly) layout pass.
+        fig.set_layout_engine("none")
     return paths
 
 
@@ -73,10 +77,12 @@ def plot_overlap_boxplots(voxelwise: pd.DataFrame) -> Figure:
         data = voxelwise[["method", metric]].dropna()
         if not data.empty:
             sns.boxplot(data=data, x="method", y=metric, order=order, whis=1.5, ax=ax, color="#9ecae1", fliersize=3)
-            sns.stripplot(data=data, x="method", y=metric, order=order, ax=ax, color="k", size=2.5, alpha=0.5)
+            if len(data) <= _MAX_STRIP_POINTS:
+                # Raw points help with few sessions; with many they only hide the boxes.
+                sns.stripplot(data=data, x="method", y=metric, order=order, ax=ax, color="k", size=2.5, alpha=0.5)
         ax.set_title(_LABELS[metric])
         ax.set_xlabel("")
-        ax.set_ylabel(_LABELS[metric] if metric == "dice" else "")
+        ax.set_ylabel("overlap with the manual mask" if metric == "dice" else "")
         ax.set_ylim(0, 1.02)
         ax.tick_params(axis="x", labelrotation=45)
     return fig
@@ -148,6 +154,7 @@ def plot_volume_scatter(voxelwise: pd.DataFrame, volumetric: pd.DataFrame) -> Fi
                 + _annotation(row, ("slope", "slope_ci_low", "slope_ci_high"), "slope")
                 + f"\nn = {x.size}",
                 transform=ax.transAxes, va="top", fontsize=8,
+                bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0},
             )
         ax.set_title(method)
         ax.set_xlabel("manual volume (mL)")

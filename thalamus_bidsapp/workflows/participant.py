@@ -15,6 +15,7 @@ from thalamus_bidsapp.interfaces.steps import (
     BrainMask,
     FreeSurferThalamus,
     PublishDerivative,
+    ReconAll,
     Reorient,
     SessionVolumes,
 )
@@ -112,8 +113,20 @@ def init_session_wf(
     masks: list[tuple[pe.Node, str, str, str]] = []  # (node, field, method, contrast)
 
     if "freesurfer" in plan.run:
-        fs_thalamus = pe.Node(FreeSurferThalamus(subject_dir=str(plan.fs_subject_dir)), name="fs_thalamus")
+        fs_thalamus = pe.Node(FreeSurferThalamus(), name="fs_thalamus")
         workflow.connect(reorient_t1w, "out_file", fs_thalamus, "reference")
+        if plan.recon_all is None:
+            fs_thalamus.inputs.subject_dir = str(plan.fs_subject_dir)
+        else:
+            recon_all = pe.Node(
+                ReconAll(t1w=str(session.t1w), subject_id=plan.recon_all.subject_id,
+                         subjects_dir=str(plan.recon_all.subjects_dir),
+                         license_file=str(plan.recon_all.license_file), nthreads=omp_nthreads),
+                name="recon_all", n_procs=omp_nthreads, mem_gb=8,
+            )
+            if session.t2w is not None:
+                recon_all.inputs.t2w = str(session.t2w)
+            workflow.connect(recon_all, "subject_dir", fs_thalamus, "subject_dir")
         masks.append((fs_thalamus, "out_file", "freesurfer", "T1w"))
 
     volumes = pe.Node(
