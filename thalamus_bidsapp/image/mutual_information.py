@@ -28,8 +28,12 @@ T1w grid), so no interpolation happens here.
 from __future__ import annotations
 
 import logging
+import os
+from typing import Any
 
+import nibabel as nib
 import numpy as np
+from nibabel.spatialimages import SpatialImage
 
 LOGGER = logging.getLogger(__name__)
 
@@ -93,6 +97,9 @@ def mutual_information(
     a = _bin_indices(reference[inside].astype(np.float64), bins, range_percentiles)
     b = _bin_indices(image[inside].astype(np.float64), bins, range_percentiles)
 
+    if a.min() == a.max() or b.min() == b.max():
+        # A single occupied bin carries no information; skip the rounding of the sum.
+        return 0.0
     joint = np.bincount(a * bins + b, minlength=bins * bins).reshape(bins, bins).astype(np.float64) / n
     pa = joint.sum(axis=1)
     pb = joint.sum(axis=0)
@@ -113,7 +120,12 @@ def _bin_indices(values: np.ndarray, bins: int, range_percentiles: tuple[float, 
     return np.minimum(idx, bins - 1)
 
 
-def mutual_information_images(reference: "str | object", image: "str | object", mask: "str | object", **kwargs: object) -> float:
+def mutual_information_images(
+    reference: str | os.PathLike | SpatialImage,
+    image: str | os.PathLike | SpatialImage,
+    mask: str | os.PathLike | SpatialImage,
+    **kwargs: Any,
+) -> float:
     """:func:`mutual_information` on NIfTI files (paths); the three grids must match.
 
     Parameters
@@ -134,9 +146,7 @@ def mutual_information_images(reference: "str | object", image: "str | object", 
     ValueError
         If the grids (shape or affine, to 1e-3 mm) differ.
     """
-    import nibabel as nib
-
-    imgs = [x if hasattr(x, "dataobj") else nib.load(str(x)) for x in (reference, image, mask)]
+    imgs = [x if isinstance(x, SpatialImage) else nib.load(os.fspath(x)) for x in (reference, image, mask)]
     ref_img = imgs[0]
     for other in imgs[1:]:
         if other.shape[:3] != ref_img.shape[:3] or not np.allclose(other.affine, ref_img.affine, atol=1e-3):

@@ -61,15 +61,6 @@ class AntsRigidResult:
     fixed_to_moving_ras: np.ndarray
 
 
-def ants_available() -> bool:
-    """Whether antspyx can be imported (it is a hard dependency, but keep the check cheap)."""
-    try:
-        import ants  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def ants_version() -> str | None:
     """Version string of the installed antspyx, or None."""
     try:
