@@ -123,7 +123,7 @@ R1_CASES = [
     (0.40, 0.10, 0.35, ANTS_RIGID),  # one FLIRT fails: ANTs if it passes
     (0.10, 0.40, 0.35, ANTS_RIGID),
     (0.10, 0.10, 0.35, ANTS_RIGID),  # both FLIRT fail, ANTs passes
-    (0.40, 0.10, 0.20, FLIRT_MI_AFFINE),  # only one FLIRT passed, ANTs failed: keep the passing FLIRT
+    (0.40, 0.10, 0.20, None),  # only one FLIRT passed, ANTs failed: excluded (SPEC rule)
     (0.10, 0.10, 0.29, None),  # all fail (0.29 < 0.30): excluded
     (None, float("nan"), 0.10, None),  # crashes count as failures
     (0.25, 0.25, None, FLIRT_MI_AFFINE),  # the cut-off itself passes
@@ -245,15 +245,16 @@ def test_r1_flirt_matrix_is_kept(small: dict[str, Path], fake_fsl: FakeFSL, tmp_
     np.testing.assert_allclose(out.t1w_to_moving_ras, expected)
 
 
-def test_r1_one_flirt_passes_ants_fails_keeps_flirt(small: dict[str, Path], fake_fsl: FakeFSL, tmp_path: Path) -> None:
+def test_r1_one_flirt_passes_ants_fails_is_excluded(small: dict[str, Path], fake_fsl: FakeFSL, tmp_path: Path) -> None:
     fake_fsl.mode("mutualinfo", "reference")
     fake_fsl.mode("normcorr", "noise")
     out = register_to_t1w(small["noise"], small["t1w"], small["mask"], "R1map", tmp_path / "work")
-    assert out.selected == FLIRT_MI_AFFINE
+    assert out.selected is None and out.excluded
     ants = _row(out.qc, ANTS_RIGID)
     assert ants["passed"] == False  # noqa: E712 - pandas nullable boolean
     assert ants["mi"] < 0.30
     assert "only flirt_mi_affine passed" in _row(out.qc, FLIRT_MI_AFFINE)["reason"]
+    assert "excluded" in _row(out.qc, FLIRT_MI_AFFINE)["reason"]
 
 
 def test_r1_both_flirt_fail_ants_passes(small: dict[str, Path], fake_fsl: FakeFSL, tmp_path: Path) -> None:

@@ -12,9 +12,9 @@ R1 map, strategies ``flirt_mi_affine`` (a), ``flirt_normcorr_weighted`` (b), ``a
 
 1. both FLIRT strategies pass -> the one with the higher MI (ANTs is not run);
 2. else ANTs rigid, if it passes;
-3. else, if exactly one FLIRT strategy passed, that one: the paper excludes an
-   R1 map only "if all three failed";
-4. else the R1 map is excluded for the session (recorded, not fatal).
+3. else the R1 map is excluded for the session (recorded, not fatal), even when
+   one FLIRT strategy passed: that is the rule of the SPEC and issue 4 (the
+   paper's text, "excluded if all three failed", is looser).
 
 FLAIR: ``flirt_normcorr`` if it passes, else ``ants_rigid`` if it passes, else excluded.
 
@@ -201,9 +201,10 @@ def select_registration(
             return ANTS_RIGID, "not every FLIRT strategy passed; ANTs rigid passed"
         return ANTS_RIGID, "ANTs rigid passed"
     if flirt_passed:
-        return flirt_passed[0], (
-            f"only {flirt_passed[0]} passed among FLIRT and ANTs failed; kept it "
-            "(the image is excluded only when every strategy fails)"
+        # SPEC and issue 4: a lone passing FLIRT strategy is not enough, ANTs must pass.
+        return None, (
+            f"only {flirt_passed[0]} passed among the FLIRT strategies and ANTs rigid failed; "
+            f"{modality} excluded for this session"
         )
     return None, f"every strategy failed QC; {modality} excluded for this session"
 
