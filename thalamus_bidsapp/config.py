@@ -26,6 +26,13 @@ class RunConfig:
     fs_subjects_dir: Path | None = None
     fs_license_file: Path | None = None
     methods: tuple[str, ...] | None = None
+    dbsegment_model: Path | None = None
+    meshnet_model: Path | None = None
+    mindglide_model: Path | None = None
+    mindglide_envelope: str | None = None
+    mindglide_device: str = "cpu"
+    flirt_cutoff: float = 0.25
+    ants_cutoff: float = 0.30
     clinical_config: Path | None = None
     nprocs: int = 1
     omp_nthreads: int = 1

@@ -2,7 +2,7 @@
 
 By default every method whose tool is found runs and the others are listed
 with the reason; a method named in ``--methods`` that cannot run is an error
-that says how to provide it.
+(exit 66) that says how to provide it.
 """
 
 from __future__ import annotations
@@ -19,17 +19,10 @@ from thalamus_bidsapp.interfaces import freesurfer
 LOGGER = logging.getLogger(__name__)
 
 #: Methods this version can run, in report order.
-AVAILABLE_METHODS = ("freesurfer",)
-
-
-@dataclass(frozen=True)
-class MethodPlan:
-    """The methods a session runs (``run``) and the skipped ones with reasons."""
-
-    run: tuple[str, ...]
-    skipped: dict[str, str] = field(default_factory=dict)
-    fs_subject_dir: Path | None = None
-    recon_all: ReconAllJob | None = None
+AVAILABLE_METHODS = ("freesurfer", "first", "dbsegment", "meshnet", "mindglide")
+#: Methods whose thalamus mask can bound MindGlide's deep grey matter label, in order of preference:
+#: FIRST as in the paper, then MeshNet, which needs no licence, no GPU and no FSL.
+ENVELOPE_METHODS = ("first", "meshnet", "freesurfer", "dbsegment")
 
 
 @dataclass(frozen=True)
@@ -41,7 +34,64 @@ class ReconAllJob:
     license_file: Path
 
 
-def plan_methods(session: SessionInputs, config: RunConfig) -> MethodPlan:
+@dataclass(frozen=True)
+class MethodPlan:
+    """The methods a session runs (``run``), the skipped ones with reasons, and their settings."""
+
+    run: tuple[str, ...]
+    skipped: dict[str, str] = field(default_factory=dict)
+    fs_subject_dir: Path | None = None
+    recon_all: ReconAllJob | None = None
+    dbsegment_model: Path | None = None
+    mindglide_model: Path | None = None
+    mindglide_device: str = "cpu"
+    envelope: str | None = None
+    meshnet_model: Path | None = None
+
+
+@dataclass(frozen=True)
+class ToolCheck:
+    """Whether the session-independent tools are installed: method -> reason it cannot run (None: it can)."""
+
+    reasons: dict[str, str | None]
+    dbsegment_model: Path | None = None
+    mindglide_model: Path | None = None
+    meshnet_model: Path | None = None
+
+
+def check_tools(config: RunConfig) -> ToolCheck:
+    """Look for FSL, DBSegment and the MindGlide weights once per run (FreeSurfer is per session)."""
+    from thalamus_bidsapp.interfaces import dbsegment, first, meshnet, mindglide
+
+    reasons: dict[str, str | None] = {}
+    dbsegment_model = mindglide_model = meshnet_model = None
+    try:
+        first.run_first_all_path()
+        reasons["first"] = None
+    except ThalamusError as err:
+        reasons["first"] = str(err)
+    try:
+        dbsegment.find_dbsegment(None)
+        dbsegment_model = dbsegment.find_model_folder(config.dbsegment_model)
+        reasons["dbsegment"] = None
+    except ThalamusError as err:
+        reasons["dbsegment"] = str(err)
+    try:
+        mindglide_model = mindglide.resolve_weights(config.mindglide_model, allow_download=False)
+        reasons["mindglide"] = None
+    except ThalamusError as err:
+        reasons["mindglide"] = str(err)
+    try:
+        # Downloads the weights on first use (then cached); offline, give --meshnet-model.
+        meshnet_model = meshnet.resolve_model_dir(config.meshnet_model)
+        reasons["meshnet"] = None
+    except ThalamusError as err:
+        reasons["meshnet"] = str(err)
+    return ToolCheck(reasons=reasons, dbsegment_model=dbsegment_model, mindglide_model=mindglide_model,
+                     meshnet_model=meshnet_model)
+
+
+def plan_methods(session: SessionInputs, config: RunConfig, tools: ToolCheck) -> MethodPlan:
     """Decide the methods of one session.
 
     Raises
@@ -50,23 +100,42 @@ def plan_methods(session: SessionInputs, config: RunConfig) -> MethodPlan:
         A method asked for with ``--methods`` whose tool or inputs are
         missing (exit 66).
     """
-    wanted = config.methods if config.methods is not None else AVAILABLE_METHODS
+    required = config.methods is not None
+    wanted = list(config.methods) if required else list(AVAILABLE_METHODS)
     run: list[str] = []
     skipped: dict[str, str] = {}
-    fs_subject_dir = None
-    recon_all = None
+    fs_subject_dir = recon_all = None
     for method in wanted:
-        reason = None
         if method == "freesurfer":
-            fs_subject_dir, recon_all, reason = _plan_freesurfer(session, config, required=config.methods is not None)
+            fs_subject_dir, recon_all, reason = _plan_freesurfer(session, config, required=required)
+        elif method == "mindglide":
+            reason = tools.reasons.get("mindglide")
+            if reason is None and _envelope(config, run, wanted) is None:
+                reason = (f"no envelope method for MindGlide's deep grey matter label: "
+                          f"{config.mindglide_envelope or ' or '.join(ENVELOPE_METHODS)} does not run")
+        else:
+            reason = tools.reasons.get(method)
         if reason is None:
             run.append(method)
-        elif config.methods is not None:
+        elif required:
             raise ThalamusError(f"{session.name}: method {method!r} cannot run: {reason}", EXIT_NOINPUT)
         else:
             skipped[method] = reason
             LOGGER.info("%s: method %s skipped: %s", session.name, method, reason)
-    return MethodPlan(run=tuple(run), skipped=skipped, fs_subject_dir=fs_subject_dir, recon_all=recon_all)
+    return MethodPlan(
+        run=tuple(run), skipped=skipped, fs_subject_dir=fs_subject_dir, recon_all=recon_all,
+        dbsegment_model=tools.dbsegment_model, mindglide_model=tools.mindglide_model,
+        meshnet_model=tools.meshnet_model,
+        mindglide_device=config.mindglide_device,
+        envelope=_envelope(config, run, wanted) if "mindglide" in run else None,
+    )
+
+
+def _envelope(config: RunConfig, run: list[str], wanted: list[str]) -> str | None:
+    """The envelope method for MindGlide: the one asked for, else the first that runs."""
+    if config.mindglide_envelope:
+        return config.mindglide_envelope if config.mindglide_envelope in run else None
+    return next((m for m in ENVELOPE_METHODS if m in run), None)
 
 
 def _plan_freesurfer(

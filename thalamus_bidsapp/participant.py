@@ -16,7 +16,7 @@ from thalamus_bidsapp.bidsio.atomic import atomic_path, write_json, write_tsv
 from thalamus_bidsapp.bidsio.derivatives import write_dataset_description
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import EXIT_NOINPUT, EXIT_OK, EXIT_SESSIONS_FAILED, ThalamusError
-from thalamus_bidsapp.methods import MethodPlan, plan_methods
+from thalamus_bidsapp.methods import MethodPlan, check_tools, plan_methods
 
 LOGGER = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ def run_participant(config: RunConfig) -> int:
             "no T1w image found for the requested participants: " + ", ".join(s.name for s in sessions),
             EXIT_NOINPUT,
         )
-    plans = {session.name: plan_methods(session, config) for session in runnable}
+    tools = check_tools(config)
+    plans = {session.name: plan_methods(session, config, tools) for session in runnable}
 
     log_dir = config.output_dir / "logs" / config.run_id
     write_dataset_description(config.output_dir, config.bids_dir, config.derivatives)
@@ -125,11 +126,13 @@ def _run_workflow(
     workflow = init_participant_wf(
         sessions,
         plans,
-        bids_dir=config.bids_dir,
+        dataset_roots={"raw": config.bids_dir, **config.derivatives},
         output_dir=config.output_dir,
         work_dir=config.work_dir,
         crash_root=crash_root,
         omp_nthreads=config.omp_nthreads,
+        flirt_cutoff=config.flirt_cutoff,
+        ants_cutoff=config.ants_cutoff,
     )
     workflow.config["execution"].update({
         "crashfile_format": "txt",

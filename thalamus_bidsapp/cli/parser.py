@@ -8,7 +8,7 @@ from pathlib import Path
 
 from thalamus_bidsapp import __version__
 from thalamus_bidsapp.errors import EXIT_USAGE
-from thalamus_bidsapp.methods import AVAILABLE_METHODS
+from thalamus_bidsapp.methods import AVAILABLE_METHODS, ENVELOPE_METHODS
 
 DESCRIPTION = """\
 Thalamus segmentation benchmark for multiple sclerosis, as a BIDS App.
@@ -105,9 +105,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="FreeSurfer SUBJECTS_DIR with finished subjects named sub-<label> or sub-<label>_ses-<label>",
     )
     meth.add_argument(
+        "--dbsegment-model", type=_existing_dir, metavar="DIR",
+        help="DBSegment model folder (default: $DBSEGMENT_MODEL_PATH)",
+    )
+    meth.add_argument(
+        "--meshnet-model", type=_existing_dir, metavar="DIR",
+        help="folder with the MeshNet model.json and model.bin (default: $THALAMUS_MESHNET_MODEL, then the "
+        "user cache, filled on first use from the brainchop repository and checked by sha256)",
+    )
+    meth.add_argument(
+        "--mindglide-model", type=_existing_file, metavar="FILE",
+        help="MindGlide checkpoint (default: $MODEL_PATH, then the mindglide package's cache; "
+        "weights are never downloaded during a run)",
+    )
+    meth.add_argument(
+        "--mindglide-envelope", choices=ENVELOPE_METHODS,
+        help="thalamus mask that bounds MindGlide's deep grey matter label (default: the first of "
+        f"{', '.join(ENVELOPE_METHODS)} that runs; FIRST as in the paper)",
+    )
+    meth.add_argument(
+        "--mindglide-device", choices=["cpu", "cuda", "auto"], default="cpu",
+        help="where MindGlide runs (default: cpu; 'auto' uses a GPU when one works)",
+    )
+    meth.add_argument(
         "--fs-license-file", type=_existing_file, metavar="FILE",
         help="FreeSurfer license (default: $FS_LICENSE, then $FREESURFER_HOME/license.txt)",
     )
+
+    reg = parser.add_argument_group("registration of FLAIR and R1 to T1w")
+    reg.add_argument("--flirt-cutoff", type=float, default=0.25, metavar="MI",
+                     help="mutual-information cut-off (nats, 32 bins, inside the brain) for FLIRT strategies "
+                     "(default 0.25)")
+    reg.add_argument("--ants-cutoff", type=float, default=0.30, metavar="MI",
+                     help="mutual-information cut-off for ANTs rigid (default 0.30)")
 
     group = parser.add_argument_group("group level")
     group.add_argument(

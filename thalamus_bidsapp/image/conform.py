@@ -37,6 +37,13 @@ _HISTOGRAM_BINS = 1000
 _F_LOW = 0.0
 _F_HIGH = 0.999
 
+# Grids with an odd number of voxels put FreeSurfer's centre (voxel shape/2) on a
+# voxel border, so nearest-neighbour lookups between the grids hit exact ties
+# that round-off breaks at random. Sampling a hair off the voxel centre, in
+# opposite world directions for the two ways, breaks them deterministically and
+# makes conform(order=0) followed by labels_to_native an exact round trip.
+_TIE_BREAK_MM = np.array([1e-3, 1e-3, 1e-3])
+
 
 def _volume_data(img: nib.spatialimages.SpatialImage) -> np.ndarray:
     """The image data as float32 (X, Y, Z); singleton 4th/5th dimensions are dropped."""
@@ -187,6 +194,8 @@ def conform(
     else:
         # affine_transform maps output voxel indices to input voxel indices.
         out_to_in = np.linalg.inv(img.affine) @ target_affine
+        if order == 0:
+            out_to_in[:3, 3] += np.linalg.inv(img.affine)[:3, :3] @ _TIE_BREAK_MM
         resampled = ndimage.affine_transform(
             data.astype(np.float32, copy=False),
             out_to_in[:3, :3],
@@ -241,6 +250,7 @@ def labels_to_native(
     if native_shape == label_data.shape and np.allclose(native_to_labels, np.eye(4), atol=1e-4):
         out_data = np.array(label_data, dtype=dtype)
     else:
+        native_to_labels[:3, 3] -= np.linalg.inv(labels.affine)[:3, :3] @ _TIE_BREAK_MM
         out_data = ndimage.affine_transform(
             label_data,
             native_to_labels[:3, :3],

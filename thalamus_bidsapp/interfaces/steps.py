@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+import logging
+
 import nibabel as nib
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
@@ -25,6 +27,8 @@ from nipype.interfaces.base import (
 
 from thalamus_bidsapp.errors import EXIT_DATAERR, ThalamusError
 
+LOGGER = logging.getLogger(__name__)
+
 
 def _load(path: str) -> nib.spatialimages.SpatialImage:
     """Load an image, turning any reader failure into a clear error that names the file."""
@@ -34,6 +38,11 @@ def _load(path: str) -> nib.spatialimages.SpatialImage:
     except Exception as err:
         raise ThalamusError(f"cannot read the image {path}: {err}", EXIT_DATAERR) from err
     return img
+
+
+def _extension(path: str) -> str:
+    name = Path(path).name
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
 def _node_file(name: str) -> str:
@@ -112,18 +121,24 @@ class _FreeSurferThalamusInputSpec(BaseInterfaceInputSpec):
     reference = File(exists=True, mandatory=True, desc="reoriented T1w defining the output grid")
 
 
+class _FreeSurferThalamusOutputSpec(_MaskOutputSpec):
+    record_file = File(exists=True, desc="mask record JSON")
+
+
 class FreeSurferThalamus(SimpleInterface):
     """aseg labels 10 + 49 on the T1w grid, and eTIV, from a finished FreeSurfer subject."""
 
     input_spec = _FreeSurferThalamusInputSpec
-    output_spec = _MaskOutputSpec
+    output_spec = _FreeSurferThalamusOutputSpec
 
     def _run_interface(self, runtime):
         from thalamus_bidsapp.interfaces.freesurfer import thalamus_from_subject
+        from thalamus_bidsapp.interfaces.segment import read_mask_record, write_mask_record
 
         mask, provenance = thalamus_from_subject(Path(self.inputs.subject_dir), _load(self.inputs.reference))
-        self._results["out_file"] = _node_file("thalamus_freesurfer.nii.gz")
-        nib.save(mask, self._results["out_file"])
+        self._results["record_file"] = write_mask_record(mask, "freesurfer", "T1w", provenance,
+                                                         folder=Path(runtime.cwd))
+        self._results["out_file"] = read_mask_record(self._results["record_file"])["mask_file"]
         self._results["provenance_file"] = _node_file("provenance.json")
         Path(self._results["provenance_file"]).write_text(json.dumps(provenance, indent=2))
         return runtime
@@ -164,19 +179,106 @@ class ReconAll(SimpleInterface):
         return runtime
 
 
+class _SessionVolumesOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="volumes TSV")
+
+
+# --- registration of FLAIR and R1 to the T1w -----------------------------------
+
+
+class _RegisterInputSpec(BaseInterfaceInputSpec):
+    moving = File(exists=True, mandatory=True, desc="reoriented FLAIR or R1 map")
+    t1w = File(exists=True, mandatory=True, desc="reoriented T1w (reference grid)")
+    brain_mask = File(exists=True, mandatory=True, desc="T1w brain mask")
+    modality = traits.Enum("FLAIR", "R1map", mandatory=True, desc="what is registered")
+    flirt_cutoff = traits.Float(0.25, usedefault=True, desc="MI cut-off for FLIRT strategies (nats)")
+    ants_cutoff = traits.Float(0.30, usedefault=True, desc="MI cut-off for ANTs rigid (nats)")
+    scale_r1 = traits.Bool(False, usedefault=True, desc="scale the registered R1 to 0..1000 in the brain")
+    reorient_record = File(exists=True, desc="JSON record of the moving image's reorientation")
+
+
+class _RegisterOutputSpec(TraitedSpec):
+    out_file = File(desc="registered (and, for R1, scaled) image on the T1w grid; undefined when excluded")
+    transform = File(desc="selected transform (FSL .mat or ITK .txt); undefined when excluded")
+    qc_file = File(exists=True, desc="QC rows: image, strategy, mi, cutoff, passed, selected, reason")
+    overlay = File(desc="QC overlay (SVG) of the selected registration")
+    provenance_file = File(exists=True, desc="JSON provenance for the sidecars")
+
+
+class RegisterToT1w(SimpleInterface):
+    """FLIRT/ANTs candidates scored by mutual information; the QC rule picks one or excludes the image."""
+
+    input_spec = _RegisterInputSpec
+    output_spec = _RegisterOutputSpec
+
+    def _run_interface(self, runtime):
+        from thalamus_bidsapp.image.intensity import scale_r1_image
+        from thalamus_bidsapp.registration import register_to_t1w
+        from thalamus_bidsapp.reports.overlays import plot_registration_overlay
+
+        cwd = Path(runtime.cwd)
+        outcome = register_to_t1w(
+            Path(self.inputs.moving), Path(self.inputs.t1w), Path(self.inputs.brain_mask), self.inputs.modality,
+            cwd / "candidates", flirt_cutoff=self.inputs.flirt_cutoff, ants_cutoff=self.inputs.ants_cutoff,
+        )
+        self._results["qc_file"] = str(cwd / "registration_qc.tsv")
+        outcome.qc.to_csv(self._results["qc_file"], sep="\t", index=False, na_rep="n/a", float_format="%.6g")
+        provenance = {}
+        if isdefined(self.inputs.reorient_record):
+            provenance.update(json.loads(Path(self.inputs.reorient_record).read_text()))
+        provenance |= {
+            "Registration": {"Modality": self.inputs.modality, "SelectedStrategy": outcome.selected,
+                             "MutualInformation": outcome.mi, "Decision": outcome.summary,
+                             "TransformFormat": outcome.transform_format, "FSLVersion": outcome.fsl_version,
+                             "FlirtCutoff": self.inputs.flirt_cutoff, "AntsCutoff": self.inputs.ants_cutoff},
+        }
+        if outcome.excluded:
+            LOGGER.warning("%s excluded: %s", self.inputs.modality, outcome.summary)
+        else:
+            registered = outcome.registered_image
+            if self.inputs.scale_r1:
+                registered = scale_r1_image(registered, self.inputs.brain_mask, cwd / "r1_scaled.nii.gz")
+                provenance["Scaling"] = ("inside the T1w brain mask, clipped at the 99th percentile and rescaled "
+                                         "linearly to 0..1000; 0 outside the mask")
+            self._results["out_file"] = str(registered)
+            self._results["transform"] = str(outcome.transform)
+            self._results["overlay"] = str(plot_registration_overlay(
+                outcome.registered_image, self.inputs.t1w, cwd / "overlay.svg", brain_mask=self.inputs.brain_mask,
+                title=f"{self.inputs.modality} on T1w: {outcome.selected}, MI {outcome.mi:.3f}",
+            ))
+        self._results["provenance_file"] = _node_file("provenance.json")
+        Path(self._results["provenance_file"]).write_text(json.dumps(provenance, indent=2, default=str))
+        return runtime
+
+
+class _ConcatTablesInputSpec(BaseInterfaceInputSpec):
+    in_files = InputMultiObject(File(exists=True), mandatory=True, desc="TSV tables with the same columns")
+
+
+class ConcatTables(SimpleInterface):
+    """Stack TSV tables (the FLAIR and R1 registration QC rows of a session)."""
+
+    input_spec = _ConcatTablesInputSpec
+    output_spec = _SessionVolumesOutputSpec
+
+    def _run_interface(self, runtime):
+        import pandas as pd
+
+        tables = [pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
+                  for path in self.inputs.in_files]
+        self._results["out_file"] = _node_file("table.tsv")
+        pd.concat(tables, ignore_index=True).to_csv(self._results["out_file"], sep="\t", index=False,
+                                                    na_rep="n/a", float_format="%.6g")
+        return runtime
+
+
 # --- volumes table -----------------------------------------------------------
 
 
 class _SessionVolumesInputSpec(BaseInterfaceInputSpec):
-    mask_files = InputMultiObject(File(exists=True), desc="thalamus masks (none when no method ran)")
-    methods = traits.List(traits.Str, mandatory=True, desc="method of each mask")
-    contrasts = traits.List(traits.Str, mandatory=True, desc="contrast of each mask")
+    record_files = InputMultiObject(File(exists=True), desc="mask records (none when no method ran)")
     icv_provenance = File(exists=True, desc="provenance JSON holding an ICV record (FreeSurfer eTIV)")
     brain_mask = File(exists=True, mandatory=True, desc="brain mask, the ICV fallback")
-
-
-class _SessionVolumesOutputSpec(TraitedSpec):
-    out_file = File(exists=True, desc="volumes TSV")
 
 
 class SessionVolumes(SimpleInterface):
@@ -187,14 +289,16 @@ class SessionVolumes(SimpleInterface):
 
     def _run_interface(self, runtime):
         from thalamus_bidsapp.bidsio.tables import session_volumes_table
+        from thalamus_bidsapp.interfaces.segment import records_with_masks
 
         icv_record = None
-        if self.inputs.icv_provenance:
+        if isdefined(self.inputs.icv_provenance):
             icv_record = json.loads(Path(self.inputs.icv_provenance).read_text()).get("ICV")
+        records = records_with_masks(self.inputs.record_files) if isdefined(self.inputs.record_files) else []
         table = session_volumes_table(
-            [Path(p) for p in self.inputs.mask_files] if isdefined(self.inputs.mask_files) else [],
-            list(self.inputs.methods),
-            list(self.inputs.contrasts),
+            [Path(r["mask_file"]) for r in records],
+            [r["method"] for r in records],
+            [r["contrast"] for r in records],
             brain_mask=Path(self.inputs.brain_mask),
             icv_record=icv_record,
         )
@@ -206,8 +310,49 @@ class SessionVolumes(SimpleInterface):
 # --- publishing into the output dataset --------------------------------------
 
 
+class _PublishMasksInputSpec(BaseInterfaceInputSpec):
+    record_files = InputMultiObject(File(exists=True), desc="mask records")
+    output_dir = traits.Directory(mandatory=True, desc="root of the output derivatives dataset")
+    entities = traits.Dict(mandatory=True, desc="subject and session entities")
+    sidecar = traits.Dict(desc="sidecar fields shared by every mask (Sources, SpatialReference)")
+
+
+class _PublishMasksOutputSpec(TraitedSpec):
+    out_files = traits.List(File(), desc="published masks")
+
+
+class PublishMasks(SimpleInterface):
+    """Publish every recorded thalamus mask as ``space-T1w_label-thalamus_desc-<method>_mask``."""
+
+    input_spec = _PublishMasksInputSpec
+    output_spec = _PublishMasksOutputSpec
+    _always_run = True
+
+    def _run_interface(self, runtime):
+        from thalamus_bidsapp.bidsio.derivatives import derivative_path, publish
+        from thalamus_bidsapp.interfaces.segment import records_with_masks
+
+        records = records_with_masks(self.inputs.record_files) if isdefined(self.inputs.record_files) else []
+        out_files = []
+        for record in records:
+            entities = {**self.inputs.entities, "space": "T1w", "label": "thalamus", "desc": record["method"],
+                        "suffix": "mask"}
+            sidecar = {
+                "Type": "ROI",
+                "Description": "Thalamus, left and right merged, binary mask on the T1w grid",
+                "Method": record["method"],
+                "Contrast": record["contrast"],
+                **record["provenance"],
+                **(self.inputs.sidecar or {}),
+            }
+            out = derivative_path(Path(self.inputs.output_dir), entities)
+            out_files.append(str(publish(Path(record["mask_file"]), out, sidecar)))
+        self._results["out_files"] = out_files
+        return runtime
+
+
 class _PublishInputSpec(BaseInterfaceInputSpec):
-    in_file = File(exists=True, mandatory=True, desc="finished file to publish")
+    in_file = File(exists=True, desc="finished file to publish; nothing is published when undefined")
     output_dir = traits.Directory(mandatory=True, desc="root of the output derivatives dataset")
     entities = traits.Dict(mandatory=True, desc="BIDS entities of the output name")
     sidecar = traits.Dict(desc="JSON sidecar content")
@@ -229,13 +374,18 @@ class PublishDerivative(SimpleInterface):
     def _run_interface(self, runtime):
         from thalamus_bidsapp.bidsio.derivatives import derivative_path, publish
 
+        if not isdefined(self.inputs.in_file):
+            return runtime  # an optional result that was not produced (e.g. an excluded R1 map)
+        entities = dict(self.inputs.entities)
+        if "extension" not in entities:
+            entities["extension"] = _extension(self.inputs.in_file)
         sidecar = None
         if self.inputs.sidecar or self.inputs.provenance_files:
             sidecar = {}
             for prov in self.inputs.provenance_files or []:
                 sidecar.update(json.loads(Path(prov).read_text()))
             sidecar.update(self.inputs.sidecar or {})
-        out = derivative_path(Path(self.inputs.output_dir), dict(self.inputs.entities))
+        out = derivative_path(Path(self.inputs.output_dir), entities)
         self._results["out_file"] = str(publish(Path(self.inputs.in_file), out, sidecar))
         return runtime
 

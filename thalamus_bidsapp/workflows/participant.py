@@ -11,17 +11,12 @@ from nipype.pipeline import engine as pe
 from thalamus_bidsapp.bidsio.derivatives import bids_uri
 from thalamus_bidsapp.bidsio.inputs import SessionInputs
 from thalamus_bidsapp.bidsio.tables import volumes_columns
-from thalamus_bidsapp.interfaces.steps import (
-    BrainMask,
-    FreeSurferThalamus,
-    PublishDerivative,
-    ReconAll,
-    Reorient,
-    SessionVolumes,
-)
+from thalamus_bidsapp.interfaces.steps import BrainMask, ConcatTables, PublishMasks, Reorient, SessionVolumes
+from thalamus_bidsapp.workflows.outputs import publish_node
+from thalamus_bidsapp.workflows.registration import init_registration_wf
 from thalamus_bidsapp.methods import MethodPlan
-
-THALAMUS_SIDECAR = {"Type": "ROI", "Description": "Thalamus, left and right merged, binary mask on the T1w grid"}
+from thalamus_bidsapp.registration import QC_COLUMN_DESCRIPTIONS
+from thalamus_bidsapp.workflows.segmentation import init_segmentation_wf
 
 
 def workflow_name(session: SessionInputs) -> str:
@@ -33,11 +28,13 @@ def init_participant_wf(
     sessions: list[SessionInputs],
     plans: dict[str, MethodPlan],
     *,
-    bids_dir: Path,
+    dataset_roots: dict[str, Path],
     output_dir: Path,
     work_dir: Path,
     crash_root: Path,
     omp_nthreads: int,
+    flirt_cutoff: float,
+    ants_cutoff: float,
     name: str = "thalamus_bidsapp_wf",
 ) -> pe.Workflow:
     """The top workflow: independent session workflows, run side by side.
@@ -50,9 +47,11 @@ def init_participant_wf(
         session_wf = init_session_wf(
             session,
             plans[session.name],
-            bids_dir=bids_dir,
+            dataset_roots=dataset_roots,
             output_dir=output_dir,
             omp_nthreads=omp_nthreads,
+            flirt_cutoff=flirt_cutoff,
+            ants_cutoff=ants_cutoff,
             name=workflow_name(session),
         )
         crash_dir = str(Path(crash_root) / session.name)
@@ -67,9 +66,11 @@ def init_session_wf(
     session: SessionInputs,
     plan: MethodPlan,
     *,
-    bids_dir: Path,
+    dataset_roots: dict[str, Path],
     output_dir: Path,
     omp_nthreads: int,
+    flirt_cutoff: float,
+    ants_cutoff: float,
     name: str,
 ) -> pe.Workflow:
     """One session: reorient, brain mask, thalamus masks, volumes, all published.
@@ -80,21 +81,25 @@ def init_session_wf(
         The session's input files (a T1w is required).
     plan
         Which methods run for this session, and their inputs.
-    bids_dir, output_dir
-        The raw dataset (for provenance URIs) and the output dataset.
+    dataset_roots
+        Input datasets by name (``raw`` and the ``--derivatives``), for provenance URIs.
+    output_dir
+        The output dataset.
     omp_nthreads
-        Threads for multithreaded steps (the networks).
+        Threads for multithreaded steps (the networks, ANTs).
+    flirt_cutoff, ants_cutoff
+        Mutual-information cut-offs of the registration QC rule (nats).
     """
     workflow = pe.Workflow(name=name)
     ents = session.entities
-    raw_t1w = bids_uri(session.t1w, bids_dir, "raw")
+    raw_t1w = source_uri(session.t1w, dataset_roots)
 
     reorient_t1w = pe.Node(Reorient(in_file=str(session.t1w)), name="reorient_t1w")
     brain_mask = pe.Node(BrainMask(threads=omp_nthreads), name="brain_mask", n_procs=omp_nthreads, mem_gb=3)
     workflow.connect(reorient_t1w, "out_file", brain_mask, "in_file")
 
     t1w_uri = _uri(output_dir, ents, desc="preproc", suffix="T1w")
-    ds_t1w = _publish(
+    ds_t1w = publish_node(
         "ds_t1w", output_dir, {**ents, "desc": "preproc", "suffix": "T1w"},
         {"Sources": [raw_t1w], "SkullStripped": False,
          "Description": "The input T1w reoriented to RAS+: the reference grid of every space-T1w output"},
@@ -102,7 +107,7 @@ def init_session_wf(
     workflow.connect([
         (reorient_t1w, ds_t1w, [("out_file", "in_file"), ("record_file", "provenance_files")]),
     ])
-    ds_brain_mask = _publish(
+    ds_brain_mask = publish_node(
         "ds_brain_mask", output_dir, {**ents, "space": "T1w", "desc": "brain", "suffix": "mask"},
         {"Type": "Brain", "Sources": [t1w_uri], "SpatialReference": t1w_uri,
          "Description": "T1w brain mask"},
@@ -110,47 +115,53 @@ def init_session_wf(
     workflow.connect(brain_mask, "out_file", ds_brain_mask, "in_file")
     workflow.connect(brain_mask, "provenance_file", ds_brain_mask, "provenance_files")
 
-    masks: list[tuple[pe.Node, str, str, str]] = []  # (node, field, method, contrast)
+    segmentation = init_segmentation_wf(session, plan, omp_nthreads=omp_nthreads)
+    workflow.connect([
+        (reorient_t1w, segmentation, [("out_file", "inputnode.t1w")]),
+        (brain_mask, segmentation, [("out_file", "inputnode.brain_mask")]),
+    ])
 
-    if "freesurfer" in plan.run:
-        fs_thalamus = pe.Node(FreeSurferThalamus(), name="fs_thalamus")
-        workflow.connect(reorient_t1w, "out_file", fs_thalamus, "reference")
-        if plan.recon_all is None:
-            fs_thalamus.inputs.subject_dir = str(plan.fs_subject_dir)
-        else:
-            recon_all = pe.Node(
-                ReconAll(t1w=str(session.t1w), subject_id=plan.recon_all.subject_id,
-                         subjects_dir=str(plan.recon_all.subjects_dir),
-                         license_file=str(plan.recon_all.license_file), nthreads=omp_nthreads),
-                name="recon_all", n_procs=omp_nthreads, mem_gb=8,
-            )
-            if session.t2w is not None:
-                recon_all.inputs.t2w = str(session.t2w)
-            workflow.connect(recon_all, "subject_dir", fs_thalamus, "subject_dir")
-        masks.append((fs_thalamus, "out_file", "freesurfer", "T1w"))
+    qc_sources = []
+    for role, modality in (("flair", "FLAIR"), ("r1map", "R1map")):
+        moving = getattr(session, role)
+        if moving is None:
+            continue
+        registration = init_registration_wf(
+            moving, modality, entities=ents, output_dir=output_dir,
+            sources=[source_uri(moving, dataset_roots), t1w_uri], t1w_uri=t1w_uri,
+            flirt_cutoff=flirt_cutoff, ants_cutoff=ants_cutoff, omp_nthreads=omp_nthreads,
+            name=f"register_{role}_wf",
+        )
+        workflow.connect([
+            (reorient_t1w, registration, [("out_file", "inputnode.t1w")]),
+            (brain_mask, registration, [("out_file", "inputnode.brain_mask")]),
+            (registration, segmentation, [("outputnode.out_file", f"inputnode.{'r1' if role == 'r1map' else role}")]),
+        ])
+        qc_sources.append(registration)
+    if qc_sources:
+        merge_qc = pe.Node(niu.Merge(len(qc_sources)), name="merge_registration_qc")
+        for index, registration in enumerate(qc_sources, start=1):
+            workflow.connect(registration, "outputnode.qc_file", merge_qc, f"in{index}")
+        qc_table = pe.Node(ConcatTables(), name="registration_qc")
+        ds_qc = publish_node("ds_registration_qc", output_dir,
+                             {**ents, "desc": "registration", "suffix": "qc", "extension": ".tsv"},
+                             QC_COLUMN_DESCRIPTIONS)
+        workflow.connect([(merge_qc, qc_table, [("out", "in_files")]), (qc_table, ds_qc, [("out_file", "in_file")])])
 
-    volumes = pe.Node(
-        SessionVolumes(methods=[m[2] for m in masks], contrasts=[m[3] for m in masks]), name="volumes"
+    volumes = pe.Node(SessionVolumes(), name="volumes")
+    workflow.connect([
+        (brain_mask, volumes, [("out_file", "brain_mask")]),
+        (segmentation, volumes, [("outputnode.record_files", "record_files"),
+                                 ("outputnode.icv_provenance", "icv_provenance")]),
+    ])
+    ds_masks = pe.Node(
+        PublishMasks(output_dir=str(output_dir), entities=ents,
+                     sidecar={"Sources": [t1w_uri], "SpatialReference": t1w_uri}),
+        name="ds_masks", run_without_submitting=True,
     )
-    workflow.connect(brain_mask, "out_file", volumes, "brain_mask")
-    if "freesurfer" in plan.run:
-        workflow.connect(fs_thalamus, "provenance_file", volumes, "icv_provenance")
+    workflow.connect(segmentation, "outputnode.record_files", ds_masks, "record_files")
 
-    if masks:
-        merge = pe.Node(niu.Merge(len(masks)), name="merge_masks")
-        for index, (node, field, method, contrast) in enumerate(masks, start=1):
-            workflow.connect(node, field, merge, f"in{index}")
-            ds_mask = _publish(
-                f"ds_mask_{method}", output_dir,
-                {**ents, "space": "T1w", "label": "thalamus", "desc": method, "suffix": "mask"},
-                {**THALAMUS_SIDECAR, "Method": method, "Contrast": contrast, "Sources": [t1w_uri],
-                 "SpatialReference": t1w_uri},
-            )
-            workflow.connect(node, field, ds_mask, "in_file")
-            workflow.connect(node, "provenance_file", ds_mask, "provenance_files")
-        workflow.connect(merge, "out", volumes, "mask_files")
-
-    ds_volumes = _publish(
+    ds_volumes = publish_node(
         "ds_volumes", output_dir, {**ents, "label": "thalamus", "suffix": "volumes", "extension": ".tsv"},
         volumes_columns(),
     )
@@ -158,16 +169,17 @@ def init_session_wf(
     return workflow
 
 
-def _publish(name: str, output_dir: Path, entities: dict, sidecar: dict) -> pe.Node:
-    return pe.Node(
-        PublishDerivative(output_dir=str(output_dir), entities=entities, sidecar=sidecar),
-        name=name,
-        run_without_submitting=True,
-    )
-
-
 def _uri(output_dir: Path, ents: dict, **more) -> str:
     from thalamus_bidsapp.bidsio.derivatives import derivative_path
 
     path = derivative_path(output_dir, {**ents, **more})
     return f"bids::{path.relative_to(output_dir).as_posix()}"
+
+
+def source_uri(path: Path, dataset_roots: dict[str, Path]) -> str:
+    """BIDS URI of an input file: ``bids:<dataset>:<relative path>`` for the dataset holding it."""
+    resolved = Path(path).resolve()
+    for name, root in dataset_roots.items():
+        if Path(root).resolve() in resolved.parents:
+            return bids_uri(resolved, root, name)
+    return resolved.as_uri()

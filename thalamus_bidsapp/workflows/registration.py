@@ -1,0 +1,67 @@
+"""FLAIR or R1 map into T1w space for one session, as a nipype workflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from thalamus_bidsapp.interfaces.steps import RegisterToT1w, Reorient
+from thalamus_bidsapp.workflows.outputs import publish_node
+
+#: What each modality becomes on the T1w grid (the desc entity of the published image).
+OUTPUT_DESC = {"FLAIR": "preproc", "R1map": "scaled"}
+
+
+def init_registration_wf(
+    moving: Path,
+    modality: str,
+    *,
+    entities: dict,
+    output_dir: Path,
+    sources: list[str],
+    t1w_uri: str,
+    flirt_cutoff: float,
+    ants_cutoff: float,
+    omp_nthreads: int,
+    name: str,
+) -> pe.Workflow:
+    """Reorient ``moving``, register it to the T1w, publish the image, transform and overlay.
+
+    Inputs (``inputnode``): ``t1w`` (reoriented T1w) and ``brain_mask``.
+    Outputs (``outputnode``): ``out_file``, the registered image on the T1w
+    grid (for R1 maps, scaled to 0..1000 in the brain; undefined when the QC
+    rule excludes it) and ``qc_file``, the QC rows of every strategy.
+    """
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=["t1w", "brain_mask"]), name="inputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=["out_file", "qc_file"]), name="outputnode")
+    reorient = pe.Node(Reorient(in_file=str(moving)), name="reorient")
+    register = pe.Node(
+        RegisterToT1w(modality=modality, flirt_cutoff=flirt_cutoff, ants_cutoff=ants_cutoff,
+                      scale_r1=modality == "R1map"),
+        name="register", n_procs=omp_nthreads, mem_gb=4,
+    )
+    workflow.connect([
+        (reorient, register, [("out_file", "moving")]),
+        (inputnode, register, [("t1w", "t1w"), ("brain_mask", "brain_mask")]),
+        (register, outputnode, [("out_file", "out_file"), ("qc_file", "qc_file")]),
+    ])
+    shared = {"Sources": sources, "SpatialReference": t1w_uri}
+    ds_image = publish_node("ds_image", output_dir,
+                        {**entities, "space": "T1w", "desc": OUTPUT_DESC[modality], "suffix": modality}, shared)
+    ds_transform = publish_node("ds_transform", output_dir,
+                            {**entities, "from": modality, "to": "T1w", "mode": "image", "suffix": "xfm"},
+                            {"Sources": sources})
+    ds_overlay = publish_node("ds_overlay", output_dir,
+                          {**entities, "space": "T1w", "desc": "registration", "suffix": modality,
+                           "datatype": "figures"})
+    workflow.connect([
+        (reorient, register, [("record_file", "reorient_record")]),
+        (register, ds_image, [("out_file", "in_file"), ("provenance_file", "provenance_files")]),
+        (register, ds_transform, [("transform", "in_file"), ("provenance_file", "provenance_files")]),
+        (register, ds_overlay, [("overlay", "in_file")]),
+    ])
+    return workflow
+
