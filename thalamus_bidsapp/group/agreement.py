@@ -109,6 +109,10 @@ def _read_mask(path: Path) -> _Mask:
         raise ThalamusError(f"mask file not found: {path}", exit_code=EXIT_NOINPUT) from exc
     except Exception as exc:  # nibabel raises several types for unreadable files
         raise ThalamusError(f"cannot read mask {path}: {exc}", exit_code=EXIT_DATAERR) from exc
+    if len(img.shape) == 3:
+        # space-T1w is the T1w reoriented to RAS+ (participant step 2); manual masks drawn on the
+        # raw T1w differ only in voxel order, so reorient them the same way (a no-op for RAS+ masks).
+        img = nib.as_closest_canonical(img)
     shape = tuple(int(s) for s in img.shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]

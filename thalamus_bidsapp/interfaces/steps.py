@@ -338,11 +338,11 @@ class PublishMasks(SimpleInterface):
             entities = {**self.inputs.entities, "space": "T1w", "label": "thalamus", "desc": record["method"],
                         "suffix": "mask"}
             sidecar = {
+                **record["provenance"],
                 "Type": "ROI",
                 "Description": "Thalamus, left and right merged, binary mask on the T1w grid",
                 "Method": record["method"],
                 "Contrast": record["contrast"],
-                **record["provenance"],
                 **(self.inputs.sidecar or {}),
             }
             out = derivative_path(Path(self.inputs.output_dir), entities)
