@@ -49,12 +49,16 @@ def test_brain_mask_per_subject(ds_run, label):
 
 def test_group_table_joined_with_demographics(ds_run):
     table = read_tsv(ds_run["out"] / "group" / "volumes.tsv")
-    # No thalamus method runs without a tool, so the group table has no mask rows;
-    # the per-session tables still exist with their ICV.
-    per_session = [read_tsv(p) for p in sorted(ds_run["out"].glob("sub-*/anat/*_volumes.tsv"))]
-    assert len(per_session) == 6
-    assert all(t.empty for t in per_session)
-    assert {"participant_id", "session_id", "method", "volume_ml", "icv_ml", "age", "gender"} <= set(table.columns)
+    # Without FSL, FreeSurfer or DBSegment, MeshNet is the method that runs everywhere.
+    meshnet = table[table["method"] == "meshnet"].set_index("participant_id")
+    assert sorted(meshnet.index) == [f"sub-{label}" for label in SUBJECTS]
+    participants = read_tsv(ds_run["bids"] / "participants.tsv").set_index("participant_id")
+    for subject, row in meshnet.iterrows():
+        assert row["age"] == participants.loc[subject, "age"]
+        assert row["gender"] == participants.loc[subject, "gender"]
+        # Adult bilateral thalamus, and the ICV from the brain mask (no FreeSurfer here).
+        assert 10 < row["volume_ml"] < 25
+        assert row["icv_source"] == "deepbet brain mask volume"
 
 
 def test_input_untouched(ds_run):
