@@ -95,7 +95,8 @@ def main() -> None:
         torch.manual_seed(0)
         ckpt = tmp / "mindglide_random.pt"
         torch.save(network.get_network(torch.device("cpu")).state_dict(), ckpt)
-        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+        env = dict(os.environ, HF_HUB_OFFLINE="1",
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         env.pop("MODEL_PATH", None)
 
         images = [t1, flair, r1]
