@@ -39,6 +39,7 @@ class RunConfig:
     skip_bids_validation: bool = False
     stop_on_first_crash: bool = False
     verbosity: int = 0
+    reports_only: bool = False
     run_id: str = ""
 
     def to_json(self) -> dict[str, Any]:

@@ -65,6 +65,8 @@ def preflight(session: inputs.SessionInputs) -> str | None:
 
 def run_participant(config: RunConfig) -> int:
     """Run the participant level; returns the exit status (0, or 1 if some sessions failed)."""
+    if config.reports_only:
+        return write_reports(config.output_dir, _report_subjects(config))
     sessions = find_sessions(config)
     statuses: dict[str, SessionStatus] = {}
     runnable: list[inputs.SessionInputs] = []
@@ -90,6 +92,7 @@ def run_participant(config: RunConfig) -> int:
     write_dataset_description(config.output_dir, config.bids_dir, config.derivatives)
     write_json(config.to_json(), log_dir / "config.json")
     write_citations(config.output_dir / "logs" / "CITATION.md", plans.values())
+    write_json(session_plans(runnable, plans), log_dir / "methods.json")
 
     if runnable:
         statuses.update(_run_workflow(runnable, plans, config, crash_root=log_dir / "crash"))
@@ -104,7 +107,51 @@ def run_participant(config: RunConfig) -> int:
     for status in failed:
         LOGGER.error("%s failed: %s", status.session, status.reason)
     LOGGER.info("participant level done: %d of %d sessions succeeded", len(statuses) - len(failed), len(statuses))
+    write_reports(config.output_dir, sorted({f"sub-{s.subject}" for s in sessions}),
+                  {name: dict(plan.skipped) for name, plan in plans.items()})
     return EXIT_SESSIONS_FAILED if failed else EXIT_OK
+
+
+def write_reports(output_dir: Path, subjects: list[str], skipped: dict[str, dict[str, str]] | None = None) -> int:
+    """``sub-<label>.html`` for each subject; a report that cannot be made is logged, not fatal."""
+    from thalamus_bidsapp.reports.participant import write_participant_report
+
+    for subject in subjects:
+        try:
+            page = write_participant_report(output_dir, subject, skipped=skipped)
+            LOGGER.info("report: %s", page)
+        except Exception as err:  # a broken report must not hide finished derivatives
+            LOGGER.error("could not write the report of %s: %s", subject, err)
+    return EXIT_OK
+
+
+def _report_subjects(config: RunConfig) -> list[str]:
+    if config.participant_labels:
+        return sorted({f"sub-{inputs.strip_prefix(label, 'sub')}" for label in config.participant_labels})
+    subjects = sorted(p.name for p in config.output_dir.glob("sub-*") if p.is_dir())
+    if not subjects:
+        raise ThalamusError(f"no participant derivatives in {config.output_dir}: nothing to report", EXIT_NOINPUT)
+    return subjects
+
+
+def session_plans(sessions: list[inputs.SessionInputs], plans: dict[str, MethodPlan]) -> dict:
+    """Per session: the inputs found, the methods run, the skipped ones and why (for logs and reports)."""
+    record = {}
+    for session in sessions:
+        plan = plans[session.name]
+        record[session.name] = {
+            "subject": session.subject,
+            "session": session.session,
+            "inputs": {role: str(getattr(session, role)) if getattr(session, role) else None
+                       for role in ("t1w", "t2w", "flair", "r1map", "manual")},
+            "notes": list(session.notes),
+            "methods_run": list(plan.run),
+            "methods_skipped": dict(plan.skipped),
+            "mindglide_envelope": plan.envelope,
+            "freesurfer": ("recon-all" if plan.recon_all else str(plan.fs_subject_dir) if plan.fs_subject_dir
+                           else None),
+        }
+    return record
 
 
 def _log_missing_optional(session: inputs.SessionInputs) -> None:

@@ -159,5 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="threads per process for multithreaded steps (default: 1)")
     perf.add_argument("--stop-on-first-crash", action="store_true",
                       help="stop at the first failing step instead of finishing the other sessions")
+    perf.add_argument("--reports-only", action="store_true",
+                      help="only regenerate the HTML reports from the derivatives in OUTPUT_DIR")
     perf.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     return parser

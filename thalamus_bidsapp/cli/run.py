@@ -55,6 +55,7 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         skip_bids_validation=args.skip_bids_validation,
         stop_on_first_crash=args.stop_on_first_crash,
         verbosity=args.verbose,
+        reports_only=args.reports_only,
         run_id=f"{datetime.now():%Y%m%d-%H%M%S}_{uuid.uuid4().hex[:8]}",
     )
 

@@ -21,8 +21,13 @@ _MASK_NAME = re.compile(
 
 
 def run_group(config: RunConfig) -> int:
-    """Write ``group/volumes.tsv`` and the clinical analyses; returns the exit status."""
+    """Write ``group/volumes.tsv``, the agreement and clinical analyses and the report; returns the exit status."""
+    from thalamus_bidsapp.reports.group import write_group_report
+
     group_dir = config.output_dir / "group"
+    if config.reports_only:
+        LOGGER.info("report: %s", write_group_report(config.output_dir))
+        return EXIT_OK
     volumes = join_clinical(gather_volumes(config.output_dir), config.bids_dir)
     volumes = _only_participants(volumes, config.participant_labels)
     write_tsv(volumes, group_dir / "volumes.tsv", column_descriptions(volumes, config.bids_dir))
@@ -30,6 +35,7 @@ def run_group(config: RunConfig) -> int:
                 volumes[["participant_id", "session_id"]].drop_duplicates().shape[0])
     run_agreement_step(config, group_dir)
     run_clinical_step(volumes, config.clinical_config, group_dir)
+    LOGGER.info("report: %s", write_group_report(config.output_dir))
     return EXIT_OK
 
 
