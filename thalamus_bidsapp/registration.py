@@ -37,6 +37,7 @@ import pandas as pd
 
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
 from thalamus_bidsapp.image.mutual_information import mutual_information_images
+from thalamus_bidsapp.image.resample import same_grid
 from thalamus_bidsapp.interfaces import flirt as flirt_iface
 from thalamus_bidsapp.interfaces.ants import AntsRegistrationError, ants_rigid
 
@@ -341,7 +342,7 @@ def _check_inputs(moving: Path, t1w: Path, brain_mask: Path) -> None:
             raise ThalamusError(f"registration input missing: {label} {path}", exit_code=EXIT_NOINPUT)
     t1_img = nib.load(str(t1w))
     mask_img = nib.load(str(brain_mask))
-    if mask_img.shape[:3] != t1_img.shape[:3] or not np.allclose(mask_img.affine, t1_img.affine, atol=1e-3):
+    if not same_grid(mask_img, t1_img):
         raise ThalamusError(
             f"brain mask {brain_mask} is not on the grid of the T1w {t1w} "
             f"(shape {mask_img.shape} vs {t1_img.shape})",

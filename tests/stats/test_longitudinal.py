@@ -11,6 +11,7 @@ import statsmodels
 from scipy.stats import mstats
 
 from thalamus_bidsapp.stats import longitudinal as lon
+from thalamus_bidsapp.stats.pairwise import pairwise_wilcoxon
 
 UCLA = Path(statsmodels.__file__).parent / "miscmodels" / "tests" / "results" / "ologit_ucla.csv"
 
@@ -113,7 +114,9 @@ def test_pearson_and_pairwise_wilcoxon() -> None:
     assert row["ci_low"] < row["r"] < row["ci_high"] and row["p"] < 1e-6
     long = pd.DataFrame({"participant_id": np.repeat(np.arange(30), 3), "method": ["a", "b", "c"] * 30,
                          "v": np.tile([0.0, 1.0, 1.01], 30) + rng.normal(0, 0.1, 90)})
-    table = lon.pairwise_wilcoxon(long, "v", "method").set_index(["A", "B"])
+    # column names as in the clinical longitudinal_pairwise_wilcoxon table
+    table = (pairwise_wilcoxon(long, "v", "method", "participant_id", min_pairs=2)
+             .rename(columns={"p_unc": "p", "p_fdr_bh": "p_fdr"}).set_index(["A", "B"]))
     assert table.loc[("a", "b"), "p_fdr"] < 1e-4
     assert table.loc[("b", "c"), "p_fdr"] > 0.05
     assert (table["p_fdr"] >= table["p"]).all()

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from thalamus_bidsapp.stats.pairwise import bh_adjust, pairwise_wilcoxon
+from thalamus_bidsapp.stats.multiplicity import p_adjust
+from thalamus_bidsapp.stats.pairwise import pairwise_wilcoxon
 
 # Darwin's Zea mays data as analysed by Fisher RA (1935), The Design of
 # Experiments, section 17: height differences (eighths of an inch) between
@@ -41,14 +42,14 @@ def test_wilcoxon_darwin_fisher():
 
 
 def test_bh_published_example():
-    adj = bh_adjust(BH_PVALUES)
+    adj = p_adjust(BH_PVALUES)
     assert int((adj <= 0.05).sum()) == 4
     assert bool(adj[3] <= 0.05) and not bool(adj[4] <= 0.05)
     # p_(4) * m / 4 = 0.0095 * 15 / 4.
     assert adj[3] == pytest.approx(0.0095 * 15 / 4)
     assert np.all(np.diff(adj) >= 0)  # monotone for sorted input
     # NaN stays NaN and does not count in m.
-    adj_nan = bh_adjust([0.01, np.nan, 0.04])
+    adj_nan = p_adjust([0.01, np.nan, 0.04])
     assert np.isnan(adj_nan[1])
     np.testing.assert_allclose(adj_nan[[0, 2]], [0.02, 0.04])
 
@@ -68,7 +69,7 @@ def test_pairwise_three_methods_pairs_and_missing():
     assert np.isnan(res.loc[("a", "c"), "p_unc"]) and np.isnan(res.loc[("a", "c"), "p_fdr_bh"])
     assert res.loc[("a", "b"), "p_unc"] < 0.01
     np.testing.assert_allclose(
-        res["p_fdr_bh"].dropna(), bh_adjust(res["p_unc"].dropna().to_numpy())
+        res["p_fdr_bh"].dropna(), p_adjust(res["p_unc"].dropna().to_numpy())
     )
 
 
@@ -79,3 +80,11 @@ def test_pairwise_rejects_duplicates_and_missing_columns():
     with pytest.raises(KeyError):
         pairwise_wilcoxon(data.rename(columns={"value": "dice"}))
     assert pairwise_wilcoxon(data[data["method"] == "a"]).empty
+
+
+def test_pairwise_min_pairs_skips_small_pairs():
+    data = _long({"a": np.array([1.0, 2.0, 3.0]), "b": np.array([0.0, np.nan, np.nan])})
+    assert pairwise_wilcoxon(data).loc[0, "n"] == 1
+    res = pairwise_wilcoxon(data, min_pairs=2).iloc[0]
+    assert res["n"] == 1 and res["median_diff"] == 1.0
+    assert np.isnan(res["W"]) and np.isnan(res["p_unc"]) and np.isnan(res["p_fdr_bh"])

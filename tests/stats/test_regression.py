@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from thalamus_bidsapp.stats.regression import adjust_family, ols, p_adjust, zscore
+from thalamus_bidsapp.stats.multiplicity import p_adjust
+from thalamus_bidsapp.stats.regression import adjust_family, ols, zscore
 
 LONGLEY_TERMS = ["GNPDEFL", "GNP", "UNEMP", "ARMED", "POP", "YEAR"]
 # NIST StRD Longley certified coefficients (https://www.itl.nist.gov/div898/strd/lls/data/Longley.shtml)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -13,6 +12,7 @@ from typing import Any
 
 from thalamus_bidsapp import __version__
 from thalamus_bidsapp.bidsio.atomic import atomic_path, write_json
+from thalamus_bidsapp.bidsio.checksums import file_digest
 
 LOGGER = logging.getLogger(__name__)
 
@@ -54,23 +54,7 @@ def bids_uri(path: Path, root: Path, dataset: str = "") -> str:
 def _same_content(a: Path, b: Path) -> bool:
     if not (a.is_file() and b.is_file()) or a.stat().st_size != b.stat().st_size:
         return False
-    return _sha1(a) == _sha1(b)
-
-
-def _sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(a, "sha1") == file_digest(b, "sha1")
 
 
 def publish(in_file: Path, out_file: Path, sidecar: dict[str, Any] | None = None) -> Path:

@@ -42,7 +42,9 @@ from thalamus_bidsapp.group.clinical_config import ClinicalConfig, OutcomeSpec, 
 from thalamus_bidsapp.stats import longitudinal as lon
 from thalamus_bidsapp.stats import power as pw
 from thalamus_bidsapp.stats import progression as prog
-from thalamus_bidsapp.stats.regression import adjust_family, ols, p_adjust, zscore
+from thalamus_bidsapp.stats.multiplicity import p_adjust
+from thalamus_bidsapp.stats.pairwise import pairwise_wilcoxon
+from thalamus_bidsapp.stats.regression import adjust_family, ols, zscore
 
 LOGGER = logging.getLogger(__name__)
 
@@ -285,21 +287,38 @@ def cross_sectional(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalC
             data[y] = _transform(data[spec.role], spec, ledger, analysis, method=method, contrast=contrast)
             ledger.missing(analysis, data, [y, VOLUME, *covar], {y: spec.role}, method=method, contrast=contrast,
                            outcome=spec.role)
-            res = ols(data, y, VOLUME, covar, categorical=[SEX], hc3=spec.hc3, hc3_alpha=config.hc3_alpha)
-            res.insert(0, "outcome", spec.role)
-            res.insert(1, "transform", spec.transform)
-            res.insert(2, "method", method)
-            res.insert(3, "contrast", contrast)
-            res["hc3_policy"] = spec.hc3
-            res["covariates"] = " + ".join(covar)
-            res["note"] = "; ".join(n for n in [*notes, *res["note"].astype(str)] if n)
-            rows.append(res)
-    table = pd.concat(rows, ignore_index=True)
-    table = adjust_family(table, "p", "fdr_bh", "p_fdr")
-    table["significance"] = table["p_fdr"].map(_stars)
-    table.insert(0, "analysis", analysis)
+            rows.append(_outcome_ols(data, y, VOLUME, covar, notes, spec, config, method, contrast))
+    table = _fdr_table(rows, analysis)
     ledger.status(analysis, bool(table["n"].max() > 0), "" if table["n"].max() > 0 else "no complete rows",
                   int(base[SUBJECT].nunique()))
+    return table
+
+
+def _annotate(res: pd.DataFrame, front: Mapping[str, object], covar: Sequence[str],
+              notes: Sequence[str] | None = None) -> pd.DataFrame:
+    """Put the ``front`` columns first (in order), add the covariates used and prepend ``notes`` to ``note``."""
+    for i, (name, value) in enumerate(front.items()):
+        res.insert(i, name, value)
+    res["covariates"] = " + ".join(covar)
+    if notes is not None:
+        res["note"] = "; ".join(n for n in [*notes, *res["note"].astype(str)] if n)
+    return res
+
+
+def _outcome_ols(data: pd.DataFrame, y: str, x: str, covar: Sequence[str], notes: Sequence[str], spec: OutcomeSpec,
+                 config: ClinicalConfig, method: object, contrast: object) -> pd.DataFrame:
+    """OLS of one outcome on ``x`` for one method, labelled with outcome, transform, method and contrast."""
+    res = ols(data, y, x, covar, categorical=[SEX], hc3=spec.hc3, hc3_alpha=config.hc3_alpha)
+    res["hc3_policy"] = spec.hc3
+    front = {"outcome": spec.role, "transform": spec.transform, "method": method, "contrast": contrast}
+    return _annotate(res, front, covar, notes)
+
+
+def _fdr_table(rows: Sequence[pd.DataFrame], analysis: str) -> pd.DataFrame:
+    """The rows of a family of models in one table, with BH-adjusted p (``p_fdr``) and stars."""
+    table = adjust_family(pd.concat(rows, ignore_index=True), "p", "fdr_bh", "p_fdr")
+    table["significance"] = table["p_fdr"].map(_stars)
+    table.insert(0, "analysis", analysis)
     return table
 
 
@@ -396,7 +415,10 @@ def longitudinal(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalConf
     # methods compared on the same subjects
     labelled = deltas.assign(method_label=_labels(deltas))
     if labelled["method_label"].nunique() >= 2:
-        out["longitudinal_pairwise_wilcoxon"] = lon.pairwise_wilcoxon(labelled, PCT, "method_label")
+        # a pair needs two subjects to be tested; p and p_fdr (BH) named as in the other clinical tables
+        out["longitudinal_pairwise_wilcoxon"] = pairwise_wilcoxon(
+            labelled.dropna(subset=[PCT]), PCT, "method_label", SUBJECT, min_pairs=2,
+        ).rename(columns={"p_unc": "p", "p_fdr_bh": "p_fdr"})
     else:
         ledger.status("longitudinal_pairwise_wilcoxon", False, "fewer than two methods")
 
@@ -456,19 +478,8 @@ def _delta_regressions(deltas: pd.DataFrame, specs: Sequence[OutcomeSpec], covar
             y = f"delta_{spec.role}"
             if limits is None:
                 ledger.missing(analysis, data, [y, x, *covar], method=method, contrast=contrast, outcome=spec.role)
-            res = ols(data, y, x, covar, categorical=[SEX], hc3=spec.hc3, hc3_alpha=config.hc3_alpha)
-            res.insert(0, "outcome", spec.role)
-            res.insert(1, "transform", spec.transform)
-            res.insert(2, "method", method)
-            res.insert(3, "contrast", contrast)
-            res["hc3_policy"] = spec.hc3
-            res["covariates"] = " + ".join(covar)
-            res["note"] = "; ".join(n for n in [*notes, *res["note"].astype(str)] if n)
-            rows.append(res)
-    table = pd.concat(rows, ignore_index=True)
-    table = adjust_family(table, "p", "fdr_bh", "p_fdr")
-    table["significance"] = table["p_fdr"].map(_stars)
-    table.insert(0, "analysis", analysis)
+            rows.append(_outcome_ols(data, y, x, covar, notes, spec, config, method, contrast))
+    table = _fdr_table(rows, analysis)
     if limits is not None:
         table.insert(1, "winsor_limits", f"{100 * limits[0]:g}-{100 - 100 * limits[1]:g}%")
     return table
@@ -491,12 +502,7 @@ def _ordinal_edss(deltas: pd.DataFrame, covar_wanted: Sequence[str], config: Cli
         covar = _usable_covariates(data, covar_wanted, notes)
         ledger.missing(analysis, data, ["edss_change", DELTA, *covar], method=method, contrast=contrast, outcome="edss")
         res = lon.ordinal_logistic(data, "edss_change", DELTA, covar, categorical=[SEX])
-        res.insert(0, "outcome", "edss_change")
-        res.insert(1, "method", method)
-        res.insert(2, "contrast", contrast)
-        res["covariates"] = " + ".join(covar)
-        res["note"] = "; ".join(n for n in [*notes, *res["note"].astype(str)] if n)
-        rows.append(res)
+        rows.append(_annotate(res, {"outcome": "edss_change", "method": method, "contrast": contrast}, covar, notes))
     table = pd.concat(rows, ignore_index=True)
     table["p_fdr"] = p_adjust(table["p"], "fdr_bh")
     table.insert(0, "analysis", analysis)
@@ -545,21 +551,14 @@ def progression(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalConfi
                                ("progression_pairwise", prog.ancova_pairwise)):
                 res = func(data, PCT, COURSE, covar, categorical=[SEX])
                 if not res.empty:
-                    res.insert(0, "method", method)
-                    res.insert(1, "contrast", contrast)
-                    res["covariates"] = " + ".join(covar)
-                    tables[name].append(res)
+                    tables[name].append(_annotate(res, keys, covar))
         else:
             ledger.status(f"progression_ancova:{method}:{contrast}", False, "fewer than two EDSS course groups")
         lnotes: list[str] = []
         lcovar = _usable_covariates(data, logit_covar, lnotes)
         ledger.missing("progression_logistic", data, [PROGRESSED, PCT, *lcovar], outcome=PROGRESSED, **keys)
         res = prog.logistic(data, PROGRESSED, PCT, lcovar, categorical=[SEX])
-        res.insert(0, "method", method)
-        res.insert(1, "contrast", contrast)
-        res["covariates"] = " + ".join(lcovar)
-        res["note"] = "; ".join(n for n in [*lnotes, *res["note"].astype(str)] if n)
-        tables["progression_logistic"].append(res)
+        tables["progression_logistic"].append(_annotate(res, keys, lcovar, lnotes))
     for name, parts in tables.items():
         if parts:
             out[name] = pd.concat(parts, ignore_index=True)

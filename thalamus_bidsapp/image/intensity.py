@@ -15,8 +15,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from thalamus_bidsapp.bidsio.atomic import atomic_path
+from thalamus_bidsapp.bidsio.atomic import save_nifti
 from thalamus_bidsapp.errors import EXIT_DATAERR, ThalamusError
+from thalamus_bidsapp.image.nifti import float32_like
+from thalamus_bidsapp.image.resample import same_grid
 
 LOGGER = logging.getLogger(__name__)
 
@@ -118,7 +120,7 @@ def scale_r1_image(
     """
     r1_img = nib.load(os.fspath(r1))
     mask_img = nib.load(os.fspath(brain_mask))
-    if r1_img.shape[:3] != mask_img.shape[:3] or not np.allclose(r1_img.affine, mask_img.affine, atol=1e-3):
+    if not same_grid(r1_img, mask_img):
         raise ThalamusError(
             f"R1 map {r1} is not on the grid of the brain mask {brain_mask}: "
             f"shape {r1_img.shape} vs {mask_img.shape}",
@@ -130,10 +132,4 @@ def scale_r1_image(
         scaled = scale_r1(data, mask, percentile=percentile, out_max=out_max)
     except ValueError as exc:
         raise ThalamusError(f"cannot scale R1 map {r1}: {exc}", exit_code=EXIT_DATAERR) from exc
-    header = r1_img.header.copy()
-    header.set_data_dtype(np.float32)
-    out = nib.Nifti1Image(scaled, r1_img.affine, header)
-    out.header["scl_slope"], out.header["scl_inter"] = np.nan, np.nan
-    with atomic_path(out_file) as tmp:
-        nib.save(out, str(tmp))
-    return Path(out_file)
+    return save_nifti(float32_like(scaled, r1_img), out_file)

@@ -35,6 +35,8 @@ import nibabel as nib
 import numpy as np
 from nibabel.spatialimages import SpatialImage
 
+from thalamus_bidsapp.image.resample import same_grid
+
 LOGGER = logging.getLogger(__name__)
 
 #: Number of equal-width bins per image.
@@ -149,7 +151,7 @@ def mutual_information_images(
     imgs = [x if isinstance(x, SpatialImage) else nib.load(os.fspath(x)) for x in (reference, image, mask)]
     ref_img = imgs[0]
     for other in imgs[1:]:
-        if other.shape[:3] != ref_img.shape[:3] or not np.allclose(other.affine, ref_img.affine, atol=1e-3):
+        if not same_grid(other, ref_img):
             raise ValueError(
                 f"image grid differs from the reference grid: {other.shape} vs {ref_img.shape}"
             )

@@ -15,3 +15,16 @@ def new_image(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | N
     if header is None:
         img.set_data_dtype(data.dtype)
     return img
+
+
+def float32_like(data: np.ndarray, like: nib.Nifti1Image) -> nib.Nifti1Image:
+    """``data`` on ``like``'s grid with a copy of its header, stored as float32 without scaling.
+
+    The affine is ``like``'s verbatim (the grid stays bit-identical); the
+    header's ``scl_slope``/``scl_inter`` are reset so no stale scaling applies.
+    """
+    header = like.header.copy()
+    header.set_data_dtype(np.float32)
+    img = nib.Nifti1Image(data, like.affine, header)
+    img.header["scl_slope"], img.header["scl_inter"] = np.nan, np.nan
+    return img

@@ -36,7 +36,6 @@ conformed -> native round trip of a 1 mm label map is the identity.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -52,6 +51,7 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import map_coordinates
 
+from thalamus_bidsapp.bidsio.checksums import file_digest
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
 from thalamus_bidsapp.image.ensembles import mask_like
 
@@ -395,11 +395,7 @@ def model_checksums(model_folder: str | os.PathLike, folds: Sequence[int] | None
     for fold in folds or (4, 6):
         path = model_bundle(model_folder, folds) / f"fold_{fold}" / "model_final_checkpoint.model"
         if path.is_file():
-            digest = hashlib.sha256()
-            with path.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-            sums[f"fold_{fold}"] = digest.hexdigest()
+            sums[f"fold_{fold}"] = file_digest(path)
     return sums
 
 

@@ -36,7 +36,9 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces import fsl
 
-from thalamus_bidsapp.bidsio.atomic import atomic_path
+from thalamus_bidsapp.bidsio.atomic import save_nifti
+from thalamus_bidsapp.image.nifti import float32_like
+from thalamus_bidsapp.image.resample import same_grid
 
 LOGGER = logging.getLogger(__name__)
 
@@ -350,19 +352,13 @@ def conform_to_reference(image: Path, reference: Path) -> Path:
     """
     img = nib.load(str(image))
     ref = nib.load(str(reference))
-    if img.shape[:3] != ref.shape[:3] or not np.allclose(img.affine, ref.affine, atol=GRID_TOLERANCE_MM):
+    if not same_grid(img, ref, atol=GRID_TOLERANCE_MM):
         raise FlirtError(
             f"{image} is not on the grid of {reference}: shape {img.shape} vs {ref.shape}, "
             f"affine\n{img.affine}\nvs\n{ref.affine}"
         )
     data = np.asarray(img.dataobj, dtype=np.float32).reshape(ref.shape[:3])
-    header = ref.header.copy()
-    header.set_data_dtype(np.float32)
-    out = nib.Nifti1Image(data, ref.affine, header)
-    out.header["scl_slope"], out.header["scl_inter"] = np.nan, np.nan
-    with atomic_path(image) as tmp:
-        nib.save(out, str(tmp))
-    return Path(image)
+    return save_nifti(float32_like(data, ref), image)
 
 
 def read_fsl_matrix(path: Path | str) -> np.ndarray:

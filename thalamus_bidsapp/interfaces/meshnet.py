@@ -21,10 +21,10 @@ manifest; ``model.bin``: little-endian float32 weights). This module
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import urllib.error
@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from thalamus_bidsapp.bidsio.checksums import CHUNK_BYTES, file_digest
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
 from thalamus_bidsapp.image.conform import (
     CONFORMED_ORIENTATION,
@@ -119,15 +120,6 @@ def model_spec(name: str | None = None) -> MeshNetModelSpec:
     )
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _how_to_fix(spec: MeshNetModelSpec) -> str:
     return (
         f"get model.json and model.bin from {spec.url_base} and pass their folder with "
@@ -158,7 +150,7 @@ def verify_model_dir(model_dir: Path, spec: MeshNetModelSpec | None = None) -> d
                 f"MeshNet model file missing: {path} (expected sha256 {expected}); {_how_to_fix(spec)}",
                 EXIT_NOINPUT,
             )
-        actual = sha256_file(path)
+        actual = file_digest(path)
         if actual != expected:
             raise ThalamusError(
                 f"MeshNet model file corrupted: {path} has sha256 {actual}, expected sha256 {expected}; "
@@ -192,12 +184,9 @@ def _download(url: str, dest: Path, expected_sha256: str) -> None:
     logger.info("downloading %s -> %s", url, dest)
     try:
         with _urlopen(url, _DOWNLOAD_TIMEOUT_S) as response, atomic_path(dest) as tmp:
-            digest = hashlib.sha256()
             with open(tmp, "wb") as handle:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    digest.update(block)
-                    handle.write(block)
-            actual = digest.hexdigest()
+                shutil.copyfileobj(response, handle, CHUNK_BYTES)
+            actual = file_digest(tmp)
             if actual != expected_sha256:
                 # Raising inside atomic_path discards the temporary file.
                 raise ThalamusError(
@@ -219,7 +208,7 @@ def _fill_cache(cache_dir: Path, spec: MeshNetModelSpec) -> None:
     for fname in MODEL_FILES:
         path = cache_dir / fname
         expected = spec.sha256[fname]
-        if path.is_file() and sha256_file(path) == expected:
+        if path.is_file() and file_digest(path) == expected:
             continue
         if path.exists():
             logger.warning("cached MeshNet file %s does not match sha256 %s; downloading it again", path, expected)

@@ -26,7 +26,6 @@ with an envelope mask, FIRST's thalamus by default as in the paper.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -38,6 +37,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from thalamus_bidsapp.bidsio.checksums import file_digest
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
 from thalamus_bidsapp.image.ensembles import binary, check_same_grid, mask_like
 
@@ -150,15 +150,6 @@ def resolve_weights(model_path: str | os.PathLike | None = None, allow_download:
         raise ThalamusError(f"{exc} {_HOW_TO_PROVIDE}", EXIT_NOINPUT) from exc
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class MindGlideModel:
     """A loaded MindGlide network and where it came from."""
@@ -219,7 +210,7 @@ def load_model(model_path: str | os.PathLike | None = None, device: str = "cpu",
         logger.info("loading MindGlide network from %s on %s", path, dev)
         net = network.get_network(device=dev, checkpoint_path=str(path)).eval()
         _LOADS += 1
-        model = MindGlideModel(net=net, device=dev, model_path=path, sha256=sha256_file(path),
+        model = MindGlideModel(net=net, device=dev, model_path=path, sha256=file_digest(path),
                                version=mindglide_version())
         _CACHE[key] = model
         return model

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from thalamus_bidsapp.bidsio.atomic import atomic_path
@@ -118,6 +119,29 @@ def _annotation(row: pd.Series | None, keys: tuple[str, str, str], label: str) -
     return f"{label} = {row[keys[0]]:.2f} [{row[keys[1]]:.2f}, {row[keys[2]]:.2f}]"
 
 
+def _method_panels(
+    voxelwise: pd.DataFrame, volumetric: pd.DataFrame
+) -> tuple[Figure, list[tuple[Axes, str, np.ndarray, np.ndarray, pd.Series | None]]]:
+    """A grid with one panel per method (sorted) and, per panel, what is drawn in it.
+
+    Returns
+    -------
+    fig, panels
+        The figure and, per method, ``(axes, method, manual volumes, method
+        volumes, volumetric row)``: the volumes of the sessions with both
+        (mL), the method's row of ``volumetric`` (None when it has none).
+    """
+    methods = sorted(voxelwise["method"].unique())
+    fig, axes = _grid(len(methods))
+    stats = volumetric.set_index("method") if not volumetric.empty else pd.DataFrame()
+    panels = []
+    for ax, method in zip(axes, methods):
+        d = voxelwise.loc[voxelwise["method"] == method, ["volume_manual_ml", "volume_method_ml"]].dropna()
+        row = stats.loc[method] if method in stats.index else None
+        panels.append((ax, method, d["volume_manual_ml"].to_numpy(), d["volume_method_ml"].to_numpy(), row))
+    return fig, panels
+
+
 def plot_volume_scatter(voxelwise: pd.DataFrame, volumetric: pd.DataFrame) -> Figure:
     """Method vs manual volume per method, with the identity line, OLS fit, CCC and slope.
 
@@ -129,12 +153,8 @@ def plot_volume_scatter(voxelwise: pd.DataFrame, volumetric: pd.DataFrame) -> Fi
         One row per method with ``ccc``, ``ccc_ci_low``, ``ccc_ci_high``,
         ``slope``, ``slope_ci_low``, ``slope_ci_high``, ``intercept_ml``.
     """
-    methods = sorted(voxelwise["method"].unique())
-    fig, axes = _grid(len(methods))
-    stats = volumetric.set_index("method") if not volumetric.empty else pd.DataFrame()
-    for ax, method in zip(axes, methods):
-        d = voxelwise.loc[voxelwise["method"] == method, ["volume_manual_ml", "volume_method_ml"]].dropna()
-        x, y = d["volume_manual_ml"].to_numpy(), d["volume_method_ml"].to_numpy()
+    fig, panels = _method_panels(voxelwise, volumetric)
+    for ax, method, x, y, row in panels:
         ax.scatter(x, y, s=12, alpha=0.7, color="#3182bd", edgecolor="none")
         if x.size:
             lo = float(min(x.min(), y.min()))
@@ -142,7 +162,6 @@ def plot_volume_scatter(voxelwise: pd.DataFrame, volumetric: pd.DataFrame) -> Fi
             pad = 0.05 * (hi - lo) if hi > lo else 0.5
             lims = (lo - pad, hi + pad)
             ax.plot(lims, lims, ls="--", color="0.5", lw=1, label="identity")
-            row = stats.loc[method] if method in stats.index else None
             if row is not None and np.isfinite(row["slope"]):
                 xs = np.array(lims)
                 ax.plot(xs, row["intercept_ml"] + row["slope"] * xs, color="#e6550d", lw=1.2, label="OLS")
@@ -173,16 +192,11 @@ def plot_bland_altman(voxelwise: pd.DataFrame, volumetric: pd.DataFrame) -> Figu
         One row per method with ``bias_ml``, ``loa_low_ml``, ``loa_high_ml``,
         ``prop_slope``, ``prop_intercept_ml``.
     """
-    methods = sorted(voxelwise["method"].unique())
-    fig, axes = _grid(len(methods))
-    stats = volumetric.set_index("method") if not volumetric.empty else pd.DataFrame()
-    for ax, method in zip(axes, methods):
-        d = voxelwise.loc[voxelwise["method"] == method, ["volume_manual_ml", "volume_method_ml"]].dropna()
-        x, y = d["volume_manual_ml"].to_numpy(), d["volume_method_ml"].to_numpy()
+    fig, panels = _method_panels(voxelwise, volumetric)
+    for ax, method, x, y, row in panels:
         mean, diff = (x + y) / 2, y - x
         ax.scatter(mean, diff, s=12, alpha=0.7, color="#3182bd", edgecolor="none")
         ax.axhline(0, color="0.7", lw=0.8)
-        row = stats.loc[method] if method in stats.index else None
         if row is not None and np.isfinite(row["bias_ml"]):
             ax.axhline(row["bias_ml"], color="#e6550d", lw=1.2, label=f"bias {row['bias_ml']:.2f} mL")
             if np.isfinite(row["loa_low_ml"]):

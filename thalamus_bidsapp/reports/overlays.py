@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from thalamus_bidsapp.bidsio.atomic import atomic_path
+from thalamus_bidsapp.image.resample import same_grid
 
 LOGGER = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def plot_registration_overlay(
 
     reg_img = nib.as_closest_canonical(nib.load(os.fspath(registered)))
     t1_img = nib.as_closest_canonical(nib.load(os.fspath(t1w)))
-    if reg_img.shape[:3] != t1_img.shape[:3] or not np.allclose(reg_img.affine, t1_img.affine, atol=1e-3):
+    if not same_grid(reg_img, t1_img):
         raise ValueError(f"{registered} is not on the grid of {t1w}")
     reg = np.asarray(reg_img.dataobj, dtype=np.float32).reshape(reg_img.shape[:3])
     t1 = np.asarray(t1_img.dataobj, dtype=np.float32).reshape(t1_img.shape[:3])

@@ -12,13 +12,13 @@ References
   Annals of Mathematical Statistics, 31(2), 385-391 (winsorising).
 - McCullagh, P. (1980). Regression models for ordinal data. Journal of the
   Royal Statistical Society B, 42(2), 109-142 (proportional odds model).
-- Wilcoxon, F. (1945). Individual comparisons by ranking methods. Biometrics
-  Bulletin, 1(6), 80-83.
+
+Pairwise Wilcoxon tests between methods are in
+:func:`thalamus_bidsapp.stats.pairwise.pairwise_wilcoxon`.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
 from collections.abc import Sequence
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from thalamus_bidsapp.stats.regression import complete_cases, design_matrix, p_adjust
+from thalamus_bidsapp.stats.regression import complete_cases, design_matrix, prepare_model, wald_log_odds
 
 LOGGER = logging.getLogger(__name__)
 
@@ -307,10 +307,8 @@ def ordinal_logistic(
     """
     from statsmodels.miscmodels.ordinal_model import OrderedModel
 
-    covar = [c for c in covar if c != x]
-    used, n_excluded = complete_cases(data, [y, x, *covar])
-    row = {name: np.nan for name in ORDINAL_COLUMNS}
-    row.update(term=x, n=len(used), n_excluded=n_excluded, converged=False, note="", category_counts="")
+    used, covar, row = prepare_model(data, y, x, covar, ORDINAL_COLUMNS)
+    row.update(converged=False, note="", category_counts="")
     endog = used[y]
     if not isinstance(endog.dtype, pd.CategoricalDtype) or not endog.cat.ordered:
         raise ValueError(f"{y} must be an ordered categorical column")
@@ -330,18 +328,7 @@ def ordinal_logistic(
     except (np.linalg.LinAlgError, ValueError) as exc:
         row["note"] = "; ".join([*notes, f"fit failed: {exc}"])
         return pd.DataFrame([row], columns=ORDINAL_COLUMNS)
-    beta = float(fit.params[x])
-    se = float(fit.bse[x])
-    zcrit = stats.norm.ppf(1 - alpha / 2)
-    z = beta / se if se > 0 else np.nan
-    converged = bool(fit.mle_retvals.get("converged", False))
-    if not converged:
-        notes.append("optimiser did not converge")
-    row.update(
-        beta=beta, se=se, ci_low=beta - zcrit * se, ci_high=beta + zcrit * se, z=z,
-        p=float(2 * stats.norm.sf(abs(z))) if np.isfinite(z) else np.nan,
-        odds_ratio=float(np.exp(beta)), converged=converged, note="; ".join(notes),
-    )
+    row.update(wald_log_odds(fit, x, notes, alpha))
     return pd.DataFrame([row], columns=ORDINAL_COLUMNS)
 
 
@@ -369,47 +356,6 @@ def pearson(data: pd.DataFrame, x: str, y: str, *, alpha: float = 0.05) -> pd.Da
     ci = res.confidence_interval(confidence_level=1 - alpha)
     row.update(r=float(res.statistic), p=float(res.pvalue), ci_low=float(ci.low), ci_high=float(ci.high))
     return pd.DataFrame([row], columns=PEARSON_COLUMNS)
-
-
-# ------------------------------------------------------- paired method comparison
-WILCOXON_COLUMNS = ["A", "B", "n", "median_A", "median_B", "median_diff", "W", "p", "p_fdr"]
-
-
-def pairwise_wilcoxon(
-    data: pd.DataFrame,
-    dv: str,
-    within: str,
-    subject: str = SUBJECT,
-    padjust: str = "fdr_bh",
-) -> pd.DataFrame:
-    """Wilcoxon signed-rank tests of ``dv`` between every pair of ``within`` levels.
-
-    Each pair uses the subjects with a value for both levels. p-values are
-    adjusted across all pairs (Benjamini-Hochberg by default), as in the
-    paper's comparison of % thalamic change between methods.
-
-    Returns
-    -------
-    pandas.DataFrame
-        A, B, n, median_A, median_B, median_diff (median of A - B), W, p, p_fdr.
-    """
-    wide = data.pivot_table(index=subject, columns=within, values=dv, aggfunc="first")
-    rows = []
-    for a, b in itertools.combinations(list(wide.columns), 2):
-        pair = wide[[a, b]].dropna()
-        row = {"A": a, "B": b, "n": len(pair), "median_A": np.nan, "median_B": np.nan,
-               "median_diff": np.nan, "W": np.nan, "p": np.nan}
-        if len(pair):
-            diff = pair[a] - pair[b]
-            row.update(median_A=float(pair[a].median()), median_B=float(pair[b].median()),
-                       median_diff=float(diff.median()))
-            if len(pair) >= 2 and (diff != 0).any():
-                res = stats.wilcoxon(pair[a], pair[b])
-                row.update(W=float(res.statistic), p=float(res.pvalue))
-        rows.append(row)
-    table = pd.DataFrame(rows, columns=WILCOXON_COLUMNS[:-1])
-    table["p_fdr"] = p_adjust(table["p"], padjust) if len(table) else []
-    return table
 
 
 # ------------------------------------------------------------------ descriptives

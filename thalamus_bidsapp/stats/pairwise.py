@@ -7,51 +7,14 @@ import logging
 import warnings
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 from scipy import stats
 
+from thalamus_bidsapp.stats.multiplicity import p_adjust
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["bh_adjust", "pairwise_wilcoxon"]
-
-
-def bh_adjust(pvals: npt.ArrayLike) -> np.ndarray:
-    r"""Benjamini-Hochberg adjusted p-values (false discovery rate).
-
-    For ordered p-values :math:`p_{(1)} \le \dots \le p_{(m)}`,
-
-    .. math:: \tilde p_{(i)} = \min_{j \ge i} \min\left(1, \frac{m\, p_{(j)}}{j}\right)
-
-    and a hypothesis is rejected at FDR level ``q`` when its adjusted p-value
-    is at most ``q``. NaN p-values are left NaN and do not count in ``m``.
-    Computed with :func:`statsmodels.stats.multitest.multipletests`
-    (``method="fdr_bh"``).
-
-    Parameters
-    ----------
-    pvals : array_like, shape (m,)
-        Unadjusted p-values.
-
-    Returns
-    -------
-    numpy.ndarray, shape (m,)
-        Adjusted p-values, in the input order.
-
-    References
-    ----------
-    Benjamini Y, Hochberg Y (1995). Controlling the false discovery rate: a
-    practical and powerful approach to multiple testing. J R Stat Soc B
-    57(1):289-300.
-    """
-    from statsmodels.stats.multitest import multipletests
-
-    p = np.asarray(pvals, dtype=float).ravel()
-    out = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        out[ok] = multipletests(p[ok], method="fdr_bh")[1]
-    return out
+__all__ = ["pairwise_wilcoxon"]
 
 
 def pairwise_wilcoxon(
@@ -60,6 +23,7 @@ def pairwise_wilcoxon(
     within: str = "method",
     subject: str = "subject",
     alternative: str = "two-sided",
+    min_pairs: int = 1,
 ) -> pd.DataFrame:
     r"""Two-sided Wilcoxon signed-rank tests between every pair of methods, BH adjusted.
 
@@ -71,7 +35,8 @@ def pairwise_wilcoxon(
     ``W`` is the smaller of the signed-rank sums :math:`W^+` and :math:`W^-`
     (scipy's convention; :math:`W^+` for one-sided tests). The p-values of all
     pairs in the table form one family for the Benjamini-Hochberg adjustment
-    (:func:`bh_adjust`).
+    (:func:`thalamus_bidsapp.stats.multiplicity.p_adjust`); untested pairs
+    (NaN p-value) are not counted in the family.
 
     Parameters
     ----------
@@ -85,6 +50,9 @@ def pairwise_wilcoxon(
         Column identifying the paired unit (subject or session).
     alternative : {"two-sided", "less", "greater"}
         Alternative hypothesis, as in :func:`scipy.stats.wilcoxon`.
+    min_pairs : int
+        Fewest paired subjects for which a pair is tested; pairs with fewer
+        get NaN statistics (``W``, ``p_unc``) but keep their medians.
 
     Returns
     -------
@@ -92,7 +60,8 @@ def pairwise_wilcoxon(
         One row per method pair (``A`` < ``B`` in sorted order): ``A``, ``B``,
         ``n`` (paired subjects), ``median_A``, ``median_B``, ``median_diff``
         (median of A - B), ``W``, ``p_unc``, ``p_fdr_bh``. Pairs with no
-        non-zero difference get NaN statistics.
+        non-zero difference, or fewer than ``min_pairs`` paired subjects,
+        get NaN statistics.
 
     References
     ----------
@@ -125,6 +94,9 @@ def pairwise_wilcoxon(
         }
         if np.count_nonzero(d) == 0:
             logger.warning("pairwise_wilcoxon: %s vs %s has no non-zero paired difference; test skipped", a, b)
+        elif len(pair) < min_pairs:
+            logger.warning("pairwise_wilcoxon: %s vs %s has %d paired subject(s), fewer than %d; test skipped",
+                           a, b, len(pair), min_pairs)
         else:
             with warnings.catch_warnings():
                 # scipy warns about the normal approximation for small n: expected here.
@@ -137,5 +109,5 @@ def pairwise_wilcoxon(
     if not rows:
         return pd.DataFrame(columns=cols)
     out = pd.DataFrame(rows)
-    out["p_fdr_bh"] = bh_adjust(out["p_unc"].to_numpy())
+    out["p_fdr_bh"] = p_adjust(out["p_unc"].to_numpy(), "fdr_bh")
     return out[cols]

@@ -30,7 +30,8 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
 
-from thalamus_bidsapp.stats.regression import complete_cases, design_matrix, p_adjust
+from thalamus_bidsapp.stats.multiplicity import p_adjust
+from thalamus_bidsapp.stats.regression import complete_cases, design_matrix, prepare_model, wald_log_odds
 
 LOGGER = logging.getLogger(__name__)
 
@@ -328,12 +329,9 @@ def logistic(
         odds_ratio, n, n_events, n_excluded, converged, note (separation,
         non-convergence, covariates without variation).
     """
-    covar = [c for c in covar if c != x]
-    used, n_excluded = complete_cases(data, [y, x, *covar])
-    row = {name: np.nan for name in LOGISTIC_COLUMNS}
+    used, covar, row = prepare_model(data, y, x, covar, LOGISTIC_COLUMNS)
     endog = pd.to_numeric(used[y].astype(float)) if len(used) else pd.Series(dtype=float)
-    row.update(term=x, n=len(used), n_events=int(endog.sum()) if len(used) else 0,
-               n_excluded=n_excluded, converged=False, note="")
+    row.update(n_events=int(endog.sum()) if len(used) else 0, converged=False, note="")
     if len(used) == 0 or endog.nunique() < 2:
         row["note"] = "outcome has fewer than two classes among complete rows"
         return pd.DataFrame([row], columns=LOGISTIC_COLUMNS)
@@ -354,14 +352,5 @@ def logistic(
         if "separation" in str(w.message).lower():
             notes.append("perfect or quasi-perfect separation: estimates unreliable")
             break
-    converged = bool(fit.mle_retvals.get("converged", False))
-    if not converged:
-        notes.append("optimiser did not converge")
-    beta = float(fit.params[x])
-    se = float(fit.bse[x])
-    zcrit = stats.norm.ppf(1 - alpha / 2)
-    z = beta / se if se > 0 and np.isfinite(se) else np.nan
-    row.update(beta=beta, se=se, ci_low=beta - zcrit * se, ci_high=beta + zcrit * se, z=z,
-               p=float(2 * stats.norm.sf(abs(z))) if np.isfinite(z) else np.nan,
-               odds_ratio=float(np.exp(beta)), converged=converged, note="; ".join(notes))
+    row.update(wald_log_odds(fit, x, notes, alpha))
     return pd.DataFrame([row], columns=LOGISTIC_COLUMNS)

@@ -29,7 +29,8 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
 from statsmodels.stats.diagnostic import het_breuschpagan
-from statsmodels.stats.multitest import multipletests
+
+from thalamus_bidsapp.stats.multiplicity import p_adjust
 
 LOGGER = logging.getLogger(__name__)
 
@@ -110,6 +111,58 @@ def complete_cases(data: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.DataF
     return data.loc[ok], int((~ok).sum())
 
 
+def prepare_model(
+    data: pd.DataFrame, y: str, x: str, covar: Sequence[str], columns: Sequence[str]
+) -> tuple[pd.DataFrame, list[str], dict[str, object]]:
+    """Complete cases of a model of ``y`` on ``x`` and ``covar``, and its result row before fitting.
+
+    Returns
+    -------
+    used, covar, row
+        The rows of ``data`` complete in ``y``, ``x`` and the covariates;
+        the covariates without ``x``; a row with every one of ``columns`` NaN
+        but ``term`` (``x``), ``n`` (complete rows) and ``n_excluded``.
+    """
+    covar = [c for c in covar if c != x]
+    used, n_excluded = complete_cases(data, [y, x, *covar])
+    row: dict[str, object] = dict.fromkeys(columns, np.nan)
+    row.update(term=x, n=len(used), n_excluded=n_excluded)
+    return used, covar, row
+
+
+def wald_log_odds(fit: object, x: str, notes: Sequence[str], alpha: float = 0.05) -> dict[str, object]:
+    """Wald inference for the coefficient of ``x`` in a fitted maximum-likelihood (log-odds) model.
+
+    Parameters
+    ----------
+    fit
+        A statsmodels likelihood-model result (``params``, ``bse``, ``mle_retvals``).
+    x
+        The term of interest.
+    notes
+        Notes so far; "optimiser did not converge" is added when the fit did not.
+    alpha
+        For the (1 - alpha) normal confidence interval.
+
+    Returns
+    -------
+    dict
+        beta, se, ci_low, ci_high, z, p (two-sided, normal), odds_ratio
+        (``exp(beta)``), converged and note (the notes joined by "; ").
+    """
+    converged = bool(fit.mle_retvals.get("converged", False))
+    notes = [*notes, *([] if converged else ["optimiser did not converge"])]
+    beta = float(fit.params[x])
+    se = float(fit.bse[x])
+    zcrit = stats.norm.ppf(1 - alpha / 2)
+    z = beta / se if se > 0 and np.isfinite(se) else np.nan
+    return {
+        "beta": beta, "se": se, "ci_low": beta - zcrit * se, "ci_high": beta + zcrit * se, "z": z,
+        "p": float(2 * stats.norm.sf(abs(z))) if np.isfinite(z) else np.nan,
+        "odds_ratio": float(np.exp(beta)), "converged": converged, "note": "; ".join(notes),
+    }
+
+
 def breusch_pagan(resid: np.ndarray, exog: np.ndarray) -> float:
     """p-value of Koenker's studentised Breusch-Pagan test of heteroscedasticity."""
     try:
@@ -166,10 +219,8 @@ def ols(
     0.05562
     """
     policy = _hc3_policy(hc3)
-    covar = [c for c in covar if c != x]
-    used, n_excluded = complete_cases(data, [y, x, *covar])
-    row = {name: np.nan for name in OLS_COLUMNS}
-    row.update(term=x, n=len(used), n_excluded=n_excluded, hc3=False, note="")
+    used, covar, row = prepare_model(data, y, x, covar, OLS_COLUMNS)
+    row.update(hc3=False, note="")
     if len(used) == 0:
         row["note"] = "no complete rows"
         return pd.DataFrame([row], columns=OLS_COLUMNS)
@@ -202,30 +253,6 @@ def ols(
         note="; ".join(notes),
     )
     return pd.DataFrame([row], columns=OLS_COLUMNS)
-
-
-def p_adjust(pvalues: Sequence[float] | np.ndarray | pd.Series, method: str = "fdr_bh") -> np.ndarray:
-    """Adjust p-values for multiple comparisons, leaving missing ones missing.
-
-    Parameters
-    ----------
-    pvalues
-        Unadjusted p-values; NaN entries are not counted as tests.
-    method
-        Any :func:`statsmodels.stats.multitest.multipletests` method:
-        ``"fdr_bh"`` (Benjamini & Hochberg 1995) or ``"bonferroni"``.
-
-    Returns
-    -------
-    numpy.ndarray
-        Adjusted p-values, same length and order.
-    """
-    p = np.asarray(pvalues, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        out[ok] = multipletests(p[ok], method=method)[1]
-    return out
 
 
 def adjust_family(
