@@ -49,6 +49,20 @@ def _node_file(name: str) -> str:
     return os.path.abspath(name)
 
 
+def _save_image(img: nib.spatialimages.SpatialImage, name: str) -> str:
+    """Save ``img`` in the node's folder; return its absolute path."""
+    path = _node_file(name)
+    nib.save(img, path)
+    return path
+
+
+def _save_json(data: dict, name: str) -> str:
+    """Save ``data`` as JSON in the node's folder; return its absolute path."""
+    path = _node_file(name)
+    Path(path).write_text(json.dumps(data, indent=2, default=str))
+    return path
+
+
 # --- reorientation ---------------------------------------------------------
 
 
@@ -76,10 +90,8 @@ class Reorient(SimpleInterface):
         if img.ndim != 3:
             raise ThalamusError(f"{self.inputs.in_file} is not a 3D image (shape {img.shape})", EXIT_DATAERR)
         out, record = reorient_to_ras(img)
-        self._results["out_file"] = _node_file("reoriented.nii.gz")
-        nib.save(out, self._results["out_file"])
-        self._results["record_file"] = _node_file("reorientation.json")
-        Path(self._results["record_file"]).write_text(json.dumps(record, indent=2))
+        self._results["out_file"] = _save_image(out, "reoriented.nii.gz")
+        self._results["record_file"] = _save_json(record, "reorientation.json")
         return runtime
 
 
@@ -106,10 +118,8 @@ class BrainMask(SimpleInterface):
         from thalamus_bidsapp.interfaces.deepbet import brain_mask
 
         mask, provenance = brain_mask(_load(self.inputs.in_file), threads=self.inputs.threads)
-        self._results["out_file"] = _node_file("brain_mask.nii.gz")
-        nib.save(mask, self._results["out_file"])
-        self._results["provenance_file"] = _node_file("provenance.json")
-        Path(self._results["provenance_file"]).write_text(json.dumps(provenance, indent=2))
+        self._results["out_file"] = _save_image(mask, "brain_mask.nii.gz")
+        self._results["provenance_file"] = _save_json(provenance, "provenance.json")
         return runtime
 
 
@@ -139,8 +149,7 @@ class FreeSurferThalamus(SimpleInterface):
         self._results["record_file"] = write_mask_record(mask, "freesurfer", "T1w", provenance,
                                                          folder=Path(runtime.cwd))
         self._results["out_file"] = read_mask_record(self._results["record_file"])["mask_file"]
-        self._results["provenance_file"] = _node_file("provenance.json")
-        Path(self._results["provenance_file"]).write_text(json.dumps(provenance, indent=2))
+        self._results["provenance_file"] = _save_json(provenance, "provenance.json")
         return runtime
 
 
@@ -246,8 +255,7 @@ class RegisterToT1w(SimpleInterface):
                 outcome.registered_image, self.inputs.t1w, cwd / "overlay.svg", brain_mask=self.inputs.brain_mask,
                 title=f"{self.inputs.modality} on T1w: {outcome.selected}, MI {outcome.mi:.3f}",
             ))
-        self._results["provenance_file"] = _node_file("provenance.json")
-        Path(self._results["provenance_file"]).write_text(json.dumps(provenance, indent=2, default=str))
+        self._results["provenance_file"] = _save_json(provenance, "provenance.json")
         return runtime
 
 
