@@ -188,6 +188,18 @@ def test_mindglide_masks_and_ensembles(run):
     assert np.array_equal(ensemble["T1wFLAIRR1"], votes >= 2)
     sidecar = json.loads(_thalamus(run, "1", "mindglideR1").with_suffix("").with_suffix(".json").read_text())
     assert sidecar["Contrast"] == "R1map"
+    assert sidecar["Envelope"] == "first" and len(sidecar["ModelSHA256"]) == 64
+
+
+def test_sidecars_record_tool_version_call_and_labels(run):
+    first = json.loads(_thalamus(run, "1", "first").with_suffix("").with_suffix(".json").read_text())
+    assert first["Tool"] == "FSL FIRST (run_first_all)"
+    assert "run_first_all" in json.dumps(first) and "6.0.7.9" in json.dumps(first)
+    dbseg = json.loads(_thalamus(run, "1", "dbsegment").with_suffix("").with_suffix(".json").read_text())
+    assert "-mp" in dbseg["Command"] and dbseg["ModelChecksums"] is not None
+    assert set(dbseg["LabelsTaken"]) == {"24", "25", "26", "27", "30", "31"}
+    meshnet = json.loads(_thalamus(run, "1", "meshnet").with_suffix("").with_suffix(".json").read_text())
+    assert "d28521c0965e452c371314e4b5b4dcef7b19aa91241b17ef894ac24952139701" in json.dumps(meshnet)
 
 
 def test_registration_qc_and_outputs(run):

@@ -123,7 +123,7 @@ class DBSegmentThalamus(SimpleInterface):
         mask = dbsegment.dbsegment_thalamus_mask(nib.load(str(seg_path)), t1w)
         found_exe = dbsegment.find_dbsegment(executable)
         provenance = dbsegment.provenance(cmd, found_exe, dbsegment.find_model_folder(model_folder),
-                                          dbsegment.DEFAULT_FOLDS, True)
+                                          dbsegment.DEFAULT_FOLDS, tta=True, checksums=True)
         self._results["record_file"] = write_mask_record(mask, "dbsegment", "T1w", provenance,
                                                          folder=Path(runtime.cwd))
         self._results["out_file"] = read_mask_record(self._results["record_file"])["mask_file"]
