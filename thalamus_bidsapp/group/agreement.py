@@ -101,17 +101,20 @@ def _bounding_crop(data: np.ndarray) -> tuple[tuple[int, int, int] | None, np.nd
     return (a0, b0, c0), crop
 
 
-def _read_mask(path: Path) -> _Mask:
-    """Read a mask once, binarise it and keep only its bounding box."""
+def _read_mask(path: Path, *, canonical: bool = False) -> _Mask:
+    """Read a mask once, binarise it and keep only its bounding box.
+
+    With ``canonical``, the mask is first reoriented to RAS+ (closest
+    canonical), as the participant level reorients the T1w that defines
+    space-T1w; only a manual mask drawn on the raw T1w grid needs that.
+    """
     try:
         img = nib.load(str(path))
     except FileNotFoundError as exc:
         raise ThalamusError(f"mask file not found: {path}", exit_code=EXIT_NOINPUT) from exc
     except Exception as exc:  # nibabel raises several types for unreadable files
         raise ThalamusError(f"cannot read mask {path}: {exc}", exit_code=EXIT_DATAERR) from exc
-    if len(img.shape) == 3:
-        # space-T1w is the T1w reoriented to RAS+ (participant step 2); manual masks drawn on the
-        # raw T1w differ only in voxel order, so reorient them the same way (a no-op for RAS+ masks).
+    if canonical and len(img.shape) == 3:
         img = nib.as_closest_canonical(img)
     shape = tuple(int(s) for s in img.shape)
     if len(shape) == 4 and shape[3] == 1:
@@ -295,6 +298,10 @@ def run_agreement(
         manual_path = manual_by_session.get((pid, sid))
         if manual_path is not None:
             manual = _read_mask(manual_path)
+            if not _same_grid(ref, manual):
+                # space-T1w is the T1w reoriented to RAS+; a manual mask drawn on the raw T1w
+                # differs from it only in voxel order.
+                manual = _read_mask(manual_path, canonical=True)
             if not _same_grid(ref, manual):
                 why = f"shape {manual.shape} vs {ref.shape}" if manual.shape != ref.shape else "different affine"
                 raise ThalamusError(
