@@ -20,8 +20,8 @@ def ds_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ds002748")
     before = tree_digest(bids)
     out = root / "out"
-    code = main([str(bids), str(out), "participant", "-w", str(root / "work"), "--nprocs", "1",
-                 "--omp-nthreads", "2"])
+    # Two processes: the MultiProc plugin, as users with several cores run it.
+    code = main([str(bids), str(out), "participant", "-w", str(root / "work"), "--nprocs", "2"])
     group_code = main([str(bids), str(out), "group", "-w", str(root / "work")])
     return {"bids": bids, "out": out, "code": code, "group_code": group_code, "before": before}
 
