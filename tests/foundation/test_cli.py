@@ -71,3 +71,13 @@ def test_group_before_participant_exits_66(tmp_path, caplog):
     bids = shared_file("ds002748_subset")
     assert main([str(bids), str(tmp_path / "out"), "group", "-w", str(tmp_path / "work")]) == 66
     assert "run the participant level first" in caplog.text
+
+
+def test_unwritable_output_exits_73(tmp_path, caplog):
+    out = tmp_path / "out"
+    out.write_text("a file where the output folder should be")
+    bids = shared_file("ds002748_subset")
+    code = main([str(bids), str(out / "derivatives"), "participant", "--participant-label", "01",
+                 "-w", str(tmp_path / "work")])
+    assert code == 73
+    assert "cannot write" in caplog.text and "Traceback" not in caplog.text

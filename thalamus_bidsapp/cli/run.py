@@ -11,7 +11,7 @@ from pathlib import Path
 
 from thalamus_bidsapp.cli.parser import build_parser
 from thalamus_bidsapp.config import RunConfig
-from thalamus_bidsapp.errors import EXIT_USAGE, ThalamusError
+from thalamus_bidsapp.errors import EXIT_CANTCREAT, EXIT_USAGE, ThalamusError
 
 LOGGER = logging.getLogger("thalamus_bidsapp")
 
@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     except ThalamusError as err:
         LOGGER.error("%s", err)
         return err.exit_code
+    except OSError as err:
+        # Typically a read-only or full output or work folder: say which file, no traceback.
+        LOGGER.error("cannot write %s: %s", err.filename or config.output_dir, err.strerror or err)
+        return EXIT_CANTCREAT
     except KeyboardInterrupt:
         LOGGER.error("interrupted")
         return 130
