@@ -90,13 +90,18 @@ RUN /opt/venv/bin/pip install --no-deps "/src" \
     && /opt/venv/bin/thalamus-bidsapp --version
 
 # --------------------------------------------------------------------------
-# Model weights, downloaded from pinned URLs and checked by sha256.
-FROM base AS weights-download
+# curl for the stages that download pinned files (weights, FreeSurfer, DBSegment's model).
+# Its child stages restate SHELL: hadolint does not follow it across stages.
+FROM base AS fetcher
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         curl=7.88.1-10+deb12u15 \
     && rm -rf /var/lib/apt/lists/*
+
+# Model weights, downloaded from pinned URLs and checked by sha256.
+FROM fetcher AS weights-download
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # MeshNet (brainchop, MIT): the commit and checksums match
 # thalamus_bidsapp/data/meshnet_models.json.
 ARG MESHNET_COMMIT=4c87885f3a2a8835e260d521dcec922b58d91d41
@@ -204,12 +209,8 @@ RUN micromamba create -y -p /opt/fsl \
 # --------------------------------------------------------------------------
 # FreeSurfer 7.4.1, trimmed as fMRIPrep does: what recon-all -all needs stays
 # (fsaverage for the surface registration), atlases for other tools go.
-FROM base AS freesurfer
+FROM fetcher AS freesurfer
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends \
-        curl=7.88.1-10+deb12u15 \
-    && rm -rf /var/lib/apt/lists/*
 ARG FREESURFER_VERSION=7.4.1
 ARG FREESURFER_SHA256
 RUN if [ -z "${FREESURFER_SHA256}" ]; then \
@@ -248,11 +249,10 @@ RUN python3 -m venv /opt/dbsegment \
 
 # Its model (the 7-fold bundle that `-f 0 1 2 3 4` selects), checked by sha256;
 # the app checks the folder before running and never lets DBSegment download.
-FROM base AS dbsegment-model
+FROM fetcher AS dbsegment-model
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        curl=7.88.1-10+deb12u15 \
         unzip=6.0-28+deb12u1 \
     && rm -rf /var/lib/apt/lists/*
 ARG DBSEGMENT_MODEL_URL=https://webdav-r3lab.uni.lu/public/deep_brain_seg/deep_brain_seg_model_7f.zip
