@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import nibabel as nib
 import pandas as pd
 
 from thalamus_bidsapp.bidsio import inputs
 from thalamus_bidsapp.bidsio.atomic import atomic_path, write_json, write_tsv
 from thalamus_bidsapp.bidsio.derivatives import write_dataset_description
+from thalamus_bidsapp.bidsio.staging import Staging, is_write_error
 from thalamus_bidsapp.config import RunConfig
-from thalamus_bidsapp.errors import EXIT_NOINPUT, EXIT_OK, EXIT_SESSIONS_FAILED, ThalamusError
+from thalamus_bidsapp.errors import EXIT_CANTCREAT, EXIT_NOINPUT, EXIT_OK, EXIT_SESSIONS_FAILED, ThalamusError
+from thalamus_bidsapp.interrupts import InterruptGuard, Interrupted, terminate_children
 from thalamus_bidsapp.methods import MethodPlan, check_tools, plan_methods
+from thalamus_bidsapp.preflight import PreflightFailure, PreparedSession, preflight_session
 
 LOGGER = logging.getLogger(__name__)
 
@@ -24,8 +27,9 @@ LOGGER = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SessionStatus:
     session: str
-    status: str  # "ok" or "failed"
+    status: str  # "ok", "failed" or "interrupted"
     reason: str = ""
+    exit_code: int = EXIT_SESSIONS_FAILED  # EXIT_CANTCREAT when an output could not be written
 
 
 def find_sessions(config: RunConfig) -> list[inputs.SessionInputs]:
@@ -46,70 +50,90 @@ def find_sessions(config: RunConfig) -> list[inputs.SessionInputs]:
     )
 
 
-def preflight(session: inputs.SessionInputs) -> str | None:
-    """Why a session cannot start (no T1w, an unreadable header), or None if it can."""
-    if session.t1w is None:
-        return f"no T1w image found for {session.name}"
-    for role in ("t1w", "t2w", "flair", "r1map", "manual"):
-        path = getattr(session, role)
-        if path is None:
-            continue
-        try:
-            img = nib.load(str(path))
-            if len(img.shape) < 3:
-                return f"{path} is not a 3D image (shape {img.shape})"
-        except Exception as err:  # nibabel raises many types for a corrupt file
-            return f"cannot read {path}: {err}"
-    return None
-
-
 def run_participant(config: RunConfig) -> int:
-    """Run the participant level; returns the exit status (0, or 1 if some sessions failed)."""
+    """Run the participant level; returns the exit status.
+
+    0 when every session succeeded; 1 when some failed; 73 when a session
+    failed because an output could not be written (disk full, read-only
+    folder). SIGINT/SIGTERM stop the run: the running sessions are recorded
+    as interrupted and :class:`~thalamus_bidsapp.interrupts.Interrupted` is
+    raised again for the caller (exit 130/143).
+    """
     if config.reports_only:
         return write_reports(config.output_dir, _report_subjects(config))
     sessions = find_sessions(config)
     statuses: dict[str, SessionStatus] = {}
-    runnable: list[inputs.SessionInputs] = []
+    prepared: dict[str, PreparedSession] = {}
     for session in sessions:
         for note in session.notes:
             LOGGER.warning("%s: %s", session.name, note)
-        problem = preflight(session)
-        if problem:
-            LOGGER.error("%s: skipped: %s", session.name, problem)
-            statuses[session.name] = SessionStatus(session.name, "failed", problem)
+        try:
+            prepared[session.name] = preflight_session(session, config.work_dir)
+        except PreflightFailure as err:
+            LOGGER.error("%s: skipped: %s", session.name, err)
+            statuses[session.name] = SessionStatus(session.name, "failed", str(err))
         else:
             _log_missing_optional(session)
-            runnable.append(session)
-    if not runnable and all(s.t1w is None for s in sessions):
+    if not prepared and all(s.t1w is None for s in sessions):
         raise ThalamusError(
             "no T1w image found for the requested participants: " + ", ".join(s.name for s in sessions),
             EXIT_NOINPUT,
         )
     tools = check_tools(config)
-    plans = {session.name: plan_methods(session, config, tools) for session in runnable}
+    plans = {name: plan_methods(ready.session, config, tools) for name, ready in prepared.items()}
+    _check_some_method_runs(plans)
+    for name, plan in plans.items():
+        if not plan.run:
+            reason = "no segmentation method can run: " + "; ".join(f"{m}: {r}" for m, r in plan.skipped.items())
+            LOGGER.error("%s: skipped: %s", name, reason)
+            statuses[name] = SessionStatus(name, "failed", reason)
+    runnable = [ready for name, ready in prepared.items() if plans[name].run]
 
     log_dir = config.output_dir / "logs" / config.run_id
     write_dataset_description(config.output_dir, config.bids_dir, config.derivatives)
     write_json(config.to_json(), log_dir / "config.json")
     write_citations(config.output_dir / "logs" / "CITATION.md", plans.values())
-    write_json(session_plans(runnable, plans), log_dir / "methods.json")
+    write_json(session_plans([ready.session for ready in prepared.values()], plans, prepared), log_dir / "methods.json")
 
+    interrupted = None
     if runnable:
-        statuses.update(_run_workflow(runnable, plans, config, crash_root=log_dir / "crash"))
-
-    table = pd.DataFrame([vars(s) for s in statuses.values()], columns=["session", "status", "reason"])
-    write_tsv(table, log_dir / "sessions.tsv", {
-        "session": "Subject and session",
-        "status": "ok, or failed",
-        "reason": "Why the session failed; crash reports are in crash/<session>/",
-    })
+        outcome, interrupted = _run_workflow(runnable, plans, config, crash_root=log_dir / "crash")
+        statuses.update(outcome)
+    _write_session_statuses(statuses, log_dir)
+    if interrupted is not None:
+        raise interrupted
     failed = [s for s in statuses.values() if s.status != "ok"]
     for status in failed:
         LOGGER.error("%s failed: %s", status.session, status.reason)
     LOGGER.info("participant level done: %d of %d sessions succeeded", len(statuses) - len(failed), len(statuses))
     write_reports(config.output_dir, sorted({f"sub-{s.subject}" for s in sessions}),
                   {name: dict(plan.skipped) for name, plan in plans.items()})
+    if any(s.exit_code == EXIT_CANTCREAT for s in failed):
+        return EXIT_CANTCREAT
     return EXIT_SESSIONS_FAILED if failed else EXIT_OK
+
+
+def _write_session_statuses(statuses: dict[str, SessionStatus], log_dir: Path) -> None:
+    table = pd.DataFrame([vars(s) for s in statuses.values()], columns=["session", "status", "reason"])
+    write_tsv(table, log_dir / "sessions.tsv", {
+        "session": "Subject and session",
+        "status": "ok; failed (no new outputs were published); or interrupted (stopped by SIGINT or SIGTERM, "
+                  "no new outputs were published)",
+        "reason": "Why the session failed; crash reports are in crash/<session>/",
+    })
+
+
+def _check_some_method_runs(plans: dict[str, MethodPlan]) -> None:
+    """Exit 66 when no session can run any segmentation method, listing each method and why."""
+    if not plans or any(plan.run for plan in plans.values()):
+        return
+    reasons: dict[str, str] = {}
+    for plan in plans.values():
+        for method, reason in plan.skipped.items():
+            reasons.setdefault(method, reason)
+    listing = "\n".join(f"  - {method}: {reason}" for method, reason in reasons.items())
+    raise ThalamusError(f"no segmentation method can run:\n{listing}\n"
+                        "install a tool or give a model (see --check-tools and the README)", EXIT_NOINPUT)
 
 
 def write_reports(output_dir: Path, subjects: list[str], skipped: dict[str, dict[str, str]] | None = None) -> int:
@@ -117,9 +141,17 @@ def write_reports(output_dir: Path, subjects: list[str], skipped: dict[str, dict
     from thalamus_bidsapp.reports.participant import write_participant_report
 
     for subject in subjects:
+        if not (output_dir / subject).is_dir():
+            # A subject none of whose sessions succeeded leaves nothing new; sessions.tsv says why.
+            LOGGER.info("no report for %s: it has no outputs", subject)
+            continue
         try:
             page = write_participant_report(output_dir, subject, skipped=skipped)
             LOGGER.info("report: %s", page)
+        except OSError as err:
+            if is_write_error(err, output_dir):
+                raise
+            LOGGER.error("could not write the report of %s: %s", subject, err)
         except Exception as err:  # a broken report must not hide finished derivatives
             LOGGER.error("could not write the report of %s: %s", subject, err)
     return EXIT_OK
@@ -127,23 +159,32 @@ def write_reports(output_dir: Path, subjects: list[str], skipped: dict[str, dict
 
 def _report_subjects(config: RunConfig) -> list[str]:
     if config.participant_labels:
-        return sorted({f"sub-{inputs.strip_prefix(label, 'sub')}" for label in config.participant_labels})
+        # The same checks as the participant level: a label not in the input dataset is exit 66.
+        return sorted({f"sub-{session.subject}" for session in find_sessions(config)})
     subjects = sorted(p.name for p in config.output_dir.glob("sub-*") if p.is_dir())
     if not subjects:
         raise ThalamusError(f"no participant derivatives in {config.output_dir}: nothing to report", EXIT_NOINPUT)
     return subjects
 
 
-def session_plans(sessions: list[inputs.SessionInputs], plans: dict[str, MethodPlan]) -> dict:
+def session_plans(
+    sessions: list[inputs.SessionInputs],
+    plans: dict[str, MethodPlan],
+    prepared: dict[str, PreparedSession] | None = None,
+) -> dict:
     """Per session: the inputs found, the methods run, the skipped ones and why (for logs and reports)."""
     record = {}
     for session in sessions:
         plan = plans[session.name]
+        ready = (prepared or {}).get(session.name)
+        originals = ready.originals if ready else {}
         record[session.name] = {
             "subject": session.subject,
             "session": session.session,
-            "inputs": {role: str(getattr(session, role)) if getattr(session, role) else None
+            "inputs": {role: str(originals.get(getattr(session, role), getattr(session, role)))
+                       if getattr(session, role) else None
                        for role in ("t1w", "t2w", "flair", "r1map", "manual")},
+            "input_checks": ready.record if ready else {},
             "notes": list(session.notes),
             "methods_run": list(plan.run),
             "methods_skipped": dict(plan.skipped),
@@ -163,15 +204,26 @@ def _log_missing_optional(session: inputs.SessionInputs) -> None:
 
 
 def _run_workflow(
-    sessions: list[inputs.SessionInputs],
+    sessions: list[PreparedSession],
     plans: dict[str, MethodPlan],
     config: RunConfig,
     crash_root: Path,
-) -> dict[str, SessionStatus]:
-    from thalamus_bidsapp.workflows.participant import init_participant_wf
+) -> tuple[dict[str, SessionStatus], Interrupted | None]:
+    """Run the sessions' workflows; publish each session when all its steps have finished.
 
+    Returns the status of each session, and the interruption that stopped
+    the run (None when it ran to the end).
+    """
+    from nipype.interfaces.utility import IdentityInterface
+    from nipype.pipeline.plugins import LinearPlugin, MultiProcPlugin
+
+    from thalamus_bidsapp.workflows.participant import init_participant_wf, workflow_name
+
+    staging = Staging(config.output_dir, config.run_id).open()
+    names = [ready.session.name for ready in sessions]
+    originals = {copy: original for ready in sessions for copy, original in ready.originals.items()}
     workflow = init_participant_wf(
-        sessions,
+        [ready.session for ready in sessions],
         plans,
         dataset_roots={"raw": config.bids_dir, **config.derivatives},
         output_dir=config.output_dir,
@@ -180,6 +232,9 @@ def _run_workflow(
         omp_nthreads=config.omp_nthreads,
         flirt_cutoff=config.flirt_cutoff,
         ants_cutoff=config.ants_cutoff,
+        publish_dirs={name: staging.session_dir(name) for name in names},
+        input_records={ready.session.name: ready.record for ready in sessions},
+        original_files=originals,
     )
     workflow.config["execution"].update({
         "crashfile_format": "txt",
@@ -188,24 +243,142 @@ def _run_workflow(
         "remove_unnecessary_outputs": False,
         "check_version": False,
     })
+    # nipype drops identity nodes when it flattens the graph: count the nodes that really run.
+    node_counts = {}
+    for ready in sessions:
+        session_wf = workflow.get_node(workflow_name(ready.session))
+        node_counts[workflow_name(ready.session)] = sum(
+            not isinstance(node.interface, IdentityInterface) for node in session_wf._get_all_nodes())
+    guard = InterruptGuard()
+    tracker = _SessionTracker(node_counts, {workflow_name(ready.session): ready.session.name for ready in sessions},
+                              staging, guard)
     LOGGER.info("running %d session(s) with %d process(es); work dir %s",
                 len(sessions), config.nprocs, config.work_dir)
-    plugin, args = ("Linear", {}) if config.nprocs == 1 else (
-        "MultiProc", {"n_procs": config.nprocs, "raise_insufficient": False, "maxtasksperchild": 1})
+    args = {"status_callback": tracker}
+    runner = LinearPlugin(plugin_args=args) if config.nprocs == 1 else MultiProcPlugin(plugin_args={
+        **args, "n_procs": config.nprocs, "raise_insufficient": False, "maxtasksperchild": 1})
+    interrupted = None
     try:
-        workflow.run(plugin=plugin, plugin_args=args)
-    except RuntimeError as err:
-        # nipype raises once at the end; the crash folders say which sessions failed.
-        LOGGER.debug("nipype reported failures: %s", err)
+        with guard:
+            try:
+                workflow.run(plugin=runner)
+            except RuntimeError as err:
+                # nipype raises once at the end; the crash folders say which sessions failed.
+                LOGGER.debug("nipype reported failures: %s", err)
+    except Interrupted as stop:
+        interrupted = stop
+        pool = getattr(runner, "pool", None)
+        if pool is not None:
+            # The workers are about to be killed: their futures end with BrokenProcessPool, which
+            # concurrent.futures would log with a traceback from nipype's callback.
+            logging.getLogger("concurrent.futures").addFilter(_no_broken_pool)
+            pool.shutdown(wait=False, cancel_futures=True)
+        terminate_children()
     statuses = {}
-    for session in sessions:
-        crashes = sorted((crash_root / session.name).glob("crash-*.txt"))
-        if crashes:
-            reason = f"{_crash_summary(crashes[0])} (crash report: {crashes[0]})"
-            statuses[session.name] = SessionStatus(session.name, "failed", reason)
-        else:
-            statuses[session.name] = SessionStatus(session.name, "ok")
-    return statuses
+    try:
+        for ready in sessions:
+            name = ready.session.name
+            crashes = sorted((crash_root / name).glob("crash-*.txt"))
+            if name in tracker.published:
+                statuses[name] = tracker.published[name]
+            elif name in tracker.failed_before_interrupt or (crashes and interrupted is None):
+                statuses[name] = _failed_status(name, crashes, tracker.failures.get(name), staging, config)
+            elif interrupted is not None:
+                statuses[name] = SessionStatus(name, "interrupted", f"{interrupted}; no outputs were published")
+            elif tracker.complete(name):
+                statuses[name] = tracker.publish(name)
+            else:
+                statuses[name] = SessionStatus(
+                    name, "failed", "not finished: the run stopped at the first crash (--stop-on-first-crash)")
+    finally:
+        for name in names:
+            staging.discard(name)
+        staging.close()
+    return statuses, interrupted
+
+
+def _no_broken_pool(record: logging.LogRecord) -> bool:
+    from concurrent.futures.process import BrokenProcessPool
+
+    return not (record.exc_info and isinstance(record.exc_info[1], BrokenProcessPool))
+
+
+class _SessionTracker:
+    """nipype status callback: publishes a session as soon as all its nodes have finished.
+
+    It also re-raises an interruption that a node swallowed, so the run stops.
+    """
+
+    def __init__(self, node_counts: dict[str, int], session_names: dict[str, str], staging: Staging,
+                 guard: InterruptGuard) -> None:
+        self.remaining = dict(node_counts)
+        self.session_names = session_names
+        self.staging = staging
+        self.guard = guard
+        self.published: dict[str, SessionStatus] = {}  # sessions whose commit was attempted
+        self.failures: dict[str, ThalamusError] = {}
+        self.failed_before_interrupt: set[str] = set()
+
+    def __call__(self, node, status: str) -> None:
+        workflow = next((part for part in node._hierarchy.split(".") if part in self.remaining), None)
+        if status == "exception" and workflow is not None and self.guard.signum is None:
+            self.failed_before_interrupt.add(self.session_names[workflow])
+        self.guard.check()
+        if status != "end" or workflow is None:
+            return
+        self.remaining[workflow] -= 1
+        name = self.session_names[workflow]
+        if self.remaining[workflow] == 0 and name not in self.failed_before_interrupt:
+            self.publish(name)
+
+    def complete(self, name: str) -> bool:
+        """Whether every node of session ``name`` has finished."""
+        return all(count <= 0 for wf, count in self.remaining.items() if self.session_names[wf] == name)
+
+    def publish(self, name: str) -> SessionStatus:
+        """Commit the session's staged outputs; a signal waits until the commit (or its rollback) is done."""
+        with self.guard.deferred():
+            try:
+                changed = self.staging.commit(name)
+            except ThalamusError as err:
+                LOGGER.error("%s: %s; the session's outputs are left as they were", name, err)
+                self.failures[name] = err
+                self.failed_before_interrupt.add(name)
+                status = SessionStatus(name, "failed", str(err), err.exit_code)
+            else:
+                LOGGER.info("%s: published %d new or changed file(s)", name, len(changed))
+                status = SessionStatus(name, "ok")
+            self.published[name] = status
+        return status
+
+
+def _failed_status(name: str, crashes: list[Path], error: ThalamusError | None, staging: Staging,
+                   config: RunConfig) -> SessionStatus:
+    """The status of a failed session: exit 73 when the crash was a file that could not be written."""
+    if error is not None:
+        return SessionStatus(name, "failed", str(error), error.exit_code)
+    if not crashes:
+        return SessionStatus(name, "failed", "unknown error")
+    summary = _crash_summary(crashes[0])
+    write_error = _write_error(summary, staging, config)
+    if write_error:
+        return SessionStatus(name, "failed", f"{write_error} (crash report: {crashes[0]})", EXIT_CANTCREAT)
+    return SessionStatus(name, "failed", f"{summary} (crash report: {crashes[0]})")
+
+
+_ERRNO_MESSAGE = re.compile(r"\[Errno (?P<errno>\d+)\] (?P<strerror>[^:'\n]+?)(?::\s*'(?P<filename>[^']+)')?\s*$")
+
+
+def _write_error(summary: str, staging: Staging, config: RunConfig) -> str | None:
+    """``cannot write <file>: <reason>`` when a crash message is a write failure in the output or work folder."""
+    match = _ERRNO_MESSAGE.search(summary)
+    if not match:
+        return None
+    err = OSError(int(match["errno"]), match["strerror"], match["filename"])
+    if not is_write_error(err, config.output_dir, config.work_dir):
+        return None
+    target = staging.final_path(match["filename"]) if match["filename"] else "a file"
+    return f"cannot write {target}: {match['strerror']}"
 
 
 def _crash_summary(crash_file: Path) -> str:

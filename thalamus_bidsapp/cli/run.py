@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import uuid
 from datetime import datetime
@@ -12,6 +13,7 @@ from pathlib import Path
 from thalamus_bidsapp.cli.parser import build_parser
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import EXIT_CANTCREAT, EXIT_USAGE, ThalamusError
+from thalamus_bidsapp.interrupts import InterruptGuard, Interrupted
 
 LOGGER = logging.getLogger("thalamus_bidsapp")
 
@@ -30,6 +32,16 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
             EXIT_USAGE,
         )
     work_dir = (args.work_dir or Path.cwd() / "work").expanduser().resolve()
+    _check_labels(args.participant_label, "sub", "--participant-label")
+    _check_labels(args.session_label, "ses", "--session-label")
+    if args.clinical_config is not None:
+        from thalamus_bidsapp.group.clinical_config import load_clinical_config
+
+        load_clinical_config(args.clinical_config)  # a bad file is a usage error now, not after hours
+    if args.bids_filter_file is not None:
+        from thalamus_bidsapp.bidsio.inputs import load_queries
+
+        load_queries(args.bids_filter_file)
     return RunConfig(
         bids_dir=bids_dir,
         output_dir=output_dir,
@@ -58,6 +70,18 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         reports_only=args.reports_only,
         run_id=f"{datetime.now():%Y%m%d-%H%M%S}_{uuid.uuid4().hex[:8]}",
     )
+
+
+_BIDS_LABEL = re.compile(r"[0-9a-zA-Z]+")
+
+
+def _check_labels(labels: list[str] | None, prefix: str, option: str) -> None:
+    """BIDS labels are letters and digits: anything else (``01/../x``) is a usage error, never a path."""
+    for label in labels or ():
+        bare = label[len(prefix) + 1:] if label.startswith(f"{prefix}-") else label
+        if not _BIDS_LABEL.fullmatch(bare):
+            raise ThalamusError(f"{option}: {label!r} is not a BIDS label (letters and digits only, "
+                                f"with or without the '{prefix}-' prefix)", EXIT_USAGE)
 
 
 def setup_logging(verbosity: int) -> None:
@@ -106,15 +130,22 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     setup_logging(config.verbosity)
     try:
-        config.output_dir.mkdir(parents=True, exist_ok=True)
-        config.work_dir.mkdir(parents=True, exist_ok=True)
-        if config.analysis_level == "participant":
-            from thalamus_bidsapp.participant import run_participant
+        with InterruptGuard():
+            config.output_dir.mkdir(parents=True, exist_ok=True)
+            config.work_dir.mkdir(parents=True, exist_ok=True)
+            if config.analysis_level == "participant":
+                from thalamus_bidsapp.participant import run_participant
 
-            return run_participant(config)
-        from thalamus_bidsapp.group.runner import run_group
+                return run_participant(config)
+            from thalamus_bidsapp.group.runner import run_group
 
-        return run_group(config)
+            return run_group(config)
+    except Interrupted as stop:
+        where = (f"; the sessions that were running are recorded as interrupted in "
+                 f"{config.output_dir / 'logs' / config.run_id / 'sessions.tsv'}"
+                 if config.analysis_level == "participant" else "")
+        LOGGER.error("%s: stopped%s", stop, where)
+        return stop.exit_code
     except ThalamusError as err:
         LOGGER.error("%s", err)
         return err.exit_code
