@@ -110,7 +110,7 @@ def _check_image(path: Path, clean_dir: Path) -> tuple[Path, dict[str, Any]]:
     if not is_invertible(affine):
         raise PreflightFailure(
             f"affine is not invertible in {path} (voxel-to-world matrix "
-            f"{np.array2string(affine[:3, :3], precision=3, separator=', ')}): fix the header's sform/qform"
+            f"{np.round(affine[:3, :3], 4).tolist()}): fix the header's sform/qform"
         )
     geometry = header_geometry(img)
     if geometry.disagree:
