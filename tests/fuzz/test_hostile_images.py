@@ -55,18 +55,17 @@ def _all_nan(img):
 
 def _with_nonfinite(img: nib.Nifti1Image, count: int = 300) -> nib.Nifti1Image:
     data = np.asanyarray(img.dataobj).astype(np.float32)
-    flat = data.reshape(-1)
-    rng = np.random.default_rng(13)
-    picked = rng.choice(flat.size, size=count, replace=False)
-    flat[picked[: count // 2]] = np.nan
-    flat[picked[count // 2:]] = np.inf
+    picked = np.random.default_rng(13).choice(data.size, size=count, replace=False)
+    data[np.unravel_index(picked[: count // 2], data.shape)] = np.nan
+    data[np.unravel_index(picked[count // 2:], data.shape)] = np.inf
+    assert np.count_nonzero(~np.isfinite(data)) == count
     return nib.Nifti1Image(data, img.affine)
 
 
 def _sheared(img: nib.Nifti1Image) -> nib.Nifti1Image:
-    """sform with a 0.3 shear; qform holds the unsheared geometry (they disagree)."""
+    """sform sheared and stretched (voxel 1.2 mm3); qform and pixdim hold the 1 mm3 geometry (they disagree)."""
     sform = img.affine.copy()
-    sform[:3, :3] = sform[:3, :3] @ np.array([[1.0, 0.3, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    sform[:3, :3] = sform[:3, :3] @ np.array([[1.2, 0.3, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     return with_header(img, sform=sform, qform=img.affine)
 
 
@@ -258,7 +257,7 @@ def test_nonfinite_voxels_and_sheared_sform(tmp_path):
     det = abs(np.linalg.det(sheared.header.get_sform()[:3, :3]))
     assert volumes["volume_mm3"] == pytest.approx(volumes["n_voxels"] * det, rel=1e-6)
     zooms = np.prod(nib.load(str(bids / "sub-02" / "anat" / "sub-02_T1w.nii.gz")).header.get_zooms()[:3])
-    assert abs(zooms / det - 1) > 0.03  # the zooms would have been wrong
+    assert det == pytest.approx(1.2) and zooms == pytest.approx(1.0)  # the zooms would be 17% short
     assert leftovers(out) == []
 
 
@@ -332,7 +331,7 @@ def test_unwritable_anat_folder_keeps_the_earlier_outputs(tmp_path, monkeypatch,
     (row,) = sessions_table(out)
     assert row["status"] == "failed" and f"cannot write {anat}" in row["reason"]
     assert "Traceback" not in caplog.text
+    # The derivatives are byte-identical to the earlier run's (the report is rewritten to show the failure).
     now = derivative_files(out)
-    assert {k: v for k, v in now.items() if "/figures/" not in k} == {
-        k: v for k, v in earlier.items() if "/figures/" not in k}
+    assert {k: v for k, v in now.items() if "/anat/" in k} == {k: v for k, v in earlier.items() if "/anat/" in k}
     assert leftovers(out) == [] and tree_digest(bids) == before
