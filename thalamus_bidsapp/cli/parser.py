@@ -23,7 +23,8 @@ joined with participants.tsv and the sessions tables.
 EPILOG = """\
 exit status: 0 success; 1 some sessions failed (after all were attempted);
 64 usage error; 65 bad input data; 66 a required input is missing;
-73 an output cannot be written.
+73 an output cannot be written; 130/143 stopped by SIGINT/SIGTERM (the
+running sessions are recorded as interrupted).
 
 example:
   thalamus-bidsapp /data/bids /data/out participant --participant-label 01 02 \\
