@@ -22,8 +22,8 @@ joined with participants.tsv and the sessions tables.
 
 EPILOG = """\
 exit status: 0 success; 1 some sessions failed (after all were attempted);
-64 usage error; 65 bad input data; 66 a required input is missing;
-73 an output cannot be written.
+64 usage error; 65 bad input data; 66 a required input is missing (with
+--check-tools: a step or method cannot run here); 73 an output cannot be written.
 
 example:
   thalamus-bidsapp /data/bids /data/out participant --participant-label 01 02 \\
