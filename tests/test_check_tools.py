@@ -369,3 +369,17 @@ def test_without_check_tools_positionals_are_still_required(capsys) -> None:
 
     assert main([]) == 64
     assert "required" in capsys.readouterr().err
+
+
+def test_programs_the_scripts_mention_beyond_the_list_are_warnings(tools, capsys) -> None:
+    """What the installed run_first_all itself calls is checked too, as warnings (it may name optional tools)."""
+    _script(tools["fsl"] / "bin" / "run_first_all",
+            "${FSLDIR}/bin/first_roi_slicesdir x\nstd=${FSLDIR}/data/standard/MNI152_T1_1mm_first_brain_mask\n"
+            "res=${FSLDIR}/data/standard/MNI152_T1_${res}mm\n")
+    code, out = run_check(capsys, "--methods", "first")
+    assert code == 0, out
+    first = block(out, "method", "first")
+    assert "warn  first_roi_slicesdir:" in first and "called by FIRST's scripts but missing" in first
+    assert "warn  template MNI152_T1_1mm_first_brain_mask.nii.gz:" in first
+    # A name built from a variable is not guessed at.
+    assert "MNI152_T1_ " not in first and "template MNI152_T1_.nii.gz" not in first
