@@ -6,7 +6,11 @@ Conventions, shared by every public function (each module lists its own in
 - Input: a :class:`pandas.DataFrame` and column names (pingouin's style). Two
   paired columns are ``x, y`` (predictor then outcome, reference then method)
   or ``a, b`` where a difference ``a - b`` is formed; ANOVA-like functions
-  take ``dv``, ``between``, ``within``, ``subject`` as pingouin does.
+  take ``dv``, ``between``, ``within``, ``subject`` as pingouin does. The
+  exceptions work on other objects than tables: the overlap metrics take
+  masks (arrays) and :func:`~thalamus_bidsapp.stats.multiplicity.p_adjust`
+  a vector of p-values (:func:`~thalamus_bidsapp.stats.regression.adjust_family`
+  is its table form).
 - Output: a DataFrame with named columns, so families of models concatenate.
   Unadjusted p-values are ``p``; adjusted ones ``p_fdr`` (Benjamini-Hochberg),
   ``p_bonferroni``, ``p_tukey``; confidence limits ``ci_low`` / ``ci_high``.
