@@ -34,10 +34,12 @@ SF_RATINGS = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [
 SF_LONG = pd.DataFrame(
     [(t, j, SF_RATINGS[t, j]) for t in range(6) for j in range(4)], columns=["target", "judge", "rating"]
 )
-# Shrout & Fleiss (1979), Table 4: the six ICC estimates for these data (two decimals), and the 95%
-# confidence intervals of their section on confidence intervals for ICC(1,1), ICC(2,1), ICC(3,1),
-# ICC(1,4) and ICC(3,4). The F statistics are those of their Table 3 mean squares: BMS/WMS =
-# 11.24/6.26 for case 1 and BMS/EMS = 11.24/1.02 for cases 2 and 3.
+# Shrout & Fleiss (1979), Table 4: the six ICC estimates for these data (two decimals), with the 95%
+# confidence intervals for ICC(1,1), ICC(2,1), ICC(3,1), ICC(1,4) and ICC(3,4) (two decimals). The
+# F statistics follow from their Table 3 mean squares: BMS/WMS = 11.24/6.26 for case 1 and
+# BMS/EMS = 11.24/1.02 for cases 2 and 3. (The estimates are the paper's well-known values; the
+# interval bounds were taken from the paper from memory, as the search tool could not retrieve its
+# text: they agree with the F-based formulas checked exactly in test_icc3_confidence_interval_formula.)
 SF_TABLE4 = {"ICC1": 0.17, "ICC2": 0.29, "ICC3": 0.71, "ICC1k": 0.44, "ICC2k": 0.62, "ICC3k": 0.91}
 SF_CI = {"ICC1": (-0.13, 0.72), "ICC2": (0.02, 0.76), "ICC3": (0.34, 0.95), "ICC1k": (-0.88, 0.91),
          "ICC3k": (0.68, 0.99)}
@@ -72,7 +74,10 @@ def test_bland_altman_confidence_intervals_published():
     17.8, of the lower limit -114.3 to -45.1, of the upper limit 40.9 to
     110.1 (limits at 2 SD; the paper rounds bias, SD and SEs before
     multiplying, hence the tolerance). The same formulas are those of Bland &
-    Altman (1999) section 2.3 and Giavarina (2015).
+    Altman (1999) section 2.3 and Giavarina (2015). (Figures from the
+    paper's text, which the search tool could not retrieve here; they follow
+    from its rounded SD 38.8, n = 17 and t = 2.12, and the exact formula is
+    checked below.)
     """
     res = bland_altman(PEFR, "wright", "mini", loa_z=2.0).iloc[0]
     assert res["bias_se"] == pytest.approx(9.4, abs=0.05)
