@@ -146,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_group(config)
     except Interrupted as stop:
-        where = (f"; the sessions that were running are recorded as interrupted in "
-                 f"{config.output_dir / 'logs' / config.run_id / 'sessions.tsv'}"
-                 if config.analysis_level == "participant" else "")
+        sessions_tsv = config.output_dir / "logs" / config.run_id / "sessions.tsv"
+        where = (f"; the sessions that were running are recorded as interrupted in {sessions_tsv}"
+                 if sessions_tsv.is_file() else "")
         LOGGER.error("%s: stopped%s", stop, where)
         return stop.exit_code
     except ThalamusError as err:
