@@ -88,8 +88,14 @@ def read_participant_outputs(output_dir: Path) -> ParticipantOutputs:
     if volumes.empty and masks.empty:
         raise ThalamusError(f"no participant volumes or thalamus masks found in {output_dir}: "
                             "run the participant level first", EXIT_NOINPUT)
-    return ParticipantOutputs(volumes.sort_values("path", ignore_index=True),
-                              masks.sort_values("path", ignore_index=True))
+    return ParticipantOutputs(_tidy(volumes), _tidy(masks))
+
+
+def _tidy(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows in path order; ``session_id`` None (not NaN) for a dataset without sessions."""
+    table = table.sort_values("path", ignore_index=True)
+    table["session_id"] = table["session_id"].astype(object).where(table["session_id"].notna(), None)
+    return table
 
 
 def latest_session_states(output_dir: Path) -> dict[str, SessionState]:
