@@ -51,6 +51,7 @@ def cropped_t1w() -> nib.Nifti1Image:
     return _crop(shared_file("freesurfer_bert_7.2", "mri", "brainmask.mgz"), HALF_WIDTH, np.float32)
 
 
+@functools.lru_cache(maxsize=2)
 def thalamus_mask(version: str = "7.2") -> nib.Nifti1Image:
     """bert's aseg thalamus (labels 10 and 49) of FreeSurfer ``version``, cropped small (uint8)."""
     aseg = _crop(shared_file(f"freesurfer_bert_{version}", "mri", "aseg.mgz"), MASK_HALF_WIDTH, np.int16)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from tests.fuzz.dataset_cases import (
+    Result,
     add_t1w,
     fs_subjects_dir,
     make_dataset,
@@ -32,7 +33,7 @@ from tests.fuzz.dataset_cases import (
 from thalamus_bidsapp.bidsio import inputs
 from thalamus_bidsapp.bidsio.atomic import read_tsv
 from thalamus_bidsapp.bidsio.checksums import files_digest, remembered_digest
-from thalamus_bidsapp.cli.run import build_config
+from thalamus_bidsapp.cli.run import build_config, main
 from thalamus_bidsapp.group.readback import read_participant_outputs
 
 
@@ -204,8 +205,18 @@ def group_case(tmp_path):
     return {"bids": bids, "out": out, "work": tmp_path / "work", "input": tree_digest(bids)}
 
 
-def _group(case, *more: str | os.PathLike):
-    return run_app(case["bids"], case["out"], "group", "-w", case["work"], *more)
+@pytest.fixture
+def group_run(group_case, caplog, capsys):
+    """Run the group level in this process (the imports are paid once); console = log + stdout + stderr."""
+
+    def run(*more: str | os.PathLike) -> Result:
+        caplog.clear()
+        code = main([str(a) for a in (group_case["bids"], group_case["out"], "group", "-w", group_case["work"],
+                                      *more)])
+        captured = capsys.readouterr()
+        return Result(code, caplog.text + captured.out + captured.err)
+
+    return run
 
 
 def test_group_reads_back_exactly_what_the_participant_level_wrote(tmp_path):
@@ -222,25 +233,25 @@ def test_group_reads_back_exactly_what_the_participant_level_wrote(tmp_path):
     assert ("sub-01", "ses-2", "first") in keys and ("sub-02", None, "freesurfer") in keys
 
 
-def test_group_unknown_label_exits_66_and_keeps_the_tables(group_case):
-    assert _group(group_case).code == 0
+def test_group_unknown_label_exits_66_and_keeps_the_tables(group_case, group_run):
+    assert group_run().code == 0
     group_dir = group_case["out"] / "group"
     before = tree_digest(group_dir)
-    result = _group(group_case, "--participant-label", "1")
+    result = group_run("--participant-label", "1")
     assert result.code == 66
     _clean(result, "not found")
     assert tree_digest(group_dir) == before
     assert tree_digest(group_case["bids"]) == group_case["input"]
 
 
-def test_group_tables_are_one_set(group_case):
-    assert _group(group_case).code == 0
+def test_group_tables_are_one_set(group_case, group_run):
+    assert group_run().code == 0
     group_dir = group_case["out"] / "group"
     (group_dir / "agreement_old.tsv").write_text("method\tdice\nx\t0.5\n")  # a table this run does not write
     # sub-02's latest run failed: only sub-01 is used, and the tables say why sub-02 is not there.
     write_participant_outputs(group_case["out"], group_case["bids"], {("02", None): "failed"},
                               run_id="20260102-000000_fuzz0001")
-    result = _group(group_case)
+    result = group_run()
     assert result.code == 0
     _clean(result, "agreement_old.tsv", "sub-02")
     assert not (group_dir / "agreement_old.tsv").exists()
@@ -249,7 +260,7 @@ def test_group_tables_are_one_set(group_case):
     assert list(excluded["participant_id"]) == ["sub-02"] and "failed" in excluded["reason"][0]
     assert "sub-02" in (group_dir / "report.html").read_text()
     # Only sub-02 asked for, and it failed: the volumes table empties, and the log says so.
-    result = _group(group_case, "--participant-label", "02")
+    result = group_run("--participant-label", "02")
     assert result.code == 0
     _clean(result, "volumes.tsv had 2 row(s) and now has none")
     _no_temporaries(group_case["out"])
@@ -263,46 +274,46 @@ def test_group_tables_are_one_set(group_case):
     (b"", "empty"),
     (b"participant_id\tage\nsub-01\t\xff\xfe\n", "UTF-8"),
 ])
-def test_bad_participants_tsv_exits_65_naming_it(group_case, content, named):
-    assert _group(group_case).code == 0
+def test_bad_participants_tsv_exits_65_naming_it(group_case, group_run, content, named):
+    assert group_run().code == 0
     group_dir = group_case["out"] / "group"
     before = tree_digest(group_dir)
     bids = group_case["bids"]
     (bids / "participants.tsv").write_bytes(content)
-    result = _group(group_case)
+    result = group_run()
     assert result.code == 65
     _clean(result, bids / "participants.tsv", named)
     assert tree_digest(group_dir) == before  # the earlier set stays whole
     _no_temporaries(group_case["out"])
 
 
-def test_participant_missing_from_participants_tsv_is_a_warning(group_case):
+def test_participant_missing_from_participants_tsv_is_a_warning(group_case, group_run):
     (group_case["bids"] / "participants.tsv").write_text("participant_id\tage\tsex\nsub-01\t30\tF\n")
-    result = _group(group_case)
+    result = group_run()
     assert result.code == 0
     _clean(result, "missing from", "sub-02")
     volumes = read_tsv(group_case["out"] / "group" / "volumes.tsv")
     assert len(volumes) == 4  # no row duplicated or lost
 
 
-def test_group_refuses_while_participant_jobs_run(group_case):
+def test_group_refuses_while_participant_jobs_run(group_case, group_run):
     write_participant_outputs(group_case["out"], group_case["bids"], {("02", None): "running"},
                               run_id="20260103-000000_fuzz0002")
     log_dir = group_case["out"] / "logs" / "20260103-000000_fuzz0002"
     # A live process on another machine of the cluster: it cannot be checked, so it counts as running.
     (log_dir / "process.json").write_text(json.dumps({"host": "node-elsewhere", "pid": 1}))
-    result = _group(group_case)
+    result = group_run()
     assert result.code == 75
     _clean(result, "sub-02", "still running", "--skip-running-sessions")
     assert not (group_case["out"] / "group").exists()
-    result = _group(group_case, "--skip-running-sessions")
+    result = group_run("--skip-running-sessions")
     assert result.code == 0
     _clean(result, "sub-02")
     excluded = read_tsv(group_case["out"] / "group" / "excluded_sessions.tsv")
     assert list(excluded["participant_id"]) == ["sub-02"] and "running" in excluded["reason"][0]
 
 
-def test_group_treats_a_killed_participant_run_as_interrupted(group_case):
+def test_group_treats_a_killed_participant_run_as_interrupted(group_case, group_run):
     import socket
     import subprocess
     import sys
@@ -313,14 +324,14 @@ def test_group_treats_a_killed_participant_run_as_interrupted(group_case):
     gone.wait()
     (group_case["out"] / "logs" / "20260103-000000_fuzz0003" / "process.json").write_text(
         json.dumps({"host": socket.gethostname(), "pid": gone.pid}))
-    result = _group(group_case)
+    result = group_run()
     assert result.code == 0
     excluded = read_tsv(group_case["out"] / "group" / "excluded_sessions.tsv")
     assert list(excluded["participant_id"]) == ["sub-02"] and "interrupted" in excluded["reason"][0]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not an image", "other grid"])
-def test_corrupt_mask_at_group_level_leaves_that_session_out(group_case, damage):
+def test_corrupt_mask_at_group_level_leaves_that_session_out(group_case, group_run, damage):
     mask = (group_case["out"] / "sub-02" / "anat" / "sub-02_space-T1w_label-thalamus_desc-first_mask.nii.gz")
     if damage == "truncated":
         mask.write_bytes(mask.read_bytes()[:300])
@@ -329,7 +340,7 @@ def test_corrupt_mask_at_group_level_leaves_that_session_out(group_case, damage)
     else:
         img = thalamus_mask("6.0")
         nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj)[:-2], img.affine), str(mask))
-    result = _group(group_case)
+    result = group_run()
     assert result.code == 1
     _clean(result, mask)
     group_dir = group_case["out"] / "group"
@@ -345,7 +356,8 @@ def test_corrupt_mask_at_group_level_leaves_that_session_out(group_case, damage)
 def test_corrupt_volumes_table_leaves_that_session_out(group_case):
     table = group_case["out"] / "sub-01" / "anat" / "sub-01_label-thalamus_volumes.tsv"
     table.write_bytes(b"\x00\x01garbage")
-    result = _group(group_case)
+    # As a user runs it, in a process of its own: the console has the message, no traceback.
+    result = run_app(group_case["bids"], group_case["out"], "group", "-w", group_case["work"])
     assert result.code == 1
     _clean(result, table)
     assert set(read_tsv(group_case["out"] / "group" / "volumes.tsv")["participant_id"]) == {"sub-02"}
