@@ -198,6 +198,9 @@ def _run_workflow(
         "stop_on_first_crash": config.stop_on_first_crash,
         "remove_unnecessary_outputs": False,
         "check_version": False,
+        # nipype's graph report (index.html, graph.json) sits at the top of the work folder, where jobs
+        # sharing it (a SLURM array) would write it at once; nothing reads it.
+        "create_report": False,
     })
     LOGGER.info("running %d session(s) with %d process(es); work dir %s",
                 len(sessions), config.nprocs, config.work_dir)
