@@ -99,9 +99,11 @@ def run_participant(config: RunConfig) -> int:
 
     if runnable:
         # Recorded before the work starts, so a group level run meanwhile knows these sessions are not done.
-        write_json({"host": socket.gethostname(), "pid": os.getpid(), "run": config.run_id},
-                   log_dir / PROCESS_FILE)
-        _write_statuses({**statuses, **{s.name: SessionStatus(s.name, RUNNING) for s in runnable}}, log_dir)
+        host, pid = socket.gethostname(), os.getpid()
+        write_json({"host": host, "pid": pid, "run": config.run_id}, log_dir / PROCESS_FILE)
+        running = f"in progress: process {pid} on {host}, run {config.run_id}"
+        _write_statuses({**statuses, **{s.name: SessionStatus(s.name, RUNNING, running) for s in runnable}},
+                        log_dir)
         statuses.update(_run_workflow(runnable, plans, config, crash_root=log_dir / "crash"))
 
     _write_statuses(statuses, log_dir)
