@@ -177,6 +177,17 @@ def test_index_sees_a_subject_added_after_it_was_cached(tmp_path):
     assert not list(work.glob(".bids_db_*")), "half-built indexes left behind"
 
 
+def test_index_key_follows_the_indexed_files_only(tmp_path):
+    bids, _ = make_dataset(tmp_path / "bids")
+    key = inputs.dataset_fingerprint(bids)
+    (bids / "derivatives" / "fmriprep").mkdir(parents=True)  # never indexed: no new key
+    (bids / "derivatives" / "fmriprep" / "x.json").write_text("{}")
+    assert inputs.dataset_fingerprint(bids) == key
+    t1w = bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
+    os.utime(t1w, ns=(t1w.stat().st_atime_ns, t1w.stat().st_mtime_ns + 1))
+    assert inputs.dataset_fingerprint(bids) != key
+
+
 def test_content_digest_sees_an_in_place_edit_with_the_same_size_and_mtime(tmp_path):
     path = add_t1w(tmp_path / "bids", "01", extension=".nii")
     memo = tmp_path / "digests"

@@ -122,10 +122,16 @@ def entity_config(root: Path, *, derivatives: bool = False) -> dict[str, Any]:
     return {"name": "thalamus_bidsapp_" + "_".join(names), "entities": entities}
 
 
+#: Top-level folders never indexed: pybids' defaults, the app's own non-BIDS output folders, and
+#: ``derivatives`` (pybids indexes a nested derivatives dataset only when asked, which the app never does).
+_UNINDEXED_FOLDERS = ("code", "models", "sourcedata", "stimuli", "logs", "group", "derivatives")
+
+
 def _ignore_patterns(extra: tuple[str, ...] = ()) -> list:
     """pybids' default ignores, plus subject and session folders whose label is not a valid BIDS label."""
-    return [*(re.compile(pattern) for pattern in extra),
-        re.compile(r"^/(code|models|sourcedata|stimuli|logs|group)(/|$)"),
+    return [
+        *(re.compile(pattern) for pattern in extra),
+        re.compile(rf"^/({'|'.join(_UNINDEXED_FOLDERS)})(/|$)"),
         re.compile(rf"^/sub-(?!{LABEL}(/|$))"),
         re.compile(rf"^/sub-[^/]*/ses-(?!{LABEL}(/|$))"),
     ]
@@ -148,7 +154,7 @@ def invalid_label_folders(root: Path) -> list[str]:
 
 
 def dataset_fingerprint(root: Path) -> str:
-    """sha256 of the dataset's file list with each file's size and mtime (dot folders left out).
+    """sha256 of the dataset's file list with each file's size and mtime (unindexed folders left out).
 
     This keys the cached pybids index: a file added, removed, renamed or
     rewritten gives a new index. The index holds only names and entities (no
@@ -159,7 +165,8 @@ def dataset_fingerprint(root: Path) -> str:
     digest = hashlib.sha256()
     root = Path(root)
     for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        top = Path(folder) == root
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (top and d in _UNINDEXED_FOLDERS))
         relative = Path(folder).relative_to(root).as_posix()
         for name in sorted(files):
             if name.startswith("."):
