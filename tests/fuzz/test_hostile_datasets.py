@@ -175,6 +175,12 @@ def test_index_sees_a_subject_added_after_it_was_cached(tmp_path):
     assert [s.subject for s in _sessions(bids, work)] == ["01", "02"]
     assert [s.subject for s in _sessions(bids, work, labels=["02"])] == ["02"]
     assert not list(work.glob(".bids_db_*")), "half-built indexes left behind"
+    # The index of the earlier content goes once it is old enough that no process can still be opening it.
+    (first, second) = sorted(work.glob("bids_db_*"), key=lambda p: p.stat().st_mtime)
+    os.utime(first, (0, 0))
+    add_t1w(bids, "03")
+    assert [s.subject for s in _sessions(bids, work)] == ["01", "02", "03"]
+    assert not first.exists() and second.exists()
 
 
 def test_index_key_follows_the_indexed_files_only(tmp_path):

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -89,7 +90,7 @@ def strip_prefix(label: str, prefix: str) -> str:
 LABEL = "[0-9a-zA-Z]+"
 _VALID_LABEL = re.compile(rf"^{LABEL}$", re.ASCII)
 #: Bumped whenever the entity rules below change, so indexes cached by an older version are not reused.
-_INDEX_VERSION = "2"
+_INDEX_VERSION = "3"
 
 
 def entity_config(root: Path, *, derivatives: bool = False) -> dict[str, Any]:
@@ -216,10 +217,11 @@ def open_layout(root: Path, *, validate: bool, database_dir: Path | None, deriva
     try:
         if database_dir is None:
             return build()
-        key = hashlib.sha256(
-            f"{_INDEX_VERSION}|{root}|{validate}|{derivatives}|{extra_ignore}|{dataset_fingerprint(root)}".encode()
-        ).hexdigest()[:20]
-        database_path = Path(database_dir) / f"bids_db_{key}"
+        # <which dataset and rules>_<which content>: a later index of the same dataset replaces older ones.
+        dataset_key = hashlib.sha256(
+            f"{_INDEX_VERSION}|{root}|{validate}|{derivatives}|{extra_ignore}".encode()).hexdigest()[:12]
+        content_key = dataset_fingerprint(root)[:16]
+        database_path = Path(database_dir) / f"bids_db_{dataset_key}_{content_key}"
         if (database_path / "layout_index.sqlite").is_file():
             try:
                 return build(database_path)
@@ -227,6 +229,7 @@ def open_layout(root: Path, *, validate: bool, database_dir: Path | None, deriva
                 LOGGER.debug("cannot load the cached index %s (%s); indexing again", database_path, err)
         layout = build()
         _save_index(layout, database_path)
+        _remove_stale_indexes(database_path)
         return layout
     except ThalamusError:
         raise
@@ -256,6 +259,24 @@ def _save_index(layout, database_path: Path) -> None:
                             EXIT_CANTCREAT) from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+#: An index of an earlier content of the dataset is removed once it is this old (seconds): by then no
+#: process that started with it is still opening it.
+_STALE_INDEX_AGE = 3600
+
+
+def _remove_stale_indexes(current: Path) -> None:
+    """Remove the indexes of earlier contents of the same dataset, so the work folder does not grow."""
+    prefix = current.name.rsplit("_", 1)[0] + "_"
+    now = time.time()
+    for old in current.parent.glob(prefix + "*"):
+        try:
+            if old != current and now - old.stat().st_mtime > _STALE_INDEX_AGE:
+                shutil.rmtree(old)
+                LOGGER.debug("removed the index of an earlier content of the dataset: %s", old)
+        except OSError:  # another process removed it first, or it is not ours to remove
+            pass
 
 
 def _run_number(bids_file) -> int:
