@@ -457,3 +457,17 @@ def explicit_label_run_works(bids: Path, out: Path, work: Path, fs: Path) -> boo
     fs_subjects_dir(fs, ("03",))
     result = run_app(*_participant(bids, out, work, fs, "03"))
     return result.code == 0 and (out / "sub-03" / "anat" / "sub-03_label-thalamus_volumes.tsv").is_file()
+
+
+@pytest.mark.slow
+def test_default_work_dir_run_from_the_dataset_root_leaves_the_input_alone(tmp_path):
+    bids, fs = make_dataset(tmp_path / "bids")
+    before = tree_digest(bids)
+    out = tmp_path / "out"
+    result = run_app(".", out, "participant", "--fs-subjects-dir", fs, "--methods", "freesurfer", "--nprocs", "1",
+                     "--skip-bids-validation", cwd=bids)
+    assert result.code == 0, result.console
+    _clean(result)
+    assert tree_digest(bids) == before
+    assert (out / "sourcedata" / "work" / "thalamus_bidsapp_wf").is_dir()
+    assert (out / "sub-01" / "anat" / "sub-01_label-thalamus_volumes.tsv").is_file()
