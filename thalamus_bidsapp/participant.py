@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import socket
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -14,6 +16,7 @@ import pandas as pd
 from thalamus_bidsapp.bidsio import inputs
 from thalamus_bidsapp.bidsio.atomic import atomic_path, write_json, write_tsv
 from thalamus_bidsapp.bidsio.derivatives import write_dataset_description
+from thalamus_bidsapp.bidsio.runlog import PROCESS_FILE, RUNNING
 from thalamus_bidsapp.bidsio.staging import Staging, is_write_error
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import EXIT_CANTCREAT, EXIT_NOINPUT, EXIT_OK, EXIT_SESSIONS_FAILED, ThalamusError
@@ -97,9 +100,15 @@ def run_participant(config: RunConfig) -> int:
 
     interrupted = None
     if runnable:
+        # Recorded before the work starts, so a group level run meanwhile knows these sessions are not done.
+        host, pid = socket.gethostname(), os.getpid()
+        write_json({"host": host, "pid": pid, "run": config.run_id}, log_dir / PROCESS_FILE)
+        running = f"in progress: process {pid} on {host}, run {config.run_id}"
+        _write_statuses({**statuses, **{s.session.name: SessionStatus(s.session.name, RUNNING, running)
+                                        for s in runnable}}, log_dir)
         outcome, interrupted = _run_workflow(runnable, plans, config, crash_root=log_dir / "crash")
         statuses.update(outcome)
-    _write_session_statuses(statuses, log_dir)
+    _write_statuses(statuses, log_dir)
     if interrupted is not None:
         raise interrupted
     failed = [s for s in statuses.values() if s.status != "ok"]
@@ -113,12 +122,12 @@ def run_participant(config: RunConfig) -> int:
     return EXIT_SESSIONS_FAILED if failed else EXIT_OK
 
 
-def _write_session_statuses(statuses: dict[str, SessionStatus], log_dir: Path) -> None:
+def _write_statuses(statuses: dict[str, SessionStatus], log_dir: Path) -> None:
     table = pd.DataFrame([vars(s) for s in statuses.values()], columns=["session", "status", "reason"])
     write_tsv(table, log_dir / "sessions.tsv", {
         "session": "Subject and session",
-        "status": "ok; failed (no new outputs were published); or interrupted (stopped by SIGINT or SIGTERM, "
-                  "no new outputs were published)",
+        "status": "ok; failed (no new outputs were published); interrupted (stopped by SIGINT or SIGTERM, "
+                  "no new outputs were published); or running (while the run is in progress)",
         "reason": "Why the session failed; crash reports are in crash/<session>/",
     })
 
@@ -242,6 +251,9 @@ def _run_workflow(
         "stop_on_first_crash": config.stop_on_first_crash,
         "remove_unnecessary_outputs": False,
         "check_version": False,
+        # nipype's graph report (index.html, graph.json) sits at the top of the work folder, where jobs
+        # sharing it (a SLURM array) would write it at once; nothing reads it.
+        "create_report": False,
     })
     # nipype drops identity nodes when it flattens the graph: count the nodes that really run.
     node_counts = {}
