@@ -173,16 +173,16 @@ def test_bad_clinical_config_is_a_usage_error(tmp_path, small_dataset, capsys, t
 
 
 @pytest.mark.parametrize("label", ["01/../../X", "../01", "sub-01/x", "01 02", "ä1"])
-def test_reports_only_validates_labels_like_the_participant_level(tmp_path, small_dataset, capsys, label):
+def test_reports_only_validates_labels_like_the_participant_level(tmp_path, small_dataset, caplog, label):
     bids, _, before = small_dataset
     out = tmp_path / "deep" / "out"
     for extra in ([], ["--reports-only"]):
+        caplog.clear()
         code = main([str(bids), str(out), "participant", "--participant-label", label, *extra,
-                     "-w", str(tmp_path / "work")])
-        err = capsys.readouterr().err
-        assert code == 64 and "not a BIDS label" in err and "Traceback" not in err
-    assert not list(tmp_path.rglob("*.html"))
-    assert not out.exists() and tree_digest(bids) == before
+                     "-w", str(tmp_path / "work"), "--skip-bids-validation"])
+        assert code == 66 and label.removeprefix("sub-") in caplog.text and "Traceback" not in caplog.text
+    assert not list(tmp_path.rglob("*.html")) and not (tmp_path / "X").exists()
+    assert not list(out.rglob("sub-*")) and tree_digest(bids) == before
 
 
 def test_reports_only_unknown_label_exits_66(tmp_path, small_dataset, caplog):

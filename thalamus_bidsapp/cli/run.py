@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import tempfile
 import uuid
@@ -39,8 +38,6 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
             "the input dataset is never written to: choose another work folder with -w",
             EXIT_USAGE,
         )
-    _check_labels(args.participant_label, "sub", "--participant-label")
-    _check_labels(args.session_label, "ses", "--session-label")
     if args.clinical_config is not None:
         from thalamus_bidsapp.group.clinical_config import load_clinical_config
 
@@ -78,18 +75,6 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         skip_running_sessions=args.skip_running_sessions,
         run_id=f"{datetime.now():%Y%m%d-%H%M%S}_{uuid.uuid4().hex[:8]}",
     )
-
-
-_BIDS_LABEL = re.compile(r"[0-9a-zA-Z]+")
-
-
-def _check_labels(labels: list[str] | None, prefix: str, option: str) -> None:
-    """BIDS labels are letters and digits: anything else (``01/../x``) is a usage error, never a path."""
-    for label in labels or ():
-        bare = label[len(prefix) + 1:] if label.startswith(f"{prefix}-") else label
-        if not _BIDS_LABEL.fullmatch(bare):
-            raise ThalamusError(f"{option}: {label!r} is not a BIDS label (letters and digits only, "
-                                f"with or without the '{prefix}-' prefix)", EXIT_USAGE)
 
 
 def default_work_dir(output_dir: Path) -> Path:
