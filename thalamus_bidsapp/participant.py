@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,6 +21,8 @@ from thalamus_bidsapp.bidsio.derivatives import write_dataset_description
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import EXIT_NOINPUT, EXIT_OK, EXIT_SESSIONS_FAILED, ThalamusError
 from thalamus_bidsapp.methods import MethodPlan, check_tools, plan_methods
+from thalamus_bidsapp.resources import POLL_SECONDS, ResourcePlan, plan_resources, thread_limits
+from thalamus_bidsapp.timings import RunTimings
 
 LOGGER = logging.getLogger(__name__)
 
@@ -63,39 +69,54 @@ def preflight(session: inputs.SessionInputs) -> str | None:
     return None
 
 
-def run_participant(config: RunConfig) -> int:
-    """Run the participant level; returns the exit status (0, or 1 if some sessions failed)."""
+def run_participant(config: RunConfig, started: float | None = None) -> int:
+    """Run the participant level; returns the exit status (0, or 1 if some sessions failed).
+
+    ``started`` (a ``time.time()`` value) is when the command started, so the
+    timings include the start-up before this call.
+    """
     if config.reports_only:
         return write_reports(config.output_dir, _report_subjects(config))
-    sessions = find_sessions(config)
+    timings = RunTimings(started=started)
+    if started is not None:
+        timings.add("n/a", "startup", "phase", started, time.time())
+    with timings.phase("index"):
+        sessions = find_sessions(config)
     statuses: dict[str, SessionStatus] = {}
     runnable: list[inputs.SessionInputs] = []
-    for session in sessions:
-        for note in session.notes:
-            LOGGER.warning("%s: %s", session.name, note)
-        problem = preflight(session)
-        if problem:
-            LOGGER.error("%s: skipped: %s", session.name, problem)
-            statuses[session.name] = SessionStatus(session.name, "failed", problem)
-        else:
-            _log_missing_optional(session)
-            runnable.append(session)
+    with timings.phase("preflight"):
+        for session in sessions:
+            for note in session.notes:
+                LOGGER.warning("%s: %s", session.name, note)
+            problem = preflight(session)
+            if problem:
+                LOGGER.error("%s: skipped: %s", session.name, problem)
+                statuses[session.name] = SessionStatus(session.name, "failed", problem)
+            else:
+                _log_missing_optional(session)
+                runnable.append(session)
     if not runnable and all(s.t1w is None for s in sessions):
         raise ThalamusError(
             "no T1w image found for the requested participants: " + ", ".join(s.name for s in sessions),
             EXIT_NOINPUT,
         )
-    tools = check_tools(config)
-    plans = {session.name: plan_methods(session, config, tools) for session in runnable}
+    with timings.phase("tool_check"):
+        tools = check_tools(config)
+        plans = {session.name: plan_methods(session, config, tools) for session in runnable}
+    resources = plan_resources(len(runnable), nprocs=config.nprocs, omp_nthreads=config.omp_nthreads,
+                               mem_gb=config.mem_gb)
 
     log_dir = config.output_dir / "logs" / config.run_id
-    write_dataset_description(config.output_dir, config.bids_dir, config.derivatives)
-    write_json(config.to_json(), log_dir / "config.json")
-    write_citations(config.output_dir / "logs" / "CITATION.md", plans.values())
-    write_json(session_plans(runnable, plans), log_dir / "methods.json")
+    with timings.phase("setup"):
+        write_dataset_description(config.output_dir, config.bids_dir, config.derivatives)
+        write_json({**config.to_json(), "resources": vars(resources)}, log_dir / "config.json")
+        write_citations(config.output_dir / "logs" / "CITATION.md", plans.values())
+        write_json(session_plans(runnable, plans), log_dir / "methods.json")
 
     if runnable:
-        statuses.update(_run_workflow(runnable, plans, config, crash_root=log_dir / "crash"))
+        statuses.update(_run_workflow(runnable, plans, config, resources, timings, crash_root=log_dir / "crash"))
+        for session in runnable:
+            LOGGER.info("timings: %s", timings.session_summary(session.name))
 
     table = pd.DataFrame([vars(s) for s in statuses.values()], columns=["session", "status", "reason"])
     write_tsv(table, log_dir / "sessions.tsv", {
@@ -107,8 +128,12 @@ def run_participant(config: RunConfig) -> int:
     for status in failed:
         LOGGER.error("%s failed: %s", status.session, status.reason)
     LOGGER.info("participant level done: %d of %d sessions succeeded", len(statuses) - len(failed), len(statuses))
-    write_reports(config.output_dir, sorted({f"sub-{s.subject}" for s in sessions}),
-                  {name: dict(plan.skipped) for name, plan in plans.items()})
+    with timings.phase("reports"):
+        write_reports(config.output_dir, sorted({f"sub-{s.subject}" for s in sessions}),
+                      {name: dict(plan.skipped) for name, plan in plans.items()})
+    timings.add("n/a", "total", "phase", timings.started, time.time())
+    timings.write(log_dir / "timings.tsv")
+    LOGGER.info("timings of this run: %s", log_dir / "timings.tsv")
     return EXIT_SESSIONS_FAILED if failed else EXIT_OK
 
 
@@ -166,34 +191,39 @@ def _run_workflow(
     sessions: list[inputs.SessionInputs],
     plans: dict[str, MethodPlan],
     config: RunConfig,
+    resources: ResourcePlan,
+    timings: RunTimings,
     crash_root: Path,
 ) -> dict[str, SessionStatus]:
-    from thalamus_bidsapp.workflows.participant import init_participant_wf
+    from thalamus_bidsapp.workflows.participant import init_participant_wf, workflow_name
 
-    workflow = init_participant_wf(
-        sessions,
-        plans,
-        dataset_roots={"raw": config.bids_dir, **config.derivatives},
-        output_dir=config.output_dir,
-        work_dir=config.work_dir,
-        crash_root=crash_root,
-        omp_nthreads=config.omp_nthreads,
-        flirt_cutoff=config.flirt_cutoff,
-        ants_cutoff=config.ants_cutoff,
-    )
-    workflow.config["execution"].update({
-        "crashfile_format": "txt",
-        "crashdump_dir": str(crash_root),
-        "stop_on_first_crash": config.stop_on_first_crash,
-        "remove_unnecessary_outputs": False,
-        "check_version": False,
-    })
-    LOGGER.info("running %d session(s) with %d process(es); work dir %s",
-                len(sessions), config.nprocs, config.work_dir)
-    plugin, args = ("Linear", {}) if config.nprocs == 1 else (
-        "MultiProc", {"n_procs": config.nprocs, "raise_insufficient": False, "maxtasksperchild": 1})
+    with timings.phase("setup"):
+        workflow = init_participant_wf(
+            sessions,
+            plans,
+            dataset_roots={"raw": config.bids_dir, **config.derivatives},
+            output_dir=config.output_dir,
+            work_dir=config.work_dir,
+            crash_root=crash_root,
+            omp_nthreads=resources.omp_nthreads,
+            flirt_cutoff=config.flirt_cutoff,
+            ants_cutoff=config.ants_cutoff,
+        )
+        workflow.config["execution"].update({
+            "crashfile_format": "txt",
+            "crashdump_dir": str(crash_root),
+            "stop_on_first_crash": config.stop_on_first_crash,
+            "remove_unnecessary_outputs": False,
+            "check_version": False,
+            # nipype looks for finished nodes every 2 s by default: seconds lost between steps.
+            "poll_sleep_duration": POLL_SECONDS,
+        })
+    timings.sessions.update({workflow_name(session): session.name for session in sessions})
+    LOGGER.info("running %s; work dir %s", resources.describe(), config.work_dir)
     try:
-        workflow.run(plugin=plugin, plugin_args=args)
+        with timings.phase("workflow"), thread_limits(resources.omp_nthreads), _frozen_heap():
+            workflow.run(plugin=resources.plugin,
+                         plugin_args={**resources.plugin_args(), "status_callback": timings.node_status})
     except RuntimeError as err:
         # nipype raises once at the end; the crash folders say which sessions failed.
         LOGGER.debug("nipype reported failures: %s", err)
@@ -206,6 +236,23 @@ def _run_workflow(
         else:
             statuses[session.name] = SessionStatus(session.name, "ok")
     return statuses
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Exempt the objects that exist before the run (torch, pybids, pandas) from garbage collection.
+
+    nipype's scheduler calls ``gc.collect()`` around every node; with those
+    libraries loaded each call walks some 300 000 objects (0.3 to 2 s), which
+    adds seconds between the steps of a session. Frozen objects are never
+    collected, so only what the run itself creates is scanned.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _crash_summary(crash_file: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -52,6 +53,7 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         mindglide_device=args.mindglide_device,
         nprocs=args.nprocs,
         omp_nthreads=args.omp_nthreads,
+        mem_gb=args.mem_gb,
         skip_bids_validation=args.skip_bids_validation,
         stop_on_first_crash=args.stop_on_first_crash,
         verbosity=args.verbose,
@@ -95,6 +97,7 @@ def _shorten_tracebacks(record: logging.LogRecord) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the app; returns the exit status documented in the README."""
+    started = time.time()
     # No telemetry lookups: compute nodes often have no network.
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     try:
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         if config.analysis_level == "participant":
             from thalamus_bidsapp.participant import run_participant
 
-            return run_participant(config)
+            return run_participant(config, started=started)
         from thalamus_bidsapp.group.runner import run_group
 
         return run_group(config)
