@@ -6,6 +6,8 @@ import contextlib
 import gc
 import json
 import logging
+import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +28,9 @@ from thalamus_bidsapp.timings import RunTimings
 
 LOGGER = logging.getLogger(__name__)
 
+#: What the reports import (matplotlib: about a second), loaded while the workflow runs.
+REPORT_MODULES = ("thalamus_bidsapp.reports.participant", "matplotlib.figure", "matplotlib.backends.backend_svg")
+
 
 @dataclass(frozen=True)
 class SessionStatus:
@@ -37,9 +42,13 @@ class SessionStatus:
 def find_sessions(config: RunConfig) -> list[inputs.SessionInputs]:
     """Index the input (and derivatives) datasets and list the sessions to process."""
     database_dir = config.work_dir / "bids_index"
-    layout = inputs.open_layout(config.bids_dir, validate=not config.skip_bids_validation, database_dir=database_dir)
+    # With --participant-label, only those subjects' folders are indexed and validated.
+    subjects = list(config.participant_labels) or None
+    layout = inputs.open_layout(config.bids_dir, validate=not config.skip_bids_validation, database_dir=database_dir,
+                                subjects=subjects)
     derivative_layouts = {
-        name: inputs.open_layout(path, validate=False, database_dir=database_dir, derivatives=True)
+        name: inputs.open_layout(path, validate=False, database_dir=database_dir, derivatives=True,
+                                 subjects=subjects)
         for name, path in config.derivatives.items()
     }
     queries = inputs.load_queries(config.bids_filter_file)
@@ -100,19 +109,17 @@ def run_participant(config: RunConfig, started: float | None = None) -> int:
             "no T1w image found for the requested participants: " + ", ".join(s.name for s in sessions),
             EXIT_NOINPUT,
         )
+    resources = plan_resources(len(runnable), nprocs=config.nprocs, omp_nthreads=config.omp_nthreads,
+                               mem_gb=config.mem_gb)
+    log_dir = config.output_dir / "logs" / config.run_id
     with timings.phase("tool_check"):
         tools = check_tools(config)
         plans = {session.name: plan_methods(session, config, tools) for session in runnable}
-    resources = plan_resources(len(runnable), nprocs=config.nprocs, omp_nthreads=config.omp_nthreads,
-                               mem_gb=config.mem_gb)
-
-    log_dir = config.output_dir / "logs" / config.run_id
     with timings.phase("setup"):
         write_dataset_description(config.output_dir, config.bids_dir, config.derivatives)
         write_json({**config.to_json(), "resources": vars(resources)}, log_dir / "config.json")
         write_citations(config.output_dir / "logs" / "CITATION.md", plans.values())
         write_json(session_plans(runnable, plans), log_dir / "methods.json")
-
     if runnable:
         statuses.update(_run_workflow(runnable, plans, config, resources, timings, crash_root=log_dir / "crash"))
         for session in runnable:
@@ -187,6 +194,35 @@ def _log_missing_optional(session: inputs.SessionInputs) -> None:
             LOGGER.info("%s: no %s image; skipping %s", session.name, role, steps)
 
 
+def _start_workers(resources: ResourcePlan, timings: RunTimings):
+    """nipype's plugin for the run: a MultiProc plugin whose worker processes exist already, or ``"Linear"``.
+
+    Starting the workers before the run (they are forked from this process,
+    inheriting its thread limits and loaded modules) means no fork happens
+    afterwards, so the main process may safely load modules in a thread
+    while the workflow runs.
+    """
+    if resources.plugin != "MultiProc":
+        return resources.plugin
+    from nipype.pipeline.plugins import MultiProcPlugin
+
+    runner = MultiProcPlugin(plugin_args={**resources.plugin_args(), "status_callback": timings.node_status})
+    # With the fork start method every worker is created at the first submission.
+    runner.pool.submit(os.getpid).result()
+    return runner
+
+
+def _import_modules(modules: tuple[str, ...]) -> None:
+    """Import ``modules`` ahead of the code that needs them (a failure is left to that code to report)."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as err:
+            LOGGER.debug("could not import %s ahead of time: %s", name, err)
+
+
 def _run_workflow(
     sessions: list[inputs.SessionInputs],
     plans: dict[str, MethodPlan],
@@ -197,7 +233,7 @@ def _run_workflow(
 ) -> dict[str, SessionStatus]:
     from thalamus_bidsapp.workflows.participant import init_participant_wf, workflow_name
 
-    with timings.phase("setup"):
+    with timings.phase("workflow_setup"):
         workflow = init_participant_wf(
             sessions,
             plans,
@@ -220,13 +256,30 @@ def _run_workflow(
         })
     timings.sessions.update({workflow_name(session): session.name for session in sessions})
     LOGGER.info("running %s; work dir %s", resources.describe(), config.work_dir)
+    with timings.phase("workers"), thread_limits(resources.omp_nthreads):
+        # Worker processes inherit the thread limits of the tools they run.
+        runner = _start_workers(resources, timings)
+    prefetch = None
+    if not isinstance(runner, str):
+        # The workers exist already (no fork follows), so the main process, idle while the
+        # networks run, can load the report's plotting library meanwhile.
+        prefetch = threading.Thread(target=_import_modules, args=(REPORT_MODULES,), daemon=True)
+        prefetch.start()
     try:
         with timings.phase("workflow"), thread_limits(resources.omp_nthreads), _frozen_heap():
-            workflow.run(plugin=resources.plugin,
-                         plugin_args={**resources.plugin_args(), "status_callback": timings.node_status})
+            if isinstance(runner, str):
+                workflow.run(plugin=runner, plugin_args={**resources.plugin_args(),
+                                                         "status_callback": timings.node_status})
+            else:
+                workflow.run(plugin=runner)
     except RuntimeError as err:
         # nipype raises once at the end; the crash folders say which sessions failed.
         LOGGER.debug("nipype reported failures: %s", err)
+    finally:
+        if prefetch is not None:
+            prefetch.join()  # never leave an import half done when the next process is forked
+        if not isinstance(runner, str):
+            runner.pool.shutdown(wait=False)  # nipype does it after a normal run; this covers an early error
     statuses = {}
     for session in sessions:
         crashes = sorted((crash_root / session.name).glob("crash-*.txt"))

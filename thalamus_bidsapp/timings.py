@@ -34,8 +34,9 @@ TOOL_NODES = frozenset({
 TIMING_COLUMNS: dict[str, str] = {
     "session": "Subject and session (sub-<label>[_ses-<label>]); n/a for the phases of the whole run",
     "step": "The workflow node, as <sub-workflow>.<node> inside the session (e.g. "
-            "segmentation_wf.meshnet_thalamus), or the run phase (startup, index, preflight, tool_check, "
-            "setup, workflow, reports, total)",
+            "segmentation_wf.meshnet_thalamus), or the run phase: startup (imports, options), index (BIDS "
+            "indexing and validation), preflight, tool_check (tools and model checksums), setup (logs), "
+            "workflow_setup, workers (starting the worker processes), workflow (all nodes), reports, total",
     "kind": "tool: a tool's own compute (brain extraction, segmentation network or program, registration); "
             "step: the app's own node (reorientation, volumes, publishing); phase: run-level work outside the "
             "nodes; cached: a node whose result was reused from the work folder (seconds 0)",
@@ -60,6 +61,24 @@ class StepTiming:
     @property
     def end(self) -> float:
         return self.start + self.seconds
+
+
+def process_start_time() -> float | None:
+    """When this process started (``time.time()`` scale), from /proc on Linux; None elsewhere.
+
+    The start-up row of ``timings.tsv`` then includes the interpreter and the
+    imports that happen before :func:`thalamus_bidsapp.cli.run.main` runs.
+    """
+    try:
+        import os
+
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started_after_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of proc(5)
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    age = uptime - started_after_boot
+    return time.time() - age if 0 <= age < 3600 else None
 
 
 def _epoch(iso_utc: str) -> float:

@@ -81,8 +81,13 @@ def strip_prefix(label: str, prefix: str) -> str:
     return label[len(prefix) + 1 :] if label.startswith(f"{prefix}-") else label
 
 
-def open_layout(root: Path, *, validate: bool, database_dir: Path | None, derivatives: bool = False):
+def open_layout(root: Path, *, validate: bool, database_dir: Path | None, derivatives: bool = False,
+                subjects: list[str] | None = None):
     """A pybids layout of ``root``, its index cached under ``database_dir``.
+
+    ``subjects`` (labels, with or without ``sub-``) limits indexing and
+    validation to those subjects' folders (and the top-level files), so one
+    participant of a large dataset is found as fast as in a small one.
 
     Raises
     ------
@@ -92,9 +97,11 @@ def open_layout(root: Path, *, validate: bool, database_dir: Path | None, deriva
     from bids import BIDSLayout
     from bids.layout import BIDSLayoutIndexer
 
+    ignore = _other_subjects(subjects)
     database_path = None
     if database_dir is not None:
-        key = hashlib.sha1(f"{Path(root).resolve()}|{validate}".encode()).hexdigest()[:12]
+        scope = ",".join(sorted({strip_prefix(label, "sub") for label in subjects})) if subjects else "*"
+        key = hashlib.sha1(f"{Path(root).resolve()}|{validate}|{scope}".encode()).hexdigest()[:12]
         database_path = Path(database_dir) / f"bids_db_{key}"
     config = ["bids", "derivatives"] if derivatives else ["bids"]
     try:
@@ -103,11 +110,23 @@ def open_layout(root: Path, *, validate: bool, database_dir: Path | None, deriva
             validate=validate,
             config=config,
             database_path=database_path,
-            indexer=BIDSLayoutIndexer(validate=validate),
+            indexer=BIDSLayoutIndexer(validate=validate, **({"ignore": ignore} if ignore else {})),
             is_derivative=derivatives,
         )
     except Exception as err:  # pybids raises ValueError, BIDSValidationError and others
         raise ThalamusError(f"{root} is not a usable BIDS dataset: {err}", EXIT_DATAERR) from err
+
+
+def _other_subjects(subjects: list[str] | None) -> list | None:
+    """pybids ``ignore`` patterns: its defaults plus every ``sub-*`` folder not in ``subjects``."""
+    if not subjects:
+        return None
+    import re
+
+    from bids.layout.validation import DEFAULT_LOCATIONS_TO_IGNORE
+
+    wanted = "|".join(re.escape(strip_prefix(label, "sub")) for label in sorted(set(subjects)))
+    return [*DEFAULT_LOCATIONS_TO_IGNORE, re.compile(rf"^/sub-(?!(?:{wanted})(?:/|$))[^/]+")]
 
 
 def _first(layout, query: dict[str, Any], entities: dict[str, Any], role: str, notes: list[str]) -> Path | None:
@@ -142,9 +161,11 @@ def collect_sessions(
         wanted = [strip_prefix(label, "sub") for label in participant_labels]
         missing = sorted(set(wanted) - set(available))
         if missing:
+            # The index may hold only the requested subjects: list the others from the folder.
+            on_disk = sorted({p.name[4:] for p in Path(layout.root).glob("sub-*") if p.is_dir()} | set(available))
             raise ThalamusError(
                 f"participant label(s) {', '.join(missing)} not found in {layout.root}; "
-                f"available: {', '.join(sorted(available)) or 'none'}",
+                f"available: {', '.join(on_disk) or 'none'}",
                 EXIT_NOINPUT,
             )
         subjects = sorted(set(wanted))

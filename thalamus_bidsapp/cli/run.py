@@ -97,7 +97,10 @@ def _shorten_tracebacks(record: logging.LogRecord) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the app; returns the exit status documented in the README."""
-    started = time.time()
+    from thalamus_bidsapp.timings import process_start_time
+
+    # The start-up in logs/<run>/timings.tsv counts from the process start (interpreter, imports).
+    started = process_start_time() or time.time()
     # No telemetry lookups: compute nodes often have no network.
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     try:
