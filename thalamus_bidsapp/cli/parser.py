@@ -169,9 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="working directory; a re-run with the same one redoes nothing that finished "
         "(default: ./work)",
     )
-    perf.add_argument("--nprocs", "--n-cpus", "--nthreads", type=_positive_int, default=None,
+    perf.add_argument("--nprocs", "--n-cpus", "--nthreads", type=_positive_int, default=None, metavar="N",
                       help="CPUs the run keeps busy at once (default: every CPU this process may use)")
-    perf.add_argument("--omp-nthreads", type=_positive_int, default=None,
+    perf.add_argument("--omp-nthreads", type=_positive_int, default=None, metavar="N",
                       help="threads of each multithreaded step (the networks, ANTs, recon-all); default: all "
                       "of --nprocs when one session runs, else min(nprocs - 1, 8). Steps running side by side "
                       "never book more than --nprocs CPUs and --mem-gb memory together")

@@ -9,6 +9,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 from thalamus_bidsapp.cli.parser import build_parser
 from thalamus_bidsapp.config import RunConfig
@@ -96,11 +97,40 @@ def _shorten_tracebacks(record: logging.LogRecord) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the app; returns the exit status documented in the README."""
+    """Run the app; returns the exit status documented in the README.
+
+    As the command (``argv`` None: the ``thalamus-bidsapp`` script or
+    ``python -m thalamus_bidsapp``) the process ends here, with that status.
+    """
     from thalamus_bidsapp.timings import process_start_time
 
-    # The start-up in logs/<run>/timings.tsv counts from the process start (interpreter, imports).
-    started = process_start_time() or time.time()
+    command_line = argv is None
+    # As a command, the start-up in logs/<run>/timings.tsv counts from the process start (interpreter, imports).
+    started = (process_start_time() if command_line else None) or time.time()
+    code = _main(argv, started)
+    if command_line:
+        _leave(code)
+    return code
+
+
+def _leave(code: int) -> NoReturn:
+    """End the process without the interpreter's teardown.
+
+    Tearing down torch, pybids and nipype takes one to several seconds and
+    does nothing useful: every output is already whole (written under a
+    temporary name and renamed), the worker processes have ended, and the
+    log handlers and standard streams are flushed here.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said anyway
+            pass
+    os._exit(code)
+
+
+def _main(argv: list[str] | None, started: float) -> int:
     # No telemetry lookups: compute nodes often have no network.
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     try:
