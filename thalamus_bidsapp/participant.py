@@ -7,6 +7,7 @@ import gc
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import pandas as pd
 from thalamus_bidsapp.bidsio import inputs
 from thalamus_bidsapp.bidsio.atomic import atomic_path, write_json, write_tsv
 from thalamus_bidsapp.bidsio.derivatives import write_dataset_description
+from thalamus_bidsapp.bidsio.runlog import PROCESS_FILE, RUNNING
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import EXIT_NOINPUT, EXIT_OK, EXIT_SESSIONS_FAILED, ThalamusError
 from thalamus_bidsapp.methods import MethodPlan, check_tools, plan_methods
@@ -43,12 +45,12 @@ def find_sessions(config: RunConfig) -> list[inputs.SessionInputs]:
     """Index the input (and derivatives) datasets and list the sessions to process."""
     database_dir = config.work_dir / "bids_index"
     # With --participant-label, only those subjects' folders are indexed and validated.
-    subjects = list(config.participant_labels) or None
+    others = other_subjects_pattern(config.bids_dir, config.participant_labels)
     layout = inputs.open_layout(config.bids_dir, validate=not config.skip_bids_validation, database_dir=database_dir,
-                                subjects=subjects)
+                                extra_ignore=others)
     derivative_layouts = {
         name: inputs.open_layout(path, validate=False, database_dir=database_dir, derivatives=True,
-                                 subjects=subjects)
+                                 extra_ignore=others)
         for name, path in config.derivatives.items()
     }
     queries = inputs.load_queries(config.bids_filter_file)
@@ -59,6 +61,20 @@ def find_sessions(config: RunConfig) -> list[inputs.SessionInputs]:
         participant_labels=list(config.participant_labels) or None,
         session_labels=list(config.session_labels) or None,
     )
+
+
+def other_subjects_pattern(bids_dir: Path, labels: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """pybids ignore pattern for every ``sub-*`` folder but the requested ones (none without labels).
+
+    When a requested subject has no folder, nothing is left out, so the
+    error about the unknown label lists every subject of the dataset.
+    """
+    import re
+
+    wanted = sorted({inputs.strip_prefix(label, "sub") for label in labels})
+    if not wanted or not all((Path(bids_dir) / f"sub-{label}").is_dir() for label in wanted):
+        return ()
+    return (rf"^/sub-(?!(?:{'|'.join(re.escape(label) for label in wanted)})(?:/|$))[^/]+",)
 
 
 def preflight(session: inputs.SessionInputs) -> str | None:
@@ -121,16 +137,17 @@ def run_participant(config: RunConfig, started: float | None = None) -> int:
         write_citations(config.output_dir / "logs" / "CITATION.md", plans.values())
         write_json(session_plans(runnable, plans), log_dir / "methods.json")
     if runnable:
+        # Recorded before the work starts, so a group level run meanwhile knows these sessions are not done.
+        host, pid = socket.gethostname(), os.getpid()
+        write_json({"host": host, "pid": pid, "run": config.run_id}, log_dir / PROCESS_FILE)
+        running = f"in progress: process {pid} on {host}, run {config.run_id}"
+        _write_statuses({**statuses, **{s.name: SessionStatus(s.name, RUNNING, running) for s in runnable}},
+                        log_dir)
         statuses.update(_run_workflow(runnable, plans, config, resources, timings, crash_root=log_dir / "crash"))
         for session in runnable:
             LOGGER.info("timings: %s", timings.session_summary(session.name))
 
-    table = pd.DataFrame([vars(s) for s in statuses.values()], columns=["session", "status", "reason"])
-    write_tsv(table, log_dir / "sessions.tsv", {
-        "session": "Subject and session",
-        "status": "ok, or failed",
-        "reason": "Why the session failed; crash reports are in crash/<session>/",
-    })
+    _write_statuses(statuses, log_dir)
     failed = [s for s in statuses.values() if s.status != "ok"]
     for status in failed:
         LOGGER.error("%s failed: %s", status.session, status.reason)
@@ -142,6 +159,15 @@ def run_participant(config: RunConfig, started: float | None = None) -> int:
     timings.write(log_dir / "timings.tsv")
     LOGGER.info("timings of this run: %s", log_dir / "timings.tsv")
     return EXIT_SESSIONS_FAILED if failed else EXIT_OK
+
+
+def _write_statuses(statuses: dict[str, SessionStatus], log_dir: Path) -> None:
+    table = pd.DataFrame([vars(s) for s in statuses.values()], columns=["session", "status", "reason"])
+    write_tsv(table, log_dir / "sessions.tsv", {
+        "session": "Subject and session",
+        "status": "ok, failed, or running (while the run is in progress)",
+        "reason": "Why the session failed; crash reports are in crash/<session>/",
+    })
 
 
 def write_reports(output_dir: Path, subjects: list[str], skipped: dict[str, dict[str, str]] | None = None) -> int:
@@ -253,6 +279,9 @@ def _run_workflow(
             "check_version": False,
             # nipype looks for finished nodes every 2 s by default: seconds lost between steps.
             "poll_sleep_duration": POLL_SECONDS,
+            # nipype's graph report (index.html, graph.json) sits at the top of the work folder, where jobs
+            # sharing it (a SLURM array) would write it at once; nothing reads it.
+            "create_report": False,
         })
     timings.sessions.update({workflow_name(session): session.name for session in sessions})
     LOGGER.info("running %s; work dir %s", resources.describe(), config.work_dir)

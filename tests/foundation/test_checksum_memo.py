@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -23,7 +22,7 @@ def counted(monkeypatch):
     real = checksums.file_digest
 
     def counting(path, algorithm="sha256"):
-        calls.append(os.fspath(path))
+        calls.append(os.path.realpath(path))
         return real(path, algorithm)
 
     monkeypatch.setattr(checksums, "file_digest", counting)
@@ -40,49 +39,34 @@ def test_digest_remembered_until_the_file_changes(tmp_path, counted):
     model = tmp_path / "model.bin"
     model.write_bytes(b"A" * 4096)
     _age(model, 120)
-    memo = tmp_path / "memo" / "checksums.json"
+    memo = tmp_path / "memo"
 
-    first = remembered_digest(model, memo_file=memo)
+    first = remembered_digest(model, memo)
     assert first == hashlib.sha256(b"A" * 4096).hexdigest()
-    assert len(counted) == 1 and memo.is_file()
+    assert len(counted) == 1 and len(list(memo.iterdir())) == 1
     # Nothing changed: not recomputed, however often it is asked.
     for _ in range(3):
-        assert remembered_digest(model, memo_file=memo) == first
+        assert remembered_digest(model, memo) == first
     assert len(counted) == 1
 
     # Same size, different content, new mtime: recomputed.
     model.write_bytes(b"B" * 4096)
     _age(model, 60)
-    second = remembered_digest(model, memo_file=memo)
+    second = remembered_digest(model, memo)
     assert second == hashlib.sha256(b"B" * 4096).hexdigest() != first
     assert len(counted) == 2
-    assert remembered_digest(model, memo_file=memo) == second
-    assert len(counted) == 2
-    entry = json.loads(memo.read_text())[f"sha256:{model.resolve()}"]
-    assert entry["size"] == 4096 and entry["digest"] == second
-
-
-def test_a_file_just_written_is_not_remembered(tmp_path, counted):
-    # Its mtime may not change on a second write within the same clock tick (racily clean).
-    model = tmp_path / "fresh.bin"
-    model.write_bytes(b"x" * 100)
-    memo = tmp_path / "checksums.json"
-    remembered_digest(model, memo_file=memo)
-    remembered_digest(model, memo_file=memo)
+    assert remembered_digest(model, memo) == second
     assert len(counted) == 2
 
 
-def test_unwritable_or_corrupt_memo_still_gives_the_digest(tmp_path, counted):
+def test_unwritable_memo_still_gives_the_digest(tmp_path, counted):
     model = tmp_path / "model.bin"
     model.write_bytes(b"weights")
     _age(model)
-    corrupt = tmp_path / "checksums.json"
-    corrupt.write_text("{not json")
-    assert remembered_digest(model, memo_file=corrupt) == hashlib.sha256(b"weights").hexdigest()
-    blocked = tmp_path / "a_file" / "checksums.json"  # its parent is a file: cannot be created
+    blocked = tmp_path / "a_file" / "memo"  # its parent is a file: cannot be created
     (tmp_path / "a_file").write_text("")
-    assert remembered_digest(model, memo_file=blocked) == hashlib.sha256(b"weights").hexdigest()
-    assert remembered_digest(model, use_memo=False) == hashlib.sha256(b"weights").hexdigest()
+    assert remembered_digest(model, blocked) == hashlib.sha256(b"weights").hexdigest()
+    assert remembered_digest(model, None) == hashlib.sha256(b"weights").hexdigest()
 
 
 def test_meshnet_weights_verified_once_then_again_after_a_change(tmp_path, monkeypatch, counted):
@@ -93,7 +77,7 @@ def test_meshnet_weights_verified_once_then_again_after_a_change(tmp_path, monke
     shutil.copytree(source, model_dir)
     for name in meshnet.MODEL_FILES:
         _age(model_dir / name, 300)
-    monkeypatch.setenv(checksums.MEMO_ENV, str(tmp_path / "checksums.json"))
+    monkeypatch.setenv(checksums.MEMO_ENV, str(tmp_path / "memo"))
 
     meshnet.resolve_model_dir(model_dir)
     assert len(counted) == 2  # model.json and model.bin
@@ -109,4 +93,4 @@ def test_meshnet_weights_verified_once_then_again_after_a_change(tmp_path, monke
     _age(weights, 100)
     with pytest.raises(ThalamusError, match="corrupted"):
         meshnet.resolve_model_dir(model_dir)
-    assert counted[-1] == os.fspath(weights.resolve())
+    assert counted[-1] == os.path.realpath(weights)

@@ -10,6 +10,7 @@ from tests.conftest import shared_file
 from tests.foundation.datasets import write_description
 from thalamus_bidsapp.bidsio import inputs
 from thalamus_bidsapp.errors import ThalamusError
+from thalamus_bidsapp.participant import other_subjects_pattern
 
 
 @pytest.fixture
@@ -30,7 +31,8 @@ def many_subjects(tmp_path):
 
 def test_only_requested_subjects_are_indexed(many_subjects, tmp_path):
     queries = inputs.default_queries()
-    layout = inputs.open_layout(many_subjects, validate=True, database_dir=tmp_path / "db", subjects=["sub-010", "042"])
+    others = other_subjects_pattern(many_subjects, ["sub-010", "042"])
+    layout = inputs.open_layout(many_subjects, validate=True, database_dir=tmp_path / "db", extra_ignore=others)
     assert sorted(layout.get_subjects()) == ["010", "042"]
     sessions = inputs.collect_sessions(layout, {}, queries, participant_labels=["010", "sub-042"], session_labels=None)
     assert [s.name for s in sessions] == ["sub-010", "sub-042"]
@@ -42,7 +44,10 @@ def test_only_requested_subjects_are_indexed(many_subjects, tmp_path):
 
 
 def test_unknown_label_lists_the_subjects_on_disk(many_subjects, tmp_path):
-    layout = inputs.open_layout(many_subjects, validate=True, database_dir=None, subjects=["999"])
+    # A label without a folder: nothing is left out, so the error lists every subject.
+    assert other_subjects_pattern(many_subjects, ["010", "999"]) == ()
+    layout = inputs.open_layout(many_subjects, validate=True, database_dir=None,
+                                extra_ignore=other_subjects_pattern(many_subjects, ["999"]))
     with pytest.raises(ThalamusError) as err:
         inputs.collect_sessions(layout, {}, inputs.default_queries(), participant_labels=["999"], session_labels=None)
     assert err.value.exit_code == 66
