@@ -273,11 +273,11 @@ def joined_volumes(root: Path, *, derivatives: str = "derivatives/thalamus_bidsa
 #: Methods of :func:`write_group_outputs`' demo cohort: (method, contrast, bias mL, noise SD mL), as named
 #: in real outputs (the mask's desc), with FreeSurfer and FIRST over-segmenting as in the paper.
 REPORT_METHODS: tuple[tuple[str, str, float, float], ...] = (
-    ("freesurfer", "T1w", 1.2, 0.45),
-    ("first", "T1w", 0.9, 0.3),
-    ("dbsegment", "T1w", 0.15, 0.2),
-    ("mindglideT1w", "T1w", 0.3, 0.35),
-    ("mindglideFLAIR", "FLAIR", -0.2, 0.4),
+    ("freesurfer", "T1w", 1.2, 0.2),
+    ("first", "T1w", 0.9, 0.15),
+    ("dbsegment", "T1w", 0.15, 0.08),
+    ("mindglideT1w", "T1w", 0.3, 0.12),
+    ("mindglideFLAIR", "FLAIR", -0.2, 0.18),
 )
 #: Per method: mean displacement of its synthetic mask from the manual one (voxels along x, y, z).
 MASK_SHIFTS = {"freesurfer": (1.5, 1.0, 0.5), "first": (1.5, 0.5, 1.0), "dbsegment": (0.5, 0.5, 0.0),
@@ -326,7 +326,8 @@ def write_group_outputs(cohort: SimulatedCohort, out: Path, *, n_manual: int = 2
             manual_rows.append({"participant_id": sub, "session_id": ses, "path": path})
     volumes = cohort.joined()
     write_tsv(volumes, group_dir / "volumes.tsv")
-    run_agreement(pd.DataFrame(method_rows), pd.DataFrame(manual_rows), group_dir, figures=False)
+    run_agreement(pd.DataFrame(method_rows), pd.DataFrame(manual_rows, columns=["participant_id", "session_id", "path"]),
+                  group_dir, figures=False)
     run_clinical(volumes, None, group_dir, figures=False)
     return group_dir
 

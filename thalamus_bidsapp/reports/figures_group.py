@@ -403,8 +403,8 @@ def plot_containment(containment: pd.DataFrame, colors: Mapping[str, str]) -> Fi
            .pivot_table(index="method_a", columns="method_b", values="value", aggfunc="mean")
            .reindex(index=methods, columns=methods))
     k = len(methods)
-    side = min(PRINT_WIDTH_IN, 2.4 + 0.55 * k)
-    fig = _new_figure(side + 0.9, side)
+    side = min(PRINT_WIDTH_IN, 1.8 + 0.45 * k)
+    fig = _new_figure(side + 1.0, side)
     ax = fig.subplots()
     image = ax.imshow(mat.to_numpy(float), vmin=0, vmax=1, cmap="viridis")
     if k <= 10:
@@ -543,6 +543,8 @@ def plot_power(power: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
         ax.text((n if np.isfinite(n) else 0) + top * 0.02, yi, f"{n:.0f}" if np.isfinite(n) else "n/a",
                 va="center", ha="left", fontsize=8)
     ax.set_yticks(y, table["label"])
+    for label, method in zip(ax.get_yticklabels(), table["method"].astype(str)):
+        label.set_color(colors[method])
     ax.set_xlim(0, top * 1.18)
     ax.set_xlabel("subjects per arm")
     return _finish(fig)
