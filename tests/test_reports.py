@@ -224,7 +224,7 @@ def test_group_report_content(derivatives):
     assert "no T1w image found for sub-01_ses-3" in text
     assert 'href="../sub-01.html"' in text
     # ses-2's R1 map failed its QC: listed among the exclusions with the QC table linked.
-    excluded = text.split('id="excluded"', 1)[1].split("</section>", 1)[0]
+    excluded = text.split('id="qc"', 1)[1].split("</section>", 1)[0]
     assert "sub-01_ses-2" in excluded and "R1map" in excluded
     assert "sub-01_ses-2_desc-registration_qc.tsv" in excluded
     volumes = read_tsv(out / "group" / "volumes.tsv")

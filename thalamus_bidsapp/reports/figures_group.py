@@ -78,6 +78,8 @@ OUTCOME_LABELS = {"edss": "EDSS", "t25fw": "T25FW", "nhpt": "9HPT", "sdmt": "SDM
 COURSE_ORDER = ("progression", "stable", "improvement")
 _METRICS = (("dice", "Dice"), ("precision", "Precision"), ("sensitivity", "Sensitivity"))
 _MAX_POINTS = 400  # raw points drawn over a box; more only hide it
+_MIN_BOX = 5  # fewer values are drawn as points, not as a box
+_MIN_SCATTER = 3  # sessions with every method's volume needed for a scatter matrix
 _PANEL_IN = 2.3
 _BOXPLOT_ORIENTATION = tuple(int(v) for v in mpl.__version__.split(".")[:2]) >= (3, 10)
 
@@ -144,7 +146,9 @@ def save_figure(fig: Figure, stem: Path) -> tuple[Path, Path]:
 
 
 def _new_figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(min(width, PRINT_WIDTH_IN * 1.6), height), layout="constrained")
+    """A figure of about ``width`` x ``height`` inches, never wider than 2.8 times its height (no strips)."""
+    width = min(width, PRINT_WIDTH_IN * 1.6)
+    return Figure(figsize=(width, max(height, width / 2.8)), layout="constrained")
 
 
 def _grid(n: int, *, ncols_max: int = 3, panel: float = _PANEL_IN, height: float | None = None,
@@ -174,7 +178,13 @@ def _box(ax: Axes, values: Sequence[np.ndarray], positions: Sequence[float], col
     ``horizontal`` puts the values on x and the boxes along y (method names
     then read as y tick labels: no rotated labels to collide).
     """
-    keep = [i for i, v in enumerate(values) if len(v)]
+    keep = [i for i, v in enumerate(values) if len(v) >= _MIN_BOX]
+    rng = np.random.default_rng(seed)
+    for i, v in enumerate(values):
+        if 0 < len(v) < _MIN_BOX:  # too few for quartiles: the values themselves
+            jitter = positions[i] + rng.uniform(-width * 0.2, width * 0.2, len(v))
+            x, y = (v, jitter) if horizontal else (jitter, v)
+            ax.scatter(x, y, s=16, color=colors[i], edgecolor="black", linewidth=0.5, zorder=3)
     if not keep:
         return
     orientation = ({"orientation": "horizontal" if horizontal else "vertical"} if _BOXPLOT_ORIENTATION
@@ -186,7 +196,6 @@ def _box(ax: Axes, values: Sequence[np.ndarray], positions: Sequence[float], col
     for patch, i in zip(parts["boxes"], keep):
         patch.set_facecolor(mpl.colors.to_rgba(colors[i], 0.35))
         patch.set_edgecolor(colors[i])
-    rng = np.random.default_rng(seed)
     for i in keep:
         v = values[i]
         if points and len(v) <= _MAX_POINTS:
@@ -374,7 +383,8 @@ def plot_bland_altman(voxelwise: pd.DataFrame, volumetric: pd.DataFrame | None,
         if np.isfinite(prop) and np.isfinite(prop_icpt) and mean.size:
             xs = np.array([mean.min(), mean.max()])
             ax.plot(xs, prop_icpt + prop * xs, color=REFERENCE_COLOR, lw=1.1, ls=":")
-            p = _stat(row, "prop_pval")
+            p = _stat(row, "prop_slope_p")
+            p = p if np.isfinite(p) else _stat(row, "prop_pval")  # its name before the stats API of issue 19
             lines.append(f"prop. slope {prop:+.2f}" + (f" (p {_p_text(p)})" if np.isfinite(p) else ""))
         if lines:
             ax.text(0.04, 0.96, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", fontsize=8,
@@ -414,7 +424,7 @@ def plot_containment(containment: pd.DataFrame, colors: Mapping[str, str]) -> Fi
                 if np.isfinite(v):
                     ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
                             color="black" if v > 0.6 else "white")
-    ax.set_xticks(range(k), methods, rotation=45, ha="right")
+    ax.set_xticks(range(k), methods, rotation=90)
     ax.set_yticks(range(k), methods)
     for label in [*ax.get_xticklabels(), *ax.get_yticklabels()]:
         label.set_color(colors.get(label.get_text(), "black"))
@@ -595,10 +605,14 @@ def build_group_figures(group_dir: Path) -> tuple[dict[str, Figure], dict[str, s
     if volumes is not None and not volumes.empty:
         draw("volumes_distribution", lambda: plot_volume_distribution(volumes, colors))
         n_methods = volumes["method"].nunique()
-        if n_methods >= 2:
-            draw("volumes_scatter_matrix", lambda: plot_volume_matrix(volumes, colors))
-        else:
+        n_complete = int(_wide_volumes(volumes).notna().all(axis=1).sum())
+        if n_methods < 2:
             notes["volumes_scatter_matrix"] = "Only one method has volumes: there is no method to compare it with."
+        elif n_complete < _MIN_SCATTER:
+            notes["volumes_scatter_matrix"] = (f"Only {n_complete} session(s) have a volume from every method: too "
+                                               "few for a method-against-method scatter matrix.")
+        else:
+            draw("volumes_scatter_matrix", lambda: plot_volume_matrix(volumes, colors))
     voxelwise = tables["agreement_voxelwise"]
     if voxelwise is not None and not voxelwise.empty:
         volumetric = tables["agreement_volumetric"]

@@ -185,9 +185,11 @@ def _agreement_lead(summary: pd.DataFrame | None, volumetric: pd.DataFrame | Non
                 worst = dice.iloc[-1]
                 text += f"; {worst['method']} the lowest, {worst['median']:.3f}"
             lead.append(text + ".")
-    if pairwise is not None and not pairwise.empty and {"metric", "p_fdr_bh"} <= set(pairwise.columns):
+    # p_fdr_bh: the column's name before the stats API of issue 19
+    p_fdr = next((c for c in ("p_fdr", "p_fdr_bh") if pairwise is not None and c in pairwise), None)
+    if pairwise is not None and not pairwise.empty and "metric" in pairwise and p_fdr:
         dice_pairs = pairwise[pairwise["metric"].astype(str) == "dice"]
-        n_sig = int((_num(dice_pairs, "p_fdr_bh") < 0.05).sum())
+        n_sig = int((_num(dice_pairs, p_fdr) < 0.05).sum())
         lead.append(f"{n_sig} of {len(dice_pairs)} pairwise Dice comparisons differ (Wilcoxon signed-rank, "
                     "p_FDR < 0.05).")
     if volumetric is not None and not volumetric.empty and "bias_ml" in volumetric:
