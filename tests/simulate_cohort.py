@@ -5,7 +5,9 @@ thalamus volumes per method; :func:`write_bids_tree` writes them as a small
 BIDS-like dataset (participants.tsv, sub-*/sub-*_sessions.tsv) plus the group
 volumes table a derivatives dataset would hold; :func:`joined_volumes` reads
 the tree back and joins the clinical columns onto the volumes, as the group
-level does before :func:`thalamus_bidsapp.group.clinical.run_clinical`.
+level does before :func:`thalamus_bidsapp.group.clinical.run_clinical`;
+:func:`write_group_outputs` writes the group folder of such a cohort (with
+synthetic method and manual masks) for the group report and its figures.
 
 Planted effects (:data:`TRUTH`):
 
@@ -322,12 +324,13 @@ def write_group_outputs(cohort: SimulatedCohort, out: Path, *, n_manual: int = 2
             method_rows.append({"participant_id": sub, "session_id": ses, "method": row.method, "path": path})
         if ses == "ses-01" and int(sub.removeprefix("sub-")) <= n_manual:
             path = masks_dir / f"{sub}_{ses}_manual.nii.gz"
-            nib.save(nib.Nifti1Image(_ellipsoid(float(truth.loc[sub, "thal0"]), np.zeros(3), np.ones(3)), np.eye(4)), str(path))
+            manual = _ellipsoid(float(truth.loc[sub, "thal0"]), np.zeros(3), np.ones(3))
+            nib.save(nib.Nifti1Image(manual, np.eye(4)), str(path))
             manual_rows.append({"participant_id": sub, "session_id": ses, "path": path})
     volumes = cohort.joined()
     write_tsv(volumes, group_dir / "volumes.tsv")
-    run_agreement(pd.DataFrame(method_rows), pd.DataFrame(manual_rows, columns=["participant_id", "session_id", "path"]),
-                  group_dir, figures=False)
+    manual = pd.DataFrame(manual_rows, columns=["participant_id", "session_id", "path"])
+    run_agreement(pd.DataFrame(method_rows), manual, group_dir, figures=False)
     run_clinical(volumes, None, group_dir, figures=False)
     return group_dir
 

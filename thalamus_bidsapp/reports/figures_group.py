@@ -8,7 +8,7 @@ alone. One figure per analysis, in the order of the paper:
 stem                      what it shows (source table)
 ========================  ===============================================================
 volumes_distribution      thalamus volume per method (volumes)
-volumes_scatter_matrix    every method against every other, one point per session (volumes)
+volumes_scatter_matrix    every method against every other, one point (marker) per session (volumes)
 agreement_overlap         Dice, precision, sensitivity per method (agreement_voxelwise)
 agreement_scatter         method vs manual volume, identity line, OLS fit, CCC (agreement_*)
 agreement_blandaltman     difference vs mean, bias, limits of agreement, proportional bias
@@ -79,6 +79,7 @@ COURSE_ORDER = ("progression", "stable", "improvement")
 _METRICS = (("dice", "Dice"), ("precision", "Precision"), ("sensitivity", "Sensitivity"))
 _MAX_POINTS = 400  # raw points drawn over a box; more only hide it
 _MIN_BOX = 5  # fewer values are drawn as points, not as a box
+_SESSION_MARKERS = ("o", "^", "s", "D")
 _MIN_SCATTER = 3  # sessions with every method's volume needed for a scatter matrix
 _PANEL_IN = 2.3
 _BOXPLOT_ORIENTATION = tuple(int(v) for v in mpl.__version__.split(".")[:2]) >= (3, 10)
@@ -242,6 +243,13 @@ def plot_volume_matrix(volumes: pd.DataFrame, colors: Mapping[str, str]) -> Figu
     lo, hi = np.nanmin(values), np.nanmax(values)
     pad = 0.05 * (hi - lo) if hi > lo else 0.5
     lims = (lo - pad, hi + pad)
+    # One marker per session label (baseline, follow-up...) where there are few; else all alike.
+    sessions = wide.index.to_series().str.split("|").str[1].to_numpy()
+    labels = sorted(set(sessions))
+    markers = dict(zip(labels, _SESSION_MARKERS)) if len(labels) <= len(_SESSION_MARKERS) else None
+    if markers is None:
+        sessions = np.full(len(sessions), "all")
+        markers = {"all": "o"}
     for i, row_method in enumerate(methods):
         for j, col_method in enumerate(methods):
             ax = axes[i, j]
@@ -259,7 +267,9 @@ def plot_volume_matrix(volumes: pd.DataFrame, colors: Mapping[str, str]) -> Figu
                 y = wide[row_method].to_numpy(float)
                 ok = np.isfinite(x) & np.isfinite(y)
                 ax.plot(lims, lims, ls="--", color="0.55", lw=0.8)
-                ax.scatter(x[ok], y[ok], s=5, color="0.25", alpha=0.6, edgecolor="none")
+                for session, marker in markers.items():
+                    mine = ok & (sessions == session)
+                    ax.scatter(x[mine], y[mine], s=7, marker=marker, color="0.25", alpha=0.6, edgecolor="none")
                 ax.set_ylim(lims)
             ax.set_xlim(lims)
             if i < k - 1:
@@ -271,6 +281,9 @@ def plot_volume_matrix(volumes: pd.DataFrame, colors: Mapping[str, str]) -> Figu
             if j == 0:
                 ax.set_ylabel(row_method, color=colors[row_method])
     fig.supxlabel("thalamus volume (mL)", fontsize=STYLE["axes.labelsize"])
+    if len(markers) > 1:
+        handles = [Line2D([], [], marker=m, ls="", color="0.25", label=session) for session, m in markers.items()]
+        fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), frameon=False)
     return _finish(fig)
 
 

@@ -87,8 +87,8 @@ SECTIONS: tuple[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], ...] = (
 CAPTIONS = {
     "volumes_distribution": "Whole-thalamus volume (left and right merged), one box per method: median, "
                             "quartiles, whiskers at 1.5 IQR, one point per session.",
-    "volumes_scatter_matrix": "Each method's volume against every other's, one point per session; dashed: "
-                              "identity. Diagonal: each method's distribution.",
+    "volumes_scatter_matrix": "Each method's volume against every other's, one point per session (one marker per "
+                              "session label); dashed: identity. Diagonal: each method's distribution.",
     "agreement_overlap": "Voxel-wise overlap of each method's mask with the manual mask, one point per session.",
     "agreement_scatter": "Method volume against manual volume, one point per session; dashed: identity; solid: "
                          "OLS fit. CCC: Lin's concordance correlation with 95% CI.",
