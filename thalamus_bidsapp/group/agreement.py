@@ -31,6 +31,7 @@ from thalamus_bidsapp.stats.overlap import (
     EmptyMaskWarning,
     containment_from_counts,
     dice_from_counts,
+    jaccard_from_counts,
     precision_from_counts,
     sensitivity_from_counts,
 )
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["OVERLAP_METRICS", "run_agreement", "session_counts"]
 
 OVERLAP_METRICS: tuple[str, ...] = ("dice", "precision", "sensitivity")
+#: Summarised per method: the tested metrics and the Jaccard index (a monotone function of Dice, not tested again).
+_SUMMARY_METRICS: tuple[str, ...] = (*OVERLAP_METRICS, "jaccard")
 
 #: Voxels per block of the intersection product. Each block's dot products
 #: are at most 2**20 < 2**24, so float32 sums of 0/1 values stay exact.
@@ -323,6 +326,7 @@ def run_agreement(
                 fp = counts[:k] - tp
                 fn = counts[k] - tp
                 d = np.atleast_1d(dice_from_counts(tp, fp, fn))
+                jac = np.atleast_1d(jaccard_from_counts(tp, fp, fn))
                 p = np.atleast_1d(precision_from_counts(tp, fp, fn))
                 s = np.atleast_1d(sensitivity_from_counts(tp, fp, fn))
         idx = np.array([index[n] for n in names])
@@ -345,6 +349,7 @@ def run_agreement(
                         "fp": int(fp[j]),
                         "fn": int(fn[j]),
                         "dice": float(d[j]),
+                        "jaccard": float(jac[j]),
                         "precision": float(p[j]),
                         "sensitivity": float(s[j]),
                         "volume_manual_ml": manual_ml,
@@ -390,7 +395,7 @@ def run_agreement(
 def _summary(voxelwise: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for method, grp in voxelwise.groupby("method", sort=True):
-        for metric in OVERLAP_METRICS:
+        for metric in _SUMMARY_METRICS:
             v = grp[metric].dropna().to_numpy(dtype=float)
             q1, med, q3 = np.percentile(v, [25, 50, 75]) if v.size else (np.nan,) * 3
             rows.append(
@@ -449,7 +454,7 @@ def _containment_table(methods: list[str], c_sum: np.ndarray, c_sumsq: np.ndarra
 def _volumetric(voxelwise: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for method, grp in voxelwise.groupby("method", sort=True):
-        res = volumetric_agreement(grp["volume_manual_ml"].to_numpy(float), grp["volume_method_ml"].to_numpy(float))
+        res = volumetric_agreement(grp, method="volume_method_ml", reference="volume_manual_ml")
         frames.append(res.assign(method=method))
     cols = list(_VOLUMETRIC_COLUMNS)
     if not frames:
@@ -459,12 +464,11 @@ def _volumetric(voxelwise: pd.DataFrame) -> pd.DataFrame:
             "mean_reference": "mean_manual_ml",
             "mean_method": "mean_method_ml",
             "residual_sd": "sd_e_ml",
-            "bias": "bias_ml",
-            "sd": "sd_ml",
-            "loa_low": "loa_low_ml",
-            "loa_high": "loa_high_ml",
             "intercept": "intercept_ml",
             "prop_intercept": "prop_intercept_ml",
+            **{name: f"{name}_ml" for name in (
+                "bias", "bias_se", "bias_ci_low", "bias_ci_high", "sd", "loa_low", "loa_high", "loa_se",
+                "loa_low_ci_low", "loa_low_ci_high", "loa_high_ci_low", "loa_high_ci_high")},
         }
     )
     return out[cols]
@@ -480,6 +484,7 @@ _VOXELWISE_COLUMNS: dict[str, object] = {
     "fp": {"Description": "False positives: voxels in the method mask only.", "Units": "voxel"},
     "fn": {"Description": "False negatives: voxels in the manual mask only.", "Units": "voxel"},
     "dice": "Dice similarity coefficient 2TP/(2TP+FP+FN); n/a if a mask is empty.",
+    "jaccard": "Jaccard index TP/(TP+FP+FN) = Dice/(2 - Dice); n/a if a mask is empty.",
     "precision": "Precision TP/(TP+FP); n/a if a mask is empty.",
     "sensitivity": "Sensitivity TP/(TP+FN); n/a if a mask is empty.",
     "volume_manual_ml": {"Description": "Manual (ground-truth) thalamus volume: voxel count x voxel volume.", **_ML},
@@ -488,7 +493,7 @@ _VOXELWISE_COLUMNS: dict[str, object] = {
 
 _SUMMARY_COLUMNS: dict[str, object] = {
     "method": "Segmentation method.",
-    "metric": "Overlap metric with the manual mask: dice, precision or sensitivity.",
+    "metric": "Overlap metric with the manual mask: dice, precision, sensitivity or jaccard.",
     "n": "Number of sessions with a defined value.",
     "median": "Median across sessions.",
     "q1": "First quartile (25th percentile, linear interpolation).",
@@ -506,9 +511,14 @@ _PAIRWISE_COLUMNS: dict[str, object] = {
     "median_a": "Median of the metric for method_a over the paired sessions.",
     "median_b": "Median of the metric for method_b over the paired sessions.",
     "median_diff": "Median of the paired differences method_a - method_b.",
-    "W": "Two-sided Wilcoxon signed-rank statistic (smaller of the signed-rank sums; zero differences dropped).",
-    "p_unc": "Unadjusted two-sided p-value (scipy.stats.wilcoxon).",
-    "p_fdr_bh": "Benjamini-Hochberg adjusted p-value, one family per metric.",
+    "n_nonzero": "Number of non-zero paired differences (zero differences are dropped, Wilcoxon's convention).",
+    "T_plus": "Wilcoxon signed-rank sum of the positive differences method_a - method_b.",
+    "T_minus": "Wilcoxon signed-rank sum of the negative differences method_a - method_b.",
+    "test_method": "Null distribution used: exact, permutation (all sign flips, ties or zeros with n <= 13) "
+    "or normal (approximation, n > 50 or ties).",
+    "correction": "Whether a continuity correction was applied (normal approximation only; none by default).",
+    "p": "Unadjusted two-sided p-value (scipy.stats.wilcoxon).",
+    "p_fdr": "Benjamini-Hochberg adjusted p-value, one family per metric.",
 }
 
 _CONTAINMENT_COLUMNS: dict[str, object] = {
@@ -533,16 +543,30 @@ _VOLUMETRIC_COLUMNS: dict[str, object] = {
     "slope_ci_high": "Upper 95% confidence limit of the OLS slope.",
     "intercept_ml": {"Description": "OLS intercept of method volume on manual volume.", **_ML},
     "sd_e_ml": {"Description": "Residual standard deviation of the OLS fit (n - 2 divisor).", **_ML},
-    "icc3": "ICC(3,1): two-way mixed effects, single rater, consistency (pingouin ICC(C,1)); manual and method as raters.",
-    "icc3_ci_low": "Lower 95% confidence limit of ICC(3,1).",
+    "icc3": "ICC3 = Shrout-Fleiss ICC(3,1): two-way mixed effects, single rater, CONSISTENCY "
+    "(McGraw-Wong ICC(C,1), pingouin ICC3); manual and method as the two raters. A constant offset is not penalised.",
+    "icc3_ci_low": "Lower 95% confidence limit of ICC(3,1) (F-based, Shrout and Fleiss 1979).",
     "icc3_ci_high": "Upper 95% confidence limit of ICC(3,1).",
+    "icc2": "ICC2 = Shrout-Fleiss ICC(2,1): two-way random effects, single rater, ABSOLUTE AGREEMENT "
+    "(McGraw-Wong ICC(A,1), pingouin ICC2); manual and method as the two raters. A constant offset lowers it.",
+    "icc2_ci_low": "Lower 95% confidence limit of ICC(2,1) (McGraw and Wong 1996).",
+    "icc2_ci_high": "Upper 95% confidence limit of ICC(2,1).",
     "bias_ml": {"Description": "Bland-Altman mean bias, method minus manual.", **_ML},
+    "bias_se_ml": {"Description": "Standard error of the bias, SD / sqrt(n) (Bland and Altman 1999).", **_ML},
+    "bias_ci_low_ml": {"Description": "Lower 95% confidence limit of the bias (t, n - 1 df).", **_ML},
+    "bias_ci_high_ml": {"Description": "Upper 95% confidence limit of the bias.", **_ML},
     "sd_ml": {"Description": "Standard deviation of the differences method minus manual.", **_ML},
     "loa_low_ml": {"Description": "Lower 95% limit of agreement: bias - 1.96 SD.", **_ML},
     "loa_high_ml": {"Description": "Upper 95% limit of agreement: bias + 1.96 SD.", **_ML},
+    "loa_se_ml": {"Description": "Approximate standard error of each limit of agreement, sqrt(3 SD^2 / n) "
+                  "(Bland and Altman 1999).", **_ML},
+    "loa_low_ci_low_ml": {"Description": "Lower 95% confidence limit of the lower limit of agreement.", **_ML},
+    "loa_low_ci_high_ml": {"Description": "Upper 95% confidence limit of the lower limit of agreement.", **_ML},
+    "loa_high_ci_low_ml": {"Description": "Lower 95% confidence limit of the upper limit of agreement.", **_ML},
+    "loa_high_ci_high_ml": {"Description": "Upper 95% confidence limit of the upper limit of agreement.", **_ML},
     "prop_slope": "Proportional bias: OLS slope of the differences on the means of method and manual volume.",
     "prop_slope_ci_low": "Lower 95% confidence limit of the proportional-bias slope.",
     "prop_slope_ci_high": "Upper 95% confidence limit of the proportional-bias slope.",
     "prop_intercept_ml": {"Description": "Intercept of the proportional-bias regression.", **_ML},
-    "prop_pval": "p-value of the proportional-bias slope (t test, H0: slope = 0).",
+    "prop_slope_p": "p-value of the proportional-bias slope (t test, H0: slope = 0).",
 }

@@ -308,7 +308,8 @@ def _annotate(res: pd.DataFrame, front: Mapping[str, object], covar: Sequence[st
 def _outcome_ols(data: pd.DataFrame, y: str, x: str, covar: Sequence[str], notes: Sequence[str], spec: OutcomeSpec,
                  config: ClinicalConfig, method: object, contrast: object) -> pd.DataFrame:
     """OLS of one outcome on ``x`` for one method, labelled with outcome, transform, method and contrast."""
-    res = ols(data, y, x, covar, categorical=[SEX], hc3=spec.hc3, hc3_alpha=config.hc3_alpha)
+    res = ols(data, x=x, y=y, covar=covar, categorical=[SEX], hc3=spec.hc3, hc3_alpha=config.hc3_alpha)
+    res = res.loc[res["term"] == x].reset_index(drop=True)  # the table reports the volume term only
     res["hc3_policy"] = spec.hc3
     front = {"outcome": spec.role, "transform": spec.transform, "method": method, "contrast": contrast}
     return _annotate(res, front, covar, notes)
@@ -415,10 +416,10 @@ def longitudinal(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalConf
     # methods compared on the same subjects
     labelled = deltas.assign(method_label=_labels(deltas))
     if labelled["method_label"].nunique() >= 2:
-        # a pair needs two subjects to be tested; p and p_fdr (BH) named as in the other clinical tables
+        # a pair needs two subjects to be tested
         out["longitudinal_pairwise_wilcoxon"] = pairwise_wilcoxon(
             labelled.dropna(subset=[PCT]), PCT, "method_label", SUBJECT, min_pairs=2,
-        ).rename(columns={"p_unc": "p", "p_fdr_bh": "p_fdr"})
+        )
     else:
         ledger.status("longitudinal_pairwise_wilcoxon", False, "fewer than two methods")
 
@@ -501,7 +502,8 @@ def _ordinal_edss(deltas: pd.DataFrame, covar_wanted: Sequence[str], config: Cli
         notes: list[str] = []
         covar = _usable_covariates(data, covar_wanted, notes)
         ledger.missing(analysis, data, ["edss_change", DELTA, *covar], method=method, contrast=contrast, outcome="edss")
-        res = lon.ordinal_logistic(data, "edss_change", DELTA, covar, categorical=[SEX])
+        res = lon.ordinal_logistic(data, x=DELTA, y="edss_change", covar=covar, categorical=[SEX])
+        res = res.loc[res["term"] == DELTA].reset_index(drop=True)  # thresholds are in the stats API
         rows.append(_annotate(res, {"outcome": "edss_change", "method": method, "contrast": contrast}, covar, notes))
     table = pd.concat(rows, ignore_index=True)
     table["p_fdr"] = p_adjust(table["p"], "fdr_bh")
@@ -557,7 +559,8 @@ def progression(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalConfi
         lnotes: list[str] = []
         lcovar = _usable_covariates(data, logit_covar, lnotes)
         ledger.missing("progression_logistic", data, [PROGRESSED, PCT, *lcovar], outcome=PROGRESSED, **keys)
-        res = prog.logistic(data, PROGRESSED, PCT, lcovar, categorical=[SEX])
+        res = prog.logistic(data, x=PCT, y=PROGRESSED, covar=lcovar, categorical=[SEX])
+        res = res.loc[res["term"] == PCT].reset_index(drop=True)
         tables["progression_logistic"].append(_annotate(res, keys, lcovar, lnotes))
     for name, parts in tables.items():
         if parts:
@@ -690,7 +693,13 @@ _DESCRIPTIONS: dict[str, Any] = {
     "contrast": "Image contrast the method segmented",
     "term": "Predictor whose coefficient is reported",
     "beta": "Coefficient of the predictor (outcome units per mL, or log-odds per unit for logistic models)",
-    "se": "Standard error of beta (HC3 when hc3 is true)",
+    "se": "Standard error of beta used for ci, t and p (HC3 when hc3 is true)",
+    "se_classical": "Classical OLS standard error of beta",
+    "se_hc3": "HC3 heteroscedasticity-consistent standard error of beta",
+    "df_resid": "Residual degrees of freedom (t distribution of ci and p)",
+    "residual_sd": "Residual standard deviation of the model (square root of the residual mean square)",
+    "kind": "coefficient or threshold (ordinal model)",
+    "loglik": "Log-likelihood of the fitted model", "aic": "Akaike information criterion, -2 loglik + 2 parameters",
     "ci_low": {"Description": "Lower bound of the 95% confidence interval"},
     "ci_high": {"Description": "Upper bound of the 95% confidence interval"},
     "t": "t statistic", "z": "Wald z statistic",
@@ -733,12 +742,20 @@ _DESCRIPTIONS: dict[str, Any] = {
     "mean": "Mean", "sd": "Standard deviation", "median": "Median", "q1": "First quartile", "q3": "Third quartile",
     "min": "Minimum", "max": "Maximum",
     "A": "First level compared", "B": "Second level compared", "median_A": "Median of A", "median_B": "Median of B",
-    "median_diff": "Median of the paired differences A - B", "W": "Wilcoxon signed-rank statistic",
+    "median_diff": "Median of the paired differences A - B",
+    "n_nonzero": "Non-zero paired differences (zeros dropped)",
+    "T_plus": "Wilcoxon signed-rank sum of the positive differences A - B",
+    "T_minus": "Wilcoxon signed-rank sum of the negative differences A - B",
+    "alternative": "Alternative hypothesis of the test",
+    "test_method": "Null distribution used: exact, permutation or normal approximation",
+    "correction": "Whether a continuity correction was applied",
     "x": "First variable", "y": "Second variable", "r": "Pearson correlation coefficient",
     "source": "ANCOVA term", "ss": "Type II sum of squares", "df": "Degrees of freedom", "F": "F statistic",
     "np2": "Partial eta squared", "group": "EDSS course group", "adj_mean": "Mean adjusted to the covariate means",
-    "diff": "Adjusted mean A minus adjusted mean B", "p_unc": "Unadjusted p-value",
-    "p_adj": "Adjusted p-value (method in padjust)", "padjust": "p-value adjustment method",
+    "diff": "Adjusted mean A minus adjusted mean B",
+    "p_bonferroni": "Bonferroni-adjusted p-value over the pairs",
+    "p_tukey": "Tukey-adjusted p-value (studentized range of the adjusted means)",
+    "ci_adjust": "Adjustment of the confidence interval (bonferroni or tukey)",
     "n_subjects": "Subjects with an annualised change", "mean_annual_pct": {"Description": "Mean annual change", "Units": "%/year"},
     "sd_annual_pct": {"Description": "SD of the annual change across subjects", "Units": "%/year"},
     "difference_pct_per_year": {"Description": "Difference in annual atrophy to detect", "Units": "%/year"},
