@@ -226,8 +226,8 @@ def _association_lead(table: pd.DataFrame, what: str, unit: str) -> list[str]:
     significant = fitted[fitted["p_fdr"] < 0.05].sort_values("p_fdr")
     if significant.empty:
         best = fitted.loc[fitted["p_fdr"].idxmin()]
-        return [f"None of the {len(fitted)} {what} associations survives the Benjamini-Hochberg correction; the "
-                f"strongest is {_outcome(best['outcome'])} with {best['label']} (p_FDR {_p(best['p_fdr'])})."]
+        return [f"None of the {len(fitted)} {what} associations survives the Benjamini-Hochberg correction (the "
+                f"smallest p_FDR is {best['p_fdr']:.2f}, {_outcome(best['outcome'])} with {best['label']})."]
     shown = [f"{_outcome(r['outcome'])} with {r['label']} (β = {r['beta']:.3g} {unit}, p_FDR {_p(r['p_fdr'])})"
              for _, r in significant.head(4).iterrows()]
     more = f", and {len(significant) - 4} more" if len(significant) > 4 else ""
