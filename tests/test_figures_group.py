@@ -192,3 +192,10 @@ def test_many_methods_still_readable(tmp_path):
     with mpl.rc_context(STYLE):
         fig = figures_group.plot_containment(containment, colors)
     assert check_figure(fig) == []
+    volumes = pd.DataFrame([{"participant_id": f"sub-{i}", "session_id": session, "method": m, "contrast": "T1w",
+                             "volume_ml": 9 + rng.normal()} for i in range(20) for session in ("ses-1", "ses-2")
+                            for m in names])
+    for plot in (figures_group.plot_volume_matrix, figures_group.plot_volume_distribution):
+        with mpl.rc_context(STYLE):
+            fig = plot(volumes, colors)
+        assert check_figure(fig) == [], plot.__name__

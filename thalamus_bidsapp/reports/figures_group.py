@@ -236,7 +236,9 @@ def plot_volume_matrix(volumes: pd.DataFrame, colors: Mapping[str, str]) -> Figu
     methods = method_order(volumes["method"])
     wide = _wide_volumes(volumes)
     k = len(methods)
-    size = max(4.0, 1.35 * k)
+    # Panels wide enough for the method names under them (about 0.085 in per character at 9 pt).
+    panel = max(1.35, 0.085 * max(len(m) for m in methods) + 0.1)
+    size = max(4.0, panel * k)
     fig = Figure(figsize=(size, size), layout="constrained")
     axes = fig.subplots(k, k, squeeze=False)
     values = wide[methods].to_numpy(float)
