@@ -22,8 +22,8 @@ joined with participants.tsv and the sessions tables.
 
 EPILOG = """\
 exit status: 0 success; 1 some sessions failed (after all were attempted);
-64 usage error; 65 bad input data; 66 a required input is missing;
-73 an output cannot be written.
+64 usage error; 65 bad input data; 66 a required input is missing (with
+--check-tools: a step or method cannot run here); 73 an output cannot be written.
 
 example:
   thalamus-bidsapp /data/bids /data/out participant --participant-label 01 02 \\
@@ -64,17 +64,27 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser:
+    """The command-line parser; ``require_positionals=False`` for ``--check-tools``, which needs none."""
+    optional = {} if require_positionals else {"nargs": "?"}
     parser = _Parser(
         prog="thalamus-bidsapp",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("bids_dir", type=_existing_dir, help="the input BIDS dataset (never written to)")
-    parser.add_argument("output_dir", type=Path, help="the output BIDS derivatives dataset")
-    parser.add_argument("analysis_level", choices=["participant", "group"], help="processing stage")
+    parser.add_argument("bids_dir", type=_existing_dir, help="the input BIDS dataset (never written to)",
+                        **optional)
+    parser.add_argument("output_dir", type=Path, help="the output BIDS derivatives dataset", **optional)
+    parser.add_argument("analysis_level", choices=["participant", "group"], help="processing stage", **optional)
     parser.add_argument("--version", action="version", version=f"thalamus-bidsapp {__version__}")
+    parser.add_argument(
+        "--check-tools", nargs="?", const="all", choices=["all", "installed"], metavar="installed",
+        help="check what can run here and exit (no positional arguments needed): for every method (or those "
+        "named with --methods) and step, the executables (path, version), their libraries, the model files "
+        "and checksums, the FreeSurfer licence and the writable caches; exit 0 when all can run, 66 otherwise. "
+        "'--check-tools installed' does not require the licence (a run-time input), for checking an image",
+    )
 
     sel = parser.add_argument_group("selecting data")
     sel.add_argument(
