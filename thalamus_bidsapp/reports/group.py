@@ -498,10 +498,14 @@ def write_group_report(output_dir: Path) -> Path:
                      "extra": Markup(_participants_html(output_dir, subjects, statuses, links))})
 
     n_tables = sum(len(s["tables"]) for s in sections)
+    volumes = _read(group_dir / "volumes.tsv") if (group_dir / "volumes.tsv").is_file() else None
+    analysed = set(volumes["participant_id"].astype(str)) if volumes is not None and "participant_id" in volumes \
+        else set()
     template = _environment().from_string(_data_text("group_report.html"))
     page = template.render(
         title="Group report: thalamus segmentation benchmark",
-        subtitle=f"thalamus_bidsapp {version} · {len(subjects)} subject(s) · {len(figures.files)} figure(s) · "
+        subtitle=f"thalamus_bidsapp {version} · {len(set(subjects) | analysed)} subject(s) · "
+                 f"{len(figures.files)} figure(s) · "
                  f"{n_tables} table(s)",
         sections=sections, version=version, css=Markup(_data_text("report.css")),
         footer=f"thalamus_bidsapp {version}. Generated from group/, logs/ and the participant QC tables; links are "
