@@ -43,6 +43,7 @@ from thalamus_bidsapp.reports.figures_group import (
     FigureSet,
     bilateral_volumes,
     method_labels,
+    read_group_table,
     write_group_figures,
 )
 from thalamus_bidsapp.reports.palette import PNG_DPI
@@ -298,8 +299,7 @@ def _skip_reason(section_id: str, group_dir: Path, analyses: pd.DataFrame | None
         return None if (group_dir / "volumes.tsv").is_file() else \
             "Not run: no group volumes table (run the group level after the participant level)."
     if section_id == "agreement":
-        voxelwise = _read(group_dir / "agreement_voxelwise.tsv") if (group_dir / "agreement_voxelwise.tsv").is_file() \
-            else None
+        voxelwise = read_group_table(group_dir, "agreement_voxelwise")
         if voxelwise is None:
             return "Not run: the group level found no thalamus masks to compare."
         if voxelwise.empty:
@@ -369,8 +369,7 @@ def _qc_extra(output_dir: Path, group_dir: Path, links: dict[str, str]) -> tuple
     sessions = (f"{len(failed)} of {len(statuses)} session(s) in the run logs failed" if statuses
                 else "No run logs were found")
     lead = [f"{sessions}; {len(rows)} image(s) were excluded by the registration QC."]
-    exclusions = _read(group_dir / "clinical_exclusions.tsv") if (group_dir / "clinical_exclusions.tsv").is_file() \
-        else None
+    exclusions = read_group_table(group_dir, "clinical_exclusions")
     if exclusions is not None and "n_rows" in exclusions:
         lead.append(f"The clinical models left out {int(_num(exclusions, 'n_rows').fillna(0).sum())} row(s) for "
                     "missing or unusable values (table below).")
@@ -410,8 +409,7 @@ def _figure_entry(stem: str, files: tuple[Path, ...], group_dir: Path) -> dict:
 
 def _leads(section_id: str, group_dir: Path) -> list[str]:
     def table(stem: str) -> pd.DataFrame | None:
-        path = group_dir / f"{stem}.tsv"
-        return _read(path) if path.is_file() else None
+        return read_group_table(group_dir, stem)
 
     if section_id == "volumes":
         volumes = table("volumes")
@@ -464,7 +462,7 @@ def write_group_report(output_dir: Path) -> Path:
                       | {_subject_of(name) for name in statuses})
     links = _participant_links(output_dir, group_dir, subjects)
     figures = write_group_figures(group_dir) if group_dir.is_dir() else FigureSet()
-    analyses = _read(group_dir / "clinical_analyses.tsv") if (group_dir / "clinical_analyses.tsv").is_file() else None
+    analyses = read_group_table(group_dir, "clinical_analyses")
 
     sections, placed = [], set()
     for section_id, heading, nav, figure_stems, table_stems in SECTIONS:
@@ -498,7 +496,7 @@ def write_group_report(output_dir: Path) -> Path:
                      "extra": Markup(_participants_html(output_dir, subjects, statuses, links))})
 
     n_tables = sum(len(s["tables"]) for s in sections)
-    volumes = _read(group_dir / "volumes.tsv") if (group_dir / "volumes.tsv").is_file() else None
+    volumes = read_group_table(group_dir, "volumes")
     analysed = set(volumes["participant_id"].astype(str)) if volumes is not None and "participant_id" in volumes \
         else set()
     template = _environment().from_string(_data_text("group_report.html"))
