@@ -40,6 +40,7 @@ class RunConfig:
     stop_on_first_crash: bool = False
     verbosity: int = 0
     reports_only: bool = False
+    skip_running_sessions: bool = False
     run_id: str = ""
 
     def to_json(self) -> dict[str, Any]:

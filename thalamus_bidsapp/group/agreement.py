@@ -206,11 +206,40 @@ def _empty_warning(masks: Sequence[_Mask], names: Sequence[str], pid: str, sid: 
             )
 
 
+def _session_masks(method_paths: list, manual_path: Path | None) -> list[_Mask]:
+    """The method masks of one session (and its manual mask last), checked to share one grid."""
+    masks = [_read_mask(Path(p)) for p in method_paths]
+    ref = masks[0]
+    for m in masks[1:]:
+        if not _same_grid(ref, m):
+            why = f"shape {m.shape} vs {ref.shape}" if m.shape != ref.shape else "different affine"
+            raise ThalamusError(
+                f"mask {m.path} is not on the grid of {ref.path} of the same session ({why})",
+                exit_code=EXIT_DATAERR,
+            )
+    if manual_path is not None:
+        manual = _read_mask(manual_path)
+        if not _same_grid(ref, manual):
+            # space-T1w is the T1w reoriented to RAS+; a manual mask drawn on the raw T1w
+            # differs from it only in voxel order.
+            manual = _read_mask(manual_path, canonical=True)
+        if not _same_grid(ref, manual):
+            why = f"shape {manual.shape} vs {ref.shape}" if manual.shape != ref.shape else "different affine"
+            raise ThalamusError(
+                f"manual mask {manual.path} is not on the T1w grid of the session's method masks "
+                f"({why}; reference {ref.path})",
+                exit_code=EXIT_DATAERR,
+            )
+        masks.append(manual)
+    return masks
+
+
 def run_agreement(
     method_masks: pd.DataFrame,
     manual_masks: pd.DataFrame,
     out_dir: Path,
     figures: bool = True,
+    skip_bad_sessions: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """Agreement of every method's thalamus masks with the manual masks and with each other.
 
@@ -230,6 +259,10 @@ def run_agreement(
         figures under ``out_dir/figures``.
     figures : bool
         Draw the figures (PNG and SVG).
+    skip_bad_sessions : bool
+        A session whose masks cannot be read or are not on one grid is left
+        out (listed in the ``excluded`` table, with the reason) and the others
+        go on, instead of stopping with an error.
 
     Returns
     -------
@@ -238,7 +271,9 @@ def run_agreement(
         ``summary`` (median and IQR per method and metric), ``pairwise``
         (Wilcoxon tests between methods, BH adjusted per metric),
         ``containment`` (directed containment averaged across sessions) and
-        ``volumetric`` (CCC, OLS, ICC(3,1), Bland-Altman per method).
+        ``volumetric`` (CCC, OLS, ICC(3,1), Bland-Altman per method) and
+        ``excluded`` (participant_id, session_id, reason: sessions left out
+        with ``skip_bad_sessions``).
 
     Raises
     ------
@@ -285,34 +320,21 @@ def run_agreement(
     vox_rows: list[dict] = []
     sessions = methods_df.groupby(["key_pid", "key_sid"], sort=True)
     seen: set[tuple[str, str]] = set()
+    excluded_rows: list[dict] = []
     for (pid, sid), group in sessions:
-        seen.add((pid, sid))
         group = group.sort_values("method")
         names = list(group["method"])
-        masks = [_read_mask(Path(p)) for p in group["path"]]
-        ref = masks[0]
-        for m in masks[1:]:
-            if not _same_grid(ref, m):
-                why = f"shape {m.shape} vs {ref.shape}" if m.shape != ref.shape else "different affine"
-                raise ThalamusError(
-                    f"mask {m.path} is not on the grid of {ref.path} of the same session ({why})",
-                    exit_code=EXIT_DATAERR,
-                )
         manual_path = manual_by_session.get((pid, sid))
-        if manual_path is not None:
-            manual = _read_mask(manual_path)
-            if not _same_grid(ref, manual):
-                # space-T1w is the T1w reoriented to RAS+; a manual mask drawn on the raw T1w
-                # differs from it only in voxel order.
-                manual = _read_mask(manual_path, canonical=True)
-            if not _same_grid(ref, manual):
-                why = f"shape {manual.shape} vs {ref.shape}" if manual.shape != ref.shape else "different affine"
-                raise ThalamusError(
-                    f"manual mask {manual.path} is not on the T1w grid of the session's method masks "
-                    f"({why}; reference {ref.path})",
-                    exit_code=EXIT_DATAERR,
-                )
-            masks.append(manual)
+        try:
+            masks = _session_masks(list(group["path"]), manual_path)
+        except ThalamusError as err:
+            if not skip_bad_sessions:
+                raise
+            logger.error("agreement: %s %s left out: %s", pid, sid or "(no session)", err)
+            excluded_rows.append({"participant_id": group["participant_id"].iloc[0],
+                                  "session_id": group["session_id"].iloc[0], "reason": str(err)})
+            continue
+        seen.add((pid, sid))
         _empty_warning(masks, names + (["manual"] if manual_path is not None else []), pid, sid)
         counts, inter = session_counts(masks)
         k = len(names)
@@ -379,6 +401,7 @@ def run_agreement(
     )
 
     tables = {
+        "excluded": pd.DataFrame(excluded_rows, columns=["participant_id", "session_id", "reason"]),
         "voxelwise": voxelwise,
         "summary": summary,
         "pairwise": pairwise,

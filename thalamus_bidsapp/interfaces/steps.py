@@ -29,6 +29,25 @@ from thalamus_bidsapp.errors import EXIT_DATAERR, ThalamusError
 
 LOGGER = logging.getLogger(__name__)
 
+#: Declared by the interfaces that read input files from outside the work folder (raw images, a
+#: FreeSurfer subject): nipype keys cached results on a file's path, size and modification time, so a
+#: file edited in place (``touch -r``) would return the old result. The workflow fills it with a digest
+#: of the files' contents (see :func:`read_files`), which makes nipype recompute the node when they change.
+CONTENT_DIGEST_DESC = "sha256 of the contents of the input files read from outside the work folder"
+
+
+def read_files(node_inputs) -> list[str]:
+    """The files outside the work folder that a node with these inputs reads, known before it runs."""
+    names = {"in_file", "t1w", "t2w"}
+    files = [getattr(node_inputs, name) for name in sorted(names & set(node_inputs.copyable_trait_names()))]
+    files = [f for f in files if isdefined(f)]
+    subject_dir = getattr(node_inputs, "subject_dir", None)
+    if subject_dir is not None and isdefined(subject_dir):
+        # What thalamus_from_subject reads of a finished FreeSurfer subject.
+        files += [str(p) for p in (Path(subject_dir) / "mri" / "aseg.mgz", Path(subject_dir) / "stats" / "aseg.stats")
+                  if p.is_file()]
+    return files
+
 
 def _load(path: str) -> nib.spatialimages.SpatialImage:
     """Load an image, turning any reader failure into a clear error that names the file."""
@@ -68,6 +87,7 @@ def _save_json(data: dict, name: str) -> str:
 
 class _ReorientInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="image to reorient")
+    content_digest = traits.Str(desc=CONTENT_DIGEST_DESC)
 
 
 class _ReorientOutputSpec(TraitedSpec):
@@ -129,6 +149,7 @@ class BrainMask(SimpleInterface):
 class _FreeSurferThalamusInputSpec(BaseInterfaceInputSpec):
     subject_dir = traits.Directory(exists=True, mandatory=True, desc="finished FreeSurfer subject")
     reference = File(exists=True, mandatory=True, desc="reoriented T1w defining the output grid")
+    content_digest = traits.Str(desc=CONTENT_DIGEST_DESC)
 
 
 class _FreeSurferThalamusOutputSpec(_MaskOutputSpec):
@@ -160,6 +181,7 @@ class _ReconAllInputSpec(BaseInterfaceInputSpec):
     subjects_dir = traits.Str(mandatory=True, desc="SUBJECTS_DIR")
     license_file = File(exists=True, mandatory=True, desc="FreeSurfer license")
     nthreads = traits.Int(1, usedefault=True, desc="OpenMP threads")
+    content_digest = traits.Str(desc=CONTENT_DIGEST_DESC)
 
 
 class _ReconAllOutputSpec(TraitedSpec):

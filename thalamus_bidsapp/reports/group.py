@@ -82,7 +82,7 @@ SECTIONS: tuple[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], ...] = (
       "clinical_progression_logistic", "clinical_progression_subjects")),
     ("power", "Sample size for a trial", "Power", ("power_sample_size",), ("clinical_power",)),
     ("qc", "Quality control: failed sessions, excluded images and rows", "QC", (),
-     ("clinical_analyses", "clinical_exclusions")),
+     ("excluded_sessions", "clinical_analyses", "clinical_exclusions")),
 )
 #: Figure captions: what the marks mean (the title comes from figures_group.FIGURE_TITLES).
 CAPTIONS = {
@@ -369,6 +369,9 @@ def _qc_extra(output_dir: Path, group_dir: Path, links: dict[str, str]) -> tuple
     sessions = (f"{len(failed)} of {len(statuses)} session(s) in the run logs failed" if statuses
                 else "No run logs were found")
     lead = [f"{sessions}; {len(rows)} image(s) were excluded by the registration QC."]
+    excluded = read_group_table(group_dir, "excluded_sessions")
+    if excluded is not None and not excluded.empty:
+        lead.append(f"{len(excluded)} session(s) were left out of the group tables (table below, with the reasons).")
     exclusions = read_group_table(group_dir, "clinical_exclusions")
     if exclusions is not None and "n_rows" in exclusions:
         lead.append(f"The clinical models left out {int(_num(exclusions, 'n_rows').fillna(0).sum())} row(s) for "
@@ -441,13 +444,17 @@ def _lead_of(section_id: str, group_dir: Path) -> list[str]:
         return []
 
 
-def write_group_report(output_dir: Path) -> Path:
+def write_group_report(output_dir: Path, group_dir: Path | None = None) -> Path:
     """Draw the group figures and write ``<output_dir>/group/report.html`` from the group tables and run logs.
 
     Parameters
     ----------
     output_dir
         The output derivatives dataset (the only thing read).
+    group_dir
+        The folder of the group tables and figures, where the report goes
+        (default ``output_dir/group``; the group level builds a new set in a
+        temporary folder beside it).
 
     Returns
     -------
@@ -455,7 +462,7 @@ def write_group_report(output_dir: Path) -> Path:
         The report (rewritten only when its content changed; so are the figures).
     """
     output_dir = Path(output_dir)
-    group_dir = output_dir / "group"
+    group_dir = Path(group_dir) if group_dir is not None else output_dir / "group"
     version = pipeline_version(output_dir)
     statuses = read_session_statuses(output_dir)
     subjects = sorted({p.name for p in output_dir.glob("sub-*") if p.is_dir()}
