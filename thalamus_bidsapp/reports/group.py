@@ -103,8 +103,8 @@ CAPTIONS = {
                              "correction across the family.",
     "longitudinal_forest": "OLS change in outcome ~ change in thalamus volume + covariates: β per mL with 95% CI; "
                            "filled: significant after Benjamini-Hochberg correction.",
-    "longitudinal_change": "Thalamic volume change from baseline to follow-up in % of baseline, per method and by "
-                           "diagnosis.",
+    "longitudinal_change": "Thalamic volume change from baseline to follow-up in % of baseline, per method (and by "
+                           "diagnosis where participants.tsv records it).",
     "progression_change": "Thalamic volume change in % of baseline by EDSS course (confirmed-change thresholds), "
                           "methods side by side.",
     "power_sample_size": "Subjects per arm to detect the configured difference in annual thalamic atrophy "
