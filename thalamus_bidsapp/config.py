@@ -12,7 +12,10 @@ class RunConfig:
     """Everything a run needs to know, built once from the command line.
 
     Paths are absolute. ``methods`` is None when the user did not choose:
-    then every method whose tool is found runs.
+    then every method whose tool is found runs. ``nprocs``, ``omp_nthreads``
+    and ``mem_gb`` are None when not given: the participant level applies the
+    thread rule of :mod:`thalamus_bidsapp.resources` once it knows how many
+    sessions run.
     """
 
     bids_dir: Path
@@ -34,8 +37,9 @@ class RunConfig:
     flirt_cutoff: float = 0.25
     ants_cutoff: float = 0.30
     clinical_config: Path | None = None
-    nprocs: int = 1
-    omp_nthreads: int = 1
+    nprocs: int | None = None
+    omp_nthreads: int | None = None
+    mem_gb: float | None = None
     skip_bids_validation: bool = False
     stop_on_first_crash: bool = False
     verbosity: int = 0

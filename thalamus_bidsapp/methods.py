@@ -60,33 +60,50 @@ class ToolCheck:
 
 
 def check_tools(config: RunConfig) -> ToolCheck:
-    """Look for FSL, DBSegment and the MindGlide weights once per run (FreeSurfer is per session)."""
-    from thalamus_bidsapp.interfaces import dbsegment, first, meshnet, mindglide
+    """Look for FSL, DBSegment, MeshNet and the MindGlide weights once per run (FreeSurfer is per session).
 
+    Only the methods that can be asked for are checked: those of ``--methods``
+    when given (a MeshNet-only run neither looks for FSL nor hashes MindGlide
+    weights), else all of them.
+    """
+    wanted = set(config.methods) if config.methods is not None else set(AVAILABLE_METHODS)
     reasons: dict[str, str | None] = {}
     dbsegment_model = mindglide_model = meshnet_model = None
-    try:
-        first.run_first_all_path()
-        reasons["first"] = None
-    except ThalamusError as err:
-        reasons["first"] = str(err)
-    try:
-        dbsegment.find_dbsegment(None)
-        dbsegment_model = dbsegment.find_model_folder(config.dbsegment_model)
-        reasons["dbsegment"] = None
-    except ThalamusError as err:
-        reasons["dbsegment"] = str(err)
-    try:
-        mindglide_model = mindglide.resolve_weights(config.mindglide_model, allow_download=False)
-        reasons["mindglide"] = None
-    except ThalamusError as err:
-        reasons["mindglide"] = str(err)
-    try:
-        # Downloads the weights on first use (then cached); offline, give --meshnet-model.
-        meshnet_model = meshnet.resolve_model_dir(config.meshnet_model)
-        reasons["meshnet"] = None
-    except ThalamusError as err:
-        reasons["meshnet"] = str(err)
+    if "first" in wanted:
+        from thalamus_bidsapp.interfaces import first
+
+        try:
+            first.run_first_all_path()
+            reasons["first"] = None
+        except ThalamusError as err:
+            reasons["first"] = str(err)
+    if "dbsegment" in wanted:
+        from thalamus_bidsapp.interfaces import dbsegment
+
+        try:
+            dbsegment.find_dbsegment(None)
+            dbsegment_model = dbsegment.find_model_folder(config.dbsegment_model)
+            reasons["dbsegment"] = None
+        except ThalamusError as err:
+            reasons["dbsegment"] = str(err)
+    if "mindglide" in wanted:
+        from thalamus_bidsapp.interfaces import mindglide
+
+        try:
+            mindglide_model = mindglide.resolve_weights(config.mindglide_model, allow_download=False)
+            reasons["mindglide"] = None
+        except ThalamusError as err:
+            reasons["mindglide"] = str(err)
+    if "meshnet" in wanted:
+        from thalamus_bidsapp.interfaces import meshnet
+
+        try:
+            # Downloads the weights on first use (then cached); offline, give --meshnet-model.
+            # The sha256 of the files is remembered (bidsio.checksums), so it is computed once.
+            meshnet_model = meshnet.resolve_model_dir(config.meshnet_model)
+            reasons["meshnet"] = None
+        except ThalamusError as err:
+            reasons["meshnet"] = str(err)
     return ToolCheck(reasons=reasons, dbsegment_model=dbsegment_model, mindglide_model=mindglide_model,
                      meshnet_model=meshnet_model)
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import os
 import re
 import socket
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -23,8 +28,13 @@ from thalamus_bidsapp.errors import EXIT_CANTCREAT, EXIT_NOINPUT, EXIT_OK, EXIT_
 from thalamus_bidsapp.interrupts import InterruptGuard, Interrupted, terminate_children
 from thalamus_bidsapp.methods import MethodPlan, check_tools, plan_methods
 from thalamus_bidsapp.preflight import PreflightFailure, PreparedSession, preflight_session
+from thalamus_bidsapp.resources import POLL_SECONDS, ResourcePlan, plan_resources, thread_limits
+from thalamus_bidsapp.timings import RunTimings
 
 LOGGER = logging.getLogger(__name__)
+
+#: What the reports import (matplotlib: about a second), loaded while the workflow runs.
+REPORT_MODULES = ("thalamus_bidsapp.reports.participant", "matplotlib.figure", "matplotlib.backends.backend_svg")
 
 
 @dataclass(frozen=True)
@@ -38,9 +48,13 @@ class SessionStatus:
 def find_sessions(config: RunConfig) -> list[inputs.SessionInputs]:
     """Index the input (and derivatives) datasets and list the sessions to process."""
     database_dir = config.work_dir / "bids_index"
-    layout = inputs.open_layout(config.bids_dir, validate=not config.skip_bids_validation, database_dir=database_dir)
+    # With --participant-label, only those subjects' folders are indexed and validated.
+    others = other_subjects_pattern(config.bids_dir, config.participant_labels)
+    layout = inputs.open_layout(config.bids_dir, validate=not config.skip_bids_validation, database_dir=database_dir,
+                                extra_ignore=others)
     derivative_layouts = {
-        name: inputs.open_layout(path, validate=False, database_dir=database_dir, derivatives=True)
+        name: inputs.open_layout(path, validate=False, database_dir=database_dir, derivatives=True,
+                                 extra_ignore=others)
         for name, path in config.derivatives.items()
     }
     queries = inputs.load_queries(config.bids_filter_file)
@@ -53,7 +67,21 @@ def find_sessions(config: RunConfig) -> list[inputs.SessionInputs]:
     )
 
 
-def run_participant(config: RunConfig) -> int:
+def other_subjects_pattern(bids_dir: Path, labels: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """pybids ignore pattern for every ``sub-*`` folder but the requested ones (none without labels).
+
+    When a requested subject has no folder, nothing is left out, so the
+    error about the unknown label lists every subject of the dataset.
+    """
+    import re
+
+    wanted = sorted({inputs.strip_prefix(label, "sub") for label in labels})
+    if not wanted or not all((Path(bids_dir) / f"sub-{label}").is_dir() for label in wanted):
+        return ()
+    return (rf"^/sub-(?!(?:{'|'.join(re.escape(label) for label in wanted)})(?:/|$))[^/]+",)
+
+
+def run_participant(config: RunConfig, started: float | None = None) -> int:
     """Run the participant level; returns the exit status.
 
     0 when every session succeeded; 1 when some failed; 73 when a session
@@ -61,29 +89,39 @@ def run_participant(config: RunConfig) -> int:
     folder). SIGINT/SIGTERM stop the run: the running sessions are recorded
     as interrupted and :class:`~thalamus_bidsapp.interrupts.Interrupted` is
     raised again for the caller (exit 130/143).
+
+    ``started`` (a ``time.time()`` value) is when the command started, so the
+    timings include the start-up before this call.
     """
     if config.reports_only:
         return write_reports(config.output_dir, _report_subjects(config))
-    sessions = find_sessions(config)
+    timings = RunTimings(started=started)
+    if started is not None:
+        timings.add("n/a", "startup", "phase", started, time.time())
+    with timings.phase("index"):
+        sessions = find_sessions(config)
     statuses: dict[str, SessionStatus] = {}
     prepared: dict[str, PreparedSession] = {}
-    for session in sessions:
-        for note in session.notes:
-            LOGGER.warning("%s: %s", session.name, note)
-        try:
-            prepared[session.name] = preflight_session(session, config.work_dir)
-        except PreflightFailure as err:
-            LOGGER.error("%s: skipped: %s", session.name, err)
-            statuses[session.name] = SessionStatus(session.name, "failed", str(err))
-        else:
-            _log_missing_optional(session)
+    with timings.phase("preflight"):
+        for session in sessions:
+            for note in session.notes:
+                LOGGER.warning("%s: %s", session.name, note)
+            try:
+                prepared[session.name] = preflight_session(session, config.work_dir)
+            except PreflightFailure as err:
+                LOGGER.error("%s: skipped: %s", session.name, err)
+                statuses[session.name] = SessionStatus(session.name, "failed", str(err))
+            else:
+                _log_missing_optional(session)
     if not prepared and all(s.t1w is None for s in sessions):
         raise ThalamusError(
             "no T1w image found for the requested participants: " + ", ".join(s.name for s in sessions),
             EXIT_NOINPUT,
         )
-    tools = check_tools(config)
-    plans = {name: plan_methods(ready.session, config, tools) for name, ready in prepared.items()}
+    log_dir = config.output_dir / "logs" / config.run_id
+    with timings.phase("tool_check"):
+        tools = check_tools(config)
+        plans = {name: plan_methods(ready.session, config, tools) for name, ready in prepared.items()}
     _check_some_method_runs(plans)
     for name, plan in plans.items():
         if not plan.run:
@@ -91,12 +129,14 @@ def run_participant(config: RunConfig) -> int:
             LOGGER.error("%s: skipped: %s", name, reason)
             statuses[name] = SessionStatus(name, "failed", reason)
     runnable = [ready for name, ready in prepared.items() if plans[name].run]
-
-    log_dir = config.output_dir / "logs" / config.run_id
-    write_dataset_description(config.output_dir, config.bids_dir, config.derivatives)
-    write_json(config.to_json(), log_dir / "config.json")
-    write_citations(config.output_dir / "logs" / "CITATION.md", plans.values())
-    write_json(session_plans([ready.session for ready in prepared.values()], plans, prepared), log_dir / "methods.json")
+    resources = plan_resources(len(runnable), nprocs=config.nprocs, omp_nthreads=config.omp_nthreads,
+                               mem_gb=config.mem_gb)
+    with timings.phase("setup"):
+        write_dataset_description(config.output_dir, config.bids_dir, config.derivatives)
+        write_json({**config.to_json(), "resources": vars(resources)}, log_dir / "config.json")
+        write_citations(config.output_dir / "logs" / "CITATION.md", plans.values())
+        write_json(session_plans([ready.session for ready in prepared.values()], plans, prepared),
+                   log_dir / "methods.json")
 
     interrupted = None
     if runnable:
@@ -106,8 +146,11 @@ def run_participant(config: RunConfig) -> int:
         running = f"in progress: process {pid} on {host}, run {config.run_id}"
         _write_statuses({**statuses, **{s.session.name: SessionStatus(s.session.name, RUNNING, running)
                                         for s in runnable}}, log_dir)
-        outcome, interrupted = _run_workflow(runnable, plans, config, crash_root=log_dir / "crash")
+        outcome, interrupted = _run_workflow(runnable, plans, config, resources, timings,
+                                             crash_root=log_dir / "crash")
         statuses.update(outcome)
+        for ready in runnable:
+            LOGGER.info("timings: %s", timings.session_summary(ready.session.name))
     _write_statuses(statuses, log_dir)
     if interrupted is not None:
         raise interrupted
@@ -115,8 +158,12 @@ def run_participant(config: RunConfig) -> int:
     for status in failed:
         LOGGER.error("%s failed: %s", status.session, status.reason)
     LOGGER.info("participant level done: %d of %d sessions succeeded", len(statuses) - len(failed), len(statuses))
-    write_reports(config.output_dir, sorted({f"sub-{s.subject}" for s in sessions}),
-                  {name: dict(plan.skipped) for name, plan in plans.items()})
+    with timings.phase("reports"):
+        write_reports(config.output_dir, sorted({f"sub-{s.subject}" for s in sessions}),
+                      {name: dict(plan.skipped) for name, plan in plans.items()})
+    timings.add("n/a", "total", "phase", timings.started, time.time())
+    timings.write(log_dir / "timings.tsv")
+    LOGGER.info("timings of this run: %s", log_dir / "timings.tsv")
     if any(s.exit_code == EXIT_CANTCREAT for s in failed):
         return EXIT_CANTCREAT
     return EXIT_SESSIONS_FAILED if failed else EXIT_OK
@@ -212,10 +259,41 @@ def _log_missing_optional(session: inputs.SessionInputs) -> None:
             LOGGER.info("%s: no %s image; skipping %s", session.name, role, steps)
 
 
+def _start_workers(resources: ResourcePlan, status_callback):
+    """nipype's plugin for the run: a MultiProc plugin whose worker processes exist already, or ``"Linear"``.
+
+    Starting the workers before the run (they are forked from this process,
+    inheriting its thread limits and loaded modules) means no fork happens
+    afterwards, so the main process may safely load modules in a thread
+    while the workflow runs.
+    """
+    if resources.plugin != "MultiProc":
+        return resources.plugin
+    from nipype.pipeline.plugins import MultiProcPlugin
+
+    runner = MultiProcPlugin(plugin_args={**resources.plugin_args(), "status_callback": status_callback})
+    # With the fork start method every worker is created at the first submission.
+    runner.pool.submit(os.getpid).result()
+    return runner
+
+
+def _import_modules(modules: tuple[str, ...]) -> None:
+    """Import ``modules`` ahead of the code that needs them (a failure is left to that code to report)."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as err:
+            LOGGER.debug("could not import %s ahead of time: %s", name, err)
+
+
 def _run_workflow(
     sessions: list[PreparedSession],
     plans: dict[str, MethodPlan],
     config: RunConfig,
+    resources: ResourcePlan,
+    timings: RunTimings,
     crash_root: Path,
 ) -> tuple[dict[str, SessionStatus], Interrupted | None]:
     """Run the sessions' workflows; publish each session when all its steps have finished.
@@ -224,37 +302,40 @@ def _run_workflow(
     the run (None when it ran to the end).
     """
     from nipype.interfaces.utility import IdentityInterface
-    from nipype.pipeline.plugins import LinearPlugin, MultiProcPlugin
 
     from thalamus_bidsapp.workflows.participant import init_participant_wf, workflow_name
 
     staging = Staging(config.output_dir, config.run_id).open()
     names = [ready.session.name for ready in sessions]
     originals = {copy: original for ready in sessions for copy, original in ready.originals.items()}
-    workflow = init_participant_wf(
-        [ready.session for ready in sessions],
-        plans,
-        dataset_roots={"raw": config.bids_dir, **config.derivatives},
-        output_dir=config.output_dir,
-        work_dir=config.work_dir,
-        crash_root=crash_root,
-        omp_nthreads=config.omp_nthreads,
-        flirt_cutoff=config.flirt_cutoff,
-        ants_cutoff=config.ants_cutoff,
-        publish_dirs={name: staging.session_dir(name) for name in names},
-        input_records={ready.session.name: ready.record for ready in sessions},
-        original_files=originals,
-    )
-    workflow.config["execution"].update({
-        "crashfile_format": "txt",
-        "crashdump_dir": str(crash_root),
-        "stop_on_first_crash": config.stop_on_first_crash,
-        "remove_unnecessary_outputs": False,
-        "check_version": False,
-        # nipype's graph report (index.html, graph.json) sits at the top of the work folder, where jobs
-        # sharing it (a SLURM array) would write it at once; nothing reads it.
-        "create_report": False,
-    })
+    with timings.phase("workflow_setup"):
+        workflow = init_participant_wf(
+            [ready.session for ready in sessions],
+            plans,
+            dataset_roots={"raw": config.bids_dir, **config.derivatives},
+            output_dir=config.output_dir,
+            work_dir=config.work_dir,
+            crash_root=crash_root,
+            omp_nthreads=resources.omp_nthreads,
+            flirt_cutoff=config.flirt_cutoff,
+            ants_cutoff=config.ants_cutoff,
+            publish_dirs={name: staging.session_dir(name) for name in names},
+            input_records={ready.session.name: ready.record for ready in sessions},
+            original_files=originals,
+        )
+        workflow.config["execution"].update({
+            "crashfile_format": "txt",
+            "crashdump_dir": str(crash_root),
+            "stop_on_first_crash": config.stop_on_first_crash,
+            "remove_unnecessary_outputs": False,
+            "check_version": False,
+            # nipype looks for finished nodes every 2 s by default: seconds lost between steps.
+            "poll_sleep_duration": POLL_SECONDS,
+            # nipype's graph report (index.html, graph.json) sits at the top of the work folder, where jobs
+            # sharing it (a SLURM array) would write it at once; nothing reads it.
+            "create_report": False,
+        })
+    timings.sessions.update({workflow_name(ready.session): ready.session.name for ready in sessions})
     # nipype drops identity nodes when it flattens the graph: count the nodes that really run.
     node_counts = {}
     for ready in sessions:
@@ -264,16 +345,32 @@ def _run_workflow(
     guard = InterruptGuard()
     tracker = _SessionTracker(node_counts, {workflow_name(ready.session): ready.session.name for ready in sessions},
                               staging, guard)
-    LOGGER.info("running %d session(s) with %d process(es); work dir %s",
-                len(sessions), config.nprocs, config.work_dir)
-    args = {"status_callback": tracker}
-    runner = LinearPlugin(plugin_args=args) if config.nprocs == 1 else MultiProcPlugin(plugin_args={
-        **args, "n_procs": config.nprocs, "raise_insufficient": False, "maxtasksperchild": 1})
+
+    def node_status(node, status: str) -> None:
+        timings.node_status(node, status)
+        tracker(node, status)
+
+    LOGGER.info("running %s; work dir %s", resources.describe(), config.work_dir)
     interrupted = None
+    runner = None
+    prefetch = None
     try:
         with guard:
+            with timings.phase("workers"), thread_limits(resources.omp_nthreads):
+                # Worker processes inherit the thread limits of the tools they run.
+                runner = _start_workers(resources, node_status)
+            if not isinstance(runner, str):
+                # The workers exist already (no fork follows), so the main process, idle while the
+                # networks run, can load the report's plotting library meanwhile.
+                prefetch = threading.Thread(target=_import_modules, args=(REPORT_MODULES,), daemon=True)
+                prefetch.start()
             try:
-                workflow.run(plugin=runner)
+                with timings.phase("workflow"), thread_limits(resources.omp_nthreads), _frozen_heap():
+                    if isinstance(runner, str):
+                        workflow.run(plugin=runner, plugin_args={**resources.plugin_args(),
+                                                                 "status_callback": node_status})
+                    else:
+                        workflow.run(plugin=runner)
             except RuntimeError as err:
                 # nipype raises once at the end; the crash folders say which sessions failed.
                 LOGGER.debug("nipype reported failures: %s", err)
@@ -286,6 +383,11 @@ def _run_workflow(
             logging.getLogger("concurrent.futures").addFilter(_no_broken_pool)
             pool.shutdown(wait=False, cancel_futures=True)
         terminate_children()
+    finally:
+        if prefetch is not None:
+            prefetch.join()  # never leave an import half done when the next process is forked
+        if runner is not None and not isinstance(runner, str) and interrupted is None:
+            runner.pool.shutdown(wait=False)  # nipype does it after a normal run; this covers an early error
     statuses = {}
     try:
         for ready in sessions:
@@ -391,6 +493,23 @@ def _write_error(summary: str, staging: Staging, config: RunConfig) -> str | Non
         return None
     target = staging.final_path(match["filename"]) if match["filename"] else "a file"
     return f"cannot write {target}: {match['strerror']}"
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Exempt the objects that exist before the run (torch, pybids, pandas) from garbage collection.
+
+    nipype's scheduler calls ``gc.collect()`` around every node; with those
+    libraries loaded each call walks some 300 000 objects (0.3 to 2 s), which
+    adds seconds between the steps of a session. Frozen objects are never
+    collected, so only what the run itself creates is scanned.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _crash_summary(crash_file: Path) -> str:

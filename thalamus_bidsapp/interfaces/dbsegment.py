@@ -51,7 +51,7 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import map_coordinates
 
-from thalamus_bidsapp.bidsio.checksums import file_digest
+from thalamus_bidsapp.bidsio.checksums import remembered_model_digest
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
 from thalamus_bidsapp.image.ensembles import mask_like
 
@@ -419,7 +419,7 @@ def model_checksums(model_folder: str | os.PathLike, folds: Sequence[int] | None
     for fold in folds or (4, 6):
         path = model_bundle(model_folder, folds) / f"fold_{fold}" / "model_final_checkpoint.model"
         if path.is_file():
-            sums[f"fold_{fold}"] = file_digest(path)
+            sums[f"fold_{fold}"] = remembered_model_digest(path)
     return sums
 
 

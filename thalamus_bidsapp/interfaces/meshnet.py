@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from thalamus_bidsapp.bidsio.checksums import CHUNK_BYTES, file_digest
+from thalamus_bidsapp.bidsio.checksums import CHUNK_BYTES, file_digest, remembered_model_digest
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
 from thalamus_bidsapp.image.conform import (
     CONFORMED_ORIENTATION,
@@ -150,7 +150,7 @@ def verify_model_dir(model_dir: Path, spec: MeshNetModelSpec | None = None) -> d
                 f"MeshNet model file missing: {path} (expected sha256 {expected}); {_how_to_fix(spec)}",
                 EXIT_NOINPUT,
             )
-        actual = file_digest(path)
+        actual = remembered_model_digest(path)
         if actual != expected:
             raise ThalamusError(
                 f"MeshNet model file corrupted: {path} has sha256 {actual}, expected sha256 {expected}; "
@@ -208,7 +208,7 @@ def _fill_cache(cache_dir: Path, spec: MeshNetModelSpec) -> None:
     for fname in MODEL_FILES:
         path = cache_dir / fname
         expected = spec.sha256[fname]
-        if path.is_file() and file_digest(path) == expected:
+        if path.is_file() and remembered_model_digest(path) == expected:
             continue
         if path.exists():
             logger.warning("cached MeshNet file %s does not match sha256 %s; downloading it again", path, expected)

@@ -89,7 +89,8 @@ def init_segmentation_wf(
         workflow.connect(envelopes[plan.envelope], "record_file", mindglide, "envelope_record")
         producers.append((mindglide, "record_files"))
 
-    merge = pe.Node(niu.Merge(max(len(producers), 1), ravel_inputs=True), name="merge_records")
+    merge = pe.Node(niu.Merge(max(len(producers), 1), ravel_inputs=True), name="merge_records",
+                    run_without_submitting=True)
     for index, (node, field) in enumerate(producers, start=1):
         workflow.connect(node, field, merge, f"in{index}")
     workflow.connect(merge, "out", outputnode, "record_files")
