@@ -43,8 +43,7 @@ from thalamus_bidsapp.image.ensembles import binary, check_same_grid, mask_like
 
 logger = logging.getLogger(__name__)
 
-#: Envelope masks MindGlide's DGM may be intersected with; "first" is the paper's.
-ENVELOPES: tuple[str, ...] = ("first", "freesurfer", "dbsegment", "meshnet")
+#: The paper's envelope mask (the methods that can be one are declared in the method registry).
 DEFAULT_ENVELOPE = "first"
 DGM_NAME = "DGM"
 SW_OVERLAP = 0.5
@@ -344,9 +343,6 @@ def mindglide_thalamus(
 
 def provenance(model: MindGlideModel, envelope: str = DEFAULT_ENVELOPE, contrast: str | None = None) -> dict[str, Any]:
     """Sidecar fields: tool, version, call, model path and sha256, label taken, envelope."""
-    if envelope not in ENVELOPES:
-        raise ThalamusError(f"unknown MindGlide envelope {envelope!r}; choose one of {', '.join(ENVELOPES)}",
-                            EXIT_DATAERR)
     from mindglide.consts import PATCH_SIZE
 
     label = dgm_label()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from thalamus_bidsapp.bidsio.atomic import read_tsv
+from thalamus_bidsapp.bidsio.atomic import read_tsv, write_if_changed
 from thalamus_bidsapp.reports.participant import (
     column_descriptions,
     esc,
@@ -33,7 +33,6 @@ from thalamus_bidsapp.reports.participant import (
     read_session_statuses,
     registration_exclusions,
     render_page,
-    write_if_changed,
 )
 
 LOGGER = logging.getLogger(__name__)

@@ -55,13 +55,12 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from thalamus_bidsapp.bidsio.atomic import atomic_path, read_tsv
+from thalamus_bidsapp.bidsio.atomic import read_tsv, write_if_changed
+from thalamus_bidsapp.reports.registration_figures import draw_registration_figures
+from thalamus_bidsapp.methods.registry import all_methods, method_names, method_of_mask
 
 LOGGER = logging.getLogger(__name__)
 
-#: Methods the app knows, in report order (mirrors ``thalamus_bidsapp.methods.AVAILABLE_METHODS``;
-#: not imported from there because that module pulls in pybids, which a report does not need).
-KNOWN_METHODS = ("freesurfer", "first", "dbsegment", "meshnet", "mindglide")
 #: Optional inputs and the steps that do not run without them (as logged by the participant level).
 OPTIONAL_INPUTS = {
     "FLAIR": "FLAIR registration and MindGlide on FLAIR",
@@ -124,21 +123,6 @@ def render_page(*, title: str, subtitle: str, toc: Iterable[tuple[str, str]], bo
     nav = " ".join(f'<a href="#{esc(anchor)}">{esc(label)}</a>' for anchor, label in toc)
     return template.substitute(title=esc(title), subtitle=subtitle, toc=nav, body=body, footer=footer,
                                css=_data_text("report.css"), version=esc(version))
-
-
-def write_if_changed(content: str | bytes, path: Path) -> bool:
-    """Write ``content`` to ``path`` atomically unless the file already holds it; True if written.
-
-    Reports and figures are regenerated on every run and with ``--reports-only``;
-    leaving identical files alone keeps a re-run from touching finished outputs.
-    """
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    path = Path(path)
-    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
-        return False
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return True
 
 
 def column_descriptions(tsv: Path) -> dict[str, str]:
@@ -418,10 +402,9 @@ class MaskInfo:
 
     @property
     def method_family(self) -> str:
-        """The method the mask comes from (``mindglideFLAIR`` and ``ensemble*`` -> ``mindglide``)."""
-        if self.desc.startswith(("mindglide", "ensemble")):
-            return "mindglide"
-        return str(self.sidecar.get("Method") or self.desc)
+        """The registered method the mask comes from (e.g. MindGlide's ``mindglideFLAIR`` and ``ensemble*``)."""
+        method = method_of_mask(self.desc)
+        return method.name if method else str(self.sidecar.get("Method") or self.desc)
 
 
 @dataclass
@@ -677,7 +660,7 @@ def _session_html(session: SessionReport, output_dir: Path) -> str:
     ran = sorted(_methods_ran(session))
     descs = ", ".join(f"<code>{esc(m.desc)}</code>" for m in session.masks)
     parts.append(f"<p>Ran: {esc(', '.join(ran)) or 'none'}" + (f" (masks {descs})" if descs else "") + ".</p>")
-    not_run = [m for m in KNOWN_METHODS if m not in ran]
+    not_run = [m for m in method_names() if m not in ran]
     rows = []
     for method in list(not_run) + [m for m in session.skipped if m not in not_run and m not in ran]:
         reason = session.skipped.get(method)
@@ -704,9 +687,11 @@ def _session_html(session: SessionReport, output_dir: Path) -> str:
         parts.append('<div class="figures">')
         for overlay in session.overlays:
             image = overlay.stem.rsplit("_desc-registration_", 1)[-1]
-            parts.append(f'<figure><img src="{href(overlay, output_dir)}" alt="{esc(overlay.name)}" loading="lazy">'
-                         f"<figcaption>{esc(image)} registered to the T1w (grey) with the T1w edges "
-                         f"(yellow).</figcaption></figure>")
+            # An <object>, not an <img>: the SVG's hover (flicker) only works in a live document.
+            parts.append(f'<figure><object type="image/svg+xml" data="{href(overlay, output_dir)}" '
+                         f'aria-label="{esc(overlay.name)}"></object>'
+                         f"<figcaption>The T1w and the {esc(image)} registered onto it, at the same cuts "
+                         f"(hover to flicker between them); red: the T1w brain mask outline.</figcaption></figure>")
         parts.append("</div>")
 
     if session.masks:
@@ -746,6 +731,10 @@ class _References:
         self.order: list[str] = []
 
     def cite(self, *keys: str) -> str:
+        """The reference mark of citation keys (``data/citations.json`` keys or registered method names)."""
+        for method in all_methods():
+            if method.name in keys and method.name not in self.table:
+                self.table[method.name] = {"text": method.citation}
         numbers = []
         for key in keys:
             if key not in self.table:
@@ -805,33 +794,11 @@ def methods_paragraph(sessions: list[SessionReport], version: str) -> tuple[str,
 
     masks = [m for session in sessions for m in session.masks]
     clauses = []
-    for family in KNOWN_METHODS:
-        members = [m for m in masks if m.method_family == family]
-        if not members:
-            continue
-        tools = sorted({_tool_text(m.sidecar) for m in members if _tool_text(m.sidecar)
-                        and not str(m.sidecar.get("Tool", "")).startswith("thalamus_bidsapp")})
-        label = esc(", ".join(tools) or family)
-        cite = refs.cite(family)
-        if family == "freesurfer":
-            clauses.append(f"{label} {cite} (aseg labels 10 and 49, left and right thalamus)")
-        elif family == "first":
-            clauses.append(f"{label} {cite} (L_Thal and R_Thal merged)")
-        elif family == "dbsegment":
-            clauses.append(f"{label} {cite} (thalamic nuclei labels merged)")
-        elif family == "meshnet":
-            models = sorted({str(m.sidecar.get("Model")) for m in members if m.sidecar.get("Model")})
-            clauses.append(f"{label} {cite}" + (f" (model {esc(', '.join(models))})" if models else ""))
-        elif family == "mindglide":
-            contrasts = sorted({str(m.sidecar.get("Contrast")) for m in members
-                                if m.desc.startswith("mindglide") and m.sidecar.get("Contrast")})
-            envelopes = sorted({str(m.sidecar.get("Envelope")) for m in members if m.sidecar.get("Envelope")})
-            text = f"{label} {cite} on {esc(', '.join(contrasts) or 'T1w')}, its deep grey matter label " \
-                   f"intersected with the {esc(', '.join(envelopes) or 'FIRST')} thalamus mask"
-            if any(m.desc.startswith("ensemble") for m in members):
-                text += "; ensembles of these masks by voxel-wise mean binarised at 0.5"
-            clauses.append(text)
-    for family in sorted({m.method_family for m in masks} - set(KNOWN_METHODS)):
+    for method in all_methods():
+        members = [m for m in masks if m.method_family == method.name]
+        if members:
+            clauses.append(esc(method.methods_sentence(members, refs.cite)))
+    for family in sorted({m.method_family for m in masks} - set(method_names())):
         clauses.append(esc(family))
     if clauses:
         paragraphs.append("The thalamus was segmented with " + "; ".join(clauses) + ". Volumes are the voxel "
@@ -884,6 +851,8 @@ def write_participant_report(
         source = "<code>logs/&lt;run&gt;/methods.json</code>" if recorded else ""
     figures_dir = output_dir / subject / "figures"
     for session in sessions:
+        if session.anat is not None and session.anat.is_dir():
+            draw_registration_figures(session.anat, session.name, figures_dir)
         _read_session(session, output_dir, links)
         reasons = recorded.get(session.name)
         if reasons is None and session.label:

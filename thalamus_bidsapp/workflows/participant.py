@@ -11,7 +11,7 @@ from nipype.pipeline import engine as pe
 from thalamus_bidsapp.bidsio.derivatives import bids_uri
 from thalamus_bidsapp.bidsio.inputs import SessionInputs
 from thalamus_bidsapp.bidsio.tables import volumes_columns
-from thalamus_bidsapp.interfaces.steps import BrainMask, ConcatTables, PublishMasks, Reorient, SessionVolumes
+from thalamus_bidsapp.workflows.nodes import BrainMask, ConcatTables, PublishMasks, Reorient, SessionVolumes
 from thalamus_bidsapp.workflows.outputs import publish_node
 from thalamus_bidsapp.workflows.registration import init_registration_wf
 from thalamus_bidsapp.methods import MethodPlan
