@@ -37,8 +37,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from thalamus_bidsapp.bidsio.checksums import file_digest
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
+from thalamus_bidsapp.interfaces import weights
 from thalamus_bidsapp.image.ensembles import binary, check_same_grid, mask_like
 
 logger = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def load_model(model_path: str | os.PathLike | None = None, device: str = "cpu",
         logger.info("loading MindGlide network from %s on %s", path, dev)
         net = network.get_network(device=dev, checkpoint_path=str(path)).eval()
         _LOADS += 1
-        model = MindGlideModel(net=net, device=dev, model_path=path, sha256=file_digest(path),
+        model = MindGlideModel(net=net, device=dev, model_path=path, sha256=weights.checksums({"checkpoint": path})["checkpoint"],
                                version=mindglide_version())
         _CACHE[key] = model
         return model

@@ -120,6 +120,8 @@ class SegmentationMethod:
 
     #: The method's name: the ``--methods`` choice and the ``desc`` entity of its mask.
     name: ClassVar[str]
+    #: Place in the report, the tables and ``--methods`` (lower first).
+    order: ClassVar[int] = 100
     #: Full reference of the method, cited in ``logs/CITATION.md`` and the report.
     citation: ClassVar[str]
     #: Command-line options (the parser adds them to the "methods" group).

@@ -25,6 +25,7 @@ NAME = "dbsegment"
 
 class DBSegment(SegmentationMethod):
     name = NAME
+    order = 30
     citation = ("Baniasadi M, et al. (2023). DBSegment: fast and robust segmentation of deep brain structures "
                 "considering domain generalization. Hum Brain Mapp 44(2):762-778. doi:10.1002/hbm.26097")
     options = (
@@ -55,6 +56,10 @@ class DBSegment(SegmentationMethod):
 
     def methods_sentence(self, masks: Sequence[PublishedMask], cite: Callable[[str], str]) -> str:
         return f"{tool_label(masks, self.name)} {cite(self.name)} (thalamic nuclei labels merged)"
+
+
+#: This module's registry entry (methods/registry.py collects every module's METHOD).
+METHOD = DBSegment()
 
 
 class _DBSegmentInputSpec(BaseInterfaceInputSpec):

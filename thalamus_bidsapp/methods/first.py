@@ -22,6 +22,7 @@ from thalamus_bidsapp.methods.records import RecordOutputSpec, write_mask_record
 
 class First(SegmentationMethod):
     name = "first"
+    order = 20
     citation = ("Patenaude B, et al. (2011). A Bayesian model of shape and appearance for subcortical brain "
                 "segmentation. NeuroImage 56(3):907-922. doi:10.1016/j.neuroimage.2011.02.046")
     labels = SideLabels(left=(10,), right=(49,), source="firstseg (L_Thal, R_Thal)")
@@ -45,6 +46,10 @@ class First(SegmentationMethod):
 
     def methods_sentence(self, masks: Sequence[PublishedMask], cite: Callable[[str], str]) -> str:
         return f"{tool_label(masks, self.name)} {cite(self.name)} (L_Thal and R_Thal merged)"
+
+
+#: This module's registry entry (methods/registry.py collects every module's METHOD).
+METHOD = First()
 
 
 class _FirstInputSpec(BaseInterfaceInputSpec):

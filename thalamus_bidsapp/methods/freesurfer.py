@@ -23,6 +23,7 @@ from thalamus_bidsapp.methods.records import write_mask_record
 
 class FreeSurfer(SegmentationMethod):
     name = "freesurfer"
+    order = 10
     citation = ("Fischl B, et al. (2002). Whole brain segmentation: automated labeling of neuroanatomical "
                 "structures in the human brain. Neuron 33(3):341-355. doi:10.1016/S0896-6273(02)00569-X")
     options = (
@@ -82,6 +83,10 @@ class FreeSurfer(SegmentationMethod):
 
     def methods_sentence(self, masks: Sequence[PublishedMask], cite: Callable[[str], str]) -> str:
         return f"{tool_label(masks, self.name)} {cite(self.name)} (aseg labels 10 and 49, left and right thalamus)"
+
+
+#: This module's registry entry (methods/registry.py collects every module's METHOD).
+METHOD = FreeSurfer()
 
 
 class _FreeSurferThalamusInputSpec(BaseInterfaceInputSpec):

@@ -26,6 +26,7 @@ NAME = "meshnet"
 
 class MeshNet(SegmentationMethod):
     name = NAME
+    order = 40
     citation = ("Fedorov A, et al. (2017). End-to-end learning of brain tissue segmentation from imperfect "
                 "labeling. IJCNN. doi:10.1109/IJCNN.2017.7966333; Masoud M, et al. (2023). Brainchop: in-browser "
                 "MRI volumetric segmentation and rendering. J Open Source Softw 8(83):5098. doi:10.21105/joss.05098")
@@ -59,6 +60,10 @@ class MeshNet(SegmentationMethod):
         models = sorted_unique([m.sidecar.get("Model") for m in masks])
         return f"{tool_label(masks, self.name)} {cite(self.name)}" + (f" (model {', '.join(models)})" if models
                                                                        else "")
+
+
+#: This module's registry entry (methods/registry.py collects every module's METHOD).
+METHOD = MeshNet()
 
 
 class _MeshNetInputSpec(BaseInterfaceInputSpec):

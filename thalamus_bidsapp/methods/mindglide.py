@@ -41,6 +41,7 @@ def _envelope_choices() -> tuple[str, ...]:
 
 class MindGlide(SegmentationMethod):
     name = "mindglide"
+    order = 50
     citation = ("Goebl P, et al. (2024). Repurposing clinical MRI archives for multiple sclerosis research with a "
                 "flexible, single-modality approach: new insights from the MindGlide model. medRxiv. "
                 "doi:10.1101/2024.03.22.24304705")
@@ -95,6 +96,10 @@ class MindGlide(SegmentationMethod):
         if any(m.desc.startswith("ensemble") for m in masks):
             text += "; ensembles of these masks by voxel-wise mean binarised at 0.5"
         return text
+
+
+#: This module's registry entry (methods/registry.py collects every module's METHOD).
+METHOD = MindGlide()
 
 
 class _MindGlideInputSpec(BaseInterfaceInputSpec):

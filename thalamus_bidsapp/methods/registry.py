@@ -1,29 +1,40 @@
 """The list of segmentation methods everything else loops over.
 
 Like nibabel's ``imageclasses.all_image_classes`` that ``loadsave`` walks,
-:data:`_REGISTRY` is the ordered list of method declarations (report order);
-a new method is one module in this package plus one line here, or, for a
-plug-in or a test, a call to :func:`register`.
+:data:`_REGISTRY` is the ordered list of method declarations (report order,
+each method's ``order``). It is collected from the modules of this package
+that define ``METHOD``, so a new method is one new module; a plug-in or a
+test adds one with :func:`register`.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from thalamus_bidsapp.methods.base import SegmentationMethod
-from thalamus_bidsapp.methods.dbsegment import DBSegment
-from thalamus_bidsapp.methods.first import First
-from thalamus_bidsapp.methods.freesurfer import FreeSurfer
-from thalamus_bidsapp.methods.meshnet import MeshNet
-from thalamus_bidsapp.methods.mindglide import MindGlide
 
-_REGISTRY: list[SegmentationMethod] = [FreeSurfer(), First(), DBSegment(), MeshNet(), MindGlide()]
+
+def _collect() -> list[SegmentationMethod]:
+    """The ``METHOD`` of every module of this package, in order."""
+    import thalamus_bidsapp.methods as package
+
+    found = []
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        if isinstance(getattr(module, "METHOD", None), SegmentationMethod):
+            found.append(module.METHOD)
+    return sorted(found, key=lambda m: (m.order, m.name))
+
+
+_REGISTRY: list[SegmentationMethod] = _collect()
 
 
 def all_methods() -> tuple[SegmentationMethod, ...]:
     """Every registered method, in report order."""
-    return tuple(_REGISTRY)
+    return tuple(sorted(_REGISTRY, key=lambda m: (m.order, m.name)))
 
 
 def method_names() -> tuple[str, ...]:
