@@ -26,6 +26,7 @@ import pandas as pd
 
 from thalamus_bidsapp.bidsio.atomic import write_tsv
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
+from thalamus_bidsapp.image.grid import same_grid
 from thalamus_bidsapp.stats.agreement import volumetric_agreement
 from thalamus_bidsapp.stats.overlap import (
     EmptyMaskWarning,
@@ -48,7 +49,6 @@ _BLOCK = 1 << 20
 
 #: Tolerance (mm) when comparing affines: headers written by different tools
 #: round the same grid differently in float32.
-_AFFINE_ATOL = 1e-3
 
 
 @dataclass
@@ -137,10 +137,6 @@ def _read_mask(path: Path, *, canonical: bool = False) -> _Mask:
     lo, crop = _bounding_crop(data)
     count = int(np.count_nonzero(crop)) if crop is not None else 0
     return _Mask(Path(path), shape, affine, voxel_mm3, lo, crop, count)
-
-
-def _same_grid(a: _Mask, b: _Mask) -> bool:
-    return a.shape == b.shape and np.allclose(a.affine, b.affine, rtol=0, atol=_AFFINE_ATOL)
 
 
 def session_counts(masks: Sequence[_Mask]) -> tuple[np.ndarray, np.ndarray]:
@@ -289,7 +285,7 @@ def run_agreement(
         masks = [_read_mask(Path(p)) for p in group["path"]]
         ref = masks[0]
         for m in masks[1:]:
-            if not _same_grid(ref, m):
+            if not same_grid(ref, m):
                 why = f"shape {m.shape} vs {ref.shape}" if m.shape != ref.shape else "different affine"
                 raise ThalamusError(
                     f"mask {m.path} is not on the grid of {ref.path} of the same session ({why})",
@@ -298,11 +294,11 @@ def run_agreement(
         manual_path = manual_by_session.get((pid, sid))
         if manual_path is not None:
             manual = _read_mask(manual_path)
-            if not _same_grid(ref, manual):
+            if not same_grid(ref, manual):
                 # space-T1w is the T1w reoriented to RAS+; a manual mask drawn on the raw T1w
                 # differs from it only in voxel order.
                 manual = _read_mask(manual_path, canonical=True)
-            if not _same_grid(ref, manual):
+            if not same_grid(ref, manual):
                 why = f"shape {manual.shape} vs {ref.shape}" if manual.shape != ref.shape else "different affine"
                 raise ThalamusError(
                     f"manual mask {manual.path} is not on the T1w grid of the session's method masks "

@@ -103,7 +103,6 @@ class ClinicalConfig:
     baseline: str
     followup: str
     hc3_alpha: float
-    fdr_alpha: float
     cross_sectional_outcomes: tuple[OutcomeSpec, ...]
     longitudinal_outcomes: tuple[OutcomeSpec, ...]
     winsorize_limits: tuple[tuple[float, float], ...]
@@ -319,7 +318,6 @@ def _build(s: Mapping[str, Any], source: str) -> ClinicalConfig:
         baseline=str(s["sessions"]["baseline"]),
         followup=followup,
         hc3_alpha=float(s["hc3_alpha"]),
-        fdr_alpha=float(s["fdr_alpha"]),
         cross_sectional_outcomes=outcomes("cross_sectional"),
         longitudinal_outcomes=outcomes("longitudinal"),
         winsorize_limits=tuple(limits),

@@ -56,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 from thalamus_bidsapp.bidsio.atomic import read_tsv, write_if_changed
+from thalamus_bidsapp.image.grid import GRID_ATOL_MM
 from thalamus_bidsapp.reports.registration_figures import draw_registration_figures
 from thalamus_bidsapp.methods.registry import all_methods, method_names, method_of_mask
 
@@ -549,7 +550,7 @@ def _draw_masks(session: SessionReport, figures_dir: Path) -> None:
     masks = {}
     for info in session.masks:
         data, mask_affine = _load_canonical(info.path)
-        if data.shape != t1.shape or not np.allclose(mask_affine, affine, atol=1e-3):
+        if data.shape != t1.shape or not np.allclose(mask_affine, affine, atol=GRID_ATOL_MM, rtol=0):
             session.messages.append(("warning", f"{esc(info.path.name)} is not on the T1w grid: not drawn."))
             continue
         masks[info.desc] = data > 0
