@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from thalamus_bidsapp.errors import EXIT_DATAERR, ThalamusError
-from thalamus_bidsapp.image.grid import check_same_grid, same_grid  # noqa: F401 - re-exported
+from thalamus_bidsapp.image.grid import check_same_grid  # noqa: F401 - re-exported for the adapters
 
 logger = logging.getLogger(__name__)
 

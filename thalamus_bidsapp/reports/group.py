@@ -24,16 +24,8 @@ from pathlib import Path
 import pandas as pd
 
 from thalamus_bidsapp.bidsio.atomic import read_tsv, write_if_changed
-from thalamus_bidsapp.reports.participant import (
-    column_descriptions,
-    esc,
-    href,
-    html_table,
-    pipeline_version,
-    read_session_statuses,
-    registration_exclusions,
-    render_page,
-)
+from thalamus_bidsapp.reports.html import column_descriptions, esc, href, html_table, pipeline_version, render_page
+from thalamus_bidsapp.reports.logs import read_session_statuses, registration_exclusions
 
 LOGGER = logging.getLogger(__name__)
 
