@@ -22,10 +22,11 @@ _MASK_NAME = re.compile(
 
 def run_group(config: RunConfig) -> int:
     """Write ``group/volumes.tsv``, the agreement and clinical analyses and the report; returns the exit status."""
-    from thalamus_bidsapp.reports.group import write_group_report
+    from thalamus_bidsapp.reports.group import redraw_group_figures, write_group_report
 
     group_dir = config.output_dir / "group"
     if config.reports_only:
+        redraw_group_figures(config.output_dir)
         LOGGER.info("report: %s", write_group_report(config.output_dir))
         return EXIT_OK
     volumes = join_clinical(gather_volumes(config.output_dir), config.bids_dir)

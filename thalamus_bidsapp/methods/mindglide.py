@@ -58,8 +58,8 @@ class MindGlide(SegmentationMethod):
     # MindGlide has no thalamus label: the sides of its masks come from the envelope's.
     labels = SideLabels(source="deep grey matter label x envelope mask")
     needs_envelope = True
-    optional_inputs = {"flair": "FLAIR registration and MindGlide on FLAIR",
-                       "r1map": "R1 registration and MindGlide on R1"}
+    optional_inputs = {"flair": "MindGlide on FLAIR",
+                       "r1map": "MindGlide on R1"}
 
     def owns(self, desc: str) -> bool:
         return desc.startswith(("mindglide", "ensemble"))

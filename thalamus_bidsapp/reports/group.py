@@ -241,3 +241,27 @@ def write_group_report(output_dir: Path) -> Path:
     if write_if_changed(page, out):
         LOGGER.info("wrote group report %s", out)
     return out
+
+
+def redraw_group_figures(output_dir: Path) -> list[Path]:
+    """Draw the agreement and clinical figures again from the published group tables (``--reports-only``)."""
+    from thalamus_bidsapp.reports.figures_agreement import write_agreement_figures
+    from thalamus_bidsapp.reports.figures_clinical import make_figures
+
+    group_dir = Path(output_dir) / "group"
+    written: list[Path] = []
+    def read(stem: str) -> pd.DataFrame | None:
+        path = group_dir / f"{stem}.tsv"
+        return _read(path) if path.is_file() else None
+
+    agreement = {name: read(name) for name in ("agreement_voxelwise", "containment", "agreement_volumetric")}
+    if all(table is not None for table in agreement.values()):
+        written += write_agreement_figures(agreement["agreement_voxelwise"], agreement["containment"],
+                                           agreement["agreement_volumetric"], group_dir / "figures")
+    clinical = {name: table for name in ("crosssectional", "longitudinal_regression", "longitudinal_deltas",
+                                         "progression_subjects")
+                if (table := read(f"clinical_{name}")) is not None}
+    if clinical:
+        written += make_figures(clinical, group_dir)
+    LOGGER.info("group figures redrawn from the tables in %s: %d files", group_dir, len(written))
+    return written

@@ -13,17 +13,20 @@ from typing import Any
 import pandas as pd
 
 from thalamus_bidsapp.bidsio.atomic import read_tsv
-from thalamus_bidsapp.methods.registry import method_of_mask
+from thalamus_bidsapp.methods.registry import all_methods, method_of_mask
 from thalamus_bidsapp.reports.html import esc, href
 from thalamus_bidsapp.reports.logs import SessionStatus, registration_exclusions
 
 LOGGER = logging.getLogger(__name__)
 
 #: Optional inputs and the steps that do not run without them (as logged by the participant level).
-OPTIONAL_INPUTS = {
-    "FLAIR": "FLAIR registration and MindGlide on FLAIR",
-    "R1map": "R1 registration, R1 scaling and MindGlide on R1",
-}
+#: Optional inputs (BIDS suffix -> input role) and the registration steps that need them; the methods'
+#: own steps come from the registry (``optional_inputs`` of each method).
+OPTIONAL_INPUTS = {"FLAIR": ("flair", "FLAIR registration"), "R1map": ("r1map", "R1 registration and R1 scaling")}
+
+
+def _skipped_steps(role: str, registration: str) -> str:
+    return " and ".join([registration, *(m.optional_inputs[role] for m in all_methods() if role in m.optional_inputs)])
 
 
 _INPUT_ORDER = ("T1w", "T2w", "FLAIR", "R1map", "mask")
@@ -194,9 +197,10 @@ def session_messages(session: SessionReport, output_dir: Path) -> None:
     for decision in sorted(decisions):
         session.messages.append(("info", esc(decision)))
     roles = {entry["role"] for entry in session.inputs}
-    for role, steps in OPTIONAL_INPUTS.items():
-        if role not in roles:
-            session.messages.append(("info", f"No {esc(role)} image among the inputs: {esc(steps)} did not run."))
+    for suffix, (role, registration) in OPTIONAL_INPUTS.items():
+        if suffix not in roles:
+            steps = _skipped_steps(role, registration)
+            session.messages.append(("info", f"No {esc(suffix)} image among the inputs: {esc(steps)} did not run."))
 
 
 def methods_ran(session: SessionReport) -> set[str]:
