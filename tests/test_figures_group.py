@@ -21,7 +21,7 @@ from PIL import Image
 
 from tests.simulate_cohort import REPORT_METHODS, simulate_cohort, write_group_outputs
 from thalamus_bidsapp.bidsio.atomic import write_tsv
-from thalamus_bidsapp.reports import figures_group
+from thalamus_bidsapp.reports import figures_group, figures_group_agreement, figures_group_clinical
 from thalamus_bidsapp.reports.figures_group import FIGURE_TITLES, build_group_figures, write_group_figures
 from thalamus_bidsapp.reports.palette import MIN_FONT_PT, PNG_DPI, STYLE, method_colors
 
@@ -185,12 +185,12 @@ def test_many_methods_still_readable(tmp_path):
                             "beta": b, "ci_low": b - 0.3, "ci_high": b + 0.3, "p_fdr": 0.2}
                            for o in ("edss", "sdmt") for m in names for b in [rng.normal()]])
     with mpl.rc_context(STYLE):
-        fig = figures_group.plot_forest(forest, colors, xlabel="β per mL")
+        fig = figures_group_clinical.plot_forest(forest, colors, xlabel="β per mL")
     assert check_figure(fig) == []
     containment = pd.DataFrame([{"method_a": a, "method_b": b, "containment_mean": rng.uniform(0.6, 1)}
                                 for a in names for b in names])
     with mpl.rc_context(STYLE):
-        fig = figures_group.plot_containment(containment, colors)
+        fig = figures_group_agreement.plot_containment(containment, colors)
     assert check_figure(fig) == []
     volumes = pd.DataFrame([{"participant_id": f"sub-{i}", "session_id": session, "method": m, "contrast": "T1w",
                              "volume_ml": 9 + rng.normal()} for i in range(20) for session in ("ses-1", "ses-2")

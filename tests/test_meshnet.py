@@ -23,7 +23,7 @@ from thalamus_bidsapp.image.conform import (
     native_centre_ras,
     robust_uint8_scaling,
 )
-from thalamus_bidsapp.interfaces import meshnet
+from thalamus_bidsapp.interfaces import meshnet, tfjs, weights
 
 MODEL_NAME = "model30chan18cls"
 SHA = {
@@ -181,7 +181,7 @@ def test_loader_rejects_short_weights(tmp_path: Path) -> None:
 def test_real_model_structure_and_kernel_layout() -> None:
     folder = real_model_dir()
     net = meshnet.load_tfjs_layers_model(folder)
-    convs = [m for m in net.layers if isinstance(m, meshnet._Conv3dSame)]
+    convs = [m for m in net.layers if isinstance(m, tfjs._Conv3dSame)]
     assert [c.conv.dilation[0] for c in convs] == [1, 2, 4, 8, 16, 8, 4, 2, 1, 1]
     assert [c.conv.kernel_size for c in convs] == [(3, 3, 3)] * 9 + [(1, 1, 1)]
     assert [c.conv.padding for c in convs] == [(d, d, d) for d in (1, 2, 4, 8, 16, 8, 4, 2, 1)] + [(0, 0, 0)]
@@ -272,7 +272,7 @@ def test_download_to_user_cache_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
     served: list[str] = []
     monkeypatch.delenv(meshnet.MODEL_ENV_VAR, raising=False)
     monkeypatch.setattr(meshnet, "default_cache_dir", lambda spec=None: cache)
-    monkeypatch.setattr(meshnet, "_urlopen", _serve_files(real_model_dir(), served))
+    monkeypatch.setattr(weights, "_urlopen", _serve_files(real_model_dir(), served))
     assert meshnet.resolve_model_dir(None) == cache
     assert sorted(u.rsplit("/", 1)[1] for u in served) == ["model.bin", "model.json"]
     assert all(u.startswith(meshnet.model_spec().url_base) for u in served)
@@ -293,7 +293,7 @@ def test_tampered_download_is_refused(tmp_path: Path, monkeypatch: pytest.Monkey
     cache = tmp_path / "cache" / MODEL_NAME
     monkeypatch.delenv(meshnet.MODEL_ENV_VAR, raising=False)
     monkeypatch.setattr(meshnet, "default_cache_dir", lambda spec=None: cache)
-    monkeypatch.setattr(meshnet, "_urlopen", _serve_files(real_model_dir(), [], tamper=True))
+    monkeypatch.setattr(weights, "_urlopen", _serve_files(real_model_dir(), [], tamper=True))
     with pytest.raises(ThalamusError, match=SHA["model.json"]) as info:
         meshnet.resolve_model_dir(None)
     assert info.value.exit_code == 66
@@ -308,7 +308,7 @@ def test_download_failure_is_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.delenv(meshnet.MODEL_ENV_VAR, raising=False)
     monkeypatch.setattr(meshnet, "default_cache_dir", lambda spec=None: tmp_path / "cache")
-    monkeypatch.setattr(meshnet, "_urlopen", offline)
+    monkeypatch.setattr(weights, "_urlopen", offline)
     with pytest.raises(ThalamusError, match="--meshnet-model") as info:
         meshnet.resolve_model_dir(None)
     assert "model.json" in str(info.value) and SHA["model.json"] in str(info.value)
@@ -430,3 +430,31 @@ def test_meshnet_thalamus_on_real_data(case, t1_parts, ref_parts, labels, min_di
     assert provenance["TorchVersion"] == torch.__version__
     assert provenance["Preprocessing"]["Crop"] is True
     json.dumps(provenance)  # sidecar-ready
+
+
+# --------------------------------------------------------------------------- another pinned model
+
+
+def test_model_spec_selects_another_model() -> None:
+    spec = meshnet.model_spec("model21_104class")
+    assert spec.name == "model21_104class" and spec.thalamus_classes == ("Left-Thalamus-Proper*",
+                                                                         "Right-Thalamus-Proper*")
+    assert set(spec.sha256) == {"model.json", "group1-shard1of1.bin", "colormap.json"}
+    folder = shared_file("brainchop", "models", "model21_104class")
+    assert meshnet.resolve_model_dir(folder, model="model21_104class") == folder.resolve()
+    with pytest.raises(ThalamusError, match="model.bin"):  # the 18-class files are not there
+        meshnet.resolve_model_dir(folder)
+    with pytest.raises(ThalamusError, match="unknown MeshNet model"):
+        meshnet.model_spec("model99")
+
+
+@pytest.mark.slow
+def test_104_class_model_segments_both_thalami_on_bert() -> None:
+    t1 = nib.load(shared_file("freesurfer_bert_7.2", "mri", "norm.mgz"))
+    reference = np.isin(np.asarray(nib.load(shared_file("freesurfer_bert_7.2", "mri", "aseg.mgz")).dataobj), (10, 49))
+    mask, provenance = meshnet.segment_thalamus(t1, shared_file("brainchop", "models", "model21_104class"),
+                                                threads=2, model="model21_104class")
+    score = dice(np.asarray(mask.dataobj), reference)
+    print(f"bert: 104-class MeshNet thalamus (left + right classes) Dice {score:.4f}")
+    assert score >= 0.8
+    assert provenance["Model"] == "model21_104class" and provenance["ClassIndex"] == [69, 70]

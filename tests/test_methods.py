@@ -16,14 +16,16 @@ FSL_MISSING = "FSL not found: FSLDIR is not set"
 
 
 def _config(tmp_path: Path, **kwargs) -> RunConfig:
+    options = {key: kwargs.pop(key) for key in list(kwargs) if key.startswith("mindglide_")}
     return RunConfig(bids_dir=tmp_path, output_dir=tmp_path / "out", analysis_level="participant",
-                     work_dir=tmp_path / "work", **kwargs)
+                     work_dir=tmp_path / "work", method_options=options, **kwargs)
 
 
 def _tools(**reasons) -> ToolCheck:
     found = {"first": None, "dbsegment": None, "meshnet": None, "mindglide": None}
     found.update(reasons)
-    return ToolCheck(reasons=found, meshnet_model=Path("/models/meshnet"), mindglide_model=Path("/models/mg.pt"))
+    return ToolCheck(reasons=found, settings={"meshnet": {"model_dir": Path("/models/meshnet")},
+                                              "mindglide": {"model_path": Path("/models/mg.pt")}})
 
 
 def test_first_is_the_default_envelope(tmp_path, monkeypatch):

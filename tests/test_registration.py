@@ -33,7 +33,6 @@ from thalamus_bidsapp.registration import (
     register_to_t1w,
     select_registration,
 )
-from thalamus_bidsapp.reports.overlays import plot_registration_overlay, slice_positions
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 MS = ("ms_lesjak2017_mni", "patient07")
@@ -344,27 +343,6 @@ def test_missing_input_and_bad_mask(small: dict[str, Path], tmp_path: Path) -> N
     assert err.value.exit_code == 65
     with pytest.raises(ValueError, match="modality"):
         register_to_t1w(small["r1"], small["t1w"], small["mask"], "T2w", tmp_path, fsl_available=False)
-
-
-# --------------------------------------------------------------------------- overlays
-
-
-def test_overlay_svg_and_png(small: dict[str, Path], tmp_path: Path) -> None:
-    svg = plot_registration_overlay(small["r1"].parent / "t1w.nii.gz", small["t1w"], tmp_path / "qc" / "reg.svg",
-                                    brain_mask=small["mask"], title="R1map: test")
-    png = plot_registration_overlay(small["t1w"], small["t1w"], tmp_path / "qc" / "reg.png", brain_mask=small["mask"])
-    assert svg.read_text()[:200].lstrip().startswith(("<?xml", "<svg"))
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in (tmp_path / "qc").iterdir()) == ["reg.png", "reg.svg"]  # no temporary left
-    with pytest.raises(ValueError, match="grid"):
-        plot_registration_overlay(small["ms_t1w"], small["t1w"], tmp_path / "x.png")
-
-
-def test_slice_positions_evenly_spaced() -> None:
-    mask = np.zeros((10, 20, 30), dtype=bool)
-    mask[2:7, 4:17, 5:26] = True
-    assert slice_positions(mask, 2) == [10, 15, 20]
-    assert slice_positions(mask, 1) == [7, 10, 13]
 
 
 # --------------------------------------------------------------------------- real anatomy, full resolution

@@ -309,14 +309,20 @@ def test_reports_from_a_copied_output_folder(derivatives, tmp_path):
         "sub-01_ses-2": {"methods_run": ["freesurfer", "meshnet"],
                          "methods_skipped": {"first": "recorded in methods.json"}}}))
     assert read_skipped_methods(copy)["sub-01_ses-2"] == {"first": "recorded in methods.json"}
-    shutil.rmtree(copy / "sub-01" / "figures")  # mask figures are redrawn; overlays are gone
+    figures = sorted(p.name for p in (copy / "sub-01" / "figures").iterdir())
+    assert "sub-01_ses-1_space-T1w_desc-registration_FLAIR.svg" in figures
+    group_figures = sorted(p.name for p in (copy / "group" / "figures").iterdir())
+    # Every figure is drawn from published files: all of them come back.
+    shutil.rmtree(copy / "sub-01" / "figures")
+    shutil.rmtree(copy / "group" / "figures")
     page = write_participant_report(copy, "01")
     text = page.read_text()
     assert "recorded in methods.json" in text
     assert "logs/&lt;run&gt;/methods.json" in text
-    assert (copy / "sub-01" / "figures" / "sub-01_ses-1_space-T1w_label-thalamus_desc-meshnet_mask.svg").is_file()
+    assert sorted(p.name for p in (copy / "sub-01" / "figures").iterdir()) == figures
     assert _check_links(page) == []
-    assert _check_links(write_group_report(copy)) == []
+    assert _check_links(write_group_report(copy)) == []  # the group report draws its figures from the tables
+    assert sorted(p.name for p in (copy / "group" / "figures").iterdir()) == group_figures
 
 
 # --------------------------------------------------------------------------- headless Chromium

@@ -12,11 +12,11 @@ class RunConfig:
     """Everything a run needs to know, built once from the command line.
 
     Paths are absolute. ``methods`` is None when the user did not choose:
-    then every method whose tool is found runs. ``nprocs``, ``omp_nthreads``
-    and ``mem_gb`` are None when not given: the participant level applies the
-    thread rule of :mod:`thalamus_bidsapp.resources` once it knows how many
-    sessions run.
-    """
+    then every method whose tool is found runs. ``method_options`` holds the
+    options each method declares (see ``methods/``), by their ``dest`` name
+    (``--fs-license-file`` -> ``fs_license_file``); an option not given is None.
+    ``nprocs``, ``omp_nthreads`` and ``mem_gb`` are None when not given: the participant level applies the
+    thread rule of :mod:`thalamus_bidsapp.resources` once it knows how many sessions run.    """
 
     bids_dir: Path
     output_dir: Path
@@ -26,14 +26,8 @@ class RunConfig:
     session_labels: tuple[str, ...] = ()
     bids_filter_file: Path | None = None
     derivatives: dict[str, Path] = field(default_factory=dict)
-    fs_subjects_dir: Path | None = None
-    fs_license_file: Path | None = None
     methods: tuple[str, ...] | None = None
-    dbsegment_model: Path | None = None
-    meshnet_model: Path | None = None
-    mindglide_model: Path | None = None
-    mindglide_envelope: str | None = None
-    mindglide_device: str = "cpu"
+    method_options: dict[str, Any] = field(default_factory=dict)
     flirt_cutoff: float = 0.25
     ants_cutoff: float = 0.30
     clinical_config: Path | None = None
@@ -46,6 +40,11 @@ class RunConfig:
     reports_only: bool = False
     skip_running_sessions: bool = False
     run_id: str = ""
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """A method's option (``method_options[name]``), or ``default`` when not given."""
+        value = self.method_options.get(name)
+        return default if value is None else value
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (paths as strings) for ``logs/``."""

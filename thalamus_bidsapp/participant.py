@@ -26,7 +26,7 @@ from thalamus_bidsapp.bidsio.staging import Staging, is_write_error
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import EXIT_CANTCREAT, EXIT_NOINPUT, EXIT_OK, EXIT_SESSIONS_FAILED, ThalamusError
 from thalamus_bidsapp.interrupts import InterruptGuard, Interrupted, terminate_children
-from thalamus_bidsapp.methods import MethodPlan, check_tools, plan_methods
+from thalamus_bidsapp.methods import MethodPlan, all_methods, check_tools, plan_methods, plan_summary
 from thalamus_bidsapp.preflight import PreflightFailure, PreparedSession, preflight_session
 from thalamus_bidsapp.resources import POLL_SECONDS, ResourcePlan, plan_resources, thread_limits
 from thalamus_bidsapp.timings import RunTimings
@@ -244,19 +244,21 @@ def session_plans(
             "notes": list(session.notes),
             "methods_run": list(plan.run),
             "methods_skipped": dict(plan.skipped),
-            "mindglide_envelope": plan.envelope,
-            "freesurfer": ("recon-all" if plan.recon_all else str(plan.fs_subject_dir) if plan.fs_subject_dir
-                           else None),
+            "envelope": plan.envelope,
+            "method_settings": plan_summary(plan),
         }
     return record
 
 
 def _log_missing_optional(session: inputs.SessionInputs) -> None:
-    for role, steps in (("flair", "FLAIR registration and MindGlide on FLAIR"),
-                        ("r1map", "R1 registration and MindGlide on R1"),
-                        ("t2w", "T2w refinement of FreeSurfer")):
-        if getattr(session, role) is None:
-            LOGGER.info("%s: no %s image; skipping %s", session.name, role, steps)
+    """Log each optional input the session lacks, with the steps it skips (registration, method parts)."""
+    for role, registration in (("flair", "FLAIR registration"), ("r1map", "R1 registration"), ("t2w", None)):
+        if getattr(session, role) is not None:
+            continue
+        steps = [registration] if registration else []
+        steps += [m.optional_inputs[role] for m in all_methods() if role in m.optional_inputs]
+        if steps:
+            LOGGER.info("%s: no %s image; skipping %s", session.name, role, " and ".join(steps))
 
 
 def _start_workers(resources: ResourcePlan, status_callback):
@@ -524,9 +526,8 @@ def write_citations(path: Path, plans) -> Path:
     table = json.loads(resources.files("thalamus_bidsapp.data").joinpath("citations.json").read_text())
     used = {method for plan in plans for method in plan.run}
     lines = ["# Citations", "", "Please cite the tools that produced these derivatives:", ""]
-    for key, entry in table.items():
-        if entry.get("always") or entry.get("method") in used:
-            lines.append(f"- **{key}**: {entry['text']}")
+    lines += [f"- **{key}**: {entry['text']}" for key, entry in table.items() if entry.get("always")]
+    lines += [f"- **{m.name}**: {m.citation}" for m in all_methods() if m.name in used]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return path

@@ -26,15 +26,14 @@ RUN_LEVEL = "n/a"
 
 #: Nodes whose work is a tool's own compute (a network, a registration, an external program);
 #: everything else is the app's bookkeeping (reorienting, volumes, publishing).
-TOOL_NODES = frozenset({
-    "brain_mask", "meshnet_thalamus", "first_thalamus", "dbsegment_thalamus", "mindglide_thalamus",
-    "recon_all", "register",
-})
+#: (Each method's mask-making node is named ``<method>_thalamus`` by its ``methods/`` module.)
+TOOL_NODES = frozenset({"brain_mask", "recon_all", "register"})
+TOOL_NODE_SUFFIX = "_thalamus"
 
 TIMING_COLUMNS: dict[str, str] = {
     "session": "Subject and session (sub-<label>[_ses-<label>]); n/a for the phases of the whole run",
     "step": "The workflow node, as <sub-workflow>.<node> inside the session (e.g. "
-            "segmentation_wf.meshnet_thalamus), or the run phase: startup (imports, options), index (BIDS "
+            "segmentation_wf.first_thalamus), or the run phase: startup (imports, options), index (BIDS "
             "indexing and validation), preflight, tool_check (tools and model checksums), setup (logs), "
             "workflow_setup, workers (starting the worker processes), workflow (all nodes), reports, total",
     "kind": "tool: a tool's own compute (brain extraction, segmentation network or program, registration); "
@@ -135,7 +134,7 @@ class RunTimings:
             return
         session, step = self._locate(node)
         threads = int(getattr(node, "n_procs", 1) or 1)
-        kind = "tool" if node.name in TOOL_NODES else "step"
+        kind = "tool" if node.name in TOOL_NODES or node.name.endswith(TOOL_NODE_SUFFIX) else "step"
         start = end = None
         try:
             runtime = node.result.runtime

@@ -9,9 +9,11 @@ the run writes are writable by this user. Nothing is downloaded and no tool
 is run beyond asking for its version.
 
 It reuses the adapters' own discovery (``interfaces/``), so what it reports is
-what a run would find. :data:`METHOD_CHECKS` maps each method of
-:data:`thalamus_bidsapp.methods.AVAILABLE_METHODS` to its check: the one place
-to re-point when methods are registered elsewhere.
+what a run would find. This module holds the building blocks, the checks of
+the steps every session runs and those of FreeSurfer, FIRST and MindGlide;
+each method declares its check in its ``methods/`` module
+(``SegmentationMethod.check_installation``), and ``cli/check_tools.py`` loops
+over the method registry.
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from thalamus_bidsapp.bidsio.checksums import file_digest
 from thalamus_bidsapp.errors import ThalamusError
-from thalamus_bidsapp.methods import AVAILABLE_METHODS, ENVELOPE_METHODS
 
 LOGGER = logging.getLogger(__name__)
 
@@ -114,12 +116,13 @@ class CheckOptions:
     FreeSurfer licence is a run-time input and never in the image.
     """
 
-    fs_license_file: Path | None = None
-    dbsegment_model: Path | None = None
-    meshnet_model: Path | None = None
-    mindglide_model: Path | None = None
+    method_options: Mapping[str, Any] = field(default_factory=dict)
     work_dir: Path | None = None
     require_license: bool = True
+
+    def option(self, name: str) -> Any:
+        """A method's option as given on the command line (``--fs-license-file`` -> ``fs_license_file``), or None."""
+        return self.method_options.get(name)
 
 
 # --- building blocks ----------------------------------------------------------
@@ -236,7 +239,7 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def _python_package(label: str, distribution: str, *, required: bool = True) -> Finding:
+def python_package(label: str, distribution: str, *, required: bool = True) -> Finding:
     version = package_version(distribution)
     if version is None:
         return Finding(label, False, f"Python package {distribution} not installed", required=required)
@@ -292,7 +295,7 @@ def check_freesurfer(options: CheckOptions) -> CheckReport:
         for helper in FREESURFER_HELPERS:
             found = shutil.which(helper)
             findings.append(Finding(helper, found is not None, found or "not on PATH (recon-all's scripts need it)"))
-    licence = freesurfer.find_license(options.fs_license_file)
+    licence = freesurfer.find_license(options.option("fs_license_file"))
     if licence is not None:
         findings.append(Finding("licence", True, f"found: {licence}"))
     else:
@@ -343,82 +346,16 @@ def check_first(options: CheckOptions) -> CheckReport:
     return CheckReport("first", "method", tuple(findings))
 
 
-def check_dbsegment(options: CheckOptions) -> CheckReport:
-    """DBSegment's executable and version, its model folder, fold checksums and nnU-Net folders."""
-    from thalamus_bidsapp.interfaces import dbsegment
-
-    findings: list[Finding] = []
-    try:
-        exe = dbsegment.find_dbsegment(None)
-    except ThalamusError as err:
-        findings.append(Finding("DBSegment", False, str(err)))
-    else:
-        findings += executable("DBSegment", exe, dbsegment.dbsegment_version(exe))
-    folds = dbsegment.DEFAULT_FOLDS
-    value = options.dbsegment_model or os.environ.get(dbsegment.MODEL_ENV)
-    if not value:
-        findings.append(Finding("model folder", False,
-                                f"not given (--dbsegment-model or {dbsegment.MODEL_ENV})"))
-        return CheckReport("dbsegment", "method", tuple(findings))
-    trainer = dbsegment.model_bundle(value, folds)
-    plans = trainer / "plans.pkl"
-    findings.append(Finding("model folder", trainer.is_dir(),
-                            f"{value} ({trainer.relative_to(value)})" if trainer.is_dir()
-                            else f"{trainer} missing: unpack {dbsegment.MODEL_BUNDLE_ALL_FOLDS}.zip into {value}"))
-    findings.append(Finding("plans.pkl", plans.is_file(), str(plans) if plans.is_file() else f"missing: {plans}"))
-    for fold in folds:
-        checkpoint = trainer / f"fold_{fold}" / "model_final_checkpoint.model"
-        findings.append(data_file(f"fold_{fold} checkpoint", checkpoint))
-        pickle = checkpoint.with_name(checkpoint.name + ".pkl")
-        findings.append(Finding(f"fold_{fold} checkpoint .pkl", pickle.is_file(),
-                                str(pickle) if pickle.is_file() else f"missing: {pickle}"))
-    problem = dbsegment.nnunet_folders_problem(value, folds)
-    findings.append(Finding("nnU-Net folders", problem is None,
-                            problem or f"present or creatable in {Path(value) / dbsegment.MODEL_BUNDLE_ALL_FOLDS}"))
-    return CheckReport("dbsegment", "method", tuple(findings))
-
-
-def check_meshnet(options: CheckOptions) -> CheckReport:
-    """MeshNet's weights (checked by sha256, never downloaded here) and PyTorch."""
-    from thalamus_bidsapp.interfaces import meshnet
-
-    spec = meshnet.model_spec()
-    findings = [_python_package("PyTorch", "torch")]
-    env_model = os.environ.get(meshnet.MODEL_ENV_VAR)
-    given = options.meshnet_model or (Path(env_model) if env_model else None)
-    if given is not None:
-        source = "--meshnet-model" if options.meshnet_model else meshnet.MODEL_ENV_VAR
-        findings.append(Finding("model folder", Path(given).is_dir(),
-                                f"{given} (from {source})" if Path(given).is_dir() else f"not found: {given}"))
-        for fname in meshnet.MODEL_FILES:
-            findings.append(data_file(fname, Path(given) / fname, spec.sha256[fname]))
-        return CheckReport("meshnet", "method", tuple(findings))
-    cache = meshnet.default_cache_dir(spec)
-    present = [f for f in meshnet.MODEL_FILES if (cache / f).is_file()]
-    if present:
-        findings.append(Finding("model folder", True, f"{cache} (user cache)"))
-        for fname in meshnet.MODEL_FILES:
-            findings.append(data_file(fname, cache / fname, spec.sha256[fname]))
-    else:
-        writable = writable_dir("model cache", cache)
-        findings.append(writable)
-        findings.append(Finding(
-            "weights", False,
-            f"not in {cache} yet: the first run downloads them from {spec.url_base} (needs network), "
-            f"or give --meshnet-model / {meshnet.MODEL_ENV_VAR}", required=False))
-    return CheckReport("meshnet", "method", tuple(findings))
-
-
 def check_mindglide(options: CheckOptions) -> CheckReport:
     """The mindglide package and its checkpoint (sha256 against the published one; never downloaded here)."""
     from thalamus_bidsapp.interfaces import mindglide
 
-    findings = [_python_package("mindglide", "mindglide"), _python_package("PyTorch", "torch"),
-                _python_package("MONAI", "monai")]
+    findings = [python_package("mindglide", "mindglide"), python_package("PyTorch", "torch"),
+                python_package("MONAI", "monai")]
     if not findings[0].ok:
         return CheckReport("mindglide", "method", tuple(findings))
     try:
-        weights = mindglide.resolve_weights(options.mindglide_model, allow_download=False)
+        weights = mindglide.resolve_weights(options.option("mindglide_model"), allow_download=False)
     except ThalamusError as err:
         findings.append(Finding("checkpoint", False, str(err)))
         return CheckReport("mindglide", "method", tuple(findings))
@@ -430,22 +367,12 @@ def check_mindglide(options: CheckOptions) -> CheckReport:
     return CheckReport("mindglide", "method", tuple(findings))
 
 
-#: Method name -> its check; the keys follow :data:`AVAILABLE_METHODS`.
-METHOD_CHECKS: dict[str, Callable[[CheckOptions], CheckReport]] = {
-    "freesurfer": check_freesurfer,
-    "first": check_first,
-    "dbsegment": check_dbsegment,
-    "meshnet": check_meshnet,
-    "mindglide": check_mindglide,
-}
-
-
 # --- steps ----------------------------------------------------------------------
 
 
 def check_brain_mask(options: CheckOptions) -> CheckReport:
     """deepbet (weights in its wheel) and PyTorch: every session's first step."""
-    findings = [_python_package("deepbet", "deepbet"), _python_package("PyTorch", "torch")]
+    findings = [python_package("deepbet", "deepbet"), python_package("PyTorch", "torch")]
     return CheckReport("brain mask", "step", tuple(findings))
 
 
@@ -453,7 +380,7 @@ def check_registration(options: CheckOptions) -> CheckReport:
     """FLIRT (preferred) and ANTs: FLAIR and R1 need at least one."""
     from thalamus_bidsapp.interfaces import flirt
 
-    ants = _python_package("ANTs", "antspyx", required=False)
+    ants = python_package("ANTs", "antspyx", required=False)
     installation = flirt.find_fsl()
     if installation is None:
         flirt_findings = [Finding("flirt", False, "not found: FLIRT strategies skipped, ANTs only", required=False)]
@@ -483,25 +410,6 @@ def check_caches(options: CheckOptions) -> CheckReport:
 
 
 # --- the whole check ------------------------------------------------------------
-
-
-def check_installation(methods: Sequence[str] | None, options: CheckOptions) -> list[CheckReport]:
-    """Reports for the steps every session runs, then for each method (default: all).
-
-    MindGlide also needs one of :data:`ENVELOPE_METHODS` among the methods to
-    bound its deep grey matter label, as a run does.
-    """
-    wanted = list(methods) if methods else list(AVAILABLE_METHODS)
-    reports = [check_brain_mask(options), check_registration(options), check_caches(options)]
-    by_method = {name: METHOD_CHECKS[name](options) for name in wanted}
-    if "mindglide" in by_method:
-        envelopes = [m for m in ENVELOPE_METHODS if m in by_method and by_method[m].ok]
-        report = by_method["mindglide"]
-        envelope = Finding("envelope method", bool(envelopes),
-                           f"{envelopes[0]} (bounds the deep grey matter label)" if envelopes else
-                           f"none of {', '.join(ENVELOPE_METHODS)} can run among the methods checked")
-        by_method["mindglide"] = CheckReport(report.name, report.kind, (*report.findings, envelope))
-    return reports + [by_method[name] for name in wanted]
 
 
 def all_ok(reports: Sequence[CheckReport]) -> bool:

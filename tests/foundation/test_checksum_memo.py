@@ -75,7 +75,7 @@ def test_meshnet_weights_verified_once_then_again_after_a_change(tmp_path, monke
     source = shared_file("brainchop", "models", "model30chan18cls")
     model_dir = tmp_path / "model30chan18cls"
     shutil.copytree(source, model_dir)
-    for name in meshnet.MODEL_FILES:
+    for name in meshnet.model_spec().sha256:
         _age(model_dir / name, 300)
     monkeypatch.setenv(checksums.MEMO_ENV, str(tmp_path / "memo"))
 

@@ -44,10 +44,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def write_if_changed(content: str | bytes, path: str | os.PathLike) -> bool:
+    """Write ``content`` to ``path`` atomically unless the file already holds it; True if written.
+
+    Outputs, reports and figures are regenerated on every run and with
+    ``--reports-only``; leaving identical files alone keeps a re-run from
+    touching finished outputs. The one "write only if changed" helper.
+    """
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return False
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return True
+
+
+def json_text(data: Mapping[str, Any]) -> str:
+    """The JSON text every sidecar and log is written as: indented, key-sorted, newline-terminated."""
+    return json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n"
+
+
 def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write ``data`` as indented, key-sorted JSON, atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(json_text(data))
     return Path(path)
 
 

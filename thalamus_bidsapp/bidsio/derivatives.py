@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from thalamus_bidsapp import __version__
-from thalamus_bidsapp.bidsio.atomic import atomic_path, write_json
-from thalamus_bidsapp.bidsio.checksums import file_digest
+from thalamus_bidsapp.bidsio.atomic import atomic_path, json_text, write_if_changed, write_json
 
 LOGGER = logging.getLogger(__name__)
 
@@ -51,12 +49,6 @@ def bids_uri(path: Path, root: Path, dataset: str = "") -> str:
     return f"bids:{dataset}:{Path(path).resolve().relative_to(Path(root).resolve()).as_posix()}"
 
 
-def _same_content(a: Path, b: Path) -> bool:
-    if not (a.is_file() and b.is_file()) or a.stat().st_size != b.stat().st_size:
-        return False
-    return file_digest(a, "sha1") == file_digest(b, "sha1")
-
-
 def publish(in_file: Path, out_file: Path, sidecar: dict[str, Any] | None = None) -> Path:
     """Copy a finished file into the output dataset, atomically, with its JSON sidecar.
 
@@ -64,9 +56,7 @@ def publish(in_file: Path, out_file: Path, sidecar: dict[str, Any] | None = None
     does not touch finished outputs.
     """
     out_file = Path(out_file)
-    if not _same_content(Path(in_file), out_file):
-        with atomic_path(out_file) as tmp:
-            shutil.copyfile(in_file, tmp)
+    write_if_changed(Path(in_file).read_bytes(), out_file)
     if sidecar is not None:
         name = out_file.name
         for ext in (".nii.gz", ".nii", ".tsv", ".txt", ".mat", ".h5", ".svg", ".png"):
@@ -74,9 +64,7 @@ def publish(in_file: Path, out_file: Path, sidecar: dict[str, Any] | None = None
                 name = name[: -len(ext)]
                 break
         sidecar_path = out_file.with_name(name + ".json")
-        new_text = json.dumps(sidecar, indent=2, sort_keys=True, default=str) + "\n"
-        if not (sidecar_path.is_file() and sidecar_path.read_text() == new_text):
-            write_json(json.loads(new_text), sidecar_path)
+        write_if_changed(json_text(json.loads(json.dumps(sidecar, default=str))), sidecar_path)
     return out_file
 
 

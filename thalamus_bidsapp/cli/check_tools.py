@@ -13,9 +13,18 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from thalamus_bidsapp import __version__
-from thalamus_bidsapp.cli.parser import build_parser
+from thalamus_bidsapp.cli.parser import build_parser, method_options
 from thalamus_bidsapp.errors import EXIT_NOINPUT, EXIT_OK
-from thalamus_bidsapp.toolcheck import CheckOptions, CheckReport, all_ok, check_installation
+from thalamus_bidsapp.methods import all_methods, envelope_names, get_method, method_names
+from thalamus_bidsapp.toolcheck import (
+    CheckOptions,
+    CheckReport,
+    Finding,
+    all_ok,
+    check_brain_mask,
+    check_caches,
+    check_registration,
+)
 
 FLAG = "--check-tools"
 
@@ -44,6 +53,26 @@ def render(reports: Sequence[CheckReport], methods: Sequence[str], stream: TextI
     stream.write(f"exit {EXIT_OK if not failed else EXIT_NOINPUT}\n")
 
 
+def check_installation(methods: Sequence[str] | None, options: CheckOptions) -> list[CheckReport]:
+    """Reports for the steps every session runs, then for each registered method (default: all).
+
+    A method that needs an envelope (MindGlide) also needs one of the envelope
+    methods among those checked to run, as a run does.
+    """
+    wanted = list(methods) if methods else list(method_names())
+    reports = [check_brain_mask(options), check_registration(options), check_caches(options)]
+    by_method = {name: get_method(name).check_installation(options) for name in wanted}
+    for method in all_methods():
+        if method.needs_envelope and method.name in by_method:
+            envelopes = [m for m in envelope_names() if m in by_method and by_method[m].ok]
+            report = by_method[method.name]
+            envelope = Finding("envelope method", bool(envelopes),
+                               f"{envelopes[0]} (bounds the deep grey matter label)" if envelopes else
+                               f"none of {', '.join(envelope_names())} can run among the methods checked")
+            by_method[method.name] = CheckReport(report.name, report.kind, (*report.findings, envelope))
+    return reports + [by_method[name] for name in wanted]
+
+
 def main(argv: Sequence[str]) -> int:
     """Parse the options the check honours, check, print; 0 when every step and method checked can run."""
     try:
@@ -53,10 +82,7 @@ def main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s | %(name)s | %(message)s")
     options = CheckOptions(
-        fs_license_file=args.fs_license_file,
-        dbsegment_model=args.dbsegment_model,
-        meshnet_model=args.meshnet_model,
-        mindglide_model=args.mindglide_model,
+        method_options=method_options(args),
         work_dir=args.work_dir.expanduser().resolve() if args.work_dir else None,
         require_license=args.check_tools != "installed",
     )

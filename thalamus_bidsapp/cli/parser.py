@@ -7,7 +7,7 @@ from pathlib import Path
 
 from thalamus_bidsapp import __version__
 from thalamus_bidsapp.errors import EXIT_USAGE
-from thalamus_bidsapp.methods import AVAILABLE_METHODS, ENVELOPE_METHODS
+from thalamus_bidsapp.methods import CliOption, all_methods, method_names
 
 DESCRIPTION = """\
 Thalamus segmentation benchmark for multiple sclerosis, as a BIDS App.
@@ -15,8 +15,10 @@ Thalamus segmentation benchmark for multiple sclerosis, as a BIDS App.
 participant: per subject and session, reorient the images, make a T1w brain
 mask (deepbet), segment the thalamus with each available method and write
 BIDS-derivative masks, volumes and provenance into OUTPUT_DIR.
-group: gather every session's volumes into OUTPUT_DIR/group/volumes.tsv,
-joined with participants.tsv and the sessions tables.
+group: gather every session's volumes (joined with participants.tsv and the
+sessions tables), measure agreement with manual masks and between methods,
+run the clinical models, and write tables, figures and a report into
+OUTPUT_DIR/group.
 """
 
 EPILOG = """\
@@ -82,6 +84,49 @@ def _positive_float(value: str) -> float:
     return number
 
 
+_OPTION_TYPES = {"dir": _existing_dir, "file": _existing_file, "str": str}
+
+
+def _add_method_option(group: argparse._ArgumentGroup, option: CliOption) -> None:
+    """Add a method's declared option; ``--help`` shows its environment variable and choices."""
+    kwargs: dict = {"dest": option.dest, "default": option.default, "help": option.help}
+    if option.kind == "choice":
+        kwargs["choices"] = option.choice_list()
+    else:
+        kwargs["type"] = _OPTION_TYPES[option.kind]
+        kwargs["metavar"] = option.metavar or option.kind.upper()
+    if option.env and f"${option.env}" not in option.help:
+        kwargs["help"] = f"{option.help} (environment variable: ${option.env})"
+    group.add_argument(option.flag, **kwargs)
+
+
+def method_options(args: argparse.Namespace) -> dict:
+    """The values of every method's declared options, by ``dest`` (for ``RunConfig.method_options``)."""
+    return {option.dest: getattr(args, option.dest, None) for method in all_methods() for option in method.options}
+
+
+def _add_data_selection(parser: argparse.ArgumentParser) -> None:
+    """The "selecting data" options: participants, sessions, pybids filters, derivatives, validation."""
+    sel = parser.add_argument_group("selecting data")
+    sel.add_argument(
+        "--participant-label", "--participant_label", nargs="+", metavar="LABEL",
+        help="participants to process (with or without 'sub-'); default: all",
+    )
+    sel.add_argument(
+        "--session-label", nargs="+", metavar="LABEL",
+        help="sessions to process (with or without 'ses-'); default: all",
+    )
+    sel.add_argument(
+        "--bids-filter-file", type=_existing_file, metavar="FILE",
+        help="JSON file overriding the pybids queries per input (keys: t1w, t2w, flair, r1map, manual)",
+    )
+    sel.add_argument(
+        "--derivatives", nargs="+", metavar="NAME=PATH",
+        help="extra derivatives datasets to search for R1 maps and manual thalamus masks",
+    )
+    sel.add_argument("--skip-bids-validation", action="store_true", help="do not validate the input dataset")
+
+
 def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser:
     """The command-line parser; ``require_positionals=False`` for ``--check-tools``, which needs none."""
     optional = {} if require_positionals else {"nargs": "?"}
@@ -104,62 +149,18 @@ def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser
         "'--check-tools installed' does not require the licence (a run-time input), for checking an image",
     )
 
-    sel = parser.add_argument_group("selecting data")
-    sel.add_argument(
-        "--participant-label", "--participant_label", nargs="+", metavar="LABEL",
-        help="participants to process (with or without 'sub-'); default: all",
-    )
-    sel.add_argument(
-        "--session-label", nargs="+", metavar="LABEL",
-        help="sessions to process (with or without 'ses-'); default: all",
-    )
-    sel.add_argument(
-        "--bids-filter-file", type=_existing_file, metavar="FILE",
-        help="JSON file overriding the pybids queries per input (keys: t1w, t2w, flair, r1map, manual)",
-    )
-    sel.add_argument(
-        "--derivatives", nargs="+", metavar="NAME=PATH",
-        help="extra derivatives datasets to search for R1 maps and manual thalamus masks",
-    )
-    sel.add_argument("--skip-bids-validation", action="store_true", help="do not validate the input dataset")
+    _add_data_selection(parser)
 
     meth = parser.add_argument_group("methods")
+    names = method_names()
     meth.add_argument(
-        "--methods", nargs="+", choices=AVAILABLE_METHODS, metavar="METHOD",
-        help=f"methods to run ({', '.join(AVAILABLE_METHODS)}); default: every method whose tool is found; "
+        "--methods", nargs="+", choices=names, metavar="METHOD",
+        help=f"methods to run ({', '.join(names)}); default: every method whose tool is found; "
         "a named method that cannot run is an error",
     )
-    meth.add_argument(
-        "--fs-subjects-dir", type=_existing_dir, metavar="DIR",
-        help="FreeSurfer SUBJECTS_DIR with finished subjects named sub-<label> or sub-<label>_ses-<label>",
-    )
-    meth.add_argument(
-        "--dbsegment-model", type=_existing_dir, metavar="DIR",
-        help="DBSegment model folder (default: $DBSEGMENT_MODEL_PATH)",
-    )
-    meth.add_argument(
-        "--meshnet-model", type=_existing_dir, metavar="DIR",
-        help="folder with the MeshNet model.json and model.bin (default: $THALAMUS_MESHNET_MODEL, then the "
-        "user cache, filled on first use from the brainchop repository and checked by sha256)",
-    )
-    meth.add_argument(
-        "--mindglide-model", type=_existing_file, metavar="FILE",
-        help="MindGlide checkpoint (default: $MODEL_PATH, then the mindglide package's cache; "
-        "weights are never downloaded during a run)",
-    )
-    meth.add_argument(
-        "--mindglide-envelope", choices=ENVELOPE_METHODS,
-        help="thalamus mask that bounds MindGlide's deep grey matter label (default: the first of "
-        f"{', '.join(ENVELOPE_METHODS)} that runs; FIRST as in the paper)",
-    )
-    meth.add_argument(
-        "--mindglide-device", choices=["cpu", "cuda", "auto"], default="cpu",
-        help="where MindGlide runs (default: cpu; 'auto' uses a GPU when one works)",
-    )
-    meth.add_argument(
-        "--fs-license-file", type=_existing_file, metavar="FILE",
-        help="FreeSurfer license (default: $FS_LICENSE, then $FREESURFER_HOME/license.txt)",
-    )
+    for method in all_methods():
+        for option in method.options:
+            _add_method_option(meth, option)
 
     reg = parser.add_argument_group("registration of FLAIR and R1 to T1w")
     reg.add_argument("--flirt-cutoff", type=float, default=0.25, metavar="MI",

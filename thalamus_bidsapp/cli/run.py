@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
-from thalamus_bidsapp.cli.parser import build_parser
+from thalamus_bidsapp.cli.parser import build_parser, method_options
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import EXIT_CANTCREAT, EXIT_USAGE, ThalamusError
 from thalamus_bidsapp.interrupts import InterruptGuard, Interrupted
@@ -57,17 +57,11 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         session_labels=tuple(args.session_label or ()),
         bids_filter_file=args.bids_filter_file,
         derivatives=parse_derivatives(args.derivatives),
-        fs_subjects_dir=args.fs_subjects_dir,
-        fs_license_file=args.fs_license_file,
         methods=tuple(args.methods) if args.methods else None,
+        method_options=method_options(args),
         clinical_config=args.clinical_config,
         flirt_cutoff=args.flirt_cutoff,
         ants_cutoff=args.ants_cutoff,
-        dbsegment_model=args.dbsegment_model,
-        meshnet_model=args.meshnet_model,
-        mindglide_model=args.mindglide_model,
-        mindglide_envelope=args.mindglide_envelope,
-        mindglide_device=args.mindglide_device,
         nprocs=args.nprocs,
         omp_nthreads=args.omp_nthreads,
         mem_gb=args.mem_gb,

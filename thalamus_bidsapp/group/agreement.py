@@ -14,10 +14,12 @@ from that small ``k x k`` matrix of counts.
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import nibabel as nib
@@ -26,6 +28,8 @@ import pandas as pd
 
 from thalamus_bidsapp.bidsio.atomic import write_tsv
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
+from thalamus_bidsapp.group.containment import ContainmentSums
+from thalamus_bidsapp.image.grid import same_grid
 from thalamus_bidsapp.image.masks import voxel_volume_mm3
 from thalamus_bidsapp.stats.agreement import volumetric_agreement
 from thalamus_bidsapp.stats.overlap import (
@@ -52,7 +56,6 @@ _BLOCK = 1 << 20
 
 #: Tolerance (mm) when comparing affines: headers written by different tools
 #: round the same grid differently in float32.
-_AFFINE_ATOL = 1e-3
 
 
 @dataclass
@@ -143,10 +146,6 @@ def _read_mask(path: Path, *, canonical: bool = False) -> _Mask:
     return _Mask(Path(path), shape, affine, voxel_mm3, lo, crop, count)
 
 
-def _same_grid(a: _Mask, b: _Mask) -> bool:
-    return a.shape == b.shape and np.allclose(a.affine, b.affine, rtol=0, atol=_AFFINE_ATOL)
-
-
 def session_counts(masks: Sequence[_Mask]) -> tuple[np.ndarray, np.ndarray]:
     """Voxel counts and pairwise intersections of a session's masks.
 
@@ -207,34 +206,6 @@ def _empty_warning(masks: Sequence[_Mask], names: Sequence[str], pid: str, sid: 
             )
 
 
-def _session_masks(method_paths: list, manual_path: Path | None) -> list[_Mask]:
-    """The method masks of one session (and its manual mask last), checked to share one grid."""
-    masks = [_read_mask(Path(p)) for p in method_paths]
-    ref = masks[0]
-    for m in masks[1:]:
-        if not _same_grid(ref, m):
-            why = f"shape {m.shape} vs {ref.shape}" if m.shape != ref.shape else "different affine"
-            raise ThalamusError(
-                f"mask {m.path} is not on the grid of {ref.path} of the same session ({why})",
-                exit_code=EXIT_DATAERR,
-            )
-    if manual_path is not None:
-        manual = _read_mask(manual_path)
-        if not _same_grid(ref, manual):
-            # space-T1w is the T1w reoriented to RAS+; a manual mask drawn on the raw T1w
-            # differs from it only in voxel order.
-            manual = _read_mask(manual_path, canonical=True)
-        if not _same_grid(ref, manual):
-            why = f"shape {manual.shape} vs {ref.shape}" if manual.shape != ref.shape else "different affine"
-            raise ThalamusError(
-                f"manual mask {manual.path} is not on the T1w grid of the session's method masks "
-                f"({why}; reference {ref.path})",
-                exit_code=EXIT_DATAERR,
-            )
-        masks.append(manual)
-    return masks
-
-
 def run_agreement(
     method_masks: pd.DataFrame,
     manual_masks: pd.DataFrame,
@@ -287,7 +258,69 @@ def run_agreement(
     _check_columns(method_masks, ["participant_id", "session_id", "method", "path"], "method_masks")
     _check_columns(manual_masks, ["participant_id", "session_id", "path"], "manual_masks")
     out_dir = Path(out_dir)
+    methods_df, manual_by_session = _keyed_masks(method_masks, manual_masks)
+    all_methods = sorted(methods_df["method"].unique())
+    containment_sums = ContainmentSums(all_methods, list(_CONTAINMENT_COLUMNS))
+    vox_rows: list[dict] = []
+    seen: set[tuple[str, str]] = set()
+    excluded_rows: list[dict] = []
+    for (pid, sid), group in methods_df.groupby(["key_pid", "key_sid"], sort=True):
+        group = group.sort_values("method")
+        names = list(group["method"])
+        manual_path = manual_by_session.get((pid, sid))
+        try:
+            masks = _session_masks(list(group["path"]), manual_path)
+        except ThalamusError as err:
+            if not skip_bad_sessions:
+                raise
+            logger.error("agreement: %s %s left out: %s", pid, sid or "(no session)", err)
+            excluded_rows.append({"participant_id": group["participant_id"].iloc[0],
+                                  "session_id": group["session_id"].iloc[0], "reason": str(err)})
+            continue
+        seen.add((pid, sid))
+        _empty_warning(masks, names + (["manual"] if manual_path is not None else []), pid, sid)
+        counts, inter = session_counts(masks)
+        k = len(names)
+        with warnings.catch_warnings():
+            # Empty masks were logged above, by file; the NaNs are the intended result.
+            warnings.simplefilter("ignore", EmptyMaskWarning)
+            containment_sums.add(names, containment_from_counts(inter[:k, :k], counts[:k, None], counts[None, :k]))
+            if manual_path is not None:
+                vox_rows += _voxelwise_rows(group, names, masks, counts, inter)
+        logger.debug("agreement: %s %s done (%d masks)", pid, sid or "(no session)", len(masks))
+        del masks
 
+    for key in sorted(set(manual_by_session) - seen):
+        logger.info("manual mask %s has no method mask in its session; not used", manual_by_session[key])
+
+    voxelwise = pd.DataFrame(vox_rows, columns=list(_VOXELWISE_COLUMNS))
+    tables = {
+        "excluded": pd.DataFrame(excluded_rows, columns=["participant_id", "session_id", "reason"]),
+        "voxelwise": voxelwise,
+        "summary": _summary(voxelwise),
+        "pairwise": _pairwise(voxelwise),
+        "containment": containment_sums.table(),
+        "volumetric": _volumetric(voxelwise),
+    }
+    for name, file_name, columns in (("voxelwise", "agreement_voxelwise", _VOXELWISE_COLUMNS),
+                                     ("summary", "agreement_summary", _SUMMARY_COLUMNS),
+                                     ("pairwise", "agreement_pairwise", _PAIRWISE_COLUMNS),
+                                     ("containment", "containment", _CONTAINMENT_COLUMNS),
+                                     ("volumetric", "agreement_volumetric", _VOLUMETRIC_COLUMNS)):
+        write_tsv(tables[name], out_dir / f"{file_name}.tsv", columns)
+    logger.info(
+        "agreement: %d session(s), %d with a manual mask, %d method(s); tables in %s",
+        len(seen), voxelwise[["participant_id", "session_id"]].drop_duplicates().shape[0], len(all_methods), out_dir,
+    )
+    if figures:
+        from thalamus_bidsapp.reports.figures_agreement import write_agreement_figures
+
+        write_agreement_figures(voxelwise, tables["containment"], tables["volumetric"], out_dir / "figures")
+    return tables
+
+
+def _keyed_masks(method_masks: pd.DataFrame, manual_masks: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """The method masks with session keys, and the manual mask of each session; one mask per key, or exit 65."""
     methods_df = method_masks.assign(
         key_pid=method_masks["participant_id"].map(_session_key),
         key_sid=method_masks["session_id"].map(_session_key),
@@ -309,111 +342,63 @@ def run_agreement(
             "more than one manual mask per session: " + ", ".join(map(str, manual_df.loc[dup, "path"])),
             exit_code=EXIT_DATAERR,
         )
-    manual_by_session = {(r.key_pid, r.key_sid): Path(r.path) for r in manual_df.itertuples()}
+    return methods_df, {(r.key_pid, r.key_sid): Path(r.path) for r in manual_df.itertuples()}
 
-    all_methods = sorted(methods_df["method"].unique())
-    index = {m: i for i, m in enumerate(all_methods)}
-    n_methods = len(all_methods)
-    c_sum = np.zeros((n_methods, n_methods))
-    c_sumsq = np.zeros((n_methods, n_methods))
-    c_n = np.zeros((n_methods, n_methods), dtype=np.int64)
 
-    vox_rows: list[dict] = []
-    sessions = methods_df.groupby(["key_pid", "key_sid"], sort=True)
-    seen: set[tuple[str, str]] = set()
-    excluded_rows: list[dict] = []
-    for (pid, sid), group in sessions:
-        group = group.sort_values("method")
-        names = list(group["method"])
-        manual_path = manual_by_session.get((pid, sid))
-        try:
-            masks = _session_masks(list(group["path"]), manual_path)
-        except ThalamusError as err:
-            if not skip_bad_sessions:
-                raise
-            logger.error("agreement: %s %s left out: %s", pid, sid or "(no session)", err)
-            excluded_rows.append({"participant_id": group["participant_id"].iloc[0],
-                                  "session_id": group["session_id"].iloc[0], "reason": str(err)})
-            continue
-        seen.add((pid, sid))
-        _empty_warning(masks, names + (["manual"] if manual_path is not None else []), pid, sid)
-        counts, inter = session_counts(masks)
-        k = len(names)
+def _session_masks(method_paths: list, manual_path: Path | None) -> list[_Mask]:
+    """The session's method masks (and its manual mask last), all checked to be on one grid (exit 65)."""
+    masks = [_read_mask(Path(p)) for p in method_paths]
+    ref = masks[0]
+    for m in masks[1:]:
+        if not same_grid(ref, m):
+            why = f"shape {m.shape} vs {ref.shape}" if m.shape != ref.shape else "different affine"
+            raise ThalamusError(
+                f"mask {m.path} is not on the grid of {ref.path} of the same session ({why})",
+                exit_code=EXIT_DATAERR,
+            )
+    if manual_path is not None:
+        manual = _read_mask(manual_path)
+        if not same_grid(ref, manual):
+            # space-T1w is the T1w reoriented to RAS+; a manual mask drawn on the raw T1w
+            # differs from it only in voxel order.
+            manual = _read_mask(manual_path, canonical=True)
+        if not same_grid(ref, manual):
+            why = f"shape {manual.shape} vs {ref.shape}" if manual.shape != ref.shape else "different affine"
+            raise ThalamusError(
+                f"manual mask {manual.path} is not on the T1w grid of the session's method masks "
+                f"({why}; reference {ref.path})",
+                exit_code=EXIT_DATAERR,
+            )
+        masks.append(manual)
+    return masks
 
-        with warnings.catch_warnings():
-            # Empty masks were logged above, by file; the NaNs are the intended result.
-            warnings.simplefilter("ignore", EmptyMaskWarning)
-            cont = containment_from_counts(inter[:k, :k], counts[:k, None], counts[None, :k])
-            if manual_path is not None:
-                tp = inter[:k, k]
-                fp = counts[:k] - tp
-                fn = counts[k] - tp
-                d = np.atleast_1d(dice_from_counts(tp, fp, fn))
-                jac = np.atleast_1d(jaccard_from_counts(tp, fp, fn))
-                p = np.atleast_1d(precision_from_counts(tp, fp, fn))
-                s = np.atleast_1d(sensitivity_from_counts(tp, fp, fn))
-        idx = np.array([index[n] for n in names])
-        cont = np.atleast_2d(cont)
-        ok = np.isfinite(cont)
-        sub = np.ix_(idx, idx)
-        c_sum[sub] += np.where(ok, cont, 0.0)
-        c_sumsq[sub] += np.where(ok, cont**2, 0.0)
-        c_n[sub] += ok
 
-        if manual_path is not None:
-            manual_ml = counts[k] * masks[k].voxel_mm3 / 1000.0
-            for j, name in enumerate(names):
-                vox_rows.append(
-                    {
-                        "participant_id": group["participant_id"].iloc[0],
-                        "session_id": group["session_id"].iloc[0],
-                        "method": name,
-                        "tp": int(tp[j]),
-                        "fp": int(fp[j]),
-                        "fn": int(fn[j]),
-                        "dice": float(d[j]),
-                        "jaccard": float(jac[j]),
-                        "precision": float(p[j]),
-                        "sensitivity": float(s[j]),
-                        "volume_manual_ml": manual_ml,
-                        "volume_method_ml": counts[j] * masks[j].voxel_mm3 / 1000.0,
-                    }
-                )
-        logger.debug("agreement: %s %s done (%d masks)", pid, sid or "(no session)", len(masks))
-        del masks
-
-    for key in sorted(set(manual_by_session) - seen):
-        logger.info("manual mask %s has no method mask in its session; not used", manual_by_session[key])
-
-    voxelwise = pd.DataFrame(vox_rows, columns=list(_VOXELWISE_COLUMNS))
-    summary = _summary(voxelwise)
-    pairwise = _pairwise(voxelwise)
-    containment = _containment_table(all_methods, c_sum, c_sumsq, c_n)
-    volumetric = _volumetric(voxelwise)
-
-    write_tsv(voxelwise, out_dir / "agreement_voxelwise.tsv", _VOXELWISE_COLUMNS)
-    write_tsv(summary, out_dir / "agreement_summary.tsv", _SUMMARY_COLUMNS)
-    write_tsv(pairwise, out_dir / "agreement_pairwise.tsv", _PAIRWISE_COLUMNS)
-    write_tsv(containment, out_dir / "containment.tsv", _CONTAINMENT_COLUMNS)
-    write_tsv(volumetric, out_dir / "agreement_volumetric.tsv", _VOLUMETRIC_COLUMNS)
-    logger.info(
-        "agreement: %d session(s), %d with a manual mask, %d method(s); tables in %s",
-        len(seen), voxelwise[["participant_id", "session_id"]].drop_duplicates().shape[0], n_methods, out_dir,
-    )
-
-    tables = {
-        "excluded": pd.DataFrame(excluded_rows, columns=["participant_id", "session_id", "reason"]),
-        "voxelwise": voxelwise,
-        "summary": summary,
-        "pairwise": pairwise,
-        "containment": containment,
-        "volumetric": volumetric,
-    }
-    if figures:
-        from thalamus_bidsapp.reports.figures_agreement import write_agreement_figures
-
-        write_agreement_figures(voxelwise, containment, volumetric, out_dir / "figures")
-    return tables
+def _voxelwise_rows(group: pd.DataFrame, names: list[str], masks: list[_Mask], counts: np.ndarray,
+                    inter: np.ndarray) -> list[dict]:
+    """Overlap and volume of each method mask against the manual mask (the last of ``masks``)."""
+    k = len(names)
+    tp = inter[:k, k]
+    fp = counts[:k] - tp
+    fn = counts[k] - tp
+    d = np.atleast_1d(dice_from_counts(tp, fp, fn))
+    jac = np.atleast_1d(jaccard_from_counts(tp, fp, fn))
+    p = np.atleast_1d(precision_from_counts(tp, fp, fn))
+    s = np.atleast_1d(sensitivity_from_counts(tp, fp, fn))
+    manual_ml = counts[k] * masks[k].voxel_mm3 / 1000.0
+    return [{
+        "participant_id": group["participant_id"].iloc[0],
+        "session_id": group["session_id"].iloc[0],
+        "method": name,
+        "tp": int(tp[j]),
+        "fp": int(fp[j]),
+        "fn": int(fn[j]),
+        "dice": float(d[j]),
+        "jaccard": float(jac[j]),
+        "precision": float(p[j]),
+        "sensitivity": float(s[j]),
+        "volume_manual_ml": manual_ml,
+        "volume_method_ml": counts[j] * masks[j].voxel_mm3 / 1000.0,
+    } for j, name in enumerate(names)]
 
 
 def _summary(voxelwise: pd.DataFrame) -> pd.DataFrame:
@@ -456,25 +441,6 @@ def _pairwise(voxelwise: pd.DataFrame) -> pd.DataFrame:
     return out[cols]
 
 
-def _containment_table(methods: list[str], c_sum: np.ndarray, c_sumsq: np.ndarray, c_n: np.ndarray) -> pd.DataFrame:
-    rows = []
-    for i, a in enumerate(methods):
-        for j, b in enumerate(methods):
-            n = int(c_n[i, j])
-            mean = c_sum[i, j] / n if n else np.nan
-            var = (c_sumsq[i, j] - n * mean**2) / (n - 1) if n > 1 else np.nan
-            rows.append(
-                {
-                    "method_a": a,
-                    "method_b": b,
-                    "containment_mean": mean,
-                    "containment_sd": float(np.sqrt(max(var, 0.0))) if n > 1 else np.nan,
-                    "n_sessions": n,
-                }
-            )
-    return pd.DataFrame(rows, columns=list(_CONTAINMENT_COLUMNS))
-
-
 def _volumetric(voxelwise: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for method, grp in voxelwise.groupby("method", sort=True):
@@ -498,99 +464,8 @@ def _volumetric(voxelwise: pd.DataFrame) -> pd.DataFrame:
     return out[cols]
 
 
-_ML = {"Units": "mL"}
-
-_VOXELWISE_COLUMNS: dict[str, object] = {
-    "participant_id": "Participant label (BIDS sub-<label>).",
-    "session_id": "Session label (BIDS ses-<label>); n/a for datasets without sessions.",
-    "method": "Segmentation method (BIDS desc value of the thalamus mask).",
-    "tp": {"Description": "True positives: voxels in both the method and the manual mask.", "Units": "voxel"},
-    "fp": {"Description": "False positives: voxels in the method mask only.", "Units": "voxel"},
-    "fn": {"Description": "False negatives: voxels in the manual mask only.", "Units": "voxel"},
-    "dice": "Dice similarity coefficient 2TP/(2TP+FP+FN); n/a if a mask is empty.",
-    "jaccard": "Jaccard index TP/(TP+FP+FN) = Dice/(2 - Dice); n/a if a mask is empty.",
-    "precision": "Precision TP/(TP+FP); n/a if a mask is empty.",
-    "sensitivity": "Sensitivity TP/(TP+FN); n/a if a mask is empty.",
-    "volume_manual_ml": {"Description": "Manual (ground-truth) thalamus volume: voxel count x voxel volume.", **_ML},
-    "volume_method_ml": {"Description": "Method thalamus volume: voxel count x voxel volume.", **_ML},
-}
-
-_SUMMARY_COLUMNS: dict[str, object] = {
-    "method": "Segmentation method.",
-    "metric": "Overlap metric with the manual mask: dice, precision, sensitivity or jaccard.",
-    "n": "Number of sessions with a defined value.",
-    "median": "Median across sessions.",
-    "q1": "First quartile (25th percentile, linear interpolation).",
-    "q3": "Third quartile (75th percentile, linear interpolation).",
-    "iqr": "Interquartile range q3 - q1.",
-    "mean": "Mean across sessions.",
-    "sd": "Standard deviation across sessions (n - 1 divisor).",
-}
-
-_PAIRWISE_COLUMNS: dict[str, object] = {
-    "metric": "Overlap metric compared: dice, precision or sensitivity.",
-    "method_a": "First method of the pair.",
-    "method_b": "Second method of the pair.",
-    "n": "Number of sessions with a value for both methods (paired).",
-    "median_a": "Median of the metric for method_a over the paired sessions.",
-    "median_b": "Median of the metric for method_b over the paired sessions.",
-    "median_diff": "Median of the paired differences method_a - method_b.",
-    "n_nonzero": "Number of non-zero paired differences (zero differences are dropped, Wilcoxon's convention).",
-    "T_plus": "Wilcoxon signed-rank sum of the positive differences method_a - method_b.",
-    "T_minus": "Wilcoxon signed-rank sum of the negative differences method_a - method_b.",
-    "test_method": "Null distribution used: exact, permutation (all sign flips, ties or zeros with n <= 13) "
-    "or normal (approximation, n > 50 or ties).",
-    "correction": "Whether a continuity correction was applied (normal approximation only; none by default).",
-    "p": "Unadjusted two-sided p-value (scipy.stats.wilcoxon).",
-    "p_fdr": "Benjamini-Hochberg adjusted p-value, one family per metric.",
-}
-
-_CONTAINMENT_COLUMNS: dict[str, object] = {
-    "method_a": "Mask A (the contained mask).",
-    "method_b": "Mask B (the containing mask).",
-    "containment_mean": "Directed containment |A and B| / |A| ('how much of A lies inside B'), "
-    "computed per session and averaged across sessions with both masks non-empty.",
-    "containment_sd": "Standard deviation of the per-session containment (n - 1 divisor).",
-    "n_sessions": "Number of sessions averaged.",
-}
-
-_VOLUMETRIC_COLUMNS: dict[str, object] = {
-    "method": "Segmentation method compared with the manual masks.",
-    "n": "Number of sessions with a manual and a method volume.",
-    "mean_manual_ml": {"Description": "Mean manual thalamus volume.", **_ML},
-    "mean_method_ml": {"Description": "Mean method thalamus volume.", **_ML},
-    "ccc": "Lin's concordance correlation coefficient of method vs manual volume (Lin 1989).",
-    "ccc_ci_low": "Lower 95% confidence limit of the CCC (Fisher z-transform, Lin's asymptotic variance).",
-    "ccc_ci_high": "Upper 95% confidence limit of the CCC.",
-    "slope": "OLS slope of method volume on manual volume (1 = dynamic range preserved).",
-    "slope_ci_low": "Lower 95% confidence limit of the OLS slope.",
-    "slope_ci_high": "Upper 95% confidence limit of the OLS slope.",
-    "intercept_ml": {"Description": "OLS intercept of method volume on manual volume.", **_ML},
-    "sd_e_ml": {"Description": "Residual standard deviation of the OLS fit (n - 2 divisor).", **_ML},
-    "icc3": "ICC3 = Shrout-Fleiss ICC(3,1): two-way mixed effects, single rater, CONSISTENCY "
-    "(McGraw-Wong ICC(C,1), pingouin ICC3); manual and method as the two raters. A constant offset is not penalised.",
-    "icc3_ci_low": "Lower 95% confidence limit of ICC(3,1) (F-based, Shrout and Fleiss 1979).",
-    "icc3_ci_high": "Upper 95% confidence limit of ICC(3,1).",
-    "icc2": "ICC2 = Shrout-Fleiss ICC(2,1): two-way random effects, single rater, ABSOLUTE AGREEMENT "
-    "(McGraw-Wong ICC(A,1), pingouin ICC2); manual and method as the two raters. A constant offset lowers it.",
-    "icc2_ci_low": "Lower 95% confidence limit of ICC(2,1) (McGraw and Wong 1996).",
-    "icc2_ci_high": "Upper 95% confidence limit of ICC(2,1).",
-    "bias_ml": {"Description": "Bland-Altman mean bias, method minus manual.", **_ML},
-    "bias_se_ml": {"Description": "Standard error of the bias, SD / sqrt(n) (Bland and Altman 1999).", **_ML},
-    "bias_ci_low_ml": {"Description": "Lower 95% confidence limit of the bias (t, n - 1 df).", **_ML},
-    "bias_ci_high_ml": {"Description": "Upper 95% confidence limit of the bias.", **_ML},
-    "sd_ml": {"Description": "Standard deviation of the differences method minus manual.", **_ML},
-    "loa_low_ml": {"Description": "Lower 95% limit of agreement: bias - 1.96 SD.", **_ML},
-    "loa_high_ml": {"Description": "Upper 95% limit of agreement: bias + 1.96 SD.", **_ML},
-    "loa_se_ml": {"Description": "Approximate standard error of each limit of agreement, sqrt(3 SD^2 / n) "
-                  "(Bland and Altman 1999).", **_ML},
-    "loa_low_ci_low_ml": {"Description": "Lower 95% confidence limit of the lower limit of agreement.", **_ML},
-    "loa_low_ci_high_ml": {"Description": "Upper 95% confidence limit of the lower limit of agreement.", **_ML},
-    "loa_high_ci_low_ml": {"Description": "Lower 95% confidence limit of the upper limit of agreement.", **_ML},
-    "loa_high_ci_high_ml": {"Description": "Upper 95% confidence limit of the upper limit of agreement.", **_ML},
-    "prop_slope": "Proportional bias: OLS slope of the differences on the means of method and manual volume.",
-    "prop_slope_ci_low": "Lower 95% confidence limit of the proportional-bias slope.",
-    "prop_slope_ci_high": "Upper 95% confidence limit of the proportional-bias slope.",
-    "prop_intercept_ml": {"Description": "Intercept of the proportional-bias regression.", **_ML},
-    "prop_slope_p": "p-value of the proportional-bias slope (t test, H0: slope = 0).",
-}
+#: Column descriptions of each agreement table, in column order (``data/agreement_columns.json``).
+_COLUMNS: dict[str, dict[str, object]] = json.loads(
+    resources.files("thalamus_bidsapp.data").joinpath("agreement_columns.json").read_text())
+_VOXELWISE_COLUMNS, _SUMMARY_COLUMNS, _PAIRWISE_COLUMNS, _CONTAINMENT_COLUMNS, _VOLUMETRIC_COLUMNS = (
+    _COLUMNS[name] for name in ("voxelwise", "summary", "pairwise", "containment", "volumetric"))

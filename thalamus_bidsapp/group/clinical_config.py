@@ -103,7 +103,6 @@ class ClinicalConfig:
     baseline: str
     followup: str
     hc3_alpha: float
-    fdr_alpha: float
     cross_sectional_outcomes: tuple[OutcomeSpec, ...]
     longitudinal_outcomes: tuple[OutcomeSpec, ...]
     winsorize_limits: tuple[tuple[float, float], ...]
@@ -229,12 +228,10 @@ def config_from_settings(settings: Mapping[str, Any], source: str = "defaults") 
         raise ThalamusError(f"invalid clinical config ({source}): {exc!r}", exit_code=EXIT_USAGE) from exc
 
 
-def _build(s: Mapping[str, Any], source: str) -> ClinicalConfig:
-    def fail(message: str) -> ThalamusError:
-        return ThalamusError(f"invalid clinical config ({source}): {message}", exit_code=EXIT_USAGE)
-
+def _role_specs(spec_by_role: Mapping[str, Any], fail: Any) -> dict[str, RoleSpec]:
+    """The ``columns`` section: one :class:`RoleSpec` per role (``fail(message)`` makes the error)."""
     columns: dict[str, RoleSpec] = {}
-    for role, spec in s["columns"].items():
+    for role, spec in spec_by_role.items():
         if isinstance(spec, str):  # shorthand "edss: EDSS_score"
             spec = {"column": spec}
         if not isinstance(spec, Mapping):
@@ -259,6 +256,33 @@ def _build(s: Mapping[str, Any], source: str) -> ClinicalConfig:
             scale=scale,
             required=bool(spec.get("required", False)),
         )
+    return columns
+
+
+def _winsorize_limits(pairs: Any, fail: Any) -> list[tuple[float, float]]:
+    limits = []
+    for pair in pairs:
+        low, high = (float(v) for v in pair)
+        if not (0 <= low < 0.5 and 0 <= high < 0.5):
+            raise fail(f"winsorize limits must lie in [0, 0.5): {pair}")
+        limits.append((low, high))
+    return limits
+
+
+def _progression_bands(thresholds: Any, fail: Any) -> tuple[ProgressionBand, ...]:
+    bands = tuple(ProgressionBand(float(b["max_baseline"]), float(b["change"])) for b in thresholds)
+    if not bands or any(b.change <= 0 for b in bands):
+        raise fail("progression.thresholds need at least one band, each with a positive change")
+    if any(b2.max_baseline <= b1.max_baseline for b1, b2 in zip(bands, bands[1:])):
+        raise fail("progression.thresholds must be sorted by increasing max_baseline")
+    return bands
+
+
+def _build(s: Mapping[str, Any], source: str) -> ClinicalConfig:
+    def fail(message: str) -> ThalamusError:
+        return ThalamusError(f"invalid clinical config ({source}): {message}", exit_code=EXIT_USAGE)
+
+    columns = _role_specs(s["columns"], fail)
 
     def outcomes(key: str) -> tuple[OutcomeSpec, ...]:
         out = []
@@ -275,20 +299,8 @@ def _build(s: Mapping[str, Any], source: str) -> ClinicalConfig:
             out.append(spec)
         return tuple(out)
 
-    limits = []
-    for pair in s["longitudinal"]["winsorize_limits"]:
-        low, high = (float(v) for v in pair)
-        if not (0 <= low < 0.5 and 0 <= high < 0.5):
-            raise fail(f"winsorize limits must lie in [0, 0.5): {pair}")
-        limits.append((low, high))
-
-    bands = tuple(
-        ProgressionBand(float(b["max_baseline"]), float(b["change"])) for b in s["progression"]["thresholds"]
-    )
-    if not bands or any(b.change <= 0 for b in bands):
-        raise fail("progression.thresholds need at least one band, each with a positive change")
-    if any(b2.max_baseline <= b1.max_baseline for b1, b2 in zip(bands, bands[1:])):
-        raise fail("progression.thresholds must be sorted by increasing max_baseline")
+    limits = _winsorize_limits(s["longitudinal"]["winsorize_limits"], fail)
+    bands = _progression_bands(s["progression"]["thresholds"], fail)
 
     followup = str(s["sessions"]["followup"])
     prog_followup = str(s["progression"]["followup"])
@@ -321,7 +333,6 @@ def _build(s: Mapping[str, Any], source: str) -> ClinicalConfig:
         baseline=str(s["sessions"]["baseline"]),
         followup=followup,
         hc3_alpha=float(s["hc3_alpha"]),
-        fdr_alpha=float(s["fdr_alpha"]),
         cross_sectional_outcomes=outcomes("cross_sectional"),
         longitudinal_outcomes=outcomes("longitudinal"),
         winsorize_limits=tuple(limits),

@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from thalamus_bidsapp.errors import EXIT_DATAERR, ThalamusError
+from thalamus_bidsapp.image.grid import check_same_grid  # noqa: F401 - re-exported for the adapters
 
 logger = logging.getLogger(__name__)
 
@@ -30,48 +31,6 @@ ENSEMBLES: dict[str, tuple[str, ...]] = {
     "R1FLAIR": ("R1", "FLAIR"),
     "T1wFLAIRR1": ("T1w", "FLAIR", "R1"),
 }
-
-#: Largest absolute difference allowed between two affines of "the same" grid
-#: (mm); NIfTI stores affines as float32, so exact equality is too strict.
-AFFINE_ATOL = 1e-4
-
-
-def same_grid(
-    a: nib.spatialimages.SpatialImage, b: nib.spatialimages.SpatialImage, atol: float = AFFINE_ATOL
-) -> bool:
-    """Whether two images share shape (first three axes) and affine (within ``atol`` mm)."""
-    return tuple(a.shape[:3]) == tuple(b.shape[:3]) and np.allclose(a.affine, b.affine, atol=atol, rtol=0)
-
-
-def check_same_grid(
-    images: Sequence[nib.spatialimages.SpatialImage],
-    names: Sequence[str] | None = None,
-    atol: float = AFFINE_ATOL,
-) -> None:
-    """Raise a :class:`ThalamusError` (exit 65) unless all images share one grid.
-
-    Parameters
-    ----------
-    images
-        Images to compare with the first one.
-    names
-        Labels for the error message (default ``image 0``, ``image 1``, ...).
-    atol
-        Tolerance on affine entries, in mm.
-    """
-    if not images:
-        return
-    names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
-    ref = images[0]
-    for name, img in zip(names[1:], images[1:]):
-        if not same_grid(ref, img, atol=atol):
-            raise ThalamusError(
-                f"{name} is not on the grid of {names[0]}: shape {tuple(img.shape[:3])} vs "
-                f"{tuple(ref.shape[:3])}, affine\n{np.round(img.affine, 4)}\nvs\n{np.round(ref.affine, 4)}. "
-                "All masks must be resampled onto the native T1w grid first.",
-                EXIT_DATAERR,
-            )
-
 
 def binary(img: nib.spatialimages.SpatialImage) -> np.ndarray:
     """Boolean array of shape (X, Y, Z): voxels > 0 (a 4D singleton axis is dropped)."""

@@ -9,13 +9,9 @@ histogram matching.
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
 
-from thalamus_bidsapp.bidsio.atomic import save_nifti
 from thalamus_bidsapp.errors import EXIT_DATAERR, ThalamusError
 from thalamus_bidsapp.image.nifti import float32_like
 from thalamus_bidsapp.image.resample import same_grid
@@ -88,42 +84,34 @@ def scale_r1(
 
 
 def scale_r1_image(
-    r1: str | os.PathLike,
-    brain_mask: str | os.PathLike,
-    out_file: str | os.PathLike,
+    r1_img: nib.spatialimages.SpatialImage,
+    mask_img: nib.spatialimages.SpatialImage,
     *,
     percentile: float = CLIP_PERCENTILE,
     out_max: float = SCALED_MAX,
-) -> Path:
-    """:func:`scale_r1` on NIfTI files; writes ``out_file`` (float32, the R1 grid) atomically.
+    names: tuple[str, str] = ("R1 map", "brain mask"),
+) -> nib.Nifti1Image:
+    """:func:`scale_r1` on images: the scaled R1 map (float32, the R1 grid).
 
     Parameters
     ----------
-    r1
+    r1_img
         Registered R1 map on the T1w grid.
-    brain_mask
+    mask_img
         T1w brain mask; must share the R1 grid (shape and affine to 1e-3 mm).
-    out_file
-        Output path, e.g. ``..._space-T1w_desc-scaled_R1map.nii.gz``.
     percentile, out_max
         As in :func:`scale_r1`.
-
-    Returns
-    -------
-    pathlib.Path
-        ``out_file``.
+    names
+        How the error messages name the two images (e.g. their files).
 
     Raises
     ------
     ThalamusError
         (exit code 65) if the grids differ or the R1 map cannot be scaled.
     """
-    r1_img = nib.load(os.fspath(r1))
-    mask_img = nib.load(os.fspath(brain_mask))
     if not same_grid(r1_img, mask_img):
         raise ThalamusError(
-            f"R1 map {r1} is not on the grid of the brain mask {brain_mask}: "
-            f"shape {r1_img.shape} vs {mask_img.shape}",
+            f"{names[0]} is not on the grid of the {names[1]}: shape {r1_img.shape} vs {mask_img.shape}",
             exit_code=EXIT_DATAERR,
         )
     data = np.asarray(r1_img.dataobj, dtype=np.float32).reshape(r1_img.shape[:3])
@@ -131,5 +119,5 @@ def scale_r1_image(
     try:
         scaled = scale_r1(data, mask, percentile=percentile, out_max=out_max)
     except ValueError as exc:
-        raise ThalamusError(f"cannot scale R1 map {r1}: {exc}", exit_code=EXIT_DATAERR) from exc
-    return save_nifti(float32_like(scaled, r1_img), out_file)
+        raise ThalamusError(f"cannot scale {names[0]}: {exc}", exit_code=EXIT_DATAERR) from exc
+    return float32_like(scaled, r1_img)

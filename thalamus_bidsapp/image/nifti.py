@@ -28,3 +28,15 @@ def float32_like(data: np.ndarray, like: nib.Nifti1Image) -> nib.Nifti1Image:
     img = nib.Nifti1Image(data, like.affine, header)
     img.header["scl_slope"], img.header["scl_inter"] = np.nan, np.nan
     return img
+
+
+def load_image(path: str) -> nib.spatialimages.SpatialImage:
+    """Load an image, turning any reader failure into a clear error that names the file."""
+    from thalamus_bidsapp.errors import EXIT_DATAERR, ThalamusError
+
+    try:
+        img = nib.load(path)
+        img.get_fdata(dtype="float32")  # force a full read: a truncated gzip fails here, not later
+    except Exception as err:
+        raise ThalamusError(f"cannot read the image {path}: {err}", EXIT_DATAERR) from err
+    return img

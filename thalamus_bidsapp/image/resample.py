@@ -6,12 +6,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from thalamus_bidsapp.image.grid import same_grid
 from thalamus_bidsapp.image.nifti import new_image
-
-
-def same_grid(a: nib.spatialimages.SpatialImage, b: nib.spatialimages.SpatialImage, atol: float = 1e-3) -> bool:
-    """True when both images have the same 3D shape and affine (within ``atol`` mm)."""
-    return a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine, atol=atol)
 
 
 def labels_to_grid(labels: nib.spatialimages.SpatialImage, reference: nib.spatialimages.SpatialImage) -> nib.Nifti1Image:

@@ -51,8 +51,8 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import map_coordinates
 
-from thalamus_bidsapp.bidsio.checksums import remembered_model_digest
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
+from thalamus_bidsapp.interfaces import weights
 from thalamus_bidsapp.image.ensembles import mask_like
 
 logger = logging.getLogger(__name__)
@@ -415,12 +415,9 @@ def dbsegment_thalamus_mask(
 
 def model_checksums(model_folder: str | os.PathLike, folds: Sequence[int] | None = DEFAULT_FOLDS) -> dict[str, str]:
     """sha256 of each fold's ``model_final_checkpoint.model`` (fold name -> hex digest; absent files skipped)."""
-    sums: dict[str, str] = {}
-    for fold in folds or (4, 6):
-        path = model_bundle(model_folder, folds) / f"fold_{fold}" / "model_final_checkpoint.model"
-        if path.is_file():
-            sums[f"fold_{fold}"] = remembered_model_digest(path)
-    return sums
+    bundle = model_bundle(model_folder, folds)
+    return weights.checksums({f"fold_{fold}": bundle / f"fold_{fold}" / "model_final_checkpoint.model"
+                              for fold in folds or (4, 6)})
 
 
 def provenance(

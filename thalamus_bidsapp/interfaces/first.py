@@ -31,6 +31,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from thalamus_bidsapp.interfaces.fslinstall import find_fsl_tool
+from thalamus_bidsapp.interfaces.fslinstall import fsl_version as read_fsl_version
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
 from thalamus_bidsapp.image.ensembles import binary, check_same_grid, mask_like
 
@@ -68,18 +70,17 @@ def find_fsl(fsldir: str | os.PathLike | None = None) -> Path:
     ThalamusError
         Exit 66 when FSLDIR is unset or has no executable ``bin/run_first_all``.
     """
-    source = "the given FSL folder" if fsldir is not None else "FSLDIR"
-    value = fsldir if fsldir is not None else os.environ.get("FSLDIR")
-    if not value:
+    found = find_fsl_tool("run_first_all", fsldir=fsldir, search_path=False)
+    if found.fsldir is None:
         raise ThalamusError(f"FSL not found: FSLDIR is not set. {_HOW_TO_PROVIDE}", EXIT_NOINPUT)
-    root = Path(value)
-    exe = root / "bin" / "run_first_all"
-    if not (exe.is_file() and os.access(exe, os.X_OK)):
+    if found.executable is None:
+        exe = found.fsldir / "bin" / "run_first_all"
         raise ThalamusError(
-            f"FSL FIRST not found: {exe} (from {source}={value}) is missing or not executable. {_HOW_TO_PROVIDE}",
+            f"FSL FIRST not found: {exe} (from {found.source}={found.fsldir}) is missing or not executable. "
+            f"{_HOW_TO_PROVIDE}",
             EXIT_NOINPUT,
         )
-    return root
+    return found.fsldir
 
 
 def run_first_all_path(fsldir: str | os.PathLike | None = None) -> Path:
@@ -88,14 +89,11 @@ def run_first_all_path(fsldir: str | os.PathLike | None = None) -> Path:
 
 
 def fsl_version(fsldir: str | os.PathLike | None = None) -> str | None:
-    """FSL version from ``$FSLDIR/etc/fslversion`` (e.g. ``6.0.7.9``), or None if unreadable."""
-    path = find_fsl(fsldir) / "etc" / "fslversion"
-    try:
-        # The file may carry a build hash after a colon ("6.0.7.9:abc123").
-        return path.read_text().strip().split(":")[0].strip() or None
-    except OSError:
-        logger.warning("FSL version file not readable: %s", path)
-        return None
+    """FSL version of the FSL found by :func:`find_fsl` (e.g. ``6.0.7.9``), or None if unreadable."""
+    version = read_fsl_version(find_fsl(fsldir))
+    if version is None:
+        logger.warning("FSL version file not readable in %s", find_fsl(fsldir))
+    return version
 
 
 def first_command(

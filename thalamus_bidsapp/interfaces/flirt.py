@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,13 +37,10 @@ from nipype.interfaces import fsl
 
 from thalamus_bidsapp.bidsio.atomic import save_nifti
 from thalamus_bidsapp.image.nifti import float32_like
-from thalamus_bidsapp.image.resample import same_grid
+from thalamus_bidsapp.image.grid import same_grid
+from thalamus_bidsapp.interfaces.fslinstall import find_fsl_tool, fsl_version  # noqa: F401 - fsl_version re-exported
 
 LOGGER = logging.getLogger(__name__)
-
-#: Affine tolerance (mm) under which FLIRT's output header counts as the T1w grid.
-GRID_TOLERANCE_MM = 1e-3
-
 
 class FlirtError(RuntimeError):
     """FLIRT is missing, failed, or wrote something unexpected."""
@@ -104,36 +100,10 @@ def find_fsl(environ: dict[str, str] | None = None) -> FslInstallation | None:
     FslInstallation or None
         None when no executable ``flirt`` is found.
     """
-    env = os.environ if environ is None else environ
-    fsldir = Path(env["FSLDIR"]) if env.get("FSLDIR") else None
-    flirt: str | None = None
-    if fsldir is not None:
-        candidate = fsldir / "bin" / "flirt"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            flirt = str(candidate)
-    if flirt is None:
-        flirt = shutil.which("flirt", path=env.get("PATH"))
-    if flirt is None:
+    found = find_fsl_tool("flirt", environ=environ)
+    if found.executable is None:
         return None
-    flirt_path = Path(flirt).resolve()
-    if fsldir is None:
-        # A bare PATH install still has the usual layout: <FSLDIR>/bin/flirt.
-        guess = Path(flirt).parent.parent
-        fsldir = guess if (guess / "etc" / "fslversion").is_file() else None
-    return FslInstallation(flirt=flirt_path, fsldir=fsldir, version=fsl_version(fsldir))
-
-
-def fsl_version(fsldir: Path | None) -> str | None:
-    """FSL version from ``<fsldir>/etc/fslversion`` (e.g. ``6.0.7.9``), or None."""
-    if fsldir is None:
-        return None
-    try:
-        raw = (Path(fsldir) / "etc" / "fslversion").read_text().strip()
-    except OSError:
-        return None
-    # Newer files read "6.0.5:9e026117"; the part after the colon is a build hash.
-    version = raw.split(":")[0].strip()
-    return version or None
+    return FslInstallation(flirt=found.executable, fsldir=found.fsldir, version=fsl_version(found.fsldir))
 
 
 def fsl_available() -> bool:
@@ -348,11 +318,11 @@ def conform_to_reference(image: Path, reference: Path) -> Path:
     ------
     FlirtError
         If the shapes differ or the affines differ by more than
-        :data:`GRID_TOLERANCE_MM` (i.e. the output is not on the T1w grid).
+        :data:`thalamus_bidsapp.image.grid.GRID_ATOL_MM` (i.e. the output is not on the T1w grid).
     """
     img = nib.load(str(image))
     ref = nib.load(str(reference))
-    if not same_grid(img, ref, atol=GRID_TOLERANCE_MM):
+    if not same_grid(img, ref):
         raise FlirtError(
             f"{image} is not on the grid of {reference}: shape {img.shape} vs {ref.shape}, "
             f"affine\n{img.affine}\nvs\n{ref.affine}"

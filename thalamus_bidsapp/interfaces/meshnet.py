@@ -1,35 +1,30 @@
-"""MeshNet thalamus segmentation: brainchop's licence-free CPU model, run with PyTorch.
+"""MeshNet thalamus segmentation: brainchop's licence-free CPU models, run with PyTorch.
 
-The model is brainchop's (neuroneural/brainchop, MIT licence) 30-channel,
-18-class MeshNet ``model30chan18cls``: nine 3x3x3 dilated convolutions with
-ELU activations and a 1x1x1 output convolution, trained on FreeSurfer-
-conformed T1w images against FreeSurfer's aseg. It is stored in the
-TensorFlow.js *layers* format (``model.json``: Keras topology and weights
-manifest; ``model.bin``: little-endian float32 weights). This module
+The default model is brainchop's (neuroneural/brainchop, MIT licence)
+30-channel, 18-class MeshNet ``model30chan18cls``: nine 3x3x3 dilated
+convolutions with ELU activations and a 1x1x1 output convolution, trained on
+FreeSurfer-conformed T1w images against FreeSurfer's aseg; other pinned
+models of ``data/meshnet_models.json`` are selected by name. This module
 
 1. finds the model files (:func:`resolve_model_dir`): ``--meshnet-model DIR``,
    else the environment variable ``THALAMUS_MESHNET_MODEL``, else a user
    cache folder filled on first use from a pinned brainchop commit, always
-   checking the sha256 of both files against ``data/meshnet_models.json``;
-2. reads the layers format into a :class:`torch.nn.Module` with its own
-   loader (:func:`load_tfjs_layers_model`), no TensorFlow needed;
+   checking the sha256 of every file (:mod:`thalamus_bidsapp.interfaces.weights`);
+2. reads the TensorFlow.js layers format into PyTorch
+   (:mod:`thalamus_bidsapp.interfaces.tfjs`), no TensorFlow needed;
 3. segments (:func:`segment_thalamus`): conform to 256^3 1 mm LIA uint8,
    min-max scale to 0..1, crop to the head, run the network, argmax, keep the
    largest connected component of non-background labels, take the thalamus
-   class, and bring the mask back onto the native grid by nearest neighbour.
+   class(es), and bring the mask back onto the native grid by nearest neighbour.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -39,11 +34,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from thalamus_bidsapp.bidsio.checksums import CHUNK_BYTES, file_digest, remembered_model_digest
-from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
+from thalamus_bidsapp.errors import EXIT_DATAERR, ThalamusError
 from thalamus_bidsapp.image.conform import (
     CONFORMED_ORIENTATION,
     CONFORMED_SHAPE,
@@ -51,11 +43,12 @@ from thalamus_bidsapp.image.conform import (
     conform,
     labels_to_native,
 )
+from thalamus_bidsapp.interfaces import weights
+from thalamus_bidsapp.interfaces.tfjs import TfjsLayersNet, load_tfjs_layers_model
 
 logger = logging.getLogger(__name__)
 
 MODEL_ENV_VAR = "THALAMUS_MESHNET_MODEL"
-MODEL_FILES: tuple[str, str] = ("model.json", "model.bin")
 CACHE_SUBDIR = ("meshnet",)
 
 #: Voxels brighter than this fraction of the maximum (after 0..1 scaling) define the crop box.
@@ -71,8 +64,6 @@ CROP_MARGIN = 2
 # 0.91 while (2,1,0), (1,0,2), (0,2,1) and (2,0,1) find no thalamus at all.
 _NET_AXES: tuple[int, int, int] = (0, 1, 2)
 
-_DOWNLOAD_TIMEOUT_S = 60
-
 
 # --------------------------------------------------------------------------- model files
 
@@ -85,15 +76,28 @@ class MeshNetModelSpec:
     url_base: str
     sha256: dict[str, str]
     classes: tuple[str, ...]
-    thalamus_class: str
+    thalamus_classes: tuple[str, ...]
     source: str = ""
     commit: str = ""
     licence: str = ""
     nbytes: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def thalamus_class(self) -> str:
+        """The thalamus class of a model with one (bilateral) thalamus class."""
+        return self.thalamus_classes[0]
+
+    def pinned(self) -> weights.PinnedFiles:
+        files = " and ".join(self.sha256)
+        return weights.PinnedFiles(
+            label="MeshNet model", sha256=self.sha256, url_base=self.url_base, env_var=MODEL_ENV_VAR,
+            how_to_provide=(f"get {files} from {self.url_base} and pass their folder with --meshnet-model DIR "
+                            f"or the environment variable {MODEL_ENV_VAR}"),
+        )
+
 
 def model_spec(name: str | None = None) -> MeshNetModelSpec:
-    """Read the pinned model's URL, checksums and class names from the package data.
+    """Read a pinned model's URL, checksums and class names from the package data.
 
     Parameters
     ----------
@@ -112,126 +116,44 @@ def model_spec(name: str | None = None) -> MeshNetModelSpec:
         url_base=entry["url_base"],
         sha256={fname: info["sha256"] for fname, info in entry["files"].items()},
         nbytes={fname: int(info.get("bytes", -1)) for fname, info in entry["files"].items()},
-        classes=tuple(entry["classes"]),
-        thalamus_class=entry["thalamus_class"],
+        classes=tuple(entry.get("classes", ())),
+        thalamus_classes=tuple(entry["thalamus_classes"]),
         source=entry.get("source", ""),
         commit=entry.get("commit", ""),
         licence=entry.get("licence", ""),
     )
 
 
-def _how_to_fix(spec: MeshNetModelSpec) -> str:
-    return (
-        f"get model.json and model.bin from {spec.url_base} and pass their folder with "
-        f"--meshnet-model DIR or the environment variable {MODEL_ENV_VAR}"
-    )
-
-
 def verify_model_dir(model_dir: Path, spec: MeshNetModelSpec | None = None) -> dict[str, str]:
-    """Check that ``model_dir`` holds the pinned model files, byte for byte.
-
-    Returns
-    -------
-    dict
-        ``{file name: sha256}`` of the files checked.
+    """Check that ``model_dir`` holds the pinned model files, byte for byte; ``{file name: sha256}``.
 
     Raises
     ------
     ThalamusError
         (exit code 66) naming the missing or corrupted file and the sha256 expected.
     """
-    spec = spec or model_spec()
-    checksums: dict[str, str] = {}
-    for fname in MODEL_FILES:
-        path = Path(model_dir) / fname
-        expected = spec.sha256[fname]
-        if not path.is_file():
-            raise ThalamusError(
-                f"MeshNet model file missing: {path} (expected sha256 {expected}); {_how_to_fix(spec)}",
-                EXIT_NOINPUT,
-            )
-        actual = remembered_model_digest(path)
-        if actual != expected:
-            raise ThalamusError(
-                f"MeshNet model file corrupted: {path} has sha256 {actual}, expected sha256 {expected}; "
-                f"{_how_to_fix(spec)}",
-                EXIT_NOINPUT,
-            )
-        checksums[fname] = actual
-    return checksums
+    return weights.verify_files(model_dir, (spec or model_spec()).pinned())
 
 
 def default_cache_dir(spec: MeshNetModelSpec | None = None) -> Path:
     """User cache folder of the model: ``<user cache>/thalamus_bidsapp/meshnet/<model name>``."""
-    spec = spec or model_spec()
-    try:
-        import platformdirs
-
-        root = Path(platformdirs.user_cache_dir("thalamus_bidsapp"))
-    except ImportError:  # platformdirs is optional; fall back to the XDG convention
-        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "thalamus_bidsapp"
-    return root.joinpath(*CACHE_SUBDIR, spec.name)
+    return weights.user_cache_dir(*CACHE_SUBDIR, (spec or model_spec()).name)
 
 
-def _urlopen(url: str, timeout: float):  # noqa: ANN202 - a seam that tests replace
-    return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - fixed https URL from package data
-
-
-def _download(url: str, dest: Path, expected_sha256: str) -> None:
-    """Download ``url`` to ``dest`` atomically, keeping it only if its sha256 matches."""
-    from thalamus_bidsapp.bidsio.atomic import atomic_path
-
-    logger.info("downloading %s -> %s", url, dest)
-    try:
-        with _urlopen(url, _DOWNLOAD_TIMEOUT_S) as response, atomic_path(dest) as tmp:
-            with open(tmp, "wb") as handle:
-                shutil.copyfileobj(response, handle, CHUNK_BYTES)
-            actual = file_digest(tmp)
-            if actual != expected_sha256:
-                # Raising inside atomic_path discards the temporary file.
-                raise ThalamusError(
-                    f"downloaded MeshNet model file {url} has sha256 {actual}, expected sha256 "
-                    f"{expected_sha256}; not saved to {dest}",
-                    EXIT_NOINPUT,
-                )
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise ThalamusError(
-            f"could not download MeshNet model file {url} to {dest} ({exc}); "
-            f"expected sha256 {expected_sha256}. Without network access, copy model.json and "
-            f"model.bin to a folder and pass it with --meshnet-model DIR or {MODEL_ENV_VAR}",
-            EXIT_NOINPUT,
-        ) from exc
-
-
-def _fill_cache(cache_dir: Path, spec: MeshNetModelSpec) -> None:
-    """Download the files of ``cache_dir`` that are missing or do not match their checksum."""
-    for fname in MODEL_FILES:
-        path = cache_dir / fname
-        expected = spec.sha256[fname]
-        if path.is_file() and remembered_model_digest(path) == expected:
-            continue
-        if path.exists():
-            logger.warning("cached MeshNet file %s does not match sha256 %s; downloading it again", path, expected)
-        _download(spec.url_base + fname, path, expected)
-
-
-def resolve_model_dir(model_dir: Path | None = None) -> Path:
-    """Folder holding verified MeshNet ``model.json`` and ``model.bin``.
+def resolve_model_dir(model_dir: Path | None = None, model: str | None = None) -> Path:
+    """Folder holding the verified files of a pinned MeshNet model.
 
     Order: ``model_dir`` (``--meshnet-model DIR``), else the environment
     variable ``THALAMUS_MESHNET_MODEL``, else the user cache folder
     (:func:`default_cache_dir`), downloaded there on first use from the
-    pinned brainchop commit. The sha256 of both files is always checked.
+    pinned brainchop commit. The sha256 of every file is always checked.
 
     Parameters
     ----------
     model_dir
         Folder given by the user, or None.
-
-    Returns
-    -------
-    pathlib.Path
-        The absolute model folder.
+    model
+        Model name in ``data/meshnet_models.json`` (default: its ``default``).
 
     Raises
     ------
@@ -239,29 +161,15 @@ def resolve_model_dir(model_dir: Path | None = None) -> Path:
         (exit code 66) when a file is missing, corrupted, or cannot be downloaded;
         the message names the file and the sha256 expected.
     """
-    return _resolve_and_verify(model_dir)[0]
+    return _resolve_and_verify(model_dir, model_spec(model))[0]
 
 
-def _resolve_and_verify(model_dir: Path | None) -> tuple[Path, dict[str, str]]:
-    spec = model_spec()
-    if model_dir is None and os.environ.get(MODEL_ENV_VAR):
-        model_dir = Path(os.environ[MODEL_ENV_VAR])
-        logger.debug("MeshNet model folder from %s: %s", MODEL_ENV_VAR, model_dir)
-    if model_dir is not None:
-        model_dir = Path(model_dir).expanduser().resolve()
-        if not model_dir.is_dir():
-            raise ThalamusError(
-                f"MeshNet model folder not found: {model_dir} (expected model.json sha256 "
-                f"{spec.sha256['model.json']} and model.bin sha256 {spec.sha256['model.bin']}); {_how_to_fix(spec)}",
-                EXIT_NOINPUT,
-            )
-    else:
-        model_dir = default_cache_dir(spec)
-        _fill_cache(model_dir, spec)
-    return model_dir, verify_model_dir(model_dir, spec)
+def _resolve_and_verify(model_dir: Path | None, spec: MeshNetModelSpec) -> tuple[Path, dict[str, str]]:
+    return weights.resolve_folder(model_dir, spec.pinned(), default_cache_dir(spec))
 
 
-def read_class_names(model_dir: Path, n_classes: int | None = None) -> tuple[str, ...]:
+def read_class_names(model_dir: Path, n_classes: int | None = None,
+                     spec: MeshNetModelSpec | None = None) -> tuple[str, ...]:
     """Class names of the model: ``labels.json`` or ``colormap.json`` in the folder, else the package data.
 
     Parameters
@@ -270,6 +178,8 @@ def read_class_names(model_dir: Path, n_classes: int | None = None) -> tuple[str
         Model folder.
     n_classes
         Number of output channels of the network, to check the names against.
+    spec
+        The pinned model (default: the default model), for its listed classes.
     """
     names: tuple[str, ...] | None = None
     labels_path = Path(model_dir) / "labels.json"
@@ -284,7 +194,7 @@ def read_class_names(model_dir: Path, n_classes: int | None = None) -> tuple[str
         logger.warning("ignoring unreadable class names in %s (%s)", model_dir, exc)
         names = None
     if names is None:
-        names = model_spec().classes
+        names = (spec or model_spec()).classes
     if n_classes is not None and len(names) != n_classes:
         raise ThalamusError(
             f"MeshNet model in {model_dir} has {n_classes} output classes but {len(names)} class names",
@@ -293,270 +203,20 @@ def read_class_names(model_dir: Path, n_classes: int | None = None) -> tuple[str
     return names
 
 
-# --------------------------------------------------------------------------- layers-format loader
-
-
-_ACTIVATIONS = {
-    "linear": None,
-    "elu": "elu",
-    "relu": "relu",
-    "sigmoid": "sigmoid",
-    "tanh": "tanh",
-    "softmax": "softmax",
-}
-
-
-def _apply_activation(x: torch.Tensor, name: str | None) -> torch.Tensor:
-    if name is None:
-        return x
-    if name == "elu":
-        # In place: the pre-activation is never needed again, and it halves peak memory.
-        return F.elu(x, inplace=True)
-    if name == "relu":
-        return F.relu(x, inplace=True)
-    if name == "sigmoid":
-        return torch.sigmoid(x)
-    if name == "tanh":
-        return torch.tanh(x)
-    if name == "softmax":
-        return torch.softmax(x, dim=1)
-    raise AssertionError(name)
-
-
-class _Activation(nn.Module):
-    def __init__(self, name: str | None) -> None:
-        super().__init__()
-        self.name_ = name
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _apply_activation(x, self.name_)
-
-    def extra_repr(self) -> str:
-        return str(self.name_)
-
-
-class _Conv3dSame(nn.Module):
-    """Keras ``Conv3D`` (stride 1) with ``padding='same'`` or ``'valid'``, and its activation."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: Sequence[int],
-        dilation: Sequence[int],
-        padding: str,
-        use_bias: bool,
-        activation: str | None,
-    ) -> None:
-        super().__init__()
-        self.conv = nn.Conv3d(
-            in_channels, out_channels, tuple(kernel_size), dilation=tuple(dilation), bias=use_bias, padding=0
-        )
-        # Keras 'same' with stride 1 pads (k-1)*d in total, the extra voxel (even kernels) after.
-        if padding == "same":
-            total = [(k - 1) * d for k, d in zip(kernel_size, dilation)]
-            before = [t // 2 for t in total]
-            after = [t - b for t, b in zip(total, before)]
-        else:
-            before = after = [0, 0, 0]
-        self.symmetric = before == after
-        if self.symmetric:
-            self.conv.padding = tuple(before)
-            self.pad = None
-        else:
-            # F.pad takes the last axis first.
-            self.pad = (before[2], after[2], before[1], after[1], before[0], after[0])
-        self.activation = activation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pad is not None:
-            x = F.pad(x, self.pad)
-        return _apply_activation(self.conv(x), self.activation)
-
-
-class TfjsLayersNet(nn.Module):
-    """A chain of Conv3D/activation layers read from a TensorFlow.js layers model.
-
-    Input: float32 tensor (N, 1, D, H, W), channels first (torch layout);
-    output: (N, n_classes, D, H, W) logits of the last layer.
-    """
-
-    def __init__(self, layers: Sequence[nn.Module], n_classes: int, layer_names: Sequence[str]) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(layers)
-        self.n_classes = n_classes
-        self.layer_names = list(layer_names)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-
-def _layer_list(topology: dict[str, Any]) -> list[dict[str, Any]]:
-    """The layers of a Keras model config in execution order; only simple chains are supported."""
-    model_config = topology.get("model_config", topology)
-    config = model_config.get("config", model_config)
-    layers = config["layers"] if isinstance(config, dict) else config
-    if model_config.get("class_name") == "Sequential":
-        return list(layers)
-    # Functional: follow inbound_nodes from the input; each layer must feed exactly the next.
-    ordered: list[dict[str, Any]] = []
-    previous: str | None = None
-    for layer in layers:
-        inbound = layer.get("inbound_nodes") or []
-        sources = [node[0] for group in inbound for node in group] if inbound else []
-        if previous is not None and sources != [previous]:
-            raise ThalamusError(
-                f"unsupported model graph: layer {layer.get('name')!r} takes {sources}, expected [{previous!r}] "
-                "(only chains of layers are supported)",
-                EXIT_DATAERR,
-            )
-        ordered.append(layer)
-        previous = layer.get("name", layer["config"].get("name"))
-    return ordered
-
-
-def _read_weights(model_dir: Path, manifest: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Weights of a layers model by name, float32, in the manifest's (Keras) shapes."""
-    weights: dict[str, np.ndarray] = {}
-    for group in manifest:
-        blob = b"".join((model_dir / path).read_bytes() for path in group["paths"])
-        offset = 0
-        for entry in group["weights"]:
-            if entry.get("dtype", "float32") != "float32" or "quantization" in entry:
-                raise ThalamusError(
-                    f"unsupported weight {entry['name']!r} in {model_dir}: dtype {entry.get('dtype')}, "
-                    f"quantization {entry.get('quantization')} (only plain float32 is supported)",
-                    EXIT_DATAERR,
-                )
-            count = int(np.prod(entry["shape"], dtype=np.int64))
-            nbytes = 4 * count
-            if offset + nbytes > len(blob):
-                raise ThalamusError(
-                    f"weights file(s) {group['paths']} in {model_dir} too short for {entry['name']!r}", EXIT_DATAERR
-                )
-            array = np.frombuffer(blob, dtype="<f4", count=count, offset=offset).reshape(entry["shape"])
-            weights[entry["name"]] = array.astype(np.float32)
-            offset += nbytes
-        if offset != len(blob):
-            raise ThalamusError(
-                f"weights file(s) {group['paths']} in {model_dir}: {len(blob) - offset} bytes left over", EXIT_DATAERR
-            )
-    return weights
-
-
-def load_tfjs_layers_model(model_dir: Path) -> TfjsLayersNet:
-    """Read a TensorFlow.js layers model (Conv3D/Activation chain) into PyTorch.
-
-    No checksum is checked here (see :func:`verify_model_dir`), so the same
-    reader serves other MeshNet models and hand-made test networks.
-
-    Parameters
-    ----------
-    model_dir
-        Folder with ``model.json`` (``modelTopology`` + ``weightsManifest``) and the
-        weight files it lists.
-
-    Returns
-    -------
-    TfjsLayersNet
-        In eval mode, float32, gradients off. Keras kernels (kD, kH, kW, in, out)
-        are stored as torch's (out, in, kD, kH, kW); the spatial axes keep their order.
-
-    Raises
-    ------
-    ThalamusError
-        For layers, options or weight formats the reader does not support.
-    """
-    model_dir = Path(model_dir)
-    spec_json = json.loads((model_dir / "model.json").read_text("utf-8"))
-    if spec_json.get("format", "layers-model") != "layers-model":
-        raise ThalamusError(f"{model_dir / 'model.json'}: format {spec_json['format']!r} is not 'layers-model'")
-    weights = _read_weights(model_dir, spec_json["weightsManifest"])
-    modules: list[nn.Module] = []
-    names: list[str] = []
-    channels: int | None = None
-    for layer in _layer_list(spec_json["modelTopology"]):
-        kind = layer["class_name"]
-        cfg = layer["config"]
-        name = cfg.get("name", layer.get("name"))
-        if kind == "InputLayer":
-            shape = cfg.get("batch_input_shape") or cfg.get("batchInputShape")
-            channels = int(shape[-1]) if shape and shape[-1] is not None else None
-            continue
-        if kind == "Conv3D":
-            if cfg.get("data_format", "channels_last") != "channels_last":
-                raise ThalamusError(f"layer {name!r}: only channels_last Conv3D is supported", EXIT_DATAERR)
-            if any(int(s) != 1 for s in cfg.get("strides", [1, 1, 1])):
-                raise ThalamusError(f"layer {name!r}: strides {cfg['strides']} not supported", EXIT_DATAERR)
-            if cfg.get("padding", "valid") not in ("same", "valid"):
-                raise ThalamusError(f"layer {name!r}: padding {cfg['padding']!r} not supported", EXIT_DATAERR)
-            if int(cfg.get("groups", 1)) != 1:
-                raise ThalamusError(f"layer {name!r}: grouped convolution not supported", EXIT_DATAERR)
-            activation = cfg.get("activation", "linear")
-            if activation not in _ACTIVATIONS:
-                raise ThalamusError(f"layer {name!r}: activation {activation!r} not supported", EXIT_DATAERR)
-            kernel = weights[f"{name}/kernel"]  # (kD, kH, kW, in, out)
-            dilation = cfg.get("dilation_rate", [1, 1, 1])
-            if isinstance(dilation, int):
-                dilation = [dilation] * 3
-            module = _Conv3dSame(
-                in_channels=kernel.shape[3],
-                out_channels=kernel.shape[4],
-                kernel_size=[int(k) for k in kernel.shape[:3]],
-                dilation=[int(d) for d in dilation],
-                padding=cfg.get("padding", "valid"),
-                use_bias=bool(cfg.get("use_bias", True)),
-                activation=_ACTIVATIONS[activation],
-            )
-            if list(kernel.shape[:3]) != [int(k) for k in cfg["kernel_size"]] or kernel.shape[4] != int(cfg["filters"]):
-                raise ThalamusError(f"layer {name!r}: kernel shape {kernel.shape} does not match its config")
-            if channels is not None and kernel.shape[3] != channels:
-                raise ThalamusError(
-                    f"layer {name!r}: kernel expects {kernel.shape[3]} input channels, got {channels}", EXIT_DATAERR
-                )
-            module.conv.weight.data = torch.from_numpy(np.ascontiguousarray(kernel.transpose(4, 3, 0, 1, 2)))
-            if module.conv.bias is not None:
-                module.conv.bias.data = torch.from_numpy(weights[f"{name}/bias"].copy())
-            channels = int(kernel.shape[4])
-        elif kind == "Activation":
-            activation = cfg["activation"]
-            if activation not in _ACTIVATIONS:
-                raise ThalamusError(f"layer {name!r}: activation {activation!r} not supported", EXIT_DATAERR)
-            module = _Activation(_ACTIVATIONS[activation])
-        elif kind == "ELU" and float(cfg.get("alpha", 1.0)) == 1.0:
-            module = _Activation("elu")
-        elif kind in ("Dropout", "SpatialDropout3D"):
-            continue  # identity at inference
-        else:
-            raise ThalamusError(f"layer {name!r} of type {kind} is not supported by the MeshNet reader", EXIT_DATAERR)
-        modules.append(module)
-        names.append(name)
-    if channels is None:
-        raise ThalamusError(f"{model_dir / 'model.json'} has no convolution layers", EXIT_DATAERR)
-    net = TfjsLayersNet(modules, channels, names)
-    net = net.to(memory_format=torch.channels_last_3d)
-    net.eval()
-    for parameter in net.parameters():
-        parameter.requires_grad_(False)
-    return net
-
-
-_NET_CACHE: dict[tuple[str, str, str], TfjsLayersNet] = {}
+_NET_CACHE: dict[tuple[str, ...], TfjsLayersNet] = {}
 _NET_CACHE_LOCK = threading.Lock()
 
 
-def load_meshnet(model_dir: Path | None = None) -> tuple[TfjsLayersNet, Path, dict[str, str]]:
-    """The verified pinned MeshNet, loaded once per process and model folder.
+def load_meshnet(model_dir: Path | None = None, model: str | None = None) -> tuple[TfjsLayersNet, Path, dict[str, str]]:
+    """A verified pinned MeshNet, loaded once per process, model folder and checksums.
 
     Returns
     -------
     tuple
         ``(network, model folder, {file name: sha256})``.
     """
-    resolved, checksums = _resolve_and_verify(model_dir)
-    key = (str(resolved), checksums["model.json"], checksums["model.bin"])
+    resolved, checksums = _resolve_and_verify(model_dir, model_spec(model))
+    key = (str(resolved), *sorted(checksums.values()))
     with _NET_CACHE_LOCK:
         net = _NET_CACHE.get(key)
         if net is None:
@@ -670,6 +330,7 @@ def segment_thalamus(
     *,
     crop: bool = True,
     threads: int | None = None,
+    model: str | None = None,
 ) -> tuple[nib.Nifti1Image, dict[str, Any]]:
     """Bilateral thalamus mask of a T1w with brainchop's MeshNet ``model30chan18cls``.
 
@@ -685,6 +346,9 @@ def segment_thalamus(
         0.2 x max (plus 2 voxels), about four times faster and leaner.
     threads
         Torch CPU threads for this call (restored afterwards); None keeps torch's setting.
+    model
+        Model name in ``data/meshnet_models.json`` (default: its ``default``);
+        the mask is the union of the model's thalamus classes.
 
     Returns
     -------
@@ -699,12 +363,13 @@ def segment_thalamus(
         Missing, corrupted or unreadable model files.
     """
     started = time.perf_counter()
-    spec = model_spec()
-    net, resolved, checksums = load_meshnet(model_dir)
-    class_names = read_class_names(resolved, net.n_classes)
-    if spec.thalamus_class not in class_names:
-        raise ThalamusError(f"MeshNet model in {resolved} has no class {spec.thalamus_class!r}", EXIT_DATAERR)
-    thalamus_index = class_names.index(spec.thalamus_class)
+    spec = model_spec(model)
+    net, resolved, checksums = load_meshnet(model_dir, model=spec.name)
+    class_names = read_class_names(resolved, net.n_classes, spec)
+    missing = [c for c in spec.thalamus_classes if c not in class_names]
+    if missing:
+        raise ThalamusError(f"MeshNet model in {resolved} has no class {missing[0]!r}", EXIT_DATAERR)
+    indices = [class_names.index(c) for c in spec.thalamus_classes]
 
     conformed = conform(t1w)
     volume = np.asarray(conformed.dataobj)
@@ -716,7 +381,7 @@ def segment_thalamus(
     labels = keep_largest_component(labels)
     # Back from the network's axis order to the conformed array's.
     labels = np.transpose(labels, np.argsort(_NET_AXES))
-    thalamus = (labels == thalamus_index).astype(np.uint8)
+    thalamus = np.isin(labels, indices).astype(np.uint8)
     conformed_mask = nib.Nifti1Image(thalamus, conformed.affine)
     mask = labels_to_native(conformed_mask, t1w, dtype=np.uint8)
     elapsed = time.perf_counter() - started
@@ -734,8 +399,7 @@ def segment_thalamus(
         "ModelSource": f"{spec.source} (commit {spec.commit}, {spec.licence} licence)",
         "ModelURL": spec.url_base,
         "ModelSha256": dict(checksums),
-        "ClassIndex": int(thalamus_index),
-        "ClassName": class_names[thalamus_index],
+        **_class_fields(indices, class_names),
         "NumClasses": int(net.n_classes),
         "Preprocessing": {
             "Conform": {
@@ -759,3 +423,10 @@ def segment_thalamus(
         "RuntimeSeconds": round(elapsed, 2),
     }
     return mask, provenance
+
+
+def _class_fields(indices: list[int], class_names: tuple[str, ...]) -> dict[str, Any]:
+    """Sidecar fields naming the classes taken (one class: as the 18-class model always recorded it)."""
+    if len(indices) == 1:
+        return {"ClassIndex": int(indices[0]), "ClassName": class_names[indices[0]]}
+    return {"ClassIndex": [int(i) for i in indices], "ClassName": [class_names[i] for i in indices]}

@@ -37,14 +37,13 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from thalamus_bidsapp.bidsio.checksums import remembered_model_digest
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
+from thalamus_bidsapp.interfaces import weights
 from thalamus_bidsapp.image.ensembles import binary, check_same_grid, mask_like
 
 logger = logging.getLogger(__name__)
 
-#: Envelope masks MindGlide's DGM may be intersected with; "first" is the paper's.
-ENVELOPES: tuple[str, ...] = ("first", "freesurfer", "dbsegment", "meshnet")
+#: The paper's envelope mask (the methods that can be one are declared in the method registry).
 DEFAULT_ENVELOPE = "first"
 DGM_NAME = "DGM"
 SW_OVERLAP = 0.5
@@ -225,7 +224,7 @@ def load_model(model_path: str | os.PathLike | None = None, device: str = "cpu",
         logger.info("loading MindGlide network from %s on %s", path, dev)
         net = network.get_network(device=dev, checkpoint_path=str(path)).eval()
         _LOADS += 1
-        model = MindGlideModel(net=net, device=dev, model_path=path, sha256=remembered_model_digest(path),
+        model = MindGlideModel(net=net, device=dev, model_path=path, sha256=weights.checksums({"checkpoint": path})["checkpoint"],
                                version=mindglide_version())
         _CACHE[key] = model
         return model
@@ -359,9 +358,6 @@ def mindglide_thalamus(
 
 def provenance(model: MindGlideModel, envelope: str = DEFAULT_ENVELOPE, contrast: str | None = None) -> dict[str, Any]:
     """Sidecar fields: tool, version, call, model path and sha256, label taken, envelope."""
-    if envelope not in ENVELOPES:
-        raise ThalamusError(f"unknown MindGlide envelope {envelope!r}; choose one of {', '.join(ENVELOPES)}",
-                            EXIT_DATAERR)
     from mindglide.consts import PATCH_SIZE
 
     label = dgm_label()

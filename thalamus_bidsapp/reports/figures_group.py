@@ -47,14 +47,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 from thalamus_bidsapp.bidsio.atomic import atomic_path, read_tsv
-from thalamus_bidsapp.reports.palette import (
-    PNG_DPI,
-    PRINT_WIDTH_IN,
-    REFERENCE_COLOR,
-    STYLE,
-    method_colors,
-    method_order,
-)
+from thalamus_bidsapp.reports.palette import PNG_DPI, PRINT_WIDTH_IN, STYLE, method_colors, method_order
 
 LOGGER = logging.getLogger(__name__)
 
@@ -309,270 +302,9 @@ def plot_overlap(voxelwise: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
     return _finish(fig)
 
 
-def _volume_pairs(voxelwise: pd.DataFrame, method: str) -> tuple[np.ndarray, np.ndarray]:
-    d = voxelwise.loc[voxelwise["method"] == method, ["volume_manual_ml", "volume_method_ml"]]
-    d = d.apply(pd.to_numeric, errors="coerce").dropna()
-    return d["volume_manual_ml"].to_numpy(float), d["volume_method_ml"].to_numpy(float)
-
-
-def _stat(row: pd.Series | None, key: str) -> float:
-    if row is None or key not in row:
-        return float("nan")
-    value = pd.to_numeric(pd.Series([row[key]]), errors="coerce").iloc[0]
-    return float(value)
-
-
-def _volumetric_rows(volumetric: pd.DataFrame | None) -> dict[str, pd.Series]:
-    if volumetric is None or volumetric.empty:
-        return {}
-    return {str(row["method"]): row for _, row in volumetric.iterrows()}
-
-
-def plot_manual_scatter(voxelwise: pd.DataFrame, volumetric: pd.DataFrame | None,
-                        colors: Mapping[str, str]) -> Figure:
-    """Method against manual volume per method: identity line, OLS fit, CCC with 95% CI, slope, n."""
-    methods = method_order(voxelwise["method"])
-    rows = _volumetric_rows(volumetric)
-    fig, axes = _grid(len(methods))
-    pairs = {m: _volume_pairs(voxelwise, m) for m in methods}
-    every = np.concatenate([np.concatenate(p) for p in pairs.values()] or [np.array([0.0, 1.0])])
-    lo, hi = float(np.nanmin(every)), float(np.nanmax(every))
-    pad = 0.06 * (hi - lo) if hi > lo else 0.5
-    lims = (lo - pad, hi + pad)
-    for ax, method in zip(axes, methods):
-        x, y = pairs[method]
-        row = rows.get(method)
-        ax.plot(lims, lims, ls="--", color="0.5", lw=0.9)
-        ax.scatter(x, y, s=12, color=colors[method], alpha=0.8, edgecolor="none")
-        slope, intercept = _stat(row, "slope"), _stat(row, "intercept_ml")
-        if np.isfinite(slope) and np.isfinite(intercept):
-            xs = np.array(lims)
-            ax.plot(xs, intercept + slope * xs, color=colors[method], lw=1.3)
-        ccc = _stat(row, "ccc")
-        text = (f"CCC {ccc:.2f} [{_stat(row, 'ccc_ci_low'):.2f}, {_stat(row, 'ccc_ci_high'):.2f}]"
-                if np.isfinite(ccc) else "CCC n/a")
-        text += f"\nslope {slope:.2f}" if np.isfinite(slope) else ""
-        text += f"\nn = {x.size}"
-        ax.text(0.04, 0.96, text, transform=ax.transAxes, va="top", ha="left", fontsize=8,
-                bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0, "pad": 1.5})
-        ax.set_xlim(lims)
-        ax.set_ylim(lims)
-        ax.set_aspect("equal", adjustable="box")
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
-        ax.yaxis.set_major_locator(MaxNLocator(nbins=4))
-        ax.set_title(method, color=colors[method])
-    fig.supxlabel("manual volume (mL)", fontsize=STYLE["axes.labelsize"])
-    fig.supylabel("method volume (mL)", fontsize=STYLE["axes.labelsize"])
-    return _finish(fig)
-
-
-def plot_bland_altman(voxelwise: pd.DataFrame, volumetric: pd.DataFrame | None,
-                      colors: Mapping[str, str]) -> Figure:
-    """Bland-Altman per method: difference (method - manual) against the mean, bias, 95% LoA, proportional bias."""
-    methods = method_order(voxelwise["method"])
-    rows = _volumetric_rows(volumetric)
-    fig, axes = _grid(len(methods), sharey=True)
-    spans = []
-    for method in methods:
-        x, y = _volume_pairs(voxelwise, method)
-        row = rows.get(method)
-        spans += [*(y - x), _stat(row, "loa_low_ml"), _stat(row, "loa_high_ml"), 0.0]
-    spans = np.array([v for v in spans if np.isfinite(v)] or [0.0])
-    pad = 0.35 * (spans.max() - spans.min()) if spans.max() > spans.min() else 0.5
-    for ax, method in zip(axes, methods):
-        x, y = _volume_pairs(voxelwise, method)
-        row = rows.get(method)
-        mean, diff = (x + y) / 2, y - x
-        ax.axhline(0, color="0.75", lw=0.8)
-        ax.scatter(mean, diff, s=12, color=colors[method], alpha=0.8, edgecolor="none")
-        bias, low, high = _stat(row, "bias_ml"), _stat(row, "loa_low_ml"), _stat(row, "loa_high_ml")
-        lines = []
-        if np.isfinite(bias):
-            ax.axhline(bias, color=REFERENCE_COLOR, lw=1.1)
-            lines.append(f"bias {bias:+.2f} mL")
-        if np.isfinite(low) and np.isfinite(high):
-            for v in (low, high):
-                ax.axhline(v, color=REFERENCE_COLOR, lw=0.9, ls="--")
-            lines.append(f"LoA {low:+.2f} to {high:+.2f}")
-        prop, prop_icpt = _stat(row, "prop_slope"), _stat(row, "prop_intercept_ml")
-        if np.isfinite(prop) and np.isfinite(prop_icpt) and mean.size:
-            xs = np.array([mean.min(), mean.max()])
-            ax.plot(xs, prop_icpt + prop * xs, color=REFERENCE_COLOR, lw=1.1, ls=":")
-            p = _stat(row, "prop_slope_p")
-            p = p if np.isfinite(p) else _stat(row, "prop_pval")  # its name before the stats API of issue 19
-            lines.append(f"prop. slope {prop:+.2f}" + (f" (p {_p_text(p)})" if np.isfinite(p) else ""))
-        if lines:
-            ax.text(0.04, 0.96, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", fontsize=8,
-                    bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0, "pad": 1.5})
-        ax.set_ylim(spans.min() - pad * 0.4, spans.max() + pad * 1.6)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
-        ax.set_title(method, color=colors[method])
-    handles = [Line2D([], [], color=REFERENCE_COLOR, lw=1.1, label="mean bias"),
-               Line2D([], [], color=REFERENCE_COLOR, lw=0.9, ls="--", label="95% limits of agreement"),
-               Line2D([], [], color=REFERENCE_COLOR, lw=1.1, ls=":", label="proportional bias")]
-    fig.legend(handles=handles, loc="outside upper center", ncols=3, frameon=False)
-    fig.supxlabel("mean of method and manual volume (mL)", fontsize=STYLE["axes.labelsize"])
-    fig.supylabel("method minus manual (mL)", fontsize=STYLE["axes.labelsize"])
-    return _finish(fig)
-
-
-def _p_text(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"= {p:.3f}" if p < 0.01 else f"= {p:.2f}"
-
-
-# ------------------------------------------------------------------ agreement between methods
-def plot_containment(containment: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
-    """Heatmap of the mean directed containment |A and B| / |A| (rows A, columns B), colour-blind-safe viridis."""
-    methods = method_order(pd.concat([containment["method_a"], containment["method_b"]]))
-    mat = (containment.assign(value=pd.to_numeric(containment["containment_mean"], errors="coerce"))
-           .pivot_table(index="method_a", columns="method_b", values="value", aggfunc="mean")
-           .reindex(index=methods, columns=methods))
-    k = len(methods)
-    side = min(PRINT_WIDTH_IN, 1.8 + 0.45 * k)
-    fig = _new_figure(side + 1.0, side)
-    ax = fig.subplots()
-    image = ax.imshow(mat.to_numpy(float), vmin=0, vmax=1, cmap="viridis")
-    if k <= 10:
-        for i in range(k):
-            for j in range(k):
-                v = mat.iat[i, j]
-                if np.isfinite(v):
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
-                            color="black" if v > 0.6 else "white")
-    ax.set_xticks(range(k), methods, rotation=90)
-    ax.set_yticks(range(k), methods)
-    for label in [*ax.get_xticklabels(), *ax.get_yticklabels()]:
-        label.set_color(colors.get(label.get_text(), "black"))
-    ax.set_xlabel("B (containing mask)")
-    ax.set_ylabel("A (contained mask)")
-    ax.spines[:].set_visible(False)
-    fig.colorbar(image, ax=ax, shrink=0.8, label="mean |A∩B| / |A|")
-    return _finish(fig)
 
 
 # ------------------------------------------------------------------ clinical
-def plot_forest(table: pd.DataFrame, colors: Mapping[str, str], *, xlabel: str) -> Figure:
-    """Beta with 95% CI: one panel per outcome (a wrapping grid), one row per method; filled when p_FDR < 0.05."""
-    table = table.assign(label=method_labels(table))
-    for column in ("beta", "ci_low", "ci_high", "p_fdr"):
-        if column in table:
-            table[column] = pd.to_numeric(table[column], errors="coerce")
-    outcomes = list(dict.fromkeys(table["outcome"].astype(str)))
-    order = method_order(table["method"])
-    labels = list(dict.fromkeys(table.sort_values("method", key=lambda s: s.map(order.index))["label"]))
-    ypos = {label: len(labels) - 1 - i for i, label in enumerate(labels)}
-    row_h = 0.28 * len(labels) + 0.75
-    fig, axes = _grid(len(outcomes), height=row_h, sharey=True)
-    for ax, outcome in zip(axes, outcomes):
-        sub = table[table["outcome"].astype(str) == outcome]
-        for _, row in sub.iterrows():
-            if not np.isfinite(row["beta"]):
-                continue
-            color = colors.get(str(row["method"]), "0.4")
-            significant = "p_fdr" in row and np.isfinite(row["p_fdr"]) and row["p_fdr"] < 0.05
-            y = ypos[row["label"]]
-            ax.plot([row["ci_low"], row["ci_high"]], [y, y], color=color, lw=1.6, solid_capstyle="butt")
-            ax.plot(row["beta"], y, "o", color=color, markersize=5.5,
-                    markerfacecolor=color if significant else "white", markeredgewidth=1.4)
-        ax.axvline(0, color="0.55", lw=0.8, ls="--")
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
-        transform = str(sub["transform"].iloc[0]) if "transform" in sub and len(sub) else "none"
-        name = OUTCOME_LABELS.get(outcome, outcome.replace("_", " "))
-        ax.set_title(name + (" (log)" if transform == "log" else ""))
-        ax.set_ylim(-0.7, len(labels) - 0.3)
-        ax.set_yticks(range(len(labels)), [lab for lab, _ in sorted(ypos.items(), key=lambda kv: kv[1])])
-    for ax in axes:
-        for label in ax.get_yticklabels():
-            label.set_color(colors.get(label.get_text().split(" (")[0], "black"))
-    handles = [Line2D([], [], marker="o", ls="", color="0.3", markerfacecolor="0.3", label="p_FDR < 0.05"),
-               Line2D([], [], marker="o", ls="", color="0.3", markerfacecolor="white", label="not significant")]
-    fig.legend(handles=handles, loc="outside upper center", ncols=2, frameon=False)
-    fig.supxlabel(xlabel, fontsize=STYLE["axes.labelsize"])
-    return _finish(fig)
-
-
-def _grouped_boxes(ax: Axes, data: pd.DataFrame, value: str, group: str, groups: Sequence[str],
-                   methods: Sequence[str], colors: Mapping[str, str]) -> None:
-    width = 0.8 / max(len(methods), 1)
-    for j, method in enumerate(methods):
-        values, positions = [], []
-        for i, g in enumerate(groups):
-            sel = (data["method"] == method) & (data[group].astype(str) == g)
-            values.append(pd.to_numeric(data.loc[sel, value], errors="coerce").dropna().to_numpy(float))
-            positions.append(i + (j - (len(methods) - 1) / 2) * width)
-        _box(ax, values, positions, [colors[method]] * len(groups), width * 0.85, points=False)
-    ax.set_xticks(range(len(groups)), groups)
-    ax.set_xlim(-0.6, len(groups) - 0.4)
-    ax.axhline(0, color="0.6", lw=0.8, ls="--")
-
-
-def _method_legend(fig: Figure, methods: Sequence[str], colors: Mapping[str, str]) -> None:
-    handles = [mpl.patches.Patch(facecolor=mpl.colors.to_rgba(colors[m], 0.35), edgecolor=colors[m], label=m)
-               for m in methods]
-    fig.legend(handles=handles, loc="outside upper center", ncols=min(len(methods), 4), frameon=False)
-
-
-def plot_change(deltas: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
-    """% thalamic change from baseline per method (one row per method), and by diagnosis (methods side by side)."""
-    methods = method_order(deltas["method"])
-    by_diagnosis = "diagnosis" in deltas and deltas["diagnosis"].notna().any()
-    height = max(3.2, 0.4 * len(methods) + 1.2)
-    fig = _new_figure(PRINT_WIDTH_IN if by_diagnosis else 5.0, height)
-    axes = fig.subplots(1, 2 if by_diagnosis else 1, squeeze=False, width_ratios=[1, 1.3] if by_diagnosis
-                        else None)[0]
-    values = [pd.to_numeric(deltas.loc[deltas["method"] == m, "pct_volume_ml"], errors="coerce").dropna()
-              .to_numpy(float) for m in methods]
-    _box(axes[0], values, range(len(methods)), [colors[m] for m in methods], 0.6, horizontal=True)
-    _method_axis(axes[0], methods, colors)
-    axes[0].axvline(0, color="0.6", lw=0.8, ls="--")
-    axes[0].set_title("per method")
-    axes[0].set_xlabel("% change from baseline")
-    axes[0].xaxis.set_major_locator(MaxNLocator(nbins=4))
-    if by_diagnosis:
-        data = deltas.assign(diagnosis=deltas["diagnosis"].fillna("n/a").astype(str))
-        groups = sorted(data["diagnosis"].unique())
-        _grouped_boxes(axes[1], data, "pct_volume_ml", "diagnosis", groups, methods, colors)
-        axes[1].set_title("by diagnosis")
-        axes[1].set_ylabel("% change from baseline")
-        _method_legend(fig, methods, colors)
-    return _finish(fig)
-
-
-def plot_progression(subjects: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
-    """% thalamic change by EDSS course (progression, stable, improvement), methods side by side."""
-    methods = method_order(subjects["method"])
-    present = set(subjects["edss_course"].dropna().astype(str))
-    groups = [c for c in COURSE_ORDER if c in present] + sorted(present - set(COURSE_ORDER))
-    counts = subjects.dropna(subset=["edss_course"]).drop_duplicates("participant_id")["edss_course"].astype(str)
-    fig = _new_figure(min(PRINT_WIDTH_IN, 2.5 + 0.45 * len(groups) * len(methods)), 3.4)
-    ax = fig.subplots()
-    _grouped_boxes(ax, subjects, "pct_volume_ml", "edss_course", groups, methods, colors)
-    ax.set_xticks(range(len(groups)), [f"{g}\n(n = {(counts == g).sum()})" for g in groups])
-    ax.set_ylabel("% change from baseline")
-    _method_legend(fig, methods, colors)
-    return _finish(fig)
-
-
-def plot_power(power: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
-    """Subjects per arm per method (horizontal bars, value at the bar's end)."""
-    table = power.assign(label=method_labels(power),
-                         n_per_arm=pd.to_numeric(power["n_per_arm"], errors="coerce"))
-    order = method_order(table["method"])
-    table = table.sort_values("method", key=lambda s: s.map(order.index)).iloc[::-1]
-    fig = _new_figure(min(PRINT_WIDTH_IN, 5.0), 0.32 * len(table) + 1.3)
-    ax = fig.subplots()
-    y = np.arange(len(table))
-    ax.barh(y, table["n_per_arm"].fillna(0), color=[colors[str(m)] for m in table["method"]], height=0.65)
-    top = float(table["n_per_arm"].max()) if table["n_per_arm"].notna().any() else 1.0
-    for yi, n in zip(y, table["n_per_arm"]):
-        ax.text((n if np.isfinite(n) else 0) + top * 0.02, yi, f"{n:.0f}" if np.isfinite(n) else "n/a",
-                va="center", ha="left", fontsize=8)
-    ax.set_yticks(y, table["label"])
-    for label, method in zip(ax.get_yticklabels(), table["method"].astype(str)):
-        label.set_color(colors[method])
-    ax.set_xlim(0, top * 1.18)
-    ax.set_xlabel("subjects per arm")
-    return _finish(fig)
 
 
 # ------------------------------------------------------------------ all figures
@@ -596,6 +328,13 @@ def build_group_figures(group_dir: Path) -> tuple[dict[str, Figure], dict[str, s
         stem -> :class:`~matplotlib.figure.Figure` (drawn with :data:`STYLE`)
         and stem -> one sentence saying why that figure was not drawn.
     """
+    from thalamus_bidsapp.reports.figures_group_agreement import (
+        plot_bland_altman,
+        plot_containment,
+        plot_manual_scatter,
+    )
+    from thalamus_bidsapp.reports.figures_group_clinical import plot_change, plot_forest, plot_power, plot_progression
+
     stems = ("volumes", "agreement_voxelwise", "agreement_volumetric", "containment", "clinical_crosssectional",
              "clinical_longitudinal_regression", "clinical_longitudinal_deltas", "clinical_progression_subjects",
              "clinical_power")

@@ -32,12 +32,19 @@ TOL_MUTED = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "
 #: The colour of the manual (ground-truth) masks and of reference lines.
 REFERENCE_COLOR = OKABE_ITO["black"]
 
+#: Colours of the registered single-mask methods, in registry order (freesurfer, first, dbsegment, meshnet).
+_REGISTRY_COLORS = (OKABE_ITO["blue"], OKABE_ITO["orange"], OKABE_ITO["bluish_green"], OKABE_ITO["reddish_purple"])
+
+
+def _registry_colors() -> dict[str, str]:
+    from thalamus_bidsapp.methods.registry import all_methods
+
+    return dict(zip((m.name for m in all_methods() if not m.needs_envelope), _REGISTRY_COLORS))
+
+
 #: Known methods (the ``desc`` of their masks) in report order, with their colours.
 METHOD_COLORS: dict[str, str] = {
-    "freesurfer": OKABE_ITO["blue"],
-    "first": OKABE_ITO["orange"],
-    "dbsegment": OKABE_ITO["bluish_green"],
-    "meshnet": OKABE_ITO["reddish_purple"],
+    **_registry_colors(),
     "mindglide": OKABE_ITO["vermillion"],
     "mindglideT1w": OKABE_ITO["vermillion"],
     "mindglideFLAIR": OKABE_ITO["sky_blue"],

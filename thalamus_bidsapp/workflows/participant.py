@@ -13,14 +13,7 @@ from thalamus_bidsapp.bidsio.checksums import files_digest
 from thalamus_bidsapp.bidsio.derivatives import bids_uri
 from thalamus_bidsapp.bidsio.inputs import SessionInputs
 from thalamus_bidsapp.bidsio.tables import volumes_columns
-from thalamus_bidsapp.interfaces.steps import (
-    BrainMask,
-    ConcatTables,
-    PublishMasks,
-    Reorient,
-    SessionVolumes,
-    read_files,
-)
+from thalamus_bidsapp.workflows.nodes import BrainMask, ConcatTables, PublishMasks, Reorient, SessionVolumes, read_files
 from thalamus_bidsapp.workflows.outputs import publish_node
 from thalamus_bidsapp.workflows.registration import init_registration_wf
 from thalamus_bidsapp.methods import MethodPlan
@@ -153,6 +146,39 @@ def init_session_wf(
         (brain_mask, segmentation, [("out_file", "inputnode.brain_mask")]),
     ])
 
+    _add_registrations(workflow, session, reorient_t1w, brain_mask, segmentation, dataset_roots=dataset_roots,
+                       output_dir=output_dir, t1w_uri=t1w_uri, omp_nthreads=omp_nthreads,
+                       flirt_cutoff=flirt_cutoff, ants_cutoff=ants_cutoff, originals=originals)
+
+    # Small bookkeeping steps run in the main process: no hand-over to a worker, no wait for the next poll.
+    volumes = pe.Node(SessionVolumes(), name="volumes", run_without_submitting=True)
+    workflow.connect([
+        (brain_mask, volumes, [("out_file", "brain_mask")]),
+        (segmentation, volumes, [("outputnode.record_files", "record_files"),
+                                 ("outputnode.icv_provenance", "icv_provenance")]),
+    ])
+    ds_masks = pe.Node(
+        PublishMasks(output_dir=str(output_dir), entities=ents,
+                     sidecar={"Sources": [t1w_uri], "SpatialReference": t1w_uri, **geometry}),
+        name="ds_masks", run_without_submitting=True,
+    )
+    workflow.connect(segmentation, "outputnode.record_files", ds_masks, "record_files")
+
+    ds_volumes = publish_node(
+        "ds_volumes", output_dir, {**ents, "label": "thalamus", "suffix": "volumes", "extension": ".tsv"},
+        {**volumes_columns(), **geometry},
+    )
+    workflow.connect(volumes, "out_file", ds_volumes, "in_file")
+    return workflow
+
+
+def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t1w: pe.Node, brain_mask: pe.Node,
+                       segmentation: pe.Workflow, *, dataset_roots: dict[str, Path], output_dir: Path, t1w_uri: str,
+                       omp_nthreads: int, flirt_cutoff: float, ants_cutoff: float,
+                       originals: dict[Path, Path] | None = None) -> None:
+    """FLAIR and R1 onto the T1w (each present one), into the segmentation, and the session's QC table."""
+    ents = session.entities
+    originals = originals or {}
     qc_sources = []
     for role, modality in (("flair", "FLAIR"), ("r1map", "R1map")):
         moving = getattr(session, role)
@@ -179,27 +205,6 @@ def init_session_wf(
                              {**ents, "desc": "registration", "suffix": "qc", "extension": ".tsv"},
                              QC_COLUMN_DESCRIPTIONS)
         workflow.connect([(merge_qc, qc_table, [("out", "in_files")]), (qc_table, ds_qc, [("out_file", "in_file")])])
-
-    # Small bookkeeping steps run in the main process: no hand-over to a worker, no wait for the next poll.
-    volumes = pe.Node(SessionVolumes(), name="volumes", run_without_submitting=True)
-    workflow.connect([
-        (brain_mask, volumes, [("out_file", "brain_mask")]),
-        (segmentation, volumes, [("outputnode.record_files", "record_files"),
-                                 ("outputnode.icv_provenance", "icv_provenance")]),
-    ])
-    ds_masks = pe.Node(
-        PublishMasks(output_dir=str(output_dir), entities=ents,
-                     sidecar={"Sources": [t1w_uri], "SpatialReference": t1w_uri, **geometry}),
-        name="ds_masks", run_without_submitting=True,
-    )
-    workflow.connect(segmentation, "outputnode.record_files", ds_masks, "record_files")
-
-    ds_volumes = publish_node(
-        "ds_volumes", output_dir, {**ents, "label": "thalamus", "suffix": "volumes", "extension": ".tsv"},
-        {**volumes_columns(), **geometry},
-    )
-    workflow.connect(volumes, "out_file", ds_volumes, "in_file")
-    return workflow
 
 
 def _uri(output_dir: Path, ents: dict, **more) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from thalamus_bidsapp.interfaces.steps import RegisterToT1w, Reorient
+from thalamus_bidsapp.workflows.nodes import RegisterToT1w, Reorient
 from thalamus_bidsapp.workflows.outputs import publish_node
 
 #: What each modality becomes on the T1w grid (the desc entity of the published image).
@@ -27,7 +27,7 @@ def init_registration_wf(
     omp_nthreads: int,
     name: str,
 ) -> pe.Workflow:
-    """Reorient ``moving``, register it to the T1w, publish the image, transform and overlay.
+    """Reorient ``moving``, register it to the T1w, publish the image and transform (the QC figure is drawn by the report).
 
     Inputs (``inputnode``): ``t1w`` (reoriented T1w) and ``brain_mask``.
     Outputs (``outputnode``): ``out_file``, the registered image on the T1w
@@ -54,14 +54,10 @@ def init_registration_wf(
     ds_transform = publish_node("ds_transform", output_dir,
                             {**entities, "from": modality, "to": "T1w", "mode": "image", "suffix": "xfm"},
                             {"Sources": sources})
-    ds_overlay = publish_node("ds_overlay", output_dir,
-                          {**entities, "space": "T1w", "desc": "registration", "suffix": modality,
-                           "datatype": "figures"})
     workflow.connect([
         (reorient, register, [("record_file", "reorient_record")]),
         (register, ds_image, [("out_file", "in_file"), ("provenance_file", "provenance_files")]),
         (register, ds_transform, [("transform", "in_file"), ("provenance_file", "provenance_files")]),
-        (register, ds_overlay, [("overlay", "in_file")]),
     ])
     return workflow
 

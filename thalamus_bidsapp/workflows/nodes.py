@@ -1,8 +1,8 @@
-"""nipype interfaces around the app's own steps.
+"""nipype interfaces around the app's own steps (the segmentation methods' live in ``methods/``).
 
 Each interface is a thin shell: the work is done by plain functions in
-``image/``, ``interfaces/<tool>.py`` and ``bidsio/`` so it can be tested
-without nipype. Results land in the node's working directory; the
+``image/``, ``interfaces/<tool>.py``, ``registration.py`` and ``bidsio/`` so
+it can be tested without nipype. Results land in the node's working directory; the
 :class:`PublishDerivative` interface copies them into the output dataset.
 """
 
@@ -26,14 +26,9 @@ from nipype.interfaces.base import (
 )
 
 from thalamus_bidsapp.errors import EXIT_DATAERR, ThalamusError
+from thalamus_bidsapp.methods.records import CONTENT_DIGEST_DESC  # declared by some method nodes too
 
 LOGGER = logging.getLogger(__name__)
-
-#: Declared by the interfaces that read input files from outside the work folder (raw images, a
-#: FreeSurfer subject): nipype keys cached results on a file's path, size and modification time, so a
-#: file edited in place (``touch -r``) would return the old result. The workflow fills it with a digest
-#: of the files' contents (see :func:`read_files`), which makes nipype recompute the node when they change.
-CONTENT_DIGEST_DESC = "sha256 of the contents of the input files read from outside the work folder"
 
 
 def read_files(node_inputs) -> list[str]:
@@ -50,13 +45,9 @@ def read_files(node_inputs) -> list[str]:
 
 
 def _load(path: str) -> nib.spatialimages.SpatialImage:
-    """Load an image, turning any reader failure into a clear error that names the file."""
-    try:
-        img = nib.load(path)
-        img.get_fdata(dtype="float32")  # force a full read: a truncated gzip fails here, not later
-    except Exception as err:
-        raise ThalamusError(f"cannot read the image {path}: {err}", EXIT_DATAERR) from err
-    return img
+    from thalamus_bidsapp.image.nifti import load_image
+
+    return load_image(path)
 
 
 def _extension(path: str) -> str:
@@ -143,73 +134,6 @@ class BrainMask(SimpleInterface):
         return runtime
 
 
-# --- FreeSurfer thalamus from an existing subject ---------------------------
-
-
-class _FreeSurferThalamusInputSpec(BaseInterfaceInputSpec):
-    subject_dir = traits.Directory(exists=True, mandatory=True, desc="finished FreeSurfer subject")
-    reference = File(exists=True, mandatory=True, desc="reoriented T1w defining the output grid")
-    content_digest = traits.Str(desc=CONTENT_DIGEST_DESC)
-
-
-class _FreeSurferThalamusOutputSpec(_MaskOutputSpec):
-    record_file = File(exists=True, desc="mask record JSON")
-
-
-class FreeSurferThalamus(SimpleInterface):
-    """aseg labels 10 + 49 on the T1w grid, and eTIV, from a finished FreeSurfer subject."""
-
-    input_spec = _FreeSurferThalamusInputSpec
-    output_spec = _FreeSurferThalamusOutputSpec
-
-    def _run_interface(self, runtime):
-        from thalamus_bidsapp.interfaces.freesurfer import thalamus_from_subject
-        from thalamus_bidsapp.interfaces.segment import read_mask_record, write_mask_record
-
-        mask, provenance = thalamus_from_subject(Path(self.inputs.subject_dir), _load(self.inputs.reference))
-        self._results["record_file"] = write_mask_record(mask, "freesurfer", "T1w", provenance,
-                                                         folder=Path(runtime.cwd))
-        self._results["out_file"] = read_mask_record(self._results["record_file"])["mask_file"]
-        self._results["provenance_file"] = _save_json(provenance, "provenance.json")
-        return runtime
-
-
-class _ReconAllInputSpec(BaseInterfaceInputSpec):
-    t1w = File(exists=True, mandatory=True, desc="raw T1w")
-    t2w = File(exists=True, desc="raw T2w, for -T2 -T2pial")
-    subject_id = traits.Str(mandatory=True, desc="FreeSurfer subject name")
-    subjects_dir = traits.Str(mandatory=True, desc="SUBJECTS_DIR")
-    license_file = File(exists=True, mandatory=True, desc="FreeSurfer license")
-    nthreads = traits.Int(1, usedefault=True, desc="OpenMP threads")
-    content_digest = traits.Str(desc=CONTENT_DIGEST_DESC)
-
-
-class _ReconAllOutputSpec(TraitedSpec):
-    subject_dir = traits.Directory(exists=True, desc="finished FreeSurfer subject")
-
-
-class ReconAll(SimpleInterface):
-    """FreeSurfer ``recon-all -all`` (hours), when no finished subject exists."""
-
-    input_spec = _ReconAllInputSpec
-    output_spec = _ReconAllOutputSpec
-
-    def _run_interface(self, runtime):
-        from thalamus_bidsapp.interfaces.freesurfer import run_recon_all
-
-        subject_dir = run_recon_all(
-            Path(self.inputs.t1w),
-            self.inputs.subject_id,
-            Path(self.inputs.subjects_dir),
-            license_file=Path(self.inputs.license_file),
-            t2w=Path(self.inputs.t2w) if isdefined(self.inputs.t2w) else None,
-            nthreads=self.inputs.nthreads,
-            log_file=Path(_node_file("recon-all.log")),
-        )
-        self._results["subject_dir"] = str(subject_dir)
-        return runtime
-
-
 class _SessionVolumesOutputSpec(TraitedSpec):
     out_file = File(exists=True, desc="volumes TSV")
 
@@ -232,7 +156,6 @@ class _RegisterOutputSpec(TraitedSpec):
     out_file = File(desc="registered (and, for R1, scaled) image on the T1w grid; undefined when excluded")
     transform = File(desc="selected transform (FSL .mat or ITK .txt); undefined when excluded")
     qc_file = File(exists=True, desc="QC rows: image, strategy, mi, cutoff, passed, selected, reason")
-    overlay = File(desc="QC overlay (SVG) of the selected registration")
     provenance_file = File(exists=True, desc="JSON provenance for the sidecars")
 
 
@@ -243,9 +166,9 @@ class RegisterToT1w(SimpleInterface):
     output_spec = _RegisterOutputSpec
 
     def _run_interface(self, runtime):
+        from thalamus_bidsapp.bidsio.atomic import save_nifti
         from thalamus_bidsapp.image.intensity import scale_r1_image
         from thalamus_bidsapp.registration import register_to_t1w
-        from thalamus_bidsapp.reports.overlays import plot_registration_overlay
 
         cwd = Path(runtime.cwd)
         outcome = register_to_t1w(
@@ -268,15 +191,14 @@ class RegisterToT1w(SimpleInterface):
         else:
             registered = outcome.registered_image
             if self.inputs.scale_r1:
-                registered = scale_r1_image(registered, self.inputs.brain_mask, cwd / "r1_scaled.nii.gz")
+                registered = save_nifti(
+                    scale_r1_image(_load(str(registered)), _load(self.inputs.brain_mask),
+                                   names=(f"registered R1 map {registered}", f"brain mask {self.inputs.brain_mask}")),
+                    cwd / "r1_scaled.nii.gz")
                 provenance["Scaling"] = ("inside the T1w brain mask, clipped at the 99th percentile and rescaled "
                                          "linearly to 0..1000; 0 outside the mask")
             self._results["out_file"] = str(registered)
             self._results["transform"] = str(outcome.transform)
-            self._results["overlay"] = str(plot_registration_overlay(
-                outcome.registered_image, self.inputs.t1w, cwd / "overlay.svg", brain_mask=self.inputs.brain_mask,
-                title=f"{self.inputs.modality} on T1w: {outcome.selected}, MI {outcome.mi:.3f}",
-            ))
         self._results["provenance_file"] = _save_json(provenance, "provenance.json")
         return runtime
 
@@ -319,7 +241,7 @@ class SessionVolumes(SimpleInterface):
 
     def _run_interface(self, runtime):
         from thalamus_bidsapp.bidsio.tables import session_volumes_table
-        from thalamus_bidsapp.interfaces.segment import records_with_masks
+        from thalamus_bidsapp.methods.records import records_with_masks
 
         icv_record = None
         if isdefined(self.inputs.icv_provenance):
@@ -360,7 +282,7 @@ class PublishMasks(SimpleInterface):
 
     def _run_interface(self, runtime):
         from thalamus_bidsapp.bidsio.derivatives import derivative_path, publish
-        from thalamus_bidsapp.interfaces.segment import records_with_masks
+        from thalamus_bidsapp.methods.records import records_with_masks
 
         records = records_with_masks(self.inputs.record_files) if isdefined(self.inputs.record_files) else []
         out_files = []

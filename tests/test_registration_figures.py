@@ -1,0 +1,53 @@
+"""Registration QC figures: niworkflows before/after flicker SVGs drawn from published files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+
+from tests.conftest import shared_file
+from tests.registration_helpers import make_brain_mask
+from thalamus_bidsapp.reports.registration_figures import draw_registration_figures
+
+MS = ("ms_lesjak2017_mni", "patient07")
+SESSION = "sub-07"
+
+
+def _published(tmp_path: Path) -> Path:
+    """A session's anat folder as the participant level publishes it (MS patient, FLAIR already aligned)."""
+    anat = tmp_path / SESSION / "anat"
+    anat.mkdir(parents=True)
+    t1w = anat / f"{SESSION}_desc-preproc_T1w.nii.gz"
+    shutil.copy(shared_file(*MS, "T1_N4_noneck_reduced_winsor_regtoFLAIR_brain_N4_regtoMNI.nii.gz"), t1w)
+    shutil.copy(shared_file(*MS, "FLAIR_N4_noneck_reduced_winsor_regtoFLAIR_brain_N4_regtoMNI.nii.gz"),
+                anat / f"{SESSION}_space-T1w_desc-preproc_FLAIR.nii.gz")
+    (anat / f"{SESSION}_space-T1w_desc-preproc_FLAIR.json").write_text(json.dumps(
+        {"Registration": {"SelectedStrategy": "flirt_normcorr", "MutualInformation": 0.4512}}))
+    make_brain_mask(t1w, anat / f"{SESSION}_space-T1w_desc-brain_mask.nii.gz")
+    return anat
+
+
+def test_flicker_svg_from_published_files_is_deterministic(tmp_path):
+    anat = _published(tmp_path)
+    figures = tmp_path / SESSION / "figures"
+    (svg,) = draw_registration_figures(anat, SESSION, figures)
+    assert svg.name == f"{SESSION}_space-T1w_desc-registration_FLAIR.svg"
+    text = svg.read_text()
+    assert "foreground-svg" in text and "background-svg" in text and "flickerAnimation" in text
+    assert "FLAIR (flirt_normcorr, MI 0.451)" in text and "T1w" in text
+    first = svg.read_bytes()
+    mtime = svg.stat().st_mtime_ns
+    draw_registration_figures(anat, SESSION, figures)  # a redraw (--reports-only) leaves it alone
+    assert svg.read_bytes() == first and svg.stat().st_mtime_ns == mtime
+
+
+def test_no_registered_image_no_figure(tmp_path):
+    anat = _published(tmp_path)
+    for path in anat.glob("*_FLAIR.*"):
+        path.unlink()
+    assert draw_registration_figures(anat, SESSION, tmp_path / "figures") == []
+    assert not (tmp_path / "figures").exists()
+    assert nib.load(str(anat / f"{SESSION}_space-T1w_desc-brain_mask.nii.gz")).shape

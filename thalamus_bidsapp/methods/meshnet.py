@@ -1,0 +1,120 @@
+"""``meshnet``: brainchop's licence-free 18-class MeshNet on the CPU; class "Thalamus" on the T1w grid."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+import os
+from pathlib import Path
+
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, traits
+
+from thalamus_bidsapp.errors import ThalamusError
+from thalamus_bidsapp.methods.base import (
+    CliOption,
+    MethodNodes,
+    NodeContext,
+    PublishedMask,
+    SegmentationMethod,
+    SideLabels,
+    ToolStatus,
+    sorted_unique,
+    tool_label,
+)
+from thalamus_bidsapp.methods.records import RecordOutputSpec, write_mask_record
+
+NAME = "meshnet"
+
+
+class MeshNet(SegmentationMethod):
+    name = NAME
+    order = 40
+    citation = ("Fedorov A, et al. (2017). End-to-end learning of brain tissue segmentation from imperfect "
+                "labeling. IJCNN. doi:10.1109/IJCNN.2017.7966333; Masoud M, et al. (2023). Brainchop: in-browser "
+                "MRI volumetric segmentation and rendering. J Open Source Softw 8(83):5098. doi:10.21105/joss.05098")
+    options = (
+        CliOption("--meshnet-model", kind="dir", metavar="DIR", env="THALAMUS_MESHNET_MODEL",
+                  help="folder with the MeshNet model.json and model.bin (default: $THALAMUS_MESHNET_MODEL, then "
+                  "the user cache, filled on first use from the brainchop repository and checked by sha256)"),
+    )
+    # The 18-class model has one bilateral class; the sides come from the 104-class model (next issue).
+    labels = SideLabels(source="model30chan18cls class 'Thalamus' (bilateral)")
+    envelope_rank = 1  # no licence, no GPU, no FSL
+
+    def check_tools(self, config) -> ToolStatus:
+        from thalamus_bidsapp.interfaces.meshnet import resolve_model_dir
+
+        try:
+            # Downloads the weights on first use (then cached); offline, give the option.
+            return ToolStatus(None, {"model_dir": resolve_model_dir(config.option("meshnet_model"))})
+        except ThalamusError as err:
+            return ToolStatus(str(err))
+
+    def check_installation(self, options):
+        """MeshNet's weights (checked by sha256, never downloaded here) and PyTorch."""
+        from thalamus_bidsapp.interfaces import meshnet
+        from thalamus_bidsapp.toolcheck import CheckReport, Finding, data_file, python_package, writable_dir
+
+        spec = meshnet.model_spec()
+        findings = [python_package("PyTorch", "torch")]
+        env_model = os.environ.get(meshnet.MODEL_ENV_VAR)
+        given = options.option("meshnet_model") or (Path(env_model) if env_model else None)
+        if given is not None:
+            source = "--meshnet-model" if options.option("meshnet_model") else meshnet.MODEL_ENV_VAR
+            findings.append(Finding("model folder", Path(given).is_dir(),
+                                    f"{given} (from {source})" if Path(given).is_dir() else f"not found: {given}"))
+            findings += [data_file(fname, Path(given) / fname, sha) for fname, sha in spec.sha256.items()]
+            return CheckReport(NAME, "method", tuple(findings))
+        cache = meshnet.default_cache_dir(spec)
+        if any((cache / fname).is_file() for fname in spec.sha256):
+            findings.append(Finding("model folder", True, f"{cache} (user cache)"))
+            findings += [data_file(fname, cache / fname, sha) for fname, sha in spec.sha256.items()]
+        else:
+            findings.append(writable_dir("model cache", cache))
+            findings.append(Finding(
+                "weights", False,
+                f"not in {cache} yet: the first run downloads them from {spec.url_base} (needs network), "
+                f"or give --meshnet-model / {meshnet.MODEL_ENV_VAR}", required=False))
+        return CheckReport(NAME, "method", tuple(findings))
+
+    def init_nodes(self, ctx: NodeContext) -> MethodNodes:
+        from nipype.pipeline import engine as pe
+
+        node = pe.Node(MeshNetThalamus(model_dir=str(ctx.settings["model_dir"]), threads=ctx.omp_nthreads),
+                       name=f"{NAME}_thalamus", n_procs=ctx.omp_nthreads, mem_gb=2)
+        ctx.workflow.connect(ctx.inputnode, "t1w", node, "t1w")
+        return MethodNodes(records=[(node, "record_file")], envelope=(node, "record_file"))
+
+    def methods_sentence(self, masks: Sequence[PublishedMask], cite: Callable[[str], str]) -> str:
+        models = sorted_unique([m.sidecar.get("Model") for m in masks])
+        return f"{tool_label(masks, self.name)} {cite(self.name)}" + (f" (model {', '.join(models)})" if models
+                                                                       else "")
+
+
+#: This module's registry entry (methods/registry.py collects every module's METHOD).
+METHOD = MeshNet()
+
+
+class _MeshNetInputSpec(BaseInterfaceInputSpec):
+    t1w = File(exists=True, mandatory=True, desc="reoriented T1w")
+    model_dir = traits.Str(mandatory=True, desc="folder with the verified model.json and model.bin")
+    threads = traits.Int(1, usedefault=True, desc="torch CPU threads")
+
+
+class MeshNetThalamus(SimpleInterface):
+    """brainchop's 18-class MeshNet on the conformed T1w; class 'Thalamus' back on the T1w grid."""
+
+    input_spec = _MeshNetInputSpec
+    output_spec = RecordOutputSpec
+
+    def _run_interface(self, runtime):
+        import nibabel as nib
+
+        from thalamus_bidsapp.interfaces.meshnet import segment_thalamus
+
+        cwd = Path(runtime.cwd)
+        mask, provenance = segment_thalamus(nib.load(self.inputs.t1w), Path(self.inputs.model_dir),
+                                            threads=self.inputs.threads)
+        self._results["record_file"] = write_mask_record(mask, NAME, "T1w", {"Tool": "MeshNet", **provenance},
+                                                         folder=cwd)
+        self._results["out_file"] = str(cwd / f"thalamus_{NAME}.nii.gz")
+        return runtime

@@ -1,0 +1,160 @@
+"""``mindglide``: MindGlide on T1w, FLAIR and R1; its deep grey matter label within an envelope mask; ensembles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    OutputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+
+from thalamus_bidsapp.errors import ThalamusError
+from thalamus_bidsapp.methods.base import (
+    CliOption,
+    MethodNodes,
+    NodeContext,
+    PublishedMask,
+    SegmentationMethod,
+    SideLabels,
+    ToolStatus,
+    sorted_unique,
+    tool_label,
+)
+from thalamus_bidsapp.methods.records import read_mask_record, write_mask_record
+
+#: MindGlide's contrast names -> the BIDS suffix recorded as the mask's contrast.
+_BIDS_CONTRAST = {"T1w": "T1w", "FLAIR": "FLAIR", "R1": "R1map"}
+
+
+def _envelope_choices() -> tuple[str, ...]:
+    from thalamus_bidsapp.methods.registry import envelope_names
+
+    return envelope_names()
+
+
+class MindGlide(SegmentationMethod):
+    name = "mindglide"
+    order = 50
+    citation = ("Goebl P, et al. (2024). Repurposing clinical MRI archives for multiple sclerosis research with a "
+                "flexible, single-modality approach: new insights from the MindGlide model. medRxiv. "
+                "doi:10.1101/2024.03.22.24304705")
+    options = (
+        CliOption("--mindglide-model", kind="file", metavar="FILE", env="MODEL_PATH",
+                  help="MindGlide checkpoint (default: $MODEL_PATH, then the mindglide package's cache; "
+                  "weights are never downloaded during a run)"),
+        CliOption("--mindglide-envelope", kind="choice", choices=_envelope_choices,
+                  help="thalamus mask that bounds MindGlide's deep grey matter label (default: the first of "
+                  "the choices that runs, in this order; FIRST as in the paper)"),
+        CliOption("--mindglide-device", kind="choice", choices=("cpu", "cuda", "auto"), default="cpu",
+                  help="where MindGlide runs (default: cpu; 'auto' uses a GPU when one works)"),
+    )
+    # MindGlide has no thalamus label: the sides of its masks come from the envelope's.
+    labels = SideLabels(source="deep grey matter label x envelope mask")
+    needs_envelope = True
+    optional_inputs = {"flair": "MindGlide on FLAIR",
+                       "r1map": "MindGlide on R1"}
+
+    def owns(self, desc: str) -> bool:
+        return desc.startswith(("mindglide", "ensemble"))
+
+    def envelope_choice(self, config) -> str | None:
+        return config.option("mindglide_envelope")
+
+    def check_tools(self, config) -> ToolStatus:
+        from thalamus_bidsapp.interfaces.mindglide import resolve_weights
+
+        try:
+            model = resolve_weights(config.option("mindglide_model"), allow_download=False)
+        except ThalamusError as err:
+            return ToolStatus(str(err))
+        return ToolStatus(None, {"model_path": model, "device": config.option("mindglide_device", "cpu")})
+
+    def check_installation(self, options):
+        from thalamus_bidsapp.toolcheck import check_mindglide
+
+        return check_mindglide(options)
+
+    def init_nodes(self, ctx: NodeContext) -> MethodNodes:
+        from nipype.pipeline import engine as pe
+
+        node = pe.Node(
+            MindGlideThalamus(model_path=str(ctx.settings["model_path"]), device=ctx.settings.get("device", "cpu")),
+            name="mindglide_thalamus", n_procs=ctx.omp_nthreads, mem_gb=6,
+        )
+        ctx.workflow.connect([(ctx.inputnode, node, [("t1w", "t1w"), ("flair", "flair"), ("r1", "r1")])])
+        envelope_node, field = ctx.envelope
+        ctx.workflow.connect(envelope_node, field, node, "envelope_record")
+        return MethodNodes(records=[(node, "record_files")])
+
+    def methods_sentence(self, masks: Sequence[PublishedMask], cite: Callable[[str], str]) -> str:
+        contrasts = sorted_unique([m.sidecar.get("Contrast") for m in masks if m.desc.startswith(self.name)])
+        envelopes = sorted_unique([m.sidecar.get("Envelope") for m in masks])
+        text = (f"{tool_label(masks, self.name)} {cite(self.name)} on {', '.join(contrasts) or 'T1w'}, its deep "
+                f"grey matter label intersected with the {', '.join(envelopes) or 'FIRST'} thalamus mask")
+        if any(m.desc.startswith("ensemble") for m in masks):
+            text += "; ensembles of these masks by voxel-wise mean binarised at 0.5"
+        return text
+
+
+#: This module's registry entry (methods/registry.py collects every module's METHOD).
+METHOD = MindGlide()
+
+
+class _MindGlideInputSpec(BaseInterfaceInputSpec):
+    t1w = File(exists=True, mandatory=True, desc="reoriented T1w")
+    flair = File(exists=True, desc="FLAIR registered onto the T1w grid")
+    r1 = File(exists=True, desc="scaled R1 map registered onto the T1w grid")
+    envelope_record = File(exists=True, mandatory=True, desc="mask record of the envelope method")
+    model_path = traits.Str(mandatory=True, desc="MindGlide checkpoint")
+    device = traits.Str("cpu", usedefault=True, desc="cpu, cuda or auto")
+
+
+class _MindGlideOutputSpec(TraitedSpec):
+    record_files = OutputMultiObject(File(exists=True), desc="mask records: per contrast, then ensembles")
+
+
+class MindGlideThalamus(SimpleInterface):
+    """MindGlide on T1w, FLAIR and R1 with one loaded network; DGM x envelope; ensembles."""
+
+    input_spec = _MindGlideInputSpec
+    output_spec = _MindGlideOutputSpec
+
+    def _run_interface(self, runtime):
+        import nibabel as nib
+
+        from thalamus_bidsapp.image.ensembles import build_ensembles
+        from thalamus_bidsapp.interfaces import mindglide
+
+        envelope = read_mask_record(self.inputs.envelope_record)
+        envelope_img = nib.load(envelope["mask_file"])
+        images = {
+            "T1w": self.inputs.t1w,
+            "FLAIR": self.inputs.flair if isdefined(self.inputs.flair) else None,
+            "R1": self.inputs.r1 if isdefined(self.inputs.r1) else None,
+        }
+        segmentations = mindglide.segment_contrasts(images, model_path=self.inputs.model_path,
+                                                    device=self.inputs.device, allow_download=False)
+        model = mindglide.load_model(self.inputs.model_path, self.inputs.device, allow_download=False)
+        cwd = Path(runtime.cwd)
+        records, masks = [], {}
+        for contrast, seg in segmentations.items():
+            mask = mindglide.mindglide_thalamus(seg, envelope_img)
+            masks[contrast] = mask
+            provenance = mindglide.provenance(model, envelope=envelope["method"], contrast=contrast)
+            records.append(write_mask_record(mask, f"mindglide{contrast}", _BIDS_CONTRAST[contrast],
+                                             provenance, folder=cwd))
+        for name, result in build_ensembles({c: masks.get(c) for c in ("T1w", "FLAIR", "R1")}).items():
+            contrast = "+".join(_BIDS_CONTRAST[c] for c in result.contrasts)
+            records.append(write_mask_record(result.mask, f"ensemble{name}", contrast,
+                                             {"Tool": "thalamus_bidsapp ensemble of MindGlide masks",
+                                              **result.provenance()},
+                                             folder=cwd, missing=list(result.missing)))
+        self._results["record_files"] = records
+        return runtime

@@ -1,0 +1,77 @@
+"""Mask records: what every method node writes per mask, and what the volumes and publishing steps read.
+
+A record is a small JSON per mask with the mask file, its method (the
+``desc`` entity), its contrast and its provenance. The volumes table and the
+publishing step read records, so they handle any set of masks, including
+masks that exist only at run time (an R1 map excluded by the registration QC
+leaves no R1 records) and methods they have never heard of.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+from nipype.interfaces.base import File, TraitedSpec
+
+LOGGER = logging.getLogger(__name__)
+
+#: Declared by the interfaces that read input files from outside the work folder (raw images, a
+#: FreeSurfer subject): nipype keys cached results on a file's path, size and modification time, so a
+#: file edited in place (``touch -r``) would return the old result. The workflow fills it with a digest
+#: of the files' contents (see ``workflows.nodes.read_files``), which makes nipype recompute the node when they change.
+CONTENT_DIGEST_DESC = "sha256 of the contents of the input files read from outside the work folder"
+
+
+def write_mask_record(
+    mask: nib.spatialimages.SpatialImage | None,
+    method: str,
+    contrast: str,
+    provenance: dict[str, Any],
+    *,
+    folder: Path | None = None,
+    missing: list[str] | None = None,
+) -> str:
+    """Save ``mask`` (if any) and its record in ``folder`` (the node's directory); return the record path.
+
+    A record without a mask says a mask could not be made and why
+    (``missing`` inputs), so it is reported rather than silently absent.
+    """
+    folder = Path(folder or os.getcwd())
+    record: dict[str, Any] = {"method": method, "contrast": contrast, "provenance": provenance, "mask_file": None}
+    if mask is not None:
+        mask_file = folder / f"thalamus_{method}.nii.gz"
+        nib.save(mask, str(mask_file))
+        record["mask_file"] = str(mask_file)
+    if missing:
+        record["missing_inputs"] = list(missing)
+    record_file = folder / f"record_{method}.json"
+    record_file.write_text(json.dumps(record, indent=2, default=str))
+    return str(record_file)
+
+
+def read_mask_record(path: str | os.PathLike) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def records_with_masks(record_files: list[str]) -> list[dict[str, Any]]:
+    """The records that hold a mask, in order; records without one are logged."""
+    kept = []
+    for path in record_files:
+        record = read_mask_record(path)
+        if record.get("mask_file"):
+            kept.append(record)
+        else:
+            LOGGER.info("no %s mask: missing inputs %s", record["method"], ", ".join(record.get("missing_inputs", [])))
+    return kept
+
+
+class RecordOutputSpec(TraitedSpec):
+    """Outputs of a node making one mask: its record and the mask itself."""
+
+    record_file = File(exists=True, desc="mask record JSON")
+    out_file = File(exists=True, desc="binary thalamus mask on the T1w grid")

@@ -1,0 +1,184 @@
+"""Mask figures of the participant report: each thalamus mask as a contour over the published T1w."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import nibabel as nib
+import pandas as pd
+import numpy as np
+
+from thalamus_bidsapp.bidsio.atomic import write_if_changed
+from thalamus_bidsapp.image.grid import GRID_ATOL_MM
+from thalamus_bidsapp.reports.html import esc
+
+LOGGER = logging.getLogger(__name__)
+
+_N_SLICES = 5
+
+
+_MARGIN_MM = 12.0
+
+
+_PLANES = (("axial", 2), ("coronal", 1), ("sagittal", 0))
+
+
+_SIDES = {"axial": ("L", "R"), "coronal": ("L", "R"), "sagittal": ("P", "A")}
+
+
+_MASK_COLORS = ("#ff4d4d", "#4dd2ff", "#ffd24d", "#7dff4d", "#ff4dff", "#ff9f40", "#40ffb3", "#b38cff")
+
+
+def _bounding_box(mask: np.ndarray, margin: np.ndarray) -> tuple[slice, slice, slice]:
+    """Bounding box of ``mask`` widened by ``margin`` voxels per axis, clipped to the volume."""
+    box = []
+    for axis in range(3):
+        profile = mask.any(axis=tuple(a for a in range(3) if a != axis))
+        idx = np.flatnonzero(profile)
+        lo, hi = (int(idx[0]), int(idx[-1])) if idx.size else (0, mask.shape[axis] - 1)
+        box.append(slice(max(0, lo - int(margin[axis])), min(mask.shape[axis], hi + int(margin[axis]) + 1)))
+    return tuple(box)
+
+
+def _slice_indices(mask: np.ndarray, axis: int, n_slices: int) -> list[int]:
+    """``n_slices`` indices evenly inside the extent of ``mask`` along ``axis`` (whole axis if empty)."""
+    profile = mask.any(axis=tuple(a for a in range(3) if a != axis))
+    idx = np.flatnonzero(profile)
+    lo, hi = (int(idx[0]), int(idx[-1])) if idx.size else (0, mask.shape[axis] - 1)
+    return sorted({int(round(lo + (hi - lo) * k / (n_slices + 1))) for k in range(1, n_slices + 1)})
+
+
+def _load_canonical(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    img = nib.as_closest_canonical(nib.load(os.fspath(path)))
+    return np.asarray(img.dataobj, dtype=np.float32).reshape(img.shape[:3]), img.affine
+
+
+def plot_mask_mosaic(
+    t1w: np.ndarray,
+    mask: np.ndarray,
+    zooms: tuple[float, float, float],
+    out_file: Path,
+    *,
+    box: tuple[slice, slice, slice],
+    slices: Mapping[int, list[int]],
+    title: str,
+    color: str = _MASK_COLORS[0],
+) -> bool:
+    """Draw a thalamus mask as a contour over the T1w: rows axial, coronal, sagittal; save as SVG.
+
+    Parameters
+    ----------
+    t1w, mask
+        RAS-ordered volumes on the same grid.
+    zooms
+        Voxel sizes (mm), for the aspect ratio.
+    out_file
+        The ``.svg`` to write (only if its content changed).
+    box
+        Crop window (voxel slices); the same for every mask of a session so
+        the figures compare.
+    slices
+        Axis (0 sagittal, 1 coronal, 2 axial) -> absolute slice indices.
+    title
+        Figure title.
+    color
+        Contour colour.
+
+    Returns
+    -------
+    bool
+        Whether the file was (re)written.
+    """
+    import matplotlib
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+    from matplotlib.figure import Figure
+
+    t1_crop = t1w[box]
+    mask_crop = mask[box] > 0
+    inside = t1_crop[t1_crop > 0]
+    vmin, vmax = (np.percentile(inside, [1, 99.5]) if inside.size else (0.0, 1.0))
+    n_cols = max(len(v) for v in slices.values())
+    fig = Figure(figsize=(2.0 * n_cols, 2.0 * len(_PLANES) + 0.4), facecolor="black")
+    FigureCanvasSVG(fig)
+    axes = fig.subplots(len(_PLANES), n_cols, squeeze=False)
+    for row, (plane, axis) in enumerate(_PLANES):
+        others = [a for a in range(3) if a != axis]
+        aspect = zooms[others[1]] / zooms[others[0]]
+        for col in range(n_cols):
+            ax = axes[row][col]
+            ax.set_axis_off()
+            if col >= len(slices[axis]):
+                continue
+            index = slices[axis][col] - box[axis].start
+            # Rows are the second remaining RAS axis, drawn upwards (origin lower).
+            image = np.take(t1_crop, index, axis=axis).T
+            outline = np.take(mask_crop, index, axis=axis).T
+            ax.imshow(image, cmap="gray", vmin=vmin, vmax=vmax, origin="lower", aspect=aspect,
+                      interpolation="nearest")
+            if outline.any():
+                grid_x, grid_y = np.arange(outline.shape[1]), np.arange(outline.shape[0])
+                ax.contourf(grid_x, grid_y, outline.astype(float), levels=[0.5, 1.5], colors=[color], alpha=0.22)
+                ax.contour(grid_x, grid_y, outline.astype(float), levels=[0.5], colors=[color], linewidths=1.1)
+            ax.set_xlim(-0.5, image.shape[1] - 0.5)
+            ax.set_ylim(-0.5, image.shape[0] - 0.5)
+            ax.text(0.02, 0.98, f"{plane} {slices[axis][col]}", color="white", fontsize=6.5,
+                    ha="left", va="top", transform=ax.transAxes)
+            left, right = _SIDES[plane]
+            ax.text(0.02, 0.02, left, color="#bbbbbb", fontsize=6.5, ha="left", va="bottom", transform=ax.transAxes)
+            ax.text(0.98, 0.02, right, color="#bbbbbb", fontsize=6.5, ha="right", va="bottom",
+                    transform=ax.transAxes)
+    fig.suptitle(title, color="white", fontsize=9)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.4 / (2.0 * len(_PLANES) + 0.4),
+                        wspace=0.03, hspace=0.06)
+    buffer = io.BytesIO()
+    # A fixed hash salt and no date make the SVG byte-identical from one run to the next;
+    # text stays text (fonttype none) rather than glyph outlines, which would double the size.
+    with matplotlib.rc_context({"svg.hashsalt": "thalamus_bidsapp", "svg.fonttype": "none"}):
+        fig.savefig(buffer, format="svg", facecolor=fig.get_facecolor(), metadata={"Date": None})
+    return write_if_changed(buffer.getvalue(), Path(out_file))
+
+
+def draw_masks(session, figures_dir: Path) -> None:
+    """One mosaic per mask, all cropped to the same window around the union of the masks."""
+    if not session.masks or session.anat is None:
+        return
+    t1_path = session.anat / f"{session.name}_desc-preproc_T1w.nii.gz"
+    if not t1_path.is_file():
+        session.messages.append(("warning", f"No <code>{esc(t1_path.name)}</code>: mask figures not drawn."))
+        return
+    t1, affine = _load_canonical(t1_path)
+    zooms = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+    masks = {}
+    for info in session.masks:
+        data, mask_affine = _load_canonical(info.path)
+        if data.shape != t1.shape or not np.allclose(mask_affine, affine, atol=GRID_ATOL_MM, rtol=0):
+            session.messages.append(("warning", f"{esc(info.path.name)} is not on the T1w grid: not drawn."))
+            continue
+        masks[info.desc] = data > 0
+    if not masks:
+        return
+    union = np.logical_or.reduce(list(masks.values()))
+    if not union.any():
+        union = t1 > 0  # every mask empty: show the middle of the head instead of nothing
+    box = _bounding_box(union, np.ceil(_MARGIN_MM / np.asarray(zooms)))
+    slices = {axis: _slice_indices(union, axis, _N_SLICES) for _, axis in _PLANES}
+    volumes = {}
+    if session.volumes is not None and "method" in session.volumes:
+        volumes = dict(zip(session.volumes["method"].astype(str), session.volumes.get("volume_ml", [])))
+    for i, info in enumerate(session.masks):
+        if info.desc not in masks:
+            continue
+        contrast = info.sidecar.get("Contrast") or ""
+        volume = volumes.get(info.desc)
+        title = f"{session.name}  {info.desc}" + (f" ({contrast})" if contrast else "")
+        if volume is not None and not pd.isna(volume):
+            title += f"  {float(volume):.2f} mL"
+        out = figures_dir / f"{session.name}_space-T1w_label-thalamus_desc-{info.desc}_mask.svg"
+        if plot_mask_mosaic(t1, masks[info.desc], zooms, out, box=box, slices=slices, title=title,
+                            color=_MASK_COLORS[i % len(_MASK_COLORS)]):
+            LOGGER.info("wrote %s", out)
+        info.figure = out
