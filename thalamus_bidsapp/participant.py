@@ -23,6 +23,7 @@ from thalamus_bidsapp.bidsio.atomic import atomic_path, write_json, write_tsv
 from thalamus_bidsapp.bidsio.derivatives import write_dataset_description
 from thalamus_bidsapp.bidsio.runlog import PROCESS_FILE, RUNNING
 from thalamus_bidsapp.bidsio.staging import Staging, is_write_error
+from thalamus_bidsapp.session_tracking import SessionStatus, SessionTracker, no_broken_pool, session_statuses
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import EXIT_CANTCREAT, EXIT_NOINPUT, EXIT_OK, EXIT_SESSIONS_FAILED, ThalamusError
 from thalamus_bidsapp.interrupts import InterruptGuard, Interrupted, terminate_children
@@ -35,14 +36,6 @@ LOGGER = logging.getLogger(__name__)
 
 #: What the reports import (matplotlib: about a second), loaded while the workflow runs.
 REPORT_MODULES = ("thalamus_bidsapp.reports.participant", "matplotlib.figure", "matplotlib.backends.backend_svg")
-
-
-@dataclass(frozen=True)
-class SessionStatus:
-    session: str
-    status: str  # "ok", "failed" or "interrupted"
-    reason: str = ""
-    exit_code: int = EXIT_SESSIONS_FAILED  # EXIT_CANTCREAT when an output could not be written
 
 
 def find_sessions(config: RunConfig) -> list[inputs.SessionInputs]:
@@ -290,6 +283,42 @@ def _import_modules(modules: tuple[str, ...]) -> None:
             LOGGER.debug("could not import %s ahead of time: %s", name, err)
 
 
+def _build_workflow(sessions: list[PreparedSession], plans: dict[str, MethodPlan], config: RunConfig,
+                    resources: ResourcePlan, staging: Staging, crash_root: Path):
+    """The participant workflow, publishing each session into its staging folder."""
+    from thalamus_bidsapp.workflows.participant import init_participant_wf
+
+    names = [ready.session.name for ready in sessions]
+    originals = {copy: original for ready in sessions for copy, original in ready.originals.items()}
+    workflow = init_participant_wf(
+        [ready.session for ready in sessions],
+        plans,
+        dataset_roots={"raw": config.bids_dir, **config.derivatives},
+        output_dir=config.output_dir,
+        work_dir=config.work_dir,
+        crash_root=crash_root,
+        omp_nthreads=resources.omp_nthreads,
+        flirt_cutoff=config.flirt_cutoff,
+        ants_cutoff=config.ants_cutoff,
+        publish_dirs={name: staging.session_dir(name) for name in names},
+        input_records={ready.session.name: ready.record for ready in sessions},
+        original_files=originals,
+    )
+    workflow.config["execution"].update({
+        "crashfile_format": "txt",
+        "crashdump_dir": str(crash_root),
+        "stop_on_first_crash": config.stop_on_first_crash,
+        "remove_unnecessary_outputs": False,
+        "check_version": False,
+        # nipype looks for finished nodes every 2 s by default: seconds lost between steps.
+        "poll_sleep_duration": POLL_SECONDS,
+        # nipype's graph report (index.html, graph.json) sits at the top of the work folder, where jobs
+        # sharing it (a SLURM array) would write it at once; nothing reads it.
+        "create_report": False,
+    })
+    return workflow
+
+
 def _run_workflow(
     sessions: list[PreparedSession],
     plans: dict[str, MethodPlan],
@@ -305,38 +334,12 @@ def _run_workflow(
     """
     from nipype.interfaces.utility import IdentityInterface
 
-    from thalamus_bidsapp.workflows.participant import init_participant_wf, workflow_name
+    from thalamus_bidsapp.workflows.participant import workflow_name
 
     staging = Staging(config.output_dir, config.run_id).open()
     names = [ready.session.name for ready in sessions]
-    originals = {copy: original for ready in sessions for copy, original in ready.originals.items()}
     with timings.phase("workflow_setup"):
-        workflow = init_participant_wf(
-            [ready.session for ready in sessions],
-            plans,
-            dataset_roots={"raw": config.bids_dir, **config.derivatives},
-            output_dir=config.output_dir,
-            work_dir=config.work_dir,
-            crash_root=crash_root,
-            omp_nthreads=resources.omp_nthreads,
-            flirt_cutoff=config.flirt_cutoff,
-            ants_cutoff=config.ants_cutoff,
-            publish_dirs={name: staging.session_dir(name) for name in names},
-            input_records={ready.session.name: ready.record for ready in sessions},
-            original_files=originals,
-        )
-        workflow.config["execution"].update({
-            "crashfile_format": "txt",
-            "crashdump_dir": str(crash_root),
-            "stop_on_first_crash": config.stop_on_first_crash,
-            "remove_unnecessary_outputs": False,
-            "check_version": False,
-            # nipype looks for finished nodes every 2 s by default: seconds lost between steps.
-            "poll_sleep_duration": POLL_SECONDS,
-            # nipype's graph report (index.html, graph.json) sits at the top of the work folder, where jobs
-            # sharing it (a SLURM array) would write it at once; nothing reads it.
-            "create_report": False,
-        })
+        workflow = _build_workflow(sessions, plans, config, resources, staging, crash_root)
     timings.sessions.update({workflow_name(ready.session): ready.session.name for ready in sessions})
     # nipype drops identity nodes when it flattens the graph: count the nodes that really run.
     node_counts = {}
@@ -345,7 +348,7 @@ def _run_workflow(
         node_counts[workflow_name(ready.session)] = sum(
             not isinstance(node.interface, IdentityInterface) for node in session_wf._get_all_nodes())
     guard = InterruptGuard()
-    tracker = _SessionTracker(node_counts, {workflow_name(ready.session): ready.session.name for ready in sessions},
+    tracker = SessionTracker(node_counts, {workflow_name(ready.session): ready.session.name for ready in sessions},
                               staging, guard)
 
     def node_status(node, status: str) -> None:
@@ -382,7 +385,7 @@ def _run_workflow(
         if pool is not None:
             # The workers are about to be killed: their futures end with BrokenProcessPool, which
             # concurrent.futures would log with a traceback from nipype's callback.
-            logging.getLogger("concurrent.futures").addFilter(_no_broken_pool)
+            logging.getLogger("concurrent.futures").addFilter(no_broken_pool)
             pool.shutdown(wait=False, cancel_futures=True)
         terminate_children()
     finally:
@@ -390,111 +393,13 @@ def _run_workflow(
             prefetch.join()  # never leave an import half done when the next process is forked
         if runner is not None and not isinstance(runner, str) and interrupted is None:
             runner.pool.shutdown(wait=False)  # nipype does it after a normal run; this covers an early error
-    statuses = {}
     try:
-        for ready in sessions:
-            name = ready.session.name
-            crashes = sorted((crash_root / name).glob("crash-*.txt"))
-            if name in tracker.published:
-                statuses[name] = tracker.published[name]
-            elif name in tracker.failed_before_interrupt or (crashes and interrupted is None):
-                statuses[name] = _failed_status(name, crashes, tracker.failures.get(name), staging, config)
-            elif interrupted is not None:
-                statuses[name] = SessionStatus(name, "interrupted", f"{interrupted}; no outputs were published")
-            elif tracker.complete(name):
-                statuses[name] = tracker.publish(name)
-            else:
-                statuses[name] = SessionStatus(
-                    name, "failed", "not finished: the run stopped at the first crash (--stop-on-first-crash)")
+        statuses = session_statuses(names, crash_root, tracker, staging, config, interrupted)
     finally:
         for name in names:
             staging.discard(name)
         staging.close()
     return statuses, interrupted
-
-
-def _no_broken_pool(record: logging.LogRecord) -> bool:
-    from concurrent.futures.process import BrokenProcessPool
-
-    return not (record.exc_info and isinstance(record.exc_info[1], BrokenProcessPool))
-
-
-class _SessionTracker:
-    """nipype status callback: publishes a session as soon as all its nodes have finished.
-
-    It also re-raises an interruption that a node swallowed, so the run stops.
-    """
-
-    def __init__(self, node_counts: dict[str, int], session_names: dict[str, str], staging: Staging,
-                 guard: InterruptGuard) -> None:
-        self.remaining = dict(node_counts)
-        self.session_names = session_names
-        self.staging = staging
-        self.guard = guard
-        self.published: dict[str, SessionStatus] = {}  # sessions whose commit was attempted
-        self.failures: dict[str, ThalamusError] = {}
-        self.failed_before_interrupt: set[str] = set()
-
-    def __call__(self, node, status: str) -> None:
-        workflow = next((part for part in node._hierarchy.split(".") if part in self.remaining), None)
-        if status == "exception" and workflow is not None and self.guard.signum is None:
-            self.failed_before_interrupt.add(self.session_names[workflow])
-        self.guard.check()
-        if status != "end" or workflow is None:
-            return
-        self.remaining[workflow] -= 1
-        name = self.session_names[workflow]
-        if self.remaining[workflow] == 0 and name not in self.failed_before_interrupt:
-            self.publish(name)
-
-    def complete(self, name: str) -> bool:
-        """Whether every node of session ``name`` has finished."""
-        return all(count <= 0 for wf, count in self.remaining.items() if self.session_names[wf] == name)
-
-    def publish(self, name: str) -> SessionStatus:
-        """Commit the session's staged outputs; a signal waits until the commit (or its rollback) is done."""
-        with self.guard.deferred():
-            try:
-                changed = self.staging.commit(name)
-            except ThalamusError as err:
-                LOGGER.error("%s: %s; the session's outputs are left as they were", name, err)
-                self.failures[name] = err
-                self.failed_before_interrupt.add(name)
-                status = SessionStatus(name, "failed", str(err), err.exit_code)
-            else:
-                LOGGER.info("%s: published %d new or changed file(s)", name, len(changed))
-                status = SessionStatus(name, "ok")
-            self.published[name] = status
-        return status
-
-
-def _failed_status(name: str, crashes: list[Path], error: ThalamusError | None, staging: Staging,
-                   config: RunConfig) -> SessionStatus:
-    """The status of a failed session: exit 73 when the crash was a file that could not be written."""
-    if error is not None:
-        return SessionStatus(name, "failed", str(error), error.exit_code)
-    if not crashes:
-        return SessionStatus(name, "failed", "unknown error")
-    summary = _crash_summary(crashes[0])
-    write_error = _write_error(summary, staging, config)
-    if write_error:
-        return SessionStatus(name, "failed", f"{write_error} (crash report: {crashes[0]})", EXIT_CANTCREAT)
-    return SessionStatus(name, "failed", f"{summary} (crash report: {crashes[0]})")
-
-
-_ERRNO_MESSAGE = re.compile(r"\[Errno (?P<errno>\d+)\] (?P<strerror>[^:'\n]+?)(?::\s*'(?P<filename>[^']+)')?\s*$")
-
-
-def _write_error(summary: str, staging: Staging, config: RunConfig) -> str | None:
-    """``cannot write <file>: <reason>`` when a crash message is a write failure in the output or work folder."""
-    match = _ERRNO_MESSAGE.search(summary)
-    if not match:
-        return None
-    err = OSError(int(match["errno"]), match["strerror"], match["filename"])
-    if not is_write_error(err, config.output_dir, config.work_dir):
-        return None
-    target = staging.final_path(match["filename"]) if match["filename"] else "a file"
-    return f"cannot write {target}: {match['strerror']}"
 
 
 @contextlib.contextmanager
@@ -512,13 +417,6 @@ def _frozen_heap() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
-
-
-def _crash_summary(crash_file: Path) -> str:
-    """The last non-empty line of a nipype crash report: the exception message."""
-    lines = [line.strip() for line in crash_file.read_text(errors="replace").splitlines() if line.strip()]
-    errors = [line for line in lines if "Error:" in line]
-    return errors[-1] if errors else (lines[-1] if lines else "unknown error")
 
 
 def write_citations(path: Path, plans) -> Path:
