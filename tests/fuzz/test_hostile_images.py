@@ -196,7 +196,7 @@ def test_reports_only_unknown_label_exits_66(tmp_path, small_dataset, caplog):
 
 def test_no_method_can_run_exits_66_listing_each_method(tmp_path, small_dataset, caplog, monkeypatch):
     """The README's first command on a machine without network, tools or models."""
-    from thalamus_bidsapp.interfaces import meshnet
+    from thalamus_bidsapp.interfaces import weights
 
     bids, _, before = small_dataset
     for var in ("THALAMUS_MESHNET_MODEL", "MODEL_PATH", "FSLDIR", "FREESURFER_HOME", "DBSEGMENT_MODEL_PATH"):
@@ -208,7 +208,7 @@ def test_no_method_can_run_exits_66_listing_each_method(tmp_path, small_dataset,
     def offline(url, timeout):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(meshnet, "_urlopen", offline)
+    monkeypatch.setattr(weights, "_urlopen", offline)
     out = tmp_path / "out"
     code = main([str(bids), str(out), "participant", "-w", str(tmp_path / "work"), "--skip-bids-validation"])
     assert code == 66
