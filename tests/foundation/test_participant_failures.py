@@ -48,7 +48,8 @@ def test_failed_sessions_are_named_with_reasons(mixed_run):
     assert "sub-02_T1w.nii.gz" in status.loc["sub-02", "reason"]
     assert status.loc["sub-03", "status"] == "failed"
     assert "no T1w" in status.loc["sub-03", "reason"]
-    assert list((mixed_run["run_dir"] / "crash" / "sub-02").glob("crash-*.txt"))
+    # The truncated image is caught by the preflight, before any tool runs.
+    assert "cannot read" in status.loc["sub-02", "reason"]
 
 
 def test_failed_session_writes_no_partial_outputs(mixed_run):

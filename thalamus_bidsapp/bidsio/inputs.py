@@ -69,6 +69,9 @@ def load_queries(filter_file: Path | None) -> dict[str, dict[str, Any]]:
         custom = json.loads(Path(filter_file).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ThalamusError(f"cannot read the BIDS filter file {filter_file}: {err}", EXIT_USAGE) from err
+    if not isinstance(custom, dict):
+        raise ThalamusError(f"the BIDS filter file {filter_file} must hold a JSON object "
+                            f"with the keys {sorted(queries)}", EXIT_USAGE)
     unknown = set(custom) - set(queries)
     if unknown:
         raise ThalamusError(
@@ -77,8 +80,36 @@ def load_queries(filter_file: Path | None) -> dict[str, dict[str, Any]]:
             EXIT_USAGE,
         )
     for role, query in custom.items():
+        _check_query(role, query, filter_file)
         queries[role] = {**queries[role], **query}
     return queries
+
+
+def _filter_entities() -> set[str]:
+    """Entity names a query may use: pybids' BIDS and derivatives entities."""
+    from bids.layout.models import Config
+
+    return set(Config.load("bids").entities) | set(Config.load("derivatives").entities)
+
+
+def _check_query(role: str, query: Any, filter_file: Path) -> None:
+    """A filter is ``{entity: value}``; a value is text, a whole number, null, or a list of those."""
+    if not isinstance(query, dict):
+        raise ThalamusError(f"key {role!r} of the BIDS filter file {filter_file} must be an object "
+                            f"{{entity: value}}, not {json.dumps(query)}", EXIT_USAGE)
+    known = _filter_entities()
+    for entity, value in query.items():
+        if entity in ("subject", "session"):
+            raise ThalamusError(f"key {role}.{entity} of the BIDS filter file {filter_file}: choose subjects and "
+                                "sessions with --participant-label and --session-label", EXIT_USAGE)
+        if entity not in known:
+            raise ThalamusError(f"key {role}.{entity} of the BIDS filter file {filter_file} is not a BIDS entity; "
+                                f"valid entities: {', '.join(sorted(known - {'subject', 'session'}))}", EXIT_USAGE)
+        values = value if isinstance(value, list) else [value]
+        if (isinstance(value, list) and not value) or not all(
+                v is None or isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)) for v in values):
+            raise ThalamusError(f"key {role}.{entity} of the BIDS filter file {filter_file}: {json.dumps(value)} is not "
+                                "a valid value (text, a whole number, null, or a list of those)", EXIT_USAGE)
 
 
 def strip_prefix(label: str, prefix: str) -> str:

@@ -25,7 +25,9 @@ EPILOG = """\
 exit status: 0 success; 1 some sessions failed (after all were attempted);
 64 usage error; 65 bad input data; 66 a required input is missing (with
 --check-tools: a step or method cannot run here); 73 an output or work file
-cannot be written; 75 participant jobs are still running (group level).
+cannot be written; 75 participant jobs are still running (group level);
+130/143 stopped by SIGINT/SIGTERM (the running sessions are recorded as
+interrupted).
 
 threads: with one session to run, each network, ANTs and recon-all step uses
 every CPU (--nprocs); with several, min(nprocs - 1, 8) threads per step and

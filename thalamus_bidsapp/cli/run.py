@@ -15,6 +15,7 @@ from typing import NoReturn
 from thalamus_bidsapp.cli.parser import build_parser, method_options
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import EXIT_CANTCREAT, EXIT_USAGE, ThalamusError
+from thalamus_bidsapp.interrupts import InterruptGuard, Interrupted
 
 LOGGER = logging.getLogger("thalamus_bidsapp")
 
@@ -39,6 +40,14 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
             "the input dataset is never written to: choose another work folder with -w",
             EXIT_USAGE,
         )
+    if args.clinical_config is not None:
+        from thalamus_bidsapp.group.clinical_config import load_clinical_config
+
+        load_clinical_config(args.clinical_config)  # a bad file is a usage error now, not after hours
+    if args.bids_filter_file is not None:
+        from thalamus_bidsapp.bidsio.inputs import load_queries
+
+        load_queries(args.bids_filter_file)
     return RunConfig(
         bids_dir=bids_dir,
         output_dir=output_dir,
@@ -168,15 +177,22 @@ def _main(argv: list[str] | None, started: float) -> int:
         return err.exit_code
     setup_logging(config.verbosity)
     try:
-        config.output_dir.mkdir(parents=True, exist_ok=True)
-        check_work_dir(config.work_dir)
-        if config.analysis_level == "participant":
-            from thalamus_bidsapp.participant import run_participant
+        with InterruptGuard():
+            config.output_dir.mkdir(parents=True, exist_ok=True)
+            check_work_dir(config.work_dir)
+            if config.analysis_level == "participant":
+                from thalamus_bidsapp.participant import run_participant
 
-            return run_participant(config, started=started)
-        from thalamus_bidsapp.group.runner import run_group
+                return run_participant(config, started=started)
+            from thalamus_bidsapp.group.runner import run_group
 
-        return run_group(config)
+            return run_group(config)
+    except Interrupted as stop:
+        sessions_tsv = config.output_dir / "logs" / config.run_id / "sessions.tsv"
+        where = (f"; the sessions that were running are recorded as interrupted in {sessions_tsv}"
+                 if sessions_tsv.is_file() else "")
+        LOGGER.error("%s: stopped%s", stop, where)
+        return stop.exit_code
     except ThalamusError as err:
         LOGGER.error("%s", err)
         return err.exit_code

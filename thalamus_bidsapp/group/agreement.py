@@ -30,6 +30,7 @@ from thalamus_bidsapp.bidsio.atomic import write_tsv
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
 from thalamus_bidsapp.group.containment import ContainmentSums
 from thalamus_bidsapp.image.grid import same_grid
+from thalamus_bidsapp.image.masks import voxel_volume_mm3
 from thalamus_bidsapp.stats.agreement import volumetric_agreement
 from thalamus_bidsapp.stats.overlap import (
     EmptyMaskWarning,
@@ -138,7 +139,7 @@ def _read_mask(path: Path, *, canonical: bool = False) -> _Mask:
         data = data >= 0.5
     elif data.dtype.kind not in "biu":
         raise ThalamusError(f"mask {path} has non-numeric voxels ({data.dtype})", exit_code=EXIT_DATAERR)
-    voxel_mm3 = float(np.prod(np.asarray(img.header.get_zooms()[:3], dtype=float)))
+    voxel_mm3 = voxel_volume_mm3(img)
     affine = np.asarray(img.affine, dtype=float)
     lo, crop = _bounding_crop(data)
     count = int(np.count_nonzero(crop)) if crop is not None else 0

@@ -224,7 +224,7 @@ def config_from_settings(settings: Mapping[str, Any], source: str = "defaults") 
         return _build(settings, source)
     except ThalamusError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ThalamusError(f"invalid clinical config ({source}): {exc!r}", exit_code=EXIT_USAGE) from exc
 
 
@@ -234,6 +234,8 @@ def _role_specs(spec_by_role: Mapping[str, Any], fail: Any) -> dict[str, RoleSpe
     for role, spec in spec_by_role.items():
         if isinstance(spec, str):  # shorthand "edss: EDSS_score"
             spec = {"column": spec}
+        if not isinstance(spec, Mapping):
+            raise fail(f"key 'columns.{role}' must be a column name or a mapping with 'column', not {spec!r}")
         if "column" not in spec:
             raise fail(f"columns.{role} has no 'column'")
         unknown = set(spec) - _ROLE_KEYS
@@ -371,6 +373,10 @@ def _check_keys(user: Mapping[str, Any], defaults: Mapping[str, Any], source: st
             if prefix.rstrip(".") in _OPEN_KEYS:
                 continue
             raise ThalamusError(f"clinical config {source}: unknown key '{prefix}{key}'", exit_code=EXIT_USAGE)
+        shorthand = prefix == "columns." and isinstance(value, str)  # "edss: EDSS_score"
+        if isinstance(defaults[key], Mapping) and not isinstance(value, Mapping) and not shorthand:
+            raise ThalamusError(f"clinical config {source}: key '{prefix}{key}' must be a mapping "
+                                f"(key: value entries), not {value!r}", exit_code=EXIT_USAGE)
         if isinstance(value, Mapping) and isinstance(defaults[key], Mapping) and prefix.count(".") < 1:
             _check_keys(value, defaults[key], source, f"{prefix}{key}.")
 

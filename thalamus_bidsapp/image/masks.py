@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import nibabel as nib
 import numpy as np
 
+from thalamus_bidsapp.image.geometry import voxel_volume_mm3 as _affine_voxel_volume
 from thalamus_bidsapp.image.nifti import new_image
 
 MM3_PER_ML = 1000.0
@@ -20,8 +21,12 @@ def mask_from_labels(labels: nib.spatialimages.SpatialImage, values: Iterable[in
 
 
 def voxel_volume_mm3(img: nib.spatialimages.SpatialImage) -> float:
-    """Volume of one voxel in mm3, from the header zooms."""
-    return float(np.prod(img.header.get_zooms()[:3]))
+    """Volume of one voxel in mm3: ``|det|`` of the 3x3 part of the affine the image is read with.
+
+    Not the product of the header zooms, which is wrong for a sheared sform or
+    when qform and sform disagree.
+    """
+    return _affine_voxel_volume(img.affine)
 
 
 def mask_volume(img: nib.spatialimages.SpatialImage) -> dict[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from nipype.interfaces import utility as niu
@@ -36,12 +37,22 @@ def init_participant_wf(
     omp_nthreads: int,
     flirt_cutoff: float,
     ants_cutoff: float,
+    publish_dirs: Mapping[str, Path] | None = None,
+    input_records: Mapping[str, dict] | None = None,
+    original_files: Mapping[Path, Path] | None = None,
     name: str = "thalamus_bidsapp_wf",
 ) -> pe.Workflow:
     """The top workflow: independent session workflows, run side by side.
 
     Each session's nodes write crash reports into ``crash_root/<session name>``
     so a failure is traced to its session after the run.
+
+    ``publish_dirs`` maps a session name to the folder its outputs are
+    published into (a staging folder laid out like ``output_dir``; default
+    ``output_dir``). ``input_records`` (per session: the preflight's record of
+    each input image's geometry and fixes) goes into the mask and volume
+    sidecars; ``original_files`` maps cleaned copies of inputs to the files
+    they replace, for provenance.
     """
     workflow = pe.Workflow(name=name, base_dir=str(work_dir))
     for session in sessions:
@@ -49,10 +60,12 @@ def init_participant_wf(
             session,
             plans[session.name],
             dataset_roots=dataset_roots,
-            output_dir=output_dir,
+            output_dir=(publish_dirs or {}).get(session.name, output_dir),
             omp_nthreads=omp_nthreads,
             flirt_cutoff=flirt_cutoff,
             ants_cutoff=ants_cutoff,
+            input_record=(input_records or {}).get(session.name),
+            original_files=original_files,
             name=workflow_name(session),
         )
         crash_dir = str(Path(crash_root) / session.name)
@@ -75,6 +88,8 @@ def init_session_wf(
     flirt_cutoff: float,
     ants_cutoff: float,
     name: str,
+    input_record: dict | None = None,
+    original_files: Mapping[Path, Path] | None = None,
 ) -> pe.Workflow:
     """One session: reorient, brain mask, thalamus masks, volumes, all published.
 
@@ -87,15 +102,22 @@ def init_session_wf(
     dataset_roots
         Input datasets by name (``raw`` and the ``--derivatives``), for provenance URIs.
     output_dir
-        The output dataset.
+        Where the outputs are published: the output dataset, or a staging
+        folder laid out like it.
     omp_nthreads
         Threads for multithreaded steps (the networks, ANTs).
     flirt_cutoff, ants_cutoff
         Mutual-information cut-offs of the registration QC rule (nats).
+    input_record
+        Geometry and fixes of each input image (from the preflight), for the sidecars.
+    original_files
+        Cleaned copy of an input -> the input file, for provenance.
     """
     workflow = pe.Workflow(name=name)
     ents = session.entities
-    raw_t1w = source_uri(session.t1w, dataset_roots)
+    originals = dict(original_files or {})
+    raw_t1w = source_uri(originals.get(session.t1w, session.t1w), dataset_roots)
+    geometry = {"InputGeometry": input_record} if input_record else {}
 
     reorient_t1w = pe.Node(Reorient(in_file=str(session.t1w)), name="reorient_t1w")
     brain_mask = pe.Node(BrainMask(threads=omp_nthreads), name="brain_mask", n_procs=omp_nthreads, mem_gb=3)
@@ -104,7 +126,7 @@ def init_session_wf(
     t1w_uri = _uri(output_dir, ents, desc="preproc", suffix="T1w")
     ds_t1w = publish_node(
         "ds_t1w", output_dir, {**ents, "desc": "preproc", "suffix": "T1w"},
-        {"Sources": [raw_t1w], "SkullStripped": False,
+        {"Sources": [raw_t1w], "SkullStripped": False, **geometry,
          "Description": "The input T1w reoriented to RAS+: the reference grid of every space-T1w output"},
     )
     workflow.connect([
@@ -126,7 +148,7 @@ def init_session_wf(
 
     _add_registrations(workflow, session, reorient_t1w, brain_mask, segmentation, dataset_roots=dataset_roots,
                        output_dir=output_dir, t1w_uri=t1w_uri, omp_nthreads=omp_nthreads,
-                       flirt_cutoff=flirt_cutoff, ants_cutoff=ants_cutoff)
+                       flirt_cutoff=flirt_cutoff, ants_cutoff=ants_cutoff, originals=originals)
 
     # Small bookkeeping steps run in the main process: no hand-over to a worker, no wait for the next poll.
     volumes = pe.Node(SessionVolumes(), name="volumes", run_without_submitting=True)
@@ -137,14 +159,14 @@ def init_session_wf(
     ])
     ds_masks = pe.Node(
         PublishMasks(output_dir=str(output_dir), entities=ents,
-                     sidecar={"Sources": [t1w_uri], "SpatialReference": t1w_uri}),
+                     sidecar={"Sources": [t1w_uri], "SpatialReference": t1w_uri, **geometry}),
         name="ds_masks", run_without_submitting=True,
     )
     workflow.connect(segmentation, "outputnode.record_files", ds_masks, "record_files")
 
     ds_volumes = publish_node(
         "ds_volumes", output_dir, {**ents, "label": "thalamus", "suffix": "volumes", "extension": ".tsv"},
-        volumes_columns(),
+        {**volumes_columns(), **geometry},
     )
     workflow.connect(volumes, "out_file", ds_volumes, "in_file")
     return workflow
@@ -152,9 +174,11 @@ def init_session_wf(
 
 def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t1w: pe.Node, brain_mask: pe.Node,
                        segmentation: pe.Workflow, *, dataset_roots: dict[str, Path], output_dir: Path, t1w_uri: str,
-                       omp_nthreads: int, flirt_cutoff: float, ants_cutoff: float) -> None:
+                       omp_nthreads: int, flirt_cutoff: float, ants_cutoff: float,
+                       originals: dict[Path, Path] | None = None) -> None:
     """FLAIR and R1 onto the T1w (each present one), into the segmentation, and the session's QC table."""
     ents = session.entities
+    originals = originals or {}
     qc_sources = []
     for role, modality in (("flair", "FLAIR"), ("r1map", "R1map")):
         moving = getattr(session, role)
@@ -162,7 +186,7 @@ def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t
             continue
         registration = init_registration_wf(
             moving, modality, entities=ents, output_dir=output_dir,
-            sources=[source_uri(moving, dataset_roots), t1w_uri], t1w_uri=t1w_uri,
+            sources=[source_uri(originals.get(moving, moving), dataset_roots), t1w_uri], t1w_uri=t1w_uri,
             flirt_cutoff=flirt_cutoff, ants_cutoff=ants_cutoff, omp_nthreads=omp_nthreads,
             name=f"register_{role}_wf",
         )

@@ -1,0 +1,211 @@
+"""A session's outputs appear together, and only when the whole session succeeded.
+
+The workflow publishes each session into a staging folder inside the output
+dataset (``.thalamus_staging/<run id>/<session>/``, hidden from BIDS tools,
+on the same file system so that publishing is a rename). When every step of
+the session has finished, :meth:`Staging.commit` moves its files to their
+final names; a file that cannot be written (read-only folder, disk full)
+rolls back what the commit had already moved, so the session's earlier
+outputs stay as they were. A failed or interrupted session's staging folder
+is deleted: it leaves no new derivative files.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+from thalamus_bidsapp.bidsio.atomic import atomic_path
+from thalamus_bidsapp.bidsio.checksums import file_digest
+from thalamus_bidsapp.errors import EXIT_CANTCREAT, ThalamusError
+
+LOGGER = logging.getLogger(__name__)
+
+STAGING_FOLDER = ".thalamus_staging"
+_OWNER_FILE = "owner.json"
+#: Staging folders of another machine are removed after this long (s): their owner is surely gone.
+_STALE_AFTER_S = 7 * 24 * 3600
+
+
+class Staging:
+    """The staging folders of one run.
+
+    Parameters
+    ----------
+    output_dir
+        The output dataset.
+    run_id
+        This run's identifier (several runs may share the output dataset).
+    """
+
+    def __init__(self, output_dir: Path, run_id: str) -> None:
+        self.output_dir = Path(output_dir)
+        self.root = self.output_dir / STAGING_FOLDER / run_id
+
+    def open(self) -> Staging:
+        """Create the run's staging folder (and remove those that dead runs left behind)."""
+        remove_stale(self.output_dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+        owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+        (self.root / _OWNER_FILE).write_text(json.dumps(owner))
+        return self
+
+    def session_dir(self, session: str) -> Path:
+        """Where the workflow publishes ``session``: a tree laid out like the output dataset."""
+        return self.root / session
+
+    def final_path(self, path: str | os.PathLike) -> Path:
+        """The output-dataset path of a staged file (other paths are returned unchanged)."""
+        path = Path(path)
+        try:
+            relative = path.relative_to(self.root)
+        except ValueError:
+            return path
+        return self.output_dir.joinpath(*relative.parts[1:]) if len(relative.parts) > 1 else path
+
+    def commit(self, session: str) -> list[Path]:
+        """Move the staged files of ``session`` into the output dataset; return the files that changed.
+
+        A file whose content is already published is left alone (a rerun does
+        not touch finished outputs).
+
+        Raises
+        ------
+        ThalamusError
+            A file that cannot be written (exit 73), after the session's
+            outputs were restored to what they were before.
+        """
+        staged_root = self.session_dir(session)
+        if not staged_root.is_dir():
+            return []
+        token = f"{os.getpid()}.{time.monotonic_ns()}"
+        moved: list[tuple[Path, Path | None]] = []  # (final, backup of the file it replaced)
+        created: list[Path] = []
+        target = self.output_dir
+        try:
+            for staged in sorted(p for p in staged_root.rglob("*") if p.is_file()):
+                relative = staged.relative_to(staged_root)
+                target = self.output_dir / relative
+                created.extend(_make_parents(self.output_dir, relative))
+                if target.is_file() and _same_content(staged, target):
+                    continue
+                backup = None
+                if target.exists():
+                    backup = target.with_name(f".{target.name}.{token}.bak")
+                    os.replace(target, backup)
+                moved.append((target, backup))
+                _move(staged, target)
+        except OSError as err:
+            _roll_back(moved, created)
+            raise ThalamusError(f"cannot write {target}: {err.strerror or err}", EXIT_CANTCREAT) from err
+        for _, backup in moved:
+            if backup is not None:
+                backup.unlink(missing_ok=True)
+        shutil.rmtree(staged_root, ignore_errors=True)
+        return [final for final, _ in moved]
+
+    def discard(self, session: str) -> None:
+        """Delete what ``session`` staged (it failed or was interrupted)."""
+        shutil.rmtree(self.session_dir(session), ignore_errors=True)
+
+    def close(self) -> None:
+        """Delete the run's staging folder, and the staging root when no other run uses it."""
+        shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            self.root.parent.rmdir()
+        except OSError:
+            pass  # another run's staging folder, or already gone
+
+
+def remove_stale(output_dir: Path) -> None:
+    """Remove staging folders whose run is dead (killed before it could clean up)."""
+    base = Path(output_dir) / STAGING_FOLDER
+    if not base.is_dir():
+        return
+    host = socket.gethostname()
+    for folder in base.iterdir():
+        try:
+            owner = json.loads((folder / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            owner = {}
+        if owner.get("host") == host:
+            stale = not _pid_alive(int(owner.get("pid", -1)))
+        else:
+            started = owner.get("started") or folder.stat().st_mtime
+            stale = time.time() - float(started) > _STALE_AFTER_S
+        if stale:
+            LOGGER.info("removing the staging folder of a run that did not finish: %s", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def is_write_error(err: OSError, *writable_roots: Path) -> bool:
+    """Whether ``err`` means that a file could not be written (disk full, read-only, no permission)."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return True
+    if err.errno in (errno.EACCES, errno.EPERM) and err.filename:
+        path = Path(os.fsdecode(err.filename)).absolute()
+        return any(root == path or root in path.parents for root in writable_roots)
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _same_content(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    return file_digest(a, "sha1") == file_digest(b, "sha1")
+
+
+def _make_parents(root: Path, relative: Path) -> list[Path]:
+    """Create the folders of ``root / relative``; return the ones created (outermost first)."""
+    created = []
+    folder = root
+    for part in relative.parts[:-1]:
+        folder = folder / part
+        if not folder.is_dir():
+            folder.mkdir()
+            created.append(folder)
+    return created
+
+
+def _move(staged: Path, final: Path) -> None:
+    try:
+        os.replace(staged, final)
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+        with atomic_path(final) as tmp:  # a sub-folder on another file system
+            shutil.copyfile(staged, tmp)
+
+
+def _roll_back(moved: list[tuple[Path, Path | None]], created: list[Path]) -> None:
+    """Undo a partial commit: new files removed, replaced files restored, new folders removed."""
+    for final, backup in reversed(moved):
+        try:
+            if backup is not None:
+                os.replace(backup, final)
+            else:
+                final.unlink(missing_ok=True)
+        except OSError as err:
+            LOGGER.error("could not restore %s after a failed publish: %s", final, err)
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
