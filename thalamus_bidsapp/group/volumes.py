@@ -20,6 +20,8 @@ GROUP_VOLUMES_COLUMNS = {
     "participant_id": "Participant label, sub-<label>",
     "session_id": "Session label, ses-<label> (n/a when the dataset has no sessions)",
     **volumes_columns(),
+    "asymmetry_index": {"Description": "Thalamic asymmetry of the mask, (L - R) / ((L + R) / 2) of its left and "
+                        "right volumes, on each of its rows (n/a for a mask without sides)"},
 }
 
 
@@ -28,8 +30,11 @@ def gather_volumes(output_dir: Path) -> pd.DataFrame:
 
     Returns
     -------
-    Long table: participant_id, session_id, method, contrast, n_voxels,
-    volume_mm3, volume_ml, icv_ml, icv_source.
+    Long table: participant_id, session_id, method, contrast, hemisphere,
+    n_voxels, volume_mm3, volume_ml, icv_ml, icv_source, asymmetry_index
+    (``(L - R) / ((L + R) / 2)`` of the mask's left and right volumes, on
+    each of its rows; n/a for a mask without sides). Tables written before
+    sides existed have bilateral rows only.
 
     Raises
     ------
@@ -42,6 +47,9 @@ def gather_volumes(output_dir: Path) -> pd.DataFrame:
         if not match:
             continue
         table = read_tsv(path)
+        if "hemisphere" not in table:
+            table.insert(table.columns.get_loc("contrast") + 1 if "contrast" in table else 0, "hemisphere",
+                         "bilateral")
         table.insert(0, "session_id", match.group(2))
         table.insert(0, "participant_id", match.group(1))
         frames.append(table)
@@ -50,7 +58,29 @@ def gather_volumes(output_dir: Path) -> pd.DataFrame:
             f"no participant volumes found in {output_dir}: run the participant level first",
             EXIT_NOINPUT,
         )
-    return pd.concat(frames, ignore_index=True)
+    return add_asymmetry(pd.concat(frames, ignore_index=True))
+
+
+def add_asymmetry(volumes: pd.DataFrame) -> pd.DataFrame:
+    """Add ``asymmetry_index``, (L - R) / ((L + R) / 2) of each mask's left and right volumes, to all its rows."""
+    from thalamus_bidsapp.image.sides import asymmetry_index
+
+    keys = ["participant_id", "session_id", "method", "contrast"]
+
+    def side_volume(hemisphere: str) -> pd.Series:
+        side = volumes["volume_ml"].where(volumes["hemisphere"] == hemisphere)
+        return side.groupby([volumes[k] for k in keys], dropna=False).transform("max")
+
+    left, right = side_volume("left"), side_volume("right")
+    return volumes.assign(asymmetry_index=[asymmetry_index(lv, rv) if pd.notna(lv) and pd.notna(rv) else float("nan")
+                                           for lv, rv in zip(left, right)])
+
+
+def bilateral_only(volumes: pd.DataFrame) -> pd.DataFrame:
+    """The bilateral rows (one per mask), as every analysis of the whole thalamus reads them."""
+    if "hemisphere" not in volumes:
+        return volumes
+    return volumes[volumes["hemisphere"] == "bilateral"].reset_index(drop=True)
 
 
 def join_clinical(volumes: pd.DataFrame, bids_dir: Path) -> pd.DataFrame:

@@ -34,25 +34,36 @@ class MeshNet(SegmentationMethod):
         CliOption("--meshnet-model", kind="dir", metavar="DIR", env="THALAMUS_MESHNET_MODEL",
                   help="folder with the MeshNet model.json and model.bin (default: $THALAMUS_MESHNET_MODEL, then "
                   "the user cache, filled on first use from the brainchop repository and checked by sha256)"),
+        CliOption("--meshnet-sides-model", kind="dir", metavar="DIR", env="THALAMUS_MESHNET_SIDES_MODEL",
+                  help="folder with brainchop's 104-class MeshNet (model21_104class: model.json, "
+                  "group1-shard1of1.bin, colormap.json) that splits the thalamus into left and right (default: "
+                  "$THALAMUS_MESHNET_SIDES_MODEL, then the user cache, filled on first use and checked by sha256)"),
     )
-    # The 18-class model has one bilateral class; the sides come from the 104-class model (next issue).
-    labels = SideLabels(source="model30chan18cls class 'Thalamus' (bilateral)")
+    # The 18-class model has one bilateral class; each of its voxels takes the side of the nearer
+    # left or right thalamus class of the 104-class model.
+    labels = SideLabels(left=("Left-Thalamus-Proper*",), right=("Right-Thalamus-Proper*",),
+                        source="model21_104class classes nearest to each voxel of model30chan18cls 'Thalamus'")
     envelope_rank = 1  # no licence, no GPU, no FSL
 
     def check_tools(self, config) -> ToolStatus:
-        from thalamus_bidsapp.interfaces.meshnet import resolve_model_dir
+        from thalamus_bidsapp.interfaces.meshnet import SIDES_MODEL, resolve_model_dir
 
         try:
-            # Downloads the weights on first use (then cached); offline, give the option.
-            return ToolStatus(None, {"model_dir": resolve_model_dir(config.option("meshnet_model"))})
+            # Downloads the weights on first use (then cached); offline, give the options.
+            return ToolStatus(None, {
+                "model_dir": resolve_model_dir(config.option("meshnet_model")),
+                "sides_model_dir": resolve_model_dir(config.option("meshnet_sides_model"), model=SIDES_MODEL),
+            })
         except ThalamusError as err:
             return ToolStatus(str(err))
 
     def init_nodes(self, ctx: NodeContext) -> MethodNodes:
         from nipype.pipeline import engine as pe
 
-        node = pe.Node(MeshNetThalamus(model_dir=str(ctx.settings["model_dir"]), threads=ctx.omp_nthreads),
-                       name=f"{NAME}_thalamus", n_procs=ctx.omp_nthreads, mem_gb=2)
+        node = pe.Node(MeshNetThalamus(model_dir=str(ctx.settings["model_dir"]),
+                                       sides_model_dir=str(ctx.settings["sides_model_dir"]),
+                                       threads=ctx.omp_nthreads),
+                       name=f"{NAME}_thalamus", n_procs=ctx.omp_nthreads, mem_gb=3)
         ctx.workflow.connect(ctx.inputnode, "t1w", node, "t1w")
         return MethodNodes(records=[(node, "record_file")], envelope=(node, "record_file"))
 
@@ -69,11 +80,12 @@ METHOD = MeshNet()
 class _MeshNetInputSpec(BaseInterfaceInputSpec):
     t1w = File(exists=True, mandatory=True, desc="reoriented T1w")
     model_dir = traits.Str(mandatory=True, desc="folder with the verified model.json and model.bin")
+    sides_model_dir = traits.Str(mandatory=True, desc="folder with the verified 104-class model (left/right)")
     threads = traits.Int(1, usedefault=True, desc="torch CPU threads")
 
 
 class MeshNetThalamus(SimpleInterface):
-    """brainchop's 18-class MeshNet on the conformed T1w; class 'Thalamus' back on the T1w grid."""
+    """brainchop's 18-class MeshNet on the conformed T1w; class 'Thalamus' back on the T1w grid, split into sides."""
 
     input_spec = _MeshNetInputSpec
     output_spec = RecordOutputSpec
@@ -81,12 +93,14 @@ class MeshNetThalamus(SimpleInterface):
     def _run_interface(self, runtime):
         import nibabel as nib
 
-        from thalamus_bidsapp.interfaces.meshnet import segment_thalamus
+        from thalamus_bidsapp.interfaces.meshnet_sides import segment_thalamus_sides
 
         cwd = Path(runtime.cwd)
-        mask, provenance = segment_thalamus(nib.load(self.inputs.t1w), Path(self.inputs.model_dir),
-                                            threads=self.inputs.threads)
+        mask, sides, provenance = segment_thalamus_sides(
+            nib.load(self.inputs.t1w), Path(self.inputs.model_dir), Path(self.inputs.sides_model_dir),
+            threads=self.inputs.threads)
         self._results["record_file"] = write_mask_record(mask, NAME, "T1w", {"Tool": "MeshNet", **provenance},
-                                                         folder=cwd)
+                                                         folder=cwd, sides=sides,
+                                                         side_labels=METHOD.labels.to_json())
         self._results["out_file"] = str(cwd / f"thalamus_{NAME}.nii.gz")
         return runtime
