@@ -86,3 +86,39 @@ def test_per_side_dice_from_a_manual_dseg_and_per_side_masks(group_tree) -> None
     bilateral = read_tsv(group_dir / "agreement_voxelwise.tsv")
     assert sorted(bilateral["participant_id"]) == ["sub-01", "sub-02", "sub-03"]
     assert bilateral.set_index("participant_id").loc["sub-01", "dice"] == 1.0
+
+
+# --------------------------------------------------------------------------- clinical hemispheres
+
+
+def _with_sides(volumes: pd.DataFrame, seed: int = 3) -> pd.DataFrame:
+    """Each bilateral row split into a left and a right row (left 48-52% of the total)."""
+    rng = np.random.default_rng(seed)
+    share = rng.uniform(0.48, 0.52, len(volumes))
+    left = volumes.assign(hemisphere="left", volume_ml=volumes["volume_ml"] * share)
+    right = volumes.assign(hemisphere="right", volume_ml=volumes["volume_ml"] * (1 - share))
+    return pd.concat([volumes.assign(hemisphere="bilateral"), left, right], ignore_index=True)
+
+
+def test_clinical_models_run_on_the_configured_hemispheres(tmp_path: Path) -> None:
+    from tests.simulate_cohort import simulate_cohort
+    from thalamus_bidsapp.errors import ThalamusError
+    from thalamus_bidsapp.group.clinical.runner import run_clinical
+
+    volumes = _with_sides(simulate_cohort(n_subjects=40, n_sessions=1, seed=2, missing_fraction=0).joined())
+    default = run_clinical(volumes, None, tmp_path / "default", figures=False)["crosssectional"]
+    assert not default["method"].str.endswith(("_left", "_right")).any()
+    bilateral_methods = sorted(set(default["method"]))
+    config = tmp_path / "clinical.yaml"
+    config.write_text("hemispheres: [left, right, bilateral]\n")
+    every = run_clinical(volumes, config, tmp_path / "all", figures=False)["crosssectional"]
+    assert sorted(set(every["method"])) == sorted(
+        [m for base in bilateral_methods for m in (base, f"{base}_left", f"{base}_right")])
+    # The FDR family grows threefold: the bilateral rows' p_fdr change, their p do not.
+    assert len(every) == 3 * len(default)
+    merged = default.merge(every, on=["method", "contrast", "outcome"], suffixes=("_one", "_all"))
+    np.testing.assert_allclose(merged["p_one"], merged["p_all"])
+    assert (merged["p_fdr_all"] >= merged["p_fdr_one"] - 1e-12).all()
+    config.write_text("hemispheres: [middle]\n")
+    with pytest.raises(ThalamusError, match="hemispheres"):
+        run_clinical(volumes, config, tmp_path / "bad", figures=False)

@@ -11,7 +11,7 @@ import pandas as pd
 from thalamus_bidsapp.bidsio.atomic import write_tsv
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import EXIT_OK, ThalamusError
-from thalamus_bidsapp.group.volumes import bilateral_only, column_descriptions, gather_volumes, join_clinical
+from thalamus_bidsapp.group.volumes import column_descriptions, gather_volumes, join_clinical
 
 LOGGER = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ def run_group(config: RunConfig) -> int:
     LOGGER.info("group/volumes.tsv: %d rows from %d sessions", len(volumes),
                 volumes[["participant_id", "session_id"]].drop_duplicates().shape[0])
     run_agreement_step(config, group_dir)
-    run_clinical_step(bilateral_only(volumes), config.clinical_config, group_dir)
+    # The clinical configuration names the hemispheres analysed (default: bilateral).
+    run_clinical_step(volumes, config.clinical_config, group_dir)
     LOGGER.info("report: %s", write_group_report(config.output_dir))
     return EXIT_OK
 

@@ -76,13 +76,6 @@ def add_asymmetry(volumes: pd.DataFrame) -> pd.DataFrame:
                                            for lv, rv in zip(left, right)])
 
 
-def bilateral_only(volumes: pd.DataFrame) -> pd.DataFrame:
-    """The bilateral rows (one per mask), as every analysis of the whole thalamus reads them."""
-    if "hemisphere" not in volumes:
-        return volumes
-    return volumes[volumes["hemisphere"] == "bilateral"].reset_index(drop=True)
-
-
 def join_clinical(volumes: pd.DataFrame, bids_dir: Path) -> pd.DataFrame:
     """Add the columns of ``participants.tsv`` and the sessions tables.
 
