@@ -82,7 +82,7 @@ RUN /opt/venv/bin/pip install \
         "matplotlib==3.11.2" "seaborn==0.13.2" "antspyx==0.6.3" \
         "deepbet==1.0.2" "PyYAML==6.0.3" "connected-components-3d==4.1.1" \
         "platformdirs==4.14.7" "scikit-image==0.26.0" "mindglide==1.3.0" \
-        "monai==1.6.1" "huggingface_hub==2.4.0"
+        "monai==1.6.1" "huggingface_hub==2.4.0" "jinja2==3.1.6"
 COPY pyproject.toml README.md /src/
 COPY thalamus_bidsapp /src/thalamus_bidsapp
 RUN /opt/venv/bin/pip install --no-deps "/src" \
