@@ -238,3 +238,18 @@ def test_dbsegment_fake_gives_sides_from_24_26_30_and_25_27_31(tmp_path: Path,
     np.testing.assert_array_equal(sides > 0, np.asarray(nib.load(record["mask_file"]).dataobj) > 0)
     assert record["side_labels"]["Left"] == [24, 26, 30] and record["side_labels"]["Right"] == [25, 27, 31]
     json.dumps(record)
+
+
+def test_meshnet_runs_without_sides_when_the_sides_model_is_missing(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from thalamus_bidsapp.config import RunConfig
+
+    monkeypatch.setenv("THALAMUS_MESHNET_MODEL", str(shared_file("brainchop", "models", "model30chan18cls")))
+    monkeypatch.setenv("THALAMUS_MESHNET_SIDES_MODEL", str(tmp_path / "nowhere"))
+    config = RunConfig(bids_dir=tmp_path, output_dir=tmp_path / "out", analysis_level="participant",
+                       work_dir=tmp_path / "work")
+    status = get_method("meshnet").check_tools(config)
+    assert status.reason is None and status.settings["sides_model_dir"] is None
+    monkeypatch.setenv("THALAMUS_MESHNET_SIDES_MODEL", str(shared_file("brainchop", "models", "model21_104class")))
+    status = get_method("meshnet").check_tools(config)
+    assert status.settings["sides_model_dir"] == shared_file("brainchop", "models", "model21_104class").resolve()

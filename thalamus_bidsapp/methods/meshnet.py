@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, traits
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, isdefined, traits
 
 from thalamus_bidsapp.errors import ThalamusError
 from thalamus_bidsapp.methods.base import (
@@ -22,6 +23,7 @@ from thalamus_bidsapp.methods.base import (
 from thalamus_bidsapp.methods.records import RecordOutputSpec, write_mask_record
 
 NAME = "meshnet"
+LOGGER = logging.getLogger(__name__)
 
 
 class MeshNet(SegmentationMethod):
@@ -50,20 +52,24 @@ class MeshNet(SegmentationMethod):
 
         try:
             # Downloads the weights on first use (then cached); offline, give the options.
-            return ToolStatus(None, {
-                "model_dir": resolve_model_dir(config.option("meshnet_model")),
-                "sides_model_dir": resolve_model_dir(config.option("meshnet_sides_model"), model=SIDES_MODEL),
-            })
+            model_dir = resolve_model_dir(config.option("meshnet_model"))
         except ThalamusError as err:
             return ToolStatus(str(err))
+        try:
+            sides_model_dir = resolve_model_dir(config.option("meshnet_sides_model"), model=SIDES_MODEL)
+        except ThalamusError as err:
+            # The bilateral mask does not need it: MeshNet runs, without left and right.
+            LOGGER.warning("MeshNet runs without left and right thalamus: %s", err)
+            sides_model_dir = None
+        return ToolStatus(None, {"model_dir": model_dir, "sides_model_dir": sides_model_dir})
 
     def init_nodes(self, ctx: NodeContext) -> MethodNodes:
         from nipype.pipeline import engine as pe
 
-        node = pe.Node(MeshNetThalamus(model_dir=str(ctx.settings["model_dir"]),
-                                       sides_model_dir=str(ctx.settings["sides_model_dir"]),
-                                       threads=ctx.omp_nthreads),
+        node = pe.Node(MeshNetThalamus(model_dir=str(ctx.settings["model_dir"]), threads=ctx.omp_nthreads),
                        name=f"{NAME}_thalamus", n_procs=ctx.omp_nthreads, mem_gb=3)
+        if ctx.settings.get("sides_model_dir") is not None:
+            node.inputs.sides_model_dir = str(ctx.settings["sides_model_dir"])
         ctx.workflow.connect(ctx.inputnode, "t1w", node, "t1w")
         return MethodNodes(records=[(node, "record_file")], envelope=(node, "record_file"))
 
@@ -80,7 +86,7 @@ METHOD = MeshNet()
 class _MeshNetInputSpec(BaseInterfaceInputSpec):
     t1w = File(exists=True, mandatory=True, desc="reoriented T1w")
     model_dir = traits.Str(mandatory=True, desc="folder with the verified model.json and model.bin")
-    sides_model_dir = traits.Str(mandatory=True, desc="folder with the verified 104-class model (left/right)")
+    sides_model_dir = traits.Str(desc="folder with the verified 104-class model (left/right); none: no sides")
     threads = traits.Int(1, usedefault=True, desc="torch CPU threads")
 
 
@@ -93,12 +99,17 @@ class MeshNetThalamus(SimpleInterface):
     def _run_interface(self, runtime):
         import nibabel as nib
 
+        from thalamus_bidsapp.interfaces.meshnet import segment_thalamus
         from thalamus_bidsapp.interfaces.meshnet_sides import segment_thalamus_sides
 
         cwd = Path(runtime.cwd)
-        mask, sides, provenance = segment_thalamus_sides(
-            nib.load(self.inputs.t1w), Path(self.inputs.model_dir), Path(self.inputs.sides_model_dir),
-            threads=self.inputs.threads)
+        t1w = nib.load(self.inputs.t1w)
+        if isdefined(self.inputs.sides_model_dir):
+            mask, sides, provenance = segment_thalamus_sides(
+                t1w, Path(self.inputs.model_dir), Path(self.inputs.sides_model_dir), threads=self.inputs.threads)
+        else:
+            (mask, provenance), sides = segment_thalamus(t1w, Path(self.inputs.model_dir),
+                                                         threads=self.inputs.threads), None
         self._results["record_file"] = write_mask_record(mask, NAME, "T1w", {"Tool": "MeshNet", **provenance},
                                                          folder=cwd, sides=sides,
                                                          side_labels=METHOD.labels.to_json())
