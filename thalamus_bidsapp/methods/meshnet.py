@@ -75,8 +75,12 @@ class MeshNet(SegmentationMethod):
 
     def methods_sentence(self, masks: Sequence[PublishedMask], cite: Callable[[str], str]) -> str:
         models = sorted_unique([m.sidecar.get("Model") for m in masks])
-        return f"{tool_label(masks, self.name)} {cite(self.name)}" + (f" (model {', '.join(models)})" if models
+        sides = sorted_unique([(m.sidecar.get("Sides") or {}).get("Model") for m in masks])
+        text = f"{tool_label(masks, self.name)} {cite(self.name)}" + (f" (model {', '.join(models)})" if models
                                                                        else "")
+        if sides:
+            text += (f", split into left and right by the nearer thalamus class of model {', '.join(sides)}")
+        return text
 
 
 #: This module's registry entry (methods/registry.py collects every module's METHOD).
