@@ -3,7 +3,7 @@
 Where podman can run (root, Debian's podman + runc + debootstrap; see
 tests/container/setup_podman.sh): make a Debian base image with debootstrap,
 tag it as the Dockerfile's BASE_IMAGE, build ``--target core --pull=never``,
-then inside the image run ``--version`` and participant + group on ds002748
+then inside the image run ``--version``, ``--check-tools`` and participant + group on ds002748
 sub-01 with ``--network none``, the input mounted read-only and the image's
 non-root user; compare the outputs with tests/container/expected_*.
 
@@ -247,6 +247,18 @@ def test_version(core_image, podman_env):
 
     proc = _run(podman_env, "--version", ["--version"])
     assert proc.stdout.strip() == f"thalamus-bidsapp {__version__}"
+
+
+def test_check_tools(core_image, podman_env):
+    """The image's tool check (the build ran it too): MeshNet can run, FIRST cannot in the core image."""
+    proc = _run(podman_env, "--check-tools", ["--check-tools", "--methods", "meshnet"])
+    logger.info("--check-tools in the core image:\n%s", proc.stdout)
+    assert "[ok] method meshnet: can run" in proc.stdout
+    assert "model.bin: /opt/models/meshnet/model30chan18cls/model.bin sha256" in proc.stdout
+    assert proc.stdout.rstrip().endswith("exit 0")
+    missing = _run(podman_env, "--check-tools first", ["--check-tools", "--methods", "first"], check=False)
+    assert missing.returncode == 66, missing.stdout + missing.stderr
+    assert "[FAIL] method first: CANNOT RUN" in missing.stdout
 
 
 def test_participant_and_group(core_image, podman_env, tmp_path):

@@ -10,8 +10,7 @@ from scipy import stats
 from thalamus_bidsapp.stats.agreement import (
     bland_altman,
     concordance_ccc,
-    icc3,
-    icc3_long,
+    icc,
     ols_agreement,
     volumetric_agreement,
 )
@@ -21,19 +20,35 @@ from thalamus_bidsapp.stats.agreement import (
 # meter and with the mini Wright meter.
 PEFR_WRIGHT = np.array([494, 395, 516, 434, 476, 557, 413, 442, 650, 433, 417, 656, 267, 478, 178, 423, 427.0])
 PEFR_MINI = np.array([512, 430, 520, 428, 500, 600, 364, 380, 658, 445, 432, 626, 260, 477, 259, 350, 451.0])
+PEFR = pd.DataFrame({"wright": PEFR_WRIGHT, "mini": PEFR_MINI})
 
 # Anscombe FJ (1973). Graphs in statistical analysis. Am Stat 27(1):17-21, data set I.
-ANSCOMBE_X = np.array([10, 8, 13, 9, 11, 14, 6, 4, 12, 7, 5.0])
-ANSCOMBE_Y = np.array([8.04, 6.95, 7.58, 8.81, 8.33, 9.96, 7.24, 4.26, 10.84, 4.82, 5.68])
+ANSCOMBE = pd.DataFrame({
+    "x": [10, 8, 13, 9, 11, 14, 6, 4, 12, 7, 5.0],
+    "y": [8.04, 6.95, 7.58, 8.81, 8.33, 9.96, 7.24, 4.26, 10.84, 4.82, 5.68],
+})
 
 # Shrout PE, Fleiss JL (1979). Psychol Bull 86(2):420-428, Table 2: 6 targets
 # rated by 4 judges.
 SF_RATINGS = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]], float)
+SF_LONG = pd.DataFrame(
+    [(t, j, SF_RATINGS[t, j]) for t in range(6) for j in range(4)], columns=["target", "judge", "rating"]
+)
+# Shrout & Fleiss (1979), Table 4: the six ICC estimates for these data (two decimals), with the 95%
+# confidence intervals for ICC(1,1), ICC(2,1), ICC(3,1), ICC(1,4) and ICC(3,4) (two decimals). The
+# F statistics follow from their Table 3 mean squares: BMS/WMS = 11.24/6.26 for case 1 and
+# BMS/EMS = 11.24/1.02 for cases 2 and 3. (The estimates are the paper's well-known values; the
+# interval bounds were taken from the paper from memory, as the search tool could not retrieve its
+# text: they agree with the F-based formulas checked exactly in test_icc3_confidence_interval_formula.)
+SF_TABLE4 = {"ICC1": 0.17, "ICC2": 0.29, "ICC3": 0.71, "ICC1k": 0.44, "ICC2k": 0.62, "ICC3k": 0.91}
+SF_CI = {"ICC1": (-0.13, 0.72), "ICC2": (0.02, 0.76), "ICC3": (0.34, 0.95), "ICC1k": (-0.88, 0.91),
+         "ICC3k": (0.68, 0.99)}
 
 
 def test_bland_altman_pefr_published():
     """Bland & Altman (1986): mean difference Wright - mini -2.1 l/min, SD 38.8, limits -79.7 to 75.5 (2 SD)."""
-    res = bland_altman(PEFR_MINI, PEFR_WRIGHT, loa_z=2.0).iloc[0]  # y - x = Wright - mini
+    res = bland_altman(PEFR, "wright", "mini", loa_z=2.0).iloc[0]  # a - b = Wright - mini
+    assert (res["A"], res["B"], res["difference"]) == ("wright", "mini", "wright - mini")
     assert res["n"] == 17
     assert res["bias"] == pytest.approx(-2.1, abs=0.05)
     assert res["sd"] == pytest.approx(38.8, abs=0.05)
@@ -41,17 +56,48 @@ def test_bland_altman_pefr_published():
     assert res["loa_low"] == pytest.approx(-79.7, abs=0.15)
     assert res["loa_high"] == pytest.approx(75.5, abs=0.15)
     # Default limits are bias +/- 1.96 SD.
-    res196 = bland_altman(PEFR_MINI, PEFR_WRIGHT).iloc[0]
+    res196 = bland_altman(PEFR, "wright", "mini").iloc[0]
     assert res196["loa_high"] - res196["bias"] == pytest.approx(1.96 * res196["sd"])
     # The paper's plot shows no relation between difference and mean.
     assert res196["prop_slope_ci_low"] < 0 < res196["prop_slope_ci_high"]
-    assert res196["prop_pval"] > 0.05
+    assert res196["prop_slope_p"] > 0.05
+    # Swapping the columns flips the sign of the bias and of the limits.
+    swapped = bland_altman(PEFR, "mini", "wright").iloc[0]
+    assert swapped["bias"] == pytest.approx(-res196["bias"]) and swapped["loa_low"] == pytest.approx(-res196["loa_high"])
+
+
+def test_bland_altman_confidence_intervals_published():
+    """Bland & Altman (1986), section 6 "Precision of estimated limits of agreement", PEFR data.
+
+    SE of the mean difference sqrt(s^2/n) = 9.4 l/min, SE of each limit
+    sqrt(3 s^2/n) = 16.3 l/min, t = 2.12 (16 df); 95% CI of the bias -22.0 to
+    17.8, of the lower limit -114.3 to -45.1, of the upper limit 40.9 to
+    110.1 (limits at 2 SD; the paper rounds bias, SD and SEs before
+    multiplying, hence the tolerance). The same formulas are those of Bland &
+    Altman (1999) section 2.3 and Giavarina (2015). (Figures from the
+    paper's text, which the search tool could not retrieve here; they follow
+    from its rounded SD 38.8, n = 17 and t = 2.12, and the exact formula is
+    checked below.)
+    """
+    res = bland_altman(PEFR, "wright", "mini", loa_z=2.0).iloc[0]
+    assert res["bias_se"] == pytest.approx(9.4, abs=0.05)
+    assert res["loa_se"] == pytest.approx(16.3, abs=0.05)
+    assert (res["bias_ci_low"], res["bias_ci_high"]) == pytest.approx((-22.0, 17.8), abs=0.1)
+    assert (res["loa_low_ci_low"], res["loa_low_ci_high"]) == pytest.approx((-114.3, -45.1), abs=0.2)
+    assert (res["loa_high_ci_low"], res["loa_high_ci_high"]) == pytest.approx((40.9, 110.1), abs=0.2)
+    # exactly: estimate +/- t(0.975, n - 1) * SE
+    t = stats.t.ppf(0.975, 16)
+    assert res["bias_ci_high"] - res["bias"] == pytest.approx(t * res["sd"] / np.sqrt(17))
+    assert res["loa_high_ci_high"] - res["loa_high"] == pytest.approx(t * np.sqrt(3 * res["sd"] ** 2 / 17))
+    # the bias CI is the one-sample t interval of the differences
+    ci = stats.ttest_1samp(PEFR_WRIGHT - PEFR_MINI, 0).confidence_interval()
+    assert (res["bias_ci_low"], res["bias_ci_high"]) == pytest.approx((ci.low, ci.high))
 
 
 def test_bland_altman_proportional_bias_exact():
     """y = 1.1 x: d = 0.1 x and m = 1.05 x, so d = (0.1 / 1.05) m exactly."""
     x = np.array([7.0, 8.0, 9.5, 10.0, 12.0, 13.5])
-    res = bland_altman(x, 1.1 * x).iloc[0]
+    res = bland_altman(pd.DataFrame({"method": 1.1 * x, "ref": x}), "method", "ref").iloc[0]
     assert res["prop_slope"] == pytest.approx(0.1 / 1.05, rel=1e-9)
     assert res["prop_intercept"] == pytest.approx(0.0, abs=1e-9)
     assert res["bias"] == pytest.approx(0.1 * x.mean())
@@ -65,7 +111,7 @@ def test_ccc_pefr_data():
     asymptotic variance of atanh(rho_c) written out independently here in
     the form used by epiR::epi.ccc (Stevenson et al.).
     """
-    res = concordance_ccc(PEFR_WRIGHT, PEFR_MINI).iloc[0]
+    res = concordance_ccc(PEFR, "wright", "mini").iloc[0]
     assert res["pearson_r"] == pytest.approx(0.94, abs=0.005)
     assert res["ccc"] == pytest.approx(res["pearson_r"] * res["bias_correction"])
     assert res["ccc"] == pytest.approx(0.9427, abs=1e-4)
@@ -88,8 +134,9 @@ def test_ccc_pefr_data():
 
 def test_ccc_penalises_bias_and_perfect_agreement():
     x = np.array([8.0, 9.0, 10.0, 11.0, 12.0])
-    assert concordance_ccc(x, x).iloc[0]["ccc"] == pytest.approx(1.0)
-    shifted = concordance_ccc(x, x + 2).iloc[0]
+    df = pd.DataFrame({"x": x, "same": x, "shifted": x + 2})
+    assert concordance_ccc(df, "x", "same").iloc[0]["ccc"] == pytest.approx(1.0)
+    shifted = concordance_ccc(df, "x", "shifted").iloc[0]
     assert shifted["pearson_r"] == pytest.approx(1.0)
     # Shift of 2 with variance 2: rho_c = 2*2 / (2 + 2 + 4) = 0.5.
     assert shifted["ccc"] == pytest.approx(0.5)
@@ -97,7 +144,7 @@ def test_ccc_penalises_bias_and_perfect_agreement():
 
 def test_ols_anscombe_published():
     """Anscombe (1973): y = 3.00 + 0.500 x, SE(slope) 0.118, residual SS 13.75, r = 0.82."""
-    res = ols_agreement(ANSCOMBE_X, ANSCOMBE_Y).iloc[0]
+    res = ols_agreement(ANSCOMBE, "x", "y").iloc[0]
     assert res["slope"] == pytest.approx(0.500, abs=5e-4)
     assert res["intercept"] == pytest.approx(3.00, abs=5e-3)
     assert res["slope_se"] == pytest.approx(0.118, abs=5e-4)
@@ -108,59 +155,96 @@ def test_ols_anscombe_published():
     assert res["slope_ci_high"] == pytest.approx(res["slope"] + t * res["slope_se"])
 
 
-def test_icc3_shrout_fleiss_published():
-    """Shrout & Fleiss (1979) Table 2 data: ICC(3,1) = 0.71 (and the F-based CI of their Table 4)."""
-    long = pd.DataFrame(
-        [(t, j, SF_RATINGS[t, j]) for t in range(6) for j in range(4)], columns=["target", "judge", "rating"]
-    )
-    res = icc3_long(long, "target", "judge", "rating").iloc[0]
-    assert res["n"] == 6
-    assert res["icc"] == pytest.approx(0.71, abs=0.005)
-    # CI for ICC(3,1), Shrout & Fleiss (1979) eq. for case 3: F_L = F0 / F(1-a/2; n-1, (n-1)(k-1)).
+def test_icc_all_six_forms_shrout_fleiss_table4():
+    table = icc(SF_LONG, "target", "judge", "rating").set_index("type")
+    assert list(table.index) == ["ICC1", "ICC2", "ICC3", "ICC1k", "ICC2k", "ICC3k"]
+    assert list(table["mcgraw_wong"]) == ["ICC(1,1)", "ICC(A,1)", "ICC(C,1)", "ICC(1,k)", "ICC(A,k)", "ICC(C,k)"]
+    assert (table["n"] == 6).all() and (table["k"] == 4).all()
+    for form, value in SF_TABLE4.items():
+        assert table.loc[form, "icc"] == pytest.approx(value, abs=0.005), form
+    for form, (low, high) in SF_CI.items():
+        assert table.loc[form, "ci_low"] == pytest.approx(low, abs=0.005), form
+        assert table.loc[form, "ci_high"] == pytest.approx(high, abs=0.005), form
+    # F tests: case 1 F = BMS / WMS on (n - 1, n(k - 1)) df, cases 2 and 3 BMS / EMS on (n - 1, (n - 1)(k - 1))
+    assert table.loc["ICC1", "F"] == pytest.approx(11.24 / 6.26, abs=0.005)
+    assert table.loc["ICC3", "F"] == pytest.approx(11.24 / 1.02, rel=0.005)
+    assert (table.loc["ICC1", "df1"], table.loc["ICC1", "df2"]) == (5, 18)
+    assert (table.loc["ICC3", "df1"], table.loc["ICC3", "df2"]) == (5, 15)
+    assert table.loc["ICC1", "p"] == pytest.approx(stats.f.sf(table.loc["ICC1", "F"], 5, 18))
+    assert table.loc["ICC3", "p"] == pytest.approx(stats.f.sf(table.loc["ICC3", "F"], 5, 15))
+    # the k forms are the Spearman-Brown step-up of the single forms
+    for single in ("ICC1", "ICC2", "ICC3"):
+        r = table.loc[single, "icc"]
+        assert table.loc[f"{single}k", "icc"] == pytest.approx(4 * r / (1 + 3 * r))
+
+
+def test_icc3_confidence_interval_formula():
+    """Shrout & Fleiss (1979) case 3: F_L = F0 / F(1-a/2; n-1, (n-1)(k-1)), unrounded."""
+    res = icc(SF_LONG, "target", "judge", "rating").set_index("type").loc["ICC3"]
     n, k, f0 = 6, 4, res["F"]
     fl = f0 / stats.f.ppf(0.975, n - 1, (n - 1) * (k - 1))
     fu = f0 * stats.f.ppf(0.975, (n - 1) * (k - 1), n - 1)
-    assert res["icc_ci_low"] == pytest.approx((fl - 1) / (fl + k - 1), rel=1e-9)
-    assert res["icc_ci_high"] == pytest.approx((fu - 1) / (fu + k - 1), rel=1e-9)
+    assert res["ci_low"] == pytest.approx((fl - 1) / (fl + k - 1), rel=1e-9)
+    assert res["ci_high"] == pytest.approx((fu - 1) / (fu + k - 1), rel=1e-9)
     # Unrounded, unlike pingouin's default 2-decimal CI95 display.
-    assert res["icc_ci_low"] != round(res["icc_ci_low"], 2)
+    assert res["ci_low"] != round(res["ci_low"], 2)
 
 
-def test_icc3_two_raters_matches_formula():
-    x, y = PEFR_WRIGHT, PEFR_MINI
-    res = icc3(x, y).iloc[0]
+def test_icc_two_raters_matches_formula():
+    long = PEFR.reset_index().melt(id_vars="index", var_name="meter", value_name="pefr")
+    table = icc(long, "index", "meter", "pefr").set_index("type")
     # Two-way ANOVA by hand: ICC(3,1) = (MSR - MSE) / (MSR + MSE) for k = 2.
-    data = np.column_stack([x, y])
+    data = np.column_stack([PEFR_WRIGHT, PEFR_MINI])
     n, k = data.shape
     grand = data.mean()
     msr = k * ((data.mean(axis=1) - grand) ** 2).sum() / (n - 1)
+    msc = n * ((data.mean(axis=0) - grand) ** 2).sum() / (k - 1)
     resid = data - data.mean(axis=1, keepdims=True) - data.mean(axis=0, keepdims=True) + grand
     mse = (resid**2).sum() / ((n - 1) * (k - 1))
-    assert res["icc"] == pytest.approx((msr - mse) / (msr + mse), rel=1e-9)
+    assert table.loc["ICC3", "icc"] == pytest.approx((msr - mse) / (msr + mse), rel=1e-9)
+    assert table.loc["ICC2", "icc"] == pytest.approx((msr - mse) / (msr + mse + k * (msc - mse) / n), rel=1e-9)
+
+
+def test_icc_raises_on_duplicate_ratings_naming_them():
+    dup = pd.concat([SF_LONG, SF_LONG.iloc[[5]]], ignore_index=True)
+    with pytest.raises(ValueError, match=r"target=1, judge=1"):
+        icc(dup, "target", "judge", "rating")
+    with pytest.raises(KeyError, match="score"):
+        icc(SF_LONG, "target", "judge", "score")
+
+
+def test_icc_missing_rating_drops_the_target():
+    partial = SF_LONG.drop(index=0)
+    table = icc(partial, "target", "judge", "rating")
+    assert (table["n"] == 5).all()
 
 
 def test_volumetric_agreement_row_and_small_n():
-    row = volumetric_agreement(PEFR_WRIGHT, PEFR_MINI).iloc[0]
+    row = volumetric_agreement(PEFR, method="mini", reference="wright").iloc[0]
     assert row["n"] == 17
-    assert row["bias"] == pytest.approx(2.1, abs=0.05)
+    assert row["bias"] == pytest.approx(2.1, abs=0.05)  # method minus reference
     assert row["ccc"] == pytest.approx(0.9427, abs=1e-4)
-    for key in ("slope", "icc3", "residual_sd", "prop_slope", "loa_low", "loa_high"):
+    for key in ("slope", "icc3", "icc2", "residual_sd", "prop_slope", "loa_low", "loa_high", "bias_ci_low",
+                "loa_high_ci_high"):
         assert np.isfinite(row[key])
     # Missing pairs are dropped; fewer than 3 pairs give NaN, not an exception.
-    small = volumetric_agreement([1.0, 2.0, np.nan], [1.1, np.nan, 3.0]).iloc[0]
+    small_df = pd.DataFrame({"ref": [1.0, 2.0, np.nan], "method": [1.1, np.nan, 3.0]})
+    small = volumetric_agreement(small_df, method="method", reference="ref").iloc[0]
     assert small["n"] == 1
     assert np.isnan(small["ccc"]) and np.isnan(small["slope"]) and np.isnan(small["icc3"])
     assert small["bias"] == pytest.approx(0.1)
-    empty = volumetric_agreement([], []).iloc[0]
+    empty = volumetric_agreement(pd.DataFrame({"ref": [], "method": []}), method="method", reference="ref").iloc[0]
     assert empty["n"] == 0 and np.isnan(empty["bias"])
 
 
 def test_constant_values_do_not_crash():
-    row = volumetric_agreement([5.0, 5.0, 5.0, 5.0], [5.0, 5.0, 5.0, 5.0]).iloc[0]
+    row = volumetric_agreement(pd.DataFrame({"a": [5.0] * 4, "b": [5.0] * 4}), method="a", reference="b").iloc[0]
     assert np.isnan(row["ccc"]) and np.isnan(row["slope"]) and np.isnan(row["icc3"])
     assert row["bias"] == 0.0
 
 
-def test_length_mismatch_raises():
-    with pytest.raises(ValueError):
-        concordance_ccc([1, 2, 3], [1, 2])
+def test_inputs_are_a_dataframe_and_column_names():
+    with pytest.raises(KeyError, match="nope"):
+        concordance_ccc(PEFR, "wright", "nope")
+    with pytest.raises(TypeError, match="DataFrame"):
+        bland_altman(PEFR_WRIGHT, "a", "b")

@@ -38,19 +38,70 @@ def test_winsorize_keeps_missing_and_handles_1_99() -> None:
 
 def test_ordinal_logistic_matches_ucla_polr() -> None:
     # UCLA OARC "Ordinal logistic regression | R data analysis examples": polr(apply ~ pared + public + gpa)
-    # coefficients 1.04769, -0.05879, 0.61594; SE 0.2658, 0.2979, 0.2606 (data shipped with statsmodels' tests)
+    # coefficients 1.04769, -0.05879, 0.61594; SE 0.2658, 0.2979, 0.2606; intercepts (thresholds)
+    # unlikely|somewhat likely 2.2039 (SE 0.7795), somewhat likely|very likely 4.2994 (SE 0.8043);
+    # residual deviance 717.0249, AIC 727.0249 (data shipped with statsmodels' tests). polr's optimiser
+    # stops a little before the maximum (our log-likelihood equals its deviance to 1e-4, the thresholds
+    # differ by up to 6e-4), hence 1e-3 for the estimates.
     if not UCLA.exists():
         pytest.skip("statsmodels test data not installed")
     df = pd.read_csv(UCLA)
     df["apply"] = pd.Categorical(df["apply"], categories=["unlikely", "somewhat likely", "very likely"], ordered=True)
-    published = {"pared": (1.04769, 0.2658), "public": (-0.05879, 0.2979), "gpa": (0.61594, 0.2606)}
+    published = {"pared": (1.04769, 0.2658), "public": (-0.05879, 0.2979), "gpa": (0.61594, 0.2606),
+                 "unlikely|somewhat likely": (2.2039, 0.7795), "somewhat likely|very likely": (4.2994, 0.8043)}
+    table = lon.ordinal_logistic(df, "pared", "apply", ["public", "gpa"]).set_index("term")
+    assert list(table.index) == list(published)
+    assert list(table["kind"]) == ["coefficient"] * 3 + ["threshold"] * 2
     for term, (beta, se) in published.items():
-        row = lon.ordinal_logistic(df, "apply", term, [t for t in published if t != term]).iloc[0]
-        assert row["converged"]
-        assert row["beta"] == pytest.approx(beta, abs=5e-4)
-        assert row["se"] == pytest.approx(se, abs=5e-4)
-        assert row["n"] == 400 and row["n_categories"] == 3
-    assert lon.ordinal_logistic(df, "apply", "pared", ["public", "gpa"]).iloc[0]["p"] == pytest.approx(8.09e-05, rel=0.01)
+        assert table.loc[term, "beta"] == pytest.approx(beta, abs=1e-3)
+        assert table.loc[term, "se"] == pytest.approx(se, abs=5e-4)
+    assert -2 * table["loglik"].iloc[0] == pytest.approx(717.0249, abs=1e-4)
+    assert table["aic"].iloc[0] == pytest.approx(727.0249, abs=1e-4)
+    assert table["converged"].all() and (table["n"] == 400).all() and (table["n_categories"] == 3).all()
+    assert table.loc["pared", "p"] == pytest.approx(8.09e-05, rel=0.01)
+
+
+# R ordinal::clm(rating ~ temp + contact, data = wine), as printed in Christensen RHB, "A Tutorial on
+# fitting Cumulative Link Models with the ordinal Package" (clm tutorial, section 2), data of Randall
+# (1989) tabulated in its Table 1 (here by temperature x contact, as clm_article Table 1):
+# tempwarm 2.5031 (SE 0.5287), contactyes 1.5278 (SE 0.4766); thresholds 1|2 -1.3444 (0.5171),
+# 2|3 1.2508 (0.4379), 3|4 3.4669 (0.5978), 4|5 5.0064 (0.7309); logLik -86.49, AIC 184.98.
+WINE_COUNTS = {("cold", "no"): [4, 9, 5, 0, 0], ("cold", "yes"): [1, 7, 8, 2, 0],
+               ("warm", "no"): [0, 5, 8, 3, 2], ("warm", "yes"): [0, 1, 5, 7, 5]}
+WINE_CLM = {"temp[T.warm]": (2.5031, 0.5287), "contact[T.yes]": (1.5278, 0.4766), "1|2": (-1.3444, 0.5171),
+            "2|3": (1.2508, 0.4379), "3|4": (3.4669, 0.5978), "4|5": (5.0064, 0.7309)}
+
+
+def test_ordinal_logistic_thresholds_match_r_clm_wine() -> None:
+    rows = [(t, c, r) for (t, c), k in WINE_COUNTS.items() for r, m in enumerate(k, 1) for _ in range(m)]
+    wine = pd.DataFrame(rows, columns=["temp", "contact", "rating"])
+    wine["rating"] = pd.Categorical(wine["rating"], ordered=True)
+    table = lon.ordinal_logistic(wine, "temp", "rating", ["contact"], categorical=["temp", "contact"])
+    table = table.set_index("term")
+    assert list(table.index) == list(WINE_CLM)
+    for term, (beta, se) in WINE_CLM.items():
+        assert table.loc[term, "beta"] == pytest.approx(beta, abs=5e-5)
+        assert table.loc[term, "se"] == pytest.approx(se, abs=5e-5)
+    assert (table["loglik"].round(2) == -86.49).all() and (table["aic"].round(2) == 184.98).all()
+    assert np.isnan(table.loc["1|2", "odds_ratio"]) and table.loc["temp[T.warm]", "odds_ratio"] > 1
+
+
+def test_ordinal_logistic_unfittable_gives_one_row_with_a_note() -> None:
+    df = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": pd.Categorical(["a", "a", "a"], categories=["a", "b"], ordered=True)})
+    table = lon.ordinal_logistic(df, "x", "y")
+    assert len(table) == 1 and table.iloc[0]["term"] == "x" and "fewer than two" in table.iloc[0]["note"]
+
+
+def test_winsorize_matches_scipy_rule_everywhere() -> None:
+    # n = 100 at 0.29: int(100 * 0.29) = int(28.999...) = 28 values clipped per tail, as scipy does
+    x = np.random.default_rng(0).permutation(np.arange(100.0))
+    w = lon.winsorize(x, (0.29, 0.29))
+    assert (w == 28.0).sum() == 29 and (w == 71.0).sum() == 29
+    for n in (7, 20, 33, 100, 101):
+        values = np.random.default_rng(n).normal(size=n)
+        for limits in ((0.01, 0.01), (0.05, 0.05), (0.1, 0.2), (0.29, 0.29), (0.07, 0.0)):
+            expected = np.asarray(mstats.winsorize(values, limits=limits))
+            assert np.array_equal(lon.winsorize(values, limits), expected), (n, limits)
 
 
 def test_edss_change_categories() -> None:
@@ -115,8 +166,7 @@ def test_pearson_and_pairwise_wilcoxon() -> None:
     long = pd.DataFrame({"participant_id": np.repeat(np.arange(30), 3), "method": ["a", "b", "c"] * 30,
                          "v": np.tile([0.0, 1.0, 1.01], 30) + rng.normal(0, 0.1, 90)})
     # column names as in the clinical longitudinal_pairwise_wilcoxon table
-    table = (pairwise_wilcoxon(long, "v", "method", "participant_id", min_pairs=2)
-             .rename(columns={"p_unc": "p", "p_fdr_bh": "p_fdr"}).set_index(["A", "B"]))
+    table = pairwise_wilcoxon(long, "v", "method", "participant_id", min_pairs=2).set_index(["A", "B"])
     assert table.loc[("a", "b"), "p_fdr"] < 1e-4
     assert table.loc[("b", "c"), "p_fdr"] > 0.05
     assert (table["p_fdr"] >= table["p"]).all()

@@ -19,6 +19,8 @@ from thalamus_bidsapp.stats.overlap import (
     containment_from_counts,
     dice,
     dice_from_counts,
+    jaccard,
+    jaccard_from_counts,
     overlap_metrics,
     precision,
     sensitivity,
@@ -45,9 +47,29 @@ def test_counts_and_metrics_by_hand():
     assert sensitivity(ref, pred) == pytest.approx(2 / 4)
     assert containment(ref, pred) == pytest.approx(2 / 4)
     assert containment(pred, ref) == pytest.approx(2 / 3)
+    assert jaccard(ref, pred) == pytest.approx(2 / 5)
     row = overlap_metrics(ref.astype(np.uint8), pred.astype(np.float32)).iloc[0]
     assert (row["tp"], row["fp"], row["fn"]) == (2, 1, 2)
     assert row["dice"] == pytest.approx(4 / 7)
+    assert row["jaccard"] == pytest.approx(2 / 5)
+    # the directed containments of the pair are in the same row: P in R is precision, R in P sensitivity
+    assert row["containment_prediction_in_reference"] == pytest.approx(containment(pred, ref))
+    assert row["containment_reference_in_prediction"] == pytest.approx(containment(ref, pred))
+    assert row["containment_prediction_in_reference"] == row["precision"]
+
+
+@given(_pair())
+@settings(max_examples=60, deadline=None)
+def test_jaccard_is_dice_over_two_minus_dice(pair):
+    a, b = pair
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EmptyMaskWarning)
+        d = dice_from_counts(*confusion_counts(a, b))
+        j = jaccard_from_counts(*confusion_counts(a, b))
+    if np.isnan(d):
+        assert np.isnan(j)
+    else:
+        assert j == pytest.approx(d / (2 - d))
 
 
 def test_counts_vectorised():

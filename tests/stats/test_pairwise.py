@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from thalamus_bidsapp.stats.multiplicity import p_adjust
 from thalamus_bidsapp.stats.pairwise import pairwise_wilcoxon
@@ -34,11 +35,50 @@ def test_wilcoxon_darwin_fisher():
     base = np.full(15, 100.0)
     res = pairwise_wilcoxon(_long({"cross": base + DARWIN_D, "self": base})).iloc[0]
     assert (res["A"], res["B"], res["n"]) == ("cross", "self", 15)
-    assert res["W"] == 24.0
-    assert res["p_unc"] == pytest.approx(169 / 4096, abs=1e-9)
+    assert (res["T_plus"], res["T_minus"]) == (96.0, 24.0)
+    assert res["test_method"] == "exact" and not res["correction"]
+    assert res["p"] == pytest.approx(169 / 4096, abs=1e-9)
     assert res["median_diff"] == pytest.approx(24.0)  # 8th of the 15 sorted differences
     # A single comparison: BH leaves the p-value unchanged.
-    assert res["p_fdr_bh"] == pytest.approx(res["p_unc"])
+    assert res["p_fdr"] == pytest.approx(res["p"])
+    # The same sums whatever the alternative (scipy's statistic is min(T+, T-) two-sided but T+ one-sided).
+    greater = pairwise_wilcoxon(_long({"cross": base + DARWIN_D, "self": base}), alternative="greater").iloc[0]
+    assert (greater["T_plus"], greater["T_minus"]) == (96.0, 24.0)
+    assert greater["p"] == pytest.approx(169 / 8192, abs=1e-9)
+
+
+def test_wilcoxon_normal_approximation_and_continuity_correction():
+    # Darwin's data with the normal approximation: z = (T+ - n(n+1)/4) / sqrt(n(n+1)(2n+1)/24)
+    base = np.full(15, 100.0)
+    data = _long({"cross": base + DARWIN_D, "self": base})
+    mean, sd = 15 * 16 / 4, np.sqrt(15 * 16 * 31 / 24)
+    plain = pairwise_wilcoxon(data, method="normal").iloc[0]
+    assert plain["test_method"] == "normal" and not plain["correction"]
+    assert plain["p"] == pytest.approx(2 * stats.norm.sf((96 - mean) / sd), rel=1e-12)
+    corrected = pairwise_wilcoxon(data, method="normal", correction=True).iloc[0]
+    assert corrected["correction"]
+    assert corrected["p"] == pytest.approx(2 * stats.norm.sf((96 - mean - 0.5) / sd), rel=1e-12)
+    # The exact test ignores the correction and says so.
+    exact = pairwise_wilcoxon(data, method="exact", correction=True).iloc[0]
+    assert exact["test_method"] == "exact" and not exact["correction"]
+    with pytest.raises(ValueError, match="method"):
+        pairwise_wilcoxon(data, method="approx")
+
+
+def test_wilcoxon_auto_switches_with_ties_and_size():
+    rng = np.random.default_rng(4)
+    # ties in |d| with 12 pairs: every sign flip enumerated
+    tied = _long({"a": np.r_[np.arange(1.0, 11.0), 5.0, 6.0] + 10, "b": np.full(12, 10.0)})
+    assert pairwise_wilcoxon(tied).iloc[0]["test_method"] == "permutation"
+    # more than 50 pairs: the normal approximation
+    big = _long({"a": rng.normal(1, 1, 60), "b": np.zeros(60)})
+    assert pairwise_wilcoxon(big).iloc[0]["test_method"] == "normal"
+
+
+def test_numeric_method_labels_sort_numerically():
+    data = _long({10: np.arange(5.0) + 1, 2: np.arange(5.0), 1: np.arange(5.0) + 0.5})
+    res = pairwise_wilcoxon(data)
+    assert list(zip(res["A"], res["B"])) == [(1, 2), (1, 10), (2, 10)]
 
 
 def test_bh_published_example():
@@ -66,16 +106,16 @@ def test_pairwise_three_methods_pairs_and_missing():
     assert list(res.index) == [("a", "b"), ("a", "c"), ("b", "c")]
     assert res.loc[("a", "b"), "n"] == 11 and res.loc[("a", "c"), "n"] == 12
     # a == c for every subject: no test possible, NaN rather than an error.
-    assert np.isnan(res.loc[("a", "c"), "p_unc"]) and np.isnan(res.loc[("a", "c"), "p_fdr_bh"])
-    assert res.loc[("a", "b"), "p_unc"] < 0.01
+    assert np.isnan(res.loc[("a", "c"), "p"]) and np.isnan(res.loc[("a", "c"), "p_fdr"])
+    assert res.loc[("a", "b"), "p"] < 0.01
     np.testing.assert_allclose(
-        res["p_fdr_bh"].dropna(), p_adjust(res["p_unc"].dropna().to_numpy())
+        res["p_fdr"].dropna(), p_adjust(res["p"].dropna().to_numpy())
     )
 
 
 def test_pairwise_rejects_duplicates_and_missing_columns():
     data = _long({"a": np.arange(3.0), "b": np.arange(3.0)})
-    with pytest.raises(ValueError, match="more than one"):
+    with pytest.raises(ValueError, match=r"more than one row per subject x method: \(subject=0, method='a'\)"):
         pairwise_wilcoxon(pd.concat([data, data]))
     with pytest.raises(KeyError):
         pairwise_wilcoxon(data.rename(columns={"value": "dice"}))
@@ -87,4 +127,4 @@ def test_pairwise_min_pairs_skips_small_pairs():
     assert pairwise_wilcoxon(data).loc[0, "n"] == 1
     res = pairwise_wilcoxon(data, min_pairs=2).iloc[0]
     assert res["n"] == 1 and res["median_diff"] == 1.0
-    assert np.isnan(res["W"]) and np.isnan(res["p_unc"]) and np.isnan(res["p_fdr_bh"])
+    assert np.isnan(res["T_plus"]) and np.isnan(res["p"]) and np.isnan(res["p_fdr"])

@@ -49,11 +49,39 @@ def test_bonferroni_pairwise_field_viagra(viagra: pd.DataFrame) -> None:
     pairs = prog.ancova_pairwise(viagra, "libido", "dose", ["partner"]).set_index(["A", "B"])
     assert pairs.loc[("placebo", "low"), "diff"] == pytest.approx(-1.786, abs=5e-4)
     assert pairs.loc[("placebo", "low"), "se"] == pytest.approx(0.849, abs=5e-4)
-    assert pairs.loc[("placebo", "low"), "p_adj"] == pytest.approx(0.136, abs=5e-4)
+    assert pairs.loc[("placebo", "low"), "p_bonferroni"] == pytest.approx(0.136, abs=5e-4)
     assert pairs.loc[("placebo", "high"), "diff"] == pytest.approx(-2.225, abs=5e-4)
-    assert pairs.loc[("placebo", "high"), "p_adj"] == pytest.approx(0.030, abs=1e-3)
-    assert pairs.loc[("low", "high"), "p_adj"] == 1.0
-    assert (pairs["p_adj"] == np.minimum(1, 3 * pairs["p_unc"])).all()
+    assert pairs.loc[("placebo", "high"), "p_bonferroni"] == pytest.approx(0.030, abs=1e-3)
+    assert pairs.loc[("low", "high"), "p_bonferroni"] == 1.0
+    assert (pairs["p_bonferroni"] == np.minimum(1, 3 * pairs["p"])).all()
+    assert (pairs["ci_adjust"] == "bonferroni").all()
+
+
+def test_tukey_pairwise_equals_tukey_hsd_without_covariates(viagra: pd.DataFrame) -> None:
+    # Without covariates the adjusted means are the group means and the Tukey adjustment is
+    # Tukey-Kramer's HSD for unequal groups (9, 8, 13): statsmodels' pairwise_tukeyhsd as reference.
+    from statsmodels.stats.multicomp import pairwise_tukeyhsd
+
+    ours = prog.ancova_pairwise(viagra, "libido", "dose", padjust="tukey").set_index(["A", "B"])
+    hsd = pairwise_tukeyhsd(viagra["libido"], viagra["dose"].astype(str)).summary().data
+    ref = {tuple(sorted((r[0], r[1]))): r for r in hsd[1:]}  # group1, group2, meandiff (g2 - g1), p-adj, lower, upper
+    for (a, b), row in ours.iterrows():
+        g1, g2, meandiff, p_adj, lower, upper, _ = ref[tuple(sorted((a, b)))]
+        sign = 1.0 if (g1, g2) == (b, a) else -1.0  # ours is A - B
+        assert row["diff"] == pytest.approx(sign * meandiff, abs=1e-4)
+        assert row["p_tukey"] == pytest.approx(p_adj, abs=1e-3)
+        assert sorted([row["ci_low"], row["ci_high"]]) == pytest.approx(sorted([sign * lower, sign * upper]), abs=1e-3)
+    assert (ours["ci_adjust"] == "tukey").all()
+    # Tukey is less conservative than Bonferroni for all pairs
+    assert (ours["p_tukey"] <= ours["p_bonferroni"]).all()
+
+
+def test_numeric_group_labels_sort_numerically() -> None:
+    df = pd.DataFrame({"g": ["10"] * 4 + ["2"] * 4 + ["1"] * 4, "y": [5.0, 6, 7, 6, 3, 4, 5, 4, 1, 2, 3, 2]})
+    means = prog.ancova_adjusted_means(df, "y", "g")
+    assert list(means["group"]) == ["1", "2", "10"]
+    pairs = prog.ancova_pairwise(df, "y", "g")
+    assert list(zip(pairs["A"], pairs["B"])) == [("1", "2"), ("1", "10"), ("2", "10")]
 
 
 def test_ancova_matches_pingouin_documented_example() -> None:
@@ -85,18 +113,20 @@ def test_logistic_matches_spector_mazzeo() -> None:
     # Spector & Mazzeo (1980) data, logit of GRADE on GPA, TUCE, PSI; Greene, Econometric Analysis
     # (5th ed., Table 21.1): PSI 2.378688 (SE 1.064564), GPA 2.826113 (SE 1.262941)
     df = sm.datasets.spector.load_pandas().data
-    psi = prog.logistic(df, "GRADE", "PSI", ["GPA", "TUCE"]).iloc[0]
+    table = prog.logistic(df, "PSI", "GRADE", ["GPA", "TUCE"])
+    assert list(table["term"]) == ["Intercept", "PSI", "GPA", "TUCE"]
+    psi = table.set_index("term").loc["PSI"]
     assert psi["beta"] == pytest.approx(2.378688, abs=1e-5)
     assert psi["se"] == pytest.approx(1.064564, abs=1e-5)
     assert psi["n"] == 32 and psi["n_events"] == 11 and psi["converged"]
-    gpa = prog.logistic(df, "GRADE", "GPA", ["PSI", "TUCE"]).iloc[0]
+    gpa = prog.logistic(df, "GPA", "GRADE", ["PSI", "TUCE"]).set_index("term").loc["GPA"]
     assert gpa["beta"] == pytest.approx(2.826113, abs=1e-5)
     assert gpa["odds_ratio"] == pytest.approx(np.exp(2.826113), rel=1e-5)
 
 
 def test_logistic_degenerate_inputs_give_notes() -> None:
     df = pd.DataFrame({"y": [0.0] * 10, "x": np.arange(10.0)})
-    assert "two classes" in prog.logistic(df, "y", "x").iloc[0]["note"]
+    assert "two classes" in prog.logistic(df, "x", "y").iloc[0]["note"]
     sep = pd.DataFrame({"y": [0.0] * 5 + [1.0] * 5, "x": np.arange(10.0)})
-    row = prog.logistic(sep, "y", "x").iloc[0]
+    row = prog.logistic(sep, "x", "y").set_index("term").loc["x"]
     assert row["note"]  # perfect separation is reported, not raised

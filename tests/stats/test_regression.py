@@ -20,6 +20,16 @@ LONGLEY_HC3_SE = [91.11939, 0.05562, 0.82213, 0.29879, 0.32491, 922.80784]
 # NIST certified standard deviations of the estimates (classical OLS)
 LONGLEY_SE = [84.9149257747669, 0.334910077722432e-01, 0.488399681651699, 0.214274163161675,
               0.226073200069370, 455.478499142212]
+# NIST certified intercept (B0) and its SD, residual SD and R-squared
+LONGLEY_B0, LONGLEY_B0_SE = -3482258.63459582, 890420.383607373
+LONGLEY_RESIDUAL_SD = 304.854073561965
+LONGLEY_R2 = 0.995479004577296
+# SAS HC3 SE of the intercept (same statsmodels results file)
+LONGLEY_B0_HC3_SE = 1799477
+
+
+def _term(table: pd.DataFrame, term: str) -> pd.Series:
+    return table.set_index("term").loc[term]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +40,7 @@ def longley() -> pd.DataFrame:
 @pytest.mark.parametrize("i", range(len(LONGLEY_TERMS)))
 def test_hc3_standard_errors_match_sas_longley(longley: pd.DataFrame, i: int) -> None:
     term = LONGLEY_TERMS[i]
-    row = ols(longley, "TOTEMP", term, [t for t in LONGLEY_TERMS if t != term], hc3="always").iloc[0]
+    row = _term(ols(longley, term, "TOTEMP", [t for t in LONGLEY_TERMS if t != term], hc3="always"), term)
     assert row["hc3"]
     assert row["beta"] == pytest.approx(LONGLEY_BETA[i], rel=1e-6)
     assert row["se"] == pytest.approx(LONGLEY_HC3_SE[i], abs=1e-4 if i else 1e-4, rel=1e-5)
@@ -41,11 +51,41 @@ def test_hc3_standard_errors_match_sas_longley(longley: pd.DataFrame, i: int) ->
 @pytest.mark.parametrize("i", range(len(LONGLEY_TERMS)))
 def test_classical_standard_errors_match_nist(longley: pd.DataFrame, i: int) -> None:
     term = LONGLEY_TERMS[i]
-    row = ols(longley, "TOTEMP", term, [t for t in LONGLEY_TERMS if t != term], hc3="never").iloc[0]
+    row = _term(ols(longley, term, "TOTEMP", [t for t in LONGLEY_TERMS if t != term], hc3="never"), term)
     assert not row["hc3"]
     assert row["se"] == pytest.approx(LONGLEY_SE[i], rel=1e-6)
     # the confidence interval is beta +/- t(0.975, 9) * se
     assert row["ci_high"] - row["beta"] == pytest.approx(2.2621571627982 * row["se"], rel=1e-9)
+
+
+def test_full_table_matches_nist_longley(longley: pd.DataFrame) -> None:
+    """Every term of one fit: NIST certified estimates and SDs, residual SD and R2; SAS HC3 SEs beside."""
+    table = ols(longley, "GNPDEFL", "TOTEMP", LONGLEY_TERMS[1:], hc3="never")
+    assert list(table["term"]) == ["Intercept", *LONGLEY_TERMS]
+    assert table["beta"].tolist() == pytest.approx([LONGLEY_B0, *LONGLEY_BETA], rel=1e-7)
+    assert table["se_classical"].tolist() == pytest.approx([LONGLEY_B0_SE, *LONGLEY_SE], rel=1e-7)
+    assert (table["se"] == table["se_classical"]).all()
+    assert table["se_hc3"].tolist() == pytest.approx([LONGLEY_B0_HC3_SE, *LONGLEY_HC3_SE], rel=1e-6, abs=5e-6)  # SAS: 5 decimals
+    assert table["residual_sd"].tolist() == pytest.approx([LONGLEY_RESIDUAL_SD] * 7, rel=1e-9)
+    assert table["r2"].tolist() == pytest.approx([LONGLEY_R2] * 7, rel=1e-9)
+    assert (table["n"] == 16).all() and (table["n_excluded"] == 0).all() and (table["df_resid"] == 9).all()
+    t = table["beta"] / table["se"]
+    assert table["t"].tolist() == pytest.approx(t.tolist())
+    assert table["ci_low"].tolist() == pytest.approx((table["beta"] - 2.2621571627982 * table["se"]).tolist())
+    robust = ols(longley, "GNPDEFL", "TOTEMP", LONGLEY_TERMS[1:], hc3="always")
+    assert (robust["se"] == robust["se_hc3"]).all() and robust["hc3"].all()
+
+
+def test_numeric_category_levels_sort_numerically() -> None:
+    # scanner labels 1, 2, 10: the reference is 1 (text sorting would make "1" < "10" < "2" and still 1, so
+    # use 2, 10, 30 where text sorting would pick "10")
+    rng = np.random.default_rng(2)
+    scanner = np.repeat(["2", "10", "30"], 20)
+    df = pd.DataFrame({"x": rng.normal(size=60), "scanner": scanner})
+    df["y"] = df["x"] + (df["scanner"] == "30") * 2.0 + rng.normal(0, 0.1, 60)
+    table = ols(df, "x", "y", ["scanner"], categorical=["scanner"])
+    assert list(table["term"]) == ["Intercept", "x", "scanner[T.10]", "scanner[T.30]"]
+    assert _term(table, "scanner[T.30]")["beta"] == pytest.approx(2.0, abs=0.1)
 
 
 def test_hc3_auto_follows_breusch_pagan() -> None:
@@ -53,12 +93,13 @@ def test_hc3_auto_follows_breusch_pagan() -> None:
     x = rng.uniform(0, 10, 300)
     homo = pd.DataFrame({"x": x, "y": 1 + 0.5 * x + rng.normal(0, 1, 300)})
     hetero = pd.DataFrame({"x": x, "y": 1 + 0.5 * x + rng.normal(0, 1, 300) * x})
-    r_homo = ols(homo, "y", "x").iloc[0]
-    r_het = ols(hetero, "y", "x").iloc[0]
+    r_homo = _term(ols(homo, "x", "y"), "x")
+    r_het = _term(ols(hetero, "x", "y"), "x")
     assert r_homo["bp_p"] > 0.05 and not r_homo["hc3"]
     assert r_het["bp_p"] < 0.05 and r_het["hc3"]
-    assert ols(homo, "y", "x", hc3="always").iloc[0]["hc3"]
-    assert not ols(hetero, "y", "x", hc3="never").iloc[0]["hc3"]
+    assert r_het["se"] == r_het["se_hc3"] and r_homo["se"] == r_homo["se_classical"]
+    assert _term(ols(homo, "x", "y", hc3="always"), "x")["hc3"]
+    assert not _term(ols(hetero, "x", "y", hc3="never"), "x")["hc3"]
 
 
 def test_missing_rows_are_counted_and_categorical_covariates_coded() -> None:
@@ -67,17 +108,21 @@ def test_missing_rows_are_counted_and_categorical_covariates_coded() -> None:
     df["y"] = 2 * df["x"] + (df["sex"] == "male") * 1.0 + rng.normal(0, 0.1, 50)
     df.loc[[0, 1, 2], "y"] = np.nan
     df.loc[3, "sex"] = None
-    row = ols(df, "y", "x", ["sex"], categorical=["sex"]).iloc[0]
+    table = ols(df, "x", "y", ["sex"], categorical=["sex"])
+    row = _term(table, "x")
+    assert list(table["term"]) == ["Intercept", "x", "sex[T.male]"]
     assert row["n"] == 46 and row["n_excluded"] == 4
     assert row["ci_low"] < 2 < row["ci_high"]
 
 
 def test_unfittable_model_gives_a_note_not_an_error() -> None:
     df = pd.DataFrame({"x": [1.0, 2.0], "y": [1.0, np.nan], "age": [30.0, 40.0]})
-    row = ols(df, "y", "x", ["age"]).iloc[0]
+    table = ols(df, "x", "y", ["age"])
+    row = table.iloc[0]
+    assert len(table) == 1 and row["term"] == "x"
     assert np.isnan(row["beta"]) and row["note"]
     constant = pd.DataFrame({"x": np.arange(10.0), "y": np.arange(10.0) * 2 + 1, "steroid": 0.0})
-    row = ols(constant, "y", "x", ["steroid"]).iloc[0]
+    row = _term(ols(constant, "x", "y", ["steroid"]), "x")
     assert row["beta"] == pytest.approx(2.0) and "steroid" in row["note"]
 
 

@@ -24,8 +24,8 @@ OUTPUT_DIR/group.
 
 EPILOG = """\
 exit status: 0 success; 1 some sessions failed (after all were attempted);
-64 usage error; 65 bad input data; 66 a required input is missing;
-73 an output cannot be written.
+64 usage error; 65 bad input data; 66 a required input is missing (with
+--check-tools: a step or method cannot run here); 73 an output cannot be written.
 
 example:
   thalamus-bidsapp /data/bids /data/out participant --participant-label 01 02 \\
@@ -87,18 +87,8 @@ def method_options(args: argparse.Namespace) -> dict:
     return {option.dest: getattr(args, option.dest, None) for method in all_methods() for option in method.options}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="thalamus-bidsapp",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("bids_dir", type=_existing_dir, help="the input BIDS dataset (never written to)")
-    parser.add_argument("output_dir", type=Path, help="the output BIDS derivatives dataset")
-    parser.add_argument("analysis_level", choices=["participant", "group"], help="processing stage")
-    parser.add_argument("--version", action="version", version=f"thalamus-bidsapp {__version__}")
-
+def _add_data_selection(parser: argparse.ArgumentParser) -> None:
+    """The "selecting data" options: participants, sessions, pybids filters, derivatives, validation."""
     sel = parser.add_argument_group("selecting data")
     sel.add_argument(
         "--participant-label", "--participant_label", nargs="+", metavar="LABEL",
@@ -117,6 +107,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra derivatives datasets to search for R1 maps and manual thalamus masks",
     )
     sel.add_argument("--skip-bids-validation", action="store_true", help="do not validate the input dataset")
+
+
+def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser:
+    """The command-line parser; ``require_positionals=False`` for ``--check-tools``, which needs none."""
+    optional = {} if require_positionals else {"nargs": "?"}
+    parser = _Parser(
+        prog="thalamus-bidsapp",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("bids_dir", type=_existing_dir, help="the input BIDS dataset (never written to)",
+                        **optional)
+    parser.add_argument("output_dir", type=Path, help="the output BIDS derivatives dataset", **optional)
+    parser.add_argument("analysis_level", choices=["participant", "group"], help="processing stage", **optional)
+    parser.add_argument("--version", action="version", version=f"thalamus-bidsapp {__version__}")
+    parser.add_argument(
+        "--check-tools", nargs="?", const="all", choices=["all", "installed"], metavar="installed",
+        help="check what can run here and exit (no positional arguments needed): for every method (or those "
+        "named with --methods) and step, the executables (path, version), their libraries, the model files "
+        "and checksums, the FreeSurfer licence and the writable caches; exit 0 when all can run, 66 otherwise. "
+        "'--check-tools installed' does not require the licence (a run-time input), for checking an image",
+    )
+
+    _add_data_selection(parser)
 
     meth = parser.add_argument_group("methods")
     names = method_names()

@@ -91,8 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the app; returns the exit status documented in the README."""
     # No telemetry lookups: compute nodes often have no network.
     os.environ.setdefault("NIPYPE_NO_ET", "1")
+    args = sys.argv[1:] if argv is None else list(argv)
+    from thalamus_bidsapp.cli import check_tools
+
+    if check_tools.wants_check_tools(args):
+        return check_tools.main(args)
     try:
-        config = build_config(argv)
+        config = build_config(args)
     except SystemExit as exit_:
         return int(exit_.code or 0)
     except ThalamusError as err:

@@ -34,6 +34,7 @@ from thalamus_bidsapp.stats.overlap import (
     EmptyMaskWarning,
     containment_from_counts,
     dice_from_counts,
+    jaccard_from_counts,
     precision_from_counts,
     sensitivity_from_counts,
 )
@@ -44,6 +45,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["OVERLAP_METRICS", "run_agreement", "session_counts"]
 
 OVERLAP_METRICS: tuple[str, ...] = ("dice", "precision", "sensitivity")
+#: Summarised per method: the tested metrics and the Jaccard index (a monotone function of Dice, not tested again).
+_SUMMARY_METRICS: tuple[str, ...] = (*OVERLAP_METRICS, "jaccard")
 
 #: Voxels per block of the intersection product. Each block's dot products
 #: are at most 2**20 < 2**24, so float32 sums of 0/1 values stay exact.
@@ -359,6 +362,7 @@ def _voxelwise_rows(group: pd.DataFrame, names: list[str], masks: list[_Mask], c
     fp = counts[:k] - tp
     fn = counts[k] - tp
     d = np.atleast_1d(dice_from_counts(tp, fp, fn))
+    jac = np.atleast_1d(jaccard_from_counts(tp, fp, fn))
     p = np.atleast_1d(precision_from_counts(tp, fp, fn))
     s = np.atleast_1d(sensitivity_from_counts(tp, fp, fn))
     manual_ml = counts[k] * masks[k].voxel_mm3 / 1000.0
@@ -370,6 +374,7 @@ def _voxelwise_rows(group: pd.DataFrame, names: list[str], masks: list[_Mask], c
         "fp": int(fp[j]),
         "fn": int(fn[j]),
         "dice": float(d[j]),
+        "jaccard": float(jac[j]),
         "precision": float(p[j]),
         "sensitivity": float(s[j]),
         "volume_manual_ml": manual_ml,
@@ -404,7 +409,7 @@ class _ContainmentSums:
 def _summary(voxelwise: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for method, grp in voxelwise.groupby("method", sort=True):
-        for metric in OVERLAP_METRICS:
+        for metric in _SUMMARY_METRICS:
             v = grp[metric].dropna().to_numpy(dtype=float)
             q1, med, q3 = np.percentile(v, [25, 50, 75]) if v.size else (np.nan,) * 3
             rows.append(
@@ -463,7 +468,7 @@ def _containment_table(methods: list[str], c_sum: np.ndarray, c_sumsq: np.ndarra
 def _volumetric(voxelwise: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for method, grp in voxelwise.groupby("method", sort=True):
-        res = volumetric_agreement(grp["volume_manual_ml"].to_numpy(float), grp["volume_method_ml"].to_numpy(float))
+        res = volumetric_agreement(grp, method="volume_method_ml", reference="volume_manual_ml")
         frames.append(res.assign(method=method))
     cols = list(_VOLUMETRIC_COLUMNS)
     if not frames:
@@ -473,26 +478,18 @@ def _volumetric(voxelwise: pd.DataFrame) -> pd.DataFrame:
             "mean_reference": "mean_manual_ml",
             "mean_method": "mean_method_ml",
             "residual_sd": "sd_e_ml",
-            "bias": "bias_ml",
-            "sd": "sd_ml",
-            "loa_low": "loa_low_ml",
-            "loa_high": "loa_high_ml",
             "intercept": "intercept_ml",
             "prop_intercept": "prop_intercept_ml",
+            **{name: f"{name}_ml" for name in (
+                "bias", "bias_se", "bias_ci_low", "bias_ci_high", "sd", "loa_low", "loa_high", "loa_se",
+                "loa_low_ci_low", "loa_low_ci_high", "loa_high_ci_low", "loa_high_ci_high")},
         }
     )
     return out[cols]
 
 
-def _columns(table: str) -> dict[str, object]:
-    """Column descriptions of an agreement table (``data/agreement_columns.json``), in column order."""
-    return _COLUMN_DESCRIPTIONS[table]
-
-
-_COLUMN_DESCRIPTIONS: dict[str, dict[str, object]] = json.loads(
+#: Column descriptions of each agreement table, in column order (``data/agreement_columns.json``).
+_COLUMNS: dict[str, dict[str, object]] = json.loads(
     resources.files("thalamus_bidsapp.data").joinpath("agreement_columns.json").read_text())
-_VOXELWISE_COLUMNS = _columns("voxelwise")
-_SUMMARY_COLUMNS = _columns("summary")
-_PAIRWISE_COLUMNS = _columns("pairwise")
-_CONTAINMENT_COLUMNS = _columns("containment")
-_VOLUMETRIC_COLUMNS = _columns("volumetric")
+_VOXELWISE_COLUMNS, _SUMMARY_COLUMNS, _PAIRWISE_COLUMNS, _CONTAINMENT_COLUMNS, _VOLUMETRIC_COLUMNS = (
+    _COLUMNS[name] for name in ("voxelwise", "summary", "pairwise", "containment", "volumetric"))

@@ -68,6 +68,9 @@ INPUT_STEM = "T1w"
 MODEL_BUNDLE_ALL_FOLDS = "deep_brain_seg_model_7f"
 MODEL_BUNDLE_DEFAULT = "deep_brain_seg_model_2f"
 TRAINER_SUBDIR = "model/nnUNet/3d_fullres/Task054_Mri/nnUNetTrainerV2__nnUNetPlansv2.1"
+#: Folders nnunet 1.7.1 creates on import inside the bundle DBSegment points it at
+#: (nnUNet_raw_data_base = the bundle, nnUNet_preprocessed, RESULTS_FOLDER/nnUNet).
+NNUNET_SUBDIRS: tuple[str, ...] = ("nnUNet_raw_data", "nnUNet_cropped_data", "preprocess_nnUNet", "model/nnUNet")
 CONFORMED_SHAPE = (256, 256, 256)
 STDERR_TAIL_LINES = 20
 #: Native-voxel nudge that breaks exact half-voxel ties (see :func:`to_native_grid`).
@@ -154,7 +157,28 @@ def find_model_folder(
             f"download it unasked). {_HOW_TO_PROVIDE}",
             EXIT_NOINPUT,
         )
+    problem = nnunet_folders_problem(root, folds)
+    if problem:
+        raise ThalamusError(f"DBSegment cannot start with the model in {root}: {problem}", EXIT_NOINPUT)
     return root
+
+
+def nnunet_folders_problem(model_folder: str | os.PathLike, folds: Sequence[int] | None = DEFAULT_FOLDS) -> str | None:
+    """Why nnU-Net would fail to start on this model folder, or None.
+
+    DBSegment sets nnU-Net's folders inside the model bundle (overriding the
+    environment) and nnunet creates them on import: they must exist already
+    or the bundle must be writable by this user (a root-owned folder in an
+    image, or a read-only ``.sif``, is not).
+    """
+    bundle = Path(model_folder) / (MODEL_BUNDLE_ALL_FOLDS if folds else MODEL_BUNDLE_DEFAULT)
+    missing = [bundle / sub for sub in NNUNET_SUBDIRS if not (bundle / sub).is_dir()]
+    if not missing or (bundle.is_dir() and os.access(bundle, os.W_OK | os.X_OK)
+                       and all(os.access(p.parent, os.W_OK | os.X_OK) for p in missing if p.parent.is_dir())):
+        return None
+    return (f"nnU-Net's folders {', '.join(str(p) for p in missing)} do not exist and {bundle} is not writable "
+            "by this user (nnunet creates them on import): create them once as the folder's owner "
+            f"(mkdir -p {' '.join(str(p) for p in missing)})")
 
 
 def dbsegment_version(executable: str | os.PathLike) -> str | None:

@@ -49,6 +49,13 @@ DGM_NAME = "DGM"
 SW_OVERLAP = 0.5
 SW_MODE = "gaussian"
 
+#: sha256 of the MindGlide checkpoint per (Hugging Face revision, file name), as MindGlide's own
+#: Dockerfile (github.com/MS-PINPOINT/mindGlide, MODEL_SHA256) pins it; the image's default too.
+PUBLISHED_SHA256: dict[tuple[str, str], str] = {
+    ("a1969821c0a4a37ae54f649a9a0c6fd1b8a48e26", "_20240404_conjurer_trained_dice_7733.pt"):
+        "881e30efd9444a25ee70c01d795dd9fb21ac750a48f1ba8070fcd79fb75e76ca",
+}
+
 _HOW_TO_PROVIDE = (
     "Pass the MindGlide checkpoint with --mindglide-model (the file "
     "_20240404_conjurer_trained_dice_7733.pt from https://huggingface.co/MS-PINPOINT/mindglide), "
@@ -71,6 +78,14 @@ def _require_mindglide() -> Any:
 def mindglide_version() -> str:
     """Installed mindglide package version."""
     return str(_require_mindglide().__version__)
+
+
+def pinned_weights() -> tuple[str, str, str | None]:
+    """The installed mindglide's pinned checkpoint: (revision, file name, published sha256 or None)."""
+    _require_mindglide()
+    from mindglide.infer import HF_MODEL_FILENAME, HF_MODEL_REVISION
+
+    return HF_MODEL_REVISION, HF_MODEL_FILENAME, PUBLISHED_SHA256.get((HF_MODEL_REVISION, HF_MODEL_FILENAME))
 
 
 def label_table() -> dict[int, str]:

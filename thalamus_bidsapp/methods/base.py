@@ -156,6 +156,17 @@ class SegmentationMethod:
         """What ``logs/<run>/methods.json`` records of the method's settings for a session (JSON-ready)."""
         return None
 
+    def check_installation(self, options: Any) -> Any:
+        """``--check-tools``: a :class:`thalamus_bidsapp.toolcheck.CheckReport` of everything the method needs here.
+
+        ``options`` is a :class:`thalamus_bidsapp.toolcheck.CheckOptions`. By
+        default the method's :meth:`check_tools` verdict, without details.
+        """
+        from thalamus_bidsapp.toolcheck import CheckReport, Finding
+
+        reason = self.check_tools(_OptionsAsConfig(options)).reason
+        return CheckReport(self.name, "method", (Finding(self.name, reason is None, reason or "can run"),))
+
     def init_nodes(self, ctx: NodeContext) -> MethodNodes:
         """Add the nodes that make the method's mask record(s) to ``ctx.workflow``."""
         raise NotImplementedError
@@ -167,6 +178,17 @@ class SegmentationMethod:
         name or a key of ``data/citations.json``).
         """
         return f"{tool_label(masks, self.name)} {cite(self.name)}".strip()
+
+
+@dataclass(frozen=True)
+class _OptionsAsConfig:
+    """``--check-tools`` options seen as the part of a RunConfig that a tool check reads (``option``)."""
+
+    options: Any
+
+    def option(self, name: str, default: Any = None) -> Any:
+        value = self.options.option(name)
+        return default if value is None else value
 
 
 def tool_label(masks: Sequence[PublishedMask], fallback: str) -> str:

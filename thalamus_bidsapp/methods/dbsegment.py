@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import os
 from pathlib import Path
 
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, isdefined, traits
@@ -44,6 +45,40 @@ class DBSegment(SegmentationMethod):
         except ThalamusError as err:
             return ToolStatus(str(err))
         return ToolStatus(None, {"model_folder": model})
+
+    def check_installation(self, options):
+        """DBSegment's executable and version, its model folder, fold checksums and nnU-Net folders."""
+        from thalamus_bidsapp.interfaces import dbsegment
+        from thalamus_bidsapp.toolcheck import CheckReport, Finding, data_file, executable
+
+        findings: list = []
+        try:
+            exe = dbsegment.find_dbsegment(None)
+        except ThalamusError as err:
+            findings.append(Finding("DBSegment", False, str(err)))
+        else:
+            findings += executable("DBSegment", exe, dbsegment.dbsegment_version(exe))
+        folds = dbsegment.DEFAULT_FOLDS
+        value = options.option("dbsegment_model") or os.environ.get(dbsegment.MODEL_ENV)
+        if not value:
+            findings.append(Finding("model folder", False, f"not given (--dbsegment-model or {dbsegment.MODEL_ENV})"))
+            return CheckReport(NAME, "method", tuple(findings))
+        trainer = dbsegment.model_bundle(value, folds)
+        plans = trainer / "plans.pkl"
+        findings.append(Finding("model folder", trainer.is_dir(),
+                                f"{value} ({trainer.relative_to(value)})" if trainer.is_dir()
+                                else f"{trainer} missing: unpack {dbsegment.MODEL_BUNDLE_ALL_FOLDS}.zip into {value}"))
+        findings.append(Finding("plans.pkl", plans.is_file(), str(plans) if plans.is_file() else f"missing: {plans}"))
+        for fold in folds:
+            checkpoint = trainer / f"fold_{fold}" / "model_final_checkpoint.model"
+            findings.append(data_file(f"fold_{fold} checkpoint", checkpoint))
+            pickle = checkpoint.with_name(checkpoint.name + ".pkl")
+            findings.append(Finding(f"fold_{fold} checkpoint .pkl", pickle.is_file(),
+                                    str(pickle) if pickle.is_file() else f"missing: {pickle}"))
+        problem = dbsegment.nnunet_folders_problem(value, folds)
+        findings.append(Finding("nnU-Net folders", problem is None,
+                                problem or f"present or creatable in {Path(value) / dbsegment.MODEL_BUNDLE_ALL_FOLDS}"))
+        return CheckReport(NAME, "method", tuple(findings))
 
     def init_nodes(self, ctx: NodeContext) -> MethodNodes:
         from nipype.pipeline import engine as pe

@@ -37,6 +37,11 @@ class First(SegmentationMethod):
             return ToolStatus(str(err))
         return ToolStatus()
 
+    def check_installation(self, options):
+        from thalamus_bidsapp.toolcheck import check_first
+
+        return check_first(options)
+
     def init_nodes(self, ctx: NodeContext) -> MethodNodes:
         from nipype.pipeline import engine as pe
 

@@ -57,6 +57,11 @@ class FreeSurfer(SegmentationMethod):
         return ToolStatus(None, {"recon_all": {"subject_id": session.name, "subjects_dir": subjects_dir,
                                                "license_file": license_file}})
 
+    def check_installation(self, options):
+        from thalamus_bidsapp.toolcheck import check_freesurfer
+
+        return check_freesurfer(options)
+
     def summary(self, settings: Mapping[str, Any]) -> Any:
         return "recon-all" if settings.get("recon_all") else str(settings.get("subject_dir"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+import os
 from pathlib import Path
 
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, isdefined, traits
@@ -62,6 +63,33 @@ class MeshNet(SegmentationMethod):
             LOGGER.warning("MeshNet runs without left and right thalamus: %s", err)
             sides_model_dir = None
         return ToolStatus(None, {"model_dir": model_dir, "sides_model_dir": sides_model_dir})
+
+    def check_installation(self, options):
+        """MeshNet's weights (checked by sha256, never downloaded here) and PyTorch."""
+        from thalamus_bidsapp.interfaces import meshnet
+        from thalamus_bidsapp.toolcheck import CheckReport, Finding, data_file, python_package, writable_dir
+
+        spec = meshnet.model_spec()
+        findings = [python_package("PyTorch", "torch")]
+        env_model = os.environ.get(meshnet.MODEL_ENV_VAR)
+        given = options.option("meshnet_model") or (Path(env_model) if env_model else None)
+        if given is not None:
+            source = "--meshnet-model" if options.option("meshnet_model") else meshnet.MODEL_ENV_VAR
+            findings.append(Finding("model folder", Path(given).is_dir(),
+                                    f"{given} (from {source})" if Path(given).is_dir() else f"not found: {given}"))
+            findings += [data_file(fname, Path(given) / fname, sha) for fname, sha in spec.sha256.items()]
+            return CheckReport(NAME, "method", tuple(findings))
+        cache = meshnet.default_cache_dir(spec)
+        if any((cache / fname).is_file() for fname in spec.sha256):
+            findings.append(Finding("model folder", True, f"{cache} (user cache)"))
+            findings += [data_file(fname, cache / fname, sha) for fname, sha in spec.sha256.items()]
+        else:
+            findings.append(writable_dir("model cache", cache))
+            findings.append(Finding(
+                "weights", False,
+                f"not in {cache} yet: the first run downloads them from {spec.url_base} (needs network), "
+                f"or give --meshnet-model / {meshnet.MODEL_ENV_VAR}", required=False))
+        return CheckReport(NAME, "method", tuple(findings))
 
     def init_nodes(self, ctx: NodeContext) -> MethodNodes:
         from nipype.pipeline import engine as pe

@@ -77,6 +77,11 @@ class MindGlide(SegmentationMethod):
             return ToolStatus(str(err))
         return ToolStatus(None, {"model_path": model, "device": config.option("mindglide_device", "cpu")})
 
+    def check_installation(self, options):
+        from thalamus_bidsapp.toolcheck import check_mindglide
+
+        return check_mindglide(options)
+
     def init_nodes(self, ctx: NodeContext) -> MethodNodes:
         from nipype.pipeline import engine as pe
 

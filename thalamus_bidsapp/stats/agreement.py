@@ -1,42 +1,45 @@
 """Volumetric agreement between an automated method and a reference (manual) method.
 
-One statistic per function, in pingouin's style: paired arrays in (``x`` the
-reference, e.g. manual volumes; ``y`` the method under test, same units), a
-one-row :class:`pandas.DataFrame` with named columns out. Pairs with a missing
-value in either array are dropped. With fewer than three complete pairs the
-statistics are undefined: the functions then return NaN (and log a warning)
-instead of raising, so a group analysis with few manual masks still finishes.
+Every function takes a :class:`pandas.DataFrame` and column names (pingouin's
+convention, as in the whole :mod:`thalamus_bidsapp.stats` package) and returns
+a :class:`pandas.DataFrame` with named columns: p-values are ``p`` and
+confidence limits ``ci_low`` / ``ci_high``, prefixed with the statistic's name
+where one row carries several statistics (``ccc_ci_low``, ``prop_slope_p``).
+Rows with a missing value in either column are dropped. With fewer than three
+complete pairs the statistics are undefined: the functions then return NaN
+(and log a warning) instead of raising, so a group analysis with few manual
+masks still finishes.
 
 Functions
 ---------
 - :func:`concordance_ccc`: Lin's concordance correlation coefficient, 95% CI.
 - :func:`ols_agreement`: OLS of ``y`` on ``x``: slope (95% CI), intercept,
   residual SD.
-- :func:`icc3` / :func:`icc3_long`: ICC(3,1) (two-way mixed, single rater,
-  consistency) with 95% CI, via :func:`pingouin.intraclass_corr`.
-- :func:`bland_altman`: bias, SD, 95% limits of agreement and the
-  proportional-bias slope.
-- :func:`volumetric_agreement`: all of the above in one row.
+- :func:`icc`: the six Shrout-Fleiss intraclass correlations with F test and
+  95% CI, via :func:`pingouin.intraclass_corr`.
+- :func:`bland_altman`: bias ``a - b``, SD, 95% limits of agreement, their
+  standard errors and confidence intervals, and the proportional-bias slope.
+- :func:`volumetric_agreement`: the above for a method against a reference, one row.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 from scipy import stats
+
+from thalamus_bidsapp.stats._frame import check_columns
+from thalamus_bidsapp.stats.icc import ICC_FORMS, icc
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ICC_FORMS",
     "bland_altman",
     "concordance_ccc",
-    "icc3",
-    "icc3_long",
+    "icc",
     "ols_agreement",
     "volumetric_agreement",
 ]
@@ -45,14 +48,13 @@ __all__ = [
 #: the OLS residual SD and Lin's CCC variance both have n - 2 degrees of freedom.
 MIN_PAIRS = 3
 
-
-def _paired(x: npt.ArrayLike, y: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(x, dtype=float).ravel()
-    y = np.asarray(y, dtype=float).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
-    ok = np.isfinite(x) & np.isfinite(y)
-    return x[ok], y[ok]
+def _paired(data: pd.DataFrame, x: str, y: str, caller: str) -> tuple[np.ndarray, np.ndarray]:
+    """The complete pairs of two numeric columns, as float arrays."""
+    check_columns(data, [x, y], caller)
+    a = pd.to_numeric(data[x], errors="coerce").to_numpy(dtype=float)
+    b = pd.to_numeric(data[y], errors="coerce").to_numpy(dtype=float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    return a[ok], b[ok]
 
 
 def _too_few(n: int, what: str) -> bool:
@@ -62,7 +64,7 @@ def _too_few(n: int, what: str) -> bool:
     return False
 
 
-def concordance_ccc(x: npt.ArrayLike, y: npt.ArrayLike, confidence: float = 0.95) -> pd.DataFrame:
+def concordance_ccc(data: pd.DataFrame, x: str, y: str, confidence: float = 0.95) -> pd.DataFrame:
     r"""Lin's concordance correlation coefficient with a Fisher-z confidence interval.
 
     .. math::
@@ -86,10 +88,10 @@ def concordance_ccc(x: npt.ArrayLike, y: npt.ArrayLike, confidence: float = 0.95
 
     Parameters
     ----------
-    x : array_like, shape (n,)
-        Reference measurements (e.g. manual volumes, mL).
-    y : array_like, shape (n,)
-        Measurements of the method under test, same units.
+    data : pandas.DataFrame
+        One row per subject.
+    x, y : str
+        Columns of the two measurements (e.g. manual and method volumes, mL).
     confidence : float
         Confidence level of the interval.
 
@@ -100,6 +102,14 @@ def concordance_ccc(x: npt.ArrayLike, y: npt.ArrayLike, confidence: float = 0.95
         ``bias_correction`` (C_b = rho_c / r, accuracy), ``scale_shift``
         (s_y / s_x) and ``location_shift`` (u).
 
+    Examples
+    --------
+    A shift of 2 with variance 2: rho_c = 2 * 2 / (2 + 2 + 4) = 0.5.
+
+    >>> df = pd.DataFrame({"x": [8.0, 9, 10, 11, 12], "y": [10.0, 11, 12, 13, 14]})
+    >>> float(concordance_ccc(df, "x", "y")["ccc"].iloc[0])
+    0.5
+
     References
     ----------
     Lin LI (1989). A concordance correlation coefficient to evaluate
@@ -108,8 +118,8 @@ def concordance_ccc(x: npt.ArrayLike, y: npt.ArrayLike, confidence: float = 0.95
     Lin LI (2000). A note on the concordance correlation coefficient.
     Biometrics 56(1):324-325.
     """
-    x, y = _paired(x, y)
-    n = x.size
+    x_arr, y_arr = _paired(data, x, y, "concordance_ccc")
+    n = x_arr.size
     row = dict.fromkeys(
         ["ccc", "ccc_ci_low", "ccc_ci_high", "pearson_r", "bias_correction", "scale_shift", "location_shift"],
         np.nan,
@@ -117,9 +127,9 @@ def concordance_ccc(x: npt.ArrayLike, y: npt.ArrayLike, confidence: float = 0.95
     row = {"n": n, **row}
     if _too_few(n, "concordance_ccc"):
         return pd.DataFrame([row])
-    mx, my = x.mean(), y.mean()
-    sx2, sy2 = x.var(), y.var()  # divisor n (Lin 1989)
-    sxy = np.mean((x - mx) * (y - my))
+    mx, my = x_arr.mean(), y_arr.mean()
+    sx2, sy2 = x_arr.var(), y_arr.var()  # divisor n (Lin 1989)
+    sxy = np.mean((x_arr - mx) * (y_arr - my))
     denom = sx2 + sy2 + (mx - my) ** 2
     if denom == 0 or sx2 == 0 or sy2 == 0:
         logger.warning("concordance_ccc: a constant variable; CCC undefined")
@@ -128,11 +138,11 @@ def concordance_ccc(x: npt.ArrayLike, y: npt.ArrayLike, confidence: float = 0.95
     r = sxy / np.sqrt(sx2 * sy2)
     u = (my - mx) / (sx2 * sy2) ** 0.25
     row.update(
-        ccc=rho_c,
-        pearson_r=r,
-        bias_correction=rho_c / r if r != 0 else np.nan,
-        scale_shift=np.sqrt(sy2 / sx2),
-        location_shift=u,
+        ccc=float(rho_c),
+        pearson_r=float(r),
+        bias_correction=float(rho_c / r) if r != 0 else np.nan,
+        scale_shift=float(np.sqrt(sy2 / sx2)),
+        location_shift=float(u),
     )
     if abs(rho_c) < 1 and r != 0:
         var_z = (
@@ -144,15 +154,15 @@ def concordance_ccc(x: npt.ArrayLike, y: npt.ArrayLike, confidence: float = 0.95
             zcrit = stats.norm.ppf(0.5 + confidence / 2)
             z = np.arctanh(rho_c)
             half = zcrit * np.sqrt(var_z)
-            row.update(ccc_ci_low=np.tanh(z - half), ccc_ci_high=np.tanh(z + half))
+            row.update(ccc_ci_low=float(np.tanh(z - half)), ccc_ci_high=float(np.tanh(z + half)))
     else:
         # Perfect concordance: the interval degenerates to the point.
-        row.update(ccc_ci_low=rho_c, ccc_ci_high=rho_c)
+        row.update(ccc_ci_low=float(rho_c), ccc_ci_high=float(rho_c))
     return pd.DataFrame([row])
 
 
-def ols_agreement(x: npt.ArrayLike, y: npt.ArrayLike, confidence: float = 0.95) -> pd.DataFrame:
-    r"""Ordinary least squares of the method's measurement on the reference.
+def ols_agreement(data: pd.DataFrame, x: str, y: str, confidence: float = 0.95) -> pd.DataFrame:
+    r"""Ordinary least squares of the method's measurement ``y`` on the reference ``x``.
 
     .. math:: y_i = \beta_0 + \beta_1 x_i + \varepsilon_i,
               \qquad \mathrm{SD}_e = \sqrt{\textstyle\sum_i \hat\varepsilon_i^2 / (n-2)}
@@ -164,10 +174,12 @@ def ols_agreement(x: npt.ArrayLike, y: npt.ArrayLike, confidence: float = 0.95) 
 
     Parameters
     ----------
-    x : array_like, shape (n,)
-        Reference measurements (predictor), e.g. manual volumes in mL.
-    y : array_like, shape (n,)
-        Method measurements (outcome), same units.
+    data : pandas.DataFrame
+        One row per subject.
+    x : str
+        Column of the reference measurements (predictor), e.g. manual volumes in mL.
+    y : str
+        Column of the method measurements (outcome), same units.
     confidence : float
         Confidence level of the slope interval.
 
@@ -177,6 +189,16 @@ def ols_agreement(x: npt.ArrayLike, y: npt.ArrayLike, confidence: float = 0.95) 
         One row: ``n``, ``slope``, ``slope_ci_low``, ``slope_ci_high``,
         ``slope_se``, ``intercept``, ``residual_sd``, ``r2``.
 
+    Examples
+    --------
+    Anscombe's (1973) data set I: y = 3.00 + 0.500 x.
+
+    >>> df = pd.DataFrame({"x": [10, 8, 13, 9, 11, 14, 6, 4, 12, 7, 5],
+    ...                    "y": [8.04, 6.95, 7.58, 8.81, 8.33, 9.96, 7.24, 4.26, 10.84, 4.82, 5.68]})
+    >>> row = ols_agreement(df, "x", "y").iloc[0]
+    >>> round(float(row["slope"]), 3), round(float(row["intercept"]), 2)
+    (0.5, 3.0)
+
     References
     ----------
     Ibrahim et al. (2026), NeuroImage: Clinical, section 2.7.3 (slope as a
@@ -184,166 +206,86 @@ def ols_agreement(x: npt.ArrayLike, y: npt.ArrayLike, confidence: float = 0.95) 
     """
     import statsmodels.api as sm
 
-    x, y = _paired(x, y)
-    n = x.size
+    x_arr, y_arr = _paired(data, x, y, "ols_agreement")
+    n = x_arr.size
     row = {"n": n, **dict.fromkeys(
         ["slope", "slope_ci_low", "slope_ci_high", "slope_se", "intercept", "residual_sd", "r2"], np.nan
     )}
     if _too_few(n, "ols_agreement"):
         return pd.DataFrame([row])
-    if np.ptp(x) == 0:
+    if np.ptp(x_arr) == 0:
         logger.warning("ols_agreement: constant predictor; slope undefined")
         return pd.DataFrame([row])
-    fit = sm.OLS(y, sm.add_constant(x, has_constant="add")).fit()
+    fit = sm.OLS(y_arr, sm.add_constant(x_arr, has_constant="add")).fit()
     ci = np.asarray(fit.conf_int(alpha=1 - confidence))
     row.update(
-        slope=fit.params[1],
-        slope_ci_low=ci[1, 0],
-        slope_ci_high=ci[1, 1],
-        slope_se=fit.bse[1],
-        intercept=fit.params[0],
+        slope=float(fit.params[1]),
+        slope_ci_low=float(ci[1, 0]),
+        slope_ci_high=float(ci[1, 1]),
+        slope_se=float(fit.bse[1]),
+        intercept=float(fit.params[0]),
         residual_sd=float(np.sqrt(fit.scale)),
-        r2=fit.rsquared,
+        r2=float(fit.rsquared),
     )
     return pd.DataFrame([row])
 
 
-@contextlib.contextmanager
-def _pingouin_unrounded() -> Iterator[None]:
-    """Switch off pingouin's default 2-decimal rounding of ``CI95`` while inside."""
-    import pingouin as pg
+def bland_altman(
+    data: pd.DataFrame, a: str, b: str, confidence: float = 0.95, loa_z: float = 1.96
+) -> pd.DataFrame:
+    r"""Bland-Altman agreement of ``a`` with ``b``: bias ``a - b``, limits of agreement, their CIs.
 
-    key = "round.column.CI95"
-    had = key in pg.options
-    old = pg.options.get(key)
-    pg.options[key] = None
-    try:
-        yield
-    finally:
-        if had:
-            pg.options[key] = old
-        else:
-            pg.options.pop(key, None)
+    With differences :math:`d_i = a_i - b_i` (first minus second) and means
+    :math:`m_i = (a_i + b_i)/2`:
 
+    .. math::
 
-def icc3_long(data: pd.DataFrame, targets: str, raters: str, ratings: str) -> pd.DataFrame:
-    r"""ICC(3,1) from a long table: two-way mixed effects, single rater, consistency.
+        \mathrm{bias} = \bar d, \quad s = \sqrt{\textstyle\sum (d_i - \bar d)^2/(n-1)},
+        \quad \mathrm{LoA} = \bar d \pm z\, s
 
-    .. math:: \mathrm{ICC}(3,1) = \frac{MS_R - MS_E}{MS_R + (k-1) MS_E}
-
-    with :math:`MS_R` the between-targets and :math:`MS_E` the residual mean
-    squares of the two-way ANOVA, ``k`` raters. Computed with
-    :func:`pingouin.intraclass_corr`; in pingouin 0.7 ICC3 is the row
-    ``Type == "ICC(C,1)"`` (McGraw and Wong's notation), whose F-based 95% CI
-    is returned unrounded. Targets with a missing rating are dropped.
+    The standard error of the bias is :math:`\sqrt{s^2/n}` and that of each
+    limit approximately :math:`\sqrt{3 s^2 / n}`; the confidence intervals
+    are estimate :math:`\pm t_{n-1} \times SE` (Bland & Altman 1986 section 6,
+    1999 section 2.3; Giavarina 2015). Proportional bias is the OLS slope of
+    :math:`d` regressed on :math:`m` (Bland & Altman 1999, section 3.2), with
+    its t-based CI and p-value.
 
     Parameters
     ----------
     data : pandas.DataFrame
-        Long table, one row per target and rater.
-    targets, raters, ratings : str
-        Column names: subject identifier, rater (e.g. ``"manual"`` /
-        ``"freesurfer"``), and the numeric rating (e.g. volume in mL).
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row: ``n`` (targets), ``icc``, ``icc_ci_low``, ``icc_ci_high``,
-        ``F``, ``df1``, ``df2``, ``pval``.
-
-    References
-    ----------
-    Shrout PE, Fleiss JL (1979). Intraclass correlations: uses in assessing
-    rater reliability. Psychol Bull 86(2):420-428. doi:10.1037/0033-2909.86.2.420
-
-    McGraw KO, Wong SP (1996). Forming inferences about some intraclass
-    correlation coefficients. Psychol Methods 1(1):30-46.
-
-    Koo TK, Li MY (2016). A guideline of selecting and reporting intraclass
-    correlation coefficients for reliability research. J Chiropr Med 15(2):155-163.
-    """
-    import pingouin as pg
-
-    wide = data.pivot_table(index=targets, columns=raters, values=ratings, observed=True).dropna()
-    n = int(wide.shape[0])
-    row = {"n": n, **dict.fromkeys(["icc", "icc_ci_low", "icc_ci_high", "F", "df1", "df2", "pval"], np.nan)}
-    if _too_few(n, "icc3") or wide.shape[1] < 2:
-        return pd.DataFrame([row])
-    if np.allclose(wide.to_numpy().std(axis=0), 0):
-        logger.warning("icc3: constant ratings; ICC undefined")
-        return pd.DataFrame([row])
-    long = wide.reset_index().melt(id_vars=targets, value_name=ratings)
-    with _pingouin_unrounded(), np.errstate(divide="ignore", invalid="ignore"):
-        res = pg.intraclass_corr(data=long, targets=targets, raters=raters, ratings=ratings)
-    sel = res.loc[res["Type"] == "ICC(C,1)"]
-    if sel.empty:  # pingouin < 0.7 names it ICC3
-        sel = res.loc[res["Type"] == "ICC3"]
-    rec = sel.iloc[0]
-    ci = np.asarray(rec["CI95"], dtype=float)
-    row.update(
-        icc=float(rec["ICC"]),
-        icc_ci_low=float(ci[0]),
-        icc_ci_high=float(ci[1]),
-        F=float(rec["F"]),
-        df1=float(rec["df1"]),
-        df2=float(rec["df2"]),
-        pval=float(rec["pval"]),
-    )
-    return pd.DataFrame([row])
-
-
-def icc3(x: npt.ArrayLike, y: npt.ArrayLike) -> pd.DataFrame:
-    """ICC(3,1) of paired arrays, ``x`` and ``y`` as the two raters (see :func:`icc3_long`).
-
-    Parameters
-    ----------
-    x, y : array_like, shape (n,)
-        Ratings of the same ``n`` targets by two raters (e.g. manual and
-        method volumes in mL).
-    """
-    x, y = _paired(x, y)
-    n = x.size
-    long = pd.DataFrame(
-        {
-            "target": np.tile(np.arange(n), 2),
-            "rater": np.repeat(["x", "y"], n),
-            "rating": np.concatenate([x, y]),
-        }
-    )
-    return icc3_long(long, "target", "rater", "rating")
-
-
-def bland_altman(x: npt.ArrayLike, y: npt.ArrayLike, confidence: float = 0.95, loa_z: float = 1.96) -> pd.DataFrame:
-    r"""Bland-Altman agreement: bias, SD, limits of agreement, proportional bias.
-
-    With differences :math:`d_i = y_i - x_i` (method minus reference) and
-    means :math:`m_i = (x_i + y_i)/2`:
-
-    .. math::
-
-        \mathrm{bias} = \bar d, \quad SD = \sqrt{\textstyle\sum (d_i - \bar d)^2/(n-1)},
-        \quad \mathrm{LoA} = \bar d \pm 1.96\, SD
-
-    Proportional bias is the OLS slope of :math:`d` regressed on :math:`m`
-    (Bland and Altman 1999, section 3.2), with its t-based CI and p-value.
-
-    Parameters
-    ----------
-    x : array_like, shape (n,)
-        Reference measurements (e.g. manual volumes, mL).
-    y : array_like, shape (n,)
-        Method measurements, same units.
+        One row per subject.
+    a, b : str
+        Columns of the two measurements, same units; the differences are
+        ``a - b`` (e.g. ``a`` the method, ``b`` the manual reference, for a
+        positive bias when the method over-estimates).
     confidence : float
-        Confidence level of the proportional-bias slope interval.
+        Confidence level of every interval.
     loa_z : float
         Multiplier of SD for the limits of agreement (1.96 for 95%).
 
     Returns
     -------
     pandas.DataFrame
-        One row: ``n``, ``bias``, ``sd``, ``loa_low``, ``loa_high``,
-        ``prop_slope``, ``prop_slope_ci_low``, ``prop_slope_ci_high``,
-        ``prop_intercept``, ``prop_pval``.
+        One row: ``A``, ``B`` (the column names), ``difference`` (``"A - B"``
+        spelled out), ``n``, ``bias``, ``bias_se``, ``bias_ci_low``,
+        ``bias_ci_high``, ``sd``, ``loa_low``, ``loa_high``, ``loa_se``,
+        ``loa_low_ci_low``, ``loa_low_ci_high``, ``loa_high_ci_low``,
+        ``loa_high_ci_high``, ``prop_slope``, ``prop_slope_ci_low``,
+        ``prop_slope_ci_high``, ``prop_intercept``, ``prop_slope_p``.
+
+    Examples
+    --------
+    Bland & Altman (1986), Table 1: Wright minus mini Wright peak flow meter,
+    bias -2.1 l/min, SD 38.8, limits (2 SD) -79.7 to 75.5.
+
+    >>> pefr = pd.DataFrame({
+    ...     "wright": [494, 395, 516, 434, 476, 557, 413, 442, 650, 433, 417, 656, 267, 478, 178, 423, 427],
+    ...     "mini": [512, 430, 520, 428, 500, 600, 364, 380, 658, 445, 432, 626, 260, 477, 259, 350, 451]})
+    >>> row = bland_altman(pefr, "wright", "mini", loa_z=2).iloc[0]
+    >>> row["difference"], round(float(row["bias"]), 1), round(float(row["sd"]), 1)
+    ('wright - mini', -2.1, 38.8)
+    >>> round(float(row["bias_se"]), 1), round(float(row["loa_se"]), 1)
+    (9.4, 16.3)
 
     References
     ----------
@@ -353,86 +295,117 @@ def bland_altman(x: npt.ArrayLike, y: npt.ArrayLike, confidence: float = 0.95, l
 
     Bland JM, Altman DG (1999). Measuring agreement in method comparison
     studies. Stat Methods Med Res 8(2):135-160.
+
+    Giavarina D (2015). Understanding Bland Altman analysis. Biochem Med
+    25(2):141-151. doi:10.11613/BM.2015.015
     """
     import statsmodels.api as sm
 
-    x, y = _paired(x, y)
-    n = x.size
+    a_arr, b_arr = _paired(data, a, b, "bland_altman")
+    n = a_arr.size
     cols = [
-        "bias", "sd", "loa_low", "loa_high", "prop_slope", "prop_slope_ci_low",
-        "prop_slope_ci_high", "prop_intercept", "prop_pval",
+        "bias", "bias_se", "bias_ci_low", "bias_ci_high", "sd", "loa_low", "loa_high", "loa_se",
+        "loa_low_ci_low", "loa_low_ci_high", "loa_high_ci_low", "loa_high_ci_high",
+        "prop_slope", "prop_slope_ci_low", "prop_slope_ci_high", "prop_intercept", "prop_slope_p",
     ]
-    row = {"n": n, **dict.fromkeys(cols, np.nan)}
+    row = {"A": a, "B": b, "difference": f"{a} - {b}", "n": n, **dict.fromkeys(cols, np.nan)}
     if n == 0:
         logger.warning("bland_altman: no complete pair; returning NaN")
         return pd.DataFrame([row])
-    d = y - x
-    m = (x + y) / 2
-    bias = d.mean()
-    sd = d.std(ddof=1) if n > 1 else np.nan
-    row.update(bias=bias, sd=sd, loa_low=bias - loa_z * sd, loa_high=bias + loa_z * sd)
+    d = a_arr - b_arr
+    m = (a_arr + b_arr) / 2
+    bias = float(d.mean())
+    row["bias"] = bias
+    if n < 2:
+        return pd.DataFrame([row])
+    sd = float(d.std(ddof=1))
+    bias_se = sd / np.sqrt(n)
+    loa_se = np.sqrt(3 * sd**2 / n)
+    t = stats.t.ppf(0.5 + confidence / 2, n - 1)
+    low, high = bias - loa_z * sd, bias + loa_z * sd
+    row.update(
+        sd=sd, bias_se=bias_se, bias_ci_low=bias - t * bias_se, bias_ci_high=bias + t * bias_se,
+        loa_low=low, loa_high=high, loa_se=loa_se,
+        loa_low_ci_low=low - t * loa_se, loa_low_ci_high=low + t * loa_se,
+        loa_high_ci_low=high - t * loa_se, loa_high_ci_high=high + t * loa_se,
+    )
     if _too_few(n, "bland_altman proportional bias") or np.ptp(m) == 0:
         return pd.DataFrame([row])
     fit = sm.OLS(d, sm.add_constant(m, has_constant="add")).fit()
     ci = np.asarray(fit.conf_int(alpha=1 - confidence))
     row.update(
-        prop_slope=fit.params[1],
-        prop_slope_ci_low=ci[1, 0],
-        prop_slope_ci_high=ci[1, 1],
-        prop_intercept=fit.params[0],
-        prop_pval=fit.pvalues[1],
+        prop_slope=float(fit.params[1]),
+        prop_slope_ci_low=float(ci[1, 0]),
+        prop_slope_ci_high=float(ci[1, 1]),
+        prop_intercept=float(fit.params[0]),
+        prop_slope_p=float(fit.pvalues[1]),
     )
     return pd.DataFrame([row])
 
 
-def volumetric_agreement(x: npt.ArrayLike, y: npt.ArrayLike) -> pd.DataFrame:
+VOLUMETRIC_COLUMNS = [
+    "n", "mean_reference", "mean_method", "ccc", "ccc_ci_low", "ccc_ci_high", "slope", "slope_ci_low",
+    "slope_ci_high", "intercept", "residual_sd", "icc3", "icc3_ci_low", "icc3_ci_high", "icc2", "icc2_ci_low",
+    "icc2_ci_high", "bias", "bias_se", "bias_ci_low", "bias_ci_high", "sd", "loa_low", "loa_high", "loa_se",
+    "loa_low_ci_low", "loa_low_ci_high", "loa_high_ci_low", "loa_high_ci_high", "prop_slope",
+    "prop_slope_ci_low", "prop_slope_ci_high", "prop_intercept", "prop_slope_p",
+]
+
+
+def volumetric_agreement(data: pd.DataFrame, method: str, reference: str) -> pd.DataFrame:
     """All volumetric agreement statistics of a method against the reference, one row.
 
     Parameters
     ----------
-    x : array_like, shape (n,)
-        Reference volumes (manual masks), mL.
-    y : array_like, shape (n,)
-        Method volumes, mL.
+    data : pandas.DataFrame
+        One row per subject (or session).
+    method : str
+        Column of the method's volumes (mL).
+    reference : str
+        Column of the reference (manual) volumes, same units.
 
     Returns
     -------
     pandas.DataFrame
-        One row: ``n``, ``mean_reference``, ``mean_method``, ``ccc``,
-        ``ccc_ci_low``, ``ccc_ci_high``, ``slope``, ``slope_ci_low``,
-        ``slope_ci_high``, ``intercept``, ``residual_sd``, ``icc3``,
-        ``icc3_ci_low``, ``icc3_ci_high``, ``bias``, ``sd``, ``loa_low``,
-        ``loa_high``, ``prop_slope``, ``prop_slope_ci_low``,
-        ``prop_slope_ci_high``, ``prop_intercept``, ``prop_pval``.
+        One row with the columns of :data:`VOLUMETRIC_COLUMNS`: ``n``;
+        ``mean_reference``, ``mean_method``; Lin's CCC (``ccc*``,
+        :func:`concordance_ccc`); the OLS of method on reference (``slope*``,
+        ``intercept``, ``residual_sd``, :func:`ols_agreement`); ``icc3*``
+        (ICC3 = ICC(3,1), consistency) and ``icc2*`` (ICC2 = ICC(2,1),
+        absolute agreement) with reference and method as the two raters
+        (:func:`icc`); Bland-Altman with differences method minus reference
+        (``bias*``, ``sd``, ``loa*``, ``prop_*``, :func:`bland_altman`).
+
+    Examples
+    --------
+    >>> vols = pd.DataFrame({"manual": [8.1, 9.0, 9.6, 10.4, 11.2, 12.0],
+    ...                      "method": [8.9, 9.7, 10.5, 11.0, 12.1, 12.6]})
+    >>> row = volumetric_agreement(vols, method="method", reference="manual").iloc[0]
+    >>> round(float(row["bias"]), 2), bool(row["icc3"] > row["icc2"])
+    (0.75, True)
     """
-    xp, yp = _paired(x, y)
-    c = concordance_ccc(xp, yp).iloc[0]
-    o = ols_agreement(xp, yp).iloc[0]
-    i = icc3(xp, yp).iloc[0]
-    b = bland_altman(xp, yp).iloc[0]
-    row = {
-        "n": int(xp.size),
-        "mean_reference": float(xp.mean()) if xp.size else np.nan,
-        "mean_method": float(yp.mean()) if yp.size else np.nan,
-        "ccc": c["ccc"],
-        "ccc_ci_low": c["ccc_ci_low"],
-        "ccc_ci_high": c["ccc_ci_high"],
-        "slope": o["slope"],
-        "slope_ci_low": o["slope_ci_low"],
-        "slope_ci_high": o["slope_ci_high"],
-        "intercept": o["intercept"],
-        "residual_sd": o["residual_sd"],
-        "icc3": i["icc"],
-        "icc3_ci_low": i["icc_ci_low"],
-        "icc3_ci_high": i["icc_ci_high"],
-        "bias": b["bias"],
-        "sd": b["sd"],
-        "loa_low": b["loa_low"],
-        "loa_high": b["loa_high"],
-        "prop_slope": b["prop_slope"],
-        "prop_slope_ci_low": b["prop_slope_ci_low"],
-        "prop_slope_ci_high": b["prop_slope_ci_high"],
-        "prop_intercept": b["prop_intercept"],
-        "prop_pval": b["prop_pval"],
+    check_columns(data, [method, reference], "volumetric_agreement")
+    ref, meth = _paired(data, reference, method, "volumetric_agreement")
+    pairs = pd.DataFrame({"reference": ref, "method": meth})
+    c = concordance_ccc(pairs, "reference", "method").iloc[0]
+    o = ols_agreement(pairs, "reference", "method").iloc[0]
+    long = pd.DataFrame({
+        "target": np.tile(np.arange(ref.size), 2),
+        "rater": np.repeat(["reference", "method"], ref.size),
+        "rating": np.concatenate([ref, meth]),
+    })
+    forms = icc(long, "target", "rater", "rating").set_index("type")
+    b = bland_altman(pairs, "method", "reference").iloc[0]
+    row: dict[str, object] = {
+        "n": int(ref.size),
+        "mean_reference": float(ref.mean()) if ref.size else np.nan,
+        "mean_method": float(meth.mean()) if meth.size else np.nan,
     }
-    return pd.DataFrame([row])
+    row.update({k: c[k] for k in ("ccc", "ccc_ci_low", "ccc_ci_high")})
+    row.update({k: o[k] for k in ("slope", "slope_ci_low", "slope_ci_high", "intercept", "residual_sd")})
+    for form in ("ICC3", "ICC2"):
+        prefix = form.lower()
+        row.update({prefix: forms.loc[form, "icc"], f"{prefix}_ci_low": forms.loc[form, "ci_low"],
+                    f"{prefix}_ci_high": forms.loc[form, "ci_high"]})
+    row.update({k: b[k] for k in VOLUMETRIC_COLUMNS if k in b.index})
+    return pd.DataFrame([row], columns=VOLUMETRIC_COLUMNS)

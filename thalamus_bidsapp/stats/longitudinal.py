@@ -27,9 +27,26 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from thalamus_bidsapp.stats.regression import complete_cases, design_matrix, prepare_model, wald_log_odds
+from thalamus_bidsapp.stats._frame import check_columns
+from thalamus_bidsapp.stats.ordinal import ORDINAL_COLUMNS, ordinal_logistic
+from thalamus_bidsapp.stats.regression import complete_cases
 
 LOGGER = logging.getLogger(__name__)
+
+__all__ = [
+    "ORDINAL_COLUMNS",
+    "PEARSON_COLUMNS",
+    "describe",
+    "edss_change_category",
+    "interval_years",
+    "order_visits",
+    "ordinal_logistic",
+    "paired_deltas",
+    "parse_acq_time",
+    "pearson",
+    "select_visit_pairs",
+    "winsorize",
+]
 
 SUBJECT = "participant_id"
 SESSION = "session_id"
@@ -39,14 +56,26 @@ EDSS_CHANGE_LEVELS = ("better", "stable", "worse")
 
 # ------------------------------------------------------------------ visit timing
 def parse_acq_time(values: Sequence[object] | pd.Series) -> pd.Series:
-    """Parse BIDS ``acq_time`` values (ISO 8601 date or date-time); unparseable -> NaT."""
+    """Parse BIDS ``acq_time`` values (ISO 8601 date or date-time, UTC); unparseable -> NaT.
+
+    Examples
+    --------
+    >>> parse_acq_time(["2020-01-01T10:00:00", "2020-03-01", "n/a"]).isna().tolist()
+    [False, False, True]
+    """
     series = pd.Series(values)
     parsed = pd.to_datetime(series.astype("string"), errors="coerce", format="ISO8601", utc=True)
     return pd.Series(parsed.to_numpy(), index=series.index)
 
 
 def interval_years(start: pd.Series, end: pd.Series) -> pd.Series:
-    """Years (of 365.25 days) from ``start`` to ``end``; both parsed with :func:`parse_acq_time`."""
+    """Years (of 365.25 days) from ``start`` to ``end``; both parsed with :func:`parse_acq_time`.
+
+    Examples
+    --------
+    >>> interval_years(pd.Series(["2020-01-01"]), pd.Series(["2021-01-01"])).round(4).tolist()
+    [1.0021]
+    """
     t0 = parse_acq_time(start)
     t1 = parse_acq_time(end)
     days = (t1 - t0).dt.total_seconds() / 86400.0
@@ -76,6 +105,12 @@ def order_visits(
     pandas.DataFrame
         ``sessions`` with ``visit_years`` (time in years on a per-subject
         origin, NaN when unknown), ``visit_time_source`` and ``visit_rank`` (0 = earliest).
+
+    Examples
+    --------
+    >>> sessions = pd.DataFrame({"participant_id": ["sub-01"] * 3, "session_id": ["ses-10", "ses-2", "ses-9"]})
+    >>> order_visits(sessions).sort_values("visit_rank")["session_id"].tolist()
+    ['ses-2', 'ses-9', 'ses-10']
     """
     table = sessions.copy()
     table["visit_years"] = np.nan
@@ -128,6 +163,14 @@ def select_visit_pairs(ordered: pd.DataFrame, baseline: str = "first", followup:
     pandas.DataFrame
         participant_id, session_bl, session_fu, interval_years (NaN when the
         visit times are unknown), interval_source.
+
+    Examples
+    --------
+    >>> sessions = pd.DataFrame({"participant_id": ["sub-01"] * 3, "session_id": ["ses-1", "ses-2", "ses-3"],
+    ...                          "years": [0.0, 1.0, 2.5]})
+    >>> pairs = select_visit_pairs(order_visits(sessions, time_years="years"), "first", "last")
+    >>> pairs[["session_bl", "session_fu", "interval_years"]].values.tolist()
+    [['ses-1', 'ses-3', 2.5]]
     """
     rows = []
     for subject, group in ordered.sort_values([SUBJECT, "visit_rank"]).groupby(SUBJECT, sort=True):
@@ -186,6 +229,15 @@ def paired_deltas(
     keep
         Columns copied from the follow-up row unchanged with suffix ``_fu``
         and from the baseline with ``_bl`` (e.g. scanner).
+
+    Examples
+    --------
+    >>> data = pd.DataFrame({"participant_id": ["sub-01", "sub-01"], "session_id": ["ses-1", "ses-2"],
+    ...                      "volume_ml": [10.0, 9.9]})
+    >>> pairs = pd.DataFrame({"participant_id": ["sub-01"], "session_bl": ["ses-1"], "session_fu": ["ses-2"]})
+    >>> out = paired_deltas(data, pairs, ["volume_ml"], pct=["volume_ml"])
+    >>> round(float(out["delta_volume_ml"].iloc[0]), 2), round(float(out["pct_volume_ml"].iloc[0]), 2)
+    (-0.1, -1.0)
     """
     keys = [SUBJECT, *by]
     cols = list(dict.fromkeys([*keys, SESSION, *values, *keep]))
@@ -214,10 +266,11 @@ def paired_deltas(
 def winsorize(values: Sequence[float] | pd.Series | np.ndarray, limits: tuple[float, float] = (0.01, 0.01)) -> np.ndarray:
     """Winsorise: replace the lowest and highest fractions by the nearest kept value.
 
-    Of the n non-missing values, ``floor(n * lower)`` smallest are set to the
-    next smallest value and ``floor(n * upper)`` largest to the next largest
-    (Dixon 1960; the same rule as :func:`scipy.stats.mstats.winsorize`).
-    Missing values stay missing.
+    Of the n non-missing values, ``int(n * lower)`` smallest are set to the
+    next smallest value and ``int(n * upper)`` largest to the next largest
+    (Dixon 1960), exactly the rule of :func:`scipy.stats.mstats.winsorize`
+    (``int`` of the floating-point product, so n = 100 and 0.29 clip 28
+    values, as ``100 * 0.29`` is 28.999...). Missing values stay missing.
 
     Examples
     --------
@@ -235,9 +288,9 @@ def winsorize(values: Sequence[float] | pd.Series | np.ndarray, limits: tuple[fl
     if n == 0:
         return arr
     sorted_vals = np.sort(arr[ok])
-    # the small epsilon guards against n * 0.05 landing just below an integer
-    k_low = int(np.floor(n * lower + 1e-9))
-    k_high = int(np.floor(n * upper + 1e-9))
+    # scipy.stats.mstats.winsorize: lowidx = int(low_limit * n), upidx = n - int(n * up_limit)
+    k_low = int(lower * n)
+    k_high = int(n * upper)
     if k_low + k_high >= n:
         raise ValueError(f"winsorising limits {limits} leave no values of {n}")
     low_value = sorted_vals[k_low]
@@ -256,6 +309,11 @@ def edss_change_category(
     ``worse`` when delta >= ``min_change``, ``better`` when delta <=
     -``min_change``, ``stable`` otherwise; ``min_change`` may be one value or
     one per subject (e.g. baseline-dependent thresholds). Missing stays missing.
+
+    Examples
+    --------
+    >>> edss_change_category([1.0, 0.0, -0.5]).tolist()
+    ['worse', 'stable', 'better']
     """
     d = pd.Series(delta, dtype=float)
     threshold = np.broadcast_to(np.asarray(min_change, dtype=float), d.shape)
@@ -266,70 +324,6 @@ def edss_change_category(
         np.where(d >= threshold - eps, "worse", np.where(d <= -threshold + eps, "better", "stable")),
     )
     return pd.Series(pd.Categorical(labels, categories=list(EDSS_CHANGE_LEVELS), ordered=True), index=d.index)
-
-
-ORDINAL_COLUMNS = [
-    "term", "beta", "se", "ci_low", "ci_high", "z", "p", "odds_ratio", "n", "n_excluded", "n_categories",
-    "category_counts", "converged", "note",
-]
-
-
-def ordinal_logistic(
-    data: pd.DataFrame,
-    y: str,
-    x: str,
-    covar: Sequence[str] = (),
-    categorical: Sequence[str] = (),
-    *,
-    alpha: float = 0.05,
-) -> pd.DataFrame:
-    """Proportional-odds (ordinal logistic) regression; the coefficient of ``x`` as one row.
-
-    Fitted with :class:`statsmodels.miscmodels.ordinal_model.OrderedModel`
-    (``distr="logit"``, no intercept: the thresholds take its place), as R's
-    ``MASS::polr``. A positive ``beta`` means higher ``x`` goes with higher
-    categories (log cumulative odds ratio per unit of ``x``).
-
-    Parameters
-    ----------
-    data
-        One row per subject.
-    y
-        An ordered categorical column (unused categories are dropped).
-    x, covar, categorical
-        As in :func:`thalamus_bidsapp.stats.regression.ols`.
-
-    Returns
-    -------
-    pandas.DataFrame
-        term, beta, se, ci_low, ci_high (Wald, normal), z, p, odds_ratio, n,
-        n_excluded, n_categories, category_counts, converged, note.
-    """
-    from statsmodels.miscmodels.ordinal_model import OrderedModel
-
-    used, covar, row = prepare_model(data, y, x, covar, ORDINAL_COLUMNS)
-    row.update(converged=False, note="", category_counts="")
-    endog = used[y]
-    if not isinstance(endog.dtype, pd.CategoricalDtype) or not endog.cat.ordered:
-        raise ValueError(f"{y} must be an ordered categorical column")
-    endog = endog.cat.remove_unused_categories()
-    counts = endog.value_counts(sort=False)
-    row["n_categories"] = len(counts)
-    row["category_counts"] = ", ".join(f"{k}: {v}" for k, v in counts.items())
-    X, dropped = design_matrix(used, x, covar, categorical, constant=False)
-    notes = [f"no variation in {', '.join(dropped)}"] if dropped else []
-    n_params = X.shape[1] + len(counts) - 1
-    if len(counts) < 2 or len(used) <= n_params or np.linalg.matrix_rank(X.to_numpy()) < X.shape[1]:
-        row["note"] = "; ".join([*notes, "fewer than two outcome categories, too few rows or collinear design"])
-        return pd.DataFrame([row], columns=ORDINAL_COLUMNS)
-    model = OrderedModel(endog.reset_index(drop=True), X.reset_index(drop=True), distr="logit")
-    try:
-        fit = model.fit(method="bfgs", disp=False, maxiter=2000, gtol=1e-8)
-    except (np.linalg.LinAlgError, ValueError) as exc:
-        row["note"] = "; ".join([*notes, f"fit failed: {exc}"])
-        return pd.DataFrame([row], columns=ORDINAL_COLUMNS)
-    row.update(wald_log_odds(fit, x, notes, alpha))
-    return pd.DataFrame([row], columns=ORDINAL_COLUMNS)
 
 
 # ------------------------------------------------------------------ correlation
@@ -343,7 +337,15 @@ def pearson(data: pd.DataFrame, x: str, y: str, *, alpha: float = 0.05) -> pd.Da
     -------
     pandas.DataFrame
         One row: x, y, n, n_excluded, r, ci_low, ci_high, p, note.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"a": [1.0, 2, 3, 4, 5, None], "b": [2.0, 4, 5, 4, 5, 1]})
+    >>> row = pearson(df, "a", "b").iloc[0]
+    >>> int(row["n"]), int(row["n_excluded"]), round(float(row["r"]), 3)
+    (5, 1, 0.775)
     """
+    check_columns(data, [x, y], "pearson")
     used, n_excluded = complete_cases(data, [x, y])
     row = {"x": x, "y": y, "n": len(used), "n_excluded": n_excluded, "r": np.nan,
            "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "note": ""}
@@ -360,7 +362,14 @@ def pearson(data: pd.DataFrame, x: str, y: str, *, alpha: float = 0.05) -> pd.Da
 
 # ------------------------------------------------------------------ descriptives
 def describe(data: pd.DataFrame, value: str, by: Sequence[str] = ()) -> pd.DataFrame:
-    """n, mean, SD, median, quartiles, min and max of ``value`` (overall or per ``by`` group)."""
+    """n, mean, SD, median, quartiles, min and max of ``value`` (overall or per ``by`` group).
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"g": ["x", "x", "y"], "v": [1.0, 3.0, None]})
+    >>> describe(df, "v", ["g"])[["g", "n", "mean", "n_missing"]].values.tolist()
+    [['x', 2, 2.0, 0], ['y', 0, nan, 1]]
+    """
     def summary(series: pd.Series) -> dict[str, float]:
         s = pd.to_numeric(series, errors="coerce").dropna()
         return {

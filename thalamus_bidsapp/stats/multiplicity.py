@@ -41,6 +41,13 @@ def p_adjust(pvalues: Sequence[float] | np.ndarray | pd.Series, method: str = "f
     -------
     numpy.ndarray
         Adjusted p-values, same length and order.
+
+    Examples
+    --------
+    >>> p_adjust([0.01, float("nan"), 0.04]).tolist()
+    [0.02, nan, 0.04]
+    >>> p_adjust([0.01, 0.04], "bonferroni").tolist()
+    [0.02, 0.08]
     """
     from statsmodels.stats.multitest import multipletests
 

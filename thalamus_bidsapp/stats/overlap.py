@@ -1,4 +1,4 @@
-"""Voxel-wise overlap of two binary masks: Dice, precision, sensitivity, containment.
+"""Voxel-wise overlap of two binary masks: Dice, Jaccard, precision, sensitivity, containment.
 
 All metrics are computed from the voxel counts of the confusion table between
 a reference mask ``R`` (the manual ground truth) and a predicted mask ``P``
@@ -40,6 +40,8 @@ __all__ = [
     "containment_from_counts",
     "dice",
     "dice_from_counts",
+    "jaccard",
+    "jaccard_from_counts",
     "overlap_metrics",
     "precision",
     "precision_from_counts",
@@ -82,6 +84,11 @@ def confusion_counts(reference: npt.ArrayLike, prediction: npt.ArrayLike) -> tup
     ------
     ValueError
         If the two masks differ in shape.
+
+    Examples
+    --------
+    >>> confusion_counts([1, 1, 1, 0, 0], [0, 1, 1, 1, 0])
+    (2, 1, 1)
     """
     ref = _as_bool(reference)
     pred = _as_bool(prediction)
@@ -128,6 +135,13 @@ def dice_from_counts(tp: Counts, fp: Counts, fn: Counts) -> np.ndarray | float:
         Dice in [0, 1]; NaN (with :class:`EmptyMaskWarning`) where either mask
         is empty (``TP + FN == 0`` or ``TP + FP == 0``).
 
+    Examples
+    --------
+    >>> dice_from_counts(2, 1, 1)
+    0.6666666666666666
+    >>> dice_from_counts([2, 4], [1, 0], [1, 0]).tolist()
+    [0.6666666666666666, 1.0]
+
     References
     ----------
     Dice LR (1945). Ecology 26(3):297-302.
@@ -137,12 +151,47 @@ def dice_from_counts(tp: Counts, fp: Counts, fn: Counts) -> np.ndarray | float:
     return _ratio(2 * tp, 2 * tp + fp + fn, undefined)
 
 
+def jaccard_from_counts(tp: Counts, fp: Counts, fn: Counts) -> np.ndarray | float:
+    r"""Jaccard index (intersection over union) from confusion counts.
+
+    .. math:: J = \frac{TP}{TP + FP + FN} = \frac{\mathrm{DSC}}{2 - \mathrm{DSC}}
+
+    Parameters
+    ----------
+    tp, fp, fn : int or array_like of int
+        Confusion counts in voxels (broadcast against each other).
+
+    Returns
+    -------
+    float or ndarray
+        Jaccard in [0, 1]; NaN (with :class:`EmptyMaskWarning`) where either mask is empty.
+
+    Examples
+    --------
+    >>> jaccard_from_counts(2, 1, 1)
+    0.5
+
+    References
+    ----------
+    Jaccard P (1912). The distribution of the flora in the alpine zone.
+    New Phytologist 11(2):37-50.
+    """
+    tp, fp, fn = (np.asarray(v, dtype=float) for v in (tp, fp, fn))
+    undefined = _undefined(tp + fn, tp + fp, "jaccard")
+    return _ratio(tp, tp + fp + fn, undefined)
+
+
 def precision_from_counts(tp: Counts, fp: Counts, fn: Counts) -> np.ndarray | float:
     r"""Precision (positive predictive value) from confusion counts.
 
     .. math:: \mathrm{precision} = \frac{TP}{TP + FP}
 
     ``fn`` is only used to detect an empty reference mask (NaN, as for Dice).
+
+    Examples
+    --------
+    >>> precision_from_counts(3, 1, 5)
+    0.75
     """
     tp, fp, fn = (np.asarray(v, dtype=float) for v in (tp, fp, fn))
     undefined = _undefined(tp + fn, tp + fp, "precision")
@@ -155,6 +204,11 @@ def sensitivity_from_counts(tp: Counts, fp: Counts, fn: Counts) -> np.ndarray | 
     .. math:: \mathrm{sensitivity} = \frac{TP}{TP + FN}
 
     ``fp`` is only used to detect an empty predicted mask (NaN, as for Dice).
+
+    Examples
+    --------
+    >>> sensitivity_from_counts(3, 1, 1)
+    0.75
     """
     tp, fp, fn = (np.asarray(v, dtype=float) for v in (tp, fp, fn))
     undefined = _undefined(tp + fn, tp + fp, "sensitivity")
@@ -181,6 +235,11 @@ def containment_from_counts(intersection: Counts, size_a: Counts, size_b: Counts
     float or ndarray
         Containment in [0, 1]; NaN (with :class:`EmptyMaskWarning`) where A
         or B is empty.
+
+    Examples
+    --------
+    >>> containment_from_counts(30, 40, 100)  # 30 of A's 40 voxels lie in B
+    0.75
     """
     inter, size_a, size_b = (np.asarray(v, dtype=float) for v in (intersection, size_a, size_b))
     undefined = _undefined(size_a, size_b, "containment")
@@ -188,17 +247,46 @@ def containment_from_counts(intersection: Counts, size_a: Counts, size_b: Counts
 
 
 def dice(reference: npt.ArrayLike, prediction: npt.ArrayLike) -> float:
-    """Dice coefficient of two binary masks of the same shape (see :func:`dice_from_counts`)."""
+    """Dice coefficient of two binary masks of the same shape (see :func:`dice_from_counts`).
+
+    Examples
+    --------
+    >>> dice([1, 1, 1, 0, 0], [0, 1, 1, 1, 0])
+    0.6666666666666666
+    """
     return float(dice_from_counts(*confusion_counts(reference, prediction)))
 
 
+def jaccard(reference: npt.ArrayLike, prediction: npt.ArrayLike) -> float:
+    """Jaccard index of two binary masks of the same shape (see :func:`jaccard_from_counts`).
+
+    Examples
+    --------
+    >>> jaccard([1, 1, 1, 0, 0], [0, 1, 1, 1, 0])
+    0.5
+    """
+    return float(jaccard_from_counts(*confusion_counts(reference, prediction)))
+
+
 def precision(reference: npt.ArrayLike, prediction: npt.ArrayLike) -> float:
-    """Precision of ``prediction`` against ``reference`` (see :func:`precision_from_counts`)."""
+    """Precision of ``prediction`` against ``reference`` (see :func:`precision_from_counts`).
+
+    Examples
+    --------
+    >>> precision([1, 1, 1, 0, 0], [0, 1, 1, 1, 0])
+    0.6666666666666666
+    """
     return float(precision_from_counts(*confusion_counts(reference, prediction)))
 
 
 def sensitivity(reference: npt.ArrayLike, prediction: npt.ArrayLike) -> float:
-    """Sensitivity of ``prediction`` against ``reference`` (see :func:`sensitivity_from_counts`)."""
+    """Sensitivity of ``prediction`` against ``reference`` (see :func:`sensitivity_from_counts`).
+
+    Examples
+    --------
+    >>> sensitivity([1, 1, 1, 1, 0], [0, 1, 1, 1, 0])
+    0.75
+    """
     return float(sensitivity_from_counts(*confusion_counts(reference, prediction)))
 
 
@@ -215,6 +303,13 @@ def containment(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     float
         Fraction of A's voxels that lie in B, in [0, 1]; NaN with an
         :class:`EmptyMaskWarning` if either mask is empty.
+
+    Examples
+    --------
+    >>> containment([0, 1, 1, 0], [1, 1, 1, 1])  # A lies wholly inside B
+    1.0
+    >>> containment([1, 1, 1, 1], [0, 1, 1, 0])
+    0.5
     """
     a_b = _as_bool(a)
     b_b = _as_bool(b)
@@ -236,7 +331,19 @@ def overlap_metrics(reference: npt.ArrayLike, prediction: npt.ArrayLike) -> pd.D
     -------
     pandas.DataFrame
         One row with columns ``tp``, ``fp``, ``fn`` (voxels), ``dice``,
-        ``precision``, ``sensitivity`` (unitless, NaN if a mask is empty).
+        ``jaccard``, ``precision``, ``sensitivity``,
+        ``containment_prediction_in_reference`` (``|P and R| / |P|``, equal
+        to precision) and ``containment_reference_in_prediction``
+        (``|R and P| / |R|``, equal to sensitivity); unitless, NaN if a mask
+        is empty. The two directed containments are the containment
+        coefficient of the SPEC written for this pair of masks, so that one
+        table holds every overlap measure.
+
+    Examples
+    --------
+    >>> row = overlap_metrics([1, 1, 1, 0, 0], [0, 1, 1, 1, 0]).iloc[0]
+    >>> float(row["dice"]), float(row["jaccard"]), float(row["containment_prediction_in_reference"])
+    (0.6666666666666666, 0.5, 0.6666666666666666)
     """
     tp, fp, fn = confusion_counts(reference, prediction)
     with warnings.catch_warnings():
@@ -247,8 +354,11 @@ def overlap_metrics(reference: npt.ArrayLike, prediction: npt.ArrayLike) -> pd.D
             "fp": fp,
             "fn": fn,
             "dice": float(dice_from_counts(tp, fp, fn)),
+            "jaccard": float(jaccard_from_counts(tp, fp, fn)),
             "precision": float(precision_from_counts(tp, fp, fn)),
             "sensitivity": float(sensitivity_from_counts(tp, fp, fn)),
+            "containment_prediction_in_reference": float(containment_from_counts(tp, tp + fp, tp + fn)),
+            "containment_reference_in_prediction": float(containment_from_counts(tp, tp + fn, tp + fp)),
         }
     if tp + fn == 0 or tp + fp == 0:
         warnings.warn("overlap_metrics: empty mask; metrics set to NaN", EmptyMaskWarning, stacklevel=2)

@@ -34,9 +34,17 @@ from statsmodels.stats.power import TTestIndPower
 
 LOGGER = logging.getLogger(__name__)
 
+__all__ = ["POWER_COLUMNS", "n_per_arm_exact", "n_per_arm_normal", "n_per_arm_t", "sample_size_table"]
+
 
 def n_per_arm_normal(sd: float, difference: float, power: float = 0.8, alpha: float = 0.05) -> float:
-    """Subjects per arm from the normal approximation, ``2 (z_{1-a/2} + z_power)^2 (sd/difference)^2``."""
+    """Subjects per arm from the normal approximation, ``2 (z_{1-a/2} + z_power)^2 (sd/difference)^2``.
+
+    Examples
+    --------
+    >>> round(n_per_arm_normal(1.0, 0.5), 1)  # about one subject fewer than the t approximation
+    62.8
+    """
     z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
     return float(2.0 * z**2 * (sd / difference) ** 2)
 
@@ -78,7 +86,13 @@ def n_per_arm_t(sd: float, difference: float, power: float = 0.8, alpha: float =
 
 
 def n_per_arm_exact(sd: float, difference: float, power: float = 0.8, alpha: float = 0.05) -> float:
-    """Subjects per arm from the noncentral t distribution (statsmodels ``TTestIndPower``)."""
+    """Subjects per arm from the noncentral t distribution (statsmodels ``TTestIndPower``).
+
+    Examples
+    --------
+    >>> math.ceil(n_per_arm_exact(1.0, 0.8))  # Cohen (1988) Table 2.4.1: d = 0.8 -> 26
+    26
+    """
     if not (np.isfinite(sd) and np.isfinite(difference) and sd > 0 and difference != 0):
         return float("nan")
     try:
@@ -126,6 +140,13 @@ def sample_size_table(
         difference_pct_per_year, effect_size_d, power, alpha, n_per_arm
         (two-sample t approximation, rounded up), n_per_arm_exact (noncentral
         t, rounded up), n_per_arm_normal (rounded up), note.
+
+    Examples
+    --------
+    >>> changes = pd.DataFrame({"method": ["a"] * 4, "contrast": "T1w", "annual_pct_change": [-1.0, 0.0, -2.0, -1.0]})
+    >>> row = sample_size_table(changes, difference=0.3).iloc[0]
+    >>> round(float(row["sd_annual_pct"]), 3), int(row["n_per_arm"])
+    (0.816, 118)
     """
     rows = []
     for key, group in changes.groupby(list(by), sort=True):

@@ -16,6 +16,9 @@ References
 - Field, A. (2013). Discovering Statistics Using IBM SPSS Statistics, 4th ed.,
   chapter 11 (ANCOVA, adjusted means at the covariate mean, Bonferroni
   pairwise comparisons); the tests reproduce its Viagra example.
+- Tukey, J. W. (1953) / Kramer, C. Y. (1956): studentized-range adjustment
+  of all pairwise comparisons of (adjusted) means, as R's ``emmeans``
+  ``adjust = "tukey"``.
 """
 
 from __future__ import annotations
@@ -27,13 +30,28 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 from scipy import stats
 
+from thalamus_bidsapp.stats._frame import check_columns
 from thalamus_bidsapp.stats.multiplicity import p_adjust
-from thalamus_bidsapp.stats.regression import complete_cases, design_matrix, prepare_model, wald_log_odds
+from thalamus_bidsapp.stats.regression import complete_cases, formula_design, prepare_model, wald_table
 
 LOGGER = logging.getLogger(__name__)
+
+__all__ = [
+    "ADJUSTED_MEANS_COLUMNS",
+    "ANCOVA_COLUMNS",
+    "COURSE_LEVELS",
+    "DEFAULT_BANDS",
+    "LOGISTIC_COLUMNS",
+    "PAIRWISE_COLUMNS",
+    "ancova",
+    "ancova_adjusted_means",
+    "ancova_pairwise",
+    "classify_edss_course",
+    "logistic",
+    "progression_threshold",
+]
 
 PROGRESSION = "progression"
 IMPROVEMENT = "improvement"
@@ -63,6 +81,11 @@ def progression_threshold(
     -------
     numpy.ndarray
         The threshold per subject; NaN for a missing or out-of-range baseline.
+
+    Examples
+    --------
+    >>> progression_threshold([0.0, 3.0, 6.5]).tolist()
+    [1.5, 1.0, 0.5]
     """
     pairs = [(float(b.max_baseline), float(b.change)) if hasattr(b, "change") else (float(b[0]), float(b[1]))
              for b in bands]
@@ -108,55 +131,44 @@ def classify_edss_course(
 
 # ------------------------------------------------------------------------ ANCOVA
 class _AncovaFit:
-    """Least-squares fit of dv ~ C(between) + covariates shared by the ANCOVA functions."""
+    """``dv ~ C(between) + covariates`` fitted with statsmodels' formula API, shared by the ANCOVA functions."""
 
     def __init__(self, data: pd.DataFrame, dv: str, between: str, covar: Sequence[str], categorical: Sequence[str]):
+        import statsmodels.formula.api as smf
+
         self.between = between
         self.covar = [c for c in covar if c != between]
+        check_columns(data, [dv, between, *self.covar], "ancova")
         used, self.n_excluded = complete_cases(data, [dv, between, *self.covar])
-        self.data = used
-        group = used[between]
-        if isinstance(group.dtype, pd.CategoricalDtype):
-            levels = [lvl for lvl in group.cat.categories if (group == lvl).any()]
-        else:
-            levels = sorted(pd.unique(group.astype(str)))
-            group = group.astype(str)
-        self.levels = levels
+        self.design = formula_design(used, dv, [between, *self.covar], [between, *categorical], keep=[between])
+        group = self.design.frame["v1"]
+        self.levels = list(group.cat.categories)
         self.group = group
-        self.y = pd.to_numeric(used[dv]).to_numpy(dtype=float)
-        dummies = pd.DataFrame({f"{between}[{lvl}]": (group == lvl).astype(float) for lvl in levels[1:]}, index=used.index)
-        if self.covar:
-            cov_X, self.dropped = design_matrix(used, self.covar[0], self.covar[1:], categorical, constant=False)
-        else:
-            cov_X, self.dropped = pd.DataFrame(index=used.index), []
-        self.cov_X = cov_X
-        self.X = pd.concat([pd.Series(1.0, index=used.index, name="const"), dummies, cov_X], axis=1)
-        self.n_groups = len(levels)
-        self.df_resid = len(self.y) - self.X.shape[1]
-        self.ok = self.n_groups >= 2 and self.df_resid > 0 and np.linalg.matrix_rank(self.X.to_numpy()) == self.X.shape[1]
+        self.y = self.design.frame["v0"].to_numpy(dtype=float)
+        self.n_groups = len(self.levels)
+        self.ok = False
+        if self.n_groups < 2:
+            return
+        self.model = smf.ols(self.design.formula(), self.design.frame)
+        exog = self.model.exog
+        self.df_resid = exog.shape[0] - exog.shape[1]
+        self.ok = self.df_resid > 0 and np.linalg.matrix_rank(exog) == exog.shape[1]
         if self.ok:
-            xtx_inv = np.linalg.inv(self.X.T.to_numpy() @ self.X.to_numpy())
-            self.params = xtx_inv @ self.X.T.to_numpy() @ self.y
-            resid = self.y - self.X.to_numpy() @ self.params
-            self.sse = float(resid @ resid)
-            self.mse = self.sse / self.df_resid
-            self.cov = xtx_inv * self.mse
-
-    def sse_without(self, columns: Sequence[str]) -> float:
-        X = self.X.drop(columns=list(columns)).to_numpy()
-        beta, *_ = np.linalg.lstsq(X, self.y, rcond=None)
-        resid = self.y - X @ beta
-        return float(resid @ resid)
+            self.fit = self.model.fit()
+            self.params = np.asarray(self.fit.params)
+            self.cov = np.asarray(self.fit.cov_params())
 
     def contrast_vector(self, level: object) -> np.ndarray:
-        """Linear combination giving the group's mean at the covariates' sample means."""
-        vec = np.zeros(self.X.shape[1])
-        vec[0] = 1.0
-        names = list(self.X.columns)
-        if level != self.levels[0]:
-            vec[names.index(f"{self.between}[{level}]")] = 1.0
-        for name in self.cov_X.columns:
-            vec[names.index(name)] = float(self.cov_X[name].mean())
+        """Linear combination giving the group's mean at the covariates' sample means.
+
+        Numeric covariates at their means, dummy-coded categorical ones at
+        their sample proportions (SPSS's estimated marginal means).
+        """
+        names = self.model.exog_names
+        vec = np.asarray(self.model.exog, dtype=float).mean(axis=0)
+        for i, name in enumerate(names):
+            if name.startswith("C(v1)[T."):
+                vec[i] = 1.0 if name == f"C(v1)[T.{level}]" else 0.0
         return vec
 
 
@@ -172,6 +184,10 @@ def ancova(
 ) -> pd.DataFrame:
     """One-way ANCOVA table with type II sums of squares.
 
+    ``dv ~ C(between) + covariates`` fitted with
+    :func:`statsmodels.formula.api.ols` and tabulated with
+    :func:`statsmodels.stats.anova.anova_lm` (``typ=2``).
+
     Parameters
     ----------
     data
@@ -179,37 +195,48 @@ def ancova(
     dv
         Dependent variable (e.g. % thalamic volume change).
     between
-        Grouping column (e.g. EDSS course).
+        Grouping column (e.g. EDSS course); levels in natural order
+        (categorical order, numbers numerically).
     covar
-        Covariates (e.g. age and follow-up years); those in ``categorical`` dummy coded.
+        Covariates (e.g. age and follow-up years); those in ``categorical`` as ``C()``.
 
     Returns
     -------
     pandas.DataFrame
-        source, ss, df, F, p, np2 (partial eta squared); the last row is the residual.
+        source, ss, df, F, p, np2 (partial eta squared); the last row is the
+        residual. Empty when there are fewer than two groups or too few rows.
 
     Notes
     -----
     Without interactions, type II and type III sums of squares coincide for
     every term, so this matches pingouin's ``ancova`` and SPSS's GLM.
+
+    Examples
+    --------
+    Field (2013), chapter 11: dose F(2, 26) = 4.14, p = .027.
+
+    >>> libido = [3, 2, 5, 2, 2, 2, 7, 2, 4, 7, 5, 3, 4, 4, 7, 5, 4, 9, 2, 6, 3, 4, 4, 4, 6, 4, 6, 2, 8, 5]
+    >>> partner = [4, 1, 5, 1, 2, 2, 7, 4, 5, 5, 3, 1, 2, 2, 6, 4, 2, 1, 3, 5, 4, 3, 3, 2, 0, 1, 3, 0, 1, 0]
+    >>> df = pd.DataFrame({"dose": [1] * 9 + [2] * 8 + [3] * 13, "libido": libido, "partner": partner})
+    >>> table = ancova(df, "libido", "dose", ["partner"]).set_index("source")
+    >>> round(float(table.loc["dose", "F"]), 2), round(float(table.loc["dose", "p"]), 3)
+    (4.14, 0.027)
     """
+    from statsmodels.stats.anova import anova_lm
+
     fit = _AncovaFit(data, dv, between, covar, categorical)
     if not fit.ok:
         return pd.DataFrame(columns=ANCOVA_COLUMNS)
+    table = anova_lm(fit.fit, typ=2)
+    ss_resid = float(table.loc["Residual", "sum_sq"])
     rows = []
-    dummy_cols = [c for c in fit.X.columns if c.startswith(f"{between}[")]
-    terms: list[tuple[str, list[str]]] = [(between, dummy_cols)]
-    for name in fit.covar:
-        cols = [c for c in fit.cov_X.columns if c == name or c.startswith(f"{name}[")]
-        if cols:
-            terms.append((name, cols))
-    for source, cols in terms:
-        ss = fit.sse_without(cols) - fit.sse
-        df = len(cols)
-        F = (ss / df) / fit.mse
-        rows.append({"source": source, "ss": ss, "df": df, "F": F,
-                     "p": float(stats.f.sf(F, df, fit.df_resid)), "np2": ss / (ss + fit.sse)})
-    rows.append({"source": "Residual", "ss": fit.sse, "df": fit.df_resid, "F": np.nan, "p": np.nan, "np2": np.nan})
+    for name, rec in table.iterrows():
+        source = "Residual" if name == "Residual" else fit.design.term_name(str(name))
+        ss = float(rec["sum_sq"])
+        last = name == "Residual"
+        rows.append({"source": source, "ss": ss, "df": int(round(float(rec["df"]))),
+                     "F": np.nan if last else float(rec["F"]), "p": np.nan if last else float(rec["PR(>F)"]),
+                     "np2": np.nan if last else ss / (ss + ss_resid)})
     return pd.DataFrame(rows, columns=ANCOVA_COLUMNS)
 
 
@@ -235,6 +262,13 @@ def ancova_adjusted_means(
     -------
     pandas.DataFrame
         group, n, mean and sd (raw), adj_mean, se, ci_low, ci_high (t with the residual df).
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"g": ["a", "a", "a", "b", "b", "b"], "y": [1.0, 2, 3, 4, 5, 6],
+    ...                    "age": [30.0, 40, 50, 30, 40, 50]})
+    >>> ancova_adjusted_means(df, "y", "g", ["age"])["adj_mean"].round(3).tolist()
+    [2.0, 5.0]
     """
     fit = _AncovaFit(data, dv, between, covar, categorical)
     if not fit.ok:
@@ -251,7 +285,9 @@ def ancova_adjusted_means(
     return pd.DataFrame(rows, columns=ADJUSTED_MEANS_COLUMNS)
 
 
-PAIRWISE_COLUMNS = ["A", "B", "diff", "se", "t", "df", "p_unc", "p_adj", "padjust", "ci_low", "ci_high"]
+PAIRWISE_COLUMNS = [
+    "A", "B", "diff", "se", "t", "df", "p", "p_bonferroni", "p_tukey", "ci_low", "ci_high", "ci_adjust",
+]
 
 
 def ancova_pairwise(
@@ -264,34 +300,64 @@ def ancova_pairwise(
     padjust: str = "bonferroni",
     alpha: float = 0.05,
 ) -> pd.DataFrame:
-    """Pairwise comparisons of ANCOVA-adjusted means, p-values adjusted (Bonferroni by default).
+    r"""Pairwise comparisons of ANCOVA-adjusted means with Bonferroni and Tukey adjustment.
 
     ``diff`` is adjusted mean A minus adjusted mean B, tested with t on the
-    ANCOVA's residual degrees of freedom; the confidence interval is
-    Bonferroni-widened (alpha / number of pairs) when ``padjust`` is Bonferroni.
+    ANCOVA's residual degrees of freedom. Both adjusted p-values are given:
+    Bonferroni, :math:`\min(1, m p)` over the :math:`m` pairs, and Tukey
+    (Tukey-Kramer, the studentized range of the ``k`` group means:
+    :math:`P(Q_{k,df} > \sqrt 2 |t|)`, as ``emmeans`` with
+    ``adjust = "tukey"``; without covariates it equals Tukey's HSD).
+
+    Parameters
+    ----------
+    padjust : {"bonferroni", "tukey", "none"}
+        Which simultaneous confidence interval ``ci_low`` / ``ci_high`` is:
+        Bonferroni (t at alpha / m), Tukey (studentized range) or unadjusted.
 
     Returns
     -------
     pandas.DataFrame
-        A, B, diff, se, t, df, p_unc, p_adj, padjust, ci_low, ci_high.
+        A, B, diff, se, t, df, p (unadjusted), p_bonferroni, p_tukey,
+        ci_low, ci_high, ci_adjust (the ``padjust`` used for the interval).
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"g": ["a"] * 4 + ["b"] * 4 + ["c"] * 4,
+    ...                    "y": [1.0, 2, 3, 2, 4, 5, 6, 5, 2, 3, 4, 3]})
+    >>> table = ancova_pairwise(df, "y", "g").set_index(["A", "B"])
+    >>> table["diff"].round(6).tolist()
+    [-3.0, -1.0, 2.0]
+    >>> bool((table["p_tukey"] <= table["p_bonferroni"]).all())
+    True
     """
+    if padjust == "bonf":
+        padjust = "bonferroni"
+    if padjust not in ("bonferroni", "tukey", "none"):
+        raise ValueError(f"ancova_pairwise: padjust must be 'bonferroni', 'tukey' or 'none', not {padjust!r}")
     fit = _AncovaFit(data, dv, between, covar, categorical)
     if not fit.ok:
         return pd.DataFrame(columns=PAIRWISE_COLUMNS)
     pairs = list(itertools.combinations(fit.levels, 2))
-    level_alpha = alpha / len(pairs) if padjust in ("bonf", "bonferroni") else alpha
-    tcrit = stats.t.ppf(1 - level_alpha / 2, fit.df_resid)
+    k, df = len(fit.levels), fit.df_resid
+    if padjust == "bonferroni":
+        half_width = stats.t.ppf(1 - alpha / len(pairs) / 2, df)
+    elif padjust == "tukey":
+        half_width = stats.studentized_range.ppf(1 - alpha, k, df) / np.sqrt(2)
+    else:
+        half_width = stats.t.ppf(1 - alpha / 2, df)
     rows = []
     for a, b in pairs:
         vec = fit.contrast_vector(a) - fit.contrast_vector(b)
         diff = float(vec @ fit.params)
         se = float(np.sqrt(vec @ fit.cov @ vec))
         t = diff / se
-        rows.append({"A": a, "B": b, "diff": diff, "se": se, "t": t, "df": fit.df_resid,
-                     "p_unc": float(2 * stats.t.sf(abs(t), fit.df_resid)), "padjust": padjust,
-                     "ci_low": diff - tcrit * se, "ci_high": diff + tcrit * se})
+        rows.append({"A": a, "B": b, "diff": diff, "se": se, "t": t, "df": df,
+                     "p": float(2 * stats.t.sf(abs(t), df)),
+                     "p_tukey": float(np.clip(stats.studentized_range.sf(abs(t) * np.sqrt(2), k, df), 0, 1)),
+                     "ci_low": diff - half_width * se, "ci_high": diff + half_width * se, "ci_adjust": padjust})
     table = pd.DataFrame(rows)
-    table["p_adj"] = p_adjust(table["p_unc"], "bonferroni" if padjust == "bonf" else padjust)
+    table["p_bonferroni"] = p_adjust(table["p"], "bonferroni")
     return table[PAIRWISE_COLUMNS]
 
 
@@ -304,46 +370,65 @@ LOGISTIC_COLUMNS = [
 
 def logistic(
     data: pd.DataFrame,
-    y: str,
     x: str,
+    y: str,
     covar: Sequence[str] = (),
     categorical: Sequence[str] = (),
     *,
     alpha: float = 0.05,
 ) -> pd.DataFrame:
-    """Binary logistic regression (maximum likelihood); the coefficient of ``x`` as one row.
+    """Binary logistic regression (maximum likelihood) of ``y`` on ``x`` and covariates: the full table.
+
+    Fitted with :func:`statsmodels.formula.api.logit` as ``y ~ x + covariates``.
 
     Parameters
     ----------
     data
         One row per subject.
-    y
-        0/1 (or boolean) outcome, e.g. disability progression.
-    x, covar, categorical
+    x, y
+        Predictor of interest and 0/1 (or boolean) outcome, e.g. disability progression.
+    covar, categorical
         As in :func:`thalamus_bidsapp.stats.regression.ols`.
 
     Returns
     -------
     pandas.DataFrame
-        term, beta (log-odds per unit of ``x``), se, Wald ci_low/ci_high, z, p,
-        odds_ratio, n, n_events, n_excluded, converged, note (separation,
-        non-convergence, covariates without variation).
+        One row per term (``Intercept``, ``x``, covariates): term, beta
+        (log-odds per unit), se, Wald ci_low/ci_high, z, p, odds_ratio; and
+        on every row n, n_events, n_excluded, converged, note (separation,
+        non-convergence, covariates without variation). A model that cannot
+        be fitted gives one row, for ``x``, with the reason in ``note``.
+
+    Examples
+    --------
+    Spector & Mazzeo (1980) in Greene, Econometric Analysis, Table 21.1:
+    PSI 2.378688 (SE 1.064564).
+
+    >>> import statsmodels.api as sm
+    >>> df = sm.datasets.spector.load_pandas().data
+    >>> table = logistic(df, "PSI", "GRADE", ["GPA", "TUCE"]).set_index("term")
+    >>> round(float(table.loc["PSI", "beta"]), 6), round(float(table.loc["PSI", "se"]), 6)
+    (2.378688, 1.064564)
     """
-    used, covar, row = prepare_model(data, y, x, covar, LOGISTIC_COLUMNS)
+    import statsmodels.formula.api as smf
+
+    used, covar, row = prepare_model(data, x, y, covar, LOGISTIC_COLUMNS)
     endog = pd.to_numeric(used[y].astype(float)) if len(used) else pd.Series(dtype=float)
     row.update(n_events=int(endog.sum()) if len(used) else 0, converged=False, note="")
     if len(used) == 0 or endog.nunique() < 2:
         row["note"] = "outcome has fewer than two classes among complete rows"
         return pd.DataFrame([row], columns=LOGISTIC_COLUMNS)
-    X, dropped = design_matrix(used, x, covar, categorical)
-    notes = [f"no variation in {', '.join(dropped)}"] if dropped else []
-    if len(used) <= X.shape[1] or np.linalg.matrix_rank(X.to_numpy()) < X.shape[1]:
+    design = formula_design(used.assign(**{y: endog}), y, [x, *covar], categorical, keep=[x])
+    notes = [f"no variation in {', '.join(design.dropped)}"] if design.dropped else []
+    model = smf.logit(design.formula(), design.frame)
+    exog = model.exog
+    if len(used) <= exog.shape[1] or np.linalg.matrix_rank(exog) < exog.shape[1]:
         row["note"] = "; ".join([*notes, "too few complete rows or collinear design"])
         return pd.DataFrame([row], columns=LOGISTIC_COLUMNS)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            fit = sm.Logit(endog.to_numpy(), X).fit(disp=False, maxiter=200)
+            fit = model.fit(disp=False, maxiter=200)
         except (np.linalg.LinAlgError, ValueError) as exc:
             # older statsmodels raise PerfectSeparationError, a ValueError subclass
             row["note"] = "; ".join([*notes, f"fit failed: {exc}"])
@@ -352,5 +437,7 @@ def logistic(
         if "separation" in str(w.message).lower():
             notes.append("perfect or quasi-perfect separation: estimates unreliable")
             break
-    row.update(wald_log_odds(fit, x, notes, alpha))
-    return pd.DataFrame([row], columns=LOGISTIC_COLUMNS)
+    table = wald_table(fit, design, notes, alpha)
+    for name in ("n", "n_events", "n_excluded"):
+        table[name] = row[name]
+    return table[LOGISTIC_COLUMNS]

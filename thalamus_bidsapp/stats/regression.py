@@ -1,7 +1,11 @@
-"""Ordinary least squares for one term of interest, with the HC3 rule, and FDR control.
+"""Ordinary least squares with the full coefficient table, the HC3 rule, and FDR control.
 
-Pingouin style: a DataFrame in, a one-row DataFrame out with named columns, so
-the rows of a family of models (outcomes x methods) concatenate into one table.
+Pingouin style: a DataFrame and column names in, a DataFrame out with named
+columns, so the tables of a family of models (outcomes x methods) concatenate
+into one. Models are fitted with statsmodels' formula API
+(:func:`statsmodels.formula.api.ols`), categorical covariates through
+``C()``, their first level (:func:`~thalamus_bidsapp.stats._frame.ordered_levels`:
+numbers numerically) the reference.
 
 References
 ----------
@@ -22,21 +26,29 @@ References
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 from scipy import stats
 from statsmodels.stats.diagnostic import het_breuschpagan
 
+from thalamus_bidsapp.stats._frame import as_ordered_categorical, check_columns
 from thalamus_bidsapp.stats.multiplicity import p_adjust
 
 LOGGER = logging.getLogger(__name__)
 
+__all__ = ["OLS_COLUMNS", "adjust_family", "complete_cases", "ols", "zscore"]
+
 OLS_COLUMNS = [
-    "term", "beta", "se", "ci_low", "ci_high", "t", "p", "r2", "n", "n_excluded", "hc3", "bp_p", "note",
+    "term", "beta", "se", "se_classical", "se_hc3", "ci_low", "ci_high", "t", "p", "df_resid", "residual_sd", "r2",
+    "n", "n_excluded", "hc3", "bp_p", "note",
 ]
+
+#: Name of the intercept row in every coefficient table.
+INTERCEPT = "Intercept"
 
 
 def zscore(values: Sequence[float] | pd.Series | np.ndarray) -> np.ndarray:
@@ -44,6 +56,11 @@ def zscore(values: Sequence[float] | pd.Series | np.ndarray) -> np.ndarray:
 
     A constant input gives zeros rather than NaN, so a covariate without
     spread simply carries no information instead of breaking a model.
+
+    Examples
+    --------
+    >>> zscore([1.0, 2.0, 3.0, float("nan")]).tolist()
+    [-1.0, 0.0, 1.0, nan]
     """
     arr = np.asarray(values, dtype=float)
     mean = np.nanmean(arr) if np.isfinite(arr).any() else np.nan
@@ -53,66 +70,106 @@ def zscore(values: Sequence[float] | pd.Series | np.ndarray) -> np.ndarray:
     return (arr - mean) / sd
 
 
-def design_matrix(
-    data: pd.DataFrame,
-    x: str,
-    covar: Sequence[str] = (),
-    categorical: Sequence[str] = (),
-    *,
-    constant: bool = True,
-) -> tuple[pd.DataFrame, list[str]]:
-    """Numeric design matrix: [const], ``x``, covariates; categorical ones dummy coded.
-
-    Rows must already be complete. A categorical covariate's first level
-    (sorted) is the reference. Covariates without variation in ``data`` are
-    left out, because they are collinear with the intercept; their names are
-    returned so callers can report them.
-
-    Returns
-    -------
-    X, dropped
-        The design matrix (index of ``data``) and the covariates left out.
-    """
-    columns: dict[str, pd.Series] = {}
-    dropped: list[str] = []
-    if constant:
-        columns["const"] = pd.Series(1.0, index=data.index)
-    columns[x] = pd.to_numeric(data[x]).astype(float)
-    for name in covar:
-        if name == x:
-            continue
-        values = data[name]
-        if name in categorical:
-            levels = sorted(pd.unique(values.astype(str)))
-            if len(levels) < 2:
-                dropped.append(name)
-                continue
-            for level in levels[1:]:
-                columns[f"{name}[{level}]"] = (values.astype(str) == level).astype(float)
-        else:
-            numeric = pd.to_numeric(values).astype(float)
-            if numeric.nunique() < 2:
-                dropped.append(name)
-                continue
-            columns[name] = numeric
-    return pd.DataFrame(columns, index=data.index), dropped
-
-
 def complete_cases(data: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.DataFrame, int]:
-    """Rows of ``data`` with every one of ``columns`` present and finite; and how many were left out."""
+    """Rows of ``data`` with every one of ``columns`` present and finite; and how many were left out.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"a": [1.0, None, 3.0], "b": ["x", "y", None]})
+    >>> used, n_excluded = complete_cases(df, ["a", "b"])
+    >>> len(used), n_excluded
+    (1, 2)
+    """
+    check_columns(data, columns, "complete_cases")
     sub = data.loc[:, list(dict.fromkeys(columns))]
     ok = pd.Series(True, index=data.index)
     for name in sub.columns:
         col = sub[name]
-        if pd.api.types.is_numeric_dtype(col):
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
             ok &= np.isfinite(col.astype(float))
         else:
             ok &= col.notna()
     return data.loc[ok], int((~ok).sum())
 
 
+@dataclass
+class FormulaDesign:
+    """A model's columns under safe aliases (``v0``, ``v1``...) for statsmodels' formula API.
+
+    Column names need not be valid Python names (``delta_9hpt``, ``age (y)``):
+    the formula uses the aliases and :meth:`term_name` maps statsmodels' term
+    names back (``C(v2)[T.male]`` -> ``sex[T.male]``).
+    """
+
+    frame: pd.DataFrame
+    outcome: str
+    terms: list[str]
+    names: dict[str, str]
+    dropped: list[str]
+
+    def formula(self, intercept: bool = True) -> str:
+        rhs = " + ".join(self.terms) if self.terms else "1"
+        return f"{self.outcome} ~ {rhs}" + ("" if intercept else " - 1")
+
+    def term_name(self, name: str) -> str:
+        match = re.fullmatch(r"C\((v\d+)\)(?:\[(.*)\])?", name)
+        if match:
+            level = match.group(2)
+            return self.names[match.group(1)] + (f"[{level}]" if level is not None else "")
+        return self.names.get(name, name)
+
+    def term_order(self, name: str) -> int:
+        """Sort key of a statsmodels term: the intercept, then the predictors in the order given.
+
+        patsy puts categorical terms before numeric ones; tables follow the
+        caller's order instead (``x`` first).
+        """
+        match = re.fullmatch(r"(?:C\()?v(\d+)\)?(?:\[.*\])?", name)
+        return int(match.group(1)) if match else 0
+
+
+def formula_design(
+    used: pd.DataFrame, y: str, predictors: Sequence[str], categorical: Sequence[str] = (), *, keep: Sequence[str] = ()
+) -> FormulaDesign:
+    """Aliased frame and formula terms of ``y ~ predictors`` on complete rows ``used``.
+
+    Predictors in ``categorical`` enter as ``C()`` with their levels in
+    natural order (the first is the reference); the others as numbers.
+    Predictors without variation are left out (collinear with the intercept)
+    and listed in ``dropped``, except those in ``keep``.
+    """
+    frame = pd.DataFrame(index=used.index)
+    names: dict[str, str] = {}
+    terms: list[str] = []
+    dropped: list[str] = []
+    if isinstance(used[y].dtype, pd.CategoricalDtype):
+        frame["v0"] = used[y]
+    else:
+        frame["v0"] = pd.to_numeric(used[y]).astype(float)
+    names["v0"] = y
+    for i, name in enumerate(dict.fromkeys(predictors), start=1):
+        alias = f"v{i}"
+        values = used[name]
+        if name in categorical:
+            coded = as_ordered_categorical(values)
+            varies = len(coded.cat.categories) >= 2
+            frame[alias] = coded
+            term = f"C({alias})"
+        else:
+            numeric = pd.to_numeric(values).astype(float)
+            varies = numeric.nunique() >= 2
+            frame[alias] = numeric
+            term = alias
+        names[alias] = name
+        if varies or name in keep:
+            terms.append(term)
+        else:
+            dropped.append(name)
+    return FormulaDesign(frame, "v0", terms, names, dropped)
+
+
 def prepare_model(
-    data: pd.DataFrame, y: str, x: str, covar: Sequence[str], columns: Sequence[str]
+    data: pd.DataFrame, x: str, y: str, covar: Sequence[str], columns: Sequence[str]
 ) -> tuple[pd.DataFrame, list[str], dict[str, object]]:
     """Complete cases of a model of ``y`` on ``x`` and ``covar``, and its result row before fitting.
 
@@ -124,43 +181,42 @@ def prepare_model(
         but ``term`` (``x``), ``n`` (complete rows) and ``n_excluded``.
     """
     covar = [c for c in covar if c != x]
+    check_columns(data, [y, x, *covar], "model")
     used, n_excluded = complete_cases(data, [y, x, *covar])
     row: dict[str, object] = dict.fromkeys(columns, np.nan)
     row.update(term=x, n=len(used), n_excluded=n_excluded)
     return used, covar, row
 
 
-def wald_log_odds(fit: object, x: str, notes: Sequence[str], alpha: float = 0.05) -> dict[str, object]:
-    """Wald inference for the coefficient of ``x`` in a fitted maximum-likelihood (log-odds) model.
-
-    Parameters
-    ----------
-    fit
-        A statsmodels likelihood-model result (``params``, ``bse``, ``mle_retvals``).
-    x
-        The term of interest.
-    notes
-        Notes so far; "optimiser did not converge" is added when the fit did not.
-    alpha
-        For the (1 - alpha) normal confidence interval.
+def wald_table(fit: object, design: FormulaDesign, notes: Sequence[str], alpha: float = 0.05,
+               kinds: dict[str, str] | None = None) -> pd.DataFrame:
+    """Wald inference for every coefficient of a fitted maximum-likelihood (log-odds) model.
 
     Returns
     -------
-    dict
-        beta, se, ci_low, ci_high, z, p (two-sided, normal), odds_ratio
-        (``exp(beta)``), converged and note (the notes joined by "; ").
+    pandas.DataFrame
+        One row per parameter: term (original column names), kind (from
+        ``kinds``, default ``coefficient``), beta, se, ci_low, ci_high (normal),
+        z, p (two-sided, normal), odds_ratio (``exp(beta)``), converged,
+        note (``notes`` joined by "; ", plus non-convergence).
     """
-    converged = bool(fit.mle_retvals.get("converged", False))
+    converged = bool(getattr(fit, "mle_retvals", {}).get("converged", False))
     notes = [*notes, *([] if converged else ["optimiser did not converge"])]
-    beta = float(fit.params[x])
-    se = float(fit.bse[x])
     zcrit = stats.norm.ppf(1 - alpha / 2)
-    z = beta / se if se > 0 and np.isfinite(se) else np.nan
-    return {
-        "beta": beta, "se": se, "ci_low": beta - zcrit * se, "ci_high": beta + zcrit * se, "z": z,
-        "p": float(2 * stats.norm.sf(abs(z))) if np.isfinite(z) else np.nan,
-        "odds_ratio": float(np.exp(beta)), "converged": converged, "note": "; ".join(notes),
-    }
+    params = pd.Series(fit.params)
+    bse = pd.Series(fit.bse, index=params.index)
+    rows = []
+    for name in sorted(params.index, key=lambda n: design.term_order(str(n))):
+        beta = params[name]
+        se = float(bse[name])
+        z = beta / se if se > 0 and np.isfinite(se) else np.nan
+        rows.append({
+            "term": design.term_name(str(name)), "kind": (kinds or {}).get(str(name), "coefficient"),
+            "beta": float(beta), "se": se, "ci_low": beta - zcrit * se, "ci_high": beta + zcrit * se, "z": z,
+            "p": float(2 * stats.norm.sf(abs(z))) if np.isfinite(z) else np.nan,
+            "odds_ratio": float(np.exp(beta)), "converged": converged, "note": "; ".join(notes),
+        })
+    return pd.DataFrame(rows)
 
 
 def breusch_pagan(resid: np.ndarray, exog: np.ndarray) -> float:
@@ -173,8 +229,8 @@ def breusch_pagan(resid: np.ndarray, exog: np.ndarray) -> float:
 
 def ols(
     data: pd.DataFrame,
-    y: str,
     x: str,
+    y: str,
     covar: Sequence[str] = (),
     categorical: Sequence[str] = (),
     *,
@@ -182,77 +238,96 @@ def ols(
     hc3_alpha: float = 0.05,
     alpha: float = 0.05,
 ) -> pd.DataFrame:
-    """OLS of ``y`` on ``x`` and covariates; the coefficient of ``x`` as one row.
+    """OLS of ``y`` on ``x`` and covariates: the full coefficient table.
 
-    Rows with a missing value in any model column are left out and counted
-    (``n_excluded``). Inference uses the t distribution with the residual
-    degrees of freedom, also with HC3 (Long & Ervin 2000).
+    Fitted with :func:`statsmodels.formula.api.ols` as ``y ~ x + covariates``
+    (categorical covariates as ``C()``). Rows with a missing value in any
+    model column are left out and counted (``n_excluded``). Inference uses
+    the t distribution with the residual degrees of freedom, also with HC3
+    (Long & Ervin 2000).
 
     Parameters
     ----------
     data
         One row per observation.
-    y, x
-        Outcome and predictor of interest.
+    x, y
+        Predictor of interest and outcome (column names).
     covar
-        Adjustment covariates; those in ``categorical`` are dummy coded.
+        Adjustment covariates; those in ``categorical`` enter as ``C()``
+        (first level in natural order is the reference).
     hc3
         ``"auto"``: HC3 standard errors when the studentised Breusch-Pagan
         test has p < ``hc3_alpha``; ``"always"``/True or ``"never"``/False.
     alpha
-        For the (1 - alpha) confidence interval.
+        For the (1 - alpha) confidence intervals.
 
     Returns
     -------
     pandas.DataFrame
-        One row: term, beta, se, ci_low, ci_high, t, p, r2 (unadjusted R²), n,
-        n_excluded, hc3 (bool: whether HC3 was used), bp_p (Breusch-Pagan
-        p-value), note (why the model could not be fitted, or covariates left
-        out for lack of variation).
+        One row per term (``Intercept``, ``x``, then the covariates, a
+        categorical one as ``name[T.level]``): term, beta, se (the standard
+        error used for ci, t and p: HC3 when ``hc3`` is true), se_classical,
+        se_hc3, ci_low, ci_high, t, p, df_resid; and, the same on every row,
+        residual_sd (square root of the residual mean square), r2
+        (unadjusted R²), n, n_excluded, hc3 (bool: whether HC3 was used),
+        bp_p (Breusch-Pagan p-value), note (why the model could not be
+        fitted, or covariates left out for lack of variation). A model that
+        cannot be fitted gives one row, for ``x``, with NaN statistics and
+        the reason in ``note``.
 
     Examples
     --------
+    NIST StRD Longley (certified values): GNP coefficient -0.0358 (SE
+    0.0335), residual SD 304.854; SAS's HC3 SE of GNP 0.05562.
+
     >>> import statsmodels.api as sm
     >>> df = sm.datasets.longley.load_pandas().data
-    >>> row = ols(df, "TOTEMP", "GNP", ["GNPDEFL", "UNEMP", "ARMED", "POP", "YEAR"], hc3="always")
-    >>> round(float(row["se"].iloc[0]), 5)  # SAS HC3 standard error, see statsmodels' tests
-    0.05562
+    >>> table = ols(df, "GNP", "TOTEMP", ["GNPDEFL", "UNEMP", "ARMED", "POP", "YEAR"], hc3="never")
+    >>> table["term"].tolist()
+    ['Intercept', 'GNP', 'GNPDEFL', 'UNEMP', 'ARMED', 'POP', 'YEAR']
+    >>> gnp = table.set_index("term").loc["GNP"]
+    >>> round(float(gnp["beta"]), 4), round(float(gnp["se_classical"]), 4), round(float(gnp["se_hc3"]), 5)
+    (-0.0358, 0.0335, 0.05562)
+    >>> round(float(gnp["residual_sd"]), 3)
+    304.854
     """
+    import statsmodels.formula.api as smf
+
     policy = _hc3_policy(hc3)
-    used, covar, row = prepare_model(data, y, x, covar, OLS_COLUMNS)
+    used, covar, row = prepare_model(data, x, y, covar, OLS_COLUMNS)
     row.update(hc3=False, note="")
     if len(used) == 0:
         row["note"] = "no complete rows"
         return pd.DataFrame([row], columns=OLS_COLUMNS)
-    X, dropped = design_matrix(used, x, covar, categorical)
-    notes = [f"no variation in {', '.join(dropped)}"] if dropped else []
-    endog = pd.to_numeric(used[y]).astype(float)
-    if X.shape[0] <= X.shape[1] or np.linalg.matrix_rank(X.to_numpy()) < X.shape[1]:
+    design = formula_design(used, y, [x, *covar], categorical, keep=[x])
+    notes = [f"no variation in {', '.join(design.dropped)}"] if design.dropped else []
+    model = smf.ols(design.formula(), design.frame)
+    exog = model.exog
+    if exog.shape[0] <= exog.shape[1] or np.linalg.matrix_rank(exog) < exog.shape[1]:
         row["note"] = "; ".join([*notes, f"too few complete rows ({len(used)}) or collinear design"])
         return pd.DataFrame([row], columns=OLS_COLUMNS)
-    model = sm.OLS(endog, X)
-    fit = model.fit()
-    bp_p = breusch_pagan(fit.resid, X.to_numpy())
+    classical = model.fit()
+    robust = model.fit(cov_type="HC3", use_t=True)
+    bp_p = breusch_pagan(classical.resid, exog)
     use_hc3 = policy == "always" or (policy == "auto" and np.isfinite(bp_p) and bp_p < hc3_alpha)
-    if use_hc3:
-        fit = model.fit(cov_type="HC3", use_t=True)
-    beta = float(fit.params[x])
-    se = float(fit.bse[x])
-    tcrit = stats.t.ppf(1 - alpha / 2, fit.df_resid)
-    tval = beta / se if se > 0 else np.nan
-    row.update(
-        beta=beta,
-        se=se,
-        ci_low=beta - tcrit * se,
-        ci_high=beta + tcrit * se,
-        t=tval,
-        p=float(2 * stats.t.sf(abs(tval), fit.df_resid)) if np.isfinite(tval) else np.nan,
-        r2=float(fit.rsquared),
-        hc3=bool(use_hc3),
-        bp_p=bp_p,
-        note="; ".join(notes),
-    )
-    return pd.DataFrame([row], columns=OLS_COLUMNS)
+    df_resid = float(classical.df_resid)
+    tcrit = stats.t.ppf(1 - alpha / 2, df_resid)
+    rows = []
+    for name in sorted(classical.params.index, key=design.term_order):
+        beta = classical.params[name]
+        se_classical = float(classical.bse[name])
+        se_hc3 = float(robust.bse[name])
+        se = se_hc3 if use_hc3 else se_classical
+        tval = beta / se if se > 0 else np.nan
+        rows.append({
+            "term": design.term_name(str(name)), "beta": float(beta), "se": se, "se_classical": se_classical,
+            "se_hc3": se_hc3, "ci_low": beta - tcrit * se, "ci_high": beta + tcrit * se, "t": tval,
+            "p": float(2 * stats.t.sf(abs(tval), df_resid)) if np.isfinite(tval) else np.nan,
+            "df_resid": df_resid, "residual_sd": float(np.sqrt(classical.scale)), "r2": float(classical.rsquared),
+            "n": len(used), "n_excluded": row["n_excluded"], "hc3": bool(use_hc3), "bp_p": bp_p,
+            "note": "; ".join(notes),
+        })
+    return pd.DataFrame(rows, columns=OLS_COLUMNS)
 
 
 def adjust_family(
@@ -264,7 +339,30 @@ def adjust_family(
 ) -> pd.DataFrame:
     """Add a column of adjusted p-values over the whole table (or within ``by`` groups).
 
-    Returns a copy of ``table`` with column ``out``.
+    Parameters
+    ----------
+    table
+        Any table with a p-value column.
+    p
+        Name of the unadjusted p-value column.
+    method
+        :func:`~thalamus_bidsapp.stats.multiplicity.p_adjust` method
+        (``"fdr_bh"``, ``"bonferroni"``...).
+    out
+        Name of the new column (``p_fdr`` for Benjamini-Hochberg, by convention).
+    by
+        Columns whose groups are separate families; None: one family.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy of ``table`` with column ``out``.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"g": ["a", "a", "b"], "p": [0.01, 0.04, 0.03]})
+    >>> adjust_family(table, by=["g"])["p_fdr"].tolist()
+    [0.02, 0.04, 0.03]
     """
     result = table.copy()
     result[out] = np.nan

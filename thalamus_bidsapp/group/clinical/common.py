@@ -252,7 +252,8 @@ def _annotate(res: pd.DataFrame, front: Mapping[str, object], covar: Sequence[st
 def _outcome_ols(data: pd.DataFrame, y: str, x: str, covar: Sequence[str], notes: Sequence[str], spec: OutcomeSpec,
                  config: ClinicalConfig, method: object, contrast: object) -> pd.DataFrame:
     """OLS of one outcome on ``x`` for one method, labelled with outcome, transform, method and contrast."""
-    res = ols(data, y, x, covar, categorical=[SEX], hc3=spec.hc3, hc3_alpha=config.hc3_alpha)
+    res = ols(data, x=x, y=y, covar=covar, categorical=[SEX], hc3=spec.hc3, hc3_alpha=config.hc3_alpha)
+    res = res.loc[res["term"] == x].reset_index(drop=True)  # the table reports the volume term only
     res["hc3_policy"] = spec.hc3
     front = {"outcome": spec.role, "transform": spec.transform, "method": method, "contrast": contrast}
     return _annotate(res, front, covar, notes)

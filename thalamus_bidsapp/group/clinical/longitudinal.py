@@ -66,10 +66,10 @@ def longitudinal(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalConf
     out["longitudinal_change_by_diagnosis"] = change_by_diagnosis(deltas, roles)
     labelled = deltas.assign(method_label=_labels(deltas))
     if labelled["method_label"].nunique() >= 2:
-        # a pair needs two subjects to be tested; p and p_fdr (BH) named as in the other clinical tables
+        # a pair needs two subjects to be tested
         out["longitudinal_pairwise_wilcoxon"] = pairwise_wilcoxon(
             labelled.dropna(subset=[PCT]), PCT, "method_label", SUBJECT, min_pairs=2,
-        ).rename(columns={"p_unc": "p", "p_fdr_bh": "p_fdr"})
+        )
     else:
         ledger.status("longitudinal_pairwise_wilcoxon", False, "fewer than two methods")
     out.update(_change_models(deltas, roles, config, available, ledger))
@@ -153,7 +153,8 @@ def ordinal_edss(deltas: pd.DataFrame, config: ClinicalConfig, ledger: Ledger) -
 
     def fit(data: pd.DataFrame, keys: dict, covar: list[str], notes: list[str]) -> pd.DataFrame:
         ledger.missing(analysis, data, ["edss_change", DELTA, *covar], **keys, outcome="edss")
-        res = lon.ordinal_logistic(data, "edss_change", DELTA, covar, categorical=[SEX])
+        res = lon.ordinal_logistic(data, x=DELTA, y="edss_change", covar=covar, categorical=[SEX])
+        res = res.loc[res["term"] == DELTA].reset_index(drop=True)  # thresholds are in the stats API
         return _annotate(res, {"outcome": "edss_change", **keys}, covar, notes)
 
     table = pd.concat(fit_per_method(deltas, fit, COVARIATES), ignore_index=True)

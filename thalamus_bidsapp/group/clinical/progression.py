@@ -85,7 +85,8 @@ def _course_models(deltas: pd.DataFrame, config: ClinicalConfig, ledger: Ledger)
         lnotes: list[str] = []
         lcovar = _usable_covariates(data, list(config.logistic_covariates), lnotes)
         ledger.missing("progression_logistic", data, [PROGRESSED, PCT, *lcovar], outcome=PROGRESSED, **keys)
-        res = prog.logistic(data, PROGRESSED, PCT, lcovar, categorical=[SEX])
+        res = prog.logistic(data, x=PCT, y=PROGRESSED, covar=lcovar, categorical=[SEX])
+        res = res.loc[res["term"] == PCT].reset_index(drop=True)
         tables["progression_logistic"].append(_annotate(res, keys, lcovar, lnotes))
 
     fit_per_method(deltas, fit, icv_z=False)
