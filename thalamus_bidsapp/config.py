@@ -36,6 +36,7 @@ class RunConfig:
     stop_on_first_crash: bool = False
     verbosity: int = 0
     reports_only: bool = False
+    skip_running_sessions: bool = False
     run_id: str = ""
 
     def option(self, name: str, default: Any = None) -> Any:

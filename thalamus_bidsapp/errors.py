@@ -9,6 +9,7 @@ EXIT_USAGE = 64
 EXIT_DATAERR = 65
 EXIT_NOINPUT = 66
 EXIT_CANTCREAT = 73
+EXIT_TEMPFAIL = 75
 
 
 class ThalamusError(Exception):

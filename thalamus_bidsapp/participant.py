@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -14,6 +16,7 @@ import pandas as pd
 from thalamus_bidsapp.bidsio import inputs
 from thalamus_bidsapp.bidsio.atomic import atomic_path, write_json, write_tsv
 from thalamus_bidsapp.bidsio.derivatives import write_dataset_description
+from thalamus_bidsapp.bidsio.runlog import PROCESS_FILE, RUNNING
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import EXIT_NOINPUT, EXIT_OK, EXIT_SESSIONS_FAILED, ThalamusError
 from thalamus_bidsapp.methods import MethodPlan, all_methods, check_tools, plan_methods, plan_summary
@@ -95,14 +98,15 @@ def run_participant(config: RunConfig) -> int:
     write_json(session_plans(runnable, plans), log_dir / "methods.json")
 
     if runnable:
+        # Recorded before the work starts, so a group level run meanwhile knows these sessions are not done.
+        host, pid = socket.gethostname(), os.getpid()
+        write_json({"host": host, "pid": pid, "run": config.run_id}, log_dir / PROCESS_FILE)
+        running = f"in progress: process {pid} on {host}, run {config.run_id}"
+        _write_statuses({**statuses, **{s.name: SessionStatus(s.name, RUNNING, running) for s in runnable}},
+                        log_dir)
         statuses.update(_run_workflow(runnable, plans, config, crash_root=log_dir / "crash"))
 
-    table = pd.DataFrame([vars(s) for s in statuses.values()], columns=["session", "status", "reason"])
-    write_tsv(table, log_dir / "sessions.tsv", {
-        "session": "Subject and session",
-        "status": "ok, or failed",
-        "reason": "Why the session failed; crash reports are in crash/<session>/",
-    })
+    _write_statuses(statuses, log_dir)
     failed = [s for s in statuses.values() if s.status != "ok"]
     for status in failed:
         LOGGER.error("%s failed: %s", status.session, status.reason)
@@ -110,6 +114,15 @@ def run_participant(config: RunConfig) -> int:
     write_reports(config.output_dir, sorted({f"sub-{s.subject}" for s in sessions}),
                   {name: dict(plan.skipped) for name, plan in plans.items()})
     return EXIT_SESSIONS_FAILED if failed else EXIT_OK
+
+
+def _write_statuses(statuses: dict[str, SessionStatus], log_dir: Path) -> None:
+    table = pd.DataFrame([vars(s) for s in statuses.values()], columns=["session", "status", "reason"])
+    write_tsv(table, log_dir / "sessions.tsv", {
+        "session": "Subject and session",
+        "status": "ok, failed, or running (while the run is in progress)",
+        "reason": "Why the session failed; crash reports are in crash/<session>/",
+    })
 
 
 def write_reports(output_dir: Path, subjects: list[str], skipped: dict[str, dict[str, str]] | None = None) -> int:
@@ -189,6 +202,9 @@ def _run_workflow(
         "stop_on_first_crash": config.stop_on_first_crash,
         "remove_unnecessary_outputs": False,
         "check_version": False,
+        # nipype's graph report (index.html, graph.json) sits at the top of the work folder, where jobs
+        # sharing it (a SLURM array) would write it at once; nothing reads it.
+        "create_report": False,
     })
     LOGGER.info("running %d session(s) with %d process(es); work dir %s",
                 len(sessions), config.nprocs, config.work_dir)

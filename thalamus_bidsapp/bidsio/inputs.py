@@ -10,12 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
+import shutil
+import tempfile
+import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, EXIT_USAGE, ThalamusError
+from thalamus_bidsapp.errors import EXIT_CANTCREAT, EXIT_DATAERR, EXIT_NOINPUT, EXIT_USAGE, ThalamusError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -81,40 +86,215 @@ def strip_prefix(label: str, prefix: str) -> str:
     return label[len(prefix) + 1 :] if label.startswith(f"{prefix}-") else label
 
 
-def open_layout(root: Path, *, validate: bool, database_dir: Path | None, derivatives: bool = False):
+#: A BIDS label: letters and digits only (pybids also accepts "+", and matches ``sub-01-02`` as ``01``).
+LABEL = "[0-9a-zA-Z]+"
+_VALID_LABEL = re.compile(rf"^{LABEL}$", re.ASCII)
+#: Bumped whenever the entity rules below change, so indexes cached by an older version are not reused.
+_INDEX_VERSION = "3"
+
+
+def entity_config(root: Path, *, derivatives: bool = False) -> dict[str, Any]:
+    """pybids entity rules that read entities only from the path below ``root``.
+
+    pybids 0.22 matches its entity patterns against the absolute path, so a
+    dataset stored under a folder named like a datatype (``/data/perf/ds``)
+    gets ``datatype=perf`` on every file and no T1w is found (pybids issue
+    1270). Anchoring every pattern at ``root`` keeps the parent folders out.
+    Subject and session labels must be valid BIDS labels and come from the
+    ``sub-``/``ses-`` folders. The same rules index the input datasets and read
+    back the output dataset at group level.
+    """
+    import bids.layout
+
+    config_dir = Path(bids.layout.__file__).parent / "config"
+    names = ["bids", "derivatives"] if derivatives else ["bids"]
+    anchor = "^" + re.escape(str(Path(root).absolute()).rstrip("/\\")) + r"(?=[/\\])"
+    entities = []
+    for name in names:
+        for entity in json.loads((config_dir / f"{name}.json").read_text())["entities"]:
+            entity = dict(entity)
+            if entity["name"] == "subject":
+                entity["pattern"] = anchor + rf"[/\\]sub-({LABEL})[/\\]"
+            elif entity["name"] == "session":
+                entity["pattern"] = anchor + rf"[/\\]sub-{LABEL}[/\\]ses-({LABEL})[/\\]"
+            elif "pattern" in entity:
+                entity["pattern"] = anchor + "(?:.*?)" + entity["pattern"]
+            entities.append(entity)
+    return {"name": "thalamus_bidsapp_" + "_".join(names), "entities": entities}
+
+
+#: Top-level folders never indexed: pybids' defaults, the app's own non-BIDS output folders, and
+#: ``derivatives`` (pybids indexes a nested derivatives dataset only when asked, which the app never does).
+_UNINDEXED_FOLDERS = ("code", "models", "sourcedata", "stimuli", "logs", "group", "derivatives")
+
+
+def _ignore_patterns(extra: tuple[str, ...] = ()) -> list:
+    """pybids' default ignores, plus subject and session folders whose label is not a valid BIDS label."""
+    return [
+        *(re.compile(pattern) for pattern in extra),
+        re.compile(rf"^/({'|'.join(_UNINDEXED_FOLDERS)})(/|$)"),
+        re.compile(rf"^/sub-(?!{LABEL}(/|$))"),
+        re.compile(rf"^/sub-[^/]*/ses-(?!{LABEL}(/|$))"),
+    ]
+
+
+def invalid_label_folders(root: Path) -> list[str]:
+    """``sub-*`` and ``sub-*/ses-*`` folders of ``root`` whose label is not a valid BIDS label (ignored)."""
+    root = Path(root)
+    found = []
+    for subject_dir in sorted(root.glob("sub-*")):
+        if not subject_dir.is_dir():
+            continue
+        if not _VALID_LABEL.match(subject_dir.name[4:]):
+            found.append(subject_dir.name)
+            continue
+        for session_dir in sorted(subject_dir.glob("ses-*")):
+            if session_dir.is_dir() and not _VALID_LABEL.match(session_dir.name[4:]):
+                found.append(f"{subject_dir.name}/{session_dir.name}")
+    return found
+
+
+def dataset_fingerprint(root: Path) -> str:
+    """sha256 of the dataset's file list with each file's size and mtime (unindexed folders left out).
+
+    This keys the cached pybids index: a file added, removed, renamed or
+    rewritten gives a new index. The index holds only names and entities (no
+    metadata), so names, sizes and times are all it depends on; the content
+    of the images a session reads is hashed separately, into the workflow's
+    node inputs (see :func:`thalamus_bidsapp.bidsio.checksums.files_digest`).
+    """
+    digest = hashlib.sha256()
+    root = Path(root)
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        top = Path(folder) == root
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (top and d in _UNINDEXED_FOLDERS))
+        relative = Path(folder).relative_to(root).as_posix()
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                info = os.stat(path)
+            except OSError:  # a broken link (e.g. a git-annex file not fetched)
+                info = os.lstat(path)
+            digest.update(f"{relative}/{name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def open_layout(root: Path, *, validate: bool, database_dir: Path | None, derivatives: bool = False,
+                extra_ignore: tuple[str, ...] = ()):
     """A pybids layout of ``root``, its index cached under ``database_dir``.
+
+    The cache is keyed by :func:`dataset_fingerprint`, so a subject added or a
+    file changed since an earlier run is seen. Several processes may share
+    ``database_dir`` (a SLURM array with one work folder): each index is built
+    under a temporary name and renamed into place whole, so no process ever
+    reads a half-built index. ``extra_ignore``: regular expressions of paths
+    (``/`` + the path below ``root``) not to index.
 
     Raises
     ------
     ThalamusError
-        When ``root`` is not a BIDS dataset (exit 65).
+        When ``root`` is not a BIDS dataset (exit 65); when the index cannot
+        be written into ``database_dir`` (exit 73, naming the folder).
     """
     from bids import BIDSLayout
     from bids.layout import BIDSLayoutIndexer
 
-    database_path = None
-    if database_dir is not None:
-        key = hashlib.sha1(f"{Path(root).resolve()}|{validate}".encode()).hexdigest()[:12]
-        database_path = Path(database_dir) / f"bids_db_{key}"
-    config = ["bids", "derivatives"] if derivatives else ["bids"]
-    try:
+    root = Path(root).absolute()
+
+    def build(database_path: Path | None = None):
         return BIDSLayout(
             str(root),
             validate=validate,
-            config=config,
-            database_path=database_path,
-            indexer=BIDSLayoutIndexer(validate=validate),
+            config=[entity_config(root, derivatives=derivatives)],
+            database_path=None if database_path is None else str(database_path),
+            indexer=BIDSLayoutIndexer(validate=validate and not derivatives, index_metadata=False,
+                                      ignore=_ignore_patterns(extra_ignore)),
             is_derivative=derivatives,
         )
+
+    try:
+        if database_dir is None:
+            return build()
+        # <which dataset and rules>_<which content>: a later index of the same dataset replaces older ones.
+        dataset_key = hashlib.sha256(
+            f"{_INDEX_VERSION}|{root}|{validate}|{derivatives}|{extra_ignore}".encode()).hexdigest()[:12]
+        content_key = dataset_fingerprint(root)[:16]
+        database_path = Path(database_dir) / f"bids_db_{dataset_key}_{content_key}"
+        if (database_path / "layout_index.sqlite").is_file():
+            try:
+                return build(database_path)
+            except Exception as err:  # an index from elsewhere that cannot be read: build our own
+                LOGGER.debug("cannot load the cached index %s (%s); indexing again", database_path, err)
+        layout = build()
+        _save_index(layout, database_path)
+        _remove_stale_indexes(database_path)
+        return layout
+    except ThalamusError:
+        raise
     except Exception as err:  # pybids raises ValueError, BIDSValidationError and others
         raise ThalamusError(f"{root} is not a usable BIDS dataset: {err}", EXIT_DATAERR) from err
 
 
+def _save_index(layout, database_path: Path) -> None:
+    """Save ``layout``'s index as ``database_path``, whole or not at all, racing other processes safely."""
+    database_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{database_path.name}.", dir=database_path.parent))
+    except OSError as err:
+        raise ThalamusError(f"cannot write the work folder {database_path.parent}: {err.strerror or err}",
+                            EXIT_CANTCREAT) from err
+    try:
+        # replace_connection=False: this process keeps its in-memory index; the folder is for the next run.
+        layout.save(str(tmp), replace_connection=False)
+        try:
+            os.rename(tmp, database_path)
+        except OSError:
+            if not (database_path / "layout_index.sqlite").is_file():
+                raise
+            # Another process saved the same index first: theirs is as good as ours.
+    except OSError as err:
+        raise ThalamusError(f"cannot write the work folder {database_path.parent}: {err.strerror or err}",
+                            EXIT_CANTCREAT) from err
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+#: An index of an earlier content of the dataset is removed once it is this old (seconds): by then no
+#: process that started with it is still opening it.
+_STALE_INDEX_AGE = 3600
+
+
+def _remove_stale_indexes(current: Path) -> None:
+    """Remove the indexes of earlier contents of the same dataset, so the work folder does not grow."""
+    prefix = current.name.rsplit("_", 1)[0] + "_"
+    now = time.time()
+    for old in current.parent.glob(prefix + "*"):
+        try:
+            if old != current and now - old.stat().st_mtime > _STALE_INDEX_AGE:
+                shutil.rmtree(old)
+                LOGGER.debug("removed the index of an earlier content of the dataset: %s", old)
+        except OSError:  # another process removed it first, or it is not ours to remove
+            pass
+
+
+def _run_number(bids_file) -> int:
+    run = bids_file.get_entities().get("run")
+    try:
+        return int(run)
+    except (TypeError, ValueError):
+        return -1
+
+
 def _first(layout, query: dict[str, Any], entities: dict[str, Any], role: str, notes: list[str]) -> Path | None:
-    files = sorted(layout.get(return_type="file", **{**query, **entities}))
+    """The image to use for ``role``: the lowest run number (numeric: run-2 before run-10), then by name."""
+    files = sorted(layout.get(return_type="object", **{**query, **entities}),
+                   key=lambda f: (_run_number(f), f.path))
     if len(files) > 1:
-        notes.append(f"{len(files)} {role} images found; using the first, {Path(files[0]).name}")
-    return Path(files[0]) if files else None
+        notes.append(f"{len(files)} {role} images found ({', '.join(Path(f.path).name for f in files)}); "
+                     f"using {Path(files[0].path).name}, the lowest run number")
+    return Path(files[0].path) if files else None
 
 
 def collect_sessions(
@@ -138,13 +318,18 @@ def collect_sessions(
         (exit 66).
     """
     available = layout.get_subjects()
+    ignored = invalid_label_folders(Path(layout.root))
+    if ignored:
+        LOGGER.warning("%d folder(s) of %s ignored: not valid BIDS labels (letters and digits only): %s",
+                       len(ignored), layout.root, ", ".join(ignored))
     if participant_labels:
         wanted = [strip_prefix(label, "sub") for label in participant_labels]
         missing = sorted(set(wanted) - set(available))
         if missing:
             raise ThalamusError(
                 f"participant label(s) {', '.join(missing)} not found in {layout.root}; "
-                f"available: {', '.join(sorted(available)) or 'none'}",
+                f"available: {', '.join(sorted(available)) or 'none'}"
+                + (f" (ignored, invalid labels: {', '.join(ignored)})" if ignored else ""),
                 EXIT_NOINPUT,
             )
         subjects = sorted(set(wanted))
@@ -157,6 +342,8 @@ def collect_sessions(
     sessions: list[SessionInputs] = []
     for subject in subjects:
         subject_sessions = sorted(layout.get_sessions(subject=subject)) or [None]
+        if subject_sessions != [None]:
+            _warn_sessionless_images(layout, queries, subject)
         if wanted_sessions is not None:
             subject_sessions = [s for s in subject_sessions if s in wanted_sessions]
             if not subject_sessions:
@@ -167,6 +354,18 @@ def collect_sessions(
     if not sessions:
         raise ThalamusError("no session matches the requested participant and session labels", EXIT_NOINPUT)
     return sessions
+
+
+def _warn_sessionless_images(layout, queries: dict[str, dict[str, Any]], subject: str) -> None:
+    """A subject with sessions whose T1w (or other input) also sits outside any session: say it is ignored."""
+    from bids.layout import Query
+
+    for role in ("t1w", "t2w", "flair", "r1map"):
+        files = layout.get(return_type="file", **{**queries[role], "subject": subject, "session": Query.NONE})
+        if files:
+            LOGGER.warning("sub-%s has sessions; its session-less %s image(s) %s are ignored (only images inside "
+                           "ses-<label> folders are processed)", subject, role,
+                           ", ".join(sorted(Path(f).name for f in files)))
 
 
 def _session_inputs(layout, derivative_layouts, queries, subject: str, session: str | None) -> SessionInputs:

@@ -25,7 +25,8 @@ OUTPUT_DIR/group.
 EPILOG = """\
 exit status: 0 success; 1 some sessions failed (after all were attempted);
 64 usage error; 65 bad input data; 66 a required input is missing (with
---check-tools: a step or method cannot run here); 73 an output cannot be written.
+--check-tools: a step or method cannot run here); 73 an output or work file
+cannot be written; 75 participant jobs are still running (group level).
 
 example:
   thalamus-bidsapp /data/bids /data/out participant --participant-label 01 02 \\
@@ -159,11 +160,17 @@ def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser
         "without it the clinical analyses are skipped when their columns are absent",
     )
 
+    group.add_argument(
+        "--skip-running-sessions", action="store_true",
+        help="build the group tables while participant jobs are still running (or were killed without "
+        "recording a result), leaving their sessions out; without it the group level refuses (exit 75)",
+    )
+
     perf = parser.add_argument_group("performance and workflow")
     perf.add_argument(
         "-w", "--work-dir", type=Path, metavar="DIR",
-        help="working directory; a re-run with the same one redoes nothing that finished "
-        "(default: ./work)",
+        help="working directory, never inside the input dataset; a re-run with the same one redoes nothing "
+        "that finished; jobs of a SLURM array may share it (default: OUTPUT_DIR/sourcedata/work)",
     )
     perf.add_argument("--nprocs", "--n-cpus", type=_positive_int, default=os.cpu_count() or 1,
                       help="processes run in parallel (default: all CPUs)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +30,13 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
             "the input dataset is never written to: choose another output folder",
             EXIT_USAGE,
         )
-    work_dir = (args.work_dir or Path.cwd() / "work").expanduser().resolve()
+    work_dir = (args.work_dir or default_work_dir(output_dir)).expanduser().resolve()
+    if work_dir == bids_dir or bids_dir in work_dir.parents:
+        raise ThalamusError(
+            f"the work folder {work_dir} is inside the input dataset {bids_dir}; "
+            "the input dataset is never written to: choose another work folder with -w",
+            EXIT_USAGE,
+        )
     return RunConfig(
         bids_dir=bids_dir,
         output_dir=output_dir,
@@ -50,8 +57,28 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         stop_on_first_crash=args.stop_on_first_crash,
         verbosity=args.verbose,
         reports_only=args.reports_only,
+        skip_running_sessions=args.skip_running_sessions,
         run_id=f"{datetime.now():%Y%m%d-%H%M%S}_{uuid.uuid4().hex[:8]}",
     )
+
+
+def default_work_dir(output_dir: Path) -> Path:
+    """``OUTPUT_DIR/sourcedata/work``: never inside the input (the output folder may not be), kept between
+    runs so a re-run redoes nothing, and ignored by BIDS validators and indexers."""
+    return output_dir / "sourcedata" / "work"
+
+
+def check_work_dir(work_dir: Path) -> None:
+    """Create the work folder and prove it writable, so a read-only one is exit 73 naming it (not a
+    confusing failure later, e.g. while indexing the input dataset)."""
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=work_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ThalamusError(f"cannot write the work folder {work_dir}: {err.strerror or err} "
+                            "(choose another with -w)", EXIT_CANTCREAT) from err
 
 
 def setup_logging(verbosity: int) -> None:
@@ -106,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config.verbosity)
     try:
         config.output_dir.mkdir(parents=True, exist_ok=True)
-        config.work_dir.mkdir(parents=True, exist_ok=True)
+        check_work_dir(config.work_dir)
         if config.analysis_level == "participant":
             from thalamus_bidsapp.participant import run_participant
 

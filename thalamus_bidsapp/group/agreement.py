@@ -28,6 +28,7 @@ import pandas as pd
 
 from thalamus_bidsapp.bidsio.atomic import write_tsv
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
+from thalamus_bidsapp.group.containment import ContainmentSums
 from thalamus_bidsapp.image.grid import same_grid
 from thalamus_bidsapp.stats.agreement import volumetric_agreement
 from thalamus_bidsapp.stats.overlap import (
@@ -209,6 +210,7 @@ def run_agreement(
     manual_masks: pd.DataFrame,
     out_dir: Path,
     figures: bool = True,
+    skip_bad_sessions: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """Agreement of every method's thalamus masks with the manual masks and with each other.
 
@@ -228,6 +230,10 @@ def run_agreement(
         figures under ``out_dir/figures``.
     figures : bool
         Draw the figures (PNG and SVG).
+    skip_bad_sessions : bool
+        A session whose masks cannot be read or are not on one grid is left
+        out (listed in the ``excluded`` table, with the reason) and the others
+        go on, instead of stopping with an error.
 
     Returns
     -------
@@ -236,7 +242,9 @@ def run_agreement(
         ``summary`` (median and IQR per method and metric), ``pairwise``
         (Wilcoxon tests between methods, BH adjusted per metric),
         ``containment`` (directed containment averaged across sessions) and
-        ``volumetric`` (CCC, OLS, ICC(3,1), Bland-Altman per method).
+        ``volumetric`` (CCC, OLS, ICC(3,1), Bland-Altman per method) and
+        ``excluded`` (participant_id, session_id, reason: sessions left out
+        with ``skip_bad_sessions``).
 
     Raises
     ------
@@ -251,15 +259,24 @@ def run_agreement(
     out_dir = Path(out_dir)
     methods_df, manual_by_session = _keyed_masks(method_masks, manual_masks)
     all_methods = sorted(methods_df["method"].unique())
-    containment_sums = _ContainmentSums(all_methods)
+    containment_sums = ContainmentSums(all_methods, list(_CONTAINMENT_COLUMNS))
     vox_rows: list[dict] = []
     seen: set[tuple[str, str]] = set()
+    excluded_rows: list[dict] = []
     for (pid, sid), group in methods_df.groupby(["key_pid", "key_sid"], sort=True):
-        seen.add((pid, sid))
         group = group.sort_values("method")
         names = list(group["method"])
         manual_path = manual_by_session.get((pid, sid))
-        masks = _session_masks(group, manual_path)
+        try:
+            masks = _session_masks(list(group["path"]), manual_path)
+        except ThalamusError as err:
+            if not skip_bad_sessions:
+                raise
+            logger.error("agreement: %s %s left out: %s", pid, sid or "(no session)", err)
+            excluded_rows.append({"participant_id": group["participant_id"].iloc[0],
+                                  "session_id": group["session_id"].iloc[0], "reason": str(err)})
+            continue
+        seen.add((pid, sid))
         _empty_warning(masks, names + (["manual"] if manual_path is not None else []), pid, sid)
         counts, inter = session_counts(masks)
         k = len(names)
@@ -277,6 +294,7 @@ def run_agreement(
 
     voxelwise = pd.DataFrame(vox_rows, columns=list(_VOXELWISE_COLUMNS))
     tables = {
+        "excluded": pd.DataFrame(excluded_rows, columns=["participant_id", "session_id", "reason"]),
         "voxelwise": voxelwise,
         "summary": _summary(voxelwise),
         "pairwise": _pairwise(voxelwise),
@@ -326,9 +344,9 @@ def _keyed_masks(method_masks: pd.DataFrame, manual_masks: pd.DataFrame) -> tupl
     return methods_df, {(r.key_pid, r.key_sid): Path(r.path) for r in manual_df.itertuples()}
 
 
-def _session_masks(group: pd.DataFrame, manual_path: Path | None) -> list[_Mask]:
+def _session_masks(method_paths: list, manual_path: Path | None) -> list[_Mask]:
     """The session's method masks (and its manual mask last), all checked to be on one grid (exit 65)."""
-    masks = [_read_mask(Path(p)) for p in group["path"]]
+    masks = [_read_mask(Path(p)) for p in method_paths]
     ref = masks[0]
     for m in masks[1:]:
         if not same_grid(ref, m):
@@ -382,30 +400,6 @@ def _voxelwise_rows(group: pd.DataFrame, names: list[str], masks: list[_Mask], c
     } for j, name in enumerate(names)]
 
 
-class _ContainmentSums:
-    """Running sums of the per-session directed containment of every pair of methods."""
-
-    def __init__(self, methods: list[str]) -> None:
-        self.methods = methods
-        self.index = {m: i for i, m in enumerate(methods)}
-        n = len(methods)
-        self.total = np.zeros((n, n))
-        self.total_sq = np.zeros((n, n))
-        self.count = np.zeros((n, n), dtype=np.int64)
-
-    def add(self, names: list[str], containment: np.ndarray) -> None:
-        idx = np.array([self.index[n] for n in names])
-        cont = np.atleast_2d(containment)
-        ok = np.isfinite(cont)
-        sub = np.ix_(idx, idx)
-        self.total[sub] += np.where(ok, cont, 0.0)
-        self.total_sq[sub] += np.where(ok, cont**2, 0.0)
-        self.count[sub] += ok
-
-    def table(self) -> pd.DataFrame:
-        return _containment_table(self.methods, self.total, self.total_sq, self.count)
-
-
 def _summary(voxelwise: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for method, grp in voxelwise.groupby("method", sort=True):
@@ -444,25 +438,6 @@ def _pairwise(voxelwise: pd.DataFrame) -> pd.DataFrame:
         columns={"A": "method_a", "B": "method_b", "median_A": "median_a", "median_B": "median_b"}
     )
     return out[cols]
-
-
-def _containment_table(methods: list[str], c_sum: np.ndarray, c_sumsq: np.ndarray, c_n: np.ndarray) -> pd.DataFrame:
-    rows = []
-    for i, a in enumerate(methods):
-        for j, b in enumerate(methods):
-            n = int(c_n[i, j])
-            mean = c_sum[i, j] / n if n else np.nan
-            var = (c_sumsq[i, j] - n * mean**2) / (n - 1) if n > 1 else np.nan
-            rows.append(
-                {
-                    "method_a": a,
-                    "method_b": b,
-                    "containment_mean": mean,
-                    "containment_sd": float(np.sqrt(max(var, 0.0))) if n > 1 else np.nan,
-                    "n_sessions": n,
-                }
-            )
-    return pd.DataFrame(rows, columns=list(_CONTAINMENT_COLUMNS))
 
 
 def _volumetric(voxelwise: pd.DataFrame) -> pd.DataFrame:

@@ -3,25 +3,69 @@
 from __future__ import annotations
 
 import logging
-import re
+import os
+import shutil
+import tempfile
+import uuid
 from pathlib import Path
 
 import pandas as pd
 
 from thalamus_bidsapp.bidsio.atomic import write_tsv
 from thalamus_bidsapp.config import RunConfig
-from thalamus_bidsapp.errors import EXIT_OK, ThalamusError
+from thalamus_bidsapp.errors import (
+    EXIT_CANTCREAT,
+    EXIT_NOINPUT,
+    EXIT_OK,
+    EXIT_SESSIONS_FAILED,
+    EXIT_TEMPFAIL,
+    ThalamusError,
+)
+from thalamus_bidsapp.group.readback import (
+    RUNNING,
+    ParticipantOutputs,
+    SessionState,
+    latest_session_states,
+    read_participant_outputs,
+    session_name,
+)
 from thalamus_bidsapp.group.volumes import column_descriptions, gather_volumes, join_clinical
 
 LOGGER = logging.getLogger(__name__)
 
-_MASK_NAME = re.compile(
-    r"^(?P<sub>sub-[0-9a-zA-Z]+)(?:_(?P<ses>ses-[0-9a-zA-Z]+))?_space-T1w_label-thalamus_desc-(?P<desc>[0-9a-zA-Z]+)_mask\.nii\.gz$"
-)
+#: Sessions left out of the group tables, with the reason (their latest participant status, or a bad file).
+EXCLUDED_COLUMNS = {
+    "participant_id": "Participant label, sub-<label>",
+    "session_id": "Session label, ses-<label> (n/a when the dataset has no sessions)",
+    "reason": "Why the session is not in the group tables",
+}
+_NO_SESSIONS = ["participant_id", "session_id", "reason"]
 
 
 def run_group(config: RunConfig) -> int:
-    """Write ``group/volumes.tsv``, the agreement and clinical analyses and the report; returns the exit status."""
+    """Write the group tables, figures and report as one set; returns the exit status.
+
+    Only sessions whose latest participant status is ok are used; the others
+    are listed in the log, in ``group/excluded_sessions.tsv`` and in the
+    report. The tables are built in a temporary folder that replaces
+    ``group/`` whole at the end, so no table of an earlier run survives
+    beside the new ones, and an error leaves the earlier set untouched.
+
+    Returns
+    -------
+    int
+        0, or 1 when a session had to be left out for a file that cannot be
+        read at group level (a corrupt mask or volumes table), after every
+        table is written.
+
+    Raises
+    ------
+    ThalamusError
+        66 for no participant outputs or an unknown participant label; 75
+        while participant jobs are still running (unless
+        ``skip_running_sessions``); 65 for a clinical table that cannot be
+        joined.
+    """
     from thalamus_bidsapp.reports.group import redraw_group_figures, write_group_report
 
     group_dir = config.output_dir / "group"
@@ -29,28 +73,158 @@ def run_group(config: RunConfig) -> int:
         redraw_group_figures(config.output_dir)
         LOGGER.info("report: %s", write_group_report(config.output_dir))
         return EXIT_OK
-    volumes = join_clinical(gather_volumes(config.output_dir), config.bids_dir)
-    volumes = _only_participants(volumes, config.participant_labels)
-    write_tsv(volumes, group_dir / "volumes.tsv", column_descriptions(volumes, config.bids_dir))
-    LOGGER.info("group/volumes.tsv: %d rows from %d sessions", len(volumes),
-                volumes[["participant_id", "session_id"]].drop_duplicates().shape[0])
-    run_agreement_step(config, group_dir)
-    # The clinical configuration names the hemispheres analysed (default: bilateral).
-    run_clinical_step(volumes, config.clinical_config, group_dir)
-    LOGGER.info("report: %s", write_group_report(config.output_dir))
+    outputs = read_participant_outputs(config.output_dir)
+    states = latest_session_states(config.output_dir)
+    _check_labels(config, outputs, states)
+    _check_running(config, states)
+
+    volume_files, excluded = _usable_sessions(outputs.volumes, states, config.participant_labels)
+    mask_files, _ = _usable_sessions(outputs.masks, states, config.participant_labels)
+    staging = Path(tempfile.mkdtemp(prefix=".group-", suffix=".tmp", dir=config.output_dir))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)
+    try:
+        volumes, unreadable = gather_volumes(volume_files)
+        bad_masks = run_agreement_step(config, staging, _without(mask_files, unreadable))
+        group_failures = pd.concat([unreadable, bad_masks], ignore_index=True)
+        volumes = join_clinical(_without(volumes, bad_masks), config.bids_dir)
+        write_tsv(volumes, staging / "volumes.tsv", column_descriptions(volumes, config.bids_dir))
+        LOGGER.info("group/volumes.tsv: %d rows from %d sessions", len(volumes),
+                    volumes[["participant_id", "session_id"]].drop_duplicates().shape[0])
+        run_clinical_step(volumes, config.clinical_config, staging)
+        excluded = pd.concat([excluded, group_failures], ignore_index=True)
+        excluded = excluded.sort_values(["participant_id", "session_id"], na_position="first", ignore_index=True)
+        write_tsv(excluded, staging / "excluded_sessions.tsv", EXCLUDED_COLUMNS)
+        for row in excluded.itertuples():
+            LOGGER.warning("left out of the group tables: %s: %s", session_name(row.participant_id, row.session_id),
+                           row.reason)
+        write_group_report(config.output_dir, group_dir=staging)
+        _replace_group_dir(staging, group_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    LOGGER.info("report: %s", group_dir / "report.html")
+    if not group_failures.empty:
+        LOGGER.error("%d session(s) left out for files that cannot be read (see group/excluded_sessions.tsv)",
+                     len(group_failures))
+        return EXIT_SESSIONS_FAILED
     return EXIT_OK
 
 
-def collect_method_masks(output_dir: Path, participant_labels: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Every published thalamus mask: participant_id, session_id, method, path."""
-    rows = []
-    for path in sorted(Path(output_dir).glob("sub-*/**/anat/*_space-T1w_label-thalamus_desc-*_mask.nii.gz")):
-        match = _MASK_NAME.match(path.name)
-        if match:
-            rows.append({"participant_id": match["sub"], "session_id": match["ses"], "method": match["desc"],
-                         "path": path})
-    masks = pd.DataFrame(rows, columns=["participant_id", "session_id", "method", "path"])
-    return _only_participants(masks, participant_labels)
+def _wanted(labels: tuple[str, ...]) -> set[str]:
+    return {f"sub-{label.removeprefix('sub-')}" for label in labels}
+
+
+def _check_labels(config: RunConfig, outputs: ParticipantOutputs, states: dict[str, SessionState]) -> None:
+    """A requested participant with no outputs and no run record is exit 66, as at participant level."""
+    if not config.participant_labels:
+        return
+    known = (set(outputs.volumes["participant_id"]) | set(outputs.masks["participant_id"])
+             | {name.split("_")[0] for name in states})
+    missing = sorted(_wanted(config.participant_labels) - known)
+    if missing:
+        raise ThalamusError(
+            f"participant label(s) {', '.join(m.removeprefix('sub-') for m in missing)} not found in the "
+            f"participant outputs of {config.output_dir}; available: "
+            f"{', '.join(k.removeprefix('sub-') for k in sorted(known)) or 'none'}",
+            EXIT_NOINPUT,
+        )
+
+
+def _check_running(config: RunConfig, states: dict[str, SessionState]) -> None:
+    """Refuse (75) to build tables while participant jobs still write, unless told to leave those sessions out."""
+    wanted = _wanted(config.participant_labels)
+    running = sorted(name for name, state in states.items()
+                     if state.status == RUNNING and (not wanted or name.split("_")[0] in wanted))
+    if not running:
+        return
+    logs = ", ".join(sorted({f"logs/{states[name].run}/sessions.tsv" for name in running}))
+    if not config.skip_running_sessions:
+        raise ThalamusError(
+            f"participant jobs are still running for {len(running)} session(s): {', '.join(running)} ({logs}). "
+            "Wait for them to finish, or pass --skip-running-sessions to build the group tables without them "
+            "(also when those jobs were killed and will not be rerun)",
+            EXIT_TEMPFAIL,
+        )
+    LOGGER.warning("participant jobs are still running for %s (%s): left out of the group tables",
+                   ", ".join(running), logs)
+
+
+def _usable_sessions(files: pd.DataFrame, states: dict[str, SessionState],
+                     labels: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of sessions whose latest participant status is ok, and the sessions left out with the reason.
+
+    A session with outputs but no run record (outputs copied without ``logs/``)
+    is used, with a warning.
+    """
+    files = _only_participants(files, labels)
+    keep, excluded, unrecorded = [], {}, set()
+    for row in files.itertuples():
+        name = session_name(row.participant_id, row.session_id)
+        state = states.get(name)
+        if state is None or state.status == "ok":
+            keep.append(True)
+            if state is None:
+                unrecorded.add(name)
+            continue
+        keep.append(False)
+        reason = f"latest participant status ({state.run}): {state.status}"
+        excluded[name] = {"participant_id": row.participant_id, "session_id": row.session_id,
+                          "reason": reason + (f": {state.reason}" if state.reason else "")}
+    if unrecorded:
+        LOGGER.warning("no participant run recorded in logs/*/sessions.tsv for %s: used as found",
+                       ", ".join(sorted(unrecorded)))
+    usable = files[pd.Series(keep, index=files.index, dtype=bool)].reset_index(drop=True)
+    return usable, pd.DataFrame(list(excluded.values()), columns=_NO_SESSIONS)
+
+
+def _without(table: pd.DataFrame, sessions: pd.DataFrame) -> pd.DataFrame:
+    """``table`` less the rows of the sessions in ``sessions`` (participant_id, session_id)."""
+    if sessions.empty or table.empty:
+        return table
+    drop = {session_name(p, s) for p, s in zip(sessions["participant_id"], sessions["session_id"])}
+    keep = [session_name(p, s) not in drop for p, s in zip(table["participant_id"], table["session_id"])]
+    return table[keep].reset_index(drop=True)
+
+
+def _table_rows(path: Path) -> int:
+    try:
+        with open(path, "rb") as handle:
+            return max(sum(1 for line in handle if line.strip()) - 1, 0)
+    except OSError:
+        return 0
+
+
+def _replace_group_dir(staging: Path, group_dir: Path) -> None:
+    """Put the new set of group outputs in place of the old one, saying what disappears or empties."""
+    new_rows = {p.name: _table_rows(p) for p in staging.glob("*.tsv")}
+    if group_dir.is_dir():
+        for path in sorted(group_dir.glob("*.tsv")):
+            old = _table_rows(path)
+            if path.name not in new_rows:
+                LOGGER.warning("group/%s of an earlier run is removed: this run does not produce it", path.name)
+            elif old and not new_rows[path.name]:
+                LOGGER.warning("group/%s had %d row(s) and now has none", path.name, old)
+    for _attempt in range(3):
+        old_set = None
+        if group_dir.exists():
+            old_set = group_dir.with_name(f".group-old-{uuid.uuid4().hex[:8]}")
+            try:
+                os.rename(group_dir, old_set)
+            except FileNotFoundError:  # another group run moved it first
+                old_set = None
+        try:
+            os.rename(staging, group_dir)
+        except OSError:
+            if old_set is not None and not group_dir.exists():
+                os.rename(old_set, group_dir)  # put the earlier set back rather than lose it
+                old_set = None
+            continue  # another group run may have put its set in place meanwhile: replace that one
+        finally:
+            if old_set is not None:
+                shutil.rmtree(old_set, ignore_errors=True)
+        return
+    raise ThalamusError(f"cannot put the group outputs in place at {group_dir}", EXIT_CANTCREAT)
 
 
 def collect_manual_masks(config: RunConfig) -> pd.DataFrame:
@@ -107,28 +281,38 @@ def _manual_rows(config: RunConfig) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["participant_id", "session_id", "path", "hemi", "suffix"])
 
 
-def run_agreement_step(config: RunConfig, group_dir: Path) -> None:
-    """Agreement with manual masks and between methods (containment needs no manual mask)."""
+def run_agreement_step(config: RunConfig, group_dir: Path, method_masks: pd.DataFrame) -> pd.DataFrame:
+    """Agreement with manual masks and between methods (containment needs no manual mask).
+
+    Returns the sessions left out because a mask cannot be read or is not on
+    the session's grid (participant_id, session_id, reason).
+    """
     from thalamus_bidsapp.group.agreement import run_agreement
 
-    method_masks = collect_method_masks(config.output_dir, config.participant_labels)
     if method_masks.empty:
         LOGGER.warning("agreement analyses skipped: no thalamus masks in %s", config.output_dir)
-        return
+        return pd.DataFrame(columns=_NO_SESSIONS)
     manual_masks = collect_manual_masks(config)
     if manual_masks.empty:
         LOGGER.info("no manual thalamus masks (give them with --derivatives NAME=PATH): "
                     "only the containment between methods is computed")
-    results = run_agreement(method_masks, manual_masks, group_dir)
-    LOGGER.info("agreement analyses: %s", ", ".join(sorted(results)))
-    run_side_agreement_step(config, group_dir)
+    results = run_agreement(method_masks, manual_masks, group_dir, skip_bad_sessions=True)
+    LOGGER.info("agreement analyses: %s", ", ".join(sorted(k for k in results if k != "excluded")))
+    run_side_agreement_step(config, group_dir, _without(method_masks, results["excluded"]))
+    return results["excluded"]
 
 
-def run_side_agreement_step(config: RunConfig, group_dir: Path) -> None:
-    """Left and right agreement where the manual mask has sides (a dseg with 1 and 2, or hemi-L/hemi-R masks)."""
+def run_side_agreement_step(config: RunConfig, group_dir: Path, method_masks: pd.DataFrame) -> None:
+    """Left and right agreement where the manual mask has sides (a dseg with 1 and 2, or hemi-L/hemi-R masks).
+
+    Only the sessions of ``method_masks`` (those the bilateral agreement used) are compared.
+    """
     from thalamus_bidsapp.group.agreement_sides import collect_method_sides, run_side_agreement
 
-    method_sides = _only_participants(collect_method_sides(config.output_dir), config.participant_labels)
+    method_sides = collect_method_sides(config.output_dir)
+    used = set(zip(method_masks["participant_id"], method_masks["session_id"].fillna("")))
+    method_sides = method_sides[[(p, s or "") in used for p, s in zip(method_sides["participant_id"],
+                                                                       method_sides["session_id"])]]
     manual = collect_manual_sides(config)
     if method_sides.empty or manual.empty:
         return

@@ -18,7 +18,7 @@ from thalamus_bidsapp.methods.base import (
     ToolStatus,
     tool_label,
 )
-from thalamus_bidsapp.methods.records import write_mask_record
+from thalamus_bidsapp.methods.records import CONTENT_DIGEST_DESC, write_mask_record
 
 
 class FreeSurfer(SegmentationMethod):
@@ -97,6 +97,7 @@ METHOD = FreeSurfer()
 class _FreeSurferThalamusInputSpec(BaseInterfaceInputSpec):
     subject_dir = traits.Directory(exists=True, mandatory=True, desc="finished FreeSurfer subject")
     reference = File(exists=True, mandatory=True, desc="reoriented T1w defining the output grid")
+    content_digest = traits.Str(desc=CONTENT_DIGEST_DESC)
 
 
 class _FreeSurferThalamusOutputSpec(TraitedSpec):
@@ -140,6 +141,7 @@ class _ReconAllInputSpec(BaseInterfaceInputSpec):
     subjects_dir = traits.Str(mandatory=True, desc="SUBJECTS_DIR")
     license_file = File(exists=True, mandatory=True, desc="FreeSurfer license")
     nthreads = traits.Int(1, usedefault=True, desc="OpenMP threads")
+    content_digest = traits.Str(desc=CONTENT_DIGEST_DESC)
 
 
 class _ReconAllOutputSpec(TraitedSpec):

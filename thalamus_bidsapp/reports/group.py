@@ -35,7 +35,7 @@ MAX_ROWS = 300
 _TABLE_ORDER = ("volumes", "agreement_summary", "agreement_volumetric", "agreement_pairwise", "agreement_voxelwise",
                 "containment")
 #: Tables shown in the "failed and excluded" section rather than among the results.
-_EXCLUSION_TABLES = ("clinical_exclusions",)
+_EXCLUSION_TABLES = ("excluded_sessions", "clinical_exclusions")
 _SESSION_NAME = re.compile(r"^(sub-[0-9a-zA-Z]+)(?:_(ses-[0-9a-zA-Z]+))?$")
 
 
@@ -177,13 +177,17 @@ def _figures_section(group_dir: Path) -> list[str]:
     return parts
 
 
-def write_group_report(output_dir: Path) -> Path:
+def write_group_report(output_dir: Path, group_dir: Path | None = None) -> Path:
     """Write ``<output_dir>/group/report.html`` from the group tables, figures and run logs.
 
     Parameters
     ----------
     output_dir
         The output derivatives dataset (the only thing read).
+    group_dir
+        The folder of the group tables and figures, where the report goes
+        (default ``output_dir/group``; the group level builds a new set in a
+        temporary folder beside it).
 
     Returns
     -------
@@ -191,7 +195,7 @@ def write_group_report(output_dir: Path) -> Path:
         The report (rewritten only when its content changed).
     """
     output_dir = Path(output_dir)
-    group_dir = output_dir / "group"
+    group_dir = Path(group_dir) if group_dir is not None else output_dir / "group"
     version = pipeline_version(output_dir)
     statuses = read_session_statuses(output_dir)
     subjects = sorted({p.name for p in output_dir.glob("sub-*") if p.is_dir()}

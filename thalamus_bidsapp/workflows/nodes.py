@@ -26,8 +26,22 @@ from nipype.interfaces.base import (
 )
 
 from thalamus_bidsapp.errors import EXIT_DATAERR, ThalamusError
+from thalamus_bidsapp.methods.records import CONTENT_DIGEST_DESC  # declared by some method nodes too
 
 LOGGER = logging.getLogger(__name__)
+
+
+def read_files(node_inputs) -> list[str]:
+    """The files outside the work folder that a node with these inputs reads, known before it runs."""
+    names = {"in_file", "t1w", "t2w"}
+    files = [getattr(node_inputs, name) for name in sorted(names & set(node_inputs.copyable_trait_names()))]
+    files = [f for f in files if isdefined(f)]
+    subject_dir = getattr(node_inputs, "subject_dir", None)
+    if subject_dir is not None and isdefined(subject_dir):
+        # What thalamus_from_subject reads of a finished FreeSurfer subject.
+        files += [str(p) for p in (Path(subject_dir) / "mri" / "aseg.mgz", Path(subject_dir) / "stats" / "aseg.stats")
+                  if p.is_file()]
+    return files
 
 
 def _load(path: str) -> nib.spatialimages.SpatialImage:
@@ -64,6 +78,7 @@ def _save_json(data: dict, name: str) -> str:
 
 class _ReorientInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="image to reorient")
+    content_digest = traits.Str(desc=CONTENT_DIGEST_DESC)
 
 
 class _ReorientOutputSpec(TraitedSpec):

@@ -8,10 +8,11 @@ from pathlib import Path
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from thalamus_bidsapp.bidsio.checksums import files_digest
 from thalamus_bidsapp.bidsio.derivatives import bids_uri
 from thalamus_bidsapp.bidsio.inputs import SessionInputs
 from thalamus_bidsapp.bidsio.tables import volumes_columns
-from thalamus_bidsapp.workflows.nodes import BrainMask, ConcatTables, PublishMasks, Reorient, SessionVolumes
+from thalamus_bidsapp.workflows.nodes import BrainMask, ConcatTables, PublishMasks, Reorient, SessionVolumes, read_files
 from thalamus_bidsapp.workflows.outputs import publish_node
 from thalamus_bidsapp.workflows.registration import init_registration_wf
 from thalamus_bidsapp.methods import MethodPlan
@@ -58,6 +59,8 @@ def init_participant_wf(
         for node_name in session_wf.list_node_names():
             node = session_wf.get_node(node_name)
             node.config = {"execution": {"crashdump_dir": crash_dir, "crashfile_format": "txt"}}
+            if "content_digest" in node.inputs.copyable_trait_names():
+                node.inputs.content_digest = files_digest(read_files(node.inputs), Path(work_dir) / "digests")
         workflow.add_nodes([session_wf])
     return workflow
 

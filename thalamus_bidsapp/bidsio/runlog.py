@@ -1,0 +1,8 @@
+"""Names shared by the participant run logs (``logs/<run>/``) and the group level that reads them."""
+
+from __future__ import annotations
+
+#: Written beside a participant run's ``sessions.tsv``: which process runs it, to tell a live run from a killed one.
+PROCESS_FILE = "process.json"
+#: A session's status in ``sessions.tsv`` while its participant run is in progress.
+RUNNING = "running"
