@@ -71,7 +71,12 @@ def test_manual_masks_with_sides_are_collected(group_tree) -> None:
 
 def test_per_side_dice_from_a_manual_dseg_and_per_side_masks(group_tree) -> None:
     group_dir = group_tree["out"] / "group"
-    run_agreement_step(group_tree["config"], group_dir)
+    method_masks = pd.DataFrame([
+        {"participant_id": f"sub-{sub}", "session_id": None, "method": "first",
+         "path": group_tree["out"] / f"sub-{sub}" / "anat" / f"sub-{sub}_space-T1w_label-thalamus_desc-first_mask.nii.gz"}
+        for sub in ("01", "02", "03")])
+    excluded = run_agreement_step(group_tree["config"], group_dir, method_masks)
+    assert excluded.empty
     table = read_tsv(group_dir / "agreement_sides_voxelwise.tsv")
     # sub-03's manual mask has no sides: no rows; sub-01 exact; sub-02's left is shifted by one voxel.
     assert sorted(set(table["participant_id"])) == ["sub-01", "sub-02"]
