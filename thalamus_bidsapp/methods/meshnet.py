@@ -65,30 +65,15 @@ class MeshNet(SegmentationMethod):
         return ToolStatus(None, {"model_dir": model_dir, "sides_model_dir": sides_model_dir})
 
     def check_installation(self, options):
-        """MeshNet's weights (checked by sha256, never downloaded here) and PyTorch."""
+        """MeshNet's weights and its sides model (checked by sha256, never downloaded here) and PyTorch."""
         from thalamus_bidsapp.interfaces import meshnet
-        from thalamus_bidsapp.toolcheck import CheckReport, Finding, data_file, python_package, writable_dir
+        from thalamus_bidsapp.toolcheck import CheckReport, python_package
 
-        spec = meshnet.model_spec()
         findings = [python_package("PyTorch", "torch")]
-        env_model = os.environ.get(meshnet.MODEL_ENV_VAR)
-        given = options.option("meshnet_model") or (Path(env_model) if env_model else None)
-        if given is not None:
-            source = "--meshnet-model" if options.option("meshnet_model") else meshnet.MODEL_ENV_VAR
-            findings.append(Finding("model folder", Path(given).is_dir(),
-                                    f"{given} (from {source})" if Path(given).is_dir() else f"not found: {given}"))
-            findings += [data_file(fname, Path(given) / fname, sha) for fname, sha in spec.sha256.items()]
-            return CheckReport(NAME, "method", tuple(findings))
-        cache = meshnet.default_cache_dir(spec)
-        if any((cache / fname).is_file() for fname in spec.sha256):
-            findings.append(Finding("model folder", True, f"{cache} (user cache)"))
-            findings += [data_file(fname, cache / fname, sha) for fname, sha in spec.sha256.items()]
-        else:
-            findings.append(writable_dir("model cache", cache))
-            findings.append(Finding(
-                "weights", False,
-                f"not in {cache} yet: the first run downloads them from {spec.url_base} (needs network), "
-                f"or give --meshnet-model / {meshnet.MODEL_ENV_VAR}", required=False))
+        findings += _model_findings(meshnet.model_spec(), options.option("meshnet_model"), required=True)
+        # Without the 104-class model MeshNet still runs, bilateral only: a warning.
+        findings += _model_findings(meshnet.model_spec(meshnet.SIDES_MODEL), options.option("meshnet_sides_model"),
+                                    required=False)
         return CheckReport(NAME, "method", tuple(findings))
 
     def init_nodes(self, ctx: NodeContext) -> MethodNodes:
@@ -113,6 +98,33 @@ class MeshNet(SegmentationMethod):
 
 #: This module's registry entry (methods/registry.py collects every module's METHOD).
 METHOD = MeshNet()
+
+
+def _model_findings(spec, option_value, *, required: bool) -> list:
+    """What --check-tools reports of one pinned model: its folder (option, environment, cache) and files."""
+    from thalamus_bidsapp.interfaces import meshnet
+    from thalamus_bidsapp.toolcheck import Finding, data_file, writable_dir
+
+    label = "model folder" if required else f"{spec.name} folder (left/right)"
+
+    def name(fname: str) -> str:
+        return fname if required else f"{spec.name}/{fname}"
+
+    env_model = os.environ.get(spec.env_var)
+    given = option_value or (Path(env_model) if env_model else None)
+    if given is not None:
+        source = spec.option if option_value else spec.env_var
+        return [Finding(label, Path(given).is_dir(),
+                        f"{given} (from {source})" if Path(given).is_dir() else f"not found: {given}", required=required),
+                *(data_file(name(fname), Path(given) / fname, sha, required=required) for fname, sha in spec.sha256.items())]
+    cache = meshnet.default_cache_dir(spec)
+    if any((cache / fname).is_file() for fname in spec.sha256):
+        return [Finding(label, True, f"{cache} (user cache)", required=required),
+                *(data_file(name(fname), cache / fname, sha, required=required) for fname, sha in spec.sha256.items())]
+    return [writable_dir("model cache" if required else f"{spec.name} cache", cache, required=required),
+            Finding("weights" if required else f"{spec.name} weights", False,
+                    f"not in {cache} yet: the first run downloads them from {spec.url_base} (needs network), "
+                    f"or give {spec.option} / {spec.env_var}", required=False)]
 
 
 class _MeshNetInputSpec(BaseInterfaceInputSpec):
