@@ -40,9 +40,14 @@ def test_split_by_nearest_gives_each_voxel_the_nearer_seed_and_keeps_the_mask() 
     out = sd.split_by_nearest(mask, left, right)
     np.testing.assert_array_equal(out > 0, mask)
     assert (out[2:10][mask[2:10]] == sd.LEFT).all() and (out[10:18][mask[10:18]] == sd.RIGHT).all()
-    # Anisotropic voxels: distances are in mm.
-    out = sd.split_by_nearest(mask, left, right, zooms=(1.0, 1.0, 1.0))
     assert out.dtype == np.uint8
+    # Anisotropic voxels: distances are in mm, not in voxels.
+    point = np.zeros((6, 6, 1), bool)
+    point[5, 5, 0] = True
+    left, right = np.zeros_like(point), np.zeros_like(point)
+    left[0, 5, 0] = right[5, 0, 0] = True  # five voxels away along i and along j
+    assert sd.split_by_nearest(point, left, right, zooms=(1.0, 2.0, 1.0))[5, 5, 0] == sd.LEFT
+    assert sd.split_by_nearest(point, left, right, zooms=(2.0, 1.0, 1.0))[5, 5, 0] == sd.RIGHT
 
 
 def test_empty_seed_falls_back_to_world_x() -> None:
