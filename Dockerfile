@@ -130,7 +130,7 @@ RUN /opt/venv/bin/pip install \
         "numpy==2.3.5" "scipy==1.15.3" "pandas==3.1.1" "nibabel==5.4.2" \
         "pybids==0.22.0" "niworkflows==1.14.5" "nipype==1.11.0" \
         "templateflow==25.1.2" "statsmodels==0.15.0" "pingouin==0.7.0" \
-        "matplotlib==3.11.2" "seaborn==0.13.2" "antspyx==0.6.3" \
+        "matplotlib==3.11.2" "seaborn==0.13.2" "jinja2==3.1.6" "antspyx==0.6.3" \
         "deepbet==1.0.2" "PyYAML==6.0.3" "connected-components-3d==4.1.1" \
         "platformdirs==4.14.7" "scikit-image==0.26.0" "mindglide==1.3.0" \
         "monai==1.6.1" "huggingface_hub==2.4.0" "jinja2==3.1.6"

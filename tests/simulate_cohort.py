@@ -5,7 +5,9 @@ thalamus volumes per method; :func:`write_bids_tree` writes them as a small
 BIDS-like dataset (participants.tsv, sub-*/sub-*_sessions.tsv) plus the group
 volumes table a derivatives dataset would hold; :func:`joined_volumes` reads
 the tree back and joins the clinical columns onto the volumes, as the group
-level does before :func:`thalamus_bidsapp.group.clinical.run_clinical`.
+level does before :func:`thalamus_bidsapp.group.clinical.run_clinical`;
+:func:`write_group_outputs` writes the group folder of such a cohort (with
+synthetic method and manual masks) for the group report and its figures.
 
 Planted effects (:data:`TRUTH`):
 
@@ -268,6 +270,69 @@ def joined_volumes(root: Path, *, derivatives: str = "derivatives/thalamus_bidsa
         tables.append(table)
     sessions = pd.concat(tables, ignore_index=True) if tables else None
     return join_clinical(volumes, participants, sessions)
+
+
+#: Methods of :func:`write_group_outputs`' demo cohort: (method, contrast, bias mL, noise SD mL), as named
+#: in real outputs (the mask's desc), with FreeSurfer and FIRST over-segmenting as in the paper.
+REPORT_METHODS: tuple[tuple[str, str, float, float], ...] = (
+    ("freesurfer", "T1w", 1.2, 0.2),
+    ("first", "T1w", 0.9, 0.15),
+    ("dbsegment", "T1w", 0.15, 0.08),
+    ("mindglideT1w", "T1w", 0.3, 0.12),
+    ("mindglideFLAIR", "FLAIR", -0.2, 0.18),
+)
+#: Per method: mean displacement of its synthetic mask from the manual one (voxels along x, y, z).
+MASK_SHIFTS = {"freesurfer": (1.5, 1.0, 0.5), "first": (1.5, 0.5, 1.0), "dbsegment": (0.5, 0.5, 0.0),
+               "mindglideT1w": (1.0, 1.0, 0.5), "mindglideFLAIR": (1.5, 1.0, 1.0)}
+
+
+def _ellipsoid(volume_ml: float, shift: np.ndarray, stretch: np.ndarray, shape: int = 40) -> np.ndarray:
+    """A binary ellipsoid (1 mm voxels) of about ``volume_ml``: semi-axes 1.6 : 1 : 0.8 times ``stretch``, moved."""
+    stretch = np.asarray(stretch, float) / np.prod(stretch) ** (1 / 3)
+    scale = (volume_ml * 1000 / (4 / 3 * np.pi * 1.6 * 1.0 * 0.8)) ** (1 / 3)
+    radii = np.array([1.6, 1.0, 0.8]) * scale * stretch
+    grid = np.indices((shape,) * 3).astype(float) - (shape - 1) / 2 - np.asarray(shift, float)[:, None, None, None]
+    return (((grid / radii[:, None, None, None]) ** 2).sum(axis=0) <= 1).astype(np.uint8)
+
+
+def write_group_outputs(cohort: SimulatedCohort, out: Path, *, n_manual: int = 20, seed: int = 0) -> Path:
+    """The group folder the group level would write for ``cohort``: volumes, agreement and clinical tables.
+
+    Method masks are ellipsoids of each method's simulated volume, randomly
+    stretched and moved about :data:`MASK_SHIFTS`; the first ``n_manual`` subjects' baseline sessions get
+    a manual mask (an ellipsoid of the true volume). The agreement and
+    clinical steps run on them without drawing figures. Returns ``out/group``.
+    """
+    import nibabel as nib
+
+    from thalamus_bidsapp.group.agreement import run_agreement
+    from thalamus_bidsapp.group.clinical import run_clinical
+
+    out = Path(out)
+    group_dir = out / "group"
+    masks_dir = out / "masks"
+    masks_dir.mkdir(parents=True, exist_ok=True)
+    truth = cohort.subjects.set_index("participant_id")
+    method_rows, manual_rows = [], []
+    rng = np.random.default_rng(seed)
+    for (sub, ses), rows in cohort.volumes.groupby(["participant_id", "session_id"], sort=True):
+        for row in rows.itertuples():
+            path = masks_dir / f"{sub}_{ses}_{row.method}.nii.gz"
+            shift = np.asarray(MASK_SHIFTS.get(row.method, (1.0, 1.0, 1.0))) * rng.uniform(0.3, 1.7, 3)
+            mask = _ellipsoid(row.volume_ml, shift * rng.choice([-1, 1], 3), 1 + rng.normal(0, 0.08, 3))
+            nib.save(nib.Nifti1Image(mask, np.eye(4)), str(path))
+            method_rows.append({"participant_id": sub, "session_id": ses, "method": row.method, "path": path})
+        if ses == "ses-01" and int(sub.removeprefix("sub-")) <= n_manual:
+            path = masks_dir / f"{sub}_{ses}_manual.nii.gz"
+            manual = _ellipsoid(float(truth.loc[sub, "thal0"]), np.zeros(3), np.ones(3))
+            nib.save(nib.Nifti1Image(manual, np.eye(4)), str(path))
+            manual_rows.append({"participant_id": sub, "session_id": ses, "path": path})
+    volumes = cohort.joined()
+    write_tsv(volumes, group_dir / "volumes.tsv")
+    manual = pd.DataFrame(manual_rows, columns=["participant_id", "session_id", "path"])
+    run_agreement(pd.DataFrame(method_rows), manual, group_dir, figures=False)
+    run_clinical(volumes, None, group_dir, figures=False)
+    return group_dir
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,9 +39,10 @@ import pytest
 from tests.conftest import REPO_ROOT, shared_file
 from tests.foundation.datasets import write_description
 from tests.registration_helpers import make_noise_like, make_shifted
+from tests.simulate_cohort import REPORT_METHODS, simulate_cohort, write_group_outputs
 from thalamus_bidsapp.bidsio.atomic import read_tsv
 from thalamus_bidsapp.cli.run import main
-from thalamus_bidsapp.reports.group import redraw_group_figures, write_group_report
+from thalamus_bidsapp.reports.group import write_group_report
 from thalamus_bidsapp.reports.participant import read_skipped_methods, write_participant_report
 
 HALF_WIDTH = (48, 30, 48)  # voxels each side of bert's thalamus centre (LIA storage)
@@ -238,11 +239,67 @@ def test_group_report_content(derivatives):
     assert "no T1w image found for sub-01_ses-3" in text
     assert 'href="../sub-01.html"' in text
     # ses-2's R1 map failed its QC: listed among the exclusions with the QC table linked.
-    excluded = text.split('id="excluded"', 1)[1].split("</section>", 1)[0]
+    excluded = text.split('id="qc"', 1)[1].split("</section>", 1)[0]
     assert "sub-01_ses-2" in excluded and "R1map" in excluded
     assert "sub-01_ses-2_desc-registration_qc.tsv" in excluded
     volumes = read_tsv(out / "group" / "volumes.tsv")
     assert f"{len(volumes)} rows" in text
+
+
+@pytest.fixture(scope="module")
+def cohort_report(tmp_path_factory) -> Path:
+    """The group report of a simulated 30-subject, two-session cohort with five methods and manual masks."""
+    out = tmp_path_factory.mktemp("cohort") / "out"
+    write_group_outputs(simulate_cohort(n_subjects=30, seed=3, methods=REPORT_METHODS), out)
+    return write_group_report(out)
+
+
+SECTION_ORDER = ("volumes", "agreement", "between-methods", "cross-sectional", "longitudinal", "progression",
+                 "power", "qc", "participants")
+
+
+def test_cohort_report_results_first(cohort_report):
+    text = cohort_report.read_text()
+    group = cohort_report.parent
+    # One section per analysis, in the order of the paper; each with its figure before any table.
+    starts = [text.index(f'<section id="{s}"') for s in SECTION_ORDER]
+    assert starts == sorted(starts)
+    assert text.index("<img") < text.index("<table")
+    for section in SECTION_ORDER[:7]:
+        body = text.split(f'<section id="{section}"', 1)[1].split("</section>", 1)[0]
+        assert "<img" in body and '<p class="lead">' in body, section
+        if "<table" in body:
+            assert body.index("<img") < body.index("<details"), section
+    # Every table linked (downloadable) and collapsed; every figure in SVG and PNG.
+    for table in group.glob("*.tsv"):
+        assert f'href="{table.name}"' in text, table.name
+    assert "<details class=\"table\" id=\"table-volumes\">" in text
+    for svg in (group / "figures").glob("*.svg"):
+        assert f'src="figures/{svg.name}"' in text and f'href="figures/{svg.stem}.png"' in text
+    # Key numbers written from the tables.
+    summary = read_tsv(group / "agreement_summary.tsv")
+    dice = summary[summary["metric"] == "dice"].sort_values("median").iloc[-1]
+    assert f"{dice['method']} has the highest median Dice, {dice['median']:.3f} (IQR {dice['q1']:.3f}" in text
+    cross = read_tsv(group / "clinical_crosssectional.tsv")
+    n_sig = int((cross["p_fdr"] < 0.05).sum())
+    assert f"{n_sig} of {cross['beta'].notna().sum()} cross-sectional associations survive" in text
+    assert _check_links(cohort_report) == []
+
+
+def test_analyses_that_did_not_run_say_why(tmp_path):
+    out = tmp_path / "out"
+    cohort = simulate_cohort(n_subjects=12, n_sessions=1, seed=2, methods=REPORT_METHODS[:1])
+    write_group_outputs(cohort, out, n_manual=0)
+    text = write_group_report(out).read_text()
+
+    def section(name):
+        return text.split(f'<section id="{name}"', 1)[1].split("</section>", 1)[0]
+
+    assert "Not run: no manual thalamus masks were given" in section("agreement")
+    assert "Only one method (freesurfer) has masks" in section("between-methods")
+    assert '<p class="skipped">Not run: ' in section("longitudinal")
+    assert '<p class="skipped">Not run: ' in section("progression")
+    assert "<img" in section("volumes") and "<img" in section("cross-sectional")
 
 
 def test_regenerating_touches_nothing(derivatives):
@@ -279,9 +336,8 @@ def test_reports_from_a_copied_output_folder(derivatives, tmp_path):
     assert "logs/&lt;run&gt;/methods.json" in text
     assert sorted(p.name for p in (copy / "sub-01" / "figures").iterdir()) == figures
     assert _check_links(page) == []
-    redraw_group_figures(copy)
+    assert _check_links(write_group_report(copy)) == []  # the group report draws its figures from the tables
     assert sorted(p.name for p in (copy / "group" / "figures").iterdir()) == group_figures
-    assert _check_links(write_group_report(copy)) == []
 
 
 # --------------------------------------------------------------------------- headless Chromium
@@ -400,8 +456,12 @@ class HeadlessChromium:
                 const anchors = [...document.querySelectorAll('a[href^="#"]')]
                     .map(a => decodeURIComponent(a.getAttribute('href').slice(1)))
                     .filter(id => id && !document.getElementById(id));
+                const figure = document.querySelector('figure img'), table = document.querySelector('table');
+                const figureFirst = figure && table
+                    ? Boolean(figure.compareDocumentPosition(table) & Node.DOCUMENT_POSITION_FOLLOWING) : null;
                 return JSON.stringify({images: document.images.length, broken, anchors,
-                                       height: document.documentElement.scrollHeight});
+                                       height: document.documentElement.scrollHeight, figureFirst,
+                                       firstFigureWidth: figure ? figure.getBoundingClientRect().width : 0});
             })()""",
             "awaitPromise": True, "returnByValue": True}, session=session)
         result = json.loads(check["result"]["value"])
@@ -451,9 +511,11 @@ def test_broken_page_is_caught(browser, tmp_path):
     assert any("boom" in p for p in result["console"]) and any("ERR_FILE_NOT_FOUND" in p for p in result["console"])
 
 
-@pytest.mark.parametrize("which", ["participant", "group"])
-def test_report_in_headless_chromium(derivatives, browser, which):
-    page = derivatives[which]
+@pytest.mark.parametrize("which", ["participant", "group", "cohort"])
+def test_report_in_headless_chromium(request, browser, which):
+    # Fixtures by name: the cohort's case does not need the (slower) pipeline run.
+    page = (request.getfixturevalue("cohort_report") if which == "cohort"
+            else request.getfixturevalue("derivatives")[which])
     screenshot = ARTIFACTS / f"report_{which}.png"
     result = browser.load(page, screenshot)
     assert result["console"] == []
@@ -461,3 +523,7 @@ def test_report_in_headless_chromium(derivatives, browser, which):
     assert result["images"] == len(_images(page)) > 0
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert screenshot.stat().st_size > 20_000, "screenshot suspiciously small: blank page?"
+    if which != "participant":
+        # Results first: the first figure comes before the first table, at a readable size.
+        assert result["figureFirst"] is True
+        assert result["firstFigureWidth"] >= 480

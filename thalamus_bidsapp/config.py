@@ -15,7 +15,8 @@ class RunConfig:
     then every method whose tool is found runs. ``method_options`` holds the
     options each method declares (see ``methods/``), by their ``dest`` name
     (``--fs-license-file`` -> ``fs_license_file``); an option not given is None.
-    """
+    ``nprocs``, ``omp_nthreads`` and ``mem_gb`` are None when not given: the participant level applies the
+    thread rule of :mod:`thalamus_bidsapp.resources` once it knows how many sessions run.    """
 
     bids_dir: Path
     output_dir: Path
@@ -30,8 +31,9 @@ class RunConfig:
     flirt_cutoff: float = 0.25
     ants_cutoff: float = 0.30
     clinical_config: Path | None = None
-    nprocs: int = 1
-    omp_nthreads: int = 1
+    nprocs: int | None = None
+    omp_nthreads: int | None = None
+    mem_gb: float | None = None
     skip_bids_validation: bool = False
     stop_on_first_crash: bool = False
     verbosity: int = 0

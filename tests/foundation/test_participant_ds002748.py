@@ -63,3 +63,20 @@ def test_group_table_joined_with_demographics(ds_run):
 
 def test_input_untouched(ds_run):
     assert tree_digest(ds_run["bids"]) == ds_run["before"]
+
+
+def test_timings_of_every_session(ds_run):
+    from thalamus_bidsapp.timings import read_timings
+
+    (path,) = (ds_run["out"] / "logs").glob("*/timings.tsv")
+    table = read_timings(path)
+    assert path.with_suffix(".json").is_file()
+    # Six sessions on two processes: one thread per step (min(nprocs - 1, 8)), so two sessions run side by side.
+    tools = table[table["kind"] == "tool"]
+    assert sorted(tools["session"].unique()) == [f"sub-{label}" for label in SUBJECTS]
+    assert set(tools["step"]) == {"brain_mask", "segmentation_wf.meshnet_thalamus"}
+    assert (tools["threads"] == 1).all() and (tools["seconds"] > 0).all()
+    phases = set(table.loc[table["session"] == "n/a", "step"])
+    assert {"startup", "index", "tool_check", "workflow", "reports", "total"} <= phases
+    total = table.loc[table["step"] == "total", "seconds"].iloc[0]
+    assert (table["start"] + table["seconds"] <= total + 1).all()

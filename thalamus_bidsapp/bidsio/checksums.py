@@ -1,4 +1,12 @@
-"""Checksums of files on disk."""
+"""Checksums of files on disk, and a memo so large files are hashed once, not on every run.
+
+:func:`remembered_digest` keeps each file's sha256 under a key made of the
+file's resolved path, device, inode, size, modification and change times,
+so a file is hashed again exactly when it changed. Model weights (MeshNet,
+DBSegment folds, MindGlide checkpoints) use :func:`remembered_model_digest`,
+whose memo lives in the user cache (``$THALAMUS_CHECKSUM_MEMO`` overrides
+it; ``off`` disables it).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,11 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["CHUNK_BYTES", "file_digest", "files_digest", "remembered_digest"]
+__all__ = ["CHUNK_BYTES", "MEMO_ENV", "default_memo_dir", "file_digest", "files_digest", "remembered_digest",
+           "remembered_model_digest"]
+
+#: Environment variable naming the memo folder of model checksums; ``off`` (or empty) disables it.
+MEMO_ENV = "THALAMUS_CHECKSUM_MEMO"
 
 #: Bytes read at a time, so large files (model weights, images) are never held whole in memory.
 CHUNK_BYTES = 1 << 20
@@ -86,3 +98,22 @@ def files_digest(paths: Iterable[str | os.PathLike | None], memo_dir: str | os.P
         if path is not None:
             digest.update(f"{os.fspath(path)}\0{remembered_digest(path, memo_dir)}\n".encode())
     return digest.hexdigest()
+
+
+def default_memo_dir() -> Path | None:
+    """``$THALAMUS_CHECKSUM_MEMO``, else ``<user cache>/thalamus_bidsapp/checksums``; None when disabled."""
+    value = os.environ.get(MEMO_ENV)
+    if value is not None:
+        return None if value.strip().lower() in ("", "off", "0", "no") else Path(value).expanduser()
+    try:
+        import platformdirs
+
+        root = Path(platformdirs.user_cache_dir("thalamus_bidsapp"))
+    except ImportError:  # platformdirs is optional; fall back to the XDG convention
+        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "thalamus_bidsapp"
+    return root / "checksums"
+
+
+def remembered_model_digest(path: str | os.PathLike) -> str:
+    """sha256 of a model file, computed once per version of the file (memo in :func:`default_memo_dir`)."""
+    return remembered_digest(path, default_memo_dir())

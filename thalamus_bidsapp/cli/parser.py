@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from thalamus_bidsapp import __version__
@@ -27,6 +26,12 @@ exit status: 0 success; 1 some sessions failed (after all were attempted);
 64 usage error; 65 bad input data; 66 a required input is missing (with
 --check-tools: a step or method cannot run here); 73 an output or work file
 cannot be written; 75 participant jobs are still running (group level).
+
+threads: with one session to run, each network, ANTs and recon-all step uses
+every CPU (--nprocs); with several, min(nprocs - 1, 8) threads per step and
+sessions run side by side. nipype books each step's threads and memory, so
+steps running together never exceed --nprocs CPUs or --mem-gb.
+logs/<run>/timings.tsv says where the time went.
 
 example:
   thalamus-bidsapp /data/bids /data/out participant --participant-label 01 02 \\
@@ -64,6 +69,16 @@ def _positive_int(value: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {value}") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value}") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {value}")
     return number
 
 
@@ -172,10 +187,15 @@ def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser
         help="working directory, never inside the input dataset; a re-run with the same one redoes nothing "
         "that finished; jobs of a SLURM array may share it (default: OUTPUT_DIR/sourcedata/work)",
     )
-    perf.add_argument("--nprocs", "--n-cpus", type=_positive_int, default=os.cpu_count() or 1,
-                      help="processes run in parallel (default: all CPUs)")
-    perf.add_argument("--omp-nthreads", type=_positive_int, default=1,
-                      help="threads per process for multithreaded steps (default: 1)")
+    perf.add_argument("--nprocs", "--n-cpus", "--nthreads", type=_positive_int, default=None, metavar="N",
+                      help="CPUs the run keeps busy at once (default: every CPU this process may use)")
+    perf.add_argument("--omp-nthreads", type=_positive_int, default=None, metavar="N",
+                      help="threads of each multithreaded step (the networks, ANTs, recon-all); default: all "
+                      "of --nprocs when one session runs, else min(nprocs - 1, 8). Steps running side by side "
+                      "never book more than --nprocs CPUs and --mem-gb memory together")
+    perf.add_argument("--mem-gb", "--mem", type=_positive_float, default=None, metavar="GB",
+                      help="memory the steps running side by side may use together (default: 90%% of the "
+                      "machine's or the container's memory)")
     perf.add_argument("--stop-on-first-crash", action="store_true",
                       help="stop at the first failing step instead of finishing the other sessions")
     perf.add_argument("--reports-only", action="store_true",

@@ -6,9 +6,11 @@ import logging
 import os
 import sys
 import tempfile
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 from thalamus_bidsapp.cli.parser import build_parser, method_options
 from thalamus_bidsapp.config import RunConfig
@@ -53,6 +55,7 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         ants_cutoff=args.ants_cutoff,
         nprocs=args.nprocs,
         omp_nthreads=args.omp_nthreads,
+        mem_gb=args.mem_gb,
         skip_bids_validation=args.skip_bids_validation,
         stop_on_first_crash=args.stop_on_first_crash,
         verbosity=args.verbose,
@@ -115,7 +118,40 @@ def _shorten_tracebacks(record: logging.LogRecord) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the app; returns the exit status documented in the README."""
+    """Run the app; returns the exit status documented in the README.
+
+    As the command (``argv`` None: the ``thalamus-bidsapp`` script or
+    ``python -m thalamus_bidsapp``) the process ends here, with that status.
+    """
+    from thalamus_bidsapp.timings import process_start_time
+
+    command_line = argv is None
+    # As a command, the start-up in logs/<run>/timings.tsv counts from the process start (interpreter, imports).
+    started = (process_start_time() if command_line else None) or time.time()
+    code = _main(argv, started)
+    if command_line:
+        _leave(code)
+    return code
+
+
+def _leave(code: int) -> NoReturn:
+    """End the process without the interpreter's teardown.
+
+    Tearing down torch, pybids and nipype takes one to several seconds and
+    does nothing useful: every output is already whole (written under a
+    temporary name and renamed), the worker processes have ended, and the
+    log handlers and standard streams are flushed here.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said anyway
+            pass
+    os._exit(code)
+
+
+def _main(argv: list[str] | None, started: float) -> int:
     # No telemetry lookups: compute nodes often have no network.
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     args = sys.argv[1:] if argv is None else list(argv)
@@ -137,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         if config.analysis_level == "participant":
             from thalamus_bidsapp.participant import run_participant
 
-            return run_participant(config)
+            return run_participant(config, started=started)
         from thalamus_bidsapp.group.runner import run_group
 
         return run_group(config)

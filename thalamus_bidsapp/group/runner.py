@@ -66,11 +66,10 @@ def run_group(config: RunConfig) -> int:
         ``skip_running_sessions``); 65 for a clinical table that cannot be
         joined.
     """
-    from thalamus_bidsapp.reports.group import redraw_group_figures, write_group_report
+    from thalamus_bidsapp.reports.group import write_group_report
 
     group_dir = config.output_dir / "group"
     if config.reports_only:
-        redraw_group_figures(config.output_dir)
         LOGGER.info("report: %s", write_group_report(config.output_dir))
         return EXIT_OK
     outputs = read_participant_outputs(config.output_dir)
@@ -296,7 +295,8 @@ def run_agreement_step(config: RunConfig, group_dir: Path, method_masks: pd.Data
     if manual_masks.empty:
         LOGGER.info("no manual thalamus masks (give them with --derivatives NAME=PATH): "
                     "only the containment between methods is computed")
-    results = run_agreement(method_masks, manual_masks, group_dir, skip_bad_sessions=True)
+    # The figures are drawn by the report, from the published tables (reports/figures_group.py).
+    results = run_agreement(method_masks, manual_masks, group_dir, figures=False, skip_bad_sessions=True)
     LOGGER.info("agreement analyses: %s", ", ".join(sorted(k for k in results if k != "excluded")))
     run_side_agreement_step(config, group_dir, _without(method_masks, results["excluded"]))
     return results["excluded"]
@@ -339,7 +339,7 @@ def run_clinical_step(volumes: pd.DataFrame, clinical_config: Path | None, group
         LOGGER.warning("clinical analyses skipped: no thalamus volumes to analyse")
         return
     try:
-        results = run_clinical(volumes, clinical_config, group_dir)
+        results = run_clinical(volumes, clinical_config, group_dir, figures=False)
     except ThalamusError as err:
         if clinical_config is not None:
             raise

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from thalamus_bidsapp.bidsio.checksums import CHUNK_BYTES, file_digest
+from thalamus_bidsapp.bidsio.checksums import CHUNK_BYTES, file_digest, remembered_model_digest
 from thalamus_bidsapp.errors import EXIT_NOINPUT, ThalamusError
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def user_cache_dir(*parts: str) -> Path:
 
 def checksums(paths: Mapping[str, Path]) -> dict[str, str]:
     """sha256 of each existing file, by name (missing files are left out)."""
-    return {name: file_digest(path) for name, path in paths.items() if Path(path).is_file()}
+    return {name: remembered_model_digest(Path(path)) for name, path in paths.items() if Path(path).is_file()}
 
 
 def verify_files(folder: Path, pinned: PinnedFiles) -> dict[str, str]:
@@ -76,7 +76,7 @@ def verify_files(folder: Path, pinned: PinnedFiles) -> dict[str, str]:
         if not path.is_file():
             raise ThalamusError(f"{pinned.label} file missing: {path} (expected sha256 {expected}); "
                                 f"{pinned.how_to_provide}", EXIT_NOINPUT)
-        actual = file_digest(path)
+        actual = remembered_model_digest(path)
         if actual != expected:
             raise ThalamusError(f"{pinned.label} file corrupted: {path} has sha256 {actual}, expected sha256 "
                                 f"{expected}; {pinned.how_to_provide}", EXIT_NOINPUT)
@@ -112,7 +112,7 @@ def fill_cache(cache_dir: Path, pinned: PinnedFiles) -> None:
     """Download the files of ``cache_dir`` that are missing or do not match their checksum."""
     for fname, expected in pinned.sha256.items():
         path = cache_dir / fname
-        if path.is_file() and file_digest(path) == expected:
+        if path.is_file() and remembered_model_digest(path) == expected:
             continue
         if path.exists():
             logger.warning("cached %s file %s does not match sha256 %s; downloading it again",

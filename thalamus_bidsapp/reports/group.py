@@ -1,14 +1,22 @@
 """The group report ``<output_dir>/group/report.html``, built from the derivatives alone.
 
-It shows every group table (``group/*.tsv``, rendered as HTML tables with
-the column descriptions of their JSON sidecars) and every figure
-(``group/figures/*``: the SVG where there is one, else the PNG), the sessions
-that failed (``logs/*/sessions.tsv``, latest status per session, with links
-to the crash reports), the images excluded by the registration QC
+Results first: one section per analysis, in the order of the paper (volumes
+by method; agreement with the manual masks; agreement between methods;
+cross-sectional associations; longitudinal change; disability progression;
+power; QC). Each section opens with its key figure (drawn from the group
+tables by :mod:`thalamus_bidsapp.reports.figures_group`) and one or two
+sentences with the key numbers, written from the tables; then its tables
+(``group/*.tsv``, with the column descriptions of their JSON sidecars),
+collapsed, each with its download link. An analysis that did not run says
+why in one line (from ``group/clinical_analyses.tsv`` or from what is
+missing). The QC section lists the sessions that failed
+(``logs/*/sessions.tsv``, latest status per session, with links to the crash
+reports), the images excluded by the registration QC
 (``sub-*/[ses-*/]anat/*_desc-registration_qc.tsv``), the clinical analyses
-skipped and the rows left out (``group/clinical_analyses.tsv``,
-``group/clinical_exclusions.tsv``), and links to the participant reports
-(``../sub-<label>.html``, linked only where the file exists).
+skipped and the rows left out; the last section links the participant
+reports (``../sub-<label>.html``, linked only where the file exists).
+
+The page is the Jinja2 template ``data/group_report.html``.
 
 Everything is linked by paths relative to ``group/``, so the report survives
 copying the output folder; the CSS is inlined and nothing is loaded from the
@@ -19,23 +27,91 @@ from __future__ import annotations
 
 import logging
 import re
+from importlib import resources
 from pathlib import Path
 
+import jinja2
+import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
 from thalamus_bidsapp.bidsio.atomic import read_tsv, write_if_changed
-from thalamus_bidsapp.reports.html import column_descriptions, esc, href, html_table, pipeline_version, render_page
+from thalamus_bidsapp.reports.figures_group import (
+    COURSE_ORDER,
+    FIGURE_TITLES,
+    OUTCOME_LABELS,
+    FigureSet,
+    bilateral_volumes,
+    method_labels,
+    read_group_table,
+    write_group_figures,
+)
+from thalamus_bidsapp.reports.palette import PNG_DPI
+from thalamus_bidsapp.reports.group_leads import (
+    _num,
+    _agreement_lead,
+    _association_lead,
+    _containment_lead,
+    _longitudinal_lead,
+    _power_lead,
+    _progression_lead,
+    _volumes_lead,
+)
+from thalamus_bidsapp.reports.html import column_descriptions, esc, href, html_table, pipeline_version
 from thalamus_bidsapp.reports.logs import read_session_statuses, registration_exclusions
 
 LOGGER = logging.getLogger(__name__)
 
 #: Rows of a group table shown in the report; the TSV (linked) has them all.
 MAX_ROWS = 300
-#: Tables listed first, in this order; the others follow alphabetically.
-_TABLE_ORDER = ("volumes", "agreement_summary", "agreement_volumetric", "agreement_pairwise", "agreement_voxelwise",
-                "containment")
-#: Tables shown in the "failed and excluded" section rather than among the results.
-_EXCLUSION_TABLES = ("excluded_sessions", "clinical_exclusions")
+#: The analyses in the order of the paper: (section id, heading, nav label, figures, tables).
+SECTIONS: tuple[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("volumes", "Thalamus volume by method", "Volumes",
+     ("volumes_distribution", "volumes_scatter_matrix"), ("volumes",)),
+    ("agreement", "Agreement with the manual masks", "Manual masks",
+     ("agreement_overlap", "agreement_scatter", "agreement_blandaltman"),
+     ("agreement_summary", "agreement_volumetric", "agreement_pairwise", "agreement_voxelwise")),
+    ("between-methods", "Agreement between methods", "Between methods", ("containment_heatmap",), ("containment",)),
+    ("cross-sectional", "Cross-sectional clinical associations", "Cross-sectional",
+     ("crosssectional_forest",), ("clinical_crosssectional",)),
+    ("longitudinal", "Longitudinal change", "Longitudinal",
+     ("longitudinal_change", "longitudinal_forest"),
+     ("clinical_longitudinal_regression", "clinical_longitudinal_deltas", "clinical_longitudinal_pairwise_wilcoxon",
+      "clinical_longitudinal_change_by_diagnosis", "clinical_longitudinal_winsorised",
+      "clinical_longitudinal_ordinal", "clinical_longitudinal_pbvc")),
+    ("progression", "Disability progression", "Progression", ("progression_change",),
+     ("clinical_progression_ancova", "clinical_progression_adjusted_means", "clinical_progression_pairwise",
+      "clinical_progression_logistic", "clinical_progression_subjects")),
+    ("power", "Sample size for a trial", "Power", ("power_sample_size",), ("clinical_power",)),
+    ("qc", "Quality control: failed sessions, excluded images and rows", "QC", (),
+     ("excluded_sessions", "clinical_analyses", "clinical_exclusions")),
+)
+#: Figure captions: what the marks mean (the title comes from figures_group.FIGURE_TITLES).
+CAPTIONS = {
+    "volumes_distribution": "Whole-thalamus volume (left and right merged), one box per method: median, "
+                            "quartiles, whiskers at 1.5 IQR, one point per session.",
+    "volumes_scatter_matrix": "Each method's volume against every other's, one point per session (one marker per "
+                              "session label); dashed: identity. Diagonal: each method's distribution.",
+    "agreement_overlap": "Voxel-wise overlap of each method's mask with the manual mask, one point per session.",
+    "agreement_scatter": "Method volume against manual volume, one point per session; dashed: identity; solid: "
+                         "OLS fit. CCC: Lin's concordance correlation with 95% CI.",
+    "agreement_blandaltman": "Method minus manual volume against their mean; solid: mean bias; dashed: 95% limits "
+                             "of agreement (bias ± 1.96 SD); dotted: proportional bias (differences regressed on "
+                             "means).",
+    "containment_heatmap": "Mean over sessions of |A ∩ B| / |A|: how much of the row method's mask lies inside the "
+                           "column method's mask.",
+    "crosssectional_forest": "OLS outcome ~ thalamus volume + age + sex + z(ICV) on baseline sessions: β per mL "
+                             "with 95% CI, one row per method; filled: significant after Benjamini-Hochberg "
+                             "correction across the family.",
+    "longitudinal_forest": "OLS change in outcome ~ change in thalamus volume + covariates: β per mL with 95% CI; "
+                           "filled: significant after Benjamini-Hochberg correction.",
+    "longitudinal_change": "Thalamic volume change from baseline to follow-up in % of baseline, per method (and by "
+                           "diagnosis where participants.tsv records it).",
+    "progression_change": "Thalamic volume change in % of baseline by EDSS course (confirmed-change thresholds), "
+                          "methods side by side.",
+    "power_sample_size": "Subjects per arm to detect the configured difference in annual thalamic atrophy "
+                         "(two-sample t test).",
+}
 _SESSION_NAME = re.compile(r"^(sub-[0-9a-zA-Z]+)(?:_(ses-[0-9a-zA-Z]+))?$")
 
 
@@ -66,8 +142,50 @@ def _participant_links(output_dir: Path, group_dir: Path, subjects: list[str]) -
     return links
 
 
-def _failed_section(output_dir: Path, group_dir: Path, links: dict[str, str]) -> list[str]:
-    parts = ['<section id="excluded"><h2>Failed and excluded sessions</h2>']
+
+# ------------------------------------------------------------------ key numbers, written from the tables
+
+
+# ------------------------------------------------------------------ why an analysis did not run
+_ANALYSIS_OF_SECTION = {"cross-sectional": "cross_sectional", "longitudinal": "longitudinal",
+                        "progression": "progression", "power": "power"}
+
+
+def _skip_reason(section_id: str, group_dir: Path, analyses: pd.DataFrame | None) -> str | None:
+    """One line saying why a section's analysis did not run, or None when it ran."""
+    if section_id == "volumes":
+        return None if (group_dir / "volumes.tsv").is_file() else \
+            "Not run: no group volumes table (run the group level after the participant level)."
+    if section_id == "agreement":
+        voxelwise = read_group_table(group_dir, "agreement_voxelwise")
+        if voxelwise is None:
+            return "Not run: the group level found no thalamus masks to compare."
+        if voxelwise.empty:
+            return ("Not run: no manual thalamus masks were given (--derivatives NAME=PATH with "
+                    "label-thalamus desc-manual masks), or none matched a session with method masks.")
+        return None
+    if section_id == "between-methods":
+        return None if (group_dir / "containment.tsv").is_file() else \
+            "Not run: the group level found no thalamus masks to compare."
+    analysis = _ANALYSIS_OF_SECTION.get(section_id)
+    if analysis is None:
+        return None
+    if analyses is None:
+        return ("Not run: no clinical analyses in this output (the group level skipped them; its log says why, "
+                "usually missing clinical columns: map them with --clinical-config).")
+    if "analysis" not in analyses or "status" not in analyses:
+        return None
+    rows = analyses[analyses["analysis"].astype(str) == analysis]
+    if rows.empty or (rows["status"].astype(str) == "done").any():
+        return None
+    reason = str(rows["reason"].iloc[0]) if "reason" in rows and not pd.isna(rows["reason"].iloc[0]) else ""
+    return f"Not run: {reason or 'no reason recorded'}."
+
+
+# ------------------------------------------------------------------ QC: failed sessions and exclusions
+def _qc_extra(output_dir: Path, group_dir: Path, links: dict[str, str]) -> tuple[list[str], str]:
+    """Lead sentences and HTML of the failed sessions and the images excluded by the registration QC."""
+    parts = []
     statuses = read_session_statuses(output_dir)
     failed = [s for s in statuses.values() if s.status != "ok"]
     parts.append("<h3>Failed sessions</h3>")
@@ -106,79 +224,86 @@ def _failed_section(output_dir: Path, group_dir: Path, links: dict[str, str]) ->
                      "were not made for that session.</p>")
     else:
         parts.append('<p class="note">None: every FLAIR and R1 map found passed its registration QC.</p>')
-
-    analyses_path = group_dir / "clinical_analyses.tsv"
-    analyses = _read(analyses_path) if analyses_path.is_file() else None
-    if analyses is not None and "status" in analyses:
-        skipped = analyses[analyses["status"].astype(str) != "done"]
-        parts.append("<h3>Clinical analyses skipped</h3>")
-        parts.append(html_table(skipped, descriptions=column_descriptions(analyses_path)) if not skipped.empty
-                     else '<p class="note">None.</p>')
-    for stem in _EXCLUSION_TABLES:
-        path = group_dir / f"{stem}.tsv"
-        table = _read(path) if path.is_file() else None
-        if table is not None:
-            parts.append(f"<h3>{esc(_title(stem))}</h3>")
-            parts.append(html_table(table, descriptions=column_descriptions(path), max_rows=MAX_ROWS))
-            parts.append(f'<p class="note">Table: <a href="{href(path, group_dir)}">{esc(path.name)}</a>.</p>')
-    parts.append("</section>")
-    return parts
+    sessions = (f"{len(failed)} of {len(statuses)} session(s) in the run logs failed" if statuses
+                else "No run logs were found")
+    lead = [f"{sessions}; {len(rows)} image(s) were excluded by the registration QC."]
+    excluded = read_group_table(group_dir, "excluded_sessions")
+    if excluded is not None and not excluded.empty:
+        lead.append(f"{len(excluded)} session(s) were left out of the group tables (table below, with the reasons).")
+    exclusions = read_group_table(group_dir, "clinical_exclusions")
+    if exclusions is not None and "n_rows" in exclusions:
+        lead.append(f"The clinical models left out {int(_num(exclusions, 'n_rows').fillna(0).sum())} row(s) for "
+                    "missing or unusable values (table below).")
+    return lead, "\n".join(parts)
 
 
-def _tables_section(group_dir: Path) -> tuple[list[str], list[tuple[str, str]]]:
-    paths = sorted(group_dir.glob("*.tsv"))
-    order = {stem: i for i, stem in enumerate(_TABLE_ORDER)}
-    paths.sort(key=lambda p: (order.get(p.stem, len(order)), p.stem))
-    parts = ['<section id="tables"><h2>Tables</h2>']
-    toc = []
-    for path in paths:
-        if path.stem in _EXCLUSION_TABLES:
-            continue
-        table = _read(path)
-        if table is None:
-            continue
-        anchor = f"table-{path.stem}"
-        toc.append((anchor, path.stem))
-        descriptions = column_descriptions(path)
-        parts.append(f'<h3 id="{esc(anchor)}">{esc(_title(path.stem))}</h3>')
-        parts.append(f'<p class="note"><a href="{href(path, group_dir)}">{esc(path.name)}</a>: '
-                     f"{len(table)} rows, {len(table.columns)} columns.</p>")
-        parts.append(html_table(table, descriptions=descriptions, max_rows=MAX_ROWS))
-        if descriptions:
-            items = "".join(f"<dt>{esc(c)}</dt><dd>{esc(descriptions[c])}</dd>"
-                            for c in table.columns if c in descriptions)
-            parts.append(f'<details><summary>Columns</summary><dl class="columns">{items}</dl></details>')
-    if not toc:
-        parts.append('<p class="note">No group tables yet: run the group level.</p>')
-    parts.append("</section>")
-    return parts, toc
+# ------------------------------------------------------------------ assembling the page
+def _svg_width_px(svg: Path) -> int:
+    """Display width of a figure: its print width, enlarged by 1.5 so 8 pt text reads as 16 px (max 1000)."""
+    try:
+        head = svg.read_text(errors="replace")[:2000]
+    except OSError:
+        return 900
+    match = re.search(r'<svg[^>]*\swidth="([0-9.]+)pt"', head)
+    return min(1000, round(float(match.group(1)) * 96 / 72 * 1.5)) if match else 900
 
 
-def _figures_section(group_dir: Path) -> list[str]:
-    figures_dir = group_dir / "figures"
-    files = sorted(p for p in figures_dir.glob("*") if p.suffix.lower() in {".svg", ".png"})
-    # One figure per stem: the SVG (sharp at any zoom), the PNG where there is no SVG.
-    chosen = {}
-    for path in files:
-        if path.stem not in chosen or path.suffix.lower() == ".svg":
-            chosen[path.stem] = path
-    parts = ['<section id="figures"><h2>Figures</h2>']
-    if not chosen:
-        parts.append('<p class="note">No group figures.</p>')
-    parts.append('<div class="figures">')
-    for stem, path in sorted(chosen.items()):
-        others = [p for p in files if p.stem == stem and p != path]
-        alternates = " ".join(f'<a href="{href(p, group_dir)}">{esc(p.suffix.lstrip(".").upper())}</a>'
-                              for p in others)
-        parts.append(f'<figure class="light" id="figure-{esc(stem)}"><img src="{href(path, group_dir)}" '
-                     f'alt="{esc(path.name)}" loading="lazy"><figcaption>{esc(_title(stem))}'
-                     f"{' · ' + alternates if alternates else ''}</figcaption></figure>")
-    parts.append("</div></section>")
-    return parts
+def _table_entry(path: Path, group_dir: Path, *, open_: bool = False) -> dict | None:
+    table = _read(path)
+    if table is None:
+        return None
+    descriptions = column_descriptions(path)
+    return {
+        "stem": path.stem, "title": _title(path.stem), "name": path.name, "href": href(path, group_dir),
+        "shape": f"{len(table)} rows, {len(table.columns)} columns ·", "open": open_,
+        "html": Markup(html_table(table, descriptions=descriptions, max_rows=MAX_ROWS)),
+        "columns": [(c, descriptions[c]) for c in table.columns if c in descriptions],
+    }
+
+
+def _figure_entry(stem: str, files: tuple[Path, ...], group_dir: Path) -> dict:
+    svg, png = files
+    return {"stem": stem, "title": FIGURE_TITLES[stem], "caption": CAPTIONS.get(stem, ""),
+            "src": href(svg, group_dir), "width_px": _svg_width_px(svg),
+            "downloads": [("SVG", href(svg, group_dir)), (f"PNG ({PNG_DPI} dpi)", href(png, group_dir))]}
+
+
+def _leads(section_id: str, group_dir: Path) -> list[str]:
+    def table(stem: str) -> pd.DataFrame | None:
+        return read_group_table(group_dir, stem)
+
+    if section_id == "volumes":
+        volumes = table("volumes")
+        return _volumes_lead(volumes) if volumes is not None and {"method", "volume_ml"} <= set(volumes) else []
+    if section_id == "agreement":
+        return _agreement_lead(table("agreement_summary"), table("agreement_volumetric"), table("agreement_pairwise"))
+    if section_id == "between-methods":
+        containment = table("containment")
+        return _containment_lead(containment) if containment is not None and not containment.empty else []
+    if section_id == "cross-sectional":
+        cross = table("clinical_crosssectional")
+        return _association_lead(cross, "cross-sectional", "per mL") if cross is not None and "beta" in cross else []
+    if section_id == "longitudinal":
+        return _longitudinal_lead(table("clinical_longitudinal_deltas"), table("clinical_longitudinal_regression"))
+    if section_id == "progression":
+        return _progression_lead(table("clinical_progression_subjects"), table("clinical_progression_ancova"))
+    if section_id == "power":
+        power = table("clinical_power")
+        return _power_lead(power) if power is not None and "n_per_arm" in power else []
+    return []
+
+
+def _lead_of(section_id: str, group_dir: Path) -> list[str]:
+    try:
+        return _leads(section_id, group_dir)
+    except (KeyError, ValueError, TypeError, IndexError) as err:
+        # A table of an unexpected shape costs its sentence, not the report.
+        LOGGER.warning("key numbers of %s not written: %s", section_id, err)
+        return []
 
 
 def write_group_report(output_dir: Path, group_dir: Path | None = None) -> Path:
-    """Write ``<output_dir>/group/report.html`` from the group tables, figures and run logs.
+    """Draw the group figures and write ``<output_dir>/group/report.html`` from the group tables and run logs.
 
     Parameters
     ----------
@@ -192,7 +317,7 @@ def write_group_report(output_dir: Path, group_dir: Path | None = None) -> Path:
     Returns
     -------
     pathlib.Path
-        The report (rewritten only when its content changed).
+        The report (rewritten only when its content changed; so are the figures).
     """
     output_dir = Path(output_dir)
     group_dir = Path(group_dir) if group_dir is not None else output_dir / "group"
@@ -201,45 +326,53 @@ def write_group_report(output_dir: Path, group_dir: Path | None = None) -> Path:
     subjects = sorted({p.name for p in output_dir.glob("sub-*") if p.is_dir()}
                       | {_subject_of(name) for name in statuses})
     links = _participant_links(output_dir, group_dir, subjects)
+    figures = write_group_figures(group_dir) if group_dir.is_dir() else FigureSet()
+    analyses = read_group_table(group_dir, "clinical_analyses")
 
-    volumes_path = group_dir / "volumes.tsv"
-    volumes = _read(volumes_path) if volumes_path.is_file() else None
-    methods = sorted(volumes["method"].astype(str).unique()) if volumes is not None and "method" in volumes else []
-    n_failed = sum(s.status != "ok" for s in statuses.values())
-    summary = [
-        '<section id="summary"><h2>Summary</h2><ul>',
-        f"<li>{len(subjects)} subject(s); {len(statuses)} session(s) in the run logs, {n_failed} failed.</li>",
-        f"<li>Methods with volumes: {esc(', '.join(methods)) or 'none'}.</li>",
-        "</ul></section>",
-    ]
-    reports = ['<section id="participants"><h2>Participant reports</h2>']
-    if subjects:
-        rows = []
-        for subject in subjects:
-            own = [s for s in statuses.values() if _subject_of(s.session) == subject]
-            rows.append({"participant": links[subject],
-                         "sessions ok": sum(s.status == "ok" for s in own),
-                         "sessions failed": sum(s.status != "ok" for s in own)})
-        reports.append(html_table(pd.DataFrame(rows), html_columns=("participant",)))
-        missing = [s for s in subjects if not (output_dir / f"{s}.html").is_file()]
-        if missing:
-            reports.append(f'<p class="note">No report yet for {esc(", ".join(missing))} '
-                           "(regenerate with <code>--reports-only</code>).</p>")
-    else:
-        reports.append('<p class="note">No participant outputs.</p>')
-    reports.append("</section>")
+    sections, placed = [], set()
+    for section_id, heading, nav, figure_stems, table_stems in SECTIONS:
+        placed |= set(table_stems)
+        section = {"id": section_id, "title": heading, "nav": nav, "figures": [], "notes": [], "tables": [],
+                   "lead": _lead_of(section_id, group_dir), "skipped": _skip_reason(section_id, group_dir, analyses),
+                   "extra": ""}
+        for stem in figure_stems:
+            if stem in figures.files:
+                section["figures"].append(_figure_entry(stem, figures.files[stem], group_dir))
+            elif stem in figures.notes:
+                section["notes"].append(figures.notes[stem])
+        for stem in table_stems:
+            path = group_dir / f"{stem}.tsv"
+            entry = _table_entry(path, group_dir) if path.is_file() else None
+            if entry is not None:
+                section["tables"].append(entry)
+        if section_id == "qc":
+            lead, extra = _qc_extra(output_dir, group_dir, links)
+            section["lead"] = lead
+            section["extra"] = Markup(extra)
+        sections.append(section)
 
-    tables, table_toc = _tables_section(group_dir)
-    body = [*summary, *_failed_section(output_dir, group_dir, links), *reports, *tables, *_figures_section(group_dir)]
-    toc = [("summary", "Summary"), ("excluded", "Failed and excluded"), ("participants", "Participants"),
-           ("tables", "Tables"), ("figures", "Figures")]
-    page = render_page(
+    others = [entry for path in sorted(group_dir.glob("*.tsv")) if path.stem not in placed
+              for entry in [_table_entry(path, group_dir)] if entry is not None]
+    if others:
+        sections.append({"id": "other-tables", "title": "Other tables", "nav": "Other tables", "figures": [],
+                         "notes": [], "tables": others, "lead": [], "skipped": None, "extra": ""})
+    sections.append({"id": "participants", "title": "Participant reports", "nav": "Participants", "figures": [],
+                     "notes": [], "tables": [], "lead": [], "skipped": None,
+                     "extra": Markup(_participants_html(output_dir, subjects, statuses, links))})
+
+    n_tables = sum(len(s["tables"]) for s in sections)
+    volumes = read_group_table(group_dir, "volumes")
+    analysed = set(volumes["participant_id"].astype(str)) if volumes is not None and "participant_id" in volumes \
+        else set()
+    template = _environment().from_string(_data_text("group_report.html"))
+    page = template.render(
         title="Group report: thalamus segmentation benchmark",
-        subtitle=esc(f"thalamus_bidsapp {version} · {len(subjects)} subject(s) · "
-                     f"{len(table_toc)} table(s)"),
-        toc=toc, body="\n".join(body), version=version,
-        footer=esc(f"thalamus_bidsapp {version}. Generated from group/, logs/ and the participant QC tables; "
-                   "links are relative to group/."),
+        subtitle=f"thalamus_bidsapp {version} · {len(set(subjects) | analysed)} subject(s) · "
+                 f"{len(figures.files)} figure(s) · "
+                 f"{n_tables} table(s)",
+        sections=sections, version=version, css=Markup(_data_text("report.css")),
+        footer=f"thalamus_bidsapp {version}. Generated from group/, logs/ and the participant QC tables; links are "
+               "relative to group/. Figures: SVG for the screen, PNG at 300 dpi for print.",
     )
     out = group_dir / "report.html"
     if write_if_changed(page, out):
@@ -247,25 +380,26 @@ def write_group_report(output_dir: Path, group_dir: Path | None = None) -> Path:
     return out
 
 
-def redraw_group_figures(output_dir: Path) -> list[Path]:
-    """Draw the agreement and clinical figures again from the published group tables (``--reports-only``)."""
-    from thalamus_bidsapp.reports.figures_agreement import write_agreement_figures
-    from thalamus_bidsapp.reports.figures_clinical import make_figures
+def _participants_html(output_dir: Path, subjects: list[str], statuses: dict, links: dict[str, str]) -> str:
+    if not subjects:
+        return '<p class="note">No participant outputs.</p>'
+    rows = []
+    for subject in subjects:
+        own = [s for s in statuses.values() if _subject_of(s.session) == subject]
+        rows.append({"participant": links[subject], "sessions ok": sum(s.status == "ok" for s in own),
+                     "sessions failed": sum(s.status != "ok" for s in own)})
+    parts = [html_table(pd.DataFrame(rows), html_columns=("participant",))]
+    missing = [s for s in subjects if not (output_dir / f"{s}.html").is_file()]
+    if missing:
+        parts.append(f'<p class="note">No report yet for {esc(", ".join(missing))} '
+                     "(regenerate with <code>--reports-only</code>).</p>")
+    return "\n".join(parts)
 
-    group_dir = Path(output_dir) / "group"
-    written: list[Path] = []
-    def read(stem: str) -> pd.DataFrame | None:
-        path = group_dir / f"{stem}.tsv"
-        return _read(path) if path.is_file() else None
 
-    agreement = {name: read(name) for name in ("agreement_voxelwise", "containment", "agreement_volumetric")}
-    if all(table is not None for table in agreement.values()):
-        written += write_agreement_figures(agreement["agreement_voxelwise"], agreement["containment"],
-                                           agreement["agreement_volumetric"], group_dir / "figures")
-    clinical = {name: table for name in ("crosssectional", "longitudinal_regression", "longitudinal_deltas",
-                                         "progression_subjects")
-                if (table := read(f"clinical_{name}")) is not None}
-    if clinical:
-        written += make_figures(clinical, group_dir)
-    LOGGER.info("group figures redrawn from the tables in %s: %d files", group_dir, len(written))
-    return written
+def _data_text(name: str) -> str:
+    return resources.files("thalamus_bidsapp.data").joinpath(name).read_text()
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                              lstrip_blocks=True, keep_trailing_newline=True)

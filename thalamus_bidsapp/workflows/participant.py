@@ -128,7 +128,8 @@ def init_session_wf(
                        output_dir=output_dir, t1w_uri=t1w_uri, omp_nthreads=omp_nthreads,
                        flirt_cutoff=flirt_cutoff, ants_cutoff=ants_cutoff)
 
-    volumes = pe.Node(SessionVolumes(), name="volumes")
+    # Small bookkeeping steps run in the main process: no hand-over to a worker, no wait for the next poll.
+    volumes = pe.Node(SessionVolumes(), name="volumes", run_without_submitting=True)
     workflow.connect([
         (brain_mask, volumes, [("out_file", "brain_mask")]),
         (segmentation, volumes, [("outputnode.record_files", "record_files"),
@@ -172,10 +173,10 @@ def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t
         ])
         qc_sources.append(registration)
     if qc_sources:
-        merge_qc = pe.Node(niu.Merge(len(qc_sources)), name="merge_registration_qc")
+        merge_qc = pe.Node(niu.Merge(len(qc_sources)), name="merge_registration_qc", run_without_submitting=True)
         for index, registration in enumerate(qc_sources, start=1):
             workflow.connect(registration, "outputnode.qc_file", merge_qc, f"in{index}")
-        qc_table = pe.Node(ConcatTables(), name="registration_qc")
+        qc_table = pe.Node(ConcatTables(), name="registration_qc", run_without_submitting=True)
         ds_qc = publish_node("ds_registration_qc", output_dir,
                              {**ents, "desc": "registration", "suffix": "qc", "extension": ".tsv"},
                              QC_COLUMN_DESCRIPTIONS)

@@ -51,7 +51,8 @@ def init_segmentation_wf(
         if nodes.icv is not None:
             workflow.connect(*nodes.icv, outputnode, "icv_provenance")
 
-    merge = pe.Node(niu.Merge(max(len(producers), 1), ravel_inputs=True), name="merge_records")
+    merge = pe.Node(niu.Merge(max(len(producers), 1), ravel_inputs=True), name="merge_records",
+                    run_without_submitting=True)
     for index, (node, field) in enumerate(producers, start=1):
         workflow.connect(node, field, merge, f"in{index}")
     workflow.connect(merge, "out", outputnode, "record_files")

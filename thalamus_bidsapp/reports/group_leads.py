@@ -1,0 +1,154 @@
+"""The key-number sentences that lead each section of the group report, from the group tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from thalamus_bidsapp.reports.figures_group import COURSE_ORDER, OUTCOME_LABELS, bilateral_volumes, method_labels
+
+
+def _num(table: pd.DataFrame, column: str) -> pd.Series:
+    return pd.to_numeric(table[column], errors="coerce") if column in table else pd.Series(np.nan, index=table.index)
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}" if p < 0.01 else f"= {p:.2f}"
+
+
+def _outcome(name: object) -> str:
+    return OUTCOME_LABELS.get(str(name), str(name).replace("_", " "))
+
+
+def _labelled(table: pd.DataFrame) -> pd.DataFrame:
+    return table.assign(label=method_labels(table)) if "method" in table else table.assign(label="")
+
+
+def _volumes_lead(volumes: pd.DataFrame) -> list[str]:
+    volumes = bilateral_volumes(volumes)
+    if volumes.empty:
+        return []
+    medians = volumes.groupby("method")["volume_ml"].median().sort_values()
+    sessions = volumes[["participant_id", "session_id"]].astype(str).drop_duplicates()
+    text = (f"{len(medians)} method(s) on {len(sessions)} session(s) of "
+            f"{sessions['participant_id'].nunique()} subject(s).")
+    if len(medians) == 1:
+        return [text, f"Median thalamus volume: {medians.iloc[0]:.2f} mL ({medians.index[0]})."]
+    return [text, f"Median thalamus volume ranges from {medians.iloc[0]:.2f} mL ({medians.index[0]}) to "
+                  f"{medians.iloc[-1]:.2f} mL ({medians.index[-1]})."]
+
+
+def _agreement_lead(summary: pd.DataFrame | None, volumetric: pd.DataFrame | None,
+                    pairwise: pd.DataFrame | None) -> list[str]:
+    lead = []
+    if summary is not None and not summary.empty and "metric" in summary:
+        dice = summary[summary["metric"].astype(str) == "dice"].assign(median=lambda t: _num(t, "median"))
+        dice = dice.dropna(subset=["median"]).sort_values("median", ascending=False)
+        if not dice.empty:
+            best = dice.iloc[0]
+            text = (f"{best['method']} has the highest median Dice, {best['median']:.3f} "
+                    f"(IQR {float(best['q1']):.3f} to {float(best['q3']):.3f}, n = {int(best['n'])})")
+            if len(dice) > 1:
+                worst = dice.iloc[-1]
+                text += f"; {worst['method']} the lowest, {worst['median']:.3f}"
+            lead.append(text + ".")
+    # p_fdr_bh: the column's name before the stats API of issue 19
+    p_fdr = next((c for c in ("p_fdr", "p_fdr_bh") if pairwise is not None and c in pairwise), None)
+    if pairwise is not None and not pairwise.empty and "metric" in pairwise and p_fdr:
+        dice_pairs = pairwise[pairwise["metric"].astype(str) == "dice"]
+        n_sig = int((_num(dice_pairs, p_fdr) < 0.05).sum())
+        lead.append(f"{n_sig} of {len(dice_pairs)} pairwise Dice comparisons differ (Wilcoxon signed-rank, "
+                    "p_FDR < 0.05).")
+    if volumetric is not None and not volumetric.empty and "bias_ml" in volumetric:
+        table = volumetric.assign(bias=_num(volumetric, "bias_ml"), ccc=_num(volumetric, "ccc")).dropna(
+            subset=["bias"])
+        if not table.empty:
+            small = table.loc[table["bias"].abs().idxmin()]
+            large = table.loc[table["bias"].abs().idxmax()]
+            text = f"Bland-Altman bias is smallest for {small['method']} ({small['bias']:+.2f} mL)"
+            if large["method"] != small["method"]:
+                text += f" and largest for {large['method']} ({large['bias']:+.2f} mL)"
+            if table["ccc"].notna().any():
+                top = table.loc[table["ccc"].idxmax()]
+                text += f"; {top['method']} has the highest CCC ({top['ccc']:.2f})"
+            lead.append(text + ".")
+    return lead
+
+
+def _containment_lead(containment: pd.DataFrame) -> list[str]:
+    pairs = containment[containment["method_a"].astype(str) != containment["method_b"].astype(str)]
+    pairs = pairs.assign(mean=_num(pairs, "containment_mean")).dropna(subset=["mean"])
+    if pairs.empty:
+        return []
+    low, high = pairs.loc[pairs["mean"].idxmin()], pairs.loc[pairs["mean"].idxmax()]
+    return [f"Mean directed containment between methods ranges from {low['mean']:.2f} ({low['method_a']} inside "
+            f"{low['method_b']}) to {high['mean']:.2f} ({high['method_a']} inside {high['method_b']})."]
+
+
+def _association_lead(table: pd.DataFrame, what: str, unit: str) -> list[str]:
+    table = _labelled(table).assign(beta=_num(table, "beta"), p_fdr=_num(table, "p_fdr"))
+    fitted = table.dropna(subset=["beta", "p_fdr"])
+    if fitted.empty:
+        return [f"No {what} model could be fitted (see the note column of the table)."]
+    significant = fitted[fitted["p_fdr"] < 0.05].sort_values("p_fdr")
+    if significant.empty:
+        best = fitted.loc[fitted["p_fdr"].idxmin()]
+        return [f"None of the {len(fitted)} {what} associations survives the Benjamini-Hochberg correction (the "
+                f"smallest p_FDR is {best['p_fdr']:.2f}, {_outcome(best['outcome'])} with {best['label']})."]
+    shown = [f"{_outcome(r['outcome'])} with {r['label']} (β = {r['beta']:.3g} {unit}, p_FDR {_p(r['p_fdr'])})"
+             for _, r in significant.head(4).iterrows()]
+    more = f", and {len(significant) - 4} more" if len(significant) > 4 else ""
+    return [f"{len(significant)} of {len(fitted)} {what} associations survive the Benjamini-Hochberg correction: "
+            f"{'; '.join(shown)}{more}."]
+
+
+def _longitudinal_lead(deltas: pd.DataFrame | None, regression: pd.DataFrame | None) -> list[str]:
+    lead = []
+    if deltas is not None and not deltas.empty and "pct_volume_ml" in deltas:
+        table = _labelled(deltas).assign(pct=_num(deltas, "pct_volume_ml")).dropna(subset=["pct"])
+        medians = table.groupby("label")["pct"].median().sort_values()
+        if not medians.empty:
+            n = table["participant_id"].nunique() if "participant_id" in table else len(table)
+            parts = ", ".join(f"{m} {v:+.2f}%" for m, v in medians.items())
+            lead.append(f"Median thalamic volume change from baseline ({n} subjects): {parts}.")
+    if regression is not None and not regression.empty and "beta" in regression:
+        lead += _association_lead(regression, "change", "per mL")
+    return lead
+
+
+def _progression_lead(subjects: pd.DataFrame | None, ancova: pd.DataFrame | None) -> list[str]:
+    lead = []
+    if subjects is not None and "edss_course" in subjects and "participant_id" in subjects:
+        counts = subjects.dropna(subset=["edss_course"]).drop_duplicates("participant_id")["edss_course"]
+        counts = counts.astype(str).value_counts()
+        if not counts.empty:
+            lead.append("EDSS course: " + ", ".join(f"{c} {counts[c]}" for c in COURSE_ORDER if c in counts)
+                        + f" subject(s) (of {int(counts.sum())}).")
+    if ancova is not None and not ancova.empty and {"source", "p"} <= set(ancova.columns):
+        rows = _labelled(ancova[ancova["source"].astype(str) == "edss_course"])
+        rows = rows.assign(p=_num(rows, "p")).dropna(subset=["p"])
+        if not rows.empty:
+            significant = rows[rows["p"] < 0.05].sort_values("p")
+            if significant.empty:
+                lead.append(f"The groups do not differ in % thalamic change for any of {len(rows)} method(s) "
+                            "(ANCOVA adjusted for age and follow-up time, p ≥ 0.05).")
+            else:
+                shown = "; ".join(f"{r['label']} (p {_p(r['p'])})" for _, r in significant.iterrows())
+                lead.append(f"The groups differ in % thalamic change (ANCOVA adjusted for age and follow-up time) "
+                            f"for {len(significant)} of {len(rows)} method(s): {shown}.")
+    return lead
+
+
+def _power_lead(power: pd.DataFrame) -> list[str]:
+    table = _labelled(power).assign(n=_num(power, "n_per_arm")).dropna(subset=["n"]).sort_values("n")
+    if table.empty:
+        return []
+    best, worst = table.iloc[0], table.iloc[-1]
+    setting = ""
+    if {"difference_pct_per_year", "power", "alpha"} <= set(table.columns):
+        setting = (f" to detect a difference of {float(best['difference_pct_per_year']):g} %/year in annual "
+                   f"thalamic atrophy with {float(best['power']):.0%} power (two-sided α = {float(best['alpha']):g})")
+    text = f"{best['label']} needs the fewest subjects per arm{setting}: {int(best['n'])}"
+    if worst["label"] != best["label"]:
+        text += f"; {worst['label']} needs the most, {int(worst['n'])}"
+    return [text + "."]
