@@ -47,14 +47,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 from thalamus_bidsapp.bidsio.atomic import atomic_path, read_tsv
-from thalamus_bidsapp.reports.palette import (
-    PNG_DPI,
-    PRINT_WIDTH_IN,
-    REFERENCE_COLOR,
-    STYLE,
-    method_colors,
-    method_order,
-)
+from thalamus_bidsapp.reports.palette import PNG_DPI, PRINT_WIDTH_IN, STYLE, method_colors, method_order
 
 LOGGER = logging.getLogger(__name__)
 

@@ -6,12 +6,8 @@ Split from :mod:`thalamus_bidsapp.reports.figures_group`, which draws them in
 
 from __future__ import annotations
 
-import io
 import logging
-import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import matplotlib as mpl
 import numpy as np
@@ -19,19 +15,10 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator, NullLocator
+from matplotlib.ticker import MaxNLocator
 
-from thalamus_bidsapp.bidsio.atomic import atomic_path, read_tsv
-from thalamus_bidsapp.reports.palette import (
-    PNG_DPI,
-    PRINT_WIDTH_IN,
-    REFERENCE_COLOR,
-    STYLE,
-    method_colors,
-    method_order,
-)
-
-from thalamus_bidsapp.reports.figures_group import (  # noqa: E402 - shared figure helpers
+from thalamus_bidsapp.reports.palette import PRINT_WIDTH_IN, STYLE, method_order
+from thalamus_bidsapp.reports.figures_group import (
     COURSE_ORDER,
     OUTCOME_LABELS,
     _box,

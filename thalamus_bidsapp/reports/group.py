@@ -31,21 +31,11 @@ from importlib import resources
 from pathlib import Path
 
 import jinja2
-import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
 from thalamus_bidsapp.bidsio.atomic import read_tsv, write_if_changed
-from thalamus_bidsapp.reports.figures_group import (
-    COURSE_ORDER,
-    FIGURE_TITLES,
-    OUTCOME_LABELS,
-    FigureSet,
-    bilateral_volumes,
-    method_labels,
-    read_group_table,
-    write_group_figures,
-)
+from thalamus_bidsapp.reports.figures_group import FIGURE_TITLES, FigureSet, read_group_table, write_group_figures
 from thalamus_bidsapp.reports.palette import PNG_DPI
 from thalamus_bidsapp.reports.group_leads import (
     _num,
