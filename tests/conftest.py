@@ -16,6 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("THALAMUS_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
 # MeshNet weights come from the shared data, never from the network.
 os.environ.setdefault("THALAMUS_MESHNET_MODEL", str(SHARED_DATA / "brainchop" / "models" / "model30chan18cls"))
+os.environ.setdefault("THALAMUS_MESHNET_SIDES_MODEL", str(SHARED_DATA / "brainchop" / "models" / "model21_104class"))
 
 
 def shared_file(*parts: str) -> Path:

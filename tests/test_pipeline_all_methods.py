@@ -238,11 +238,34 @@ def test_wrong_r1_is_excluded_and_the_session_completes(run):
 
 
 def test_volumes_match_the_masks(run):
-    table = read_tsv(_anat(run, "1") / "sub-01_ses-1_label-thalamus_volumes.tsv").set_index("method")
+    full = read_tsv(_anat(run, "1") / "sub-01_ses-1_label-thalamus_volumes.tsv")
+    table = full[full["hemisphere"] == "bilateral"].set_index("method")
     assert set(table.index) == {*T1W_METHODS, *SES1_MINDGLIDE}
     for method in table.index:
         assert table.loc[method, "n_voxels"] == _mask(_thalamus(run, "1", method)).sum()
     assert table.loc["ensembleT1wFLAIR", "contrast"] == "T1w+FLAIR"
+    # Every mask has a left and a right row adding up to it.
+    for method, rows in full.groupby("method"):
+        rows = rows.set_index("hemisphere")
+        assert list(rows.index) == ["bilateral", "left", "right"], method
+        assert rows.loc["left", "n_voxels"] + rows.loc["right", "n_voxels"] == rows.loc["bilateral", "n_voxels"]
+
+
+def test_every_mask_has_sides_from_its_labels_or_its_envelope(run):
+    sides = {}
+    for method in (*T1W_METHODS, *SES1_MINDGLIDE):
+        path = _anat(run, "1") / f"sub-01_ses-1_space-T1w_seg-thalamus_desc-{method}_dseg.nii.gz"
+        sides[method] = np.asanyarray(nib.load(str(path)).dataobj)
+        assert np.array_equal(sides[method] > 0, _mask(_thalamus(run, "1", method))), method
+        assert path.with_name(path.name.replace(".nii.gz", ".tsv")).is_file()
+    # The fakes write bert's aseg: FreeSurfer, FIRST and DBSegment sides agree voxel for voxel.
+    assert int((sides["freesurfer"] == 1).sum()) == 8431 and int((sides["freesurfer"] == 2).sum()) == 8629
+    assert np.array_equal(sides["freesurfer"], sides["first"])
+    assert np.array_equal(sides["freesurfer"], sides["dbsegment"])
+    # MindGlide masks and ensembles take the FIRST envelope's side of each voxel.
+    for method in SES1_MINDGLIDE:
+        inside = sides[method] > 0
+        assert np.array_equal(sides[method][inside], sides["first"][inside]), method
 
 
 def test_group_agreement_and_containment(run):

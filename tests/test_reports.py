@@ -194,6 +194,21 @@ def test_every_mask_has_a_cropped_figure(derivatives):
         assert svg.count('id="QuadContourSet_') >= 15
 
 
+def test_mask_figures_draw_left_and_right_in_two_colours(derivatives):
+    from thalamus_bidsapp.reports.mask_figures import _SIDE_COLORS
+
+    out = derivatives["out"]
+    for desc in ("freesurfer", "meshnet"):
+        dseg = out / "sub-01" / "ses-1" / "anat" / f"sub-01_ses-1_space-T1w_seg-thalamus_desc-{desc}_dseg.nii.gz"
+        assert dseg.is_file()
+        svg = (out / "sub-01" / "figures" / f"sub-01_ses-1_space-T1w_label-thalamus_desc-{desc}_mask.svg").read_text()
+        assert _SIDE_COLORS["left"] in svg and _SIDE_COLORS["right"] in svg
+    # The participant report's volumes table has the bilateral, left and right rows.
+    text = derivatives["participant"].read_text()
+    ses1 = text.split('id="sub-01_ses-1"', 1)[1].split("</section>", 1)[0]
+    assert "bilateral" in ses1 and ">left<" in ses1 and ">right<" in ses1
+
+
 def test_report_links_and_images_resolve(derivatives):
     for page in (derivatives["participant"], derivatives["group"]):
         assert _check_links(page) == [], page

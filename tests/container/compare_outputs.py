@@ -55,7 +55,8 @@ def volume_differences(output_dir: Path, expected_file: Path = EXPECTED_VOLUMES)
         for tsv in tsvs:
             with tsv.open(newline="") as fh:
                 for got in csv.DictReader(fh, delimiter="\t"):
-                    if got["method"] == row["method"] and got["contrast"] == row["contrast"]:
+                    if (got["method"] == row["method"] and got["contrast"] == row["contrast"]
+                            and got.get("hemisphere", "bilateral") == row.get("hemisphere", "bilateral")):
                         found = float(got["volume_ml"])
         if found is None:
             problems.append(f"no volume for {sub} {row['method']} {row['contrast']} in {tsvs}")

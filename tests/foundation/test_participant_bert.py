@@ -62,7 +62,7 @@ def test_freesurfer_mask_has_exactly_the_aseg_thalamus(bert_run):
 
 def test_volumes_table_and_icv(bert_run):
     table = read_tsv(bert_run["out"] / "sub-01" / "anat" / "sub-01_label-thalamus_volumes.tsv")
-    row = table.set_index("method").loc["freesurfer"]
+    row = table[table.hemisphere == "bilateral"].set_index("method").loc["freesurfer"]
     etiv = read_etiv(shared_file("freesurfer_bert_7.2", "stats", "aseg.stats"))
     assert row["n_voxels"] == 17060
     assert row["volume_ml"] == pytest.approx(17.06)
@@ -70,6 +70,35 @@ def test_volumes_table_and_icv(bert_run):
     assert "eTIV" in row["icv_source"]
     sidecar = json.loads((bert_run["out"] / "sub-01" / "anat" / "sub-01_label-thalamus_volumes.json").read_text())
     assert sidecar["volume_ml"]["Units"] == "mL"
+
+
+def test_freesurfer_sides_are_aseg_10_and_49(bert_run):
+    anat = bert_run["out"] / "sub-01" / "anat"
+    dseg_path = anat / "sub-01_space-T1w_seg-thalamus_desc-freesurfer_dseg.nii.gz"
+    dseg, mask = nib.load(str(dseg_path)), nib.load(str(anat / "sub-01_space-T1w_label-thalamus_desc-freesurfer_mask.nii.gz"))
+    sides = np.asanyarray(dseg.dataobj)
+    # On the native (cropped, reoriented) T1w grid: exactly aseg 10 and 49, their union the bilateral mask.
+    assert dseg.shape == mask.shape and np.allclose(dseg.affine, mask.affine)
+    assert set(np.unique(sides)) == {0, 1, 2}
+    assert int((sides == 1).sum()) == 8431 and int((sides == 2).sum()) == 8629
+    assert np.array_equal(sides > 0, np.asanyarray(mask.dataobj) > 0)
+    # Left is the subject's left: smaller world x (RAS+).
+    left_x, right_x = ((dseg.affine @ np.r_[np.argwhere(sides == v).mean(axis=0), 1])[0] for v in (1, 2))
+    assert left_x < right_x
+    lookup = read_tsv(dseg_path.with_name(dseg_path.name.replace(".nii.gz", ".tsv")))
+    assert list(lookup["index"]) == [0, 1, 2] and list(lookup["name"])[1:] == ["Left-Thalamus", "Right-Thalamus"]
+    sidecar = json.loads(dseg_path.with_name(dseg_path.name.replace(".nii.gz", ".json")).read_text())
+    assert sidecar["SideLabels"]["Left"] == [10] and sidecar["SideLabels"]["Right"] == [49]
+    assert sidecar["SpatialReference"].endswith("sub-01_desc-preproc_T1w.nii.gz")
+    assert sidecar["Sources"][0].endswith("sub-01_space-T1w_label-thalamus_desc-freesurfer_mask.nii.gz")
+    table = read_tsv(anat / "sub-01_label-thalamus_volumes.tsv")
+    rows = table[table.method == "freesurfer"].set_index("hemisphere")
+    assert list(rows.index) == ["bilateral", "left", "right"]
+    assert list(rows["n_voxels"]) == [17060, 8431, 8629]
+    group = read_tsv(bert_run["out"] / "group" / "volumes.tsv")
+    group = group[group.method == "freesurfer"]
+    assert list(group["hemisphere"]) == ["bilateral", "left", "right"]
+    assert group["asymmetry_index"].tolist() == pytest.approx([(8.431 - 8.629) / (17.06 / 2)] * 3)
 
 
 def test_brain_mask_covers_the_brain(bert_run):

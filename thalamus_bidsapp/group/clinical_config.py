@@ -29,6 +29,7 @@ LOGGER = logging.getLogger(__name__)
 
 DEFAULTS_RESOURCE = "clinical_defaults.yaml"
 TRANSFORMS = ("none", "log")
+HEMISPHERES = ("bilateral", "left", "right")
 HC3_POLICIES = ("auto", "always", "never")
 
 
@@ -115,6 +116,7 @@ class ClinicalConfig:
     power_difference: float
     power: float
     power_alpha: float
+    hemispheres: tuple[str, ...] = ("bilateral",)
     source: str = "defaults"
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -166,7 +168,8 @@ class ClinicalConfig:
 
     def method_selected(self, method: str, contrast: str) -> bool:
         """Whether the (method, contrast) volumes enter the clinical analyses."""
-        keys = {str(method), f"{method}:{contrast}"}
+        base = hemisphere_method(str(method))[0]
+        keys = {str(method), f"{method}:{contrast}", base, f"{base}:{contrast}"}
         if self.methods_include and not keys & set(self.methods_include):
             return False
         return not keys & set(self.methods_exclude)
@@ -345,6 +348,7 @@ def _build(s: Mapping[str, Any], source: str) -> ClinicalConfig:
         power_difference=difference,
         power=power,
         power_alpha=alpha,
+        hemispheres=_hemispheres(s.get("hemispheres", ["bilateral"]), fail),
         source=source,
         raw=_freeze(copy.deepcopy(dict(s))),
     )
@@ -395,3 +399,20 @@ def _thaw(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_thaw(v) for v in value]
     return value
+
+
+def _hemispheres(values: Any, fail) -> tuple[str, ...]:
+    """The ``hemispheres`` setting: a non-empty list of bilateral, left, right (each once)."""
+    values = [values] if isinstance(values, str) else list(values or [])
+    wrong = [v for v in values if v not in HEMISPHERES]
+    if not values or wrong or len(set(values)) != len(values):
+        raise fail(f"hemispheres must list some of {list(HEMISPHERES)}, each once (got {values})")
+    return tuple(str(v) for v in values)
+
+
+def hemisphere_method(method: str) -> tuple[str, str]:
+    """``freesurfer_left`` -> (``freesurfer``, ``left``); a method without a side suffix is bilateral."""
+    for side in ("left", "right"):
+        if method.endswith(f"_{side}"):
+            return method[: -len(side) - 1], side
+    return method, "bilateral"

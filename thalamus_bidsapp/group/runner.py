@@ -227,7 +227,39 @@ def _replace_group_dir(staging: Path, group_dir: Path) -> None:
 
 
 def collect_manual_masks(config: RunConfig) -> pd.DataFrame:
-    """Manual thalamus masks (``label-thalamus_desc-manual_mask``) of the ``--derivatives`` datasets."""
+    """Manual thalamus masks (``label-thalamus_desc-manual_mask``) of the ``--derivatives`` datasets.
+
+    Per-side masks (with a ``hemi`` entity) and ``dseg`` files are left to
+    :func:`collect_manual_sides`; a session whose only manual mask is a dseg
+    uses it (binarised) as its bilateral mask.
+    """
+    rows = _manual_rows(config)
+    bilateral = rows[rows["hemi"].isna()]
+    has_mask = set(zip(bilateral.loc[bilateral["suffix"] == "mask", "participant_id"],
+                       bilateral.loc[bilateral["suffix"] == "mask", "session_id"].fillna("")))
+    keep = (bilateral["suffix"] == "mask") | ~pd.Series(
+        [(p, s or "") in has_mask for p, s in zip(bilateral["participant_id"], bilateral["session_id"])],
+        index=bilateral.index, dtype=bool)
+    masks = bilateral[keep][["participant_id", "session_id", "path"]].reset_index(drop=True)
+    return _only_participants(masks, config.participant_labels)
+
+
+def collect_manual_sides(config: RunConfig, rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per session, the manual mask or dseg (``path``) and the per-side masks (``left``, ``right``), if any."""
+    rows = _manual_rows(config) if rows is None else rows
+    sessions = []
+    for (pid, sid), group in rows.groupby([rows["participant_id"], rows["session_id"].fillna("")], sort=True):
+        by_hemi = {str(h).upper(): Path(p) for h, p in zip(group["hemi"], group["path"]) if pd.notna(h)}
+        whole = group[group["hemi"].isna()].sort_values("suffix")  # dseg before mask
+        sessions.append({"participant_id": pid, "session_id": sid or None,
+                         "path": whole["path"].iloc[0] if len(whole) else None,
+                         "left": by_hemi.get("L"), "right": by_hemi.get("R")})
+    table = pd.DataFrame(sessions, columns=["participant_id", "session_id", "path", "left", "right"])
+    return _only_participants(table, config.participant_labels)
+
+
+def _manual_rows(config: RunConfig) -> pd.DataFrame:
+    """Every manual thalamus file of the ``--derivatives`` datasets: masks, per-side masks and dsegs."""
     from thalamus_bidsapp.bidsio import inputs
 
     query = inputs.load_queries(config.bids_filter_file)["manual"]
@@ -235,14 +267,17 @@ def collect_manual_masks(config: RunConfig) -> pd.DataFrame:
     for name, root in config.derivatives.items():
         layout = inputs.open_layout(root, validate=False, database_dir=config.work_dir / "bids_index",
                                     derivatives=True)
-        for bids_file in layout.get(**query):
-            ents = bids_file.get_entities()
-            session = ents.get("session")
-            rows.append({"participant_id": f"sub-{ents['subject']}",
-                         "session_id": f"ses-{session}" if session else None, "path": Path(bids_file.path)})
-        LOGGER.info("derivatives %s: %d manual thalamus masks", name, len(rows))
-    masks = pd.DataFrame(rows, columns=["participant_id", "session_id", "path"])
-    return _only_participants(masks, config.participant_labels)
+        found = 0
+        for suffix in dict.fromkeys((query.get("suffix", "mask"), "dseg")):
+            for bids_file in layout.get(**{**query, "suffix": suffix}):
+                ents = bids_file.get_entities()
+                session = ents.get("session")
+                rows.append({"participant_id": f"sub-{ents['subject']}",
+                             "session_id": f"ses-{session}" if session else None, "path": Path(bids_file.path),
+                             "hemi": ents.get("hemi"), "suffix": suffix})
+                found += 1
+        LOGGER.info("derivatives %s: %d manual thalamus files", name, found)
+    return pd.DataFrame(rows, columns=["participant_id", "session_id", "path", "hemi", "suffix"])
 
 
 def run_agreement_step(config: RunConfig, group_dir: Path, method_masks: pd.DataFrame) -> pd.DataFrame:
@@ -263,7 +298,25 @@ def run_agreement_step(config: RunConfig, group_dir: Path, method_masks: pd.Data
     # The figures are drawn by the report, from the published tables (reports/figures_group.py).
     results = run_agreement(method_masks, manual_masks, group_dir, figures=False, skip_bad_sessions=True)
     LOGGER.info("agreement analyses: %s", ", ".join(sorted(k for k in results if k != "excluded")))
+    run_side_agreement_step(config, group_dir, _without(method_masks, results["excluded"]))
     return results["excluded"]
+
+
+def run_side_agreement_step(config: RunConfig, group_dir: Path, method_masks: pd.DataFrame) -> None:
+    """Left and right agreement where the manual mask has sides (a dseg with 1 and 2, or hemi-L/hemi-R masks).
+
+    Only the sessions of ``method_masks`` (those the bilateral agreement used) are compared.
+    """
+    from thalamus_bidsapp.group.agreement_sides import collect_method_sides, run_side_agreement
+
+    method_sides = collect_method_sides(config.output_dir)
+    used = set(zip(method_masks["participant_id"], method_masks["session_id"].fillna("")))
+    method_sides = method_sides[[(p, s or "") in used for p, s in zip(method_sides["participant_id"],
+                                                                       method_sides["session_id"])]]
+    manual = collect_manual_sides(config)
+    if method_sides.empty or manual.empty:
+        return
+    run_side_agreement(method_sides, manual, group_dir)
 
 
 def _only_participants(table: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataFrame:

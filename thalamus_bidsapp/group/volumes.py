@@ -17,6 +17,8 @@ GROUP_VOLUMES_COLUMNS = {
     "participant_id": "Participant label, sub-<label>",
     "session_id": "Session label, ses-<label> (n/a when the dataset has no sessions)",
     **volumes_columns(),
+    "asymmetry_index": {"Description": "Thalamic asymmetry of the mask, (L - R) / ((L + R) / 2) of its left and "
+                        "right volumes, on each of its rows (n/a for a mask without sides)"},
 }
 
 
@@ -31,9 +33,12 @@ def gather_volumes(volume_files: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
 
     Returns
     -------
-    The long table (participant_id, session_id, method, contrast, n_voxels,
-    volume_mm3, volume_ml, icv_ml, icv_source) and the sessions left out
-    because their table cannot be read (participant_id, session_id, reason).
+    The long table (participant_id, session_id, method, contrast, hemisphere,
+    n_voxels, volume_mm3, volume_ml, icv_ml, icv_source, asymmetry_index:
+    ``(L - R) / ((L + R) / 2)`` of the mask's left and right volumes on each
+    of its rows, n/a for a mask without sides; tables written before sides
+    existed have bilateral rows only) and the sessions left out because their
+    table cannot be read (participant_id, session_id, reason).
     """
     frames, excluded = [], []
     expected = [c for c in volumes_columns() if c in ("method", "contrast", "n_voxels", "volume_ml")]
@@ -48,12 +53,14 @@ def gather_volumes(volume_files: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
             LOGGER.error("%s %s left out: %s", row.participant_id, row.session_id or "", reason)
             excluded.append({"participant_id": row.participant_id, "session_id": row.session_id, "reason": reason})
             continue
+        if "hemisphere" not in table:
+            table.insert(table.columns.get_loc("contrast") + 1, "hemisphere", "bilateral")
         table.insert(0, "session_id", row.session_id)
         table.insert(0, "participant_id", row.participant_id)
         frames.append(table)
     columns = ["participant_id", "session_id", *volumes_columns()]
     volumes = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-    return volumes, pd.DataFrame(excluded, columns=["participant_id", "session_id", "reason"])
+    return add_asymmetry(volumes), pd.DataFrame(excluded, columns=["participant_id", "session_id", "reason"])
 
 
 def read_bids_table(path: Path, id_columns: tuple[str, ...]) -> pd.DataFrame:
@@ -102,6 +109,21 @@ def read_bids_table(path: Path, id_columns: tuple[str, ...]) -> pd.DataFrame:
         ids = sorted({" ".join(str(v) for v in key) for key in duplicated[list(id_columns)].itertuples(index=False)})
         raise ThalamusError(f"{path} lists {', '.join(ids)} more than once; each {id_columns[-1]} must appear once")
     return table.astype({column: object for column in id_columns})
+
+
+def add_asymmetry(volumes: pd.DataFrame) -> pd.DataFrame:
+    """Add ``asymmetry_index``, (L - R) / ((L + R) / 2) of each mask's left and right volumes, to all its rows."""
+    from thalamus_bidsapp.image.sides import asymmetry_index
+
+    keys = ["participant_id", "session_id", "method", "contrast"]
+
+    def side_volume(hemisphere: str) -> pd.Series:
+        side = volumes["volume_ml"].where(volumes["hemisphere"] == hemisphere)
+        return side.groupby([volumes[k] for k in keys], dropna=False).transform("max")
+
+    left, right = side_volume("left"), side_volume("right")
+    return volumes.assign(asymmetry_index=[asymmetry_index(lv, rv) if pd.notna(lv) and pd.notna(rv) else float("nan")
+                                           for lv, rv in zip(left, right)])
 
 
 def join_clinical(volumes: pd.DataFrame, bids_dir: Path) -> pd.DataFrame:

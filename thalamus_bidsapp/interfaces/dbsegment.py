@@ -388,6 +388,14 @@ def to_native_grid(
     return img
 
 
+def dbsegment_labels_on_grid(
+    seg: str | os.PathLike | nib.spatialimages.SpatialImage, t1w_img: nib.spatialimages.SpatialImage
+) -> np.ndarray:
+    """The labels of a DBSegment output (path or image) on the native T1w grid."""
+    seg_img = nib.load(str(seg)) if isinstance(seg, (str, os.PathLike)) else seg
+    return np.asanyarray(to_native_grid(seg_img, t1w_img).dataobj)
+
+
 def dbsegment_thalamus_mask(
     seg: str | os.PathLike | nib.spatialimages.SpatialImage, t1w_img: nib.spatialimages.SpatialImage
 ) -> nib.Nifti1Image:
@@ -405,9 +413,7 @@ def dbsegment_thalamus_mask(
     nibabel.Nifti1Image
         uint8 0/1 mask, shape and affine of ``t1w_img``.
     """
-    seg_img = nib.load(str(seg)) if isinstance(seg, (str, os.PathLike)) else seg
-    native = np.asanyarray(to_native_grid(seg_img, t1w_img).dataobj)
-    mask = np.isin(native, THALAMUS_LABELS)
+    mask = np.isin(dbsegment_labels_on_grid(seg, t1w_img), THALAMUS_LABELS)
     if not mask.any():
         logger.warning("DBSegment segmentation has no thalamus voxels (labels %s) on the T1w grid", THALAMUS_LABELS)
     return mask_like(mask, t1w_img)

@@ -219,6 +219,16 @@ def brain_masked_t1w(
     return out
 
 
+def firstseg_labels(firstseg_path: str | os.PathLike, t1w_img: nib.spatialimages.SpatialImage) -> np.ndarray:
+    """The integer labels of a FIRST firstseg, checked to lie on the T1w grid (see :func:`first_thalamus_mask`)."""
+    seg = nib.load(str(firstseg_path))
+    check_same_grid([t1w_img, seg], ["T1w", f"FIRST segmentation {firstseg_path}"])
+    labels = np.asanyarray(seg.dataobj)
+    if labels.ndim == 4 and labels.shape[3] == 1:
+        labels = labels[..., 0]
+    return np.rint(labels).astype(np.int32)
+
+
 def first_thalamus_mask(
     firstseg_path: str | os.PathLike, t1w_img: nib.spatialimages.SpatialImage
 ) -> nib.Nifti1Image:
@@ -240,12 +250,8 @@ def first_thalamus_mask(
     nibabel.Nifti1Image
         uint8 0/1 mask, shape and affine of ``t1w_img``.
     """
-    seg = nib.load(str(firstseg_path))
-    check_same_grid([t1w_img, seg], ["T1w", f"FIRST segmentation {firstseg_path}"])
-    labels = np.asanyarray(seg.dataobj)
-    if labels.ndim == 4 and labels.shape[3] == 1:
-        labels = labels[..., 0]
-    mask = np.isin(np.rint(labels).astype(np.int32), FIRST_THALAMUS_LABELS)
+    labels = firstseg_labels(firstseg_path, t1w_img)
+    mask = np.isin(labels, FIRST_THALAMUS_LABELS)
     if not mask.any():
         logger.warning("FIRST segmentation %s has no thalamus voxels (labels %s)", firstseg_path, FIRST_THALAMUS_LABELS)
     return mask_like(mask, t1w_img)

@@ -98,19 +98,27 @@ def freesurfer_version(subject_dir: Path) -> str:
     return "unknown"
 
 
-def thalamus_from_subject(subject_dir: Path, t1w: nib.spatialimages.SpatialImage) -> tuple[nib.Nifti1Image, dict]:
-    """Binary thalamus mask on the T1w grid and provenance, from a finished subject.
-
-    The provenance holds the FreeSurfer version, the labels used and the eTIV
-    (``icv_ml``) read from ``stats/aseg.stats``.
-    """
+def aseg_on_grid(subject_dir: Path, t1w: nib.spatialimages.SpatialImage) -> nib.spatialimages.SpatialImage:
+    """The subject's ``mri/aseg.mgz`` on the T1w grid (nearest neighbour through both vox2ras matrices)."""
     aseg_path = Path(subject_dir) / "mri" / "aseg.mgz"
     try:
         aseg = nib.load(str(aseg_path))
     except Exception as err:
         raise ThalamusError(f"cannot read {aseg_path}: {err}", EXIT_DATAERR) from err
+    return labels_to_grid(aseg, t1w)
+
+
+def thalamus_from_subject(
+    subject_dir: Path, t1w: nib.spatialimages.SpatialImage, aseg: nib.spatialimages.SpatialImage | None = None
+) -> tuple[nib.Nifti1Image, dict]:
+    """Binary thalamus mask on the T1w grid and provenance, from a finished subject.
+
+    The provenance holds the FreeSurfer version, the labels used and the eTIV
+    (``icv_ml``) read from ``stats/aseg.stats``. ``aseg`` is the subject's
+    aseg already on the T1w grid (:func:`aseg_on_grid`), when the caller has it.
+    """
     labels = thalamus_labels()
-    mask = mask_from_labels(labels_to_grid(aseg, t1w), labels)
+    mask = mask_from_labels(aseg if aseg is not None else aseg_on_grid(subject_dir, t1w), labels)
     etiv_mm3 = read_etiv(Path(subject_dir) / "stats" / "aseg.stats")
     provenance = {
         "Tool": "FreeSurfer",

@@ -49,6 +49,9 @@ from thalamus_bidsapp.interfaces.tfjs import TfjsLayersNet, load_tfjs_layers_mod
 logger = logging.getLogger(__name__)
 
 MODEL_ENV_VAR = "THALAMUS_MESHNET_MODEL"
+SIDES_MODEL_ENV_VAR = "THALAMUS_MESHNET_SIDES_MODEL"
+#: The pinned model whose left and right thalamus classes split the bilateral mask into sides.
+SIDES_MODEL = "model21_104class"
 CACHE_SUBDIR = ("meshnet",)
 
 #: Voxels brighter than this fraction of the maximum (after 0..1 scaling) define the crop box.
@@ -81,6 +84,13 @@ class MeshNetModelSpec:
     commit: str = ""
     licence: str = ""
     nbytes: dict[str, int] = field(default_factory=dict)
+    #: Environment variable naming the model's folder (each model its own, so that two can be given).
+    env_var: str = MODEL_ENV_VAR
+
+    @property
+    def option(self) -> str:
+        """The command-line option giving the model's folder."""
+        return "--meshnet-sides-model" if self.env_var == SIDES_MODEL_ENV_VAR else "--meshnet-model"
 
     @property
     def thalamus_class(self) -> str:
@@ -90,9 +100,9 @@ class MeshNetModelSpec:
     def pinned(self) -> weights.PinnedFiles:
         files = " and ".join(self.sha256)
         return weights.PinnedFiles(
-            label="MeshNet model", sha256=self.sha256, url_base=self.url_base, env_var=MODEL_ENV_VAR,
-            how_to_provide=(f"get {files} from {self.url_base} and pass their folder with --meshnet-model DIR "
-                            f"or the environment variable {MODEL_ENV_VAR}"),
+            label=f"MeshNet model {self.name}", sha256=self.sha256, url_base=self.url_base, env_var=self.env_var,
+            how_to_provide=(f"get {files} from {self.url_base} and pass their folder with {self.option} DIR "
+                            f"or the environment variable {self.env_var}"),
         )
 
 
@@ -121,6 +131,7 @@ def model_spec(name: str | None = None) -> MeshNetModelSpec:
         source=entry.get("source", ""),
         commit=entry.get("commit", ""),
         licence=entry.get("licence", ""),
+        env_var=entry.get("env_var", MODEL_ENV_VAR),
     )
 
 
@@ -324,6 +335,42 @@ def predict_labels(
     return labels, box
 
 
+@dataclass
+class Labelling:
+    """One model's labels of a conformed T1w, with what the provenance records of the run."""
+
+    spec: MeshNetModelSpec
+    labels: np.ndarray  # conformed array order
+    box: tuple[slice, ...]
+    class_names: tuple[str, ...]
+    indices: list[int]  # the thalamus classes
+    checksums: dict[str, str]
+    n_classes: int
+    network_s: float
+    n_threads: int
+
+
+def label_conformed(volume: np.ndarray, model_dir: Path | None, spec: MeshNetModelSpec, *, crop: bool,
+                     threads: int | None) -> Labelling:
+    """Run a pinned model on a conformed uint8 volume: argmax labels, largest component kept."""
+    net, resolved, checksums = load_meshnet(model_dir, model=spec.name)
+    class_names = read_class_names(resolved, net.n_classes, spec)
+    missing = [c for c in spec.thalamus_classes if c not in class_names]
+    if missing:
+        raise ThalamusError(f"MeshNet model in {resolved} has no class {missing[0]!r}", EXIT_DATAERR)
+    indices = [class_names.index(c) for c in spec.thalamus_classes]
+    net_volume = np.transpose(volume, _NET_AXES)
+    with _torch_threads(threads) as n_threads:
+        t0 = time.perf_counter()
+        labels, box = predict_labels(net, net_volume, crop=crop)
+        network_s = time.perf_counter() - t0
+    labels = keep_largest_component(labels)
+    # Back from the network's axis order to the conformed array's.
+    labels = np.transpose(labels, np.argsort(_NET_AXES))
+    return Labelling(spec, labels, box, class_names, indices, checksums, int(net.n_classes), network_s,
+                      int(n_threads))
+
+
 def segment_thalamus(
     t1w: nib.Nifti1Image,
     model_dir: Path | None = None,
@@ -362,45 +409,49 @@ def segment_thalamus(
     ThalamusError
         Missing, corrupted or unreadable model files.
     """
-    started = time.perf_counter()
-    spec = model_spec(model)
-    net, resolved, checksums = load_meshnet(model_dir, model=spec.name)
-    class_names = read_class_names(resolved, net.n_classes, spec)
-    missing = [c for c in spec.thalamus_classes if c not in class_names]
-    if missing:
-        raise ThalamusError(f"MeshNet model in {resolved} has no class {missing[0]!r}", EXIT_DATAERR)
-    indices = [class_names.index(c) for c in spec.thalamus_classes]
+    result = segment_conformed(t1w, model_dir, crop=crop, threads=threads, model=model)
+    return result.mask, result.provenance
 
+
+@dataclass
+class ConformedSegmentation:
+    """A bilateral MeshNet segmentation and what a second model needs to run on the same input."""
+
+    mask: nib.Nifti1Image  # on the native grid
+    thalamus: np.ndarray  # the mask on the conformed grid
+    conformed: nib.Nifti1Image
+    provenance: dict[str, Any]
+
+
+def segment_conformed(t1w: nib.Nifti1Image, model_dir: Path | None = None, *, crop: bool = True,
+                      threads: int | None = None, model: str | None = None) -> ConformedSegmentation:
+    """:func:`segment_thalamus`, keeping the conformed image and mask (for the sides model)."""
+    started = time.perf_counter()
     conformed = conform(t1w)
-    volume = np.asarray(conformed.dataobj)
-    net_volume = np.transpose(volume, _NET_AXES)
-    with _torch_threads(threads) as n_threads:
-        t0 = time.perf_counter()
-        labels, box = predict_labels(net, net_volume, crop=crop)
-        network_s = time.perf_counter() - t0
-    labels = keep_largest_component(labels)
-    # Back from the network's axis order to the conformed array's.
-    labels = np.transpose(labels, np.argsort(_NET_AXES))
-    thalamus = np.isin(labels, indices).astype(np.uint8)
-    conformed_mask = nib.Nifti1Image(thalamus, conformed.affine)
-    mask = labels_to_native(conformed_mask, t1w, dtype=np.uint8)
+    run = label_conformed(np.asarray(conformed.dataobj), model_dir, model_spec(model), crop=crop, threads=threads)
+    thalamus = np.isin(run.labels, run.indices).astype(np.uint8)
+    mask = labels_to_native(nib.Nifti1Image(thalamus, conformed.affine), t1w, dtype=np.uint8)
     elapsed = time.perf_counter() - started
     logger.info(
         "MeshNet thalamus: %d voxels on the native grid (%.1f s, network %.1f s, %d threads)",
-        int(mask.get_fdata(dtype=np.float32).sum()),
+        int(np.count_nonzero(np.asarray(mask.dataobj))),
         elapsed,
-        network_s,
-        n_threads,
+        run.network_s,
+        run.n_threads,
     )
+    return ConformedSegmentation(mask, thalamus, conformed, _provenance(run, crop, elapsed))
 
-    provenance: dict[str, Any] = {
+
+def _provenance(run: Labelling, crop: bool, elapsed: float) -> dict[str, Any]:
+    spec = run.spec
+    return {
         "Method": "meshnet",
         "Model": spec.name,
         "ModelSource": f"{spec.source} (commit {spec.commit}, {spec.licence} licence)",
         "ModelURL": spec.url_base,
-        "ModelSha256": dict(checksums),
-        **_class_fields(indices, class_names),
-        "NumClasses": int(net.n_classes),
+        "ModelSha256": dict(run.checksums),
+        **_class_fields(run.indices, run.class_names),
+        "NumClasses": run.n_classes,
         "Preprocessing": {
             "Conform": {
                 "Shape": list(CONFORMED_SHAPE),
@@ -413,16 +464,15 @@ def segment_thalamus(
             "Crop": bool(crop),
             "CropThreshold": CROP_THRESHOLD if crop else None,
             "CropMargin": CROP_MARGIN if crop else None,
-            "CropBox": [[s.start, s.stop] for s in box],
+            "CropBox": [[s.start, s.stop] for s in run.box],
             "NetworkAxisOrder": list(_NET_AXES),
         },
         "Postprocessing": "argmax; largest 26-connected component of non-background labels; "
         "class mask mapped to the native grid by nearest neighbour",
         "TorchVersion": torch.__version__,
-        "TorchThreads": int(n_threads),
+        "TorchThreads": run.n_threads,
         "RuntimeSeconds": round(elapsed, 2),
     }
-    return mask, provenance
 
 
 def _class_fields(indices: list[int], class_names: tuple[str, ...]) -> dict[str, Any]:

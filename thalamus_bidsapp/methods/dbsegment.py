@@ -90,7 +90,7 @@ class DBSegment(SegmentationMethod):
         return MethodNodes(records=[(node, "record_file")], envelope=(node, "record_file"))
 
     def methods_sentence(self, masks: Sequence[PublishedMask], cite: Callable[[str], str]) -> str:
-        return f"{tool_label(masks, self.name)} {cite(self.name)} (thalamic nuclei labels merged)"
+        return f"{tool_label(masks, self.name)} {cite(self.name)} (thalamic nuclei labels, merged and as left and right)"
 
 
 #: This module's registry entry (methods/registry.py collects every module's METHOD).
@@ -111,7 +111,10 @@ class DBSegmentThalamus(SimpleInterface):
 
     def _run_interface(self, runtime):
         import nibabel as nib
+        import numpy as np
 
+        from thalamus_bidsapp.image.ensembles import mask_like
+        from thalamus_bidsapp.image.sides import sides_from_labels
         from thalamus_bidsapp.interfaces import dbsegment
 
         cwd = Path(runtime.cwd)
@@ -120,10 +123,13 @@ class DBSegmentThalamus(SimpleInterface):
         seg_path, cmd = dbsegment.run_dbsegment(Path(self.inputs.t1w), cwd / NAME, executable=executable,
                                                 model_folder=model_folder)
         t1w = nib.load(self.inputs.t1w)
-        mask = dbsegment.dbsegment_thalamus_mask(nib.load(str(seg_path)), t1w)
+        labels = dbsegment.dbsegment_labels_on_grid(nib.load(str(seg_path)), t1w)
+        mask = mask_like(np.isin(labels, dbsegment.THALAMUS_LABELS), t1w)
+        sides = sides_from_labels(labels, METHOD.labels.left, METHOD.labels.right)
         found_exe = dbsegment.find_dbsegment(executable)
         provenance = dbsegment.provenance(cmd, found_exe, dbsegment.find_model_folder(model_folder),
                                           dbsegment.DEFAULT_FOLDS, tta=True, checksums=True)
-        self._results["record_file"] = write_mask_record(mask, NAME, "T1w", provenance, folder=cwd)
+        self._results["record_file"] = write_mask_record(mask, NAME, "T1w", provenance, folder=cwd, sides=sides,
+                                                         side_labels=METHOD.labels.to_json())
         self._results["out_file"] = str(cwd / f"thalamus_{NAME}.nii.gz")
         return runtime

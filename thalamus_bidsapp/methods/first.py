@@ -50,7 +50,7 @@ class First(SegmentationMethod):
         return MethodNodes(records=[(node, "record_file")], envelope=(node, "record_file"))
 
     def methods_sentence(self, masks: Sequence[PublishedMask], cite: Callable[[str], str]) -> str:
-        return f"{tool_label(masks, self.name)} {cite(self.name)} (L_Thal and R_Thal merged)"
+        return f"{tool_label(masks, self.name)} {cite(self.name)} (L_Thal and R_Thal, merged and as left and right)"
 
 
 #: This module's registry entry (methods/registry.py collects every module's METHOD).
@@ -71,6 +71,7 @@ class FirstThalamus(SimpleInterface):
     def _run_interface(self, runtime):
         import nibabel as nib
 
+        from thalamus_bidsapp.image.sides import sides_from_labels
         from thalamus_bidsapp.interfaces import first
 
         cwd = Path(runtime.cwd)
@@ -81,7 +82,9 @@ class FirstThalamus(SimpleInterface):
         prefix = cwd / "first"
         firstseg = first.run_first(brain_file, prefix)
         mask = first.first_thalamus_mask(firstseg, t1w)
+        sides = sides_from_labels(first.firstseg_labels(firstseg, t1w), METHOD.labels.left, METHOD.labels.right)
         provenance = first.provenance(cmd=first.first_command(brain_file, prefix))
-        self._results["record_file"] = write_mask_record(mask, "first", "T1w", provenance, folder=cwd)
+        self._results["record_file"] = write_mask_record(mask, "first", "T1w", provenance, folder=cwd,
+                                                         sides=sides, side_labels=METHOD.labels.to_json())
         self._results["out_file"] = str(cwd / "thalamus_first.nii.gz")
         return runtime

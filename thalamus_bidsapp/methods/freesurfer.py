@@ -115,12 +115,19 @@ class FreeSurferThalamus(SimpleInterface):
     def _run_interface(self, runtime):
         import json
 
+        import numpy as np
+
         from thalamus_bidsapp.image.nifti import load_image
-        from thalamus_bidsapp.interfaces.freesurfer import thalamus_from_subject
+        from thalamus_bidsapp.image.sides import sides_from_labels
+        from thalamus_bidsapp.interfaces.freesurfer import aseg_on_grid, thalamus_from_subject
 
         cwd = Path(runtime.cwd)
-        mask, provenance = thalamus_from_subject(Path(self.inputs.subject_dir), load_image(self.inputs.reference))
-        self._results["record_file"] = write_mask_record(mask, "freesurfer", "T1w", provenance, folder=cwd)
+        subject_dir, reference = Path(self.inputs.subject_dir), load_image(self.inputs.reference)
+        aseg = aseg_on_grid(subject_dir, reference)
+        mask, provenance = thalamus_from_subject(subject_dir, reference, aseg)
+        sides = sides_from_labels(np.asanyarray(aseg.dataobj), METHOD.labels.left, METHOD.labels.right)
+        self._results["record_file"] = write_mask_record(mask, "freesurfer", "T1w", provenance, folder=cwd,
+                                                         sides=sides, side_labels=METHOD.labels.to_json())
         self._results["out_file"] = str(cwd / "thalamus_freesurfer.nii.gz")
         self._results["provenance_file"] = str(cwd / "provenance.json")
         (cwd / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -55,8 +56,8 @@ class MindGlide(SegmentationMethod):
         CliOption("--mindglide-device", kind="choice", choices=("cpu", "cuda", "auto"), default="cpu",
                   help="where MindGlide runs (default: cpu; 'auto' uses a GPU when one works)"),
     )
-    # MindGlide has no thalamus label: the sides of its masks come from the envelope's.
-    labels = SideLabels(source="deep grey matter label x envelope mask")
+    # MindGlide has no thalamus label: each voxel of its masks (and ensembles) takes the envelope's side.
+    labels = SideLabels(source="deep grey matter label x envelope mask; sides from the envelope's")
     needs_envelope = True
     optional_inputs = {"flair": "MindGlide on FLAIR",
                        "r1map": "MindGlide on R1"}
@@ -143,18 +144,42 @@ class MindGlideThalamus(SimpleInterface):
                                                     device=self.inputs.device, allow_download=False)
         model = mindglide.load_model(self.inputs.model_path, self.inputs.device, allow_download=False)
         cwd = Path(runtime.cwd)
+        sides_of = _EnvelopeSides(envelope)
         records, masks = [], {}
         for contrast, seg in segmentations.items():
             mask = mindglide.mindglide_thalamus(seg, envelope_img)
             masks[contrast] = mask
             provenance = mindglide.provenance(model, envelope=envelope["method"], contrast=contrast)
             records.append(write_mask_record(mask, f"mindglide{contrast}", _BIDS_CONTRAST[contrast],
-                                             provenance, folder=cwd))
+                                             provenance, folder=cwd, **sides_of(mask)))
         for name, result in build_ensembles({c: masks.get(c) for c in ("T1w", "FLAIR", "R1")}).items():
             contrast = "+".join(_BIDS_CONTRAST[c] for c in result.contrasts)
             records.append(write_mask_record(result.mask, f"ensemble{name}", contrast,
                                              {"Tool": "thalamus_bidsapp ensemble of MindGlide masks",
                                               **result.provenance()},
-                                             folder=cwd, missing=list(result.missing)))
+                                             folder=cwd, missing=list(result.missing), **sides_of(result.mask)))
         self._results["record_files"] = records
         return runtime
+
+
+class _EnvelopeSides:
+    """The sides of a mask inside the envelope: the envelope's side of each voxel (its nearer side outside it)."""
+
+    def __init__(self, envelope: dict) -> None:
+        import nibabel as nib
+
+        self.method = envelope["method"]
+        self.sides = (np.asarray(nib.load(envelope["sides_file"]).dataobj) if envelope.get("sides_file")
+                      else None)
+        self.labels = envelope.get("side_labels", {})
+
+    def __call__(self, mask) -> dict:
+        """``sides`` and ``side_labels`` for :func:`write_mask_record` (nothing when the envelope has none)."""
+        if mask is None or self.sides is None:
+            return {}
+        from thalamus_bidsapp.image.sides import sides_within
+
+        sides = sides_within(np.asanyarray(mask.dataobj), self.sides, mask.affine, mask.header.get_zooms()[:3])
+        return {"sides": sides, "side_labels": {"Left": ["envelope left"], "Right": ["envelope right"],
+                                                "Source": f"sides of the {self.method} envelope mask",
+                                                "Envelope": self.labels}}

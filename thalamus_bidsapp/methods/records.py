@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import nibabel as nib
+import numpy as np
 from nipype.interfaces.base import File, TraitedSpec
+
+from thalamus_bidsapp.image.sides import check_sides_match, sides_image, world_sides_agree
 
 LOGGER = logging.getLogger(__name__)
 
@@ -35,11 +38,16 @@ def write_mask_record(
     *,
     folder: Path | None = None,
     missing: list[str] | None = None,
+    sides: np.ndarray | None = None,
+    side_labels: dict[str, Any] | None = None,
 ) -> str:
     """Save ``mask`` (if any) and its record in ``folder`` (the node's directory); return the record path.
 
     A record without a mask says a mask could not be made and why
     (``missing`` inputs), so it is reported rather than silently absent.
+    ``sides`` is the mask's side map (0 background, 1 left, 2 right; its
+    non-zero voxels exactly the mask's), saved beside it with
+    ``side_labels`` saying where the sides come from.
     """
     folder = Path(folder or os.getcwd())
     record: dict[str, Any] = {"method": method, "contrast": contrast, "provenance": provenance, "mask_file": None}
@@ -47,11 +55,25 @@ def write_mask_record(
         mask_file = folder / f"thalamus_{method}.nii.gz"
         nib.save(mask, str(mask_file))
         record["mask_file"] = str(mask_file)
+        if sides is not None:
+            check_sides_match(np.asanyarray(mask.dataobj), sides)
+            _warn_if_sides_mirrored(sides, mask.affine, method)
+            sides_file = folder / f"thalamus_{method}_sides.nii.gz"
+            nib.save(sides_image(sides, mask), str(sides_file))
+            record["sides_file"] = str(sides_file)
+            record["side_labels"] = dict(side_labels or {})
     if missing:
         record["missing_inputs"] = list(missing)
     record_file = folder / f"record_{method}.json"
     record_file.write_text(json.dumps(record, indent=2, default=str))
     return str(record_file)
+
+
+def _warn_if_sides_mirrored(sides: np.ndarray, affine: np.ndarray, method: str) -> None:
+    """Labels name anatomical sides; a left part at larger world x than the right means a flipped image."""
+    if world_sides_agree(sides, affine) is False:
+        LOGGER.warning("%s: the left thalamus lies at larger world x (RAS+) than the right; the image's "
+                       "affine may be flipped left-right", method)
 
 
 def read_mask_record(path: str | os.PathLike) -> dict[str, Any]:

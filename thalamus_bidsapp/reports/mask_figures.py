@@ -30,6 +30,8 @@ _PLANES = (("axial", 2), ("coronal", 1), ("sagittal", 0))
 _SIDES = {"axial": ("L", "R"), "coronal": ("L", "R"), "sagittal": ("P", "A")}
 
 
+#: Left and right thalamus of a mask with sides (blue and orange tell apart for most colour vision).
+_SIDE_COLORS = {"left": "#4fa3ff", "right": "#ff9f1c"}
 _MASK_COLORS = ("#ff4d4d", "#4dd2ff", "#ffd24d", "#7dff4d", "#ff4dff", "#ff9f40", "#40ffb3", "#b38cff")
 
 
@@ -67,6 +69,7 @@ def plot_mask_mosaic(
     slices: Mapping[int, list[int]],
     title: str,
     color: str = _MASK_COLORS[0],
+    sides: np.ndarray | None = None,
 ) -> bool:
     """Draw a thalamus mask as a contour over the T1w: rows axial, coronal, sagittal; save as SVG.
 
@@ -86,7 +89,10 @@ def plot_mask_mosaic(
     title
         Figure title.
     color
-        Contour colour.
+        Contour colour (of a mask without sides).
+    sides
+        The mask's side map on the same grid (1 left, 2 right): the left and
+        right thalamus are drawn in two colours, named in the title line.
 
     Returns
     -------
@@ -99,6 +105,11 @@ def plot_mask_mosaic(
 
     t1_crop = t1w[box]
     mask_crop = mask[box] > 0
+    if sides is not None:
+        side_crop = np.asarray(sides)[box]
+        layers = [(side_crop == 1, _SIDE_COLORS["left"]), (side_crop == 2, _SIDE_COLORS["right"])]
+    else:
+        layers = [(mask_crop, color)]
     inside = t1_crop[t1_crop > 0]
     vmin, vmax = (np.percentile(inside, [1, 99.5]) if inside.size else (0.0, 1.0))
     n_cols = max(len(v) for v in slices.values())
@@ -116,13 +127,16 @@ def plot_mask_mosaic(
             index = slices[axis][col] - box[axis].start
             # Rows are the second remaining RAS axis, drawn upwards (origin lower).
             image = np.take(t1_crop, index, axis=axis).T
-            outline = np.take(mask_crop, index, axis=axis).T
             ax.imshow(image, cmap="gray", vmin=vmin, vmax=vmax, origin="lower", aspect=aspect,
                       interpolation="nearest")
-            if outline.any():
-                grid_x, grid_y = np.arange(outline.shape[1]), np.arange(outline.shape[0])
-                ax.contourf(grid_x, grid_y, outline.astype(float), levels=[0.5, 1.5], colors=[color], alpha=0.22)
-                ax.contour(grid_x, grid_y, outline.astype(float), levels=[0.5], colors=[color], linewidths=1.1)
+            for layer, layer_color in layers:
+                outline = np.take(layer, index, axis=axis).T
+                if outline.any():
+                    grid_x, grid_y = np.arange(outline.shape[1]), np.arange(outline.shape[0])
+                    ax.contourf(grid_x, grid_y, outline.astype(float), levels=[0.5, 1.5], colors=[layer_color],
+                                alpha=0.22)
+                    ax.contour(grid_x, grid_y, outline.astype(float), levels=[0.5], colors=[layer_color],
+                               linewidths=1.1)
             ax.set_xlim(-0.5, image.shape[1] - 0.5)
             ax.set_ylim(-0.5, image.shape[0] - 0.5)
             ax.text(0.02, 0.98, f"{plane} {slices[axis][col]}", color="white", fontsize=6.5,
@@ -132,6 +146,10 @@ def plot_mask_mosaic(
             ax.text(0.98, 0.02, right, color="#bbbbbb", fontsize=6.5, ha="right", va="bottom",
                     transform=ax.transAxes)
     fig.suptitle(title, color="white", fontsize=9)
+    if sides is not None:
+        for x, (hemisphere, side_color) in zip((0.99, 0.92), (("right", _SIDE_COLORS["right"]),
+                                                                ("left", _SIDE_COLORS["left"]))):
+            fig.text(x, 0.995, hemisphere, color=side_color, fontsize=8, ha="right", va="top")
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.4 / (2.0 * len(_PLANES) + 0.4),
                         wspace=0.03, hspace=0.06)
     buffer = io.BytesIO()
@@ -152,13 +170,19 @@ def draw_masks(session, figures_dir: Path) -> None:
         return
     t1, affine = _load_canonical(t1_path)
     zooms = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
-    masks = {}
+    masks, side_maps = {}, {}
     for info in session.masks:
         data, mask_affine = _load_canonical(info.path)
         if data.shape != t1.shape or not np.allclose(mask_affine, affine, atol=GRID_ATOL_MM, rtol=0):
             session.messages.append(("warning", f"{esc(info.path.name)} is not on the T1w grid: not drawn."))
             continue
         masks[info.desc] = data > 0
+        side_path = info.path.with_name(info.path.name.replace("_label-thalamus_", "_seg-thalamus_")
+                                        .replace("_mask.nii.gz", "_dseg.nii.gz"))
+        if side_path.is_file():
+            side_data, side_affine = _load_canonical(side_path)
+            if side_data.shape == t1.shape and np.allclose(side_affine, affine, atol=GRID_ATOL_MM, rtol=0):
+                side_maps[info.desc] = np.rint(side_data).astype(np.uint8)
     if not masks:
         return
     union = np.logical_or.reduce(list(masks.values()))
@@ -168,7 +192,10 @@ def draw_masks(session, figures_dir: Path) -> None:
     slices = {axis: _slice_indices(union, axis, _N_SLICES) for _, axis in _PLANES}
     volumes = {}
     if session.volumes is not None and "method" in session.volumes:
-        volumes = dict(zip(session.volumes["method"].astype(str), session.volumes.get("volume_ml", [])))
+        bilateral = session.volumes
+        if "hemisphere" in bilateral:
+            bilateral = bilateral[bilateral["hemisphere"] == "bilateral"]
+        volumes = dict(zip(bilateral["method"].astype(str), bilateral.get("volume_ml", [])))
     for i, info in enumerate(session.masks):
         if info.desc not in masks:
             continue
@@ -179,6 +206,6 @@ def draw_masks(session, figures_dir: Path) -> None:
             title += f"  {float(volume):.2f} mL"
         out = figures_dir / f"{session.name}_space-T1w_label-thalamus_desc-{info.desc}_mask.svg"
         if plot_mask_mosaic(t1, masks[info.desc], zooms, out, box=box, slices=slices, title=title,
-                            color=_MASK_COLORS[i % len(_MASK_COLORS)]):
+                            color=_MASK_COLORS[i % len(_MASK_COLORS)], sides=side_maps.get(info.desc)):
             LOGGER.info("wrote %s", out)
         info.figure = out

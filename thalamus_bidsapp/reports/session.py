@@ -182,8 +182,18 @@ def session_messages(session: SessionReport, output_dir: Path) -> None:
                 f"{esc(image)} excluded: no registration passed its QC ({esc(reason)}); "
                 f"the {esc(image)}-based masks were not made."))
     if session.volumes is not None and "n_voxels" in session.volumes:
+        empty_masks = set()
         for row in session.volumes.to_dict("records"):
-            if not pd.isna(row.get("n_voxels")) and int(row["n_voxels"]) == 0:
+            if pd.isna(row.get("n_voxels")) or int(row["n_voxels"]) != 0:
+                continue
+            hemisphere = row.get("hemisphere")
+            key = (row.get("method"), row.get("contrast"))
+            if hemisphere in ("left", "right"):
+                if key not in empty_masks:  # an empty mask has empty sides: said once
+                    session.messages.append(("warning", f"The {esc(row.get('method'))} {hemisphere} thalamus is "
+                                                        "empty."))
+            else:
+                empty_masks.add(key)
                 session.messages.append(("warning", f"The {esc(row.get('method'))} mask is empty."))
     decisions = set()
     for name, sidecar in session.sidecars.items():

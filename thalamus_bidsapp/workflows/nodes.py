@@ -234,7 +234,7 @@ class _SessionVolumesInputSpec(BaseInterfaceInputSpec):
 
 
 class SessionVolumes(SimpleInterface):
-    """One row per mask: method, contrast, n_voxels, volume_mm3, volume_ml, icv_ml, icv_source."""
+    """One row per mask and hemisphere: method, contrast, hemisphere, n_voxels, volume_mm3, volume_ml, icv_ml, icv_source."""
 
     input_spec = _SessionVolumesInputSpec
     output_spec = _SessionVolumesOutputSpec
@@ -253,6 +253,7 @@ class SessionVolumes(SimpleInterface):
             [r["contrast"] for r in records],
             brain_mask=Path(self.inputs.brain_mask),
             icv_record=icv_record,
+            sides_files=[Path(r["sides_file"]) if r.get("sides_file") else None for r in records],
         )
         self._results["out_file"] = _node_file("volumes.tsv")
         table.to_csv(self._results["out_file"], sep="\t", index=False, na_rep="n/a", float_format="%.10g")
@@ -274,7 +275,11 @@ class _PublishMasksOutputSpec(TraitedSpec):
 
 
 class PublishMasks(SimpleInterface):
-    """Publish every recorded thalamus mask as ``space-T1w_label-thalamus_desc-<method>_mask``."""
+    """Publish every recorded thalamus mask as ``space-T1w_label-thalamus_desc-<method>_mask``.
+
+    A mask with sides also gets ``space-T1w_seg-thalamus_desc-<method>_dseg.nii.gz``
+    (0 background, 1 left, 2 right) and its lookup table ``..._dseg.tsv``.
+    """
 
     input_spec = _PublishMasksInputSpec
     output_spec = _PublishMasksOutputSpec
@@ -299,8 +304,37 @@ class PublishMasks(SimpleInterface):
             }
             out = derivative_path(Path(self.inputs.output_dir), entities)
             out_files.append(str(publish(Path(record["mask_file"]), out, sidecar)))
+            if record.get("sides_file"):
+                out_files.extend(self._publish_sides(record, out))
         self._results["out_files"] = out_files
         return runtime
+
+    def _publish_sides(self, record: dict, mask_path: Path) -> list[str]:
+        """The mask's side map as ``space-T1w_seg-thalamus_desc-<method>_dseg`` with its lookup table."""
+        from thalamus_bidsapp.bidsio.atomic import write_if_changed
+        from thalamus_bidsapp.bidsio.derivatives import derivative_path, publish
+        from thalamus_bidsapp.image.sides import LOOKUP
+
+        output_dir = Path(self.inputs.output_dir)
+        entities = {**self.inputs.entities, "space": "T1w", "seg": "thalamus", "desc": record["method"],
+                    "suffix": "dseg"}
+        mask_uri = f"bids::{mask_path.relative_to(output_dir).as_posix()}"
+        shared = dict(self.inputs.sidecar or {})
+        sidecar = {
+            **record["provenance"],
+            "Description": "Left and right thalamus of the desc-" + record["method"] + " mask on the T1w grid "
+                           "(0 background, 1 left, 2 right; left is the subject's left); its non-zero voxels are "
+                           "exactly the mask's",
+            "Method": record["method"],
+            "Contrast": record["contrast"],
+            "SideLabels": record.get("side_labels", {}),
+            **shared,
+            "Sources": [mask_uri, *shared.get("Sources", [])],
+        }
+        out = derivative_path(output_dir, {**entities, "extension": ".nii.gz"})
+        lookup = derivative_path(output_dir, {**entities, "extension": ".tsv"})
+        write_if_changed("index\tname\tabbreviation\n" + "".join(f"{i}\t{n}\t{a}\n" for i, n, a in LOOKUP), lookup)
+        return [str(publish(Path(record["sides_file"]), out, sidecar)), str(lookup)]
 
 
 class _PublishInputSpec(BaseInterfaceInputSpec):

@@ -31,6 +31,22 @@ from thalamus_bidsapp.reports.figures_clinical import make_figures
 LOGGER = logging.getLogger(__name__)
 
 
+def hemisphere_volumes(volumes: pd.DataFrame, hemispheres: tuple[str, ...]) -> pd.DataFrame:
+    """The rows of the hemispheres analysed; left and right rows enter as methods ``<method>_left``/``_right``.
+
+    A volumes table without a ``hemisphere`` column has bilateral rows only.
+    """
+    if "hemisphere" not in volumes:
+        return volumes if "bilateral" in hemispheres else volumes.iloc[0:0]
+    parts = []
+    for hemisphere in hemispheres:
+        part = volumes[volumes["hemisphere"] == hemisphere]
+        if hemisphere != "bilateral":
+            part = part.assign(method=part["method"].astype(str) + f"_{hemisphere}")
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
 def run_clinical(
     volumes: pd.DataFrame,
     config: ClinicalConfig | str | os.PathLike | None,
@@ -68,7 +84,7 @@ def run_clinical(
         config = load_clinical_config(config)
     out_dir = Path(out_dir)
     ledger = Ledger()
-    frame, available = prepare_volumes(volumes, config, ledger)
+    frame, available = prepare_volumes(hemisphere_volumes(volumes, config.hemispheres), config, ledger)
     LOGGER.info("clinical analyses on %d subjects, %d methods; roles found: %s", frame[SUBJECT].nunique(),
                 frame.groupby(METHOD_KEYS).ngroups, ", ".join(sorted(available)))
     visits = ordered_visits(frame)

@@ -1,0 +1,47 @@
+"""MeshNet's bilateral mask split into left and right by brainchop's 104-class model, on real anatomy."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.conftest import shared_file
+from thalamus_bidsapp.image.sides import LEFT, RIGHT
+from thalamus_bidsapp.interfaces import meshnet
+from thalamus_bidsapp.interfaces.meshnet_sides import segment_thalamus_sides
+
+CASES = [
+    ("bert", ("freesurfer_bert_7.2", "mri", "norm.mgz"), ("freesurfer_bert_7.2", "mri", "aseg.mgz")),
+    ("subject2", ("freesurfer_subject2", "norm.mgz"), ("freesurfer_subject2", "aparc.a2009s+aseg.mgz")),
+]
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("case", "t1_parts", "aseg_parts"), CASES, ids=[c[0] for c in CASES])
+def test_meshnet_sides_match_aseg_left_and_right(case, t1_parts, aseg_parts) -> None:
+    t1 = nib.load(shared_file(*t1_parts))
+    aseg = np.asarray(nib.load(shared_file(*aseg_parts)).dataobj)
+    mask, sides, provenance = segment_thalamus_sides(
+        t1, shared_file("brainchop", "models", "model30chan18cls"),
+        shared_file("brainchop", "models", "model21_104class"), threads=2)
+
+    bilateral = np.asarray(mask.dataobj)
+    # The union of the sides is exactly the 18-class bilateral mask, which is unchanged.
+    np.testing.assert_array_equal(sides > 0, bilateral > 0)
+    alone, _ = meshnet.segment_thalamus(t1, shared_file("brainchop", "models", "model30chan18cls"), threads=2)
+    np.testing.assert_array_equal(np.asarray(alone.dataobj), bilateral)
+    left, right = dice(sides == LEFT, aseg == 10), dice(sides == RIGHT, aseg == 49)
+    print(f"{case}: MeshNet sides Dice vs aseg left {left:.4f} right {right:.4f}")
+    assert left >= 0.86 and right >= 0.86
+    assert provenance["Sides"]["Model"] == "model21_104class"
+    assert provenance["Sides"]["ClassIndex"] == [69, 70]
+    assert provenance["Sides"]["LeftClass"].startswith("Left-Thalamus")
+    json.dumps(provenance)
