@@ -158,6 +158,9 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG MESHNET_COMMIT=4c87885f3a2a8835e260d521dcec922b58d91d41
 ARG MESHNET_JSON_SHA256=d28521c0965e452c371314e4b5b4dcef7b19aa91241b17ef894ac24952139701
 ARG MESHNET_BIN_SHA256=7039651d91c4cee0b7b1ddfe93fe2f5cb9b71d99f5a126fdef407e2a36bb52d4
+ARG MESHNET_SIDES_JSON_SHA256=b80a9ac7dccaecc08d59a7f2285a1dce50305d317f505b437518773ab2b27446
+ARG MESHNET_SIDES_BIN_SHA256=8a0aa1e2d94e5edc94c54aed900da978d2a1388bee4621cee05e473db64b84af
+ARG MESHNET_SIDES_COLORMAP_SHA256=a450db760609a91a38b3ff1810a465841c39b1ff138cab005071c897ad0da069
 # MindGlide (Hugging Face MS-PINPOINT/mindglide): the revision is the one
 # mindglide 1.3.0 pins (HF_MODEL_REVISION in mindglide/infer.py); the sha256 is
 # the one MindGlide's own Dockerfile (MS-PINPOINT/mindGlide, MODEL_SHA256) pins
@@ -170,6 +173,12 @@ RUN base="https://raw.githubusercontent.com/neuroneural/brainchop/${MESHNET_COMM
     && curl -fsSL --retry 3 -o model.json "${base}/model.json" \
     && curl -fsSL --retry 3 -o model.bin "${base}/model.bin" \
     && printf '%s  model.json\n%s  model.bin\n' "${MESHNET_JSON_SHA256}" "${MESHNET_BIN_SHA256}" | sha256sum -c -
+# MeshNet's 104-class model (left and right thalamus), same commit.
+WORKDIR /opt/models/meshnet/model21_104class
+RUN base="https://raw.githubusercontent.com/neuroneural/brainchop/${MESHNET_COMMIT}/public/models/model21_104class" \
+    && for f in model.json group1-shard1of1.bin colormap.json; do curl -fsSL --retry 3 -o "${f}" "${base}/${f}"; done \
+    && printf '%s  model.json\n%s  group1-shard1of1.bin\n%s  colormap.json\n' \
+        "${MESHNET_SIDES_JSON_SHA256}" "${MESHNET_SIDES_BIN_SHA256}" "${MESHNET_SIDES_COLORMAP_SHA256}" | sha256sum -c -
 WORKDIR /opt/models/mindglide
 RUN if [ -z "${MINDGLIDE_SHA256}" ]; then \
         echo "MINDGLIDE_SHA256 must not be empty (sha256 of ${MINDGLIDE_FILE} at revision ${MINDGLIDE_REVISION})" >&2; exit 1; \
@@ -178,7 +187,7 @@ RUN if [ -z "${MINDGLIDE_SHA256}" ]; then \
         "https://huggingface.co/MS-PINPOINT/mindglide/resolve/${MINDGLIDE_REVISION}/${MINDGLIDE_FILE}" \
     && echo "${MINDGLIDE_SHA256}  ${MINDGLIDE_FILE}" | sha256sum -c -
 
-# The same files from the build context (./container-weights/meshnet/...,
+# The same files from the build context (./container-weights/meshnet/<model>/...,
 # optionally ./container-weights/mindglide/<file>), for builds without network
 # to GitHub or Hugging Face. Checked against the same sums; a missing MindGlide
 # file leaves the method unavailable (the app then skips it with a reason).
@@ -186,11 +195,18 @@ FROM base AS weights-context
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG MESHNET_JSON_SHA256=d28521c0965e452c371314e4b5b4dcef7b19aa91241b17ef894ac24952139701
 ARG MESHNET_BIN_SHA256=7039651d91c4cee0b7b1ddfe93fe2f5cb9b71d99f5a126fdef407e2a36bb52d4
+ARG MESHNET_SIDES_JSON_SHA256=b80a9ac7dccaecc08d59a7f2285a1dce50305d317f505b437518773ab2b27446
+ARG MESHNET_SIDES_BIN_SHA256=8a0aa1e2d94e5edc94c54aed900da978d2a1388bee4621cee05e473db64b84af
+ARG MESHNET_SIDES_COLORMAP_SHA256=a450db760609a91a38b3ff1810a465841c39b1ff138cab005071c897ad0da069
 ARG MINDGLIDE_FILE=_20240404_conjurer_trained_dice_7733.pt
 ARG MINDGLIDE_SHA256=881e30efd9444a25ee70c01d795dd9fb21ac750a48f1ba8070fcd79fb75e76ca
 COPY container-weights/ /opt/models/
 WORKDIR /opt/models/meshnet/model30chan18cls
 RUN printf '%s  model.json\n%s  model.bin\n' "${MESHNET_JSON_SHA256}" "${MESHNET_BIN_SHA256}" | sha256sum -c - \
+    && sides=/opt/models/meshnet/model21_104class \
+    && printf '%s  %s\n' "${MESHNET_SIDES_JSON_SHA256}" "${sides}/model.json" \
+        "${MESHNET_SIDES_BIN_SHA256}" "${sides}/group1-shard1of1.bin" \
+        "${MESHNET_SIDES_COLORMAP_SHA256}" "${sides}/colormap.json" | sha256sum -c - \
     && mkdir -p /opt/models/mindglide \
     && if [ -f "/opt/models/mindglide/${MINDGLIDE_FILE}" ]; then \
         if [ -z "${MINDGLIDE_SHA256}" ]; then echo "MINDGLIDE_SHA256 must not be empty with a MindGlide file" >&2; exit 1; fi; \
@@ -227,6 +243,7 @@ RUN useradd --uid 1000 --user-group --no-log-init --create-home --home-dir /home
 ENV PATH=/opt/venv/bin:${PATH} \
     HOME=/home/thalamus \
     THALAMUS_MESHNET_MODEL=/opt/models/meshnet/model30chan18cls \
+    THALAMUS_MESHNET_SIDES_MODEL=/opt/models/meshnet/model21_104class \
     MODEL_PATH=/opt/models/mindglide/_20240404_conjurer_trained_dice_7733.pt \
     HF_HUB_OFFLINE=1 \
     TEMPLATEFLOW_HOME=/home/thalamus/.cache/templateflow \

@@ -168,10 +168,12 @@ def _build_context(tmp: Path) -> Path:
         shutil.copy2(REPO_ROOT / name, ctx / name)
     shutil.copytree(REPO_ROOT / "thalamus_bidsapp", ctx / "thalamus_bidsapp",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    weights = ctx / "container-weights" / "meshnet" / "model30chan18cls"
-    weights.mkdir(parents=True)
-    for name in ("model.json", "model.bin"):
-        shutil.copy2(MESHNET / name, weights / name)
+    for model, names in (("model30chan18cls", ("model.json", "model.bin")),
+                         ("model21_104class", ("model.json", "group1-shard1of1.bin", "colormap.json"))):
+        weights = ctx / "container-weights" / "meshnet" / model
+        weights.mkdir(parents=True)
+        for name in names:
+            shutil.copy2(MESHNET.parent / model / name, weights / name)
     return ctx
 
 
@@ -196,7 +198,7 @@ def podman_env(tmp_path_factory):
     reason = _why_podman_cannot_run(env)
     if reason:
         pytest.skip(reason)
-    for needed in (DATASET / "sub-01", MESHNET / "model.bin"):
+    for needed in (DATASET / "sub-01", MESHNET / "model.bin", MESHNET.parent / "model21_104class" / "model.json"):
         if not needed.exists():
             pytest.skip(f"real data missing: {needed}")
     return env
@@ -255,6 +257,7 @@ def test_check_tools(core_image, podman_env):
     logger.info("--check-tools in the core image:\n%s", proc.stdout)
     assert "[ok] method meshnet: can run" in proc.stdout
     assert "model.bin: /opt/models/meshnet/model30chan18cls/model.bin sha256" in proc.stdout
+    assert "/opt/models/meshnet/model21_104class" in proc.stdout
     assert proc.stdout.rstrip().endswith("exit 0")
     missing = _run(podman_env, "--check-tools first", ["--check-tools", "--methods", "first"], check=False)
     assert missing.returncode == 66, missing.stdout + missing.stderr

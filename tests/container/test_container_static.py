@@ -84,6 +84,10 @@ def test_dockerfile_meshnet_pins_match_package_data():
     assert f"MESHNET_COMMIT={model['commit']}" in text
     assert text.count(f"MESHNET_JSON_SHA256={model['files']['model.json']['sha256']}") == 2
     assert text.count(f"MESHNET_BIN_SHA256={model['files']['model.bin']['sha256']}") == 2
+    sides = models["models"]["model21_104class"]["files"]
+    for arg, name in (("JSON", "model.json"), ("BIN", "group1-shard1of1.bin"), ("COLORMAP", "colormap.json")):
+        assert text.count(f"MESHNET_SIDES_{arg}_SHA256={sides[name]['sha256']}") == 2, name
+    assert "THALAMUS_MESHNET_SIDES_MODEL=/opt/models/meshnet/model21_104class" in text
 
 
 def test_dockerfile_mindglide_revision_matches_package():
@@ -109,7 +113,8 @@ def test_expected_outputs_are_well_formed():
     assert "dataset_description.json" in patterns
     assert any("desc-meshnet_mask.nii.gz" in p for p in patterns)
     header = (HERE / "expected_volumes.tsv").read_text().splitlines()[0].split("\t")
-    assert header == ["participant_id", "method", "contrast", "volume_ml", "abs_tolerance_ml"]
+    assert header == ["participant_id", "method", "contrast", "hemisphere", "volume_ml", "abs_tolerance_ml"]
+    assert any("desc-meshnet_dseg.nii.gz" in p for p in patterns)
 
 
 def test_dockerfile_pins_every_runtime_dependency():
