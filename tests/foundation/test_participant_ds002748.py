@@ -50,8 +50,13 @@ def test_brain_mask_per_subject(ds_run, label):
 def test_group_table_joined_with_demographics(ds_run):
     table = read_tsv(ds_run["out"] / "group" / "volumes.tsv")
     # Without FSL, FreeSurfer or DBSegment, MeshNet is the method that runs everywhere.
-    meshnet = table[table["method"] == "meshnet"].set_index("participant_id")
+    meshnet_rows = table[table["method"] == "meshnet"]
+    meshnet = meshnet_rows[meshnet_rows["hemisphere"] == "bilateral"].set_index("participant_id")
     assert sorted(meshnet.index) == [f"sub-{label}" for label in SUBJECTS]
+    # The left and right rows add up to the bilateral volume.
+    sides = meshnet_rows[meshnet_rows["hemisphere"] != "bilateral"].groupby("participant_id")["volume_ml"].sum()
+    for subject, total in sides.items():
+        assert abs(total - meshnet.loc[subject, "volume_ml"]) < 1e-6
     participants = read_tsv(ds_run["bids"] / "participants.tsv").set_index("participant_id")
     for subject, row in meshnet.iterrows():
         assert row["age"] == participants.loc[subject, "age"]
