@@ -15,7 +15,9 @@ from thalamus_bidsapp.bidsio.inputs import SessionInputs
 from thalamus_bidsapp.bidsio.tables import volumes_columns
 from thalamus_bidsapp.workflows.nodes import BrainMask, ConcatTables, PublishMasks, Reorient, SessionVolumes, read_files
 from thalamus_bidsapp.workflows.outputs import publish_node
+from thalamus_bidsapp.interfaces.templateflow import TemplateFiles
 from thalamus_bidsapp.workflows.registration import init_registration_wf
+from thalamus_bidsapp.workflows.template import init_template_wf
 from thalamus_bidsapp.methods import MethodPlan
 from thalamus_bidsapp.registration import QC_COLUMN_DESCRIPTIONS
 from thalamus_bidsapp.workflows.segmentation import init_segmentation_wf
@@ -40,6 +42,8 @@ def init_participant_wf(
     publish_dirs: Mapping[str, Path] | None = None,
     input_records: Mapping[str, dict] | None = None,
     original_files: Mapping[Path, Path] | None = None,
+    template: TemplateFiles | None = None,
+    template_schedule: str = "standard",
     name: str = "thalamus_bidsapp_wf",
 ) -> pe.Workflow:
     """The top workflow: independent session workflows, run side by side.
@@ -52,7 +56,8 @@ def init_participant_wf(
     ``output_dir``). ``input_records`` (per session: the preflight's record of
     each input image's geometry and fixes) goes into the mask and volume
     sidecars; ``original_files`` maps cleaned copies of inputs to the files
-    they replace, for provenance.
+    they replace, for provenance. ``template`` (None: no template space) is
+    the TemplateFlow template each session is registered to.
     """
     workflow = pe.Workflow(name=name, base_dir=str(work_dir))
     for session in sessions:
@@ -66,6 +71,8 @@ def init_participant_wf(
             ants_cutoff=ants_cutoff,
             input_record=(input_records or {}).get(session.name),
             original_files=original_files,
+            template=template,
+            template_schedule=template_schedule,
             name=workflow_name(session),
         )
         crash_dir = str(Path(crash_root) / session.name)
@@ -90,8 +97,10 @@ def init_session_wf(
     name: str,
     input_record: dict | None = None,
     original_files: Mapping[Path, Path] | None = None,
+    template: TemplateFiles | None = None,
+    template_schedule: str = "standard",
 ) -> pe.Workflow:
-    """One session: reorient, brain mask, thalamus masks, volumes, all published.
+    """One session: reorient, brain mask, template space and prior, thalamus masks, volumes, all published.
 
     Parameters
     ----------
@@ -112,6 +121,13 @@ def init_session_wf(
         Geometry and fixes of each input image (from the preflight), for the sidecars.
     original_files
         Cleaned copy of an input -> the input file, for provenance.
+    template, template_schedule
+        TemplateFlow template to register to (None: no template space, no
+        prior) and the registration schedule ("standard" or "fast").
+
+    The workflow's ``outputnode.thalamus_prior`` is [left, right]: the prior's
+    probability maps on the T1w grid, ready after the brain mask and the
+    template registration, before the segmentation methods (empty without a template).
     """
     workflow = pe.Workflow(name=name)
     ents = session.entities
@@ -145,6 +161,8 @@ def init_session_wf(
         (reorient_t1w, segmentation, [("out_file", "inputnode.t1w")]),
         (brain_mask, segmentation, [("out_file", "inputnode.brain_mask")]),
     ])
+    _add_template_space(workflow, template, reorient_t1w, brain_mask, segmentation, entities=ents,
+                        output_dir=output_dir, t1w_uri=t1w_uri, schedule=template_schedule, omp_nthreads=omp_nthreads)
 
     _add_registrations(workflow, session, reorient_t1w, brain_mask, segmentation, dataset_roots=dataset_roots,
                        output_dir=output_dir, t1w_uri=t1w_uri, omp_nthreads=omp_nthreads,
@@ -170,6 +188,27 @@ def init_session_wf(
     )
     workflow.connect(volumes, "out_file", ds_volumes, "in_file")
     return workflow
+
+
+def _add_template_space(workflow: pe.Workflow, template: TemplateFiles | None, reorient_t1w: pe.Node,
+                        brain_mask: pe.Node, segmentation: pe.Workflow, *, entities: dict, output_dir: Path,
+                        t1w_uri: str, schedule: str, omp_nthreads: int) -> None:
+    """The session's ``outputnode`` (the prior, the template transforms) and, with a template, what fills it."""
+    outputnode = pe.Node(niu.IdentityInterface(fields=["thalamus_prior", "template_forward", "template_inverse"]),
+                         name="outputnode")
+    if template is None:
+        workflow.add_nodes([outputnode])
+        return
+    template_wf = init_template_wf(template, entities=entities, output_dir=output_dir, t1w_uri=t1w_uri,
+                                   schedule=schedule, omp_nthreads=omp_nthreads)
+    workflow.connect([
+        (reorient_t1w, template_wf, [("out_file", "inputnode.t1w")]),
+        (brain_mask, template_wf, [("out_file", "inputnode.brain_mask")]),
+        (segmentation, template_wf, [("outputnode.record_files", "inputnode.record_files")]),
+        (template_wf, outputnode, [("outputnode.thalamus_prior", "thalamus_prior"),
+                                   ("outputnode.forward", "template_forward"),
+                                   ("outputnode.inverse", "template_inverse")]),
+    ])
 
 
 def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t1w: pe.Node, brain_mask: pe.Node,
