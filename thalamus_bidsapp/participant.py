@@ -303,6 +303,7 @@ def _build_workflow(sessions: list[PreparedSession], plans: dict[str, MethodPlan
         publish_dirs={name: staging.session_dir(name) for name in names},
         input_records={ready.session.name: ready.record for ready in sessions},
         original_files=originals,
+        lesion_filling=config.lesion_filling,
     )
     workflow.config["execution"].update({
         "crashfile_format": "txt",

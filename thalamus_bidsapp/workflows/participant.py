@@ -18,7 +18,10 @@ from thalamus_bidsapp.workflows.outputs import publish_node
 from thalamus_bidsapp.workflows.registration import init_registration_wf
 from thalamus_bidsapp.methods import MethodPlan
 from thalamus_bidsapp.registration import QC_COLUMN_DESCRIPTIONS
-from thalamus_bidsapp.workflows.segmentation import init_segmentation_wf
+from thalamus_bidsapp.methods.registry import UNFILLED_SUFFIX
+from thalamus_bidsapp.workflows.lesions import SuffixRecords
+from thalamus_bidsapp.workflows.lesion_nodes import add_lesion_nodes
+from thalamus_bidsapp.workflows.segmentation import filled_methods, init_segmentation_wf, unfilled_plan
 
 
 def workflow_name(session: SessionInputs) -> str:
@@ -40,6 +43,7 @@ def init_participant_wf(
     publish_dirs: Mapping[str, Path] | None = None,
     input_records: Mapping[str, dict] | None = None,
     original_files: Mapping[Path, Path] | None = None,
+    lesion_filling: str = "auto",
     name: str = "thalamus_bidsapp_wf",
 ) -> pe.Workflow:
     """The top workflow: independent session workflows, run side by side.
@@ -52,7 +56,8 @@ def init_participant_wf(
     ``output_dir``). ``input_records`` (per session: the preflight's record of
     each input image's geometry and fixes) goes into the mask and volume
     sidecars; ``original_files`` maps cleaned copies of inputs to the files
-    they replace, for provenance.
+    they replace, for provenance. ``lesion_filling``: ``auto``, ``off`` or
+    ``both`` (see ``--lesion-filling``).
     """
     workflow = pe.Workflow(name=name, base_dir=str(work_dir))
     for session in sessions:
@@ -66,6 +71,7 @@ def init_participant_wf(
             ants_cutoff=ants_cutoff,
             input_record=(input_records or {}).get(session.name),
             original_files=original_files,
+            lesion_filling=lesion_filling,
             name=workflow_name(session),
         )
         crash_dir = str(Path(crash_root) / session.name)
@@ -90,6 +96,7 @@ def init_session_wf(
     name: str,
     input_record: dict | None = None,
     original_files: Mapping[Path, Path] | None = None,
+    lesion_filling: str = "auto",
 ) -> pe.Workflow:
     """One session: reorient, brain mask, thalamus masks, volumes, all published.
 
@@ -112,6 +119,10 @@ def init_session_wf(
         Geometry and fixes of each input image (from the preflight), for the sidecars.
     original_files
         Cleaned copy of an input -> the input file, for provenance.
+    lesion_filling
+        ``auto``: fill the T1w's lesions (when the session has a lesion mask)
+        before the methods that segment the T1w; ``off``: never; ``both``: also
+        run those methods on the unfilled T1w (masks ``desc-<mask>Unfilled``).
     """
     workflow = pe.Workflow(name=name)
     ents = session.entities
@@ -140,29 +151,53 @@ def init_session_wf(
     workflow.connect(brain_mask, "out_file", ds_brain_mask, "in_file")
     workflow.connect(brain_mask, "provenance_file", ds_brain_mask, "provenance_files")
 
-    segmentation = init_segmentation_wf(session, plan, omp_nthreads=omp_nthreads)
-    workflow.connect([
-        (reorient_t1w, segmentation, [("out_file", "inputnode.t1w")]),
-        (brain_mask, segmentation, [("out_file", "inputnode.brain_mask")]),
-    ])
+    filling = lesion_filling != "off" and session.lesion is not None
+    segmentations = [init_segmentation_wf(session, plan, omp_nthreads=omp_nthreads, lesion_filled=filling)]
+    if filling and lesion_filling == "both":
+        segmentations.append(init_segmentation_wf(session, unfilled_plan(plan), omp_nthreads=omp_nthreads,
+                                                  name="segmentation_unfilled_wf"))
+    segmentation = segmentations[0]
+    for seg in segmentations:
+        workflow.connect([
+            (reorient_t1w, seg, [("out_file", "inputnode.unfilled_t1w")]),
+            (brain_mask, seg, [("out_file", "inputnode.brain_mask")]),
+        ])
+    if not filling or len(segmentations) > 1:
+        workflow.connect(reorient_t1w, "out_file", segmentations[-1], "inputnode.t1w")
 
-    _add_registrations(workflow, session, reorient_t1w, brain_mask, segmentation, dataset_roots=dataset_roots,
-                       output_dir=output_dir, t1w_uri=t1w_uri, omp_nthreads=omp_nthreads,
-                       flirt_cutoff=flirt_cutoff, ants_cutoff=ants_cutoff, originals=originals)
+    registrations = _add_registrations(
+        workflow, session, reorient_t1w, brain_mask, segmentations, dataset_roots=dataset_roots,
+        output_dir=output_dir, t1w_uri=t1w_uri, omp_nthreads=omp_nthreads, flirt_cutoff=flirt_cutoff,
+        ants_cutoff=ants_cutoff, originals=originals)
+    lesions = None
+    if session.lesion is not None:
+        lesions = add_lesion_nodes(workflow, session, reorient_t1w, brain_mask, registrations.get("flair"),
+                                   fill=filling, output_dir=output_dir, t1w_uri=t1w_uri,
+                                   lesion_uri=source_uri(session.lesion, dataset_roots))
+        if filling:
+            workflow.connect(lesions.fill, "out_file", segmentation, "inputnode.t1w")
+    records = _session_records(workflow, segmentations)
 
     # Small bookkeeping steps run in the main process: no hand-over to a worker, no wait for the next poll.
-    volumes = pe.Node(SessionVolumes(), name="volumes", run_without_submitting=True)
+    volumes = pe.Node(SessionVolumes(filled_methods=list(filled_methods(plan))), name="volumes",
+                      run_without_submitting=True)
     workflow.connect([
         (brain_mask, volumes, [("out_file", "brain_mask")]),
-        (segmentation, volumes, [("outputnode.record_files", "record_files"),
-                                 ("outputnode.icv_provenance", "icv_provenance")]),
+        (records, volumes, [("out", "record_files")]),
+        (segmentation, volumes, [("outputnode.icv_provenance", "icv_provenance")]),
     ])
     ds_masks = pe.Node(
-        PublishMasks(output_dir=str(output_dir), entities=ents,
+        PublishMasks(output_dir=str(output_dir), entities=ents, filled_methods=list(filled_methods(plan)),
                      sidecar={"Sources": [t1w_uri], "SpatialReference": t1w_uri, **geometry}),
         name="ds_masks", run_without_submitting=True,
     )
-    workflow.connect(segmentation, "outputnode.record_files", ds_masks, "record_files")
+    workflow.connect(records, "out", ds_masks, "record_files")
+    if lesions is not None:
+        workflow.connect(lesions.mask, "out_file", volumes, "lesion_mask")
+        if lesions.fill is not None:
+            ds_masks.inputs.filled_t1w_uri = lesions.filled_uri
+            workflow.connect([(lesions.fill, volumes, [("provenance_file", "fill_provenance")]),
+                              (lesions.fill, ds_masks, [("provenance_file", "fill_provenance")])])
 
     ds_volumes = publish_node(
         "ds_volumes", output_dir, {**ents, "label": "thalamus", "suffix": "volumes", "extension": ".tsv"},
@@ -172,14 +207,31 @@ def init_session_wf(
     return workflow
 
 
+def _session_records(workflow: pe.Workflow, segmentations: list[pe.Workflow]) -> pe.Node:
+    """One list of the mask records of every segmentation (the unfilled run's renamed ``desc-<mask>Unfilled``)."""
+    merge = pe.Node(niu.Merge(len(segmentations), ravel_inputs=True), name="merge_session_records",
+                    run_without_submitting=True)
+    workflow.connect(segmentations[0], "outputnode.record_files", merge, "in1")
+    if len(segmentations) > 1:
+        rename = pe.Node(SuffixRecords(suffix=UNFILLED_SUFFIX), name="rename_unfilled_records",
+                         run_without_submitting=True)
+        workflow.connect([(segmentations[1], rename, [("outputnode.record_files", "record_files")]),
+                          (rename, merge, [("record_files", "in2")])])
+    return merge
+
+
 def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t1w: pe.Node, brain_mask: pe.Node,
-                       segmentation: pe.Workflow, *, dataset_roots: dict[str, Path], output_dir: Path, t1w_uri: str,
-                       omp_nthreads: int, flirt_cutoff: float, ants_cutoff: float,
-                       originals: dict[Path, Path] | None = None) -> None:
-    """FLAIR and R1 onto the T1w (each present one), into the segmentation, and the session's QC table."""
+                       segmentations: list[pe.Workflow], *, dataset_roots: dict[str, Path], output_dir: Path,
+                       t1w_uri: str, omp_nthreads: int, flirt_cutoff: float, ants_cutoff: float,
+                       originals: dict[Path, Path] | None = None) -> dict[str, pe.Workflow]:
+    """FLAIR and R1 onto the T1w (each present one), into the segmentations, and the session's QC table.
+
+    Returns the registration workflow of each present role (``flair``, ``r1map``).
+    """
     ents = session.entities
     originals = originals or {}
     qc_sources = []
+    registrations: dict[str, pe.Workflow] = {}
     for role, modality in (("flair", "FLAIR"), ("r1map", "R1map")):
         moving = getattr(session, role)
         if moving is None:
@@ -193,9 +245,12 @@ def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t
         workflow.connect([
             (reorient_t1w, registration, [("out_file", "inputnode.t1w")]),
             (brain_mask, registration, [("out_file", "inputnode.brain_mask")]),
-            (registration, segmentation, [("outputnode.out_file", f"inputnode.{'r1' if role == 'r1map' else role}")]),
         ])
+        for segmentation in segmentations:
+            workflow.connect(registration, "outputnode.out_file", segmentation,
+                             f"inputnode.{'r1' if role == 'r1map' else role}")
         qc_sources.append(registration)
+        registrations[role] = registration
     if qc_sources:
         merge_qc = pe.Node(niu.Merge(len(qc_sources)), name="merge_registration_qc", run_without_submitting=True)
         for index, registration in enumerate(qc_sources, start=1):
@@ -205,6 +260,7 @@ def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t
                              {**ents, "desc": "registration", "suffix": "qc", "extension": ".tsv"},
                              QC_COLUMN_DESCRIPTIONS)
         workflow.connect([(merge_qc, qc_table, [("out", "in_files")]), (qc_table, ds_qc, [("out_file", "in_file")])])
+    return registrations
 
 
 def _uri(output_dir: Path, ents: dict, **more) -> str:
