@@ -27,6 +27,8 @@ START_RADIUS_MM = 5.0
 MAX_DOUBLINGS = 4
 #: Fewest pool voxels a neighbourhood must hold to be drawn from.
 MIN_SAMPLES = 50
+#: Percentiles of a neighbourhood's intensities kept for drawing (bright vessels, partial volume left out).
+TRIM_PERCENTILES = (5.0, 95.0)
 #: Default seed of the generator (recorded in the sidecar).
 DEFAULT_SEED = 20161
 
@@ -58,7 +60,8 @@ class FillResult:
                           f"{START_RADIUS_MM:g} mm, doubled until {MIN_SAMPLES} voxels); lesion voxels inside the "
                           "thalamus prior (of lesions lying at least half in it) drawn from the normal thalamic voxels near them; white matter from a "
                           "3-class k-means of the lesioned T1w inside the brain mask, lesions excluded, eroded by "
-                          "one voxel, minus a one-voxel rim around the lesions"),
+                          "one voxel, minus a one-voxel rim around the lesions and the thalamus prior; each "
+                          "neighbourhood's 5th-95th percentile range drawn from"),
             "Seed": self.seed,
             "VoxelsFilledFromWhiteMatter": self.n_from_white_matter,
             "VoxelsFilledFromThalamus": self.n_from_thalamus,
@@ -109,6 +112,8 @@ def fill_lesions(
     rng = np.random.default_rng(seed)
     classes = tissue_classes(t1w, brain, exclude=ndimage.binary_dilation(lesion))
     white = normal_appearing_white_matter(classes, lesion)
+    if thalamus is not None:  # the thalamus is nearly as bright as white matter on a T1w: keep it out of the pool
+        white &= ~np.asarray(thalamus, dtype=bool)
     in_thalamus = thalamic_lesions(lesion, thalamus) if thalamus is not None else np.zeros_like(lesion)
     thalamic_pool = None
     if in_thalamus.any():
@@ -181,6 +186,13 @@ def _nearby_samples(t1w: np.ndarray, components: np.ndarray, index: int, box: tu
         distance = ndimage.distance_transform_edt(~component, sampling=zooms)
         near = (distance <= radius) & pool[grown]
         if near.sum() >= MIN_SAMPLES:
-            return np.asarray(t1w)[grown][near]
+            return _trimmed(np.asarray(t1w)[grown][near])
         radius *= 2.0
-    return np.asarray(t1w)[pool]
+    return _trimmed(np.asarray(t1w)[pool])
+
+
+def _trimmed(values: np.ndarray) -> np.ndarray:
+    """The values between their 5th and 95th percentiles: vessels and partial-volume voxels left out."""
+    low, high = np.percentile(values, TRIM_PERCENTILES)
+    kept = values[(values >= low) & (values <= high)]
+    return kept if kept.size else values
