@@ -304,6 +304,7 @@ def _build_workflow(sessions: list[PreparedSession], plans: dict[str, MethodPlan
         input_records={ready.session.name: ready.record for ready in sessions},
         original_files=originals,
         lesion_filling=config.lesion_filling,
+        lesion_source=config.lesion_source,
     )
     workflow.config["execution"].update({
         "crashfile_format": "txt",

@@ -136,14 +136,16 @@ def _add_lesion_options(parser: argparse.ArgumentParser) -> None:
         help="auto (default): when a session has a lesion mask, fill its lesions in the T1w (from the "
         "normal-appearing white matter near them; inside the thalamus prior from normal thalamus) before every "
         "method that segments the T1w, and publish desc-lesionfilled_T1w; off: never fill; both: also run those "
-        "methods on the unfilled T1w, their masks published as desc-<mask>Unfilled (e.g. desc-meshnetUnfilled), "
+        "methods on the unfilled T1w, their masks published as desc-<mask>Unfilled (the filled ones keep desc-<mask>), "
         "to measure what filling changes in one run",
     )
+    providers = [m.name for m in all_methods() if m.provides_lesions]
     les.add_argument(
-        "--lesion-source", choices=["derivatives", "mindglide"], default="derivatives",
+        "--lesion-source", choices=["derivatives", *providers], default="derivatives",
         help="derivatives (default): lesion masks from --derivatives (or the 'lesion' key of --bids-filter-file); "
-        "mindglide: when a session has no such mask, MindGlide's lesion class (read from the mindglide "
-        "package's label table) segmented on the FLAIR (else the T1w), recorded in the sidecars",
+        f"{' or '.join(providers) or 'a method'}: when a session has no such mask and the method runs, its lesion "
+        "class (read from the package's label table) segmented on the registered FLAIR (else the T1w), recorded "
+        "in the sidecars",
     )
 
 

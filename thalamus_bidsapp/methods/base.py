@@ -140,6 +140,8 @@ class SegmentationMethod:
     #: Whether the method segments the T1w: then it receives the lesion-filled T1w when a session's lesions
     #: are filled (``inputnode.t1w``); a method that does not gets the unfilled T1w as its reference grid.
     consumes_t1w: ClassVar[bool] = True
+    #: Whether the method can offer a lesion mask (``--lesion-source <name>``; see :meth:`init_lesion_nodes`).
+    provides_lesions: ClassVar[bool] = False
 
     def owns(self, desc: str) -> bool:
         """Whether a published mask with this ``desc`` entity comes from this method."""
@@ -183,6 +185,14 @@ class SegmentationMethod:
 
     def init_nodes(self, ctx: NodeContext) -> MethodNodes:
         """Add the nodes that make the method's mask record(s) to ``ctx.workflow``."""
+        raise NotImplementedError
+
+    def init_lesion_nodes(self, ctx: NodeContext) -> pe.Node:
+        """Add a node making a lesion mask on the T1w grid (outputs ``out_file``, ``provenance_file``).
+
+        ``ctx.inputnode`` has ``t1w`` (unfilled, reoriented) and ``flair``
+        (registered; undefined when absent). Only for ``provides_lesions``.
+        """
         raise NotImplementedError
 
     def methods_sentence(self, masks: Sequence[PublishedMask], cite: Callable[[str], str]) -> str:

@@ -37,8 +37,11 @@ PRIOR_THRESHOLD = 0.5
 
 
 def lesion_grid(lesion: nib.spatialimages.SpatialImage, name: str, *, t1w: nib.spatialimages.SpatialImage,
-                flair: nib.spatialimages.SpatialImage | None) -> str:
+                flair: nib.spatialimages.SpatialImage | None,
+                raw_t1w: nib.spatialimages.SpatialImage | None = None) -> str:
     """``"T1w"`` or ``"FLAIR"``: the grid the lesion mask is on (a ``space-FLAIR`` name picks the FLAIR first).
+
+    The T1w grid is the input T1w's (``raw_t1w``) or the reoriented one's (``t1w``).
 
     Raises
     ------
@@ -48,9 +51,10 @@ def lesion_grid(lesion: nib.spatialimages.SpatialImage, name: str, *, t1w: nib.s
     from thalamus_bidsapp.image.grid import same_grid
 
     on_flair = flair is not None and same_grid(lesion, flair)
-    if on_flair and ("space-FLAIR" in Path(name).name or not same_grid(lesion, t1w)):
+    on_t1w = same_grid(lesion, t1w) or (raw_t1w is not None and same_grid(lesion, raw_t1w))
+    if on_flair and ("space-FLAIR" in Path(name).name or not on_t1w):
         return "FLAIR"
-    if same_grid(lesion, t1w):
+    if on_t1w:
         return "T1w"
     raise ThalamusError(
         f"lesion mask {name} (shape {lesion.shape[:3]}) is on neither the T1w grid (shape {t1w.shape[:3]})"
@@ -90,8 +94,10 @@ def t1w_to_flair_world(transform: Path, flair: Path, t1w: Path) -> np.ndarray:
 
 def lesion_on_t1w(lesion_file: Path, t1w_file: Path, *, raw_flair: Path | None = None,
                   flair_transform: Path | None = None, registered_flair_moving: Path | None = None,
-                  ) -> tuple[nib.Nifti1Image, dict[str, Any]]:
-    """The lesion mask on the T1w grid (uint8 0/1) and its provenance.
+                  raw_t1w: Path | None = None) -> tuple[nib.Nifti1Image, dict[str, Any]]:
+    """The lesion mask on the (reoriented) T1w grid (uint8 0/1) and its provenance.
+
+    ``raw_t1w``: the input T1w before reorientation (a mask on its grid is on the T1w grid).
 
     ``raw_flair``: the session's FLAIR (its grid identifies a FLAIR-grid
     mask); ``flair_transform`` and ``registered_flair_moving``: the selected
@@ -110,7 +116,8 @@ def lesion_on_t1w(lesion_file: Path, t1w_file: Path, *, raw_flair: Path | None =
     lesion_img = load_image(str(lesion_file))
     voxels = read_lesion_mask(lesion_file).astype(np.uint8)
     flair = load_image(str(raw_flair)) if raw_flair is not None else None
-    grid = lesion_grid(lesion_img, str(lesion_file), t1w=t1w, flair=flair)
+    grid = lesion_grid(lesion_img, str(lesion_file), t1w=t1w, flair=flair,
+                       raw_t1w=load_image(str(raw_t1w)) if raw_t1w is not None else None)
     source = new_image(voxels, lesion_img.affine)
     provenance: dict[str, Any] = {"LesionMask": str(lesion_file), "LesionMaskGrid": grid}
     if grid == "FLAIR":
@@ -128,6 +135,7 @@ def lesion_on_t1w(lesion_file: Path, t1w_file: Path, *, raw_flair: Path | None =
 class _LesionMaskInputSpec(BaseInterfaceInputSpec):
     lesion_file = File(exists=True, mandatory=True, desc="lesion mask or dseg from a derivatives dataset")
     t1w = File(exists=True, mandatory=True, desc="reoriented T1w (the output grid)")
+    raw_t1w = File(exists=True, desc="the session's T1w before reorientation (its grid is the T1w grid too)")
     raw_flair = File(exists=True, desc="the session's FLAIR, whose grid identifies a FLAIR-grid mask")
     flair_transform = File(exists=True, desc="selected transform of the FLAIR registration (.mat FSL, .txt ITK)")
     flair_moving = File(exists=True, desc="the reoriented FLAIR the registration moved")
@@ -154,7 +162,7 @@ class LesionMaskToT1w(SimpleInterface):
 
         mask, provenance = lesion_on_t1w(Path(self.inputs.lesion_file), Path(self.inputs.t1w),
                                          raw_flair=optional("raw_flair"), flair_transform=optional("flair_transform"),
-                                         registered_flair_moving=optional("flair_moving"))
+                                         registered_flair_moving=optional("flair_moving"), raw_t1w=optional("raw_t1w"))
         data = np.asanyarray(mask.dataobj).astype(bool)
         provenance["LesionVolume_mL"] = lesion_volume_ml(data, mask.affine)
         if not data.any():

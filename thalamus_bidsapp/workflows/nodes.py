@@ -33,7 +33,7 @@ LOGGER = logging.getLogger(__name__)
 
 def read_files(node_inputs) -> list[str]:
     """The files outside the work folder that a node with these inputs reads, known before it runs."""
-    names = {"in_file", "t1w", "t2w", "lesion_file", "raw_flair"}
+    names = {"in_file", "t1w", "t2w", "lesion_file", "raw_flair", "raw_t1w"}
     files = [getattr(node_inputs, name) for name in sorted(names & set(node_inputs.copyable_trait_names()))]
     files = [f for f in files if isdefined(f)]
     subject_dir = getattr(node_inputs, "subject_dir", None)

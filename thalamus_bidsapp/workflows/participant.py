@@ -20,7 +20,7 @@ from thalamus_bidsapp.methods import MethodPlan
 from thalamus_bidsapp.registration import QC_COLUMN_DESCRIPTIONS
 from thalamus_bidsapp.methods.registry import UNFILLED_SUFFIX
 from thalamus_bidsapp.workflows.lesions import SuffixRecords
-from thalamus_bidsapp.workflows.lesion_nodes import add_lesion_nodes
+from thalamus_bidsapp.workflows.lesion_nodes import LesionProvider, add_lesion_nodes, lesion_provider
 from thalamus_bidsapp.workflows.segmentation import filled_methods, init_segmentation_wf, unfilled_plan
 
 
@@ -44,6 +44,7 @@ def init_participant_wf(
     input_records: Mapping[str, dict] | None = None,
     original_files: Mapping[Path, Path] | None = None,
     lesion_filling: str = "auto",
+    lesion_source: str = "derivatives",
     name: str = "thalamus_bidsapp_wf",
 ) -> pe.Workflow:
     """The top workflow: independent session workflows, run side by side.
@@ -57,7 +58,7 @@ def init_participant_wf(
     each input image's geometry and fixes) goes into the mask and volume
     sidecars; ``original_files`` maps cleaned copies of inputs to the files
     they replace, for provenance. ``lesion_filling``: ``auto``, ``off`` or
-    ``both`` (see ``--lesion-filling``).
+    ``both`` (see ``--lesion-filling``); ``lesion_source`` (see ``--lesion-source``).
     """
     workflow = pe.Workflow(name=name, base_dir=str(work_dir))
     for session in sessions:
@@ -72,6 +73,7 @@ def init_participant_wf(
             input_record=(input_records or {}).get(session.name),
             original_files=original_files,
             lesion_filling=lesion_filling,
+            lesion_source=lesion_source,
             name=workflow_name(session),
         )
         crash_dir = str(Path(crash_root) / session.name)
@@ -97,6 +99,7 @@ def init_session_wf(
     input_record: dict | None = None,
     original_files: Mapping[Path, Path] | None = None,
     lesion_filling: str = "auto",
+    lesion_source: str = "derivatives",
 ) -> pe.Workflow:
     """One session: reorient, brain mask, thalamus masks, volumes, all published.
 
@@ -123,6 +126,9 @@ def init_session_wf(
         ``auto``: fill the T1w's lesions (when the session has a lesion mask)
         before the methods that segment the T1w; ``off``: never; ``both``: also
         run those methods on the unfilled T1w (masks ``desc-<mask>Unfilled``).
+    lesion_source
+        ``derivatives``, or a method offering lesions (its lesion class, for a
+        session without a derivatives lesion mask).
     """
     workflow = pe.Workflow(name=name)
     ents = session.entities
@@ -151,7 +157,8 @@ def init_session_wf(
     workflow.connect(brain_mask, "out_file", ds_brain_mask, "in_file")
     workflow.connect(brain_mask, "provenance_file", ds_brain_mask, "provenance_files")
 
-    filling = lesion_filling != "off" and session.lesion is not None
+    provider = _lesion_provider(session, plan, lesion_source, omp_nthreads)
+    filling = lesion_filling != "off" and (session.lesion is not None or provider is not None)
     segmentations = [init_segmentation_wf(session, plan, omp_nthreads=omp_nthreads, lesion_filled=filling)]
     if filling and lesion_filling == "both":
         segmentations.append(init_segmentation_wf(session, unfilled_plan(plan), omp_nthreads=omp_nthreads,
@@ -170,27 +177,46 @@ def init_session_wf(
         output_dir=output_dir, t1w_uri=t1w_uri, omp_nthreads=omp_nthreads, flirt_cutoff=flirt_cutoff,
         ants_cutoff=ants_cutoff, originals=originals)
     lesions = None
-    if session.lesion is not None:
+    if session.lesion is not None or provider is not None:
         lesions = add_lesion_nodes(workflow, session, reorient_t1w, brain_mask, registrations.get("flair"),
-                                   fill=filling, output_dir=output_dir, t1w_uri=t1w_uri,
-                                   lesion_uri=source_uri(session.lesion, dataset_roots))
+                                   fill=filling, output_dir=output_dir, t1w_uri=t1w_uri, provider=provider,
+                                   lesion_uri=source_uri(session.lesion or session.t1w, dataset_roots))
         if filling:
             workflow.connect(lesions.fill, "out_file", segmentation, "inputnode.t1w")
-    records = _session_records(workflow, segmentations)
+    volumes = _add_volumes_and_masks(workflow, segmentations, brain_mask, lesions, filled=filled_methods(plan),
+                                     output_dir=output_dir, entities=ents,
+                                     sidecar={"Sources": [t1w_uri], "SpatialReference": t1w_uri, **geometry})
+    ds_volumes = publish_node(
+        "ds_volumes", output_dir, {**ents, "label": "thalamus", "suffix": "volumes", "extension": ".tsv"},
+        {**volumes_columns(), **geometry},
+    )
+    workflow.connect(volumes, "out_file", ds_volumes, "in_file")
+    return workflow
 
+
+def _lesion_provider(session: SessionInputs, plan: MethodPlan, source: str, omp_nthreads: int):
+    """The method offering the lesion mask of a session without a derivatives mask (``--lesion-source``), or None."""
+    if session.lesion is not None:
+        return None
+    method = lesion_provider(source, plan)
+    return LesionProvider(method, plan.settings_of(method.name), omp_nthreads) if method is not None else None
+
+
+def _add_volumes_and_masks(workflow: pe.Workflow, segmentations: list[pe.Workflow], brain_mask: pe.Node,
+                           lesions, *, filled: tuple[str, ...], output_dir: Path, entities: dict,
+                           sidecar: dict) -> pe.Node:
+    """The session's volumes table and the published masks, from every segmentation's records; returns the table node."""
+    records = _session_records(workflow, segmentations)
+    segmentation = segmentations[0]
     # Small bookkeeping steps run in the main process: no hand-over to a worker, no wait for the next poll.
-    volumes = pe.Node(SessionVolumes(filled_methods=list(filled_methods(plan))), name="volumes",
-                      run_without_submitting=True)
+    volumes = pe.Node(SessionVolumes(filled_methods=list(filled)), name="volumes", run_without_submitting=True)
     workflow.connect([
         (brain_mask, volumes, [("out_file", "brain_mask")]),
         (records, volumes, [("out", "record_files")]),
         (segmentation, volumes, [("outputnode.icv_provenance", "icv_provenance")]),
     ])
-    ds_masks = pe.Node(
-        PublishMasks(output_dir=str(output_dir), entities=ents, filled_methods=list(filled_methods(plan)),
-                     sidecar={"Sources": [t1w_uri], "SpatialReference": t1w_uri, **geometry}),
-        name="ds_masks", run_without_submitting=True,
-    )
+    ds_masks = pe.Node(PublishMasks(output_dir=str(output_dir), entities=entities, filled_methods=list(filled),
+                                    sidecar=sidecar), name="ds_masks", run_without_submitting=True)
     workflow.connect(records, "out", ds_masks, "record_files")
     if lesions is not None:
         workflow.connect(lesions.mask, "out_file", volumes, "lesion_mask")
@@ -198,13 +224,7 @@ def init_session_wf(
             ds_masks.inputs.filled_t1w_uri = lesions.filled_uri
             workflow.connect([(lesions.fill, volumes, [("provenance_file", "fill_provenance")]),
                               (lesions.fill, ds_masks, [("provenance_file", "fill_provenance")])])
-
-    ds_volumes = publish_node(
-        "ds_volumes", output_dir, {**ents, "label": "thalamus", "suffix": "volumes", "extension": ".tsv"},
-        {**volumes_columns(), **geometry},
-    )
-    workflow.connect(volumes, "out_file", ds_volumes, "in_file")
-    return workflow
+    return volumes
 
 
 def _session_records(workflow: pe.Workflow, segmentations: list[pe.Workflow]) -> pe.Node:
