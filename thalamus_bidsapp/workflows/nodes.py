@@ -296,7 +296,7 @@ class PublishMasks(SimpleInterface):
 
     def _run_interface(self, runtime):
         from thalamus_bidsapp.bidsio.derivatives import derivative_path, publish
-        from thalamus_bidsapp.methods.records import records_with_masks
+        from thalamus_bidsapp.methods.records import filled_methods_of, records_with_masks
 
         records = records_with_masks(self.inputs.record_files) if isdefined(self.inputs.record_files) else []
         out_files = []
