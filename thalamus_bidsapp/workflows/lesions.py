@@ -32,9 +32,6 @@ from thalamus_bidsapp.errors import EXIT_DATAERR, ThalamusError
 
 LOGGER = logging.getLogger(__name__)
 
-#: Probability above which a thalamus prior voxel counts as thalamus for the filling.
-PRIOR_THRESHOLD = 0.5
-
 
 def lesion_grid(lesion: nib.spatialimages.SpatialImage, name: str, *, t1w: nib.spatialimages.SpatialImage,
                 flair: nib.spatialimages.SpatialImage | None,
@@ -208,6 +205,8 @@ class LesionFill(SimpleInterface):
             provenance.update(json.loads(Path(self.inputs.lesion_provenance).read_text()))
         prior = self._thalamus_prior()
         provenance["ThalamusPrior"] = list(self.inputs.thalamus_prior) if prior is not None else None
+        if prior is not None:
+            provenance["ThalamusPriorThreshold"] = 0.5
         if not lesion.any():
             provenance |= {"LesionFilled": False, "Reason": "empty lesion mask"}
             self._results["out_file"] = self.inputs.t1w
@@ -226,11 +225,14 @@ class LesionFill(SimpleInterface):
         return runtime
 
     def _thalamus_prior(self) -> np.ndarray | None:
-        """The prior maps (left, right) merged and thresholded at :data:`PRIOR_THRESHOLD`, or None."""
+        """The prior maps (left, right) as one thalamus mask at probability >= 0.5 (image.prior), or None."""
+        from thalamus_bidsapp.image.prior import DEFAULT_PRIOR_THRESHOLD, prior_mask
+
         if not isdefined(self.inputs.thalamus_prior) or not self.inputs.thalamus_prior:
             return None
-        maps = [np.asanyarray(nib.load(path).dataobj, dtype=np.float32) for path in self.inputs.thalamus_prior]
-        return np.maximum.reduce(maps) >= PRIOR_THRESHOLD
+        maps = [nib.load(path) for path in self.inputs.thalamus_prior]
+        left, right = (maps[0], maps[-1])
+        return np.asanyarray(prior_mask(left, right, threshold=DEFAULT_PRIOR_THRESHOLD).dataobj) > 0
 
 
 class _SuffixRecordsInputSpec(BaseInterfaceInputSpec):

@@ -15,7 +15,9 @@ from thalamus_bidsapp.bidsio.inputs import SessionInputs
 from thalamus_bidsapp.bidsio.tables import volumes_columns
 from thalamus_bidsapp.workflows.nodes import BrainMask, ConcatTables, PublishMasks, Reorient, SessionVolumes, read_files
 from thalamus_bidsapp.workflows.outputs import publish_node
+from thalamus_bidsapp.interfaces.templateflow import TemplateFiles
 from thalamus_bidsapp.workflows.registration import init_registration_wf
+from thalamus_bidsapp.workflows.template import init_template_wf
 from thalamus_bidsapp.methods import MethodPlan
 from thalamus_bidsapp.registration import QC_COLUMN_DESCRIPTIONS
 from thalamus_bidsapp.methods.registry import UNFILLED_SUFFIX
@@ -45,6 +47,8 @@ def init_participant_wf(
     original_files: Mapping[Path, Path] | None = None,
     lesion_filling: str = "auto",
     lesion_source: str = "derivatives",
+    template: TemplateFiles | None = None,
+    template_schedule: str = "standard",
     name: str = "thalamus_bidsapp_wf",
 ) -> pe.Workflow:
     """The top workflow: independent session workflows, run side by side.
@@ -57,8 +61,10 @@ def init_participant_wf(
     ``output_dir``). ``input_records`` (per session: the preflight's record of
     each input image's geometry and fixes) goes into the mask and volume
     sidecars; ``original_files`` maps cleaned copies of inputs to the files
-    they replace, for provenance. ``lesion_filling``: ``auto``, ``off`` or
-    ``both`` (see ``--lesion-filling``); ``lesion_source`` (see ``--lesion-source``).
+    they replace, for provenance. ``template`` (None: no template space) is
+    the TemplateFlow template each session is registered to. ``lesion_filling``:
+    ``auto``, ``off`` or ``both`` (see ``--lesion-filling``); ``lesion_source``
+    (see ``--lesion-source``).
     """
     workflow = pe.Workflow(name=name, base_dir=str(work_dir))
     for session in sessions:
@@ -74,6 +80,8 @@ def init_participant_wf(
             original_files=original_files,
             lesion_filling=lesion_filling,
             lesion_source=lesion_source,
+            template=template,
+            template_schedule=template_schedule,
             name=workflow_name(session),
         )
         crash_dir = str(Path(crash_root) / session.name)
@@ -100,8 +108,10 @@ def init_session_wf(
     original_files: Mapping[Path, Path] | None = None,
     lesion_filling: str = "auto",
     lesion_source: str = "derivatives",
+    template: TemplateFiles | None = None,
+    template_schedule: str = "standard",
 ) -> pe.Workflow:
-    """One session: reorient, brain mask, thalamus masks, volumes, all published.
+    """One session: reorient, brain mask, template space and prior, thalamus masks, volumes, all published.
 
     Parameters
     ----------
@@ -129,6 +139,13 @@ def init_session_wf(
     lesion_source
         ``derivatives``, or a method offering lesions (its lesion class, for a
         session without a derivatives lesion mask).
+    template, template_schedule
+        TemplateFlow template to register to (None: no template space, no
+        prior) and the registration schedule ("standard" or "fast").
+
+    The workflow's ``outputnode.thalamus_prior`` is [left, right]: the prior's
+    probability maps on the T1w grid, ready after the brain mask and the
+    template registration, before the segmentation methods (empty without a template).
     """
     workflow = pe.Workflow(name=name)
     ents = session.entities
@@ -159,18 +176,12 @@ def init_session_wf(
 
     provider = _lesion_provider(session, plan, lesion_source, omp_nthreads)
     filling = lesion_filling != "off" and (session.lesion is not None or provider is not None)
-    segmentations = [init_segmentation_wf(session, plan, omp_nthreads=omp_nthreads, lesion_filled=filling)]
-    if filling and lesion_filling == "both":
-        segmentations.append(init_segmentation_wf(session, unfilled_plan(plan), omp_nthreads=omp_nthreads,
-                                                  name="segmentation_unfilled_wf"))
+    segmentations = _add_segmentations(workflow, session, plan, reorient_t1w, brain_mask, filling=filling,
+                                       both=lesion_filling == "both", omp_nthreads=omp_nthreads)
     segmentation = segmentations[0]
-    for seg in segmentations:
-        workflow.connect([
-            (reorient_t1w, seg, [("out_file", "inputnode.unfilled_t1w")]),
-            (brain_mask, seg, [("out_file", "inputnode.brain_mask")]),
-        ])
-    if not filling or len(segmentations) > 1:
-        workflow.connect(reorient_t1w, "out_file", segmentations[-1], "inputnode.t1w")
+    session_outputs = _add_template_space(workflow, template, reorient_t1w, brain_mask, segmentation, entities=ents,
+                                          output_dir=output_dir, t1w_uri=t1w_uri, schedule=template_schedule,
+                                          omp_nthreads=omp_nthreads)
 
     registrations = _add_registrations(
         workflow, session, reorient_t1w, brain_mask, segmentations, dataset_roots=dataset_roots,
@@ -182,7 +193,8 @@ def init_session_wf(
                                    fill=filling, output_dir=output_dir, t1w_uri=t1w_uri, provider=provider,
                                    lesion_uri=source_uri(session.lesion or session.t1w, dataset_roots))
         if filling:
-            workflow.connect(lesions.fill, "out_file", segmentation, "inputnode.t1w")
+            workflow.connect([(lesions.fill, segmentation, [("out_file", "inputnode.t1w")]),
+                              (session_outputs, lesions.fill, [("thalamus_prior", "thalamus_prior")])])
     volumes = _add_volumes_and_masks(workflow, segmentations, brain_mask, lesions, filled=filled_methods(plan),
                                      output_dir=output_dir, entities=ents,
                                      sidecar={"Sources": [t1w_uri], "SpatialReference": t1w_uri, **geometry})
@@ -200,6 +212,26 @@ def _lesion_provider(session: SessionInputs, plan: MethodPlan, source: str, omp_
         return None
     method = lesion_provider(source, plan)
     return LesionProvider(method, plan.settings_of(method.name), omp_nthreads) if method is not None else None
+
+
+def _add_segmentations(workflow: pe.Workflow, session: SessionInputs, plan: MethodPlan, reorient_t1w: pe.Node,
+                       brain_mask: pe.Node, *, filling: bool, both: bool, omp_nthreads: int) -> list[pe.Workflow]:
+    """The segmentation workflow (on the filled T1w when ``filling``) and, with ``both``, the one on the unfilled T1w.
+
+    The filled T1w is connected by the caller (the lesion nodes); every other T1w input here.
+    """
+    segmentations = [init_segmentation_wf(session, plan, omp_nthreads=omp_nthreads, lesion_filled=filling)]
+    if filling and both:
+        segmentations.append(init_segmentation_wf(session, unfilled_plan(plan), omp_nthreads=omp_nthreads,
+                                                  name="segmentation_unfilled_wf"))
+    for seg in segmentations:
+        workflow.connect([
+            (reorient_t1w, seg, [("out_file", "inputnode.unfilled_t1w")]),
+            (brain_mask, seg, [("out_file", "inputnode.brain_mask")]),
+        ])
+    if not filling or len(segmentations) > 1:
+        workflow.connect(reorient_t1w, "out_file", segmentations[-1], "inputnode.t1w")
+    return segmentations
 
 
 def _add_volumes_and_masks(workflow: pe.Workflow, segmentations: list[pe.Workflow], brain_mask: pe.Node,
@@ -238,6 +270,28 @@ def _session_records(workflow: pe.Workflow, segmentations: list[pe.Workflow]) ->
         workflow.connect([(segmentations[1], rename, [("outputnode.record_files", "record_files")]),
                           (rename, merge, [("record_files", "in2")])])
     return merge
+
+
+def _add_template_space(workflow: pe.Workflow, template: TemplateFiles | None, reorient_t1w: pe.Node,
+                        brain_mask: pe.Node, segmentation: pe.Workflow, *, entities: dict, output_dir: Path,
+                        t1w_uri: str, schedule: str, omp_nthreads: int) -> pe.Node:
+    """The session's ``outputnode`` (the prior, the template transforms) and, with a template, what fills it."""
+    outputnode = pe.Node(niu.IdentityInterface(fields=["thalamus_prior", "template_forward", "template_inverse"]),
+                         name="outputnode")
+    if template is None:
+        workflow.add_nodes([outputnode])
+        return outputnode
+    template_wf = init_template_wf(template, entities=entities, output_dir=output_dir, t1w_uri=t1w_uri,
+                                   schedule=schedule, omp_nthreads=omp_nthreads)
+    workflow.connect([
+        (reorient_t1w, template_wf, [("out_file", "inputnode.t1w")]),
+        (brain_mask, template_wf, [("out_file", "inputnode.brain_mask")]),
+        (segmentation, template_wf, [("outputnode.record_files", "inputnode.record_files")]),
+        (template_wf, outputnode, [("outputnode.thalamus_prior", "thalamus_prior"),
+                                   ("outputnode.forward", "template_forward"),
+                                   ("outputnode.inverse", "template_inverse")]),
+    ])
+    return outputnode
 
 
 def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t1w: pe.Node, brain_mask: pe.Node,
