@@ -94,6 +94,11 @@ def test_the_filled_t1w_is_published_and_differs_only_inside_the_lesions(run):
     assert sidecar["LesionFilled"] is True and sidecar["LesionMaskUsed"].endswith("label-lesion_mask.nii.gz")
     assert "normal-appearing white matter" in sidecar["Algorithm"] and isinstance(sidecar["Seed"], int)
     assert sidecar["LesionMask"].endswith("sub-01_desc-lesion_mask.nii.gz")
+    # The session's thalamus prior (template space) decided which lesions are filled as thalamus.
+    assert [p.split("sub-01_")[-1] for p in sidecar["ThalamusPrior"]] == [
+        f"hemi-{side}_space-T1w_label-thalamus_desc-prior_probseg.nii.gz" for side in "LR"]
+    assert sidecar["VoxelsFilledFromThalamus"] > 0
+    assert sidecar["VoxelsFilledFromWhiteMatter"] + sidecar["VoxelsFilledFromThalamus"] == lesion.sum()
     assert _json(lesion_mask)["LesionMaskGrid"] == "T1w"
 
 

@@ -65,14 +65,16 @@ def lesion_provider(source: str, plan: MethodPlan) -> SegmentationMethod | None:
 
 def add_lesion_nodes(workflow: pe.Workflow, session: SessionInputs, reorient_t1w: pe.Node, brain_mask: pe.Node,
                      flair_registration: pe.Workflow | None, *, fill: bool, output_dir: Path, t1w_uri: str,
-                     lesion_uri: str, provider: LesionProvider | None = None) -> LesionNodes:
+                     lesion_uri: str, provider: LesionProvider | None = None,
+                     with_prior: bool = False) -> LesionNodes:
     """Bring the session's lesion mask onto the T1w grid and publish it; fill the T1w when ``fill``.
 
     The mask is the session's derivatives lesion mask, or (without one) the
     ``provider``'s (a method offering lesions, with its planned settings).
     Published: ``space-T1w_label-lesion_mask`` (the mask on the T1w grid) and,
     when lesions were filled, ``desc-lesionfilled_T1w`` with a sidecar naming
-    the mask and the method.
+    the mask and the method. ``with_prior``: the session has a thalamus prior
+    (connected by the caller to the filling node's ``thalamus_prior``), named in the sidecar.
     """
     from thalamus_bidsapp.bidsio.derivatives import derivative_path
 
@@ -99,6 +101,11 @@ def add_lesion_nodes(workflow: pe.Workflow, session: SessionInputs, reorient_t1w
     if not fill:
         return LesionNodes(mask, None, filled_uri)
     filler = pe.Node(LesionFill(), name="lesion_fill", mem_gb=2)
+    if with_prior:
+        filler.inputs.thalamus_prior_uris = [
+            "bids::" + derivative_path(output_dir, {**ents, "hemi": side, "space": "T1w", "label": "thalamus",
+                                                     "desc": "prior", "suffix": "probseg", "extension": ".nii.gz"}
+                                       ).relative_to(output_dir).as_posix() for side in ("L", "R")]
     workflow.connect([
         (reorient_t1w, filler, [("out_file", "t1w")]),
         (brain_mask, filler, [("out_file", "brain_mask")]),

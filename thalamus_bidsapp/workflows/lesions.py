@@ -177,6 +177,7 @@ class _LesionFillInputSpec(BaseInterfaceInputSpec):
     lesion_mask = File(exists=True, mandatory=True, desc="binary lesion mask on the T1w grid")
     brain_mask = File(exists=True, mandatory=True, desc="T1w brain mask")
     thalamus_prior = InputMultiObject(File(exists=True), desc="thalamus prior probability maps on the T1w grid")
+    thalamus_prior_uris = traits.List(traits.Str, desc="the published prior maps, named in the sidecar")
     lesion_provenance = File(exists=True, desc="provenance of the lesion mask (merged into the sidecar)")
     seed = traits.Int(20161, usedefault=True, desc="seed of the fill's random generator")
 
@@ -204,7 +205,8 @@ class LesionFill(SimpleInterface):
         if isdefined(self.inputs.lesion_provenance):
             provenance.update(json.loads(Path(self.inputs.lesion_provenance).read_text()))
         prior = self._thalamus_prior()
-        provenance["ThalamusPrior"] = list(self.inputs.thalamus_prior) if prior is not None else None
+        named = self.inputs.thalamus_prior_uris if isdefined(self.inputs.thalamus_prior_uris) else []
+        provenance["ThalamusPrior"] = (list(named) or list(self.inputs.thalamus_prior)) if prior is not None else None
         if prior is not None:
             provenance["ThalamusPriorThreshold"] = 0.5
         if not lesion.any():

@@ -191,6 +191,7 @@ def init_session_wf(
     if session.lesion is not None or provider is not None:
         lesions = add_lesion_nodes(workflow, session, reorient_t1w, brain_mask, registrations.get("flair"),
                                    fill=filling, output_dir=output_dir, t1w_uri=t1w_uri, provider=provider,
+                                   with_prior=template is not None,
                                    lesion_uri=source_uri(session.lesion or session.t1w, dataset_roots))
         if filling:
             workflow.connect([(lesions.fill, segmentation, [("out_file", "inputnode.t1w")]),
@@ -286,7 +287,7 @@ def _add_template_space(workflow: pe.Workflow, template: TemplateFiles | None, r
     workflow.connect([
         (reorient_t1w, template_wf, [("out_file", "inputnode.t1w")]),
         (brain_mask, template_wf, [("out_file", "inputnode.brain_mask")]),
-        (segmentation, template_wf, [("outputnode.record_files", "inputnode.record_files")]),
+        (segmentation, template_wf, [("outputnode.record_files", "records_inputnode.record_files")]),
         (template_wf, outputnode, [("outputnode.thalamus_prior", "thalamus_prior"),
                                    ("outputnode.forward", "template_forward"),
                                    ("outputnode.inverse", "template_inverse")]),

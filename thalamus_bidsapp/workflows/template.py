@@ -219,12 +219,14 @@ def init_template_wf(
 ) -> pe.Workflow:
     """Registration to ``template``, the prior on the T1w grid, the masks in template space; all published.
 
-    inputnode: ``t1w`` (reoriented), ``brain_mask``, ``record_files`` (the methods' mask records).
+    inputnode: ``t1w`` (reoriented), ``brain_mask``; records_inputnode: ``record_files`` (the methods'
+    mask records; a node of its own, so the registration and the prior never wait for the methods).
     outputnode: ``thalamus_prior`` ([left, right] probability maps on the T1w grid, before the
     methods run), ``forward`` and ``inverse`` (composite transforms).
     """
     workflow = pe.Workflow(name=name)
-    inputnode = pe.Node(niu.IdentityInterface(fields=["t1w", "brain_mask", "record_files"]), name="inputnode")
+    inputnode = pe.Node(niu.IdentityInterface(fields=["t1w", "brain_mask"]), name="inputnode")
+    records_inputnode = pe.Node(niu.IdentityInterface(fields=["record_files"]), name="records_inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["thalamus_prior", "forward", "inverse"]), name="outputnode")
     tpl = template.template
     tf_uri = {"target": f"templateflow:{template.target.name}", "prior": f"templateflow:{template.prior.name}"}
@@ -261,7 +263,7 @@ def init_template_wf(
                                                      "Sources": [_uri(output_dir, xfm["forward"])]}),
                        name="ds_template_masks", run_without_submitting=True)
     workflow.connect([
-        (inputnode, masks, [("record_files", "record_files")]),
+        (records_inputnode, masks, [("record_files", "record_files")]),
         (register, masks, [("forward", "forward"), ("inverse", "inverse")]),
         (masks, ds_masks, [("out_file", "in_file")]),
     ])
