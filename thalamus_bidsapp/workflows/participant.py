@@ -17,7 +17,7 @@ from thalamus_bidsapp.workflows.nodes import BrainMask, ConcatTables, PublishMas
 from thalamus_bidsapp.workflows.outputs import publish_node
 from thalamus_bidsapp.interfaces.templateflow import TemplateFiles
 from thalamus_bidsapp.workflows.registration import init_registration_wf
-from thalamus_bidsapp.workflows.template import init_template_wf
+from thalamus_bidsapp.workflows.template import add_template_masks, init_template_wf
 from thalamus_bidsapp.methods import MethodPlan
 from thalamus_bidsapp.registration import QC_COLUMN_DESCRIPTIONS
 from thalamus_bidsapp.methods.registry import UNFILLED_SUFFIX
@@ -287,11 +287,12 @@ def _add_template_space(workflow: pe.Workflow, template: TemplateFiles | None, r
     workflow.connect([
         (reorient_t1w, template_wf, [("out_file", "inputnode.t1w")]),
         (brain_mask, template_wf, [("out_file", "inputnode.brain_mask")]),
-        (segmentation, template_wf, [("outputnode.record_files", "records_inputnode.record_files")]),
         (template_wf, outputnode, [("outputnode.thalamus_prior", "thalamus_prior"),
                                    ("outputnode.forward", "template_forward"),
                                    ("outputnode.inverse", "template_inverse")]),
     ])
+    add_template_masks(workflow, template, template_wf, (segmentation, "outputnode.record_files"),
+                       entities=entities, output_dir=output_dir)
     return outputnode
 
 
