@@ -18,7 +18,8 @@ class RunConfig:
     ``lesion_filling`` is ``auto`` (fill the T1w when a lesion mask exists), ``off`` or ``both`` (the
     T1w methods also run on the unfilled T1w, their masks named ``desc-<mask>Unfilled``); ``lesion_source``
     is ``derivatives`` (masks found with ``--derivatives``) or ``mindglide`` (MindGlide's lesion class when
-    no mask is found). ``nprocs``, ``omp_nthreads`` and ``mem_gb`` are None when not given: the participant level applies the
+    no mask is found). ``nprocs``, ``omp_nthreads`` and ``mem_gb`` are None when not given: the participant level
+    applies the
     thread rule of :mod:`thalamus_bidsapp.resources` once it knows how many sessions run.    """
 
     bids_dir: Path

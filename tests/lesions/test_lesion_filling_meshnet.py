@@ -53,8 +53,9 @@ def test_filling_removes_the_lesion_bias_of_meshnet(subject, record_property, ca
     bias_unfilled = 100.0 * (unfilled.sum() / reference.sum() - 1)
     bias_filled = 100.0 * (after.sum() / reference.sum() - 1)
     figures = {"lesion_ml": round(float(planted.lesion.sum()) / 1000, 3),
-               "bias_unfilled_pct": round(bias_unfilled, 2), "dice_unfilled": round(_dice(unfilled, reference), 4),
-               "bias_filled_pct": round(bias_filled, 2), "dice_filled": round(_dice(after, reference), 4)}
+               "bias_unfilled_pct": round(float(bias_unfilled), 2),
+               "dice_unfilled": round(_dice(unfilled, reference), 4),
+               "bias_filled_pct": round(float(bias_filled), 2), "dice_filled": round(_dice(after, reference), 4)}
     for key, value in figures.items():
         record_property(f"{subject}_{key}", value)
     with capsys.disabled():

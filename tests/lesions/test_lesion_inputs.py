@@ -28,7 +28,8 @@ def test_label_lesion_mask_is_preferred_then_desc_lesion(tmp_path):
     assert _session(layout, derivs, inputs.default_queries()).lesion.name == "sub-01_label-lesion_mask.nii.gz"
     (deriv / "sub-01" / "anat" / "sub-01_label-lesion_mask.nii.gz").unlink()
     layout, derivs, _ = _layouts(tmp_path / "b", ["sub-01_space-FLAIR_desc-lesion_mask.nii.gz"])
-    assert _session(layout, derivs, inputs.default_queries()).lesion.name == "sub-01_space-FLAIR_desc-lesion_mask.nii.gz"
+    found = _session(layout, derivs, inputs.default_queries()).lesion
+    assert found.name == "sub-01_space-FLAIR_desc-lesion_mask.nii.gz"
 
 
 def test_a_lesion_dseg_is_found(tmp_path):

@@ -33,6 +33,17 @@ TRIM_PERCENTILES = (5.0, 95.0)
 DEFAULT_SEED = 20161
 
 
+#: What the fill does, in the filled T1w's sidecar.
+ALGORITHM = (
+    "lesion voxels replaced by intensities drawn at random (seeded) from the normal-appearing white matter within "
+    f"a growing radius of each lesion (first {START_RADIUS_MM:g} mm, doubled until {MIN_SAMPLES} voxels), each "
+    "neighbourhood's 5th-95th percentile range; lesion voxels inside the thalamus prior (of lesions lying at least "
+    "half in it) drawn likewise from the normal thalamic voxels near them; white matter from a 3-class k-means of "
+    "the lesioned T1w inside the brain mask, lesions excluded, eroded by one voxel, minus a one-voxel rim around the "
+    "lesions and the thalamus prior"
+)
+
+
 @dataclass(frozen=True)
 class FillResult:
     """A filled T1w and what was done.
@@ -55,13 +66,7 @@ class FillResult:
     def provenance(self) -> dict[str, Any]:
         """JSON-ready description for the filled image's sidecar."""
         return {
-            "Algorithm": ("lesion voxels replaced by intensities drawn at random (seeded) from the normal-appearing "
-                          "white matter within a growing radius of each lesion (first "
-                          f"{START_RADIUS_MM:g} mm, doubled until {MIN_SAMPLES} voxels); lesion voxels inside the "
-                          "thalamus prior (of lesions lying at least half in it) drawn from the normal thalamic voxels near them; white matter from a "
-                          "3-class k-means of the lesioned T1w inside the brain mask, lesions excluded, eroded by "
-                          "one voxel, minus a one-voxel rim around the lesions and the thalamus prior; each "
-                          "neighbourhood's 5th-95th percentile range drawn from"),
+            "Algorithm": ALGORITHM,
             "Seed": self.seed,
             "VoxelsFilledFromWhiteMatter": self.n_from_white_matter,
             "VoxelsFilledFromThalamus": self.n_from_thalamus,
@@ -108,7 +113,8 @@ def fill_lesions(
     lesion = np.asarray(lesion, dtype=bool)
     notes = [] if thalamus is not None else ["no thalamus prior: every lesion voxel filled from the white matter"]
     if not lesion.any():
-        return FillResult(np.array(t1w, copy=True), 0, 0, None, None, None, seed, ("empty lesion mask: nothing filled",))
+        return FillResult(np.array(t1w, copy=True), 0, 0, None, None, None, seed,
+                          ("empty lesion mask: nothing filled",))
     rng = np.random.default_rng(seed)
     classes = tissue_classes(t1w, brain, exclude=ndimage.binary_dilation(lesion))
     white = normal_appearing_white_matter(classes, lesion)

@@ -238,7 +238,7 @@ def _add_segmentations(workflow: pe.Workflow, session: SessionInputs, plan: Meth
 def _add_volumes_and_masks(workflow: pe.Workflow, segmentations: list[pe.Workflow], brain_mask: pe.Node,
                            lesions, *, filled: tuple[str, ...], output_dir: Path, entities: dict,
                            sidecar: dict) -> pe.Node:
-    """The session's volumes table and the published masks, from every segmentation's records; returns the table node."""
+    """The session's volumes table and published masks, from every segmentation's records; returns the table node."""
     records = _session_records(workflow, segmentations)
     segmentation = segmentations[0]
     # Small bookkeeping steps run in the main process: no hand-over to a worker, no wait for the next poll.
