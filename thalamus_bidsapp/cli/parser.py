@@ -183,6 +183,20 @@ def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser
         "recording a result), leaving their sessions out; without it the group level refuses (exit 75)",
     )
 
+    qc = parser.add_argument_group("quality control")
+    qc.add_argument(
+        "--qc-thresholds", type=_existing_file, metavar="FILE",
+        help="YAML or JSON file of QC thresholds merged over the defaults "
+        "(thalamus_bidsapp/data/qc_thresholds.yaml; the README says where each comes from); an unknown key "
+        "is a usage error (exit 64) naming it",
+    )
+    qc.add_argument(
+        "--qc-exclude", choices=["fail", "warn"], default=None,
+        help="group level: leave the masks whose qc_status is this or worse ('warn' also leaves out 'fail') "
+        "out of the group statistics, saying how many; default: every session is used and the flagged ones "
+        "are listed",
+    )
+
     perf = parser.add_argument_group("performance and workflow")
     perf.add_argument(
         "-w", "--work-dir", type=Path, metavar="DIR",

@@ -89,9 +89,9 @@ def _merge_checks(defaults: dict[str, Any], user: Any, path: Path) -> dict[str, 
 
 def _check_rule(name: str, rule: dict[str, Any], path: Path) -> None:
     """A rule's levels have the shape its kind needs, and fail is at least as strict as warn allows."""
-    where = f"QC thresholds file {path}: 'checks.{name}'"
+    where = f"QC thresholds file {path}: 'checks.{name}"
     if rule["kind"] not in RULE_KINDS:
-        raise ThalamusError(f"{where}.kind must be one of {', '.join(RULE_KINDS)}, not {rule['kind']!r}",
+        raise ThalamusError(f"{where}.kind' must be one of {', '.join(RULE_KINDS)}, not {rule['kind']!r}",
                             EXIT_USAGE)
     for level in ("warn", "fail"):
         value = rule[level]
@@ -102,7 +102,7 @@ def _check_rule(name: str, rule: dict[str, Any], path: Path) -> None:
         else:
             ok, wanted = _number(value), "a number"
         if not ok:
-            raise ThalamusError(f"{where}.{level} must be {wanted}, not {value!r}", EXIT_USAGE)
+            raise ThalamusError(f"{where}.{level}' must be {wanted}, not {value!r}", EXIT_USAGE)
 
 
 def _number(value: Any) -> bool:

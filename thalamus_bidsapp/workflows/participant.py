@@ -15,8 +15,11 @@ from thalamus_bidsapp.bidsio.inputs import SessionInputs
 from thalamus_bidsapp.bidsio.tables import volumes_columns
 from thalamus_bidsapp.workflows.nodes import BrainMask, ConcatTables, PublishMasks, Reorient, SessionVolumes, read_files
 from thalamus_bidsapp.workflows.outputs import publish_node
+from thalamus_bidsapp.workflows.qc import SessionQC
 from thalamus_bidsapp.workflows.registration import init_registration_wf
 from thalamus_bidsapp.methods import MethodPlan
+from thalamus_bidsapp.qc.session import QC_COLUMN_DESCRIPTIONS as SEGMENTATION_QC_COLUMNS
+from thalamus_bidsapp.qc.thresholds import load_thresholds
 from thalamus_bidsapp.registration import QC_COLUMN_DESCRIPTIONS
 from thalamus_bidsapp.workflows.segmentation import init_segmentation_wf
 
@@ -40,6 +43,7 @@ def init_participant_wf(
     publish_dirs: Mapping[str, Path] | None = None,
     input_records: Mapping[str, dict] | None = None,
     original_files: Mapping[Path, Path] | None = None,
+    qc_thresholds: Mapping | None = None,
     name: str = "thalamus_bidsapp_wf",
 ) -> pe.Workflow:
     """The top workflow: independent session workflows, run side by side.
@@ -52,9 +56,11 @@ def init_participant_wf(
     ``output_dir``). ``input_records`` (per session: the preflight's record of
     each input image's geometry and fixes) goes into the mask and volume
     sidecars; ``original_files`` maps cleaned copies of inputs to the files
-    they replace, for provenance.
+    they replace, for provenance. ``qc_thresholds`` (default: the packaged
+    ones) judge the session's QC checks.
     """
     workflow = pe.Workflow(name=name, base_dir=str(work_dir))
+    qc_thresholds = dict(qc_thresholds) if qc_thresholds is not None else load_thresholds()
     for session in sessions:
         session_wf = init_session_wf(
             session,
@@ -66,6 +72,7 @@ def init_participant_wf(
             ants_cutoff=ants_cutoff,
             input_record=(input_records or {}).get(session.name),
             original_files=original_files,
+            qc_thresholds=qc_thresholds,
             name=workflow_name(session),
         )
         crash_dir = str(Path(crash_root) / session.name)
@@ -90,6 +97,7 @@ def init_session_wf(
     name: str,
     input_record: dict | None = None,
     original_files: Mapping[Path, Path] | None = None,
+    qc_thresholds: Mapping | None = None,
 ) -> pe.Workflow:
     """One session: reorient, brain mask, thalamus masks, volumes, all published.
 
@@ -112,6 +120,11 @@ def init_session_wf(
         Geometry and fixes of each input image (from the preflight), for the sidecars.
     original_files
         Cleaned copy of an input -> the input file, for provenance.
+    qc_thresholds
+        Thresholds of the QC checks (default: the packaged ones). The QC node
+        ``segmentation_qc`` takes the thalamus prior on its ``thalamus_prior``
+        input ([left, right] probseg paths); without it the prior checks are
+        recorded as skipped.
     """
     workflow = pe.Workflow(name=name)
     ents = session.entities
@@ -146,9 +159,10 @@ def init_session_wf(
         (brain_mask, segmentation, [("out_file", "inputnode.brain_mask")]),
     ])
 
-    _add_registrations(workflow, session, reorient_t1w, brain_mask, segmentation, dataset_roots=dataset_roots,
-                       output_dir=output_dir, t1w_uri=t1w_uri, omp_nthreads=omp_nthreads,
-                       flirt_cutoff=flirt_cutoff, ants_cutoff=ants_cutoff, originals=originals)
+    registration_qc = _add_registrations(
+        workflow, session, reorient_t1w, brain_mask, segmentation, dataset_roots=dataset_roots,
+        output_dir=output_dir, t1w_uri=t1w_uri, omp_nthreads=omp_nthreads,
+        flirt_cutoff=flirt_cutoff, ants_cutoff=ants_cutoff, originals=originals)
 
     # Small bookkeeping steps run in the main process: no hand-over to a worker, no wait for the next poll.
     volumes = pe.Node(SessionVolumes(), name="volumes", run_without_submitting=True)
@@ -164,19 +178,36 @@ def init_session_wf(
     )
     workflow.connect(segmentation, "outputnode.record_files", ds_masks, "record_files")
 
+    segmentation_qc = pe.Node(SessionQC(thresholds=dict(qc_thresholds or load_thresholds())),
+                              name="segmentation_qc", run_without_submitting=True)
+    workflow.connect([
+        (segmentation, segmentation_qc, [("outputnode.record_files", "record_files")]),
+        (volumes, segmentation_qc, [("out_file", "volumes_file")]),
+    ])
+    if registration_qc is not None:
+        workflow.connect(registration_qc, "out_file", segmentation_qc, "registration_qc")
+    ds_segmentation_qc = publish_node(
+        "ds_segmentation_qc", output_dir,
+        {**ents, "label": "thalamus", "desc": "segmentation", "suffix": "qc", "extension": ".tsv"},
+        SEGMENTATION_QC_COLUMNS,
+    )
+    workflow.connect(segmentation_qc, "qc_file", ds_segmentation_qc, "in_file")
     ds_volumes = publish_node(
         "ds_volumes", output_dir, {**ents, "label": "thalamus", "suffix": "volumes", "extension": ".tsv"},
         {**volumes_columns(), **geometry},
     )
-    workflow.connect(volumes, "out_file", ds_volumes, "in_file")
+    workflow.connect(segmentation_qc, "volumes_file", ds_volumes, "in_file")
     return workflow
 
 
 def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t1w: pe.Node, brain_mask: pe.Node,
                        segmentation: pe.Workflow, *, dataset_roots: dict[str, Path], output_dir: Path, t1w_uri: str,
                        omp_nthreads: int, flirt_cutoff: float, ants_cutoff: float,
-                       originals: dict[Path, Path] | None = None) -> None:
-    """FLAIR and R1 onto the T1w (each present one), into the segmentation, and the session's QC table."""
+                       originals: dict[Path, Path] | None = None) -> pe.Node | None:
+    """FLAIR and R1 onto the T1w (each present one), into the segmentation, and the session's QC table.
+
+    Returns the node of the registration QC table (None when no image is registered).
+    """
     ents = session.entities
     originals = originals or {}
     qc_sources = []
@@ -205,6 +236,8 @@ def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t
                              {**ents, "desc": "registration", "suffix": "qc", "extension": ".tsv"},
                              QC_COLUMN_DESCRIPTIONS)
         workflow.connect([(merge_qc, qc_table, [("out", "in_files")]), (qc_table, ds_qc, [("out_file", "in_file")])])
+        return qc_table
+    return None
 
 
 def _uri(output_dir: Path, ents: dict, **more) -> str:
