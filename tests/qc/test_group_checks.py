@@ -105,3 +105,42 @@ def test_group_status_is_the_worst_of_session_and_group_checks():
     assert calm["qc_status"].tolist() == ["warn", "skipped", "warn", "skipped"]
     assert flagged(calm, "fail").empty and len(flagged(calm, "warn")) == 1
     assert not np.any(calm["qc_status"].isna())
+
+
+def _config(tmp_path, level):
+    from thalamus_bidsapp.config import RunConfig
+
+    return RunConfig(bids_dir=tmp_path, output_dir=tmp_path, analysis_level="group", work_dir=tmp_path,
+                     qc_exclude=level)
+
+
+def _cohort_with_a_fast_changer():
+    # Two methods; method "a" of sub-01 loses 12% in a year (fails), method "b" is steady.
+    frames = []
+    for method, fu in (("a", 8.8), ("b", 9.95)):
+        frames.append(_two_visits(10.0, fu).assign(method=method))
+    volumes = pd.concat(frames, ignore_index=True)
+    masks = volumes[["participant_id", "session_id", "method"]].assign(path="x")
+    return volumes, masks
+
+
+@pytest.mark.parametrize("level, kept", [(None, {"a", "b"}), ("fail", {"b"}), ("warn", {"b"})])
+def test_qc_exclude_leaves_flagged_masks_out_and_says_how_many(tmp_path, caplog, level, kept):
+    from thalamus_bidsapp.bidsio.atomic import read_tsv
+    from thalamus_bidsapp.group.qc_step import run_qc_step
+
+    volumes, masks = _cohort_with_a_fast_changer()
+    files = pd.DataFrame(columns=["participant_id", "session_id", "path"])
+    with caplog.at_level("INFO"):
+        out, out_masks, excluded = run_qc_step(_config(tmp_path, level), files, volumes, masks, tmp_path)
+    assert set(out["method"]) == kept and set(out_masks["method"]) == kept
+    written = read_tsv(tmp_path / "qc.tsv")
+    assert set(written["status"]) == {"fail", "pass", "skipped"}  # one subject: the cohort check is skipped
+    assert "2 of 4 masks flagged (2 fail, 0 warn)" in caplog.text
+    if level is None:
+        assert excluded.empty and "kept in the group statistics" in caplog.text
+    else:
+        assert excluded["session_id"].tolist() == ["ses-1", "ses-2"]
+        assert excluded["reason"].str.startswith("left out by --qc-exclude").all()
+        assert excluded["reason"].str.contains("annual_change fail").all()
+        assert f"--qc-exclude {level}: 2 of 4 masks (2 session(s)) left out" in caplog.text

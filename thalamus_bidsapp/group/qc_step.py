@@ -10,6 +10,7 @@ import pandas as pd
 from thalamus_bidsapp.bidsio.atomic import write_tsv
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.qc.group import (
+    EXCLUDED_BY_QC,
     GROUP_QC_COLUMNS,
     GROUP_QC_DESCRIPTIONS,
     KEYS,
@@ -23,9 +24,6 @@ from thalamus_bidsapp.qc.thresholds import load_thresholds
 from thalamus_bidsapp.stats.qc import FAIL, WARN
 
 LOGGER = logging.getLogger(__name__)
-
-#: The reason of a mask left out by --qc-exclude in group/excluded_sessions.tsv starts with this.
-EXCLUDED_BY_QC = "left out by --qc-exclude"
 
 
 def run_qc_step(config: RunConfig, qc_files: pd.DataFrame, volumes: pd.DataFrame, mask_files: pd.DataFrame,

@@ -32,6 +32,8 @@ GROUP_QC_DESCRIPTIONS = {
     "session_id": "Session label, ses-<label> (n/a when the dataset has no sessions)",
     **QC_COLUMN_DESCRIPTIONS,
 }
+#: The reason of a mask left out by --qc-exclude in group/excluded_sessions.tsv starts with this.
+EXCLUDED_BY_QC = "left out by --qc-exclude"
 _HINTS = {
     "cohort_robust_z": "this mask's volume for its head size is an outlier among the sessions of this method",
     "annual_change": "the volume changed implausibly fast between the two sessions (a segmentation error in one "

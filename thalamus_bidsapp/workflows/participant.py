@@ -178,7 +178,28 @@ def init_session_wf(
     )
     workflow.connect(segmentation, "outputnode.record_files", ds_masks, "record_files")
 
-    segmentation_qc = pe.Node(SessionQC(thresholds=dict(qc_thresholds or load_thresholds())),
+    segmentation_qc = _add_segmentation_qc(workflow, segmentation, volumes, registration_qc, output_dir=output_dir,
+                                           entities=ents, thresholds=qc_thresholds)
+    ds_volumes = publish_node(
+        "ds_volumes", output_dir, {**ents, "label": "thalamus", "suffix": "volumes", "extension": ".tsv"},
+        {**volumes_columns(), **geometry},
+    )
+    workflow.connect(segmentation_qc, "volumes_file", ds_volumes, "in_file")
+    return workflow
+
+
+def _add_segmentation_qc(workflow: pe.Workflow, segmentation: pe.Workflow, volumes: pe.Node,
+                         registration_qc: pe.Node | None, *, output_dir: Path, entities: dict,
+                         thresholds: Mapping | None) -> pe.Node:
+    """The QC checks of every mask, published as ``*_label-thalamus_desc-segmentation_qc.tsv``.
+
+    Returns the ``segmentation_qc`` node: its ``volumes_file`` is the volumes
+    table with ``qc_status``; the thalamus prior goes to its ``thalamus_prior``
+    input ([left, right]), e.g. ``workflow.connect(template_wf,
+    "outputnode.thalamus_prior", segmentation_qc, "thalamus_prior")``.
+    """
+    ents = entities
+    segmentation_qc = pe.Node(SessionQC(thresholds=dict(thresholds or load_thresholds())),
                               name="segmentation_qc", run_without_submitting=True)
     workflow.connect([
         (segmentation, segmentation_qc, [("outputnode.record_files", "record_files")]),
@@ -192,12 +213,7 @@ def init_session_wf(
         SEGMENTATION_QC_COLUMNS,
     )
     workflow.connect(segmentation_qc, "qc_file", ds_segmentation_qc, "in_file")
-    ds_volumes = publish_node(
-        "ds_volumes", output_dir, {**ents, "label": "thalamus", "suffix": "volumes", "extension": ".tsv"},
-        {**volumes_columns(), **geometry},
-    )
-    workflow.connect(segmentation_qc, "volumes_file", ds_volumes, "in_file")
-    return workflow
+    return segmentation_qc
 
 
 def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t1w: pe.Node, brain_mask: pe.Node,
