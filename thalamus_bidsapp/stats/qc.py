@@ -23,15 +23,29 @@ STATUS_ORDER = (SKIPPED, PASS, WARN, FAIL)
 MAD_TO_SD = 1.4826
 RULE_KINDS = ("min", "max", "range", "abs_max")
 
+__all__ = ["annualised_changes", "at_least", "cohort_outliers", "judge", "robust_z", "threshold_text", "worst_status"]
+
 
 def worst_status(statuses: Iterable[str]) -> str:
-    """The worst of ``statuses`` (fail > warn > pass > skipped); ``skipped`` for none."""
+    """The worst of ``statuses`` (fail > warn > pass > skipped); ``skipped`` for none.
+
+    Examples
+    --------
+    >>> worst_status(["pass", "skipped", "warn"])
+    'warn'
+    """
     ranks = [STATUS_ORDER.index(s) for s in statuses if s in STATUS_ORDER]
     return STATUS_ORDER[max(ranks)] if ranks else SKIPPED
 
 
 def at_least(status: str, level: str) -> bool:
-    """Whether ``status`` is ``level`` or worse (``warn`` includes ``fail``)."""
+    """Whether ``status`` is ``level`` or worse (``warn`` includes ``fail``).
+
+    Examples
+    --------
+    >>> at_least("fail", "warn"), at_least("pass", "warn")
+    (True, False)
+    """
     return STATUS_ORDER.index(status) >= STATUS_ORDER.index(level)
 
 
@@ -63,7 +77,13 @@ def judge(value: float, rule: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def threshold_text(rule: Mapping[str, Any]) -> str:
-    """A rule in words: ``warn < 0.7, fail < 0.5`` (the value is flagged beyond these)."""
+    """A rule in words (the value is flagged beyond these).
+
+    Examples
+    --------
+    >>> threshold_text({"kind": "abs_max", "warn": 3.5, "fail": 5})
+    'warn |x| > 3.5, fail |x| > 5'
+    """
     kind, warn, fail = rule["kind"], rule["warn"], rule["fail"]
     if kind == "min":
         return f"warn < {_g(warn)}, fail < {_g(fail)}"
@@ -84,7 +104,7 @@ def robust_z(values: pd.Series) -> pd.Series:
     Examples
     --------
     >>> robust_z(pd.Series([1.0, 2.0, 3.0, 4.0, 100.0])).round(3).tolist()
-    [-1.349, -0.674, 0.0, 0.674, 65.431]
+    [-1.349, -0.674, 0.0, 0.674, 65.426]
     """
     values = pd.to_numeric(values, errors="coerce").astype(float)
     finite = values[np.isfinite(values)]
@@ -113,6 +133,14 @@ def cohort_outliers(volumes: pd.DataFrame, *, by: tuple[str, ...] = ("method", "
     -------
     pandas.DataFrame
         The id and ``by`` columns, ``adjusted`` (volume / ICV), ``z`` and ``n`` (sessions in the group).
+
+    Examples
+    --------
+    >>> v = pd.DataFrame({"participant_id": [f"sub-{i}" for i in range(5)], "session_id": "ses-1",
+    ...                   "method": "m", "contrast": "T1w", "volume_ml": [9.0, 9.3, 9.6, 9.9, 18.0],
+    ...                   "icv_ml": 1500.0})
+    >>> cohort_outliers(v)["z"].round(2).tolist()
+    [-1.35, -0.67, 0.0, 0.67, 18.89]
     """
     keys = ["participant_id", "session_id", *by]
     table = volumes[[*keys, "volume_ml", "icv_ml"]].copy()
