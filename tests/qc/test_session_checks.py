@@ -111,3 +111,22 @@ def test_registration_mi_is_folded_in(clean, tmp_path):
     registration["mi"] = 0.6
     qc = _checks([*masks, flair], prior, registration)
     assert _status(qc, "flairmethod", "registration_mi") == "pass"
+
+
+def test_the_masks_of_one_method_count_once_in_the_agreement(tmp_path):
+    from dataclasses import replace
+
+    masks = [save_mask(tmp_path, "one", "T1w", bert_sides("7.2")),
+             save_mask(tmp_path, "two", "T1w", bert_sides("6.0")),
+             replace(save_mask(tmp_path, "three", "T1w", bert_sides("6.0")), family="three")]
+    # One method with three masks on other contrasts, all of another person's thalamus.
+    wrong = [replace(save_mask(tmp_path, f"many{c}", c, subject2_sides_on_bert_grid()), family="many")
+             for c in ("T1w", "FLAIR", "R1map")]
+    qc = _checks([*masks, *wrong])
+    row = qc[(qc["method"] == "one") & (qc["check"] == "dice_methods")].iloc[0]
+    assert row["status"] == "pass" and row["value"] > 0.9  # median of 0.96, 0.96 and 0.20
+    assert "3 other method(s)" in row["reason"]
+    # Each of the method's own masks is compared with the other methods only, never with its siblings.
+    assert (qc.loc[(qc["method"].str.startswith("many")) & (qc["check"] == "dice_methods"), "status"] == "fail").all()
+    alone = _checks([replace(m, family=None) for m in [*masks, *wrong]])
+    assert _status(alone, "one", "dice_methods") == "fail"  # without families the three outvote the rest

@@ -32,14 +32,20 @@ def median_dice(mask: np.ndarray, others: Sequence[np.ndarray]) -> float:
 
 
 def component_count(mask: np.ndarray, min_fraction: float = 0.0) -> int:
-    """Connected parts (26-connectivity) holding at least ``min_fraction`` of the mask's voxels."""
+    """Connected parts (26-connectivity) holding at least ``min_fraction`` of the mask's voxels.
+
+    0 for an empty mask. A mask broken into pieces that are all smaller than
+    ``min_fraction`` counts every piece (it is fragmented, not empty).
+    """
     inside = np.asanyarray(mask) > 0
     total = int(inside.sum())
     if not total:
         return 0
-    labels, count = ndimage.label(inside, structure=_CONNECTIVITY)
+    box = ndimage.find_objects(inside.astype(np.uint8))[0]  # label only the mask's bounding box: fast on big grids
+    labels, count = ndimage.label(inside[box], structure=_CONNECTIVITY)
     sizes = np.bincount(labels.ravel())[1:]
-    return int(np.count_nonzero(sizes >= min_fraction * total))
+    large = int(np.count_nonzero(sizes >= min_fraction * total))
+    return large if large else int(count)
 
 
 def centroid_mm(weights: np.ndarray, affine: np.ndarray) -> np.ndarray | None:

@@ -72,12 +72,23 @@ HINTS = {
 
 @dataclass(frozen=True)
 class MaskFiles:
-    """One thalamus mask of the session: its method (desc), contrast, binary mask and side map (or None)."""
+    """One thalamus mask of the session: its method (desc), contrast, binary mask and side map (or None).
+
+    ``family`` names the registered method that made it, so that masks of one
+    method (MindGlide on three contrasts and their ensembles) do not outvote
+    the other methods in ``dice_methods``.
+    """
 
     method: str
     contrast: str
     mask: Path
     sides: Path | None = None
+    family: str | None = None
+
+    @property
+    def method_family(self) -> str:
+        """The method the mask comes from (MindGlide's masks and ensembles are one family); default its desc."""
+        return self.family or self.method
 
 
 @dataclass
@@ -109,8 +120,8 @@ def session_checks(masks: Sequence[MaskFiles], volumes: pd.DataFrame, thresholds
     loaded = [_load(files) for files in masks]
     prior_maps, prior_note = _load_prior(prior, loaded)
     rows: list[dict[str, Any]] = []
-    for index, mask in enumerate(loaded):
-        others = [other.data for i, other in enumerate(loaded) if i != index]
+    for mask in loaded:
+        others = _other_methods(mask, loaded)
         rows += _agreement_rows(mask, others, prior_maps, prior_note, thresholds)
         rows += _anatomy_rows(mask, volumes, thresholds)
         rows += _prior_side_rows(mask, prior_maps, prior_note, thresholds)
@@ -132,6 +143,15 @@ def with_qc_status(volumes: pd.DataFrame, qc: pd.DataFrame, keys: Sequence[str] 
     merged = table.merge(qc_status_of(qc, keys), on=list(keys), how="left")
     merged["qc_status"] = merged["qc_status"].fillna(SKIPPED)
     return merged
+
+
+def _other_methods(mask: _Mask, loaded: list[_Mask]) -> dict[str, list[np.ndarray]]:
+    """The masks of the other method families of the session, by family."""
+    families: dict[str, list[np.ndarray]] = {}
+    for other in loaded:
+        if other.files.method_family != mask.files.method_family:
+            families.setdefault(other.files.method_family, []).append(other.data)
+    return families
 
 
 def _load(files: MaskFiles) -> _Mask:
@@ -172,17 +192,21 @@ def _skipped(files: MaskFiles, check: str, rules: Mapping[str, Any], why: str) -
             "threshold": text, "status": SKIPPED, "reason": why[0].upper() + why[1:] + "."}
 
 
-def _agreement_rows(mask: _Mask, others: list[np.ndarray], prior: tuple | None, prior_note: str,
+def _agreement_rows(mask: _Mask, others: dict[str, list[np.ndarray]], prior: tuple | None, prior_note: str,
                     thresholds: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Median over the other methods of the Dice with each (a method with several masks: their median)."""
     rules, files = thresholds["checks"], mask.files
     rows = []
-    if others:
-        value = measure.median_dice(mask.data, others)
+    per_method = [measure.median_dice(mask.data, masks) for masks in others.values()]
+    per_method = [value for value in per_method if np.isfinite(value)]
+    if per_method:
+        value = float(np.median(per_method))
         rows.append(_row(files, "dice_methods", value, rules,
-                         f"Median Dice with the {len(others)} other mask(s) of this session is {value:.2f}"))
+                         f"Median Dice with the masks of the {len(per_method)} other method(s) of this session "
+                         f"({', '.join(others)}) is {value:.2f}"))
     else:
-        rows.append(_skipped(files, "dice_methods", rules, "the only mask of this session: no other method to "
-                                                           "compare with"))
+        rows.append(_skipped(files, "dice_methods", rules, "no other method's mask in this session to compare "
+                                                           "with"))
     if prior is None:
         rows.append(_skipped(files, "dice_prior", rules, prior_note))
     else:
@@ -203,10 +227,8 @@ def _anatomy_rows(mask: _Mask, volumes: pd.DataFrame, thresholds: Mapping[str, A
             rows.append(_skipped(files, check, rules, "this mask has no left/right side map"))
             continue
         count = measure.component_count(sides[side], float(thresholds["component_min_fraction"]))
-        what = (f"The {side} thalamus is empty" if count == 0 else
-                f"The {side} thalamus has {count} connected part(s)")
-        row = _row(files, check, float(count), rules, what)
-        if count == 0:
+        row = _row(files, check, float(count), rules, f"The {side} thalamus has {count} connected part(s)")
+        if count == 0:  # an empty side
             row.update(status=FAIL, reason=f"The {side} thalamus is empty: the mask has lost one side.")
         rows.append(row)
     volume = _volume_lookup(volumes, files)

@@ -199,8 +199,9 @@ def _add_segmentation_qc(workflow: pe.Workflow, segmentation: pe.Workflow, volum
     "outputnode.thalamus_prior", segmentation_qc, "thalamus_prior")``.
     """
     ents = entities
+    # A worker's step, not the main process's: it reads every mask of the session (seconds on a large grid).
     segmentation_qc = pe.Node(SessionQC(thresholds=dict(thresholds or load_thresholds())),
-                              name="segmentation_qc", run_without_submitting=True)
+                              name="segmentation_qc", mem_gb=1)
     workflow.connect([
         (segmentation, segmentation_qc, [("outputnode.record_files", "record_files")]),
         (volumes, segmentation_qc, [("out_file", "volumes_file")]),

@@ -48,7 +48,8 @@ class SessionQC(SimpleInterface):
 
         records = records_with_masks(self.inputs.record_files) if isdefined(self.inputs.record_files) else []
         masks = [MaskFiles(r["method"], r["contrast"], Path(r["mask_file"]),
-                           Path(r["sides_file"]) if r.get("sides_file") else None) for r in records]
+                           Path(r["sides_file"]) if r.get("sides_file") else None, _family(r["method"]))
+                 for r in records]
         volumes = read_tsv(self.inputs.volumes_file)
         registration = read_tsv(self.inputs.registration_qc) if isdefined(self.inputs.registration_qc) else None
         prior = list(self.inputs.thalamus_prior) if isdefined(self.inputs.thalamus_prior) else None
@@ -59,3 +60,11 @@ class SessionQC(SimpleInterface):
         with_qc_status(volumes, qc).to_csv(self._results["volumes_file"], sep="\t", index=False, na_rep="n/a",
                                            float_format="%.10g")
         return runtime
+
+
+def _family(desc: str) -> str:
+    """The registered method that publishes masks with this desc (itself when none claims it)."""
+    from thalamus_bidsapp.methods.registry import method_of_mask
+
+    method = method_of_mask(desc)
+    return method.name if method is not None else desc
