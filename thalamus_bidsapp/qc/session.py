@@ -31,7 +31,8 @@ QC_COLUMN_DESCRIPTIONS: dict[str, dict[str, Any]] = {
     "method": {"Description": "Segmentation method; the desc entity of the mask file"},
     "contrast": {"Description": "Image contrast(s) the mask was segmented on"},
     "check": {"Description": "Which check", "Levels": {
-        "dice_methods": "median Dice of the mask with the other masks of the session",
+        "dice_methods": "median over the session's other methods of the Dice with their masks (one value per "
+                        "method: the median over its masks)",
         "dice_prior": "Dice of the mask with the thalamus prior binarised at prior_threshold",
         "components_left": "connected parts of the left thalamus (each >= component_min_fraction of the side)",
         "components_right": "connected parts of the right thalamus",
