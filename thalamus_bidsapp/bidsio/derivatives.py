@@ -17,7 +17,9 @@ LOGGER = logging.getLogger(__name__)
 PIPELINE_NAME = "thalamus_bidsapp"
 CODE_URL = "https://github.com/thalamus-bidsapp/thalamus_bidsapp"
 #: Files that are not BIDS derivatives (bids-validator-deno needs folder names without a trailing slash).
-BIDSIGNORE = ("logs", "group", "sub-*.html", "sub-*/figures", "*_volumes.tsv", "*_volumes.json", "*_qc.tsv", "*_qc.json")
+BIDSIGNORE = ("logs", "group", "sub-*.html", "sub-*/figures", "*_volumes.tsv", "*_volumes.json", "*_qc.tsv", "*_qc.json",
+              # BIDS 1.10 has no rule yet for transforms, nor hemi- on a probseg (the prior's contract name).
+              "*_xfm.h5", "*_xfm.json", "*_hemi-*_probseg.nii.gz", "*_hemi-*_probseg.json")
 
 
 def path_patterns() -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from thalamus_bidsapp import __version__
@@ -144,6 +145,26 @@ def _add_qc_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_template_options(parser: argparse.ArgumentParser) -> None:
+    """--template and --template-registration (template space through TemplateFlow, offline)."""
+    from thalamus_bidsapp.interfaces.templateflow import DEFAULT_TEMPLATE, NO_TEMPLATE, supported_templates
+
+    tpl = parser.add_argument_group("template space (TemplateFlow, never downloaded at run time)")
+    tpl.add_argument(
+        "--template", default=DEFAULT_TEMPLATE, choices=[*supported_templates(), NO_TEMPLATE], metavar="TEMPLATE",
+        help=f"TemplateFlow template for the template-space masks, the transforms and the thalamus prior "
+        f"({', '.join(supported_templates())}; default {DEFAULT_TEMPLATE}, like fMRIPrep); its files are read "
+        f"from TEMPLATEFLOW_HOME (see the README); '{NO_TEMPLATE}' skips template space and the prior",
+    )
+    tpl.add_argument(
+        "--template-registration", choices=["standard", "fast"],
+        default=os.environ.get("THALAMUS_TEMPLATE_REGISTRATION", "standard"),
+        help="schedule of the affine + SyN registration to the template: 'standard' (antspyx's, about 30 s) or "
+        "'fast' (fewer iterations, about 10 s; for tests and previews); default 'standard', or "
+        "$THALAMUS_TEMPLATE_REGISTRATION",
+    )
+
+
 def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser:
     """The command-line parser; ``require_positionals=False`` for ``--check-tools``, which needs none."""
     optional = {} if require_positionals else {"nargs": "?"}
@@ -185,6 +206,8 @@ def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser
                      "(default 0.25)")
     reg.add_argument("--ants-cutoff", type=float, default=0.30, metavar="MI",
                      help="mutual-information cut-off for ANTs rigid (default 0.30)")
+
+    _add_template_options(parser)
 
     group = parser.add_argument_group("group level")
     group.add_argument(

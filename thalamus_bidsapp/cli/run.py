@@ -15,6 +15,7 @@ from typing import NoReturn
 from thalamus_bidsapp.cli.parser import build_parser, method_options
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import EXIT_CANTCREAT, EXIT_USAGE, ThalamusError
+from thalamus_bidsapp.interfaces.templateflow import NO_TEMPLATE
 from thalamus_bidsapp.interrupts import InterruptGuard, Interrupted
 
 LOGGER = logging.getLogger("thalamus_bidsapp")
@@ -66,6 +67,8 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         clinical_config=args.clinical_config,
         flirt_cutoff=args.flirt_cutoff,
         ants_cutoff=args.ants_cutoff,
+        template=None if args.template == NO_TEMPLATE else args.template,
+        template_registration=_template_schedule(args.template_registration),
         nprocs=args.nprocs,
         omp_nthreads=args.omp_nthreads,
         mem_gb=args.mem_gb,
@@ -78,6 +81,14 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         qc_exclude=args.qc_exclude,
         run_id=f"{datetime.now():%Y%m%d-%H%M%S}_{uuid.uuid4().hex[:8]}",
     )
+
+
+def _template_schedule(value: str) -> str:
+    """The template registration schedule; a bad $THALAMUS_TEMPLATE_REGISTRATION is a usage error."""
+    if value not in ("standard", "fast"):
+        raise ThalamusError(f"--template-registration (or $THALAMUS_TEMPLATE_REGISTRATION) must be 'standard' "
+                            f"or 'fast', not {value!r}", EXIT_USAGE)
+    return value
 
 
 def default_work_dir(output_dir: Path) -> Path:

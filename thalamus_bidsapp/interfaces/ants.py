@@ -185,3 +185,147 @@ def read_itk_affine_ras(path: Path | str) -> np.ndarray:
     lps[:3, :3] = mat
     lps[:3, 3] = params[9:] + center - mat @ center
     return _LPS_TO_RAS @ lps @ _LPS_TO_RAS
+
+
+#: Registration to a template: antspyx's ``SyN`` (affine, then SyN), on the template's 2 mm grid.
+#: "standard" keeps antspyx's schedules; "fast" (tests, previews) trims the iterations, same stages.
+TEMPLATE_SCHEDULES = {
+    "standard": {"aff_iterations": (2100, 1200, 1200, 10), "reg_iterations": (40, 20, 0)},
+    "fast": {"aff_iterations": (200, 100, 0, 0), "reg_iterations": (20, 0, 0)},
+}
+
+
+@dataclass(frozen=True)
+class AntsTemplateResult:
+    """Outputs of :func:`ants_to_template`: ITK composite transforms (HDF5).
+
+    ``forward`` maps the T1w into the template (use it to resample T1w images
+    onto the template grid); ``inverse`` maps the template into the T1w.
+    """
+
+    forward: Path
+    inverse: Path
+    settings: dict
+
+
+def ants_to_template(
+    moving_brain: Path,
+    template_brain: Path,
+    out_forward: Path,
+    out_inverse: Path,
+    *,
+    schedule: str = "standard",
+    random_seed: int | None = DEFAULT_RANDOM_SEED,
+) -> AntsTemplateResult:
+    """Register a skull-stripped T1w to a template brain: affine + SyN (antspyx ``SyN``).
+
+    The moving image is first resampled to the template's voxel size (2 mm),
+    which halves the time without changing the result at that resolution;
+    the initial transform aligns the centres of mass.
+
+    Raises
+    ------
+    AntsRegistrationError
+        If antsRegistration fails.
+    """
+    import ants
+
+    if schedule not in TEMPLATE_SCHEDULES:
+        raise ValueError(f"unknown template registration schedule {schedule!r}")
+    fixed = ants.image_read(str(template_brain), pixeltype="float")
+    moving = ants.image_read(str(moving_brain), pixeltype="float")
+    moving = ants.resample_image(moving, fixed.spacing, use_voxels=False, interp_type=0)
+    LOGGER.info("ANTs affine + SyN (%s): %s -> %s", schedule, Path(moving_brain).name, Path(template_brain).name)
+    workdir = Path(tempfile.mkdtemp(prefix="ants_template_"))
+    previous_seed = ants.config._random_seed
+    try:
+        ants.config._random_seed = random_seed
+        try:
+            result = ants.registration(fixed=fixed, moving=moving, type_of_transform="SyN",
+                                       outprefix=str(workdir / "reg_"), write_composite_transform=True,
+                                       **TEMPLATE_SCHEDULES[schedule])
+        except RuntimeError as exc:
+            raise AntsRegistrationError(f"ANTs registration of {moving_brain} to {template_brain} failed: "
+                                        f"{exc}") from exc
+        finally:
+            ants.config._random_seed = previous_seed
+        for written, out in ((result["fwdtransforms"], out_forward), (result["invtransforms"], out_inverse)):
+            if not written or not Path(written).is_file():
+                raise AntsRegistrationError(f"ANTs registration of {moving_brain} wrote no composite transform")
+            with atomic_path(out) as tmp:
+                shutil.copyfile(written, tmp)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    settings = {"Software": "antspyx", "Version": ants_version(), "TypeOfTransform": "SyN (affine + SyN)",
+                "Schedule": schedule, **{k: list(v) for k, v in TEMPLATE_SCHEDULES[schedule].items()},
+                "Metric": "mattes (affine), mattes (SyN)", "RandomSeed": random_seed}
+    return AntsTemplateResult(Path(out_forward), Path(out_inverse), settings)
+
+
+def ants_apply_transform(
+    moving: Path,
+    reference: Path,
+    transform: Path,
+    out_file: Path,
+    *,
+    interpolation: str = "linear",
+    opposite_transform: Path | None = None,
+) -> Path:
+    """Resample ``moving`` onto ``reference``'s grid through an ITK (composite) transform.
+
+    The result is float32 with exactly the reference NIfTI's affine. With
+    ``opposite_transform`` (the transform of the other direction, e.g. the
+    forward one when ``transform`` is the inverse), only the box of the
+    reference that the moving image's non-zero voxels map into (plus 4 voxels)
+    is computed and the rest is 0: the same values, much faster for a small
+    structure (the thalamus prior on a 1 mm T1w: 0.5 s instead of 5 s).
+    """
+    import ants
+
+    fixed_img = ants.image_read(str(reference), pixeltype="float")
+    moving_img = ants.image_read(str(moving), pixeltype="float")
+    box = _support_box(moving_img, fixed_img, opposite_transform) if opposite_transform else None
+    if box is None:
+        data = ants.apply_transforms(fixed=fixed_img, moving=moving_img, transformlist=[str(transform)],
+                                     interpolator=interpolation).numpy()
+    else:
+        low, high = box
+        cropped = ants.crop_indices(fixed_img, low.tolist(), high.tolist())
+        data = np.zeros(fixed_img.shape, np.float32)
+        data[low[0]:high[0], low[1]:high[1], low[2]:high[2]] = ants.apply_transforms(
+            fixed=cropped, moving=moving_img, transformlist=[str(transform)], interpolator=interpolation).numpy()
+    reference_nii = nib.load(str(reference))
+    header = reference_nii.header.copy()
+    header.set_data_dtype(np.float32)
+    header["scl_slope"], header["scl_inter"] = np.nan, np.nan
+    out = nib.Nifti1Image(data.astype(np.float32), reference_nii.affine, header)
+    with atomic_path(out_file) as tmp:
+        nib.save(out, str(tmp))
+    return Path(out_file)
+
+
+def _support_box(moving_img, fixed_img, opposite_transform: Path, margin: int = 4):
+    """Voxel box (low, high) of ``fixed_img`` holding the mapped non-zero voxels of ``moving_img``; None if empty.
+
+    ANTs maps *points* with a transform in the direction opposite to the one
+    it resamples images with, so the points of the moving image go through
+    ``opposite_transform``. Physical coordinates are ITK's (LPS).
+    """
+    import ants
+    import pandas as pd
+
+    support = np.argwhere(moving_img.numpy() > 0)
+    if support.size == 0:
+        return None
+    direction = np.asarray(moving_img.direction)
+    points = np.asarray(moving_img.origin) + (support * np.asarray(moving_img.spacing)) @ direction.T
+    mapped = ants.apply_transforms_to_points(3, pd.DataFrame(points, columns=["x", "y", "z"]),
+                                             [str(opposite_transform)]).to_numpy()
+    fixed_direction = np.asarray(fixed_img.direction)
+    index = (mapped - np.asarray(fixed_img.origin)) @ np.linalg.inv(fixed_direction.T) / np.asarray(fixed_img.spacing)
+    shape = np.asarray(fixed_img.shape)
+    low = np.clip(np.floor(index.min(axis=0)).astype(int) - margin, 0, shape)
+    high = np.clip(np.ceil(index.max(axis=0)).astype(int) + margin + 1, 0, shape)
+    if np.any(high - low < 2):
+        return None
+    return low, high

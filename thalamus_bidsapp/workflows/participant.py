@@ -15,8 +15,10 @@ from thalamus_bidsapp.bidsio.inputs import SessionInputs
 from thalamus_bidsapp.bidsio.tables import volumes_columns
 from thalamus_bidsapp.workflows.nodes import BrainMask, ConcatTables, PublishMasks, Reorient, SessionVolumes, read_files
 from thalamus_bidsapp.workflows.outputs import publish_node
+from thalamus_bidsapp.interfaces.templateflow import TemplateFiles
 from thalamus_bidsapp.workflows.qc import SessionQC
 from thalamus_bidsapp.workflows.registration import init_registration_wf
+from thalamus_bidsapp.workflows.template import init_template_wf
 from thalamus_bidsapp.methods import MethodPlan
 from thalamus_bidsapp.qc.session import QC_COLUMN_DESCRIPTIONS as SEGMENTATION_QC_COLUMNS
 from thalamus_bidsapp.qc.thresholds import load_thresholds
@@ -43,6 +45,8 @@ def init_participant_wf(
     publish_dirs: Mapping[str, Path] | None = None,
     input_records: Mapping[str, dict] | None = None,
     original_files: Mapping[Path, Path] | None = None,
+    template: TemplateFiles | None = None,
+    template_schedule: str = "standard",
     qc_thresholds: Mapping | None = None,
     name: str = "thalamus_bidsapp_wf",
 ) -> pe.Workflow:
@@ -56,8 +60,9 @@ def init_participant_wf(
     ``output_dir``). ``input_records`` (per session: the preflight's record of
     each input image's geometry and fixes) goes into the mask and volume
     sidecars; ``original_files`` maps cleaned copies of inputs to the files
-    they replace, for provenance. ``qc_thresholds`` (default: the packaged
-    ones) judge the session's QC checks.
+    they replace, for provenance. ``template`` (None: no template space) is
+    the TemplateFlow template each session is registered to. ``qc_thresholds``
+    (default: the packaged ones) judge the session's QC checks.
     """
     workflow = pe.Workflow(name=name, base_dir=str(work_dir))
     qc_thresholds = dict(qc_thresholds) if qc_thresholds is not None else load_thresholds()
@@ -72,6 +77,8 @@ def init_participant_wf(
             ants_cutoff=ants_cutoff,
             input_record=(input_records or {}).get(session.name),
             original_files=original_files,
+            template=template,
+            template_schedule=template_schedule,
             qc_thresholds=qc_thresholds,
             name=workflow_name(session),
         )
@@ -97,9 +104,11 @@ def init_session_wf(
     name: str,
     input_record: dict | None = None,
     original_files: Mapping[Path, Path] | None = None,
+    template: TemplateFiles | None = None,
+    template_schedule: str = "standard",
     qc_thresholds: Mapping | None = None,
 ) -> pe.Workflow:
-    """One session: reorient, brain mask, thalamus masks, volumes, all published.
+    """One session: reorient, brain mask, template space and prior, thalamus masks, volumes, all published.
 
     Parameters
     ----------
@@ -120,11 +129,17 @@ def init_session_wf(
         Geometry and fixes of each input image (from the preflight), for the sidecars.
     original_files
         Cleaned copy of an input -> the input file, for provenance.
+    template, template_schedule
+        TemplateFlow template to register to (None: no template space, no
+        prior) and the registration schedule ("standard" or "fast").
     qc_thresholds
-        Thresholds of the QC checks (default: the packaged ones). The QC node
-        ``segmentation_qc`` takes the thalamus prior on its ``thalamus_prior``
-        input ([left, right] probseg paths); without it the prior checks are
-        recorded as skipped.
+        Thresholds of the QC checks (default: the packaged ones).
+
+    The workflow's ``outputnode.thalamus_prior`` is [left, right]: the prior's
+    probability maps on the T1w grid, ready after the brain mask and the
+    template registration, before the segmentation methods (empty without a template).
+    The QC node ``segmentation_qc`` takes it on its ``thalamus_prior`` input;
+    without a template the prior checks are recorded as skipped.
     """
     workflow = pe.Workflow(name=name)
     ents = session.entities
@@ -158,6 +173,9 @@ def init_session_wf(
         (reorient_t1w, segmentation, [("out_file", "inputnode.t1w")]),
         (brain_mask, segmentation, [("out_file", "inputnode.brain_mask")]),
     ])
+    template_wf = _add_template_space(workflow, template, reorient_t1w, brain_mask, segmentation, entities=ents,
+                                      output_dir=output_dir, t1w_uri=t1w_uri, schedule=template_schedule,
+                                      omp_nthreads=omp_nthreads)
 
     registration_qc = _add_registrations(
         workflow, session, reorient_t1w, brain_mask, segmentation, dataset_roots=dataset_roots,
@@ -179,7 +197,7 @@ def init_session_wf(
     workflow.connect(segmentation, "outputnode.record_files", ds_masks, "record_files")
 
     segmentation_qc = _add_segmentation_qc(workflow, segmentation, volumes, registration_qc, output_dir=output_dir,
-                                           entities=ents, thresholds=qc_thresholds)
+                                           entities=ents, thresholds=qc_thresholds, template_wf=template_wf)
     ds_volumes = publish_node(
         "ds_volumes", output_dir, {**ents, "label": "thalamus", "suffix": "volumes", "extension": ".tsv"},
         {**volumes_columns(), **geometry},
@@ -190,13 +208,12 @@ def init_session_wf(
 
 def _add_segmentation_qc(workflow: pe.Workflow, segmentation: pe.Workflow, volumes: pe.Node,
                          registration_qc: pe.Node | None, *, output_dir: Path, entities: dict,
-                         thresholds: Mapping | None) -> pe.Node:
+                         thresholds: Mapping | None, template_wf: pe.Workflow | None = None) -> pe.Node:
     """The QC checks of every mask, published as ``*_label-thalamus_desc-segmentation_qc.tsv``.
 
     Returns the ``segmentation_qc`` node: its ``volumes_file`` is the volumes
     table with ``qc_status``; the thalamus prior goes to its ``thalamus_prior``
-    input ([left, right]), e.g. ``workflow.connect(template_wf,
-    "outputnode.thalamus_prior", segmentation_qc, "thalamus_prior")``.
+    input ([left, right], from the template workflow's ``outputnode.thalamus_prior``).
     """
     ents = entities
     # A worker's step, not the main process's: it reads every mask of the session (seconds on a large grid).
@@ -208,6 +225,8 @@ def _add_segmentation_qc(workflow: pe.Workflow, segmentation: pe.Workflow, volum
     ])
     if registration_qc is not None:
         workflow.connect(registration_qc, "out_file", segmentation_qc, "registration_qc")
+    if template_wf is not None:
+        workflow.connect(template_wf, "outputnode.thalamus_prior", segmentation_qc, "thalamus_prior")
     ds_segmentation_qc = publish_node(
         "ds_segmentation_qc", output_dir,
         {**ents, "label": "thalamus", "desc": "segmentation", "suffix": "qc", "extension": ".tsv"},
@@ -215,6 +234,31 @@ def _add_segmentation_qc(workflow: pe.Workflow, segmentation: pe.Workflow, volum
     )
     workflow.connect(segmentation_qc, "qc_file", ds_segmentation_qc, "in_file")
     return segmentation_qc
+
+
+def _add_template_space(workflow: pe.Workflow, template: TemplateFiles | None, reorient_t1w: pe.Node,
+                        brain_mask: pe.Node, segmentation: pe.Workflow, *, entities: dict, output_dir: Path,
+                        t1w_uri: str, schedule: str, omp_nthreads: int) -> pe.Workflow | None:
+    """The session's ``outputnode`` (the prior, the template transforms) and, with a template, what fills it.
+
+    Returns the template workflow (None without a template).
+    """
+    outputnode = pe.Node(niu.IdentityInterface(fields=["thalamus_prior", "template_forward", "template_inverse"]),
+                         name="outputnode")
+    if template is None:
+        workflow.add_nodes([outputnode])
+        return None
+    template_wf = init_template_wf(template, entities=entities, output_dir=output_dir, t1w_uri=t1w_uri,
+                                   schedule=schedule, omp_nthreads=omp_nthreads)
+    workflow.connect([
+        (reorient_t1w, template_wf, [("out_file", "inputnode.t1w")]),
+        (brain_mask, template_wf, [("out_file", "inputnode.brain_mask")]),
+        (segmentation, template_wf, [("outputnode.record_files", "inputnode.record_files")]),
+        (template_wf, outputnode, [("outputnode.thalamus_prior", "thalamus_prior"),
+                                   ("outputnode.forward", "template_forward"),
+                                   ("outputnode.inverse", "template_inverse")]),
+    ])
+    return template_wf
 
 
 def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t1w: pe.Node, brain_mask: pe.Node,

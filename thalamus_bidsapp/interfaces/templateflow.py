@@ -1,0 +1,169 @@
+"""TemplateFlow, offline: the template files the app reads, found in ``TEMPLATEFLOW_HOME``.
+
+TemplateFlow is never reached at run time. The ``templateflow`` package only
+tells where its home is (``$TEMPLATEFLOW_HOME``, else its user cache folder);
+the files are looked up by their TemplateFlow names there, and a file that is
+absent, empty (TemplateFlow's skeleton holds empty placeholders) or a
+git-annex pointer is a missing input (exit 66) naming the template,
+resolution, suffix and where to put it. ``templateflow.api.get`` is not used
+because it downloads what is missing.
+
+Which files are read is in ``data/templates.json``: per template, at 2 mm
+(``res-02``), the skull-stripped T1w (registration target and template grid)
+and the Harvard-Oxford subcortical probabilistic atlas (the thalamus prior).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from thalamus_bidsapp.errors import EXIT_NOINPUT, ThalamusError
+
+LOGGER = logging.getLogger(__name__)
+
+#: ``--template none`` leaves template space (and the thalamus prior) out.
+NO_TEMPLATE = "none"
+#: fMRIPrep's default output space.
+DEFAULT_TEMPLATE = "MNI152NLin2009cAsym"
+
+
+@dataclass(frozen=True)
+class TemplateFile:
+    """One file of a TemplateFlow template, by its entities."""
+
+    template: str
+    resolution: str
+    suffix: str
+    desc: str | None = None
+    atlas: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The TemplateFlow file name, e.g. ``tpl-MNI152NLin6Asym_res-02_desc-brain_T1w.nii.gz``."""
+        parts = [f"tpl-{self.template}", f"res-{self.resolution}"]
+        if self.atlas:
+            parts.append(f"atlas-{self.atlas}")
+        if self.desc:
+            parts.append(f"desc-{self.desc}")
+        return "_".join(parts) + f"_{self.suffix}.nii.gz"
+
+    def path(self, home: Path) -> Path:
+        return Path(home) / f"tpl-{self.template}" / self.name
+
+    def describe(self) -> str:
+        entities = [f"template {self.template}", f"resolution {self.resolution}", f"suffix {self.suffix}"]
+        entities += [f"desc {self.desc}"] if self.desc else []
+        entities += [f"atlas {self.atlas}"] if self.atlas else []
+        return ", ".join(entities)
+
+
+@dataclass(frozen=True)
+class TemplateFiles:
+    """The files of one template the app reads, resolved in ``TEMPLATEFLOW_HOME``."""
+
+    template: str
+    target: Path
+    prior: Path
+    prior_volumes: dict[str, int]
+    prior_description: str
+    prior_atlas: str
+
+
+def template_settings() -> dict:
+    """``data/templates.json``: supported templates, resolution, target and prior files."""
+    return json.loads(resources.files("thalamus_bidsapp.data").joinpath("templates.json").read_text())
+
+
+def supported_templates() -> tuple[str, ...]:
+    return tuple(template_settings()["templates"])
+
+
+def required_files(template: str) -> list[TemplateFile]:
+    """Every TemplateFlow file the app reads for ``template`` (listed in the README too)."""
+    settings = template_settings()
+    if template not in settings["templates"]:
+        raise ThalamusError(f"unknown template {template!r}: choose one of "
+                            f"{', '.join(settings['templates'])} or {NO_TEMPLATE}", 64)
+    resolution = settings["resolution"]
+    target, prior = settings["target"], settings["prior"]
+    return [
+        TemplateFile(template, resolution, target["suffix"], desc=target["desc"]),
+        TemplateFile(template, resolution, prior["suffix"], atlas=prior["atlas"]),
+    ]
+
+
+def templateflow_home() -> Path:
+    """TemplateFlow's home folder, as the ``templateflow`` package resolves it, without updating it."""
+    os.environ.setdefault("TEMPLATEFLOW_AUTOUPDATE", "0")  # never refresh the skeleton from the network
+    try:
+        from templateflow.conf.env import get_templateflow_home
+    except OSError as err:  # importing templateflow populates an empty home; a read-only one fails
+        raise ThalamusError(f"cannot use TEMPLATEFLOW_HOME={os.environ.get('TEMPLATEFLOW_HOME', '(unset)')}: "
+                            f"{err}", EXIT_NOINPUT) from err
+    return Path(get_templateflow_home())
+
+
+def _usable(path: Path) -> bool:
+    """A real image: present, not empty (a skeleton placeholder), not a git-annex pointer."""
+    try:
+        if not path.is_file() or path.stat().st_size < 64:
+            return False
+        with path.open("rb") as handle:
+            return not handle.read(64).startswith((b"/annex/objects", b"../../.git/annex"))
+    except OSError:
+        return False
+
+
+def find_template_files(template: str, home: Path | None = None) -> TemplateFiles:
+    """Resolve the template's files in TemplateFlow's home; exit 66 naming each missing one.
+
+    Raises
+    ------
+    ThalamusError
+        Exit 66 when a file is missing, with its TemplateFlow name and path.
+    """
+    home = Path(home) if home is not None else templateflow_home()
+    files = required_files(template)
+    missing = [f for f in files if not _usable(f.path(home))]
+    if missing:
+        listing = "\n".join(f"  - {f.describe()}: {f.path(home)}" for f in missing)
+        raise ThalamusError(
+            f"TemplateFlow template files missing (TemplateFlow is never downloaded at run time):\n{listing}\n"
+            f"put them in TEMPLATEFLOW_HOME={home} under these names (see the README, 'Template space'), "
+            f"or run with --template {NO_TEMPLATE}",
+            EXIT_NOINPUT,
+        )
+    prior = template_settings()["prior"]
+    LOGGER.info("template %s: %s", template, ", ".join(str(f.path(home)) for f in files))
+    return TemplateFiles(template, files[0].path(home), files[1].path(home), dict(prior["volumes"]),
+                         prior["description"], prior["atlas"])
+
+
+def templateflow_version() -> str | None:
+    """Version of the installed templateflow package, or None."""
+    try:
+        from importlib.metadata import version
+
+        return version("templateflow")
+    except Exception:  # noqa: BLE001 - the version is informative only
+        return None
+
+
+def fetch_template_files(template: str, home: Path | None = None) -> TemplateFiles:
+    """Download the template's files into TemplateFlow's home (image builds only; needs the network).
+
+    The run itself never calls this: it reads what is there (:func:`find_template_files`).
+    """
+    home = Path(home) if home is not None else templateflow_home()
+    from templateflow import api
+
+    for item in required_files(template):
+        # desc=None asks for the file without a desc entity (TemplateFlow's convention).
+        api.get(template, resolution=int(item.resolution), suffix=item.suffix, desc=item.desc,
+                extension=".nii.gz", raise_empty=True, **({"atlas": item.atlas} if item.atlas else {}))
+    return find_template_files(template, home)

@@ -1,0 +1,291 @@
+"""Template space: the T1w registered to a TemplateFlow template, the thalamus prior warped back, masks warped in.
+
+Per session, right after the brain mask (before the segmentation methods,
+which may use the prior):
+
+1. the brain-masked T1w is registered to the template's 2 mm brain (antspyx
+   affine + SyN); both composite transforms are published
+   (``from-T1w_to-<template>_mode-image_xfm.h5`` and the inverse);
+2. the atlas's left and right thalamus probability maps are warped onto the
+   T1w grid and published as ``hemi-{L,R}_space-T1w_label-thalamus_desc-prior_probseg``
+   (the workflow's ``outputnode.thalamus_prior`` = [left, right]);
+3. once the methods are done, every thalamus mask is resampled onto the
+   template grid (linear, then >= 0.5) and published as
+   ``space-<template>_label-thalamus_desc-<method>_mask``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nipype.interfaces import utility as niu
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+from nipype.pipeline import engine as pe
+
+from thalamus_bidsapp.interfaces.templateflow import TemplateFiles
+from thalamus_bidsapp.workflows.outputs import publish_node
+
+#: Sides of the prior, in the order of ``outputnode.thalamus_prior``.
+SIDES = ("L", "R")
+
+
+def _brain_masked(t1w: str, brain_mask: str, out: Path) -> Path:
+    import nibabel as nib
+    import numpy as np
+
+    from thalamus_bidsapp.image.nifti import float32_like
+
+    img = nib.load(t1w)
+    data = np.asarray(img.dataobj, dtype=np.float32) * (np.asarray(nib.load(brain_mask).dataobj) > 0)
+    nib.save(float32_like(data, img), str(out))
+    return out
+
+
+class _RegisterTemplateInputSpec(BaseInterfaceInputSpec):
+    t1w = File(exists=True, mandatory=True, desc="reoriented T1w")
+    brain_mask = File(exists=True, mandatory=True, desc="T1w brain mask")
+    target = File(exists=True, mandatory=True, desc="the template's skull-stripped T1w (TemplateFlow)")
+    schedule = traits.Enum("standard", "fast", usedefault=True, desc="registration schedule")
+
+
+class _RegisterTemplateOutputSpec(TraitedSpec):
+    forward = File(exists=True, desc="T1w -> template composite transform (HDF5)")
+    inverse = File(exists=True, desc="template -> T1w composite transform (HDF5)")
+    provenance_file = File(exists=True, desc="JSON: registration settings")
+
+
+class RegisterToTemplate(SimpleInterface):
+    """Brain-masked T1w to the template brain with antspyx (affine + SyN)."""
+
+    input_spec = _RegisterTemplateInputSpec
+    output_spec = _RegisterTemplateOutputSpec
+
+    def _run_interface(self, runtime):
+        from thalamus_bidsapp.interfaces.ants import ants_to_template
+
+        cwd = Path(runtime.cwd)
+        brain = _brain_masked(self.inputs.t1w, self.inputs.brain_mask, cwd / "t1w_brain.nii.gz")
+        result = ants_to_template(brain, Path(self.inputs.target), cwd / "forward.h5", cwd / "inverse.h5",
+                                  schedule=self.inputs.schedule)
+        self._results["forward"] = str(result.forward)
+        self._results["inverse"] = str(result.inverse)
+        self._results["provenance_file"] = str(cwd / "provenance.json")
+        Path(self._results["provenance_file"]).write_text(json.dumps({"Registration": result.settings}, indent=2))
+        return runtime
+
+
+class _WarpPriorInputSpec(BaseInterfaceInputSpec):
+    t1w = File(exists=True, mandatory=True, desc="reoriented T1w (the output grid)")
+    inverse = File(exists=True, mandatory=True, desc="template -> T1w composite transform")
+    forward = File(exists=True, desc="T1w -> template composite transform (limits the work to the prior's box)")
+    prior = File(exists=True, mandatory=True, desc="4D probabilistic atlas in template space")
+    volumes = traits.Dict(mandatory=True, desc="side (L, R) -> 0-based volume of the atlas")
+
+
+class _WarpPriorOutputSpec(TraitedSpec):
+    out_files = traits.List(File(exists=True), desc="[left, right] probability maps on the T1w grid")
+
+
+class WarpPrior(SimpleInterface):
+    """The atlas's left and right thalamus maps onto the T1w grid (linear), float32 in [0, 1]."""
+
+    input_spec = _WarpPriorInputSpec
+    output_spec = _WarpPriorOutputSpec
+
+    def _run_interface(self, runtime):
+        import nibabel as nib
+
+        from thalamus_bidsapp.image.prior import clip_probability, prior_sides
+        from thalamus_bidsapp.interfaces.ants import ants_apply_transform
+
+        cwd = Path(runtime.cwd)
+        sides = prior_sides(nib.load(self.inputs.prior), {s: int(self.inputs.volumes[s]) for s in SIDES})
+        out_files = []
+        for side in SIDES:
+            in_template = cwd / f"prior_{side}_template.nii.gz"
+            nib.save(sides[side], str(in_template))
+            forward = Path(self.inputs.forward) if isdefined(self.inputs.forward) else None
+            warped = ants_apply_transform(in_template, Path(self.inputs.t1w), Path(self.inputs.inverse),
+                                          cwd / f"prior_{side}_warped.nii.gz", opposite_transform=forward)
+            out = cwd / f"prior_{side}.nii.gz"
+            nib.save(clip_probability(nib.load(str(warped))), str(out))
+            out_files.append(str(out))
+        self._results["out_files"] = out_files
+        return runtime
+
+
+class _MasksToTemplateInputSpec(BaseInterfaceInputSpec):
+    record_files = InputMultiObject(File(exists=True), desc="mask records (none when no method ran)")
+    forward = File(exists=True, mandatory=True, desc="T1w -> template composite transform")
+    inverse = File(exists=True, mandatory=True, desc="template -> T1w composite transform (limits the work)")
+    target = File(exists=True, mandatory=True, desc="the template grid")
+
+
+class _MasksToTemplateOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="JSON list of the resampled masks: method, contrast, file")
+
+
+class MasksToTemplate(SimpleInterface):
+    """Each thalamus mask onto the template grid: linear interpolation, then >= 0.5 (uint8 0/1)."""
+
+    input_spec = _MasksToTemplateInputSpec
+    output_spec = _MasksToTemplateOutputSpec
+
+    def _run_interface(self, runtime):
+        import nibabel as nib
+
+        from thalamus_bidsapp.image.prior import binarise
+        from thalamus_bidsapp.interfaces.ants import ants_apply_transform
+        from thalamus_bidsapp.methods.records import records_with_masks
+
+        cwd = Path(runtime.cwd)
+        records = records_with_masks(self.inputs.record_files) if isdefined(self.inputs.record_files) else []
+        resampled = []
+        for record in records:
+            method = record["method"]
+            warped = ants_apply_transform(Path(record["mask_file"]), Path(self.inputs.target),
+                                          Path(self.inputs.forward), cwd / f"{method}_warped.nii.gz",
+                                          opposite_transform=Path(self.inputs.inverse))
+            binary = cwd / f"{method}_mask.nii.gz"
+            nib.save(binarise(nib.load(str(warped)), 0.5), str(binary))
+            resampled.append({"method": method, "contrast": record["contrast"], "file": str(binary)})
+        self._results["out_file"] = str(cwd / "template_masks.json")
+        Path(self._results["out_file"]).write_text(json.dumps(resampled, indent=2))
+        return runtime
+
+
+class _PublishTemplateMasksInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="JSON list from MasksToTemplate")
+    output_dir = traits.Directory(mandatory=True, desc="root of the output derivatives dataset")
+    entities = traits.Dict(mandatory=True, desc="subject and session entities")
+    template = traits.Str(mandatory=True, desc="template name (the space entity)")
+    sidecar = traits.Dict(desc="sidecar fields shared by every mask")
+
+
+class PublishTemplateMasks(SimpleInterface):
+    """Publish the resampled masks as ``space-<template>_label-thalamus_desc-<method>_mask``."""
+
+    input_spec = _PublishTemplateMasksInputSpec
+    output_spec = _MasksToTemplateOutputSpec
+    _always_run = True
+
+    def _run_interface(self, runtime):
+        from thalamus_bidsapp.bidsio.derivatives import derivative_path, publish
+
+        output_dir = Path(self.inputs.output_dir)
+        for item in json.loads(Path(self.inputs.in_file).read_text()):
+            method = item["method"]
+            entities = {**self.inputs.entities, "space": self.inputs.template, "label": "thalamus",
+                        "desc": method, "suffix": "mask"}
+            t1w_mask = derivative_path(output_dir, {**entities, "space": "T1w"})
+            sidecar = {
+                "Type": "ROI",
+                "Description": f"The desc-{method} thalamus mask (left and right merged) resampled onto the "
+                               f"{self.inputs.template} grid (2 mm): linear interpolation, then >= 0.5",
+                "Method": method,
+                "Contrast": item["contrast"],
+                **(self.inputs.sidecar or {}),
+            }
+            sidecar["Sources"] = [f"bids::{t1w_mask.relative_to(output_dir).as_posix()}", *sidecar.get("Sources", [])]
+            publish(Path(item["file"]), derivative_path(output_dir, entities), sidecar)
+        self._results["out_file"] = self.inputs.in_file
+        return runtime
+
+
+def _uri(output_dir: Path, entities: dict) -> str:
+    from thalamus_bidsapp.bidsio.derivatives import derivative_path
+
+    return f"bids::{derivative_path(output_dir, entities).relative_to(output_dir).as_posix()}"
+
+
+def init_template_wf(
+    template: TemplateFiles,
+    *,
+    entities: dict,
+    output_dir: Path,
+    t1w_uri: str,
+    schedule: str = "standard",
+    omp_nthreads: int = 1,
+    name: str = "template_wf",
+) -> pe.Workflow:
+    """Registration to ``template``, the prior on the T1w grid, the masks in template space; all published.
+
+    inputnode: ``t1w`` (reoriented), ``brain_mask``, ``record_files`` (the methods' mask records).
+    outputnode: ``thalamus_prior`` ([left, right] probability maps on the T1w grid, before the
+    methods run), ``forward`` and ``inverse`` (composite transforms).
+    """
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=["t1w", "brain_mask", "record_files"]), name="inputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=["thalamus_prior", "forward", "inverse"]), name="outputnode")
+    tpl = template.template
+    tf_uri = {"target": f"templateflow:{template.target.name}", "prior": f"templateflow:{template.prior.name}"}
+    brain_uri = _uri(output_dir, {**entities, "space": "T1w", "desc": "brain", "suffix": "mask"})
+    xfm = {"forward": {**entities, "from": "T1w", "to": tpl, "mode": "image", "suffix": "xfm", "extension": ".h5"},
+           "inverse": {**entities, "from": tpl, "to": "T1w", "mode": "image", "suffix": "xfm", "extension": ".h5"}}
+
+    register = pe.Node(RegisterToTemplate(target=str(template.target), schedule=schedule),
+                       name="register_template", n_procs=omp_nthreads, mem_gb=2)
+    warp_prior = pe.Node(WarpPrior(prior=str(template.prior), volumes=template.prior_volumes), name="warp_prior")
+    workflow.connect([
+        (inputnode, register, [("t1w", "t1w"), ("brain_mask", "brain_mask")]),
+        (inputnode, warp_prior, [("t1w", "t1w")]),
+        (register, warp_prior, [("inverse", "inverse"), ("forward", "forward")]),
+        (warp_prior, outputnode, [("out_files", "thalamus_prior")]),
+        (register, outputnode, [("forward", "forward"), ("inverse", "inverse")]),
+    ])
+    for direction in ("forward", "inverse"):
+        source, target = ("T1w", tpl) if direction == "forward" else (tpl, "T1w")
+        ds_xfm = publish_node(f"ds_xfm_{direction}", output_dir, xfm[direction], {
+            "Description": f"ITK composite transform (affine + SyN displacement field) from {source} to {target}; "
+                           f"resample {source} images onto the {target} grid with it (antsApplyTransforms)",
+            "FromSpace": source, "ToSpace": target, "Template": tpl,
+            "Sources": [t1w_uri, brain_uri, tf_uri["target"]],
+        })
+        workflow.connect([(register, ds_xfm, [(direction, "in_file"), ("provenance_file", "provenance_files")])])
+    inverse_uri = _uri(output_dir, xfm["inverse"])
+    _publish_prior(workflow, warp_prior, template, entities=entities, output_dir=output_dir,
+                   sources=[tf_uri["prior"], inverse_uri, t1w_uri], t1w_uri=t1w_uri)
+
+    masks = pe.Node(MasksToTemplate(target=str(template.target)), name="masks_to_template")
+    ds_masks = pe.Node(PublishTemplateMasks(output_dir=str(output_dir), entities=entities, template=tpl,
+                                            sidecar={"SpatialReference": tf_uri["target"],
+                                                     "Sources": [_uri(output_dir, xfm["forward"])]}),
+                       name="ds_template_masks", run_without_submitting=True)
+    workflow.connect([
+        (inputnode, masks, [("record_files", "record_files")]),
+        (register, masks, [("forward", "forward"), ("inverse", "inverse")]),
+        (masks, ds_masks, [("out_file", "in_file")]),
+    ])
+    return workflow
+
+
+def _publish_prior(workflow: pe.Workflow, warp_prior: pe.Node, template: TemplateFiles, *, entities: dict,
+                   output_dir: Path, sources: list[str], t1w_uri: str) -> None:
+    """``hemi-{L,R}_space-T1w_label-thalamus_desc-prior_probseg`` with their sidecars."""
+    from thalamus_bidsapp.interfaces.templateflow import template_settings
+
+    labels = template_settings()["prior"]["labels"]
+    for index, side in enumerate(SIDES):
+        ds_prior = publish_node(f"ds_prior_{side}", output_dir, {
+            **entities, "hemi": side, "space": "T1w", "label": "thalamus", "desc": "prior", "suffix": "probseg",
+            "extension": ".nii.gz"}, {
+            "Description": f"Thalamus prior ({'left' if side == 'L' else 'right'}): the probability (0..1) of "
+                           f"{template.prior_atlas} '{labels[side]}', warped from {template.template} onto the "
+                           "T1w grid (linear interpolation)",
+            "Atlas": template.prior_atlas, "AtlasDescription": template.prior_description,
+            "AtlasLabel": labels[side], "AtlasVolume": template.prior_volumes[side],
+            "Template": template.template, "TemplateFile": template.prior.name,
+            "Transform": sources[1], "Hemisphere": side, "Units": "probability",
+            "Sources": sources, "SpatialReference": t1w_uri,
+        })
+        pick = pe.Node(niu.Select(index=[index]), name=f"select_prior_{side}", run_without_submitting=True)
+        workflow.connect([(warp_prior, pick, [("out_files", "inlist")]), (pick, ds_prior, [("out", "in_file")])])
