@@ -290,9 +290,13 @@ def test_segmentation_qc_per_session_and_group(run):
     for side in ("left", "right"):
         assert rows.loc[("freesurfer", f"components_{side}"), "status"] == "pass"
     assert rows.loc[("freesurfer", "lr_ratio"), "value"] == pytest.approx(8431 / 8629, abs=1e-3)
-    # No template prior in this run: the prior checks say so instead of disappearing.
+    # The template prior (registered with the fast schedule on this crop) feeds the prior checks of every mask.
     prior = qc[qc["check"].isin(["dice_prior", "centroid_left", "centroid_right", "side_swap"])]
-    assert (prior["status"] == "skipped").all() and prior["reason"].str.contains("prior").all()
+    assert (prior["status"] != "skipped").all() and prior["reason"].str.contains("prior").all()
+    assert (anat_files := sorted(_anat(run, "1").glob("*_desc-prior_probseg.nii.gz"))) and len(anat_files) == 2
+    same = qc[qc["method"].isin(["freesurfer", "first", "dbsegment"]) & (qc["check"] == "dice_prior")]
+    assert same["value"].nunique() == 1  # the fakes write bert's aseg: one mask, one Dice with the prior
+    assert rows.loc[("freesurfer", "side_swap"), "value"] == 0
     # The registration MI is folded in for the FLAIR and R1 masks (ANTs passed its cut-off), not for T1w ones.
     assert rows.loc[("freesurfer", "registration_mi"), "status"] == "skipped"
     assert rows.loc[("mindglideFLAIR", "registration_mi"), "value"] >= 0

@@ -5,7 +5,10 @@ subjects folder whose ``sub-01`` holds subject2's aseg (with bert's
 aseg.stats, so the eTIV is plausible), and by the test suite's fake FIRST,
 which writes bert's own aseg thalamus. The two masks lie about 19 mm apart:
 the QC must fail them, in the session's QC table, its volumes table and the
-participant report.
+participant report; the thalamus prior from template space singles out the
+FreeSurfer mask as the one in the wrong place (the crop and the fast
+registration schedule make the prior itself a few mm off, so only the
+comparison between the two masks is asserted).
 """
 
 from __future__ import annotations
@@ -72,6 +75,10 @@ def test_the_session_runs_and_its_qc_fails(wrong_subject_run):
     assert set(dice.index) == {"freesurfer", "first"}
     assert (dice["status"] == "fail").all() and (dice["value"] < 0.5).all()
     assert dice["reason"].str.contains("another person's segmentation").all()
+    # The template prior (17a) tells which of the two is wrong: another person's thalamus barely touches it.
+    prior = qc[qc["check"] == "dice_prior"].set_index("method")
+    assert prior.loc["freesurfer", "status"] == "fail"
+    assert prior.loc["freesurfer", "value"] < 0.5 * prior.loc["first", "value"]
     volumes = read_tsv(anat / "sub-01_label-thalamus_volumes.tsv")
     assert set(volumes["qc_status"]) == {"fail"}
     report = (out / "sub-01.html").read_text()
