@@ -18,9 +18,13 @@ class RunConfig:
     ``lesion_filling`` is ``auto`` (fill the T1w when a lesion mask exists), ``off`` or ``both`` (the
     T1w methods also run on the unfilled T1w, their masks named ``desc-<mask>Unfilled``); ``lesion_source``
     is ``derivatives`` (masks found with ``--derivatives``) or ``mindglide`` (MindGlide's lesion class when
-    no mask is found). ``nprocs``, ``omp_nthreads`` and ``mem_gb`` are None when not given: the participant level
-    applies the
-    thread rule of :mod:`thalamus_bidsapp.resources` once it knows how many sessions run.    """
+    no mask is found).
+    ``nprocs``, ``omp_nthreads`` and ``mem_gb`` are None when not given: the participant level applies the
+    thread rule of :mod:`thalamus_bidsapp.resources` once it knows how many sessions run.
+    ``qc_thresholds`` is the user's QC thresholds file (None: the packaged
+    defaults); ``qc_exclude`` (``fail``, ``warn`` or None) leaves the masks with
+    that QC status or worse out of the group statistics.
+    """
 
     bids_dir: Path
     output_dir: Path
@@ -49,6 +53,8 @@ class RunConfig:
     verbosity: int = 0
     reports_only: bool = False
     skip_running_sessions: bool = False
+    qc_thresholds: Path | None = None
+    qc_exclude: str | None = None
     run_id: str = ""
 
     def option(self, name: str, default: Any = None) -> Any:

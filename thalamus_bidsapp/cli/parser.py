@@ -127,6 +127,7 @@ def _add_data_selection(parser: argparse.ArgumentParser) -> None:
         "(label-lesion or desc-lesion, suffix mask or dseg, on the T1w or the FLAIR grid)",
     )
     sel.add_argument("--skip-bids-validation", action="store_true", help="do not validate the input dataset")
+    _add_lesion_options(parser)
 
 
 def _add_lesion_options(parser: argparse.ArgumentParser) -> None:
@@ -147,6 +148,23 @@ def _add_lesion_options(parser: argparse.ArgumentParser) -> None:
         f"{' or '.join(providers) or 'a method'}: when a session has no such mask and the method runs, its lesion "
         "class (read from the package's label table) segmented on the registered FLAIR (else the T1w), recorded "
         "in the sidecars",
+    )
+
+
+def _add_qc_options(parser: argparse.ArgumentParser) -> None:
+    """The "quality control" options: thresholds of the QC checks, and leaving flagged masks out."""
+    qc = parser.add_argument_group("quality control")
+    qc.add_argument(
+        "--qc-thresholds", type=_existing_file, metavar="FILE",
+        help="YAML or JSON file of QC thresholds merged over the defaults "
+        "(thalamus_bidsapp/data/qc_thresholds.yaml; the README says where each comes from); an unknown key "
+        "is a usage error (exit 64) naming it",
+    )
+    qc.add_argument(
+        "--qc-exclude", choices=["fail", "warn"], default=None,
+        help="group level: leave the masks whose qc_status is this or worse ('warn' also leaves out 'fail') "
+        "out of the group statistics, saying how many; default: every session is used and the flagged ones "
+        "are listed",
     )
 
 
@@ -212,7 +230,6 @@ def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser
     reg.add_argument("--ants-cutoff", type=float, default=0.30, metavar="MI",
                      help="mutual-information cut-off for ANTs rigid (default 0.30)")
 
-    _add_lesion_options(parser)
     _add_template_options(parser)
 
     group = parser.add_argument_group("group level")
@@ -228,6 +245,8 @@ def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser
         help="build the group tables while participant jobs are still running (or were killed without "
         "recording a result), leaving their sessions out; without it the group level refuses (exit 75)",
     )
+
+    _add_qc_options(parser)
 
     perf = parser.add_argument_group("performance and workflow")
     perf.add_argument(
