@@ -30,6 +30,7 @@ from thalamus_bidsapp.group.readback import (
     session_name,
 )
 from thalamus_bidsapp.group.volumes import column_descriptions, gather_volumes, join_clinical
+from thalamus_bidsapp.group.template_maps import run_template_maps
 
 LOGGER = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ def run_group(config: RunConfig) -> int:
         volumes, unreadable = gather_volumes(volume_files)
         bad_masks = run_agreement_step(config, staging, _without(mask_files, unreadable))
         group_failures = pd.concat([unreadable, bad_masks], ignore_index=True)
+        run_template_maps(config, staging, _without(mask_files, group_failures))
         volumes = join_clinical(_without(volumes, bad_masks), config.bids_dir)
         write_tsv(volumes, staging / "volumes.tsv", column_descriptions(volumes, config.bids_dir))
         LOGGER.info("group/volumes.tsv: %d rows from %d sessions", len(volumes),
