@@ -23,7 +23,7 @@ from thalamus_bidsapp.image.conform import (
     native_centre_ras,
     robust_uint8_scaling,
 )
-from thalamus_bidsapp.interfaces import meshnet, tfjs, weights
+from thalamus_bidsapp.interfaces import meshnet, meshnet_models, tfjs, weights
 
 MODEL_NAME = "model30chan18cls"
 SHA = {
@@ -271,7 +271,7 @@ def test_download_to_user_cache_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
     cache = tmp_path / "cache" / MODEL_NAME
     served: list[str] = []
     monkeypatch.delenv(meshnet.MODEL_ENV_VAR, raising=False)
-    monkeypatch.setattr(meshnet, "default_cache_dir", lambda spec=None: cache)
+    monkeypatch.setattr(meshnet_models, "default_cache_dir", lambda spec=None: cache)
     monkeypatch.setattr(weights, "_urlopen", _serve_files(real_model_dir(), served))
     assert meshnet.resolve_model_dir(None) == cache
     assert sorted(u.rsplit("/", 1)[1] for u in served) == ["model.bin", "model.json"]
@@ -292,7 +292,7 @@ def test_download_to_user_cache_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_tampered_download_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "cache" / MODEL_NAME
     monkeypatch.delenv(meshnet.MODEL_ENV_VAR, raising=False)
-    monkeypatch.setattr(meshnet, "default_cache_dir", lambda spec=None: cache)
+    monkeypatch.setattr(meshnet_models, "default_cache_dir", lambda spec=None: cache)
     monkeypatch.setattr(weights, "_urlopen", _serve_files(real_model_dir(), [], tamper=True))
     with pytest.raises(ThalamusError, match=SHA["model.json"]) as info:
         meshnet.resolve_model_dir(None)
@@ -307,7 +307,7 @@ def test_download_failure_is_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         raise urllib.error.URLError("no network")
 
     monkeypatch.delenv(meshnet.MODEL_ENV_VAR, raising=False)
-    monkeypatch.setattr(meshnet, "default_cache_dir", lambda spec=None: tmp_path / "cache")
+    monkeypatch.setattr(meshnet_models, "default_cache_dir", lambda spec=None: tmp_path / "cache")
     monkeypatch.setattr(weights, "_urlopen", offline)
     with pytest.raises(ThalamusError, match="--meshnet-model") as info:
         meshnet.resolve_model_dir(None)

@@ -118,3 +118,12 @@ def test_plugin_method_is_reported_and_cited(plugin_run):
     assert CITATION in (out / "logs" / "CITATION.md").read_text()
     methods_json = next((out / "logs").glob("*/methods.json")).read_text()
     assert '"asegcopy"' in methods_json
+
+
+def test_a_method_without_nodes_cannot_be_declared():
+    class NoNodes(SegmentationMethod):
+        name = "nonodes"
+        citation = "none"
+
+    with pytest.raises(TypeError, match="init_nodes"):
+        NoNodes()

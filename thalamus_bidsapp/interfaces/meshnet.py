@@ -6,28 +6,31 @@ convolutions with ELU activations and a 1x1x1 output convolution, trained on
 FreeSurfer-conformed T1w images against FreeSurfer's aseg; other pinned
 models of ``data/meshnet_models.json`` are selected by name. This module
 
-1. finds the model files (:func:`resolve_model_dir`): ``--meshnet-model DIR``,
-   else the environment variable ``THALAMUS_MESHNET_MODEL``, else a user
-   cache folder filled on first use from a pinned brainchop commit, always
-   checking the sha256 of every file (:mod:`thalamus_bidsapp.interfaces.weights`);
+1. finds the model files (:func:`resolve_model_dir`, from the torch-free
+   :mod:`thalamus_bidsapp.interfaces.meshnet_models`, which the main process
+   uses to check the tools without importing torch);
 2. reads the TensorFlow.js layers format into PyTorch
    (:mod:`thalamus_bidsapp.interfaces.tfjs`), no TensorFlow needed;
 3. segments (:func:`segment_thalamus`): conform to 256^3 1 mm LIA uint8,
    min-max scale to 0..1, crop to the head, run the network, argmax, keep the
    largest connected component of non-background labels, take the thalamus
-   class(es), and bring the mask back onto the native grid by nearest neighbour.
+   class(es), and bring the mask back onto the native grid by nearest neighbour;
+4. splits the bilateral mask into left and right
+   (:func:`segment_thalamus_sides`): the 18-class model has one bilateral
+   Thalamus class (the better bilateral mask), the 104-class FreeSurfer model
+   ``model21_104class`` has Left- and Right-Thalamus-Proper; both run on the
+   same conformed volume and crop, and each voxel of the bilateral mask takes
+   the side of the nearer 104-class thalamus label.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +46,24 @@ from thalamus_bidsapp.image.conform import (
     conform,
     labels_to_native,
 )
-from thalamus_bidsapp.interfaces import weights
+from thalamus_bidsapp.image.sides import check_sides_match, split_by_nearest
+from thalamus_bidsapp.interfaces.meshnet_models import (  # noqa: F401 - re-exported: the MeshNet interface
+    CACHE_SUBDIR,
+    MODEL_ENV_VAR,
+    SIDES_MODEL,
+    SIDES_MODEL_ENV_VAR,
+    MeshNetModelSpec,
+    default_cache_dir,
+    model_spec,
+    read_class_names,
+    resolve_model_dir,
+    resolve_and_verify,
+    verify_model_dir,
+)
 from thalamus_bidsapp.interfaces.tfjs import TfjsLayersNet, load_tfjs_layers_model
 
 logger = logging.getLogger(__name__)
 
-MODEL_ENV_VAR = "THALAMUS_MESHNET_MODEL"
-SIDES_MODEL_ENV_VAR = "THALAMUS_MESHNET_SIDES_MODEL"
-#: The pinned model whose left and right thalamus classes split the bilateral mask into sides.
-SIDES_MODEL = "model21_104class"
-CACHE_SUBDIR = ("meshnet",)
 
 #: Voxels brighter than this fraction of the maximum (after 0..1 scaling) define the crop box.
 CROP_THRESHOLD = 0.2
@@ -68,152 +79,6 @@ CROP_MARGIN = 2
 _NET_AXES: tuple[int, int, int] = (0, 1, 2)
 
 
-# --------------------------------------------------------------------------- model files
-
-
-@dataclass(frozen=True)
-class MeshNetModelSpec:
-    """What ``data/meshnet_models.json`` says about one pinned model."""
-
-    name: str
-    url_base: str
-    sha256: dict[str, str]
-    classes: tuple[str, ...]
-    thalamus_classes: tuple[str, ...]
-    source: str = ""
-    commit: str = ""
-    licence: str = ""
-    nbytes: dict[str, int] = field(default_factory=dict)
-    #: Environment variable naming the model's folder (each model its own, so that two can be given).
-    env_var: str = MODEL_ENV_VAR
-
-    @property
-    def option(self) -> str:
-        """The command-line option giving the model's folder."""
-        return "--meshnet-sides-model" if self.env_var == SIDES_MODEL_ENV_VAR else "--meshnet-model"
-
-    @property
-    def thalamus_class(self) -> str:
-        """The thalamus class of a model with one (bilateral) thalamus class."""
-        return self.thalamus_classes[0]
-
-    def pinned(self) -> weights.PinnedFiles:
-        files = " and ".join(self.sha256)
-        return weights.PinnedFiles(
-            label=f"MeshNet model {self.name}", sha256=self.sha256, url_base=self.url_base, env_var=self.env_var,
-            how_to_provide=(f"get {files} from {self.url_base} and pass their folder with {self.option} DIR "
-                            f"or the environment variable {self.env_var}"),
-        )
-
-
-def model_spec(name: str | None = None) -> MeshNetModelSpec:
-    """Read a pinned model's URL, checksums and class names from the package data.
-
-    Parameters
-    ----------
-    name
-        Model name in ``data/meshnet_models.json``; default: its ``default``.
-    """
-    text = resources.files("thalamus_bidsapp").joinpath("data", "meshnet_models.json").read_text("utf-8")
-    table = json.loads(text)
-    name = name or table["default"]
-    try:
-        entry = table["models"][name]
-    except KeyError:
-        raise ThalamusError(f"unknown MeshNet model {name!r}; known: {sorted(table['models'])}", EXIT_DATAERR) from None
-    return MeshNetModelSpec(
-        name=name,
-        url_base=entry["url_base"],
-        sha256={fname: info["sha256"] for fname, info in entry["files"].items()},
-        nbytes={fname: int(info.get("bytes", -1)) for fname, info in entry["files"].items()},
-        classes=tuple(entry.get("classes", ())),
-        thalamus_classes=tuple(entry["thalamus_classes"]),
-        source=entry.get("source", ""),
-        commit=entry.get("commit", ""),
-        licence=entry.get("licence", ""),
-        env_var=entry.get("env_var", MODEL_ENV_VAR),
-    )
-
-
-def verify_model_dir(model_dir: Path, spec: MeshNetModelSpec | None = None) -> dict[str, str]:
-    """Check that ``model_dir`` holds the pinned model files, byte for byte; ``{file name: sha256}``.
-
-    Raises
-    ------
-    ThalamusError
-        (exit code 66) naming the missing or corrupted file and the sha256 expected.
-    """
-    return weights.verify_files(model_dir, (spec or model_spec()).pinned())
-
-
-def default_cache_dir(spec: MeshNetModelSpec | None = None) -> Path:
-    """User cache folder of the model: ``<user cache>/thalamus_bidsapp/meshnet/<model name>``."""
-    return weights.user_cache_dir(*CACHE_SUBDIR, (spec or model_spec()).name)
-
-
-def resolve_model_dir(model_dir: Path | None = None, model: str | None = None) -> Path:
-    """Folder holding the verified files of a pinned MeshNet model.
-
-    Order: ``model_dir`` (``--meshnet-model DIR``), else the environment
-    variable ``THALAMUS_MESHNET_MODEL``, else the user cache folder
-    (:func:`default_cache_dir`), downloaded there on first use from the
-    pinned brainchop commit. The sha256 of every file is always checked.
-
-    Parameters
-    ----------
-    model_dir
-        Folder given by the user, or None.
-    model
-        Model name in ``data/meshnet_models.json`` (default: its ``default``).
-
-    Raises
-    ------
-    ThalamusError
-        (exit code 66) when a file is missing, corrupted, or cannot be downloaded;
-        the message names the file and the sha256 expected.
-    """
-    return _resolve_and_verify(model_dir, model_spec(model))[0]
-
-
-def _resolve_and_verify(model_dir: Path | None, spec: MeshNetModelSpec) -> tuple[Path, dict[str, str]]:
-    return weights.resolve_folder(model_dir, spec.pinned(), default_cache_dir(spec))
-
-
-def read_class_names(model_dir: Path, n_classes: int | None = None,
-                     spec: MeshNetModelSpec | None = None) -> tuple[str, ...]:
-    """Class names of the model: ``labels.json`` or ``colormap.json`` in the folder, else the package data.
-
-    Parameters
-    ----------
-    model_dir
-        Model folder.
-    n_classes
-        Number of output channels of the network, to check the names against.
-    spec
-        The pinned model (default: the default model), for its listed classes.
-    """
-    names: tuple[str, ...] | None = None
-    labels_path = Path(model_dir) / "labels.json"
-    colormap_path = Path(model_dir) / "colormap.json"
-    try:
-        if labels_path.is_file():
-            table = json.loads(labels_path.read_text("utf-8"))
-            names = tuple(table[str(i)] for i in range(len(table)))
-        elif colormap_path.is_file():
-            names = tuple(json.loads(colormap_path.read_text("utf-8"))["labels"])
-    except (KeyError, ValueError, TypeError) as exc:
-        logger.warning("ignoring unreadable class names in %s (%s)", model_dir, exc)
-        names = None
-    if names is None:
-        names = (spec or model_spec()).classes
-    if n_classes is not None and len(names) != n_classes:
-        raise ThalamusError(
-            f"MeshNet model in {model_dir} has {n_classes} output classes but {len(names)} class names",
-            EXIT_DATAERR,
-        )
-    return names
-
-
 _NET_CACHE: dict[tuple[str, ...], TfjsLayersNet] = {}
 _NET_CACHE_LOCK = threading.Lock()
 
@@ -226,7 +91,7 @@ def load_meshnet(model_dir: Path | None = None, model: str | None = None) -> tup
     tuple
         ``(network, model folder, {file name: sha256})``.
     """
-    resolved, checksums = _resolve_and_verify(model_dir, model_spec(model))
+    resolved, checksums = resolve_and_verify(model_dir, model_spec(model))
     key = (str(resolved), *sorted(checksums.values()))
     with _NET_CACHE_LOCK:
         net = _NET_CACHE.get(key)
@@ -480,3 +345,70 @@ def _class_fields(indices: list[int], class_names: tuple[str, ...]) -> dict[str,
     if len(indices) == 1:
         return {"ClassIndex": int(indices[0]), "ClassName": class_names[indices[0]]}
     return {"ClassIndex": [int(i) for i in indices], "ClassName": [class_names[i] for i in indices]}
+
+
+# --------------------------------------------------------------------------- left and right
+
+def segment_thalamus_sides(
+    t1w: nib.Nifti1Image,
+    model_dir: Path | None = None,
+    sides_model_dir: Path | None = None,
+    *,
+    crop: bool = True,
+    threads: int | None = None,
+    model: str | None = None,
+    sides_model: str = SIDES_MODEL,
+) -> tuple[nib.Nifti1Image, np.ndarray, dict[str, Any]]:
+    """The bilateral mask of :func:`~thalamus_bidsapp.interfaces.meshnet.segment_thalamus` and its sides.
+
+    The bilateral mask is unchanged; each of its voxels takes the side of the
+    nearer left or right thalamus class of ``sides_model``, run on the same
+    conformed volume and crop. Nearness is Euclidean distance on the 1 mm
+    conformed grid; the side map is brought onto the native grid by the same
+    nearest neighbour mapping as the mask, so their voxels coincide.
+
+    Parameters
+    ----------
+    t1w
+        T1-weighted image, 3D, any grid and orientation.
+    model_dir, sides_model_dir
+        Folders of the bilateral and the sides model (None: their environment
+        variable, then the user cache; see :func:`~thalamus_bidsapp.interfaces.meshnet.resolve_model_dir`).
+    crop, threads, model
+        As for :func:`~thalamus_bidsapp.interfaces.meshnet.segment_thalamus`.
+    sides_model
+        Pinned model with one left and one right thalamus class.
+
+    Returns
+    -------
+    tuple
+        ``(mask, sides, provenance)``: ``sides`` is uint8 on the native grid,
+        0 outside the mask, 1 left, 2 right; the provenance gains ``Sides``.
+    """
+    result = segment_conformed(t1w, model_dir, crop=crop, threads=threads, model=model)
+    run = label_conformed(np.asarray(result.conformed.dataobj), sides_model_dir, model_spec(sides_model),
+                          crop=crop, threads=threads)
+    if len(run.indices) != 2:
+        raise ThalamusError(f"MeshNet model {run.spec.name} does not have one left and one right thalamus class",
+                            EXIT_DATAERR)
+    left, right = (run.labels == index for index in run.indices)
+    conformed = result.conformed
+    conformed_sides = split_by_nearest(result.thalamus, left, right, zooms=conformed.header.get_zooms()[:3],
+                                       affine=conformed.affine)
+    sides = np.asarray(labels_to_native(nib.Nifti1Image(conformed_sides, conformed.affine), t1w,
+                                        dtype=np.uint8).dataobj)
+    check_sides_match(np.asarray(result.mask.dataobj), sides)
+    provenance = dict(result.provenance)
+    provenance["Sides"] = {
+        "Model": run.spec.name,
+        "ModelSource": f"{run.spec.source} (commit {run.spec.commit}, {run.spec.licence} licence)",
+        "ModelURL": run.spec.url_base,
+        "ModelSha256": dict(run.checksums),
+        "LeftClass": run.class_names[run.indices[0]],
+        "RightClass": run.class_names[run.indices[1]],
+        "ClassIndex": [int(i) for i in run.indices],
+        "Rule": "each voxel of the bilateral mask takes the side of the nearer left or right thalamus class "
+                "(Euclidean distance on the conformed 1 mm grid); same conform, crop and argmax",
+        "NetworkSeconds": round(run.network_s, 2),
+    }
+    return result.mask, sides, provenance

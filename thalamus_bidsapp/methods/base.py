@@ -13,6 +13,7 @@ registry (:mod:`thalamus_bidsapp.methods.registry`) and name no method.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -115,8 +116,11 @@ class MethodNodes:
     icv: tuple[pe.Node, str] | None = None
 
 
-class SegmentationMethod:
-    """Base class of every method module's declaration; subclasses set the class attributes."""
+class SegmentationMethod(abc.ABC):
+    """Base class of every method module's declaration; subclasses set the class attributes.
+
+    A subclass must define :meth:`init_nodes` (it cannot be instantiated otherwise).
+    """
 
     #: The method's name: the ``--methods`` choice and the ``desc`` entity of its mask.
     name: ClassVar[str]
@@ -167,9 +171,9 @@ class SegmentationMethod:
         reason = self.check_tools(_OptionsAsConfig(options)).reason
         return CheckReport(self.name, "method", (Finding(self.name, reason is None, reason or "can run"),))
 
+    @abc.abstractmethod
     def init_nodes(self, ctx: NodeContext) -> MethodNodes:
         """Add the nodes that make the method's mask record(s) to ``ctx.workflow``."""
-        raise NotImplementedError
 
     def methods_sentence(self, masks: Sequence[PublishedMask], cite: Callable[[str], str]) -> str:
         """The method's clause of the methods paragraph, for the masks it published.

@@ -49,7 +49,7 @@ class MeshNet(SegmentationMethod):
     envelope_rank = 1  # no licence, no GPU, no FSL
 
     def check_tools(self, config) -> ToolStatus:
-        from thalamus_bidsapp.interfaces.meshnet import SIDES_MODEL, resolve_model_dir
+        from thalamus_bidsapp.interfaces.meshnet_models import SIDES_MODEL, resolve_model_dir
 
         try:
             # Downloads the weights on first use (then cached); offline, give the options.
@@ -66,13 +66,14 @@ class MeshNet(SegmentationMethod):
 
     def check_installation(self, options):
         """MeshNet's weights and its sides model (checked by sha256, never downloaded here) and PyTorch."""
-        from thalamus_bidsapp.interfaces import meshnet
+        from thalamus_bidsapp.interfaces import meshnet_models
         from thalamus_bidsapp.toolcheck import CheckReport, python_package
 
         findings = [python_package("PyTorch", "torch")]
-        findings += _model_findings(meshnet.model_spec(), options.option("meshnet_model"), required=True)
+        findings += _model_findings(meshnet_models.model_spec(), options.option("meshnet_model"), required=True)
         # Without the 104-class model MeshNet still runs, bilateral only: a warning.
-        findings += _model_findings(meshnet.model_spec(meshnet.SIDES_MODEL), options.option("meshnet_sides_model"),
+        findings += _model_findings(meshnet_models.model_spec(meshnet_models.SIDES_MODEL),
+                                    options.option("meshnet_sides_model"),
                                     required=False)
         return CheckReport(NAME, "method", tuple(findings))
 
@@ -102,7 +103,7 @@ METHOD = MeshNet()
 
 def _model_findings(spec, option_value, *, required: bool) -> list:
     """What --check-tools reports of one pinned model: its folder (option, environment, cache) and files."""
-    from thalamus_bidsapp.interfaces import meshnet
+    from thalamus_bidsapp.interfaces import meshnet_models
     from thalamus_bidsapp.toolcheck import Finding, data_file, writable_dir
 
     label = "model folder" if required else f"{spec.name} folder (left/right)"
@@ -117,7 +118,7 @@ def _model_findings(spec, option_value, *, required: bool) -> list:
         return [Finding(label, Path(given).is_dir(),
                         f"{given} (from {source})" if Path(given).is_dir() else f"not found: {given}", required=required),
                 *(data_file(name(fname), Path(given) / fname, sha, required=required) for fname, sha in spec.sha256.items())]
-    cache = meshnet.default_cache_dir(spec)
+    cache = meshnet_models.default_cache_dir(spec)
     if any((cache / fname).is_file() for fname in spec.sha256):
         return [Finding(label, True, f"{cache} (user cache)", required=required),
                 *(data_file(name(fname), cache / fname, sha, required=required) for fname, sha in spec.sha256.items())]
@@ -143,8 +144,7 @@ class MeshNetThalamus(SimpleInterface):
     def _run_interface(self, runtime):
         import nibabel as nib
 
-        from thalamus_bidsapp.interfaces.meshnet import segment_thalamus
-        from thalamus_bidsapp.interfaces.meshnet_sides import segment_thalamus_sides
+        from thalamus_bidsapp.interfaces.meshnet import segment_thalamus, segment_thalamus_sides
 
         cwd = Path(runtime.cwd)
         t1w = nib.load(self.inputs.t1w)
