@@ -277,3 +277,37 @@ def test_group_agreement_and_containment(run):
     assert (group / "containment.tsv").is_file()
     volumes = read_tsv(group / "volumes.tsv")
     assert {"age", "sex", "edss"} <= set(volumes.columns)
+
+
+def test_segmentation_qc_per_session_and_group(run):
+    qc = read_tsv(_anat(run, "1") / "sub-01_ses-1_label-thalamus_desc-segmentation_qc.tsv")
+    assert set(qc["method"]) == {*T1W_METHODS, *SES1_MINDGLIDE}
+    assert (qc.groupby("method").size() == 10).all()  # the group level adds cohort_robust_z and annual_change
+    rows = qc.set_index(["method", "check"])
+    # MindGlide's seven masks (a random checkpoint here) count as one method: they do not outvote the others.
+    assert rows.loc[("freesurfer", "dice_methods"), "status"] == "pass"
+    assert "4 other method(s)" in rows.loc[("freesurfer", "dice_methods"), "reason"]
+    for side in ("left", "right"):
+        assert rows.loc[("freesurfer", f"components_{side}"), "status"] == "pass"
+    assert rows.loc[("freesurfer", "lr_ratio"), "value"] == pytest.approx(8431 / 8629, abs=1e-3)
+    # The template prior (registered with the fast schedule on this crop) feeds the prior checks of every mask.
+    prior = qc[qc["check"].isin(["dice_prior", "centroid_left", "centroid_right", "side_swap"])]
+    assert (prior["status"] != "skipped").all() and prior["reason"].str.contains("prior").all()
+    assert len(list(_anat(run, "1").glob("*_desc-prior_probseg.nii.gz"))) == 2
+    same = qc[qc["method"].isin(["freesurfer", "first", "dbsegment"]) & (qc["check"] == "dice_prior")]
+    assert same["value"].nunique() == 1  # the fakes write bert's aseg: one mask, one Dice with the prior
+    assert rows.loc[("freesurfer", "side_swap"), "value"] == 0
+    # The registration MI is folded in for the FLAIR and R1 masks (ANTs passed its cut-off), not for T1w ones.
+    assert rows.loc[("freesurfer", "registration_mi"), "status"] == "skipped"
+    assert rows.loc[("mindglideFLAIR", "registration_mi"), "value"] >= 0
+    assert rows.loc[("ensembleT1wFLAIRR1", "registration_mi"), "status"] in {"pass", "warn"}
+    volumes = read_tsv(_anat(run, "1") / "sub-01_ses-1_label-thalamus_volumes.tsv")
+    assert set(volumes["qc_status"]) <= {"pass", "warn", "fail"}
+    group = run["out"] / "group"
+    group_qc = read_tsv(group / "qc.tsv")
+    change = group_qc[(group_qc["check"] == "annual_change") & (group_qc["method"] == "freesurfer")]
+    # The same T1w a year apart: no change, flagged on neither session.
+    assert change["session_id"].tolist() == ["ses-1", "ses-2"]
+    assert change["value"].abs().max() < 1e-9 and (change["status"] == "pass").all()
+    assert (group_qc.loc[group_qc["check"] == "cohort_robust_z", "status"] == "skipped").all()
+    assert "qc_status" in read_tsv(group / "volumes.tsv")

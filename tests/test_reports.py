@@ -176,6 +176,10 @@ def test_participant_report_content(derivatives):
     assert "Fischl B" in text and "Fedorov A" in text
     assert "Patenaude B" not in text  # FIRST did not run: not cited
     assert "<script" not in text
+    # Segmentation QC: a traffic light per method with the reasons, and the table linked.
+    ses1 = text.split('id="sub-01_ses-1"', 1)[1].split("</section>", 1)[0]
+    assert "Segmentation QC" in ses1 and 'class="qc-light' in ses1
+    assert "sub-01_ses-1_label-thalamus_desc-segmentation_qc.tsv" in ses1
 
 
 def test_every_mask_has_a_cropped_figure(derivatives):
@@ -244,6 +248,16 @@ def test_group_report_content(derivatives):
     assert "sub-01_ses-2_desc-registration_qc.tsv" in excluded
     volumes = read_tsv(out / "group" / "volumes.tsv")
     assert f"{len(volumes)} rows" in text
+    # QC: every mask's checks in group/qc.tsv, its worst status in the volumes, flagged masks listed.
+    assert "Sessions flagged by the segmentation QC" in excluded and "The QC checks flagged" in excluded
+    qc = read_tsv(out / "group" / "qc.tsv")
+    assert list(qc.columns) == ["participant_id", "session_id", "method", "contrast", "check", "value",
+                                "threshold", "status", "reason"]
+    assert set(qc["session_id"]) == {"ses-1", "ses-2"} and set(qc["method"]) == {"freesurfer", "meshnet"}
+    assert {"dice_methods", "lr_ratio", "cohort_robust_z", "annual_change"} <= set(qc["check"])
+    assert set(volumes["qc_status"]) <= {"pass", "warn", "fail", "skipped"}
+    session = read_tsv(out / "sub-01" / "ses-1" / "anat" / "sub-01_ses-1_label-thalamus_volumes.tsv")
+    assert "qc_status" in session
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,11 @@ class RunConfig:
     options each method declares (see ``methods/``), by their ``dest`` name
     (``--fs-license-file`` -> ``fs_license_file``); an option not given is None.
     ``nprocs``, ``omp_nthreads`` and ``mem_gb`` are None when not given: the participant level applies the
-    thread rule of :mod:`thalamus_bidsapp.resources` once it knows how many sessions run.    """
+    thread rule of :mod:`thalamus_bidsapp.resources` once it knows how many sessions run.
+    ``qc_thresholds`` is the user's QC thresholds file (None: the packaged
+    defaults); ``qc_exclude`` (``fail``, ``warn`` or None) leaves the masks with
+    that QC status or worse out of the group statistics.
+    """
 
     bids_dir: Path
     output_dir: Path
@@ -43,6 +47,8 @@ class RunConfig:
     verbosity: int = 0
     reports_only: bool = False
     skip_running_sessions: bool = False
+    qc_thresholds: Path | None = None
+    qc_exclude: str | None = None
     run_id: str = ""
 
     def option(self, name: str, default: Any = None) -> Any:

@@ -29,6 +29,7 @@ from thalamus_bidsapp.errors import EXIT_CANTCREAT, EXIT_NOINPUT, EXIT_OK, EXIT_
 from thalamus_bidsapp.interfaces.templateflow import find_template_files
 from thalamus_bidsapp.interrupts import InterruptGuard, Interrupted, terminate_children
 from thalamus_bidsapp.methods import MethodPlan, all_methods, check_tools, plan_methods, plan_summary
+from thalamus_bidsapp.qc.thresholds import load_thresholds
 from thalamus_bidsapp.preflight import PreflightFailure, PreparedSession, preflight_session
 from thalamus_bidsapp.resources import POLL_SECONDS, ResourcePlan, plan_resources, thread_limits
 from thalamus_bidsapp.timings import RunTimings
@@ -308,6 +309,7 @@ def _build_workflow(sessions: list[PreparedSession], plans: dict[str, MethodPlan
         original_files=originals,
         template=find_template_files(config.template) if config.template else None,
         template_schedule=config.template_registration,
+        qc_thresholds=load_thresholds(config.qc_thresholds),
     )
     workflow.config["execution"].update({
         "crashfile_format": "txt",

@@ -128,6 +128,23 @@ def _add_data_selection(parser: argparse.ArgumentParser) -> None:
     sel.add_argument("--skip-bids-validation", action="store_true", help="do not validate the input dataset")
 
 
+def _add_qc_options(parser: argparse.ArgumentParser) -> None:
+    """The "quality control" options: thresholds of the QC checks, and leaving flagged masks out."""
+    qc = parser.add_argument_group("quality control")
+    qc.add_argument(
+        "--qc-thresholds", type=_existing_file, metavar="FILE",
+        help="YAML or JSON file of QC thresholds merged over the defaults "
+        "(thalamus_bidsapp/data/qc_thresholds.yaml; the README says where each comes from); an unknown key "
+        "is a usage error (exit 64) naming it",
+    )
+    qc.add_argument(
+        "--qc-exclude", choices=["fail", "warn"], default=None,
+        help="group level: leave the masks whose qc_status is this or worse ('warn' also leaves out 'fail') "
+        "out of the group statistics, saying how many; default: every session is used and the flagged ones "
+        "are listed",
+    )
+
+
 def _add_template_options(parser: argparse.ArgumentParser) -> None:
     """--template and --template-registration (template space through TemplateFlow, offline)."""
     from thalamus_bidsapp.interfaces.templateflow import DEFAULT_TEMPLATE, NO_TEMPLATE, supported_templates
@@ -205,6 +222,8 @@ def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser
         help="build the group tables while participant jobs are still running (or were killed without "
         "recording a result), leaving their sessions out; without it the group level refuses (exit 75)",
     )
+
+    _add_qc_options(parser)
 
     perf = parser.add_argument_group("performance and workflow")
     perf.add_argument(

@@ -45,6 +45,10 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         from thalamus_bidsapp.group.clinical_config import load_clinical_config
 
         load_clinical_config(args.clinical_config)  # a bad file is a usage error now, not after hours
+    if args.qc_thresholds is not None:
+        from thalamus_bidsapp.qc.thresholds import load_thresholds
+
+        load_thresholds(args.qc_thresholds)  # a bad key is a usage error now, naming it
     if args.bids_filter_file is not None:
         from thalamus_bidsapp.bidsio.inputs import load_queries
 
@@ -73,6 +77,8 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         verbosity=args.verbose,
         reports_only=args.reports_only,
         skip_running_sessions=args.skip_running_sessions,
+        qc_thresholds=args.qc_thresholds,
+        qc_exclude=args.qc_exclude,
         run_id=f"{datetime.now():%Y%m%d-%H%M%S}_{uuid.uuid4().hex[:8]}",
     )
 

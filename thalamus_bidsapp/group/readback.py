@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -30,10 +30,13 @@ class ParticipantOutputs:
 
     ``volumes``: participant_id, session_id (None without sessions), path.
     ``masks``: participant_id, session_id, method, path.
+    ``qc``: participant_id, session_id, path of each session's QC table
+    (``*_label-thalamus_desc-segmentation_qc.tsv``).
     """
 
     volumes: pd.DataFrame
     masks: pd.DataFrame
+    qc: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["participant_id", "session_id", "path"]))
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,9 @@ def read_participant_outputs(output_dir: Path) -> ParticipantOutputs:
     if volumes.empty and masks.empty:
         raise ThalamusError(f"no participant volumes or thalamus masks found in {output_dir}: "
                             "run the participant level first", EXIT_NOINPUT)
-    return ParticipantOutputs(_tidy(volumes), _tidy(masks))
+    qc = pd.DataFrame(rows(suffix="qc", label="thalamus", desc="segmentation", extension=".tsv"),
+                      columns=["participant_id", "session_id", "method", "path"]).drop(columns="method")
+    return ParticipantOutputs(_tidy(volumes), _tidy(masks), _tidy(qc))
 
 
 def _tidy(table: pd.DataFrame) -> pd.DataFrame:

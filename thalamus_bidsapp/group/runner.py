@@ -29,6 +29,7 @@ from thalamus_bidsapp.group.readback import (
     read_participant_outputs,
     session_name,
 )
+from thalamus_bidsapp.group.qc_step import run_qc_step
 from thalamus_bidsapp.group.volumes import column_descriptions, gather_volumes, join_clinical
 from thalamus_bidsapp.group.template_maps import run_template_maps
 
@@ -38,7 +39,7 @@ LOGGER = logging.getLogger(__name__)
 EXCLUDED_COLUMNS = {
     "participant_id": "Participant label, sub-<label>",
     "session_id": "Session label, ses-<label> (n/a when the dataset has no sessions)",
-    "reason": "Why the session is not in the group tables",
+    "reason": "Why the session (or, for --qc-exclude, one of its masks) is not in the group tables",
 }
 _NO_SESSIONS = ["participant_id", "session_id", "reason"]
 
@@ -48,7 +49,10 @@ def run_group(config: RunConfig) -> int:
 
     Only sessions whose latest participant status is ok are used; the others
     are listed in the log, in ``group/excluded_sessions.tsv`` and in the
-    report. The tables are built in a temporary folder that replaces
+    report. Every mask's QC checks go into ``group/qc.tsv`` and its worst
+    status into the ``qc_status`` column of ``group/volumes.tsv``; with
+    ``--qc-exclude`` the flagged masks are left out of the statistics (and
+    listed in ``group/excluded_sessions.tsv``). The tables are built in a temporary folder that replaces
     ``group/`` whole at the end, so no table of an earlier run survives
     beside the new ones, and an error leaves the earlier set untouched.
 
@@ -80,21 +84,25 @@ def run_group(config: RunConfig) -> int:
 
     volume_files, excluded = _usable_sessions(outputs.volumes, states, config.participant_labels)
     mask_files, _ = _usable_sessions(outputs.masks, states, config.participant_labels)
+    qc_files, _ = _usable_sessions(outputs.qc, states, config.participant_labels)
     staging = Path(tempfile.mkdtemp(prefix=".group-", suffix=".tmp", dir=config.output_dir))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(staging, 0o777 & ~umask)
     try:
         volumes, unreadable = gather_volumes(volume_files)
-        bad_masks = run_agreement_step(config, staging, _without(mask_files, unreadable))
+        volumes = join_clinical(volumes, config.bids_dir)
+        volumes, mask_files, qc_excluded = run_qc_step(config, qc_files, volumes, _without(mask_files, unreadable),
+                                                       staging)
+        bad_masks = run_agreement_step(config, staging, mask_files)
         group_failures = pd.concat([unreadable, bad_masks], ignore_index=True)
         run_template_maps(config, staging, _without(mask_files, group_failures))
-        volumes = join_clinical(_without(volumes, bad_masks), config.bids_dir)
+        volumes = _without(volumes, bad_masks)
         write_tsv(volumes, staging / "volumes.tsv", column_descriptions(volumes, config.bids_dir))
         LOGGER.info("group/volumes.tsv: %d rows from %d sessions", len(volumes),
                     volumes[["participant_id", "session_id"]].drop_duplicates().shape[0])
         run_clinical_step(volumes, config.clinical_config, staging)
-        excluded = pd.concat([excluded, group_failures], ignore_index=True)
+        excluded = pd.concat([excluded, group_failures, qc_excluded], ignore_index=True)
         excluded = excluded.sort_values(["participant_id", "session_id"], na_position="first", ignore_index=True)
         write_tsv(excluded, staging / "excluded_sessions.tsv", EXCLUDED_COLUMNS)
         for row in excluded.itertuples():

@@ -37,6 +37,7 @@ from markupsafe import Markup
 from thalamus_bidsapp.bidsio.atomic import read_tsv, write_if_changed
 from thalamus_bidsapp.reports.figures_group import FIGURE_TITLES, FigureSet, read_group_table, write_group_figures
 from thalamus_bidsapp.reports.palette import PNG_DPI
+from thalamus_bidsapp.reports.qc import flagged_sessions, qc_excluded_count
 from thalamus_bidsapp.reports.group_leads import (
     _num,
     _agreement_lead,
@@ -76,7 +77,7 @@ SECTIONS: tuple[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], ...] = (
       "clinical_progression_logistic", "clinical_progression_subjects")),
     ("power", "Sample size for a trial", "Power", ("power_sample_size",), ("clinical_power",)),
     ("qc", "Quality control: failed sessions, excluded images and rows", "QC", (),
-     ("excluded_sessions", "clinical_analyses", "clinical_exclusions")),
+     ("excluded_sessions", "qc", "clinical_analyses", "clinical_exclusions")),
 )
 #: Figure captions: what the marks mean (the title comes from figures_group.FIGURE_TITLES).
 CAPTIONS = {
@@ -228,6 +229,9 @@ def _qc_extra(output_dir: Path, group_dir: Path, links: dict[str, str]) -> tuple
                 else "No run logs were found")
     lead = [f"{sessions}; {len(rows)} image(s) were excluded by the registration QC."]
     excluded = read_group_table(group_dir, "excluded_sessions")
+    qc_lead, qc_html = _flagged_html(group_dir, links, excluded)
+    lead += qc_lead
+    parts.append(qc_html)
     if excluded is not None and not excluded.empty:
         lead.append(f"{len(excluded)} session(s) were left out of the group tables (table below, with the reasons).")
     exclusions = read_group_table(group_dir, "clinical_exclusions")
@@ -235,6 +239,22 @@ def _qc_extra(output_dir: Path, group_dir: Path, links: dict[str, str]) -> tuple
         lead.append(f"The clinical models left out {int(_num(exclusions, 'n_rows').fillna(0).sum())} row(s) for "
                     "missing or unusable values (table below).")
     return lead, "\n".join(parts)
+
+
+def _flagged_html(group_dir: Path, links: dict[str, str], excluded: pd.DataFrame | None) -> tuple[list[str], str]:
+    """Lead sentences and HTML of the masks flagged by the QC checks (group/qc.tsv)."""
+    qc = read_group_table(group_dir, "qc")
+    heading = "<h3>Sessions flagged by the segmentation QC</h3>"
+    if qc is None or not {"participant_id", "check", "status", "reason"} <= set(qc):
+        return [], heading + '<p class="note">No QC table (<code>group/qc.tsv</code>).</p>'
+    n_flagged, n_masks, html = flagged_sessions(qc, group_dir, links)
+    n_fail = qc.loc[qc["status"] == "fail"].drop_duplicates(["participant_id", "session_id", "method",
+                                                              "contrast"]).shape[0]
+    lead = [f"The QC checks flagged {n_flagged} of {n_masks} mask(s) ({n_fail} with a failed check)."]
+    left_out = qc_excluded_count(excluded)
+    lead.append(f"--qc-exclude left {left_out} of them out of the statistics." if left_out else
+                "Every mask is in the statistics (leave the flagged ones out with --qc-exclude fail or warn).")
+    return lead, heading + html
 
 
 # ------------------------------------------------------------------ assembling the page

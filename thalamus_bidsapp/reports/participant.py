@@ -29,6 +29,7 @@ import pandas as pd
 
 from thalamus_bidsapp.bidsio.atomic import write_if_changed
 from thalamus_bidsapp.methods.registry import method_names
+from thalamus_bidsapp.stats.qc import worst_status
 from thalamus_bidsapp.reports.html import (
     column_descriptions,
     esc,
@@ -42,6 +43,7 @@ from thalamus_bidsapp.reports.html import (
 from thalamus_bidsapp.reports.logs import qc_row_classes, read_session_statuses, read_skipped_methods
 from thalamus_bidsapp.reports.mask_figures import draw_masks
 from thalamus_bidsapp.reports.methods_text import methods_paragraph
+from thalamus_bidsapp.reports.qc import light, traffic_lights
 from thalamus_bidsapp.reports.registration_figures import draw_registration_figures
 from thalamus_bidsapp.reports.session import (
     SessionReport,
@@ -69,11 +71,14 @@ def _summary_table(sessions: list[SessionReport]) -> str:
         "session": f'<a href="#{esc(session.name)}">{esc(session.label or session.name)}</a>',
         "status": f'<span class="badge {_status(session)}">{_status(session)}</span>',
         "masks": len(session.masks),
+        "QC": light(worst_status(session.segmentation_qc["status"].astype(str)))
+        if session.segmentation_qc is not None else "n/a",
         "errors": sum(level == "error" for level, _ in session.messages),
         "warnings": sum(level == "warning" for level, _ in session.messages),
     } for session in sessions]
-    summary = pd.DataFrame(rows, columns=["session", "status", "masks", "errors", "warnings"])
-    return html_table(summary, html_columns=("session", "status"))
+    summary = pd.DataFrame(rows, columns=["session", "status", "masks", "QC", "errors", "warnings"])
+    return html_table(summary, html_columns=("session", "status", "QC"), descriptions={
+        "QC": "Worst QC status of the session's masks (see each session's traffic lights)"})
 
 
 def _skipped_table(session: SessionReport, ran: list[str]) -> str:
@@ -121,6 +126,11 @@ def _session_context(session: SessionReport, output_dir: Path) -> dict[str, Any]
         context.update(qc_table=safe(html_table(session.qc, descriptions=column_descriptions(session.qc_path),
                                                 row_classes=qc_row_classes(session.qc))),
                        qc_href=href(session.qc_path, output_dir), qc_name=session.qc_path.name)
+    context["qc_lights"] = ""
+    if session.segmentation_qc is not None:
+        context.update(qc_lights=safe(traffic_lights(session.segmentation_qc)),
+                       segmentation_qc_href=href(session.segmentation_qc_path, output_dir),
+                       segmentation_qc_name=session.segmentation_qc_path.name)
     if session.volumes is not None:
         context.update(volumes_table=safe(html_table(session.volumes,
                                                      descriptions=column_descriptions(session.volumes_path))),

@@ -69,6 +69,8 @@ class SessionReport:
     qc_path: Path | None = None
     volumes: pd.DataFrame | None = None
     volumes_path: Path | None = None
+    segmentation_qc: pd.DataFrame | None = None
+    segmentation_qc_path: Path | None = None
     overlays: list[Path] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     skipped_source: str = ""
@@ -151,6 +153,9 @@ def read_session(session: SessionReport, output_dir: Path, links: Mapping[str, s
         for image in sorted(set(session.qc["image"].astype(str)) - roles):
             session.inputs.append({"role": image, "dataset": "", "location": "",
                                    "file": "found, path not recorded (its registration was excluded)"})
+    segmentation_qc = session.anat / f"{session.name}_label-thalamus_desc-segmentation_qc.tsv"
+    if segmentation_qc.is_file():
+        session.segmentation_qc, session.segmentation_qc_path = read_tsv(segmentation_qc), segmentation_qc
     volumes_path = session.anat / f"{session.name}_label-thalamus_volumes.tsv"
     if volumes_path.is_file():
         session.volumes, session.volumes_path = read_tsv(volumes_path), volumes_path

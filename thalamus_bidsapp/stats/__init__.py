@@ -24,4 +24,4 @@ Conventions, shared by every public function (each module lists its own in
 """
 
 __all__ = ["agreement", "icc", "longitudinal", "multiplicity", "ordinal", "overlap", "pairwise", "power", "progression",
-           "regression"]
+           "qc", "regression"]

@@ -16,9 +16,12 @@ from thalamus_bidsapp.bidsio.tables import volumes_columns
 from thalamus_bidsapp.workflows.nodes import BrainMask, ConcatTables, PublishMasks, Reorient, SessionVolumes, read_files
 from thalamus_bidsapp.workflows.outputs import publish_node
 from thalamus_bidsapp.interfaces.templateflow import TemplateFiles
+from thalamus_bidsapp.workflows.qc import SessionQC
 from thalamus_bidsapp.workflows.registration import init_registration_wf
 from thalamus_bidsapp.workflows.template import init_template_wf
 from thalamus_bidsapp.methods import MethodPlan
+from thalamus_bidsapp.qc.session import QC_COLUMN_DESCRIPTIONS as SEGMENTATION_QC_COLUMNS
+from thalamus_bidsapp.qc.thresholds import load_thresholds
 from thalamus_bidsapp.registration import QC_COLUMN_DESCRIPTIONS
 from thalamus_bidsapp.workflows.segmentation import init_segmentation_wf
 
@@ -44,6 +47,7 @@ def init_participant_wf(
     original_files: Mapping[Path, Path] | None = None,
     template: TemplateFiles | None = None,
     template_schedule: str = "standard",
+    qc_thresholds: Mapping | None = None,
     name: str = "thalamus_bidsapp_wf",
 ) -> pe.Workflow:
     """The top workflow: independent session workflows, run side by side.
@@ -57,9 +61,11 @@ def init_participant_wf(
     each input image's geometry and fixes) goes into the mask and volume
     sidecars; ``original_files`` maps cleaned copies of inputs to the files
     they replace, for provenance. ``template`` (None: no template space) is
-    the TemplateFlow template each session is registered to.
+    the TemplateFlow template each session is registered to. ``qc_thresholds``
+    (default: the packaged ones) judge the session's QC checks.
     """
     workflow = pe.Workflow(name=name, base_dir=str(work_dir))
+    qc_thresholds = dict(qc_thresholds) if qc_thresholds is not None else load_thresholds()
     for session in sessions:
         session_wf = init_session_wf(
             session,
@@ -73,6 +79,7 @@ def init_participant_wf(
             original_files=original_files,
             template=template,
             template_schedule=template_schedule,
+            qc_thresholds=qc_thresholds,
             name=workflow_name(session),
         )
         crash_dir = str(Path(crash_root) / session.name)
@@ -99,6 +106,7 @@ def init_session_wf(
     original_files: Mapping[Path, Path] | None = None,
     template: TemplateFiles | None = None,
     template_schedule: str = "standard",
+    qc_thresholds: Mapping | None = None,
 ) -> pe.Workflow:
     """One session: reorient, brain mask, template space and prior, thalamus masks, volumes, all published.
 
@@ -124,10 +132,14 @@ def init_session_wf(
     template, template_schedule
         TemplateFlow template to register to (None: no template space, no
         prior) and the registration schedule ("standard" or "fast").
+    qc_thresholds
+        Thresholds of the QC checks (default: the packaged ones).
 
     The workflow's ``outputnode.thalamus_prior`` is [left, right]: the prior's
     probability maps on the T1w grid, ready after the brain mask and the
     template registration, before the segmentation methods (empty without a template).
+    The QC node ``segmentation_qc`` takes it on its ``thalamus_prior`` input;
+    without a template the prior checks are recorded as skipped.
     """
     workflow = pe.Workflow(name=name)
     ents = session.entities
@@ -161,12 +173,14 @@ def init_session_wf(
         (reorient_t1w, segmentation, [("out_file", "inputnode.t1w")]),
         (brain_mask, segmentation, [("out_file", "inputnode.brain_mask")]),
     ])
-    _add_template_space(workflow, template, reorient_t1w, brain_mask, segmentation, entities=ents,
-                        output_dir=output_dir, t1w_uri=t1w_uri, schedule=template_schedule, omp_nthreads=omp_nthreads)
+    template_wf = _add_template_space(workflow, template, reorient_t1w, brain_mask, segmentation, entities=ents,
+                                      output_dir=output_dir, t1w_uri=t1w_uri, schedule=template_schedule,
+                                      omp_nthreads=omp_nthreads)
 
-    _add_registrations(workflow, session, reorient_t1w, brain_mask, segmentation, dataset_roots=dataset_roots,
-                       output_dir=output_dir, t1w_uri=t1w_uri, omp_nthreads=omp_nthreads,
-                       flirt_cutoff=flirt_cutoff, ants_cutoff=ants_cutoff, originals=originals)
+    registration_qc = _add_registrations(
+        workflow, session, reorient_t1w, brain_mask, segmentation, dataset_roots=dataset_roots,
+        output_dir=output_dir, t1w_uri=t1w_uri, omp_nthreads=omp_nthreads,
+        flirt_cutoff=flirt_cutoff, ants_cutoff=ants_cutoff, originals=originals)
 
     # Small bookkeeping steps run in the main process: no hand-over to a worker, no wait for the next poll.
     volumes = pe.Node(SessionVolumes(), name="volumes", run_without_submitting=True)
@@ -182,23 +196,58 @@ def init_session_wf(
     )
     workflow.connect(segmentation, "outputnode.record_files", ds_masks, "record_files")
 
+    segmentation_qc = _add_segmentation_qc(workflow, segmentation, volumes, registration_qc, output_dir=output_dir,
+                                           entities=ents, thresholds=qc_thresholds, template_wf=template_wf)
     ds_volumes = publish_node(
         "ds_volumes", output_dir, {**ents, "label": "thalamus", "suffix": "volumes", "extension": ".tsv"},
         {**volumes_columns(), **geometry},
     )
-    workflow.connect(volumes, "out_file", ds_volumes, "in_file")
+    workflow.connect(segmentation_qc, "volumes_file", ds_volumes, "in_file")
     return workflow
+
+
+def _add_segmentation_qc(workflow: pe.Workflow, segmentation: pe.Workflow, volumes: pe.Node,
+                         registration_qc: pe.Node | None, *, output_dir: Path, entities: dict,
+                         thresholds: Mapping | None, template_wf: pe.Workflow | None = None) -> pe.Node:
+    """The QC checks of every mask, published as ``*_label-thalamus_desc-segmentation_qc.tsv``.
+
+    Returns the ``segmentation_qc`` node: its ``volumes_file`` is the volumes
+    table with ``qc_status``; the thalamus prior goes to its ``thalamus_prior``
+    input ([left, right], from the template workflow's ``outputnode.thalamus_prior``).
+    """
+    ents = entities
+    # A worker's step, not the main process's: it reads every mask of the session (seconds on a large grid).
+    segmentation_qc = pe.Node(SessionQC(thresholds=dict(thresholds or load_thresholds())),
+                              name="segmentation_qc", mem_gb=1)
+    workflow.connect([
+        (segmentation, segmentation_qc, [("outputnode.record_files", "record_files")]),
+        (volumes, segmentation_qc, [("out_file", "volumes_file")]),
+    ])
+    if registration_qc is not None:
+        workflow.connect(registration_qc, "out_file", segmentation_qc, "registration_qc")
+    if template_wf is not None:
+        workflow.connect(template_wf, "outputnode.thalamus_prior", segmentation_qc, "thalamus_prior")
+    ds_segmentation_qc = publish_node(
+        "ds_segmentation_qc", output_dir,
+        {**ents, "label": "thalamus", "desc": "segmentation", "suffix": "qc", "extension": ".tsv"},
+        SEGMENTATION_QC_COLUMNS,
+    )
+    workflow.connect(segmentation_qc, "qc_file", ds_segmentation_qc, "in_file")
+    return segmentation_qc
 
 
 def _add_template_space(workflow: pe.Workflow, template: TemplateFiles | None, reorient_t1w: pe.Node,
                         brain_mask: pe.Node, segmentation: pe.Workflow, *, entities: dict, output_dir: Path,
-                        t1w_uri: str, schedule: str, omp_nthreads: int) -> None:
-    """The session's ``outputnode`` (the prior, the template transforms) and, with a template, what fills it."""
+                        t1w_uri: str, schedule: str, omp_nthreads: int) -> pe.Workflow | None:
+    """The session's ``outputnode`` (the prior, the template transforms) and, with a template, what fills it.
+
+    Returns the template workflow (None without a template).
+    """
     outputnode = pe.Node(niu.IdentityInterface(fields=["thalamus_prior", "template_forward", "template_inverse"]),
                          name="outputnode")
     if template is None:
         workflow.add_nodes([outputnode])
-        return
+        return None
     template_wf = init_template_wf(template, entities=entities, output_dir=output_dir, t1w_uri=t1w_uri,
                                    schedule=schedule, omp_nthreads=omp_nthreads)
     workflow.connect([
@@ -209,13 +258,17 @@ def _add_template_space(workflow: pe.Workflow, template: TemplateFiles | None, r
                                    ("outputnode.forward", "template_forward"),
                                    ("outputnode.inverse", "template_inverse")]),
     ])
+    return template_wf
 
 
 def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t1w: pe.Node, brain_mask: pe.Node,
                        segmentation: pe.Workflow, *, dataset_roots: dict[str, Path], output_dir: Path, t1w_uri: str,
                        omp_nthreads: int, flirt_cutoff: float, ants_cutoff: float,
-                       originals: dict[Path, Path] | None = None) -> None:
-    """FLAIR and R1 onto the T1w (each present one), into the segmentation, and the session's QC table."""
+                       originals: dict[Path, Path] | None = None) -> pe.Node | None:
+    """FLAIR and R1 onto the T1w (each present one), into the segmentation, and the session's QC table.
+
+    Returns the node of the registration QC table (None when no image is registered).
+    """
     ents = session.entities
     originals = originals or {}
     qc_sources = []
@@ -244,6 +297,8 @@ def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t
                              {**ents, "desc": "registration", "suffix": "qc", "extension": ".tsv"},
                              QC_COLUMN_DESCRIPTIONS)
         workflow.connect([(merge_qc, qc_table, [("out", "in_files")]), (qc_table, ds_qc, [("out_file", "in_file")])])
+        return qc_table
+    return None
 
 
 def _uri(output_dir: Path, ents: dict, **more) -> str:
