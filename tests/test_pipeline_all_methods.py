@@ -251,6 +251,15 @@ def test_volumes_match_the_masks(run):
         assert rows.loc["left", "n_voxels"] + rows.loc["right", "n_voxels"] == rows.loc["bilateral", "n_voxels"]
 
 
+def test_without_a_lesion_mask_nothing_is_filled_or_recorded_as_filled(run):
+    assert not list(_anat(run, "1").glob("*lesion*"))  # no lesion mask, no filled T1w
+    for method in (*T1W_METHODS, *SES1_MINDGLIDE):
+        sidecar = json.loads(_thalamus(run, "1", method).with_suffix("").with_suffix(".json").read_text())
+        assert sidecar["LesionFilled"] is False, method
+    table = read_tsv(_anat(run, "1") / "sub-01_ses-1_label-thalamus_volumes.tsv")
+    assert table["lesion_volume_ml"].isna().all() and not table["lesion_filled"].astype(bool).any()
+
+
 def test_every_mask_has_sides_from_its_labels_or_its_envelope(run):
     sides = {}
     for method in (*T1W_METHODS, *SES1_MINDGLIDE):

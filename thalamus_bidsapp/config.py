@@ -15,6 +15,10 @@ class RunConfig:
     then every method whose tool is found runs. ``method_options`` holds the
     options each method declares (see ``methods/``), by their ``dest`` name
     (``--fs-license-file`` -> ``fs_license_file``); an option not given is None.
+    ``lesion_filling`` is ``auto`` (fill the T1w when a lesion mask exists), ``off`` or ``both`` (the
+    T1w methods also run on the unfilled T1w, their masks named ``desc-<mask>Unfilled``); ``lesion_source``
+    is ``derivatives`` (masks found with ``--derivatives``) or ``mindglide`` (MindGlide's lesion class when
+    no mask is found).
     ``nprocs``, ``omp_nthreads`` and ``mem_gb`` are None when not given: the participant level applies the
     thread rule of :mod:`thalamus_bidsapp.resources` once it knows how many sessions run.
     ``qc_thresholds`` is the user's QC thresholds file (None: the packaged
@@ -34,6 +38,8 @@ class RunConfig:
     method_options: dict[str, Any] = field(default_factory=dict)
     flirt_cutoff: float = 0.25
     ants_cutoff: float = 0.30
+    lesion_filling: str = "auto"
+    lesion_source: str = "derivatives"
     #: TemplateFlow template of the template-space outputs and the thalamus prior; None: no template space.
     template: str | None = "MNI152NLin2009cAsym"
     #: Schedule of the registration to the template: "standard" or "fast" (tests, previews).

@@ -307,6 +307,8 @@ def _build_workflow(sessions: list[PreparedSession], plans: dict[str, MethodPlan
         publish_dirs={name: staging.session_dir(name) for name in names},
         input_records={ready.session.name: ready.record for ready in sessions},
         original_files=originals,
+        lesion_filling=config.lesion_filling,
+        lesion_source=config.lesion_source,
         template=find_template_files(config.template) if config.template else None,
         template_schedule=config.template_registration,
         qc_thresholds=load_thresholds(config.qc_thresholds),

@@ -25,7 +25,12 @@ from thalamus_bidsapp.errors import EXIT_CANTCREAT, EXIT_DATAERR, EXIT_NOINPUT, 
 LOGGER = logging.getLogger(__name__)
 
 #: Input roles that may come from a derivatives dataset as well as the raw one.
-DERIVATIVE_ROLES = ("r1map", "manual")
+DERIVATIVE_ROLES = ("r1map", "manual", "lesion")
+#: Roles looked up only in the derivatives datasets.
+DERIVATIVE_ONLY_ROLES = ("manual", "lesion")
+#: Names lesion-segmentation tools also write, tried in order when the default ``lesion`` query finds
+#: nothing (``label-lesion`` first): ``desc-lesion_mask`` / ``desc-lesion_dseg``.
+LESION_ALTERNATIVES = ({"label": None, "desc": "lesion"},)
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class SessionInputs:
     flair: Path | None = None
     r1map: Path | None = None
     manual: Path | None = None
+    lesion: Path | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -405,17 +411,33 @@ def _session_inputs(layout, derivative_layouts, queries, subject: str, session: 
     entities: dict[str, Any] = {"subject": subject, "session": session if session else Query.NONE}
     notes: list[str] = []
     found: dict[str, Path | None] = {}
-    for role in ("t1w", "t2w", "flair", "r1map", "manual"):
+    for role in ("t1w", "t2w", "flair", "r1map", "manual", "lesion"):
         path = None
-        if role != "manual":
+        if role not in DERIVATIVE_ONLY_ROLES:
             path = _first(layout, queries[role], entities, role, notes)
         if path is None and role in DERIVATIVE_ROLES:
-            for deriv_layout in derivative_layouts.values():
-                path = _first(deriv_layout, queries[role], entities, role, notes)
-                if path is not None:
-                    break
+            path = _first_derivative(derivative_layouts, _role_queries(queries, role), entities, role, notes)
         found[role] = path
     return SessionInputs(subject=subject, session=session, notes=tuple(notes), **found)
+
+
+def _role_queries(queries: dict[str, dict[str, Any]], role: str) -> list[dict[str, Any]]:
+    """The queries tried for ``role``, in order: its own, then (for an unchanged lesion query) the alternatives."""
+    if role != "lesion" or queries[role] != default_queries()[role]:
+        return [queries[role]]
+    return [queries[role], *({k: v for k, v in {**queries[role], **alt}.items() if v is not None}
+                             for alt in LESION_ALTERNATIVES)]
+
+
+def _first_derivative(derivative_layouts, role_queries: list[dict[str, Any]], entities: dict[str, Any], role: str,
+                      notes: list[str]) -> Path | None:
+    """The first image any derivatives dataset holds for ``role``, trying each query in turn."""
+    for query in role_queries:
+        for deriv_layout in derivative_layouts.values():
+            path = _first(deriv_layout, query, entities, role, notes)
+            if path is not None:
+                return path
+    return None
 
 
 def parse_derivatives(specs: list[str] | None) -> dict[str, Path]:

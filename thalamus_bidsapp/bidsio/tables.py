@@ -30,6 +30,8 @@ def session_volumes_table(
     brain_mask: Path,
     icv_record: dict[str, Any] | None = None,
     sides_files: list[Path | None] | None = None,
+    lesion_mask: Path | None = None,
+    lesion_filled: list[bool] | None = None,
 ) -> pd.DataFrame:
     """One row per mask and hemisphere with its voxel count and volume, and the session's ICV.
 
@@ -45,6 +47,11 @@ def session_volumes_table(
         The T1w brain mask; its volume is the ICV when ``icv_record`` is None.
     icv_record
         ``{"icv_ml": float, "source": str}``, e.g. FreeSurfer's eTIV.
+    lesion_mask
+        The session's lesion mask on the T1w grid, or None: the lesion columns
+        (:data:`LESION_COLUMNS`) are then n/a.
+    lesion_filled
+        Parallel to ``mask_files``: whether the mask was made on the lesion-filled T1w (None: none was).
     """
     if not len(mask_files) == len(methods) == len(contrasts):
         raise ValueError("mask_files, methods and contrasts must have the same length")
@@ -57,17 +64,50 @@ def session_volumes_table(
         sides_files = [None] * len(mask_files)
     if len(sides_files) != len(mask_files):
         raise ValueError("sides_files and mask_files must have the same length")
+    lesion = LesionLoad(lesion_mask)
+    filled = lesion_filled if lesion_filled is not None else [False] * len(mask_files)
     rows = []
-    for path, method, contrast, sides_path in zip(mask_files, methods, contrasts, sides_files):
-        rows.append({"method": method, "contrast": contrast, "hemisphere": "bilateral",
-                     **mask_volume(nib.load(str(path)))})
+    for path, method, contrast, sides_path, on_filled in zip(mask_files, methods, contrasts, sides_files, filled):
+        mask_img = nib.load(str(path))
+        bilateral = np.asanyarray(mask_img.dataobj) > 0
+        common = {"method": method, "contrast": contrast, "lesion_filled": bool(on_filled)}
+        rows.append({**common, "hemisphere": "bilateral", **mask_volume(mask_img), **lesion(bilateral, mask_img)})
         if sides_path is not None:
             sides = nib.load(str(sides_path))
             data = np.asanyarray(sides.dataobj)
             for hemisphere, value in (("left", LEFT), ("right", RIGHT)):
                 side = nib.Nifti1Image((data == value).astype(np.uint8), sides.affine, sides.header)
-                rows.append({"method": method, "contrast": contrast, "hemisphere": hemisphere, **mask_volume(side)})
-    table = pd.DataFrame(rows, columns=["method", "contrast", "hemisphere", "n_voxels", "volume_mm3", "volume_ml"])
-    table["icv_ml"] = icv_ml
-    table["icv_source"] = icv_source
+                rows.append({**common, "hemisphere": hemisphere, **mask_volume(side), **lesion(data == value, side)})
+    table = pd.DataFrame(rows, columns=["method", "contrast", "hemisphere", "n_voxels", "volume_mm3", "volume_ml",
+                                        *LESION_COLUMNS, "lesion_filled"])
+    table.insert(6, "icv_ml", icv_ml)
+    table.insert(7, "icv_source", icv_source)
     return table
+
+
+#: Lesion columns of the volumes table (n/a without a lesion mask).
+LESION_COLUMNS = ("lesion_volume_ml", "lesion_in_thalamus_ml", "lesion_near_thalamus_ml")
+
+
+class LesionLoad:
+    """The lesion columns of one volumes row: the session's lesion volume, and in and near the row's mask."""
+
+    def __init__(self, lesion_mask: Path | None) -> None:
+        from thalamus_bidsapp.image.lesion_load import lesion_volume_ml
+
+        self.lesion = None
+        if lesion_mask is not None:
+            img = nib.load(str(lesion_mask))
+            self.lesion = np.asanyarray(img.dataobj) > 0
+            self.total = lesion_volume_ml(self.lesion, img.affine)
+
+    def __call__(self, mask: np.ndarray, mask_img: nib.spatialimages.SpatialImage) -> dict[str, float]:
+        from thalamus_bidsapp.image.lesion_load import lesion_in_and_near
+
+        if self.lesion is None:
+            return dict.fromkeys(LESION_COLUMNS, float("nan"))
+        if self.lesion.shape != mask.shape:
+            raise ValueError(f"the lesion mask (shape {self.lesion.shape}) and a thalamus mask (shape {mask.shape}) "
+                             "are not on one grid")
+        inside, near = lesion_in_and_near(self.lesion, mask, mask_img.affine)
+        return dict(zip(LESION_COLUMNS, (self.total, inside, near)))

@@ -119,13 +119,36 @@ def _add_data_selection(parser: argparse.ArgumentParser) -> None:
     )
     sel.add_argument(
         "--bids-filter-file", type=_existing_file, metavar="FILE",
-        help="JSON file overriding the pybids queries per input (keys: t1w, t2w, flair, r1map, manual)",
+        help="JSON file overriding the pybids queries per input (keys: t1w, t2w, flair, r1map, manual, lesion)",
     )
     sel.add_argument(
         "--derivatives", nargs="+", metavar="NAME=PATH",
-        help="extra derivatives datasets to search for R1 maps and manual thalamus masks",
+        help="extra derivatives datasets to search for R1 maps, manual thalamus masks and lesion masks "
+        "(label-lesion or desc-lesion, suffix mask or dseg, on the T1w or the FLAIR grid)",
     )
     sel.add_argument("--skip-bids-validation", action="store_true", help="do not validate the input dataset")
+    _add_lesion_options(parser)
+
+
+def _add_lesion_options(parser: argparse.ArgumentParser) -> None:
+    """The "lesions" options: filling the T1w before the T1w methods, and where lesion masks come from."""
+    les = parser.add_argument_group("lesions (multiple sclerosis)")
+    les.add_argument(
+        "--lesion-filling", choices=["auto", "off", "both"], default="auto",
+        help="auto (default): when a session has a lesion mask, fill its lesions in the T1w (from the "
+        "normal-appearing white matter near them; inside the thalamus prior from normal thalamus) before every "
+        "method that segments the T1w, and publish desc-lesionfilled_T1w; off: never fill; both: also run those "
+        "methods on the unfilled T1w, their masks published as desc-<mask>Unfilled (the filled ones keep desc-<mask>), "
+        "to measure what filling changes in one run",
+    )
+    providers = [m.name for m in all_methods() if m.provides_lesions]
+    les.add_argument(
+        "--lesion-source", choices=["derivatives", *providers], default="derivatives",
+        help="derivatives (default): lesion masks from --derivatives (or the 'lesion' key of --bids-filter-file); "
+        f"{' or '.join(providers) or 'a method'}: when a session has no such mask and the method runs, its lesion "
+        "class (read from the package's label table) segmented on the registered FLAIR (else the T1w), recorded "
+        "in the sidecars",
+    )
 
 
 def _add_qc_options(parser: argparse.ArgumentParser) -> None:

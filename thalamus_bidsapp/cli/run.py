@@ -67,6 +67,8 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         clinical_config=args.clinical_config,
         flirt_cutoff=args.flirt_cutoff,
         ants_cutoff=args.ants_cutoff,
+        lesion_filling=args.lesion_filling,
+        lesion_source=args.lesion_source,
         template=None if args.template == NO_TEMPLATE else args.template,
         template_registration=_template_schedule(args.template_registration),
         nprocs=args.nprocs,

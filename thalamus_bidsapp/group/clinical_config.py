@@ -117,6 +117,7 @@ class ClinicalConfig:
     power: float
     power_alpha: float
     hemispheres: tuple[str, ...] = ("bilateral",)
+    covariates: tuple[str, ...] = ()
     source: str = "defaults"
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -349,9 +350,23 @@ def _build(s: Mapping[str, Any], source: str) -> ClinicalConfig:
         power=power,
         power_alpha=alpha,
         hemispheres=_hemispheres(s.get("hemispheres", ["bilateral"]), fail),
+        covariates=_covariates(strings(s.get("covariates")), columns, fail),
         source=source,
         raw=_freeze(copy.deepcopy(dict(s))),
     )
+
+
+#: Covariates computed by the app (not columns of the dataset's tables): name -> volumes table column.
+COMPUTED_COVARIATES = {"lesion_volume": "lesion_volume_ml"}
+
+
+def _covariates(names: tuple[str, ...], columns: Mapping[str, Any], fail) -> tuple[str, ...]:
+    """The ``covariates`` list, each a computed covariate (lesion_volume) or a role of ``columns``."""
+    for name in names:
+        if name not in COMPUTED_COVARIATES and name not in columns:
+            raise fail(f"covariates: unknown covariate {name!r}; use {', '.join(COMPUTED_COVARIATES)} or a role of "
+                       "'columns'")
+    return names
 
 
 def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -113,6 +113,33 @@ def dgm_label() -> int:
     return codes[0]
 
 
+#: Name of MindGlide's lesion class in its label table.
+LESION_NAME = "lesion"
+
+
+def lesion_label() -> int:
+    """The code of the lesion class in the installed mindglide's label table (18 in 1.x).
+
+    Raises
+    ------
+    ThalamusError
+        Exit 65 if the package's label table has no single class named "Lesion".
+    """
+    codes = [code for code, name in label_table().items() if name.lower() == LESION_NAME]
+    if len(codes) != 1:
+        raise ThalamusError(
+            f"mindglide {mindglide_version()} label table has no single 'Lesion' class: {label_table()}",
+            EXIT_DATAERR,
+        )
+    return codes[0]
+
+
+def lesion_mask(seg_img: nib.spatialimages.SpatialImage) -> nib.Nifti1Image:
+    """Binary lesion mask (class :func:`lesion_label`) of a MindGlide segmentation, on its grid."""
+    labels = np.rint(np.asanyarray(seg_img.dataobj)).astype(np.int32)
+    return mask_like(labels == lesion_label(), seg_img)
+
+
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 

@@ -91,6 +91,8 @@ class NodeContext:
     ``brain_mask``, ``flair`` and ``r1`` (registered onto the T1w grid;
     undefined when absent or excluded). ``envelope`` is the (node, field)
     giving the envelope method's mask record, for methods that need one.
+    ``lesion_filled``: ``inputnode.t1w`` is the lesion-filled T1w (for a
+    method that :attr:`~SegmentationMethod.consumes_t1w`).
     """
 
     workflow: pe.Workflow
@@ -99,6 +101,7 @@ class NodeContext:
     settings: Mapping[str, Any]
     omp_nthreads: int
     envelope: tuple[pe.Node, str] | None = None
+    lesion_filled: bool = False
 
 
 @dataclass
@@ -138,6 +141,11 @@ class SegmentationMethod(abc.ABC):
     needs_envelope: ClassVar[bool] = False
     #: Inputs whose absence skips part of this method, and what (logged per session).
     optional_inputs: ClassVar[Mapping[str, str]] = {}
+    #: Whether the method segments the T1w: then it receives the lesion-filled T1w when a session's lesions
+    #: are filled (``inputnode.t1w``); a method that does not gets the unfilled T1w as its reference grid.
+    consumes_t1w: ClassVar[bool] = True
+    #: Whether the method can offer a lesion mask (``--lesion-source <name>``; see :meth:`init_lesion_nodes`).
+    provides_lesions: ClassVar[bool] = False
 
     def owns(self, desc: str) -> bool:
         """Whether a published mask with this ``desc`` entity comes from this method."""
@@ -151,6 +159,14 @@ class SegmentationMethod(abc.ABC):
              required: bool) -> ToolStatus:
         """Whether the method runs for ``session`` (and with which settings); by default as the tools say."""
         return tools
+
+    def segments_t1w(self, settings: Mapping[str, Any]) -> bool:
+        """Whether, with these planned settings, the method segments this session's T1w here (so filling matters)."""
+        return self.consumes_t1w
+
+    def unfilled_settings(self, settings: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Settings of the extra run on the unfilled T1w (``--lesion-filling both``); by default the same."""
+        return settings
 
     def envelope_choice(self, config: RunConfig) -> str | None:
         """The envelope the user chose for this method (None: the first that runs)."""
@@ -174,6 +190,14 @@ class SegmentationMethod(abc.ABC):
     @abc.abstractmethod
     def init_nodes(self, ctx: NodeContext) -> MethodNodes:
         """Add the nodes that make the method's mask record(s) to ``ctx.workflow``."""
+
+    def init_lesion_nodes(self, ctx: NodeContext) -> pe.Node:
+        """Add a node making a lesion mask on the T1w grid (outputs ``out_file``, ``provenance_file``).
+
+        ``ctx.inputnode`` has ``t1w`` (unfilled, reoriented) and ``flair``
+        (registered; undefined when absent). Only for ``provides_lesions``.
+        """
+        raise NotImplementedError
 
     def methods_sentence(self, masks: Sequence[PublishedMask], cite: Callable[[str], str]) -> str:
         """The method's clause of the methods paragraph, for the masks it published.

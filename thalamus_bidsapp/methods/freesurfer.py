@@ -62,6 +62,17 @@ class FreeSurfer(SegmentationMethod):
 
         return check_freesurfer(options)
 
+    def segments_t1w(self, settings: Mapping[str, Any]) -> bool:
+        """Only recon-all run here segments the T1w (a finished subject was segmented elsewhere)."""
+        return settings.get("recon_all") is not None
+
+    def unfilled_settings(self, settings: Mapping[str, Any]) -> Mapping[str, Any]:
+        """recon-all on the unfilled T1w goes into its own subject, ``<session>_lesionunfilled``."""
+        job = settings.get("recon_all")
+        if job is None:
+            return settings
+        return {**settings, "recon_all": {**job, "subject_id": f"{job['subject_id']}_lesionunfilled"}}
+
     def summary(self, settings: Mapping[str, Any]) -> Any:
         return "recon-all" if settings.get("recon_all") else str(settings.get("subject_dir"))
 
@@ -75,13 +86,15 @@ class FreeSurfer(SegmentationMethod):
             fs_thalamus.inputs.subject_dir = str(ctx.settings["subject_dir"])
         else:
             recon_all = pe.Node(
-                ReconAll(t1w=str(ctx.session.t1w), subject_id=job["subject_id"],
+                ReconAll(**({} if ctx.lesion_filled else {"t1w": str(ctx.session.t1w)}), subject_id=job["subject_id"],
                          subjects_dir=str(job["subjects_dir"]), license_file=str(job["license_file"]),
                          nthreads=ctx.omp_nthreads),
                 name="recon_all", n_procs=ctx.omp_nthreads, mem_gb=8,
             )
             if ctx.session.t2w is not None:
                 recon_all.inputs.t2w = str(ctx.session.t2w)
+            if ctx.lesion_filled:  # recon-all receives the lesion-filled T1w, like the other T1w methods
+                ctx.workflow.connect(ctx.inputnode, "t1w", recon_all, "t1w")
             ctx.workflow.connect(recon_all, "subject_dir", fs_thalamus, "subject_dir")
         return MethodNodes(records=[(fs_thalamus, "record_file")], envelope=(fs_thalamus, "record_file"),
                            icv=(fs_thalamus, "provenance_file"))

@@ -62,6 +62,18 @@ class MindGlide(SegmentationMethod):
     optional_inputs = {"flair": "MindGlide on FLAIR",
                        "r1map": "MindGlide on R1"}
 
+    provides_lesions = True  # its "Lesion" class, for --lesion-source mindglide
+
+    def init_lesion_nodes(self, ctx: NodeContext):
+        """MindGlide's lesion class on the registered FLAIR (else the T1w), before the lesion filling."""
+        from nipype.pipeline import engine as pe
+
+        node = pe.Node(MindGlideLesions(model_path=str(ctx.settings["model_path"]),
+                                        device=ctx.settings.get("device", "cpu")),
+                       name="mindglide_lesions", n_procs=ctx.omp_nthreads, mem_gb=6)
+        ctx.workflow.connect([(ctx.inputnode, node, [("t1w", "t1w"), ("flair", "flair")])])
+        return node
+
     def owns(self, desc: str) -> bool:
         return desc.startswith(("mindglide", "ensemble"))
 
@@ -183,3 +195,51 @@ class _EnvelopeSides:
         return {"sides": sides, "side_labels": {"Left": ["envelope left"], "Right": ["envelope right"],
                                                 "Source": f"sides of the {self.method} envelope mask",
                                                 "Envelope": self.labels}}
+
+
+class _MindGlideLesionsInputSpec(BaseInterfaceInputSpec):
+    t1w = File(exists=True, mandatory=True, desc="reoriented T1w (unfilled)")
+    flair = File(exists=True, desc="FLAIR registered onto the T1w grid (preferred: lesions show best on it)")
+    model_path = traits.Str(mandatory=True, desc="MindGlide checkpoint")
+    device = traits.Str("cpu", usedefault=True, desc="cpu, cuda or auto")
+
+
+class _MindGlideLesionsOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="binary lesion mask on the T1w grid")
+    provenance_file = File(exists=True, desc="JSON provenance: tool, model, lesion class, contrast, volume")
+
+
+class MindGlideLesions(SimpleInterface):
+    """MindGlide's lesion class (from the package's label table) as the session's lesion mask."""
+
+    input_spec = _MindGlideLesionsInputSpec
+    output_spec = _MindGlideLesionsOutputSpec
+
+    def _run_interface(self, runtime):
+        import json
+
+        import nibabel as nib
+
+        from thalamus_bidsapp.image.lesion_load import lesion_volume_ml
+        from thalamus_bidsapp.interfaces import mindglide
+
+        contrast, image = ("FLAIR", self.inputs.flair) if isdefined(self.inputs.flair) else ("T1w", self.inputs.t1w)
+        model = mindglide.load_model(self.inputs.model_path, self.inputs.device, allow_download=False)
+        seg = mindglide.segment_image(image, model)
+        mask = mindglide.lesion_mask(seg)
+        cwd = Path(runtime.cwd)
+        nib.save(mask, str(cwd / "lesion_mask.nii.gz"))
+        code = mindglide.lesion_label()
+        provenance = {
+            **mindglide.provenance(model, contrast=contrast),
+            "LesionSource": f"MindGlide class {code} ({mindglide.label_table()[code]}) on the {contrast}",
+            "LesionMaskGrid": "T1w",
+            "LabelsTaken": {str(code): mindglide.label_table()[code]},
+            "LesionVolume_mL": lesion_volume_ml(np.asanyarray(mask.dataobj) > 0, mask.affine),
+        }
+        for key in ("Envelope", "EnvelopeRule"):
+            provenance.pop(key, None)
+        (cwd / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))
+        self._results["out_file"] = str(cwd / "lesion_mask.nii.gz")
+        self._results["provenance_file"] = str(cwd / "provenance.json")
+        return runtime

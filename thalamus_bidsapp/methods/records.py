@@ -97,3 +97,27 @@ class RecordOutputSpec(TraitedSpec):
 
     record_file = File(exists=True, desc="mask record JSON")
     out_file = File(exists=True, desc="binary thalamus mask on the T1w grid")
+
+
+def made_on_filled_t1w(record: dict[str, Any], filled_methods: list[str] | tuple[str, ...]) -> bool:
+    """Whether a mask was segmented on the lesion-filled T1w.
+
+    ``filled_methods``: the methods that received the filled T1w this run
+    (empty when nothing was filled). A mask counts when its method is one of
+    them, a T1w enters its contrast (``T1w``, ``T1w+FLAIR``), and it is not a
+    ``desc-<mask>Unfilled`` mask of ``--lesion-filling both``.
+    """
+    from thalamus_bidsapp.methods.registry import UNFILLED_SUFFIX, method_of_mask
+
+    if not filled_methods or str(record["method"]).endswith(UNFILLED_SUFFIX):
+        return False
+    method = method_of_mask(str(record["method"]))
+    return method is not None and method.name in filled_methods and "T1w" in str(record["contrast"]).split("+")
+
+
+def filled_methods_of(fill_provenance: str | os.PathLike | None, planned: list[str] | tuple[str, ...]) -> list[str]:
+    """``planned`` when the lesion-fill provenance says the T1w was filled, else nothing."""
+    if not fill_provenance:
+        return []
+    filled = json.loads(Path(fill_provenance).read_text()).get("LesionFilled", False)
+    return list(planned) if filled else []

@@ -48,9 +48,14 @@ def get_method(name: str) -> SegmentationMethod:
     raise KeyError(f"unknown method {name!r}; registered: {', '.join(method_names())}")
 
 
+#: Appended to the ``desc`` of the masks made on the unfilled T1w when both are made (``--lesion-filling both``).
+UNFILLED_SUFFIX = "Unfilled"
+
+
 def method_of_mask(desc: str) -> SegmentationMethod | None:
-    """The method that publishes masks with this ``desc`` entity, if any is registered."""
-    return next((m for m in _REGISTRY if m.owns(desc)), None)
+    """The method that publishes masks with this ``desc`` entity (``desc-<mask>Unfilled`` too), if any."""
+    base = desc[: -len(UNFILLED_SUFFIX)] if desc.endswith(UNFILLED_SUFFIX) and desc != UNFILLED_SUFFIX else desc
+    return next((m for m in _REGISTRY if m.owns(base)), None)
 
 
 def envelope_names() -> tuple[str, ...]:

@@ -32,6 +32,8 @@ _SIDES = {"axial": ("L", "R"), "coronal": ("L", "R"), "sagittal": ("P", "A")}
 
 #: Left and right thalamus of a mask with sides (blue and orange tell apart for most colour vision).
 _SIDE_COLORS = {"left": "#4fa3ff", "right": "#ff9f1c"}
+#: Contour colour of the lesion mask (dashed, so it never reads as a thalamus mask).
+LESION_COLOR = "#f4f4a0"
 _MASK_COLORS = ("#ff4d4d", "#4dd2ff", "#ffd24d", "#7dff4d", "#ff4dff", "#ff9f40", "#40ffb3", "#b38cff")
 
 
@@ -70,6 +72,7 @@ def plot_mask_mosaic(
     title: str,
     color: str = _MASK_COLORS[0],
     sides: np.ndarray | None = None,
+    lesion: np.ndarray | None = None,
 ) -> bool:
     """Draw a thalamus mask as a contour over the T1w: rows axial, coronal, sagittal; save as SVG.
 
@@ -93,6 +96,9 @@ def plot_mask_mosaic(
     sides
         The mask's side map on the same grid (1 left, 2 right): the left and
         right thalamus are drawn in two colours, named in the title line.
+    lesion
+        The session's lesion mask on the same grid, drawn as a dashed contour
+        (:data:`LESION_COLOR`), or None.
 
     Returns
     -------
@@ -110,6 +116,7 @@ def plot_mask_mosaic(
         layers = [(side_crop == 1, _SIDE_COLORS["left"]), (side_crop == 2, _SIDE_COLORS["right"])]
     else:
         layers = [(mask_crop, color)]
+    lesion_crop = np.asarray(lesion)[box] > 0 if lesion is not None else None
     inside = t1_crop[t1_crop > 0]
     vmin, vmax = (np.percentile(inside, [1, 99.5]) if inside.size else (0.0, 1.0))
     n_cols = max(len(v) for v in slices.values())
@@ -137,6 +144,9 @@ def plot_mask_mosaic(
                                 alpha=0.22)
                     ax.contour(grid_x, grid_y, outline.astype(float), levels=[0.5], colors=[layer_color],
                                linewidths=1.1)
+            if lesion_crop is not None and np.take(lesion_crop, index, axis=axis).any():
+                ax.contour(np.take(lesion_crop, index, axis=axis).T.astype(float), levels=[0.5],
+                           colors=[LESION_COLOR], linewidths=0.9, linestyles="dashed", origin="lower")
             ax.set_xlim(-0.5, image.shape[1] - 0.5)
             ax.set_ylim(-0.5, image.shape[0] - 0.5)
             ax.text(0.02, 0.98, f"{plane} {slices[axis][col]}", color="white", fontsize=6.5,
@@ -146,6 +156,8 @@ def plot_mask_mosaic(
             ax.text(0.98, 0.02, right, color="#bbbbbb", fontsize=6.5, ha="right", va="bottom",
                     transform=ax.transAxes)
     fig.suptitle(title, color="white", fontsize=9)
+    if lesion_crop is not None:
+        fig.text(0.01, 0.995, "lesions (dashed)", color=LESION_COLOR, fontsize=8, ha="left", va="top")
     if sides is not None:
         for x, (hemisphere, side_color) in zip((0.99, 0.92), (("right", _SIDE_COLORS["right"]),
                                                                 ("left", _SIDE_COLORS["left"]))):
@@ -185,6 +197,7 @@ def draw_masks(session, figures_dir: Path) -> None:
                 side_maps[info.desc] = np.rint(side_data).astype(np.uint8)
     if not masks:
         return
+    lesion = _lesion_mask(session, t1.shape, affine)
     union = np.logical_or.reduce(list(masks.values()))
     if not union.any():
         union = t1 > 0  # every mask empty: show the middle of the head instead of nothing
@@ -204,8 +217,23 @@ def draw_masks(session, figures_dir: Path) -> None:
         title = f"{session.name}  {info.desc}" + (f" ({contrast})" if contrast else "")
         if volume is not None and not pd.isna(volume):
             title += f"  {float(volume):.2f} mL"
+        if info.sidecar.get("LesionFilled"):
+            title += "  [on the lesion-filled T1w]"
         out = figures_dir / f"{session.name}_space-T1w_label-thalamus_desc-{info.desc}_mask.svg"
         if plot_mask_mosaic(t1, masks[info.desc], zooms, out, box=box, slices=slices, title=title,
-                            color=_MASK_COLORS[i % len(_MASK_COLORS)], sides=side_maps.get(info.desc)):
+                            color=_MASK_COLORS[i % len(_MASK_COLORS)], sides=side_maps.get(info.desc),
+                            lesion=lesion):
             LOGGER.info("wrote %s", out)
         info.figure = out
+
+
+def _lesion_mask(session, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray | None:
+    """The session's published lesion mask on the T1w grid (``space-T1w_label-lesion_mask``), or None."""
+    path = session.anat / f"{session.name}_space-T1w_label-lesion_mask.nii.gz"
+    if not path.is_file():
+        return None
+    data, lesion_affine = _load_canonical(path)
+    if data.shape != shape or not np.allclose(lesion_affine, affine, atol=GRID_ATOL_MM, rtol=0):
+        session.messages.append(("warning", f"{esc(path.name)} is not on the T1w grid: lesions not drawn."))
+        return None
+    return data > 0

@@ -33,7 +33,7 @@ LOGGER = logging.getLogger(__name__)
 
 def read_files(node_inputs) -> list[str]:
     """The files outside the work folder that a node with these inputs reads, known before it runs."""
-    names = {"in_file", "t1w", "t2w"}
+    names = {"in_file", "t1w", "t2w", "lesion_file", "raw_flair", "raw_t1w"}
     files = [getattr(node_inputs, name) for name in sorted(names & set(node_inputs.copyable_trait_names()))]
     files = [f for f in files if isdefined(f)]
     subject_dir = getattr(node_inputs, "subject_dir", None)
@@ -231,6 +231,9 @@ class _SessionVolumesInputSpec(BaseInterfaceInputSpec):
     record_files = InputMultiObject(File(exists=True), desc="mask records (none when no method ran)")
     icv_provenance = File(exists=True, desc="provenance JSON holding an ICV record (FreeSurfer eTIV)")
     brain_mask = File(exists=True, mandatory=True, desc="brain mask, the ICV fallback")
+    lesion_mask = File(exists=True, desc="lesion mask on the T1w grid (lesion columns; n/a without)")
+    fill_provenance = File(exists=True, desc="the lesion fill's provenance JSON (LesionFilled)")
+    filled_methods = traits.List(traits.Str, desc="methods that receive the lesion-filled T1w when it is filled")
 
 
 class SessionVolumes(SimpleInterface):
@@ -241,12 +244,13 @@ class SessionVolumes(SimpleInterface):
 
     def _run_interface(self, runtime):
         from thalamus_bidsapp.bidsio.tables import session_volumes_table
-        from thalamus_bidsapp.methods.records import records_with_masks
+        from thalamus_bidsapp.methods.records import filled_methods_of, made_on_filled_t1w, records_with_masks
 
         icv_record = None
         if isdefined(self.inputs.icv_provenance):
             icv_record = json.loads(Path(self.inputs.icv_provenance).read_text()).get("ICV")
         records = records_with_masks(self.inputs.record_files) if isdefined(self.inputs.record_files) else []
+        filled = filled_methods_of(_defined(self.inputs.fill_provenance), self.inputs.filled_methods)
         table = session_volumes_table(
             [Path(r["mask_file"]) for r in records],
             [r["method"] for r in records],
@@ -254,6 +258,8 @@ class SessionVolumes(SimpleInterface):
             brain_mask=Path(self.inputs.brain_mask),
             icv_record=icv_record,
             sides_files=[Path(r["sides_file"]) if r.get("sides_file") else None for r in records],
+            lesion_mask=Path(self.inputs.lesion_mask) if isdefined(self.inputs.lesion_mask) else None,
+            lesion_filled=[made_on_filled_t1w(r, filled) for r in records],
         )
         self._results["out_file"] = _node_file("volumes.tsv")
         table.to_csv(self._results["out_file"], sep="\t", index=False, na_rep="n/a", float_format="%.10g")
@@ -268,6 +274,9 @@ class _PublishMasksInputSpec(BaseInterfaceInputSpec):
     output_dir = traits.Directory(mandatory=True, desc="root of the output derivatives dataset")
     entities = traits.Dict(mandatory=True, desc="subject and session entities")
     sidecar = traits.Dict(desc="sidecar fields shared by every mask (Sources, SpatialReference)")
+    fill_provenance = File(exists=True, desc="the lesion fill's provenance JSON (LesionFilled)")
+    filled_methods = traits.List(traits.Str, desc="methods that receive the lesion-filled T1w when it is filled")
+    filled_t1w_uri = traits.Str(desc="BIDS URI of the published lesion-filled T1w")
 
 
 class _PublishMasksOutputSpec(TraitedSpec):
@@ -287,11 +296,13 @@ class PublishMasks(SimpleInterface):
 
     def _run_interface(self, runtime):
         from thalamus_bidsapp.bidsio.derivatives import derivative_path, publish
-        from thalamus_bidsapp.methods.records import records_with_masks
+        from thalamus_bidsapp.methods.records import filled_methods_of, records_with_masks
 
         records = records_with_masks(self.inputs.record_files) if isdefined(self.inputs.record_files) else []
         out_files = []
+        filled = filled_methods_of(_defined(self.inputs.fill_provenance), self.inputs.filled_methods)
         for record in records:
+            record["provenance"] = {**record["provenance"], **_lesion_fields(record, filled, self.inputs)}
             entities = {**self.inputs.entities, "space": "T1w", "label": "thalamus", "desc": record["method"],
                         "suffix": "mask"}
             sidecar = {
@@ -335,6 +346,22 @@ class PublishMasks(SimpleInterface):
         lookup = derivative_path(output_dir, {**entities, "extension": ".tsv"})
         write_if_changed("index\tname\tabbreviation\n" + "".join(f"{i}\t{n}\t{a}\n" for i, n, a in LOOKUP), lookup)
         return [str(publish(Path(record["sides_file"]), out, sidecar)), str(lookup)]
+
+
+def _defined(value):
+    return value if isdefined(value) else None
+
+
+def _lesion_fields(record: dict, filled_methods: list[str], inputs) -> dict:
+    """Sidecar fields saying whether a mask was made on the lesion-filled T1w (and which)."""
+    from thalamus_bidsapp.methods.records import made_on_filled_t1w
+
+    if not filled_methods and record["provenance"].get("LesionFilled") is None:
+        return {"LesionFilled": False}
+    if made_on_filled_t1w(record, filled_methods):
+        uri = _defined(inputs.filled_t1w_uri)
+        return {"LesionFilled": True, **({"LesionFilledT1w": uri} if uri else {})}
+    return {"LesionFilled": False}
 
 
 class _PublishInputSpec(BaseInterfaceInputSpec):

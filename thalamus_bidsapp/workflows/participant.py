@@ -18,12 +18,15 @@ from thalamus_bidsapp.workflows.outputs import publish_node
 from thalamus_bidsapp.interfaces.templateflow import TemplateFiles
 from thalamus_bidsapp.workflows.qc import SessionQC
 from thalamus_bidsapp.workflows.registration import init_registration_wf
-from thalamus_bidsapp.workflows.template import init_template_wf
+from thalamus_bidsapp.workflows.template import add_template_masks, init_template_wf
 from thalamus_bidsapp.methods import MethodPlan
 from thalamus_bidsapp.qc.session import QC_COLUMN_DESCRIPTIONS as SEGMENTATION_QC_COLUMNS
 from thalamus_bidsapp.qc.thresholds import load_thresholds
 from thalamus_bidsapp.registration import QC_COLUMN_DESCRIPTIONS
-from thalamus_bidsapp.workflows.segmentation import init_segmentation_wf
+from thalamus_bidsapp.methods.registry import UNFILLED_SUFFIX
+from thalamus_bidsapp.workflows.lesions import SuffixRecords
+from thalamus_bidsapp.workflows.lesion_nodes import LesionProvider, add_lesion_nodes, lesion_provider
+from thalamus_bidsapp.workflows.segmentation import filled_methods, init_segmentation_wf, unfilled_plan
 
 
 def workflow_name(session: SessionInputs) -> str:
@@ -45,6 +48,8 @@ def init_participant_wf(
     publish_dirs: Mapping[str, Path] | None = None,
     input_records: Mapping[str, dict] | None = None,
     original_files: Mapping[Path, Path] | None = None,
+    lesion_filling: str = "auto",
+    lesion_source: str = "derivatives",
     template: TemplateFiles | None = None,
     template_schedule: str = "standard",
     qc_thresholds: Mapping | None = None,
@@ -61,8 +66,10 @@ def init_participant_wf(
     each input image's geometry and fixes) goes into the mask and volume
     sidecars; ``original_files`` maps cleaned copies of inputs to the files
     they replace, for provenance. ``template`` (None: no template space) is
-    the TemplateFlow template each session is registered to. ``qc_thresholds``
-    (default: the packaged ones) judge the session's QC checks.
+    the TemplateFlow template each session is registered to. ``lesion_filling``:
+    ``auto``, ``off`` or ``both`` (see ``--lesion-filling``); ``lesion_source``
+    (see ``--lesion-source``). ``qc_thresholds`` (default: the packaged ones)
+    judge the session's QC checks.
     """
     workflow = pe.Workflow(name=name, base_dir=str(work_dir))
     qc_thresholds = dict(qc_thresholds) if qc_thresholds is not None else load_thresholds()
@@ -77,6 +84,8 @@ def init_participant_wf(
             ants_cutoff=ants_cutoff,
             input_record=(input_records or {}).get(session.name),
             original_files=original_files,
+            lesion_filling=lesion_filling,
+            lesion_source=lesion_source,
             template=template,
             template_schedule=template_schedule,
             qc_thresholds=qc_thresholds,
@@ -104,6 +113,8 @@ def init_session_wf(
     name: str,
     input_record: dict | None = None,
     original_files: Mapping[Path, Path] | None = None,
+    lesion_filling: str = "auto",
+    lesion_source: str = "derivatives",
     template: TemplateFiles | None = None,
     template_schedule: str = "standard",
     qc_thresholds: Mapping | None = None,
@@ -129,6 +140,13 @@ def init_session_wf(
         Geometry and fixes of each input image (from the preflight), for the sidecars.
     original_files
         Cleaned copy of an input -> the input file, for provenance.
+    lesion_filling
+        ``auto``: fill the T1w's lesions (when the session has a lesion mask)
+        before the methods that segment the T1w; ``off``: never; ``both``: also
+        run those methods on the unfilled T1w (masks ``desc-<mask>Unfilled``).
+    lesion_source
+        ``derivatives``, or a method offering lesions (its lesion class, for a
+        session without a derivatives lesion mask).
     template, template_schedule
         TemplateFlow template to register to (None: no template space, no
         prior) and the registration schedule ("standard" or "fast").
@@ -168,36 +186,35 @@ def init_session_wf(
     workflow.connect(brain_mask, "out_file", ds_brain_mask, "in_file")
     workflow.connect(brain_mask, "provenance_file", ds_brain_mask, "provenance_files")
 
-    segmentation = init_segmentation_wf(session, plan, omp_nthreads=omp_nthreads)
-    workflow.connect([
-        (reorient_t1w, segmentation, [("out_file", "inputnode.t1w")]),
-        (brain_mask, segmentation, [("out_file", "inputnode.brain_mask")]),
-    ])
+    provider = _lesion_provider(session, plan, lesion_source, omp_nthreads)
+    filling = lesion_filling != "off" and (session.lesion is not None or provider is not None)
+    segmentations = _add_segmentations(workflow, session, plan, reorient_t1w, brain_mask, filling=filling,
+                                       both=lesion_filling == "both", omp_nthreads=omp_nthreads)
+    segmentation = segmentations[0]
     template_wf = _add_template_space(workflow, template, reorient_t1w, brain_mask, segmentation, entities=ents,
                                       output_dir=output_dir, t1w_uri=t1w_uri, schedule=template_schedule,
                                       omp_nthreads=omp_nthreads)
 
-    registration_qc = _add_registrations(
-        workflow, session, reorient_t1w, brain_mask, segmentation, dataset_roots=dataset_roots,
-        output_dir=output_dir, t1w_uri=t1w_uri, omp_nthreads=omp_nthreads,
-        flirt_cutoff=flirt_cutoff, ants_cutoff=ants_cutoff, originals=originals)
-
-    # Small bookkeeping steps run in the main process: no hand-over to a worker, no wait for the next poll.
-    volumes = pe.Node(SessionVolumes(), name="volumes", run_without_submitting=True)
-    workflow.connect([
-        (brain_mask, volumes, [("out_file", "brain_mask")]),
-        (segmentation, volumes, [("outputnode.record_files", "record_files"),
-                                 ("outputnode.icv_provenance", "icv_provenance")]),
-    ])
-    ds_masks = pe.Node(
-        PublishMasks(output_dir=str(output_dir), entities=ents,
-                     sidecar={"Sources": [t1w_uri], "SpatialReference": t1w_uri, **geometry}),
-        name="ds_masks", run_without_submitting=True,
-    )
-    workflow.connect(segmentation, "outputnode.record_files", ds_masks, "record_files")
-
-    segmentation_qc = _add_segmentation_qc(workflow, segmentation, volumes, registration_qc, output_dir=output_dir,
-                                           entities=ents, thresholds=qc_thresholds, template_wf=template_wf)
+    registrations, registration_qc = _add_registrations(
+        workflow, session, reorient_t1w, brain_mask, segmentations, dataset_roots=dataset_roots,
+        output_dir=output_dir, t1w_uri=t1w_uri, omp_nthreads=omp_nthreads, flirt_cutoff=flirt_cutoff,
+        ants_cutoff=ants_cutoff, originals=originals)
+    lesions = None
+    if session.lesion is not None or provider is not None:
+        lesions = add_lesion_nodes(workflow, session, reorient_t1w, brain_mask, registrations.get("flair"),
+                                   fill=filling, output_dir=output_dir, t1w_uri=t1w_uri, provider=provider,
+                                   with_prior=template_wf is not None,
+                                   lesion_uri=source_uri(session.lesion or session.t1w, dataset_roots))
+        if filling:
+            workflow.connect(lesions.fill, "out_file", segmentation, "inputnode.t1w")
+            if template_wf is not None:
+                workflow.connect(template_wf, "outputnode.thalamus_prior", lesions.fill, "thalamus_prior")
+    records, volumes = _add_volumes_and_masks(
+        workflow, segmentations, brain_mask, lesions, filled=filled_methods(plan), output_dir=output_dir,
+        entities=ents, sidecar={"Sources": [t1w_uri], "SpatialReference": t1w_uri, **geometry})
+    segmentation_qc = _add_segmentation_qc(workflow, (records, "out"), volumes, registration_qc,
+                                           output_dir=output_dir, entities=ents, thresholds=qc_thresholds,
+                                           template_wf=template_wf)
     ds_volumes = publish_node(
         "ds_volumes", output_dir, {**ents, "label": "thalamus", "suffix": "volumes", "extension": ".tsv"},
         {**volumes_columns(), **geometry},
@@ -206,10 +223,81 @@ def init_session_wf(
     return workflow
 
 
-def _add_segmentation_qc(workflow: pe.Workflow, segmentation: pe.Workflow, volumes: pe.Node,
+def _lesion_provider(session: SessionInputs, plan: MethodPlan, source: str, omp_nthreads: int):
+    """The method offering the lesion mask of a session without a derivatives mask (``--lesion-source``), or None."""
+    if session.lesion is not None:
+        return None
+    method = lesion_provider(source, plan)
+    return LesionProvider(method, plan.settings_of(method.name), omp_nthreads) if method is not None else None
+
+
+def _add_segmentations(workflow: pe.Workflow, session: SessionInputs, plan: MethodPlan, reorient_t1w: pe.Node,
+                       brain_mask: pe.Node, *, filling: bool, both: bool, omp_nthreads: int) -> list[pe.Workflow]:
+    """The segmentation workflow (on the filled T1w when ``filling``) and, with ``both``, the one on the unfilled T1w.
+
+    The filled T1w is connected by the caller (the lesion nodes); every other T1w input here.
+    """
+    segmentations = [init_segmentation_wf(session, plan, omp_nthreads=omp_nthreads, lesion_filled=filling)]
+    if filling and both:
+        segmentations.append(init_segmentation_wf(session, unfilled_plan(plan), omp_nthreads=omp_nthreads,
+                                                  name="segmentation_unfilled_wf"))
+    for seg in segmentations:
+        workflow.connect([
+            (reorient_t1w, seg, [("out_file", "inputnode.unfilled_t1w")]),
+            (brain_mask, seg, [("out_file", "inputnode.brain_mask")]),
+        ])
+    if not filling or len(segmentations) > 1:
+        workflow.connect(reorient_t1w, "out_file", segmentations[-1], "inputnode.t1w")
+    return segmentations
+
+
+def _add_volumes_and_masks(workflow: pe.Workflow, segmentations: list[pe.Workflow], brain_mask: pe.Node,
+                           lesions, *, filled: tuple[str, ...], output_dir: Path, entities: dict,
+                           sidecar: dict) -> tuple[pe.Node, pe.Node]:
+    """The session's volumes table and published masks, from every segmentation's records.
+
+    Returns the node merging the records (``out``) and the volumes table node.
+    """
+    records = _session_records(workflow, segmentations)
+    segmentation = segmentations[0]
+    # Small bookkeeping steps run in the main process: no hand-over to a worker, no wait for the next poll.
+    volumes = pe.Node(SessionVolumes(filled_methods=list(filled)), name="volumes", run_without_submitting=True)
+    workflow.connect([
+        (brain_mask, volumes, [("out_file", "brain_mask")]),
+        (records, volumes, [("out", "record_files")]),
+        (segmentation, volumes, [("outputnode.icv_provenance", "icv_provenance")]),
+    ])
+    ds_masks = pe.Node(PublishMasks(output_dir=str(output_dir), entities=entities, filled_methods=list(filled),
+                                    sidecar=sidecar), name="ds_masks", run_without_submitting=True)
+    workflow.connect(records, "out", ds_masks, "record_files")
+    if lesions is not None:
+        workflow.connect(lesions.mask, "out_file", volumes, "lesion_mask")
+        if lesions.fill is not None:
+            ds_masks.inputs.filled_t1w_uri = lesions.filled_uri
+            workflow.connect([(lesions.fill, volumes, [("provenance_file", "fill_provenance")]),
+                              (lesions.fill, ds_masks, [("provenance_file", "fill_provenance")])])
+    return records, volumes
+
+
+def _session_records(workflow: pe.Workflow, segmentations: list[pe.Workflow]) -> pe.Node:
+    """One list of the mask records of every segmentation (the unfilled run's renamed ``desc-<mask>Unfilled``)."""
+    merge = pe.Node(niu.Merge(len(segmentations), ravel_inputs=True), name="merge_session_records",
+                    run_without_submitting=True)
+    workflow.connect(segmentations[0], "outputnode.record_files", merge, "in1")
+    if len(segmentations) > 1:
+        rename = pe.Node(SuffixRecords(suffix=UNFILLED_SUFFIX), name="rename_unfilled_records",
+                         run_without_submitting=True)
+        workflow.connect([(segmentations[1], rename, [("outputnode.record_files", "record_files")]),
+                          (rename, merge, [("record_files", "in2")])])
+    return merge
+
+
+def _add_segmentation_qc(workflow: pe.Workflow, records: tuple[pe.Node | pe.Workflow, str], volumes: pe.Node,
                          registration_qc: pe.Node | None, *, output_dir: Path, entities: dict,
                          thresholds: Mapping | None, template_wf: pe.Workflow | None = None) -> pe.Node:
     """The QC checks of every mask, published as ``*_label-thalamus_desc-segmentation_qc.tsv``.
+
+    ``records``: the (node, field) giving every mask record of the session.
 
     Returns the ``segmentation_qc`` node: its ``volumes_file`` is the volumes
     table with ``qc_status``; the thalamus prior goes to its ``thalamus_prior``
@@ -220,7 +308,7 @@ def _add_segmentation_qc(workflow: pe.Workflow, segmentation: pe.Workflow, volum
     segmentation_qc = pe.Node(SessionQC(thresholds=dict(thresholds or load_thresholds())),
                               name="segmentation_qc", mem_gb=1)
     workflow.connect([
-        (segmentation, segmentation_qc, [("outputnode.record_files", "record_files")]),
+        (records[0], segmentation_qc, [(records[1], "record_files")]),
         (volumes, segmentation_qc, [("out_file", "volumes_file")]),
     ])
     if registration_qc is not None:
@@ -253,25 +341,28 @@ def _add_template_space(workflow: pe.Workflow, template: TemplateFiles | None, r
     workflow.connect([
         (reorient_t1w, template_wf, [("out_file", "inputnode.t1w")]),
         (brain_mask, template_wf, [("out_file", "inputnode.brain_mask")]),
-        (segmentation, template_wf, [("outputnode.record_files", "inputnode.record_files")]),
         (template_wf, outputnode, [("outputnode.thalamus_prior", "thalamus_prior"),
                                    ("outputnode.forward", "template_forward"),
                                    ("outputnode.inverse", "template_inverse")]),
     ])
+    add_template_masks(workflow, template, template_wf, (segmentation, "outputnode.record_files"),
+                       entities=entities, output_dir=output_dir)
     return template_wf
 
 
 def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t1w: pe.Node, brain_mask: pe.Node,
-                       segmentation: pe.Workflow, *, dataset_roots: dict[str, Path], output_dir: Path, t1w_uri: str,
-                       omp_nthreads: int, flirt_cutoff: float, ants_cutoff: float,
-                       originals: dict[Path, Path] | None = None) -> pe.Node | None:
-    """FLAIR and R1 onto the T1w (each present one), into the segmentation, and the session's QC table.
+                       segmentations: list[pe.Workflow], *, dataset_roots: dict[str, Path], output_dir: Path,
+                       t1w_uri: str, omp_nthreads: int, flirt_cutoff: float, ants_cutoff: float,
+                       originals: dict[Path, Path] | None = None) -> tuple[dict[str, pe.Workflow], pe.Node | None]:
+    """FLAIR and R1 onto the T1w (each present one), into the segmentations, and the session's QC table.
 
-    Returns the node of the registration QC table (None when no image is registered).
+    Returns the registration workflow of each present role (``flair``, ``r1map``) and the node of the
+    registration QC table (None when no image is registered).
     """
     ents = session.entities
     originals = originals or {}
     qc_sources = []
+    registrations: dict[str, pe.Workflow] = {}
     for role, modality in (("flair", "FLAIR"), ("r1map", "R1map")):
         moving = getattr(session, role)
         if moving is None:
@@ -285,9 +376,12 @@ def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t
         workflow.connect([
             (reorient_t1w, registration, [("out_file", "inputnode.t1w")]),
             (brain_mask, registration, [("out_file", "inputnode.brain_mask")]),
-            (registration, segmentation, [("outputnode.out_file", f"inputnode.{'r1' if role == 'r1map' else role}")]),
         ])
+        for segmentation in segmentations:
+            workflow.connect(registration, "outputnode.out_file", segmentation,
+                             f"inputnode.{'r1' if role == 'r1map' else role}")
         qc_sources.append(registration)
+        registrations[role] = registration
     if qc_sources:
         merge_qc = pe.Node(niu.Merge(len(qc_sources)), name="merge_registration_qc", run_without_submitting=True)
         for index, registration in enumerate(qc_sources, start=1):
@@ -297,8 +391,8 @@ def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t
                              {**ents, "desc": "registration", "suffix": "qc", "extension": ".tsv"},
                              QC_COLUMN_DESCRIPTIONS)
         workflow.connect([(merge_qc, qc_table, [("out", "in_files")]), (qc_table, ds_qc, [("out_file", "in_file")])])
-        return qc_table
-    return None
+        return registrations, qc_table
+    return registrations, None
 
 
 def _uri(output_dir: Path, ents: dict, **more) -> str:

@@ -32,11 +32,14 @@ def init_registration_wf(
     Inputs (``inputnode``): ``t1w`` (reoriented T1w) and ``brain_mask``.
     Outputs (``outputnode``): ``out_file``, the registered image on the T1w
     grid (for R1 maps, scaled to 0..1000 in the brain; undefined when the QC
-    rule excludes it) and ``qc_file``, the QC rows of every strategy.
+    rule excludes it), ``qc_file``, the QC rows of every strategy, ``transform``
+    (the selected transform; undefined when excluded) and ``moving`` (the
+    reoriented image the transform applies to).
     """
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w", "brain_mask"]), name="inputnode")
-    outputnode = pe.Node(niu.IdentityInterface(fields=["out_file", "qc_file"]), name="outputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=["out_file", "qc_file", "transform", "moving"]),
+                         name="outputnode")
     reorient = pe.Node(Reorient(in_file=str(moving)), name="reorient")
     register = pe.Node(
         RegisterToT1w(modality=modality, flirt_cutoff=flirt_cutoff, ants_cutoff=ants_cutoff,
@@ -46,7 +49,8 @@ def init_registration_wf(
     workflow.connect([
         (reorient, register, [("out_file", "moving")]),
         (inputnode, register, [("t1w", "t1w"), ("brain_mask", "brain_mask")]),
-        (register, outputnode, [("out_file", "out_file"), ("qc_file", "qc_file")]),
+        (register, outputnode, [("out_file", "out_file"), ("qc_file", "qc_file"), ("transform", "transform")]),
+        (reorient, outputnode, [("out_file", "moving")]),
     ])
     shared = {"Sources": sources, "SpatialReference": t1w_uri}
     ds_image = publish_node("ds_image", output_dir,

@@ -217,14 +217,16 @@ def init_template_wf(
     omp_nthreads: int = 1,
     name: str = "template_wf",
 ) -> pe.Workflow:
-    """Registration to ``template``, the prior on the T1w grid, the masks in template space; all published.
+    """Registration to ``template`` and the prior on the T1w grid; both published.
 
-    inputnode: ``t1w`` (reoriented), ``brain_mask``, ``record_files`` (the methods' mask records).
+    inputnode: ``t1w`` (reoriented), ``brain_mask``. The masks in template space are added beside this
+    workflow by :func:`add_template_masks` (so the prior, which the lesion filling before the methods
+    reads, does not make the workflow wait for the methods: nipype needs a DAG of sub-workflows).
     outputnode: ``thalamus_prior`` ([left, right] probability maps on the T1w grid, before the
     methods run), ``forward`` and ``inverse`` (composite transforms).
     """
     workflow = pe.Workflow(name=name)
-    inputnode = pe.Node(niu.IdentityInterface(fields=["t1w", "brain_mask", "record_files"]), name="inputnode")
+    inputnode = pe.Node(niu.IdentityInterface(fields=["t1w", "brain_mask"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["thalamus_prior", "forward", "inverse"]), name="outputnode")
     tpl = template.template
     tf_uri = {"target": f"templateflow:{template.target.name}", "prior": f"templateflow:{template.prior.name}"}
@@ -255,17 +257,28 @@ def init_template_wf(
     _publish_prior(workflow, warp_prior, template, entities=entities, output_dir=output_dir,
                    sources=[tf_uri["prior"], inverse_uri, t1w_uri], t1w_uri=t1w_uri)
 
+    return workflow
+
+
+def add_template_masks(workflow: pe.Workflow, template: TemplateFiles, template_wf: pe.Workflow,
+                       records: tuple[pe.Node | pe.Workflow, str], *, entities: dict, output_dir: Path) -> None:
+    """Each method's thalamus mask on the template grid, published (``space-<template>``), in ``workflow``.
+
+    ``records``: the (node, field) giving the methods' mask records; ``template_wf``: from :func:`init_template_wf`.
+    """
+    tpl = template.template
+    forward_uri = _uri(output_dir, {**entities, "from": "T1w", "to": tpl, "mode": "image", "suffix": "xfm",
+                                    "extension": ".h5"})
     masks = pe.Node(MasksToTemplate(target=str(template.target)), name="masks_to_template")
     ds_masks = pe.Node(PublishTemplateMasks(output_dir=str(output_dir), entities=entities, template=tpl,
-                                            sidecar={"SpatialReference": tf_uri["target"],
-                                                     "Sources": [_uri(output_dir, xfm["forward"])]}),
+                                            sidecar={"SpatialReference": f"templateflow:{template.target.name}",
+                                                     "Sources": [forward_uri]}),
                        name="ds_template_masks", run_without_submitting=True)
     workflow.connect([
-        (inputnode, masks, [("record_files", "record_files")]),
-        (register, masks, [("forward", "forward"), ("inverse", "inverse")]),
+        (records[0], masks, [(records[1], "record_files")]),
+        (template_wf, masks, [("outputnode.forward", "forward"), ("outputnode.inverse", "inverse")]),
         (masks, ds_masks, [("out_file", "in_file")]),
     ])
-    return workflow
 
 
 def _publish_prior(workflow: pe.Workflow, warp_prior: pe.Node, template: TemplateFiles, *, entities: dict,

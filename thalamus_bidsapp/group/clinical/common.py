@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from thalamus_bidsapp.errors import EXIT_DATAERR, ThalamusError
-from thalamus_bidsapp.group.clinical_config import ClinicalConfig, OutcomeSpec
+from thalamus_bidsapp.group.clinical_config import COMPUTED_COVARIATES, ClinicalConfig, OutcomeSpec
 from thalamus_bidsapp.stats import longitudinal as lon
 from thalamus_bidsapp.stats.regression import adjust_family, ols, zscore
 
@@ -126,6 +126,8 @@ def prepare_volumes(volumes: pd.DataFrame, config: ClinicalConfig, ledger: Ledge
         frame[column] = _numeric(volumes[column], column, ledger)
     if "diagnosis" not in config.columns:
         frame["diagnosis"] = np.nan
+    for name, column in COMPUTED_COVARIATES.items():  # the session's lesion volume, when lesion masks were given
+        frame[name] = _numeric(volumes[column], column, ledger) if column in volumes else np.nan
 
     available: set[str] = set()
     for role, spec in config.columns.items():
@@ -314,7 +316,7 @@ def baseline_rows(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalCon
     return pd.concat([base, extra], ignore_index=True)
 
 
-_KEEP = ["age", SEX, ICV, "diagnosis", "disease_duration", STEROID, "scanner", "pbvc", "edss"]
+_KEEP = ["age", SEX, ICV, "diagnosis", "disease_duration", STEROID, "scanner", "pbvc", "edss", "lesion_volume"]
 
 
 
@@ -337,7 +339,7 @@ def deltas_between_visits(frame: pd.DataFrame, visits: pd.DataFrame, followup: s
         deltas[ANNUAL] = np.where(deltas[INTERVAL] > 0, deltas[PCT] / deltas[INTERVAL], np.nan)
     # covariates at baseline (age, sex, ICV, diagnosis, disease duration); treatment and PBVC at follow-up,
     # because the sessions table records steroids "since the last visit" and SIENA's PBVC on the follow-up
-    rename = {f"{c}_bl": c for c in ("age", SEX, ICV, "diagnosis", "disease_duration")}
+    rename = {f"{c}_bl": c for c in ("age", SEX, ICV, "diagnosis", "disease_duration", "lesion_volume")}
     rename.update({f"{STEROID}_fu": STEROID, "pbvc_fu": "pbvc"})
     deltas = deltas.rename(columns=rename)
     deltas[SCANNER_CHANGE] = np.where(

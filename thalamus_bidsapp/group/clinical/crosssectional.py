@@ -45,7 +45,7 @@ def cross_sectional(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalC
             rows.append(_outcome_ols(data, y, VOLUME, covar, notes, spec, config, keys["method"], keys["contrast"]))
         return rows
 
-    table = _fdr_table(fit_per_method(base, fit, ["age", SEX, ICV_Z]), ANALYSIS)
+    table = _fdr_table(fit_per_method(base, fit, ["age", SEX, ICV_Z, *config.covariates]), ANALYSIS)
     ledger.status(ANALYSIS, bool(table["n"].max() > 0), "" if table["n"].max() > 0 else "no complete rows",
                   int(base[SUBJECT].nunique()))
     return table

@@ -135,7 +135,7 @@ def delta_regressions(deltas: pd.DataFrame, specs: Sequence[OutcomeSpec], config
             rows.append(_outcome_ols(data, y, x, covar, notes, spec, config, keys["method"], keys["contrast"]))
         return rows
 
-    table = _fdr_table(fit_per_method(deltas, fit, COVARIATES), analysis)
+    table = _fdr_table(fit_per_method(deltas, fit, [*COVARIATES, *config.covariates]), analysis)
     if limits is not None:
         table.insert(1, "winsor_limits", f"{100 * limits[0]:g}-{100 - 100 * limits[1]:g}%")
     return table
@@ -157,7 +157,7 @@ def ordinal_edss(deltas: pd.DataFrame, config: ClinicalConfig, ledger: Ledger) -
         res = res.loc[res["term"] == DELTA].reset_index(drop=True)  # thresholds are in the stats API
         return _annotate(res, {"outcome": "edss_change", **keys}, covar, notes)
 
-    table = pd.concat(fit_per_method(deltas, fit, COVARIATES), ignore_index=True)
+    table = pd.concat(fit_per_method(deltas, fit, [*COVARIATES, *config.covariates]), ignore_index=True)
     table["p_fdr"] = p_adjust(table["p"], "fdr_bh")
     table.insert(0, "analysis", analysis)
     ledger.status(analysis, bool(table["n"].max() > 0), "", int(deltas[SUBJECT].nunique()))
