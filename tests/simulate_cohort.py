@@ -332,7 +332,50 @@ def write_group_outputs(cohort: SimulatedCohort, out: Path, *, n_manual: int = 2
     manual = pd.DataFrame(manual_rows, columns=["participant_id", "session_id", "path"])
     run_agreement(pd.DataFrame(method_rows), manual, group_dir, figures=False)
     run_clinical(volumes, None, group_dir, figures=False)
+    write_template_maps(pd.DataFrame(method_rows), out, group_dir)
     return group_dir
+
+
+def write_template_maps(method_rows: pd.DataFrame, out: Path, group_dir: Path, *, n_sessions: int = 6,
+                        template: str = "MNI152NLin2009cAsym") -> None:
+    """Template-space masks for the first ``n_sessions`` sessions and the group maps made from them.
+
+    Each method's mask is the TemplateFlow home's HOSPA thalamus at a
+    method-specific probability, moved by about :data:`MASK_SHIFTS` (rounded)
+    per session. Skipped (logged) when the TemplateFlow home lacks the template.
+    """
+    import logging
+
+    import nibabel as nib
+
+    from thalamus_bidsapp.config import RunConfig
+    from thalamus_bidsapp.errors import ThalamusError
+    from thalamus_bidsapp.group.template_maps import run_template_maps
+    from thalamus_bidsapp.image.prior import prior_sides
+    from thalamus_bidsapp.interfaces.templateflow import find_template_files
+
+    try:
+        files = find_template_files(template)
+    except ThalamusError as err:
+        logging.getLogger(__name__).warning("no template maps in the simulated cohort: %s", err)
+        return
+    sides = prior_sides(nib.load(str(files.prior)), files.prior_volumes)
+    prior = np.maximum(sides["L"].get_fdata(), sides["R"].get_fdata())
+    affine = nib.load(str(files.target)).affine
+    sessions = method_rows[["participant_id", "session_id"]].drop_duplicates().head(n_sessions)
+    rows = []
+    for index, (sub, ses) in enumerate(sessions.itertuples(index=False)):
+        anat = out / sub / ses / "anat"
+        anat.mkdir(parents=True, exist_ok=True)
+        for order, method in enumerate(method_rows["method"].drop_duplicates()):
+            shift = np.round(np.asarray(MASK_SHIFTS.get(method, (1.0, 1.0, 1.0))) * (index % 3) / 2).astype(int)
+            mask = np.roll(prior >= 0.3 + 0.08 * order, tuple(shift), axis=(0, 1, 2)).astype(np.uint8)
+            stem = f"{sub}_{ses}_space-{{}}_label-thalamus_desc-{method}_mask.nii.gz"
+            nib.save(nib.Nifti1Image(mask, affine), str(anat / stem.format(template)))
+            (anat / stem.format("T1w")).write_bytes(b"")
+            rows.append({"participant_id": sub, "session_id": ses, "method": method, "path": anat / stem.format("T1w")})
+    config = RunConfig(bids_dir=out, output_dir=out, analysis_level="group", work_dir=out, template=template)
+    run_template_maps(config, group_dir, pd.DataFrame(rows))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -117,7 +117,8 @@ def tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     weights.write_bytes(b"a checkpoint the user chose")
     home = tmp_path / "home"
     home.mkdir()
-    for var in ("FS_LICENSE", "MODEL_PATH", "XDG_CACHE_HOME", "MPLCONFIGDIR", "TEMPLATEFLOW_HOME"):
+    # TEMPLATEFLOW_HOME stays: the test home (conftest) holds the template files the check looks for.
+    for var in ("FS_LICENSE", "MODEL_PATH", "XDG_CACHE_HOME", "MPLCONFIGDIR"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("FSLDIR", str(fsl))

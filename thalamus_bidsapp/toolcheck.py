@@ -119,6 +119,8 @@ class CheckOptions:
     method_options: Mapping[str, Any] = field(default_factory=dict)
     work_dir: Path | None = None
     require_license: bool = True
+    #: ``--template`` (None: ``--template none``, no template space).
+    template: str | None = "MNI152NLin2009cAsym"
 
     def option(self, name: str) -> Any:
         """A method's option as given on the command line (``--fs-license-file`` -> ``fs_license_file``), or None."""
@@ -404,9 +406,27 @@ def check_caches(options: CheckOptions) -> CheckReport:
     findings.append(writable_dir("user cache", cache_root, required=False))
     mpl = Path(env["MPLCONFIGDIR"]) if env.get("MPLCONFIGDIR") else home / ".config" / "matplotlib"
     findings.append(writable_dir("matplotlib config (reports)", mpl, required=False))
-    if env.get("TEMPLATEFLOW_HOME"):
-        findings.append(writable_dir("TEMPLATEFLOW_HOME", Path(env["TEMPLATEFLOW_HOME"]), required=False))
     return CheckReport("caches", "step", tuple(findings))
+
+
+def check_template(options: CheckOptions) -> CheckReport:
+    """The TemplateFlow files of ``--template`` in TEMPLATEFLOW_HOME (read only, never downloaded)."""
+    from thalamus_bidsapp.errors import ThalamusError
+    from thalamus_bidsapp.interfaces.templateflow import required_files, templateflow_home, usable_file
+
+    if options.template is None:
+        return CheckReport("template space", "step",
+                           (Finding("--template", True, "none: no template space, no thalamus prior"),))
+    try:
+        home = templateflow_home()
+    except ThalamusError as err:
+        return CheckReport("template space", "step", (Finding("TEMPLATEFLOW_HOME", False, str(err)),))
+    findings = [python_package("ANTs", "antspyx")]
+    for item in required_files(options.template):
+        path = item.path(home)
+        found = usable_file(path)
+        findings.append(Finding(item.describe(), found, str(path) if found else f"missing: put it at {path}"))
+    return CheckReport("template space", "step", tuple(findings))
 
 
 # --- the whole check ------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import TextIO
 from thalamus_bidsapp import __version__
 from thalamus_bidsapp.cli.parser import build_parser, method_options
 from thalamus_bidsapp.errors import EXIT_NOINPUT, EXIT_OK
+from thalamus_bidsapp.interfaces.templateflow import NO_TEMPLATE
 from thalamus_bidsapp.methods import all_methods, envelope_names, get_method, method_names
 from thalamus_bidsapp.toolcheck import (
     CheckOptions,
@@ -24,6 +25,7 @@ from thalamus_bidsapp.toolcheck import (
     check_brain_mask,
     check_caches,
     check_registration,
+    check_template,
 )
 
 FLAG = "--check-tools"
@@ -60,7 +62,7 @@ def check_installation(methods: Sequence[str] | None, options: CheckOptions) -> 
     methods among those checked to run, as a run does.
     """
     wanted = list(methods) if methods else list(method_names())
-    reports = [check_brain_mask(options), check_registration(options), check_caches(options)]
+    reports = [check_brain_mask(options), check_registration(options), check_template(options), check_caches(options)]
     by_method = {name: get_method(name).check_installation(options) for name in wanted}
     for method in all_methods():
         if method.needs_envelope and method.name in by_method:
@@ -85,6 +87,7 @@ def main(argv: Sequence[str]) -> int:
         method_options=method_options(args),
         work_dir=args.work_dir.expanduser().resolve() if args.work_dir else None,
         require_license=args.check_tools != "installed",
+        template=None if args.template == NO_TEMPLATE else args.template,
     )
     methods = list(args.methods) if args.methods else None
     reports = check_installation(methods, options)

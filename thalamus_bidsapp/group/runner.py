@@ -31,6 +31,7 @@ from thalamus_bidsapp.group.readback import (
 )
 from thalamus_bidsapp.group.qc_step import run_qc_step
 from thalamus_bidsapp.group.volumes import column_descriptions, gather_volumes, join_clinical
+from thalamus_bidsapp.group.template_maps import run_template_maps
 
 LOGGER = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def run_group(config: RunConfig) -> int:
                                                        staging)
         bad_masks = run_agreement_step(config, staging, mask_files)
         group_failures = pd.concat([unreadable, bad_masks], ignore_index=True)
+        run_template_maps(config, staging, _without(mask_files, group_failures))
         volumes = _without(volumes, bad_masks)
         write_tsv(volumes, staging / "volumes.tsv", column_descriptions(volumes, config.bids_dir))
         LOGGER.info("group/volumes.tsv: %d rows from %d sessions", len(volumes),

@@ -108,7 +108,7 @@ def templateflow_home() -> Path:
     return Path(get_templateflow_home())
 
 
-def _usable(path: Path) -> bool:
+def usable_file(path: Path) -> bool:
     """A real image: present, not empty (a skeleton placeholder), not a git-annex pointer."""
     try:
         if not path.is_file() or path.stat().st_size < 64:
@@ -129,7 +129,7 @@ def find_template_files(template: str, home: Path | None = None) -> TemplateFile
     """
     home = Path(home) if home is not None else templateflow_home()
     files = required_files(template)
-    missing = [f for f in files if not _usable(f.path(home))]
+    missing = [f for f in files if not usable_file(f.path(home))]
     if missing:
         listing = "\n".join(f"  - {f.describe()}: {f.path(home)}" for f in missing)
         raise ThalamusError(

@@ -64,6 +64,7 @@ FIGURE_TITLES: dict[str, str] = {
     "longitudinal_change": "Thalamic volume change",
     "progression_change": "Thalamic volume change by EDSS course",
     "power_sample_size": "Subjects per arm for a trial",
+    "template_maps": "Thalamus probability per method and method disagreement in template space",
 }
 #: Outcome labels of the clinical figures (roles of the clinical config).
 OUTCOME_LABELS = {"edss": "EDSS", "t25fw": "T25FW", "nhpt": "9HPT", "sdmt": "SDMT",
@@ -334,6 +335,7 @@ def build_group_figures(group_dir: Path) -> tuple[dict[str, Figure], dict[str, s
         plot_manual_scatter,
     )
     from thalamus_bidsapp.reports.figures_group_clinical import plot_change, plot_forest, plot_power, plot_progression
+    from thalamus_bidsapp.reports.figures_group_template import plot_template_maps
 
     stems = ("volumes", "agreement_voxelwise", "agreement_volumetric", "containment", "clinical_crosssectional",
              "clinical_longitudinal_regression", "clinical_longitudinal_deltas", "clinical_progression_subjects",
@@ -351,7 +353,7 @@ def build_group_figures(group_dir: Path) -> tuple[dict[str, Figure], dict[str, s
         try:
             with mpl.rc_context(STYLE):
                 figures[stem] = make()
-        except (KeyError, ValueError, TypeError, IndexError) as err:
+        except (KeyError, ValueError, TypeError, IndexError, OSError) as err:
             # A table of an unexpected shape must not cost the whole report.
             LOGGER.warning("figure %s not drawn: %s", stem, err)
             notes[stem] = f"The figure could not be drawn from its table ({type(err).__name__}: {err})."
@@ -398,6 +400,9 @@ def build_group_figures(group_dir: Path) -> tuple[dict[str, Figure], dict[str, s
     power = tables["clinical_power"]
     if power is not None and "n_per_arm" in power and pd.to_numeric(power["n_per_arm"], errors="coerce").notna().any():
         draw("power_sample_size", lambda: plot_power(power, colors))
+    maps = read_group_table(group_dir, "template_maps")
+    if maps is not None and not maps.empty:
+        draw("template_maps", lambda: plot_template_maps(group_dir, maps))
     return figures, notes
 
 

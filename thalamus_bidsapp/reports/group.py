@@ -63,6 +63,8 @@ SECTIONS: tuple[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], ...] = (
      ("agreement_overlap", "agreement_scatter", "agreement_blandaltman"),
      ("agreement_summary", "agreement_volumetric", "agreement_pairwise", "agreement_voxelwise")),
     ("between-methods", "Agreement between methods", "Between methods", ("containment_heatmap",), ("containment",)),
+    ("template-space", "Thalamus probability maps in template space", "Template space", ("template_maps",),
+     ("template_maps",)),
     ("cross-sectional", "Cross-sectional clinical associations", "Cross-sectional",
      ("crosssectional_forest",), ("clinical_crosssectional",)),
     ("longitudinal", "Longitudinal change", "Longitudinal",
@@ -100,6 +102,11 @@ CAPTIONS = {
                            "diagnosis where participants.tsv records it).",
     "progression_change": "Thalamic volume change in % of baseline by EDSS course (confirmed-change thresholds), "
                           "methods side by side.",
+    "template_maps": "Top: axial, bottom: coronal slices through the thalami on the template brain. Per method: the "
+                     "fraction of sessions whose mask (resampled into the template) contains the voxel. Last "
+                     "column: per session, the fraction of methods disagreeing with the voxel's majority (0 all "
+                     "agree, 0.5 an even split), averaged over sessions. Maps: group/space-*_probseg.nii.gz and "
+                     "group/space-*_desc-disagreement_map.nii.gz.",
     "power_sample_size": "Subjects per arm to detect the configured difference in annual thalamic atrophy "
                          "(two-sample t test).",
 }
@@ -158,6 +165,9 @@ def _skip_reason(section_id: str, group_dir: Path, analyses: pd.DataFrame | None
     if section_id == "between-methods":
         return None if (group_dir / "containment.tsv").is_file() else \
             "Not run: the group level found no thalamus masks to compare."
+    if section_id == "template-space":
+        return None if (group_dir / "template_maps.tsv").is_file() else \
+            "Not run: no template-space masks (the participant level ran with --template none or another template)."
     analysis = _ANALYSIS_OF_SECTION.get(section_id)
     if analysis is None:
         return None
@@ -297,10 +307,30 @@ def _leads(section_id: str, group_dir: Path) -> list[str]:
         return _longitudinal_lead(table("clinical_longitudinal_deltas"), table("clinical_longitudinal_regression"))
     if section_id == "progression":
         return _progression_lead(table("clinical_progression_subjects"), table("clinical_progression_ancova"))
+    if section_id == "template-space":
+        maps = table("template_maps")
+        return _template_lead(maps) if maps is not None and "map" in maps else []
     if section_id == "power":
         power = table("clinical_power")
         return _power_lead(power) if power is not None and "n_per_arm" in power else []
     return []
+
+
+def _template_lead(maps: pd.DataFrame) -> list[str]:
+    """One sentence on the template-space maps: sessions, methods, where they disagree."""
+    probability = maps[maps["map"].astype(str) == "probability"]
+    if probability.empty:
+        return []
+    text = (f"Each method's masks of {int(_num(probability, 'n_sessions').max())} session(s) resampled into "
+            f"{probability['template'].iloc[0]}: "
+            + "; ".join(f"{m} {v:.1f} mL at probability >= 0.5" for m, v in
+                        zip(probability["method"], _num(probability, "volume_ml_at_half"))) + ".")
+    disagreement = maps[maps["map"].astype(str) == "disagreement"]
+    if not disagreement.empty:
+        text += (f" At least a quarter of the methods disagree with the majority, on average over "
+                 f"{int(_num(disagreement, 'n_sessions').iloc[0])} session(s), in "
+                 f"{float(_num(disagreement, 'volume_ml_at_half').iloc[0]):.1f} mL.")
+    return [text]
 
 
 def _lead_of(section_id: str, group_dir: Path) -> list[str]:
