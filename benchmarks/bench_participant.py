@@ -8,9 +8,12 @@ work folder, so nothing is reused from an earlier run):
    with default settings on the pip path (deepbet brain mask + MeshNet;
    FSL, FreeSurfer, DBSegment and the MindGlide weights are not looked for
    unless installed), on ``../shared/data/ds002748_subset``;
-2. **a minimal script**: what a user would write by hand: load the same
-   T1w, run deepbet, then MeshNet (``interfaces.meshnet.segment_thalamus``),
-   save both masks, torch using every CPU.
+2. **a minimal script**: what a user would write by hand for the same
+   tools: load the same T1w, run deepbet, register the brain to the template
+   with antspyx (affine + SyN, ``interfaces.ants.ants_to_template``, as the
+   app's default template space does), then MeshNet
+   (``interfaces.meshnet.segment_thalamus``), save the masks and transforms,
+   torch and ITK using every CPU.
 
 What it prints:
 
@@ -36,7 +39,9 @@ Usage::
     python benchmarks/bench_participant.py [--participant 01] [--repeat 1] [--keep DIR]
 
 Environment: the MeshNet weights come from ``$THALAMUS_MESHNET_MODEL``, else
-``../shared/data/brainchop/models/model30chan18cls``; no network is used.
+``../shared/data/brainchop/models/model30chan18cls``; the templates from
+``$TEMPLATEFLOW_HOME`` when it holds them, else a TemplateFlow home built
+from ``../shared/data/templates`` as the tests build it; no network is used.
 """
 
 from __future__ import annotations
@@ -60,23 +65,33 @@ SHARED = Path(os.environ.get("THALAMUS_TEST_DATA", REPO.parent / "shared" / "dat
 DATASET = SHARED / "ds002748_subset"
 DEFAULT_MODEL = SHARED / "brainchop" / "models" / "model30chan18cls"
 
+DEFAULT_TEMPLATE = "MNI152NLin2009cAsym"
+
 TARGET_TOOLS = 1.2
 TARGET_MINIMAL = 1.3
 TARGET_PEAK_GB = 3.0
 
 MINIMAL_SCRIPT = """
-import sys, time
+import os, sys
+from pathlib import Path
+t1w_path, model_dir, out_dir, threads, template = sys.argv[1:6]
+os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = threads
 import torch
 import nibabel as nib
+import numpy as np
 from deepbet import BrainExtraction
+from thalamus_bidsapp.interfaces.ants import ants_to_template
 from thalamus_bidsapp.interfaces.meshnet import segment_thalamus
 
-t1w_path, model_dir, out_dir, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-torch.set_num_threads(threads)
+torch.set_num_threads(int(threads))
 t1w = nib.load(t1w_path)
 _, brain, _ = BrainExtraction(no_gpu=True).run(t1w, threshold=0.5)
 nib.save(brain, f"{out_dir}/brain_mask.nii.gz")
-thalamus, _ = segment_thalamus(t1w, model_dir, threads=threads)
+masked = np.asarray(t1w.dataobj, np.float32) * (np.asarray(brain.dataobj) > 0)
+nib.save(nib.Nifti1Image(masked, t1w.affine), f"{out_dir}/t1w_brain.nii.gz")
+ants_to_template(Path(f"{out_dir}/t1w_brain.nii.gz"), Path(template), Path(f"{out_dir}/forward.h5"),
+                 Path(f"{out_dir}/inverse.h5"))
+thalamus, _ = segment_thalamus(t1w, model_dir, threads=int(threads))
 nib.save(thalamus, f"{out_dir}/thalamus_meshnet.nii.gz")
 """
 
@@ -168,14 +183,34 @@ def run_app(participant: str, env: dict[str, str], folder: Path) -> dict[str, fl
 
 
 def run_minimal(participant: str, env: dict[str, str], folder: Path, model: Path, threads: int) -> dict[str, float]:
+    from thalamus_bidsapp.interfaces.templateflow import find_template_files
+
     t1w = next((DATASET / f"sub-{participant}").rglob("*_T1w.nii*"))
+    template = find_template_files(DEFAULT_TEMPLATE, Path(env["TEMPLATEFLOW_HOME"])).target
     out = folder / "minimal"
     out.mkdir()
-    command = [sys.executable, "-c", MINIMAL_SCRIPT, str(t1w), str(model), str(out), str(threads)]
+    command = [sys.executable, "-c", MINIMAL_SCRIPT, str(t1w), str(model), str(out), str(threads), str(template)]
     result = run_measured(command, env, folder / "minimal.log")
     if result["code"] != 0:
         raise SystemExit(f"the minimal script failed (exit {result['code']}); log: {folder / 'minimal.log'}")
     return result
+
+
+def templateflow_home(scratch: Path) -> Path:
+    """``$TEMPLATEFLOW_HOME`` when it holds the default template's files, else one built from the test data."""
+    from thalamus_bidsapp.errors import ThalamusError
+    from thalamus_bidsapp.interfaces.templateflow import find_template_files
+
+    given = os.environ.get("TEMPLATEFLOW_HOME")
+    if given:
+        try:
+            find_template_files(DEFAULT_TEMPLATE, Path(given))
+            return Path(given)
+        except ThalamusError:
+            pass
+    from tests.templateflow_home import build_templateflow_home
+
+    return build_templateflow_home(SHARED / "templates", scratch / "templateflow", (DEFAULT_TEMPLATE,))
 
 
 def _load() -> str:
@@ -195,11 +230,12 @@ def main() -> None:
 
     cpus = available_cpus()
     load_before = os.getloadavg()[0]
+    root = Path(tempfile.mkdtemp(prefix="bench_participant_"))
     env = dict(os.environ, THALAMUS_MESHNET_MODEL=str(model), HF_HUB_OFFLINE="1", NIPYPE_NO_ET="1",
-               MPLBACKEND="Agg", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+               MPLBACKEND="Agg", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+               TEMPLATEFLOW_HOME=str(templateflow_home(root)), TEMPLATEFLOW_AUTOUPDATE="0")
     print(f"participant benchmark: sub-{args.participant} of {DATASET}, default settings, {cpus} CPUs; "
           f"load average before: {_load()}", flush=True)
-    root = Path(tempfile.mkdtemp(prefix="bench_participant_"))
     apps, minimals = [], []
     try:
         for index in range(args.repeat):
@@ -227,8 +263,8 @@ def main() -> None:
           f"{app['finish_s']:.1f} s (session's own steps {app['session_finish_s']:.1f} s); "
           f"peak memory {app['peak_pss_gb']:.2f} GB")
     print(f"  phases: {app['phases']}")
-    print(f"minimal script (deepbet + MeshNet, {cpus} threads): wall {minimal['wall_s']:.1f} s; "
-          f"peak memory {minimal['peak_pss_gb']:.2f} GB")
+    print(f"minimal script (deepbet, ANTs affine + SyN to {DEFAULT_TEMPLATE}, MeshNet; {cpus} threads): "
+          f"wall {minimal['wall_s']:.1f} s; peak memory {minimal['peak_pss_gb']:.2f} GB")
     print(f"ratio app / tools' critical path: {ratio_tools:.2f} (target <= {TARGET_TOOLS}: "
           f"{verdict(ratio_tools <= TARGET_TOOLS)})")
     print(f"ratio app / minimal script: {ratio_minimal:.2f} (target <= {TARGET_MINIMAL}: "

@@ -27,7 +27,9 @@ RUN_LEVEL = "n/a"
 #: Nodes whose work is a tool's own compute (a network, a registration, an external program);
 #: everything else is the app's bookkeeping (reorienting, volumes, publishing).
 #: (Each method's mask-making node is named ``<method>_thalamus`` by its ``methods/`` module.)
-TOOL_NODES = frozenset({"brain_mask", "recon_all", "register"})
+#: The template nodes are ANTs: the registration and applying its transforms to the prior and the masks.
+TOOL_NODES = frozenset({"brain_mask", "recon_all", "register", "register_template", "warp_prior",
+                        "masks_to_template"})
 TOOL_NODE_SUFFIX = "_thalamus"
 
 TIMING_COLUMNS: dict[str, str] = {
