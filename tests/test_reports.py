@@ -193,9 +193,10 @@ def test_every_mask_has_a_cropped_figure(derivatives):
         assert figure.name in images
         svg = figure.read_text()
         assert svg.lstrip().startswith("<?xml") and "<svg" in svg
-        # 15 panels (5 slices x 3 planes) of T1w, each with the thalamus contour drawn as a path.
-        assert svg.count("<image") == 15
-        assert svg.count('id="QuadContourSet_') >= 15
+        # 15 slices (5 per plane), each labelled; one T1w row per plane with the thalamus contour as paths.
+        assert len(re.findall(r">(axial|coronal|sagittal) \d+<", svg)) == 15
+        assert svg.count("<image") == 3
+        assert svg.count('id="QuadContourSet_') >= 3
 
 
 def test_mask_figures_draw_left_and_right_in_two_colours(derivatives):

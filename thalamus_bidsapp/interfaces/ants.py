@@ -262,16 +262,15 @@ def ants_to_template(
     return AntsTemplateResult(Path(out_forward), Path(out_inverse), settings)
 
 
-def ants_apply_transform(
+def ants_resample(
     moving: Path,
     reference: Path,
     transform: Path,
-    out_file: Path,
     *,
     interpolation: str = "linear",
     opposite_transform: Path | None = None,
-) -> Path:
-    """Resample ``moving`` onto ``reference``'s grid through an ITK (composite) transform.
+) -> nib.Nifti1Image:
+    """``moving`` resampled onto ``reference``'s grid through an ITK (composite) transform, in memory.
 
     The result is float32 with exactly the reference NIfTI's affine. With
     ``opposite_transform`` (the transform of the other direction, e.g. the
@@ -298,7 +297,21 @@ def ants_apply_transform(
     header = reference_nii.header.copy()
     header.set_data_dtype(np.float32)
     header["scl_slope"], header["scl_inter"] = np.nan, np.nan
-    out = nib.Nifti1Image(data.astype(np.float32), reference_nii.affine, header)
+    return nib.Nifti1Image(data.astype(np.float32), reference_nii.affine, header)
+
+
+def ants_apply_transform(
+    moving: Path,
+    reference: Path,
+    transform: Path,
+    out_file: Path,
+    *,
+    interpolation: str = "linear",
+    opposite_transform: Path | None = None,
+) -> Path:
+    """:func:`ants_resample`, written to ``out_file`` (atomically); returns ``out_file``."""
+    out = ants_resample(moving, reference, transform, interpolation=interpolation,
+                        opposite_transform=opposite_transform)
     with atomic_path(out_file) as tmp:
         nib.save(out, str(tmp))
     return Path(out_file)

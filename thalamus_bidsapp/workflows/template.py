@@ -105,7 +105,7 @@ class WarpPrior(SimpleInterface):
         import nibabel as nib
 
         from thalamus_bidsapp.image.prior import clip_probability, prior_sides
-        from thalamus_bidsapp.interfaces.ants import ants_apply_transform
+        from thalamus_bidsapp.interfaces.ants import ants_resample
 
         cwd = Path(runtime.cwd)
         sides = prior_sides(nib.load(self.inputs.prior), {s: int(self.inputs.volumes[s]) for s in SIDES})
@@ -114,10 +114,10 @@ class WarpPrior(SimpleInterface):
             in_template = cwd / f"prior_{side}_template.nii.gz"
             nib.save(sides[side], str(in_template))
             forward = Path(self.inputs.forward) if isdefined(self.inputs.forward) else None
-            warped = ants_apply_transform(in_template, Path(self.inputs.t1w), Path(self.inputs.inverse),
-                                          cwd / f"prior_{side}_warped.nii.gz", opposite_transform=forward)
+            warped = ants_resample(in_template, Path(self.inputs.t1w), Path(self.inputs.inverse),
+                                   opposite_transform=forward)
             out = cwd / f"prior_{side}.nii.gz"
-            nib.save(clip_probability(nib.load(str(warped))), str(out))
+            nib.save(clip_probability(warped), str(out))
             out_files.append(str(out))
         self._results["out_files"] = out_files
         return runtime
@@ -144,7 +144,7 @@ class MasksToTemplate(SimpleInterface):
         import nibabel as nib
 
         from thalamus_bidsapp.image.prior import binarise
-        from thalamus_bidsapp.interfaces.ants import ants_apply_transform
+        from thalamus_bidsapp.interfaces.ants import ants_resample
         from thalamus_bidsapp.methods.records import records_with_masks
 
         cwd = Path(runtime.cwd)
@@ -152,11 +152,10 @@ class MasksToTemplate(SimpleInterface):
         resampled = []
         for record in records:
             method = record["method"]
-            warped = ants_apply_transform(Path(record["mask_file"]), Path(self.inputs.target),
-                                          Path(self.inputs.forward), cwd / f"{method}_warped.nii.gz",
-                                          opposite_transform=Path(self.inputs.inverse))
+            warped = ants_resample(Path(record["mask_file"]), Path(self.inputs.target), Path(self.inputs.forward),
+                                   opposite_transform=Path(self.inputs.inverse))
             binary = cwd / f"{method}_mask.nii.gz"
-            nib.save(binarise(nib.load(str(warped)), 0.5), str(binary))
+            nib.save(binarise(warped, 0.5), str(binary))
             resampled.append({"method": method, "contrast": record["contrast"], "file": str(binary)})
         self._results["out_file"] = str(cwd / "template_masks.json")
         Path(self._results["out_file"]).write_text(json.dumps(resampled, indent=2))
