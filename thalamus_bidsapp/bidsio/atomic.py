@@ -107,6 +107,22 @@ def read_tsv(path: str | os.PathLike) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False, dtype={"participant_id": str, "session_id": str})
 
 
+#: What reading a TSV raises when the file is missing, unreadable, not text or not a table.
+TSV_READ_ERRORS = (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError)
+
+
+def read_tsv_with_columns(path: str | os.PathLike, columns: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """:func:`read_tsv`, raising ``ValueError`` ("no column a, b") when any of ``columns`` is missing.
+
+    Callers catch :data:`TSV_READ_ERRORS` to report the file and the reason.
+    """
+    table = read_tsv(path)
+    missing = [column for column in columns if column not in table]
+    if missing:
+        raise ValueError(f"no column {', '.join(missing)}")
+    return table
+
+
 def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
         return value.item()

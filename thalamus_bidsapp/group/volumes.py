@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from thalamus_bidsapp.bidsio.atomic import read_tsv
+from thalamus_bidsapp.bidsio.atomic import TSV_READ_ERRORS, read_tsv, read_tsv_with_columns
 from thalamus_bidsapp.bidsio.tables import volumes_columns
 from thalamus_bidsapp.errors import EXIT_NOINPUT, ThalamusError
 
@@ -44,11 +44,8 @@ def gather_volumes(volume_files: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
     expected = [c for c in volumes_columns() if c in ("method", "contrast", "n_voxels", "volume_ml")]
     for row in volume_files.itertuples():
         try:
-            table = read_tsv(row.path)
-            missing = [c for c in expected if c not in table]
-            if missing:
-                raise ValueError(f"no column {', '.join(missing)}")
-        except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            table = read_tsv_with_columns(row.path, expected)
+        except TSV_READ_ERRORS as err:
             reason = f"cannot read {row.path}: {err}"
             LOGGER.error("%s %s left out: %s", row.participant_id, row.session_id or "", reason)
             excluded.append({"participant_id": row.participant_id, "session_id": row.session_id, "reason": reason})

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from thalamus_bidsapp.bidsio.atomic import read_tsv
+from thalamus_bidsapp.bidsio.atomic import TSV_READ_ERRORS, read_tsv_with_columns
 from thalamus_bidsapp.qc.session import QC_COLUMN_DESCRIPTIONS, QC_COLUMNS
 from thalamus_bidsapp.stats.longitudinal import order_visits
 from thalamus_bidsapp.stats.qc import FAIL, SKIPPED, WARN, annualised_changes, at_least, cohort_outliers, judge, \
@@ -46,11 +46,8 @@ def read_session_qc(files: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for row in files.itertuples():
         try:
-            table = read_tsv(row.path)
-            missing = [c for c in QC_COLUMNS if c not in table]
-            if missing:
-                raise ValueError(f"no column {', '.join(missing)}")
-        except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            table = read_tsv_with_columns(row.path, QC_COLUMNS)
+        except TSV_READ_ERRORS as err:
             LOGGER.error("%s %s: QC table %s not used: %s", row.participant_id, row.session_id or "", row.path, err)
             continue
         frames.append(table[QC_COLUMNS].assign(participant_id=row.participant_id, session_id=row.session_id))

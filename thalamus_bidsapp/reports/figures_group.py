@@ -46,7 +46,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from thalamus_bidsapp.bidsio.atomic import atomic_path, read_tsv
+from thalamus_bidsapp.bidsio.atomic import TSV_READ_ERRORS, atomic_path, read_tsv
 from thalamus_bidsapp.reports.palette import PNG_DPI, PRINT_WIDTH_IN, STYLE, method_colors, method_order
 
 LOGGER = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def read_group_table(group_dir: Path, stem: str) -> pd.DataFrame | None:
         return None
     try:
         return read_tsv(path)
-    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+    except TSV_READ_ERRORS as err:
         LOGGER.warning("cannot read %s: %s", path, err)
         return None
 

@@ -34,7 +34,7 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
-from thalamus_bidsapp.bidsio.atomic import read_tsv, write_if_changed
+from thalamus_bidsapp.bidsio.atomic import TSV_READ_ERRORS, read_tsv, write_if_changed
 from thalamus_bidsapp.reports.figures_group import FIGURE_TITLES, FigureSet, read_group_table, write_group_figures
 from thalamus_bidsapp.reports.palette import PNG_DPI
 from thalamus_bidsapp.reports.qc import flagged_sessions, qc_excluded_count
@@ -125,7 +125,7 @@ def _title(stem: str) -> str:
 def _read(path: Path) -> pd.DataFrame | None:
     try:
         return read_tsv(path)
-    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+    except TSV_READ_ERRORS as err:
         LOGGER.warning("cannot read %s: %s", path, err)
         return None
 
