@@ -180,6 +180,11 @@ def _add_template_options(parser: argparse.ArgumentParser) -> None:
         f"from TEMPLATEFLOW_HOME (see the README); '{NO_TEMPLATE}' skips template space and the prior",
     )
     tpl.add_argument(
+        "--fetch-templates", action="store_true",
+        help="download the TemplateFlow files of --template into TEMPLATEFLOW_HOME (needs network access, "
+        "once per machine; the image has them) and exit (no positional arguments needed); runs never download",
+    )
+    tpl.add_argument(
         "--template-registration", choices=["standard", "fast"],
         default=os.environ.get("THALAMUS_TEMPLATE_REGISTRATION", "standard"),
         help="schedule of the affine + SyN registration to the template: 'standard' (antspyx's, about 30 s) or "
@@ -189,7 +194,7 @@ def _add_template_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser:
-    """The command-line parser; ``require_positionals=False`` for ``--check-tools``, which needs none."""
+    """The command-line parser; ``require_positionals=False`` for ``--check-tools`` and ``--fetch-templates``."""
     optional = {} if require_positionals else {"nargs": "?"}
     parser = _Parser(
         prog="thalamus-bidsapp",

@@ -183,10 +183,12 @@ def _main(argv: list[str] | None, started: float) -> int:
     # No telemetry lookups: compute nodes often have no network.
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     args = sys.argv[1:] if argv is None else list(argv)
-    from thalamus_bidsapp.cli import check_tools
+    from thalamus_bidsapp.cli import check_tools, fetch_templates
 
     if check_tools.wants_check_tools(args):
         return check_tools.main(args)
+    if fetch_templates.wants_fetch_templates(args):
+        return fetch_templates.main(args)
     try:
         config = build_config(args)
     except SystemExit as exit_:

@@ -134,7 +134,8 @@ def find_template_files(template: str, home: Path | None = None) -> TemplateFile
         listing = "\n".join(f"  - {f.describe()}: {f.path(home)}" for f in missing)
         raise ThalamusError(
             f"TemplateFlow template files missing (TemplateFlow is never downloaded at run time):\n{listing}\n"
-            f"put them in TEMPLATEFLOW_HOME={home} under these names (see the README, 'Template space'), "
+            f"with network access, run 'thalamus-bidsapp --fetch-templates --template {template}' once; "
+            f"without, put them in TEMPLATEFLOW_HOME={home} under these names (see the README, 'Template space'); "
             f"or run with --template {NO_TEMPLATE}",
             EXIT_NOINPUT,
         )
@@ -155,15 +156,28 @@ def templateflow_version() -> str | None:
 
 
 def fetch_template_files(template: str, home: Path | None = None) -> TemplateFiles:
-    """Download the template's files into TemplateFlow's home (image builds only; needs the network).
+    """Download the template's missing files into TemplateFlow's home (``--fetch-templates``, image builds).
 
-    The run itself never calls this: it reads what is there (:func:`find_template_files`).
+    Runs never call this: they read what is there (:func:`find_template_files`).
+
+    Raises
+    ------
+    ThalamusError
+        Exit 66 naming the file that could not be downloaded and why (typically no network).
     """
     home = Path(home) if home is not None else templateflow_home()
     from templateflow import api
 
     for item in required_files(template):
-        # desc=None asks for the file without a desc entity (TemplateFlow's convention).
-        api.get(template, resolution=int(item.resolution), suffix=item.suffix, desc=item.desc,
-                extension=".nii.gz", raise_empty=True, **({"atlas": item.atlas} if item.atlas else {}))
+        if usable_file(item.path(home)):
+            continue
+        LOGGER.info("downloading %s into %s", item.describe(), home)
+        try:
+            # desc=None asks for the file without a desc entity (TemplateFlow's convention).
+            api.get(template, resolution=int(item.resolution), suffix=item.suffix, desc=item.desc,
+                    extension=".nii.gz", raise_empty=True, **({"atlas": item.atlas} if item.atlas else {}))
+        except Exception as err:  # noqa: BLE001 - templateflow raises network, S3 and lookup errors alike
+            raise ThalamusError(f"could not download {item.describe()} into {item.path(home)} "
+                                f"({type(err).__name__}: {err}); without network access, copy the file there "
+                                f"by hand (see the README, 'Template space')", EXIT_NOINPUT) from err
     return find_template_files(template, home)
