@@ -38,7 +38,9 @@
 # TemplateFlow: the app never queries TemplateFlow at run time. The templates
 # stage fetches the files it reads (every --template: res-02 desc-brain T1w and
 # atlas-HOSPA probseg, listed in the README) into /opt/templateflow, the
-# image's TEMPLATEFLOW_HOME, and checks them as the app will.
+# image's TEMPLATEFLOW_HOME, and checks them as the app will; with
+# --build-arg TEMPLATES_SOURCE=context it copies them from
+# ./container-templateflow instead (builds without network to TemplateFlow).
 #
 # The FreeSurfer license is never baked in: pass --fs-license-file or FS_LICENSE.
 #
@@ -58,6 +60,9 @@ ARG MICROMAMBA_IMAGE=docker.io/mambaorg/micromamba:1.5.10-bookworm-slim
 # Where the model weights come from: "download" (pinned URLs + sha256) or
 # "context" (files copied from ./container-weights, still sha256-checked).
 ARG WEIGHTS_SOURCE=download
+# Where the TemplateFlow files come from: "download" (TemplateFlow's S3, by the
+# templateflow package) or "context" (./container-templateflow, checked as the app checks them).
+ARG TEMPLATES_SOURCE=download
 # Debian packages are not pinned by version: Debian's archive keeps only the
 # newest version of each package in a suite, so a pin (above all one from
 # bookworm-security: ca-certificates, perl, curl, unzip) breaks the build at
@@ -152,11 +157,22 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 # TemplateFlow files the app reads, fetched once at build time.
-FROM python-build AS templates
+FROM python-build AS templates-download
 ENV TEMPLATEFLOW_HOME=/opt/templateflow \
     TEMPLATEFLOW_AUTOUPDATE=0
 RUN /opt/venv/bin/python -c "from thalamus_bidsapp.interfaces.templateflow import fetch_template_files, supported_templates; [fetch_template_files(t) for t in supported_templates()]" \
     && find /opt/templateflow -type f -empty -delete
+
+# The same files from the build context (./container-templateflow/tpl-<template>/<file>),
+# for builds without network to TemplateFlow; checked as the app checks them.
+FROM python-build AS templates-context
+ENV TEMPLATEFLOW_HOME=/opt/templateflow \
+    TEMPLATEFLOW_AUTOUPDATE=0
+COPY container-templateflow/ /opt/templateflow/
+RUN /opt/venv/bin/python -c "from thalamus_bidsapp.interfaces.templateflow import find_template_files, supported_templates; [find_template_files(t) for t in supported_templates()]"
+
+# hadolint ignore=DL3006
+FROM templates-${TEMPLATES_SOURCE} AS templates
 
 # Model weights, downloaded from pinned URLs and checked by sha256.
 FROM fetcher AS weights-download

@@ -40,6 +40,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT, SHARED_DATA
 from tests.container.compare_outputs import tree_differences, volume_differences
+from tests.templateflow_home import build_templateflow_home
 
 pytestmark = pytest.mark.slow
 
@@ -161,7 +162,7 @@ def _base_image(env: dict[str, str], tmp: Path) -> str:
 
 
 def _build_context(tmp: Path) -> Path:
-    """A small context: the app's sources and the MeshNet weights from the shared data."""
+    """A small context: the app's sources, and the MeshNet weights and a TemplateFlow home from the shared data."""
     ctx = tmp / "context"
     ctx.mkdir()
     for name in ("Dockerfile", "pyproject.toml", "README.md"):
@@ -174,6 +175,8 @@ def _build_context(tmp: Path) -> Path:
         weights.mkdir(parents=True)
         for name in names:
             shutil.copy2(MESHNET.parent / model / name, weights / name)
+    # TemplateFlow's S3 is not reachable from CI: the files come from the context (TEMPLATES_SOURCE=context).
+    build_templateflow_home(SHARED_DATA / "templates", ctx / "container-templateflow")
     return ctx
 
 
@@ -211,7 +214,7 @@ def core_image(podman_env, tmp_path_factory):
     ctx = _build_context(tmp)
     wheels = _torch_wheels(tmp, podman_env)
     cmd = ["podman", "build", "--pull=never", "--target", "core", "--network", "host",
-           "--build-arg", "WEIGHTS_SOURCE=context",
+           "--build-arg", "WEIGHTS_SOURCE=context", "--build-arg", "TEMPLATES_SOURCE=context",
            # pypi.org instead of download.pytorch.org (not reachable from CI); the
            # +cpu wheel in the mounted folder outranks PyPI's CUDA build of the same version.
            "--build-arg", "TORCH_INDEX_URL=https://pypi.org/simple",

@@ -197,7 +197,7 @@ class SegmentationMethod(abc.ABC):
         ``ctx.inputnode`` has ``t1w`` (unfilled, reoriented) and ``flair``
         (registered; undefined when absent). Only for ``provides_lesions``.
         """
-        raise NotImplementedError
+        raise TypeError(f"method {self.name!r} does not provide lesion masks (provides_lesions is False)")
 
     def methods_sentence(self, masks: Sequence[PublishedMask], cite: Callable[[str], str]) -> str:
         """The method's clause of the methods paragraph, for the masks it published.
