@@ -5,8 +5,10 @@ tells where its home is (``$TEMPLATEFLOW_HOME``, else its user cache folder);
 the files are looked up by their TemplateFlow names there, and a file that is
 absent, empty (TemplateFlow's skeleton holds empty placeholders) or a
 git-annex pointer is a missing input (exit 66) naming the template,
-resolution, suffix and where to put it. ``templateflow.api.get`` is not used
-because it downloads what is missing.
+resolution, suffix and where to put it. Runs never call
+``templateflow.api.get`` (it downloads what is missing); only
+``thalamus-bidsapp --fetch-templates`` and the image build do, through
+:func:`fetch_template_files`.
 
 Which files are read is in ``data/templates.json``: per template, at 2 mm
 (``res-02``), the skull-stripped T1w (registration target and template grid)
