@@ -1,34 +1,39 @@
 #!/usr/bin/env python
-"""One real participant session with default settings, against its tools' own time and a minimal script.
+"""One real participant session against its tools' own time and against the same work done by hand.
 
 What it runs (each in a fresh child process, in a fresh temporary output and
-work folder, so nothing is reused from an earlier run):
+work folder, so nothing is reused from an earlier run), in two pairs:
 
-1. **the app**: ``thalamus-bidsapp BIDS OUT participant --participant-label 01``
-   with default settings on the pip path (deepbet brain mask + MeshNet;
-   FSL, FreeSurfer, DBSegment and the MindGlide weights are not looked for
-   unless installed), on ``../shared/data/ds002748_subset``;
-2. **a minimal script**: what a user would write by hand for the same
-   tools: load the same T1w, run deepbet, register the brain to the template
-   with antspyx (affine + SyN, ``interfaces.ants.ants_to_template``, as the
-   app's default template space does), then MeshNet
-   (``interfaces.meshnet.segment_thalamus``), save the masks and transforms,
-   torch and ITK using every CPU.
+1. **the app with default settings**: ``thalamus-bidsapp BIDS OUT participant
+   --participant-label 01`` on the pip path (deepbet brain mask, MeshNet and
+   its left/right model, template space: antspyx affine + SyN, the thalamus
+   prior warped back, the mask warped to the template, QC; FSL, FreeSurfer,
+   DBSegment and the MindGlide weights are not looked for unless installed),
+   on ``../shared/data/ds002748_subset``; against **a minimal script doing
+   the same work** as a user would write it by hand: load the same T1w, run
+   deepbet, MeshNet and its left/right model
+   (``interfaces.meshnet.segment_thalamus_sides``), register the brain to the
+   template (``interfaces.ants.ants_to_template``), warp the prior back
+   (``workflows.template.warp_prior``) and the mask to the template, save
+   everything, torch and ITK using every CPU;
+2. **the app with ``--template none``** (only the networks: deepbet and
+   MeshNet with its left/right model) against **a minimal script running
+   only those networks**.
 
 What it prints:
 
-- the app's wall time (child process start to exit), and from its
+- each app run's wall time (child process start to exit), and from its
   ``logs/<run>/timings.tsv``: the start-up before the first tool, the
   **critical path of the tools' own compute** (the time during which at
-  least one tool node ran; with one session each tool uses every core, so
-  this is the sum of deepbet's and MeshNet's node times), and the finish
-  (end of the last tool to the end of the run: publishing, volumes, report);
-- the minimal script's wall time;
+  least one tool node ran; with one session each tool uses every core), and
+  the finish (end of the last tool to the end of the run: QC, publishing,
+  volumes, report);
+- each minimal script's wall time;
 - the ratios app / tools' critical path (target <= 1.2) and app / minimal
-  script (target <= 1.3), and the peak memory of each (target <= 3 GB):
-  the largest sum of the proportional set size (PSS, shared pages counted
-  once) over the process and its children, sampled every 0.1 s, and the
-  largest single process's peak RSS;
+  script (target <= 1.3), for both pairs, and the peak memory (target
+  <= 3 GB): the largest sum of the proportional set size (PSS, shared pages
+  counted once) over the process and its children, sampled every 0.1 s,
+  and the largest single process's peak RSS;
 - the machine's CPU count and load average before and after, since other
   processes on the machine lengthen every figure. On a shared machine, run
   it when the load average is well below the CPU count, with ``--repeat 3``
@@ -38,8 +43,9 @@ Usage::
 
     python benchmarks/bench_participant.py [--participant 01] [--repeat 1] [--keep DIR]
 
-Environment: the MeshNet weights come from ``$THALAMUS_MESHNET_MODEL``, else
-``../shared/data/brainchop/models/model30chan18cls``; the templates from
+Environment: the MeshNet weights come from ``$THALAMUS_MESHNET_MODEL`` and
+``$THALAMUS_MESHNET_SIDES_MODEL``, else ``../shared/data/brainchop/models/``
+(``model30chan18cls``, ``model21_104class``); the templates from
 ``$TEMPLATEFLOW_HOME`` when it holds them, else a TemplateFlow home built
 from ``../shared/data/templates`` as the tests build it; no network is used.
 """
@@ -47,6 +53,7 @@ from ``../shared/data/templates`` as the tests build it; no network is used.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -64,6 +71,7 @@ if str(REPO) not in sys.path:
 SHARED = Path(os.environ.get("THALAMUS_TEST_DATA", REPO.parent / "shared" / "data"))
 DATASET = SHARED / "ds002748_subset"
 DEFAULT_MODEL = SHARED / "brainchop" / "models" / "model30chan18cls"
+DEFAULT_SIDES_MODEL = SHARED / "brainchop" / "models" / "model21_104class"
 
 DEFAULT_TEMPLATE = "MNI152NLin2009cAsym"
 
@@ -72,27 +80,38 @@ TARGET_MINIMAL = 1.3
 TARGET_PEAK_GB = 3.0
 
 MINIMAL_SCRIPT = """
-import os, sys
+import json, os, sys
 from pathlib import Path
-t1w_path, model_dir, out_dir, threads, template = sys.argv[1:6]
+t1w_path, model_dir, sides_model_dir, out_dir, threads, template_json = sys.argv[1:7]
 os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = threads
 import torch
 import nibabel as nib
 import numpy as np
 from deepbet import BrainExtraction
-from thalamus_bidsapp.interfaces.ants import ants_to_template
-from thalamus_bidsapp.interfaces.meshnet import segment_thalamus
+from thalamus_bidsapp.interfaces.meshnet import segment_thalamus_sides
 
+out = Path(out_dir)
 torch.set_num_threads(int(threads))
 t1w = nib.load(t1w_path)
 _, brain, _ = BrainExtraction(no_gpu=True).run(t1w, threshold=0.5)
-nib.save(brain, f"{out_dir}/brain_mask.nii.gz")
-masked = np.asarray(t1w.dataobj, np.float32) * (np.asarray(brain.dataobj) > 0)
-nib.save(nib.Nifti1Image(masked, t1w.affine), f"{out_dir}/t1w_brain.nii.gz")
-ants_to_template(Path(f"{out_dir}/t1w_brain.nii.gz"), Path(template), Path(f"{out_dir}/forward.h5"),
-                 Path(f"{out_dir}/inverse.h5"))
-thalamus, _ = segment_thalamus(t1w, model_dir, threads=int(threads))
-nib.save(thalamus, f"{out_dir}/thalamus_meshnet.nii.gz")
+nib.save(brain, out / "brain_mask.nii.gz")
+thalamus, sides, _ = segment_thalamus_sides(t1w, Path(model_dir), Path(sides_model_dir), threads=int(threads))
+nib.save(thalamus, out / "thalamus_meshnet.nii.gz")
+nib.save(nib.Nifti1Image(sides, t1w.affine), out / "thalamus_sides.nii.gz")
+template = json.loads(template_json)
+if template:
+    from thalamus_bidsapp.image.prior import binarise
+    from thalamus_bidsapp.interfaces.ants import ants_resample, ants_to_template
+    from thalamus_bidsapp.workflows.template import warp_prior
+
+    masked = np.asarray(t1w.dataobj, np.float32) * (np.asarray(brain.dataobj) > 0)
+    nib.save(nib.Nifti1Image(masked, t1w.affine), out / "t1w_brain.nii.gz")
+    result = ants_to_template(out / "t1w_brain.nii.gz", Path(template["target"]), out / "forward.h5",
+                              out / "inverse.h5")
+    warp_prior(Path(template["prior"]), template["volumes"], Path(t1w_path), result.inverse, result.forward, out)
+    in_template = ants_resample(out / "thalamus_meshnet.nii.gz", Path(template["target"]), result.forward,
+                                opposite_transform=result.inverse)
+    nib.save(binarise(in_template, 0.5), out / "thalamus_meshnet_template.nii.gz")
 """
 
 
@@ -155,15 +174,19 @@ def run_measured(command: list[str], env: dict[str, str], log_file: Path) -> dic
 # --------------------------------------------------------------------------- the two runs
 
 
-def run_app(participant: str, env: dict[str, str], folder: Path) -> dict[str, float]:
+def run_app(participant: str, env: dict[str, str], folder: Path, extra_args: tuple[str, ...] = ()) -> dict:
     from thalamus_bidsapp.timings import critical_path, read_timings
 
+    folder.mkdir(parents=True)
     out, work = folder / "out", folder / "work"
     command = [sys.executable, "-m", "thalamus_bidsapp", str(DATASET), str(out), "participant",
-               "--participant-label", participant, "-w", str(work)]
+               "--participant-label", participant, "-w", str(work), *extra_args]
     result = run_measured(command, env, folder / "app.log")
     if result["code"] != 0:
         raise SystemExit(f"the app failed (exit {result['code']}); log: {folder / 'app.log'}")
+    if not any(out.rglob("*_seg-thalamus_desc-meshnet_dseg.nii.gz")):
+        raise SystemExit(f"the app ran MeshNet without its left/right model (see {folder / 'app.log'}): set "
+                         "THALAMUS_MESHNET_SIDES_MODEL to the model21_104class folder")
     table = read_timings(next((out / "logs").glob("*/timings.tsv")))
     tools = table[table["kind"] == "tool"]
     session = table[table["session"] != "n/a"]
@@ -182,17 +205,22 @@ def run_app(participant: str, env: dict[str, str], folder: Path) -> dict[str, fl
     return result
 
 
-def run_minimal(participant: str, env: dict[str, str], folder: Path, model: Path, threads: int) -> dict[str, float]:
+def run_minimal(participant: str, env: dict[str, str], folder: Path, threads: int, *, with_template: bool) -> dict:
+    """The minimal script on the participant's T1w: the networks, and with ``with_template`` the template steps."""
     from thalamus_bidsapp.interfaces.templateflow import find_template_files
 
     t1w = next((DATASET / f"sub-{participant}").rglob("*_T1w.nii*"))
-    template = find_template_files(DEFAULT_TEMPLATE, Path(env["TEMPLATEFLOW_HOME"])).target
-    out = folder / "minimal"
-    out.mkdir()
-    command = [sys.executable, "-c", MINIMAL_SCRIPT, str(t1w), str(model), str(out), str(threads), str(template)]
-    result = run_measured(command, env, folder / "minimal.log")
+    template = {}
+    if with_template:
+        files = find_template_files(DEFAULT_TEMPLATE, Path(env["TEMPLATEFLOW_HOME"]))
+        template = {"target": str(files.target), "prior": str(files.prior), "volumes": files.prior_volumes}
+    out = folder / ("minimal" if with_template else "minimal_networks")
+    out.mkdir(parents=True)
+    command = [sys.executable, "-c", MINIMAL_SCRIPT, str(t1w), env["THALAMUS_MESHNET_MODEL"],
+               env["THALAMUS_MESHNET_SIDES_MODEL"], str(out), str(threads), json.dumps(template)]
+    result = run_measured(command, env, out / "minimal.log")
     if result["code"] != 0:
-        raise SystemExit(f"the minimal script failed (exit {result['code']}); log: {folder / 'minimal.log'}")
+        raise SystemExit(f"the minimal script failed (exit {result['code']}); log: {out / 'minimal.log'}")
     return result
 
 
@@ -217,6 +245,13 @@ def _load() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+def _app_line(label: str, app: dict) -> str:
+    return (f"{label}: wall {app['wall_s']:.1f} s; start-up to the first tool {app['startup_s']:.1f} s; "
+            f"tools' critical path {app['critical_path_s']:.1f} s ({app['tools']}); finish after the last tool "
+            f"{app['finish_s']:.1f} s (session's own steps {app['session_finish_s']:.1f} s); "
+            f"peak memory {app['peak_pss_gb']:.2f} GB\n  phases: {app['phases']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--participant", default="01", help="label in ds002748_subset (default 01)")
@@ -225,52 +260,56 @@ def main() -> None:
     args = parser.parse_args()
     if not DATASET.is_dir():
         raise SystemExit(f"test data not found: {DATASET} (set THALAMUS_TEST_DATA)")
-    model = Path(os.environ.get("THALAMUS_MESHNET_MODEL", DEFAULT_MODEL))
     from thalamus_bidsapp.resources import available_cpus
 
     cpus = available_cpus()
     load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="bench_participant_"))
-    env = dict(os.environ, THALAMUS_MESHNET_MODEL=str(model), HF_HUB_OFFLINE="1", NIPYPE_NO_ET="1",
-               MPLBACKEND="Agg", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    env = dict(os.environ, HF_HUB_OFFLINE="1", NIPYPE_NO_ET="1", MPLBACKEND="Agg",
+               THALAMUS_MESHNET_MODEL=os.environ.get("THALAMUS_MESHNET_MODEL", str(DEFAULT_MODEL)),
+               THALAMUS_MESHNET_SIDES_MODEL=os.environ.get("THALAMUS_MESHNET_SIDES_MODEL", str(DEFAULT_SIDES_MODEL)),
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
                TEMPLATEFLOW_HOME=str(templateflow_home(root)), TEMPLATEFLOW_AUTOUPDATE="0")
-    print(f"participant benchmark: sub-{args.participant} of {DATASET}, default settings, {cpus} CPUs; "
+    print(f"participant benchmark: sub-{args.participant} of {DATASET}, {cpus} CPUs; "
           f"load average before: {_load()}", flush=True)
-    apps, minimals = [], []
+    runs: dict[str, list[dict]] = {"app": [], "minimal": [], "app_networks": [], "minimal_networks": []}
     try:
         for index in range(args.repeat):
             folder = root / f"run{index}"
-            folder.mkdir()
-            apps.append(run_app(args.participant, env, folder))
-            minimals.append(run_minimal(args.participant, env, folder, model, cpus))
-            print(f"  run {index + 1}: app {apps[-1]['wall_s']:.1f} s, minimal script {minimals[-1]['wall_s']:.1f} s; "
-                  f"load average {_load()}", flush=True)
+            runs["app"].append(run_app(args.participant, env, folder / "defaults"))
+            runs["minimal"].append(run_minimal(args.participant, env, folder, cpus, with_template=True))
+            runs["app_networks"].append(run_app(args.participant, env, folder / "networks", ("--template", "none")))
+            runs["minimal_networks"].append(run_minimal(args.participant, env, folder, cpus, with_template=False))
+            print(f"  run {index + 1}: " + ", ".join(f"{name} {results[-1]['wall_s']:.1f} s"
+                                                      for name, results in runs.items())
+                  + f"; load average {_load()}", flush=True)
     finally:
         if args.keep:
             shutil.copytree(root, args.keep, dirs_exist_ok=True)
         shutil.rmtree(root, ignore_errors=True)
-    app = min(apps, key=lambda r: r["wall_s"])
-    minimal = min(minimals, key=lambda r: r["wall_s"])
+    best = {name: min(results, key=lambda r: r["wall_s"]) for name, results in runs.items()}
     largest_rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
-    ratio_tools = app["wall_s"] / app["critical_path_s"]
-    ratio_minimal = app["wall_s"] / minimal["wall_s"]
 
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "NOT met"
+    def verdict(ratio: float, target: float) -> str:
+        return f"{ratio:.2f} (target <= {target}: {'met' if ratio <= target else 'NOT met'})"
 
-    print(f"app (default settings): wall {app['wall_s']:.1f} s; start-up to the first tool {app['startup_s']:.1f} s; "
-          f"tools' critical path {app['critical_path_s']:.1f} s ({app['tools']}); finish after the last tool "
-          f"{app['finish_s']:.1f} s (session's own steps {app['session_finish_s']:.1f} s); "
-          f"peak memory {app['peak_pss_gb']:.2f} GB")
-    print(f"  phases: {app['phases']}")
-    print(f"minimal script (deepbet, ANTs affine + SyN to {DEFAULT_TEMPLATE}, MeshNet; {cpus} threads): "
-          f"wall {minimal['wall_s']:.1f} s; peak memory {minimal['peak_pss_gb']:.2f} GB")
-    print(f"ratio app / tools' critical path: {ratio_tools:.2f} (target <= {TARGET_TOOLS}: "
-          f"{verdict(ratio_tools <= TARGET_TOOLS)})")
-    print(f"ratio app / minimal script: {ratio_minimal:.2f} (target <= {TARGET_MINIMAL}: "
-          f"{verdict(ratio_minimal <= TARGET_MINIMAL)})")
-    print(f"peak memory of the app {app['peak_pss_gb']:.2f} GB (PSS of the process tree; largest single process "
-          f"{largest_rss_gb:.2f} GB RSS) (target <= {TARGET_PEAK_GB} GB: {verdict(app['peak_pss_gb'] <= TARGET_PEAK_GB)})")
+    app, networks = best["app"], best["app_networks"]
+    print(_app_line("app, default settings", app))
+    print(f"minimal script, the same work ({cpus} threads: deepbet, MeshNet and its left/right model, ANTs affine + "
+          f"SyN to {DEFAULT_TEMPLATE}, prior warped back, mask to the template): wall {best['minimal']['wall_s']:.1f} s; "
+          f"peak memory {best['minimal']['peak_pss_gb']:.2f} GB")
+    print(_app_line("app, --template none (the networks only)", networks))
+    print(f"minimal script, the networks only ({cpus} threads: deepbet, MeshNet and its left/right model): "
+          f"wall {best['minimal_networks']['wall_s']:.1f} s; peak memory {best['minimal_networks']['peak_pss_gb']:.2f} GB")
+    print("ratio app / tools' critical path: default settings "
+          f"{verdict(app['wall_s'] / app['critical_path_s'], TARGET_TOOLS)}; networks only "
+          f"{verdict(networks['wall_s'] / networks['critical_path_s'], TARGET_TOOLS)}")
+    print("ratio app / minimal script: default settings "
+          f"{verdict(app['wall_s'] / best['minimal']['wall_s'], TARGET_MINIMAL)}; networks only "
+          f"{verdict(networks['wall_s'] / best['minimal_networks']['wall_s'], TARGET_MINIMAL)}")
+    peak = max(app["peak_pss_gb"], networks["peak_pss_gb"])
+    print(f"peak memory of the app {peak:.2f} GB (PSS of the process tree; largest single process "
+          f"{largest_rss_gb:.2f} GB RSS) (target <= {TARGET_PEAK_GB} GB: {'met' if peak <= TARGET_PEAK_GB else 'NOT met'})")
     print(f"load average after: {_load()} on {cpus} CPUs"
           + (" -- the machine was busy before the runs: figures are disturbed" if load_before > 0.5 * cpus else ""))
 

@@ -28,8 +28,7 @@ RUN_LEVEL = "n/a"
 #: everything else is the app's bookkeeping (reorienting, volumes, publishing).
 #: (Each method's mask-making node is named ``<method>_thalamus`` by its ``methods/`` module.)
 #: The template nodes are ANTs: the registration and applying its transforms to the prior and the masks.
-TOOL_NODES = frozenset({"brain_mask", "recon_all", "register", "register_template", "warp_prior",
-                        "masks_to_template"})
+TOOL_NODES = frozenset({"brain_mask", "recon_all", "register", "register_template", "masks_to_template"})
 TOOL_NODE_SUFFIX = "_thalamus"
 
 TIMING_COLUMNS: dict[str, str] = {

@@ -81,7 +81,7 @@ def test_timings_of_every_session(ds_run):
     assert sorted(tools["session"].unique()) == [f"sub-{label}" for label in SUBJECTS]
     # The networks, and ANTs for template space (registration, prior and masks resampled).
     assert set(tools["step"]) == {"brain_mask", "segmentation_wf.meshnet_thalamus", "template_wf.register_template",
-                                  "template_wf.warp_prior", "masks_to_template"}
+                                  "masks_to_template"}
     assert (tools["threads"] == 1).all() and (tools["seconds"] > 0).all()
     phases = set(table.loc[table["session"] == "n/a", "step"])
     assert {"startup", "index", "tool_check", "workflow", "reports", "total"} <= phases

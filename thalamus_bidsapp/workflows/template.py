@@ -6,8 +6,8 @@ which may use the prior):
 1. the brain-masked T1w is registered to the template's 2 mm brain (antspyx
    affine + SyN); both composite transforms are published
    (``from-T1w_to-<template>_mode-image_xfm.h5`` and the inverse);
-2. the atlas's left and right thalamus probability maps are warped onto the
-   T1w grid and published as ``hemi-{L,R}_space-T1w_label-thalamus_desc-prior_probseg``
+2. in the same node, the atlas's left and right thalamus probability maps are
+   warped onto the T1w grid and published as ``hemi-{L,R}_space-T1w_label-thalamus_desc-prior_probseg``
    (the workflow's ``outputnode.thalamus_prior`` = [left, right]);
 3. once the methods are done, every thalamus mask is resampled onto the
    template grid (linear, then >= 0.5) and published as
@@ -51,20 +51,29 @@ def _brain_masked(t1w: str, brain_mask: str, out: Path) -> Path:
 
 
 class _RegisterTemplateInputSpec(BaseInterfaceInputSpec):
-    t1w = File(exists=True, mandatory=True, desc="reoriented T1w")
+    t1w = File(exists=True, mandatory=True, desc="reoriented T1w (also the prior's output grid)")
     brain_mask = File(exists=True, mandatory=True, desc="T1w brain mask")
     target = File(exists=True, mandatory=True, desc="the template's skull-stripped T1w (TemplateFlow)")
     schedule = traits.Enum("standard", "fast", usedefault=True, desc="registration schedule")
+    prior = File(exists=True, mandatory=True, desc="4D probabilistic atlas in template space")
+    prior_volumes = traits.Dict(mandatory=True, desc="side (L, R) -> 0-based volume of the atlas")
 
 
 class _RegisterTemplateOutputSpec(TraitedSpec):
     forward = File(exists=True, desc="T1w -> template composite transform (HDF5)")
     inverse = File(exists=True, desc="template -> T1w composite transform (HDF5)")
     provenance_file = File(exists=True, desc="JSON: registration settings")
+    thalamus_prior = traits.List(File(exists=True), desc="[left, right] prior probability maps on the T1w grid")
 
 
 class RegisterToTemplate(SimpleInterface):
-    """Brain-masked T1w to the template brain with antspyx (affine + SyN)."""
+    """Brain-masked T1w to the template brain with antspyx (affine + SyN); the thalamus prior warped back.
+
+    The prior is warped in the same process as the registration because
+    loading antspyx in a fresh worker (about 1.5 s) costs more than the warp
+    itself (about 0.5 s), and the prior is on the session's critical path
+    (the QC and the lesion filling wait for it).
+    """
 
     input_spec = _RegisterTemplateInputSpec
     output_spec = _RegisterTemplateOutputSpec
@@ -80,47 +89,34 @@ class RegisterToTemplate(SimpleInterface):
         self._results["inverse"] = str(result.inverse)
         self._results["provenance_file"] = str(cwd / "provenance.json")
         Path(self._results["provenance_file"]).write_text(json.dumps({"Registration": result.settings}, indent=2))
+        self._results["thalamus_prior"] = [
+            str(path) for path in warp_prior(Path(self.inputs.prior), self.inputs.prior_volumes, Path(self.inputs.t1w),
+                                             result.inverse, result.forward, cwd)]
         return runtime
 
 
-class _WarpPriorInputSpec(BaseInterfaceInputSpec):
-    t1w = File(exists=True, mandatory=True, desc="reoriented T1w (the output grid)")
-    inverse = File(exists=True, mandatory=True, desc="template -> T1w composite transform")
-    forward = File(exists=True, desc="T1w -> template composite transform (limits the work to the prior's box)")
-    prior = File(exists=True, mandatory=True, desc="4D probabilistic atlas in template space")
-    volumes = traits.Dict(mandatory=True, desc="side (L, R) -> 0-based volume of the atlas")
+def warp_prior(prior: Path, volumes: dict, t1w: Path, inverse: Path, forward: Path, out_dir: Path) -> list[Path]:
+    """The atlas's left and right thalamus maps on the T1w grid (linear), float32 in [0, 1]: [left, right].
 
+    ``prior`` is the 4D atlas in template space, ``volumes`` maps each side
+    (L, R) to its 0-based volume; ``inverse`` (template -> T1w) resamples and
+    ``forward`` limits the work to the box the prior maps into.
+    """
+    import nibabel as nib
 
-class _WarpPriorOutputSpec(TraitedSpec):
-    out_files = traits.List(File(exists=True), desc="[left, right] probability maps on the T1w grid")
+    from thalamus_bidsapp.image.prior import clip_probability, prior_sides
+    from thalamus_bidsapp.interfaces.ants import ants_resample
 
-
-class WarpPrior(SimpleInterface):
-    """The atlas's left and right thalamus maps onto the T1w grid (linear), float32 in [0, 1]."""
-
-    input_spec = _WarpPriorInputSpec
-    output_spec = _WarpPriorOutputSpec
-
-    def _run_interface(self, runtime):
-        import nibabel as nib
-
-        from thalamus_bidsapp.image.prior import clip_probability, prior_sides
-        from thalamus_bidsapp.interfaces.ants import ants_resample
-
-        cwd = Path(runtime.cwd)
-        sides = prior_sides(nib.load(self.inputs.prior), {s: int(self.inputs.volumes[s]) for s in SIDES})
-        out_files = []
-        for side in SIDES:
-            in_template = cwd / f"prior_{side}_template.nii.gz"
-            nib.save(sides[side], str(in_template))
-            forward = Path(self.inputs.forward) if isdefined(self.inputs.forward) else None
-            warped = ants_resample(in_template, Path(self.inputs.t1w), Path(self.inputs.inverse),
-                                   opposite_transform=forward)
-            out = cwd / f"prior_{side}.nii.gz"
-            nib.save(clip_probability(warped), str(out))
-            out_files.append(str(out))
-        self._results["out_files"] = out_files
-        return runtime
+    sides = prior_sides(nib.load(str(prior)), {side: int(volumes[side]) for side in SIDES})
+    out_files = []
+    for side in SIDES:
+        in_template = out_dir / f"prior_{side}_template.nii.gz"
+        nib.save(sides[side], str(in_template))
+        warped = ants_resample(in_template, t1w, inverse, opposite_transform=forward)
+        out = out_dir / f"prior_{side}.nii.gz"
+        nib.save(clip_probability(warped), str(out))
+        out_files.append(out)
+    return out_files
 
 
 class _MasksToTemplateInputSpec(BaseInterfaceInputSpec):
@@ -233,14 +229,12 @@ def init_template_wf(
     xfm = {"forward": {**entities, "from": "T1w", "to": tpl, "mode": "image", "suffix": "xfm", "extension": ".h5"},
            "inverse": {**entities, "from": tpl, "to": "T1w", "mode": "image", "suffix": "xfm", "extension": ".h5"}}
 
-    register = pe.Node(RegisterToTemplate(target=str(template.target), schedule=schedule),
+    register = pe.Node(RegisterToTemplate(target=str(template.target), schedule=schedule, prior=str(template.prior),
+                                          prior_volumes=template.prior_volumes),
                        name="register_template", n_procs=omp_nthreads, mem_gb=2)
-    warp_prior = pe.Node(WarpPrior(prior=str(template.prior), volumes=template.prior_volumes), name="warp_prior")
     workflow.connect([
         (inputnode, register, [("t1w", "t1w"), ("brain_mask", "brain_mask")]),
-        (inputnode, warp_prior, [("t1w", "t1w")]),
-        (register, warp_prior, [("inverse", "inverse"), ("forward", "forward")]),
-        (warp_prior, outputnode, [("out_files", "thalamus_prior")]),
+        (register, outputnode, [("thalamus_prior", "thalamus_prior")]),
         (register, outputnode, [("forward", "forward"), ("inverse", "inverse")]),
     ])
     for direction in ("forward", "inverse"):
@@ -253,7 +247,7 @@ def init_template_wf(
         })
         workflow.connect([(register, ds_xfm, [(direction, "in_file"), ("provenance_file", "provenance_files")])])
     inverse_uri = _uri(output_dir, xfm["inverse"])
-    _publish_prior(workflow, warp_prior, template, entities=entities, output_dir=output_dir,
+    _publish_prior(workflow, register, template, entities=entities, output_dir=output_dir,
                    sources=[tf_uri["prior"], inverse_uri, t1w_uri], t1w_uri=t1w_uri)
 
     return workflow
@@ -280,7 +274,7 @@ def add_template_masks(workflow: pe.Workflow, template: TemplateFiles, template_
     ])
 
 
-def _publish_prior(workflow: pe.Workflow, warp_prior: pe.Node, template: TemplateFiles, *, entities: dict,
+def _publish_prior(workflow: pe.Workflow, register: pe.Node, template: TemplateFiles, *, entities: dict,
                    output_dir: Path, sources: list[str], t1w_uri: str) -> None:
     """``hemi-{L,R}_space-T1w_label-thalamus_desc-prior_probseg`` with their sidecars."""
     from thalamus_bidsapp.interfaces.templateflow import template_settings
@@ -300,4 +294,4 @@ def _publish_prior(workflow: pe.Workflow, warp_prior: pe.Node, template: Templat
             "Sources": sources, "SpatialReference": t1w_uri,
         })
         pick = pe.Node(niu.Select(index=[index]), name=f"select_prior_{side}", run_without_submitting=True)
-        workflow.connect([(warp_prior, pick, [("out_files", "inlist")]), (pick, ds_prior, [("out", "in_file")])])
+        workflow.connect([(register, pick, [("thalamus_prior", "inlist")]), (pick, ds_prior, [("out", "in_file")])])
