@@ -38,6 +38,10 @@ LOGGER = logging.getLogger(__name__)
 
 #: What the reports import (matplotlib: about a second), loaded while the workflow runs.
 REPORT_MODULES = ("thalamus_bidsapp.reports.participant", "matplotlib.figure", "matplotlib.backends.backend_svg")
+#: The tools' libraries loaded once before the worker processes are forked, so each worker has them already:
+#: PyTorch (about 1 s to load) is used by every session's brain mask and by the networks, which run in
+#: different workers. It is only loaded; no thread pool exists before the fork.
+WORKER_MODULES = ("torch",)
 
 
 def find_sessions(config: RunConfig) -> list[inputs.SessionInputs]:
@@ -131,7 +135,8 @@ def run_participant(config: RunConfig, started: float | None = None) -> int:
     with timings.phase("setup"):
         write_dataset_description(config.output_dir, config.bids_dir, config.derivatives)
         write_json({**config.to_json(), "resources": vars(resources)}, log_dir / "config.json")
-        write_citations(config.output_dir / "logs" / "CITATION.md", plans.values())
+        write_citations(config.output_dir / "logs" / "CITATION.md", plans.values(),
+                        extra=("templateflow", "ants") if config.template else ())
         write_json(session_plans([ready.session for ready in prepared.values()], plans, prepared),
                    log_dir / "methods.json")
 
@@ -370,6 +375,9 @@ def _run_workflow(
     prefetch = None
     try:
         with guard:
+            if resources.plugin == "MultiProc":
+                with timings.phase("tool_libraries", kind="tool"), thread_limits(resources.omp_nthreads):
+                    _import_modules(WORKER_MODULES)
             with timings.phase("workers"), thread_limits(resources.omp_nthreads):
                 # Worker processes inherit the thread limits of the tools they run.
                 runner = _start_workers(resources, node_status)
@@ -428,12 +436,15 @@ def _frozen_heap() -> Iterator[None]:
         gc.unfreeze()
 
 
-def write_citations(path: Path, plans) -> Path:
-    """``CITATION.md`` naming the tools and papers used by the methods that ran."""
+def write_citations(path: Path, plans, extra: tuple[str, ...] = ()) -> Path:
+    """``CITATION.md`` naming the tools and papers used by the methods that ran.
+
+    ``extra``: keys of ``data/citations.json`` used besides the methods (e.g. template space's).
+    """
     table = json.loads(resources.files("thalamus_bidsapp.data").joinpath("citations.json").read_text())
     used = {method for plan in plans for method in plan.run}
     lines = ["# Citations", "", "Please cite the tools that produced these derivatives:", ""]
-    lines += [f"- **{key}**: {entry['text']}" for key, entry in table.items() if entry.get("always")]
+    lines += [f"- **{key}**: {entry['text']}" for key, entry in table.items() if entry.get("always") or key in extra]
     lines += [f"- **{m.name}**: {m.citation}" for m in all_methods() if m.name in used]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")

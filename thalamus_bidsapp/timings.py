@@ -36,8 +36,11 @@ TIMING_COLUMNS: dict[str, str] = {
     "step": "The workflow node, as <sub-workflow>.<node> inside the session (e.g. "
             "segmentation_wf.first_thalamus), or the run phase: startup (imports, options), index (BIDS "
             "indexing and validation), preflight, tool_check (tools and model checksums), setup (logs), "
-            "workflow_setup, workers (starting the worker processes), workflow (all nodes), reports, total",
-    "kind": "tool: a tool's own compute (brain extraction, segmentation network or program, registration); "
+            "workflow_setup, tool_libraries (the tools' shared libraries, e.g. PyTorch, loaded once before the "
+            "worker processes start, so that no step loads them again), workers (starting the worker "
+            "processes), workflow (all nodes), reports, total",
+    "kind": "tool: a tool's own compute (brain extraction, segmentation network or program, registration, "
+            "and loading the tools' shared libraries); "
             "step: the app's own node (reorientation, volumes, publishing); phase: run-level work outside the "
             "nodes; cached: a node whose result was reused from the work folder (seconds 0)",
     "seconds": {"Description": "Wall-clock time of the step (for nodes: the interface's own run, as nipype "
@@ -117,13 +120,13 @@ class RunTimings:
                                         round(start - self.started, 3)))
 
     @contextlib.contextmanager
-    def phase(self, step: str, session: str = RUN_LEVEL, threads: int = 1) -> Iterator[None]:
-        """Time a run-level phase (``with timings.phase("index"): ...``)."""
+    def phase(self, step: str, session: str = RUN_LEVEL, threads: int = 1, kind: str = "phase") -> Iterator[None]:
+        """Time a run-level phase (``with timings.phase("index"): ...``); ``kind="tool"`` for the tools' own work."""
         start = time.time()
         try:
             yield
         finally:
-            self.add(session, step, "phase", start, time.time(), threads)
+            self.add(session, step, kind, start, time.time(), threads)
 
     def node_status(self, node, status: str) -> None:
         """nipype ``status_callback``: record each node when it ends (or fails).

@@ -77,8 +77,12 @@ def test_timings_of_every_session(ds_run):
     table = read_timings(path)
     assert path.with_suffix(".json").is_file()
     # Six sessions on two processes: one thread per step (min(nprocs - 1, 8)), so two sessions run side by side.
-    tools = table[table["kind"] == "tool"]
+    tools = table[(table["kind"] == "tool") & (table["session"] != "n/a")]
     assert sorted(tools["session"].unique()) == [f"sub-{label}" for label in SUBJECTS]
+    # PyTorch is loaded once, before the workers start, and counted as the tools' own time (0 s here:
+    # the test process has loaded it already).
+    run_tools = table[(table["kind"] == "tool") & (table["session"] == "n/a")]
+    assert list(run_tools["step"]) == ["tool_libraries"] and (run_tools["seconds"] >= 0).all()
     # The networks, and ANTs for template space (registration, prior and masks resampled).
     assert set(tools["step"]) == {"brain_mask", "segmentation_wf.meshnet_thalamus", "template_wf.register_template",
                                   "masks_to_template"}
@@ -87,3 +91,10 @@ def test_timings_of_every_session(ds_run):
     assert {"startup", "index", "tool_check", "workflow", "reports", "total"} <= phases
     total = table.loc[table["step"] == "total", "seconds"].iloc[0]
     assert (table["start"] + table["seconds"] <= total + 1).all()
+
+
+def test_citations_name_what_ran(ds_run):
+    # deepbet and MeshNet ran, and template space (TemplateFlow, ANTs); FreeSurfer did not.
+    text = (ds_run["out"] / "logs" / "CITATION.md").read_text()
+    assert "Fisch L" in text and "Ciric R" in text and "Avants BB" in text
+    assert "Fischl B" not in text

@@ -83,3 +83,14 @@ def test_critical_path_of_serial_and_overlapping_tools():
     assert critical_path([row(0, 10), row(8, 10), row(30, 1)]) == pytest.approx(19)
     assert critical_path([row(0, 10, "step"), row(20, 1)]) == pytest.approx(1)  # only tools count
     assert critical_path([]) == 0
+
+
+def test_a_run_level_tool_phase_counts_in_the_critical_path():
+    timings = RunTimings(started=time.time())
+    with timings.phase("tool_libraries", kind="tool"):
+        time.sleep(0.05)
+    with timings.phase("workers"):
+        time.sleep(0.05)
+    (tool,) = [row for row in timings.rows if row.kind == "tool"]
+    assert (tool.session, tool.step) == ("n/a", "tool_libraries")
+    assert critical_path(timings.rows) == pytest.approx(tool.seconds) and tool.seconds >= 0.05

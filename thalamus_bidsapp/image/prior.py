@@ -65,6 +65,11 @@ def clip_probability(img: nib.spatialimages.SpatialImage) -> nib.Nifti1Image:
     return float32_like(np.clip(data, 0.0, 1.0), img)
 
 
+def prior_thalamus(left: np.ndarray, right: np.ndarray, threshold: float = DEFAULT_PRIOR_THRESHOLD) -> np.ndarray:
+    """Boolean thalamus of the prior: voxels where either side's probability (arrays of one shape) is >= ``threshold``."""
+    return (np.asanyarray(left) >= threshold) | (np.asanyarray(right) >= threshold)
+
+
 def prior_mask(
     left: nib.spatialimages.SpatialImage,
     right: nib.spatialimages.SpatialImage,
@@ -89,7 +94,7 @@ def prior_mask(
         raise ValueError(f"prior threshold must be in (0, 1], not {threshold}")
     if left.shape[:3] != right.shape[:3] or not np.allclose(left.affine, right.affine, atol=1e-4):
         raise ValueError("the left and right prior maps are not on the same grid")
-    mask = (_data(left) >= threshold) | (_data(right) >= threshold)
+    mask = prior_thalamus(_data(left), _data(right), threshold)
     out = nib.Nifti1Image(mask.astype(np.uint8), left.affine, left.header.copy())
     out.set_data_dtype(np.uint8)
     out.header["scl_slope"], out.header["scl_inter"] = np.nan, np.nan

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from thalamus_bidsapp.image import qc_checks as measure
+from thalamus_bidsapp.image.prior import prior_thalamus
 from thalamus_bidsapp.image.sides import LEFT, RIGHT
 from thalamus_bidsapp.stats.qc import FAIL, PASS, SKIPPED, WARN, judge, worst_status
 
@@ -212,7 +213,7 @@ def _agreement_rows(mask: _Mask, others: dict[str, list[np.ndarray]], prior: tup
         rows.append(_skipped(files, "dice_prior", rules, prior_note))
     else:
         level = float(thresholds["prior_threshold"])
-        value = measure.dice(mask.data, (prior[0] >= level) | (prior[1] >= level))
+        value = measure.dice(mask.data, prior_thalamus(prior[0], prior[1], level))
         rows.append(_row(files, "dice_prior", value, rules,
                          f"Dice with the thalamus prior (probability >= {level:g}) is {value:.2f}"))
     return rows

@@ -87,6 +87,8 @@ def methods_paragraph(sessions: list[SessionReport], version: str) -> tuple[str,
         paragraphs.append("The registered R1 map was clipped at its 99th percentile inside the brain mask and "
                           "rescaled linearly to 0..1000.")
 
+    paragraphs += [text for text in (_template_text(sidecars, refs), _lesion_text(sidecars)) if text]
+
     masks = [m for session in sessions for m in session.masks]
     clauses = []
     for method in all_methods():
@@ -100,3 +102,36 @@ def methods_paragraph(sessions: list[SessionReport], version: str) -> tuple[str,
                           "count times the voxel volume from the image header, in mL.")
     body = "".join(f"<p>{p}</p>" for p in paragraphs)
     return body, refs.html()
+
+
+def _template_text(sidecars: list[tuple[str, Mapping[str, Any]]], refs: _References) -> str:
+    """Template space: the registration, the prior warped back and the masks resampled (empty when not run)."""
+    forward = [s for name, s in sidecars if name.endswith("_xfm.json") and s.get("FromSpace") == "T1w"]
+    if not forward:
+        return ""
+    templates = sorted({str(s.get("Template", s.get("ToSpace"))) for s in forward})
+    schedules = sorted({str(s["Registration"].get("Schedule")) for s in forward
+                        if isinstance(s.get("Registration"), Mapping) and s["Registration"].get("Schedule")})
+    text = (f"The skull-stripped T1w was registered to the {esc(' and '.join(templates))} template of TemplateFlow "
+            f"{refs.cite('templateflow')} with antspyx (affine, then SyN"
+            + (f"; {esc(' and '.join(schedules))} schedule" if schedules else "") + f") {refs.cite('ants')}")
+    atlases = sorted({str(s["Atlas"]) for name, s in sidecars if "_desc-prior_probseg" in name and s.get("Atlas")})
+    if atlases:
+        text += (f"; the left and right thalamus probability maps of the {esc(' and '.join(atlases))} atlas were "
+                 "warped back onto the T1w grid (linear interpolation) as a thalamus prior")
+    if any("_space-" in name and "_space-T1w_" not in name and name.endswith("_mask.json") for name, _ in sidecars):
+        text += ", and every thalamus mask was resampled onto the template grid (linear interpolation, then >= 0.5)"
+    return text + "."
+
+
+def _lesion_text(sidecars: list[tuple[str, Mapping[str, Any]]]) -> str:
+    """Lesion filling before the T1w methods (empty when nothing was filled)."""
+    filled = [s for name, s in sidecars if name.endswith("_desc-lesionfilled_T1w.json") and s.get("LesionFilled")]
+    if not filled:
+        return ""
+    sources = sorted({str(s["LesionSource"]) for s in filled if s.get("LesionSource")})
+    origin = f" ({esc('; '.join(sources))})" if sources else ""
+    algorithms = sorted({str(s["Algorithm"]) for s in filled if s.get("Algorithm")})
+    how = f": {esc(' / '.join(algorithms))}" if algorithms else ""
+    return (f"Before the methods that segment the T1w ran, the lesions of the lesion mask{origin} were filled "
+            f"in the T1w{how}. Every mask's sidecar records whether it was segmented on the filled image.")
