@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import re
-from importlib import resources
 from pathlib import Path
 
 import jinja2
@@ -48,7 +47,7 @@ from thalamus_bidsapp.reports.group_leads import (
     _progression_lead,
     _volumes_lead,
 )
-from thalamus_bidsapp.reports.html import column_descriptions, esc, href, html_table, pipeline_version
+from thalamus_bidsapp.reports.html import column_descriptions, data_text, esc, href, html_table, pipeline_version
 from thalamus_bidsapp.reports.logs import read_session_statuses, registration_exclusions
 
 LOGGER = logging.getLogger(__name__)
@@ -404,13 +403,13 @@ def write_group_report(output_dir: Path, group_dir: Path | None = None) -> Path:
     volumes = read_group_table(group_dir, "volumes")
     analysed = set(volumes["participant_id"].astype(str)) if volumes is not None and "participant_id" in volumes \
         else set()
-    template = _environment().from_string(_data_text("group_report.html"))
+    template = _environment().get_template("group_report.html")
     page = template.render(
         title="Group report: thalamus segmentation benchmark",
         subtitle=f"thalamus_bidsapp {version} · {len(set(subjects) | analysed)} subject(s) · "
                  f"{len(figures.files)} figure(s) · "
                  f"{n_tables} table(s)",
-        sections=sections, version=version, css=Markup(_data_text("report.css")),
+        sections=sections, version=version, css=Markup(data_text("report.css")),
         footer=f"thalamus_bidsapp {version}. Generated from group/, logs/ and the participant QC tables; links are "
                "relative to group/. Figures: SVG for the screen, PNG at 300 dpi for print.",
     )
@@ -436,10 +435,7 @@ def _participants_html(output_dir: Path, subjects: list[str], statuses: dict, li
     return "\n".join(parts)
 
 
-def _data_text(name: str) -> str:
-    return resources.files("thalamus_bidsapp.data").joinpath(name).read_text()
-
-
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+    return jinja2.Environment(loader=jinja2.PackageLoader("thalamus_bidsapp", "data"), autoescape=True,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True,
                               lstrip_blocks=True, keep_trailing_newline=True)

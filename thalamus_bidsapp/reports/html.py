@@ -27,7 +27,8 @@ def href(path: Path, start: Path) -> str:
     return quote(Path(rel).as_posix())
 
 
-def _data_text(name: str) -> str:
+def data_text(name: str) -> str:
+    """The text of ``thalamus_bidsapp/data/<name>``."""
     return resources.files("thalamus_bidsapp.data").joinpath(name).read_text()
 
 
@@ -72,7 +73,7 @@ def render_page(*, title: str, subtitle: str, toc: Iterable[tuple[str, str]], bo
     ``footer`` are HTML; ``title`` and ``version`` are text.
     """
     return render_template("report_page.html", title=title, subtitle=safe(subtitle), toc=list(toc),
-                           body=safe(body), footer=safe(footer), css=safe(_data_text("report.css")), version=version)
+                           body=safe(body), footer=safe(footer), css=safe(data_text("report.css")), version=version)
 
 
 def column_descriptions(tsv: Path) -> dict[str, str]:

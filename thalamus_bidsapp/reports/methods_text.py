@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from thalamus_bidsapp.methods.registry import all_methods, method_names
-from thalamus_bidsapp.reports.html import _data_text, esc
+from thalamus_bidsapp.reports.html import data_text, esc
 from thalamus_bidsapp.reports.session import SessionReport
 
 _STRATEGY_TEXT = {
@@ -22,7 +22,7 @@ class _References:
     """Numbered references in order of first citation, from ``data/citations.json``."""
 
     def __init__(self) -> None:
-        self.table: dict[str, dict[str, Any]] = json.loads(_data_text("citations.json"))
+        self.table: dict[str, dict[str, Any]] = json.loads(data_text("citations.json"))
         self.order: list[str] = []
 
     def cite(self, *keys: str) -> str:
