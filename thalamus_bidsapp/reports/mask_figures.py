@@ -67,9 +67,16 @@ def _side_by_side(tiles: list[np.ndarray], n_cols: int) -> np.ndarray:
     return row
 
 
-def _load_canonical(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _load_canonical(path: Path, dtype: type | None = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Voxels in RAS+ order (3D) and the affine; ``dtype=None`` keeps the stored type (masks: no float copy)."""
     img = nib.as_closest_canonical(nib.load(os.fspath(path)))
-    return np.asarray(img.dataobj, dtype=np.float32).reshape(img.shape[:3]), img.affine
+    data = np.asanyarray(img.dataobj) if dtype is None else np.asarray(img.dataobj, dtype=dtype)
+    return data.reshape(img.shape[:3]), img.affine
+
+
+def _labels(data: np.ndarray) -> np.ndarray:
+    """Integer label values as uint8 (float-stored labels rounded first)."""
+    return (data if np.issubdtype(data.dtype, np.integer) else np.rint(data)).astype(np.uint8)
 
 
 def plot_mask_mosaic(
@@ -194,7 +201,7 @@ def draw_masks(session, figures_dir: Path) -> None:
     zooms = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
     masks, side_maps = {}, {}
     for info in session.masks:
-        data, mask_affine = _load_canonical(info.path)
+        data, mask_affine = _load_canonical(info.path, dtype=None)
         if data.shape != t1.shape or not np.allclose(mask_affine, affine, atol=GRID_ATOL_MM, rtol=0):
             session.messages.append(("warning", f"{esc(info.path.name)} is not on the T1w grid: not drawn."))
             continue
@@ -202,9 +209,9 @@ def draw_masks(session, figures_dir: Path) -> None:
         side_path = info.path.with_name(info.path.name.replace("_label-thalamus_", "_seg-thalamus_")
                                         .replace("_mask.nii.gz", "_dseg.nii.gz"))
         if side_path.is_file():
-            side_data, side_affine = _load_canonical(side_path)
+            side_data, side_affine = _load_canonical(side_path, dtype=None)
             if side_data.shape == t1.shape and np.allclose(side_affine, affine, atol=GRID_ATOL_MM, rtol=0):
-                side_maps[info.desc] = np.rint(side_data).astype(np.uint8)
+                side_maps[info.desc] = _labels(side_data)
     if not masks:
         return
     lesion = _lesion_mask(session, t1.shape, affine)
@@ -242,7 +249,7 @@ def _lesion_mask(session, shape: tuple[int, ...], affine: np.ndarray) -> np.ndar
     path = session.anat / f"{session.name}_space-T1w_label-lesion_mask.nii.gz"
     if not path.is_file():
         return None
-    data, lesion_affine = _load_canonical(path)
+    data, lesion_affine = _load_canonical(path, dtype=None)
     if data.shape != shape or not np.allclose(lesion_affine, affine, atol=GRID_ATOL_MM, rtol=0):
         session.messages.append(("warning", f"{esc(path.name)} is not on the T1w grid: lesions not drawn."))
         return None
