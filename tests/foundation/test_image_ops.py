@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import shared_file
-from thalamus_bidsapp.image.masks import mask_from_labels, mask_volume
+from thalamus_bidsapp.image.masks import integer_labels, mask_from_labels, mask_volume
 from thalamus_bidsapp.image.reorient import reorient_to_ras
 from thalamus_bidsapp.image.resample import labels_to_grid, same_grid
 
@@ -73,3 +73,12 @@ def test_mask_volume_uses_header_zooms():
     assert vol["n_voxels"] == 27
     assert vol["volume_mm3"] == pytest.approx(27 * 0.512)
     assert vol["volume_ml"] == pytest.approx(27 * 0.512 / 1000)
+
+
+def test_integer_labels_round_float_stored_labels_and_keep_integer_ones():
+    stored_as_float = np.array([0.0, 9.6, 10.4, 49.0001], dtype=np.float32)
+    assert integer_labels(stored_as_float).tolist() == [0, 10, 10, 49]
+    assert integer_labels(stored_as_float).dtype == np.int64
+    stored_as_int = np.array([0, 10, 49], dtype=np.int16)
+    assert integer_labels(stored_as_int, np.uint8).tolist() == [0, 10, 49]
+    assert integer_labels(stored_as_int, np.uint8).dtype == np.uint8

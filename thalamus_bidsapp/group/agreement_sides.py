@@ -23,7 +23,7 @@ import pandas as pd
 from thalamus_bidsapp.bidsio.atomic import write_tsv
 from thalamus_bidsapp.errors import EXIT_DATAERR, ThalamusError
 from thalamus_bidsapp.image.grid import same_grid
-from thalamus_bidsapp.image.masks import MM3_PER_ML, voxel_volume_mm3
+from thalamus_bidsapp.image.masks import MM3_PER_ML, integer_labels, voxel_volume_mm3
 from thalamus_bidsapp.image.sides import LEFT, RIGHT
 from thalamus_bidsapp.stats.overlap import (
     EmptyMaskWarning,
@@ -113,7 +113,7 @@ def _on_grid(path: Path, reference: nib.spatialimages.SpatialImage | None) -> np
     data = np.asanyarray(img.dataobj)
     if data.ndim == 4:
         data = data[..., 0]
-    return np.rint(data).astype(np.int64) if data.dtype.kind == "f" else data.astype(np.int64)
+    return integer_labels(data)
 
 
 def run_side_agreement(method_sides: pd.DataFrame, manual: pd.DataFrame, out_dir: Path) -> dict[str, pd.DataFrame]:

@@ -13,6 +13,12 @@ from thalamus_bidsapp.image.nifti import new_image
 MM3_PER_ML = 1000.0
 
 
+def integer_labels(data: np.ndarray, dtype: type = np.int64) -> np.ndarray:
+    """Label values as ``dtype``: float-stored labels rounded to the nearest integer, integer ones cast (no float copy)."""
+    data = np.asanyarray(data)
+    return (data if np.issubdtype(data.dtype, np.integer) else np.rint(data)).astype(dtype)
+
+
 def mask_from_labels(labels: nib.spatialimages.SpatialImage, values: Iterable[int]) -> nib.Nifti1Image:
     """A uint8 0/1 mask of the voxels whose label is one of ``values``, on the same grid."""
     data = np.asanyarray(labels.dataobj)

@@ -19,6 +19,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from thalamus_bidsapp.image.masks import integer_labels
+
 BACKGROUND, LEFT, RIGHT = 0, 1, 2
 #: The hemispheres of the volumes table, in its row order.
 HEMISPHERES = ("bilateral", "left", "right")
@@ -32,7 +34,7 @@ def sides_from_labels(labels: np.ndarray, left: Iterable[int], right: Iterable[i
     overlap = np.intersect1d(left, right)
     if overlap.size:
         raise ValueError(f"labels {overlap.tolist()} are given as both left and right")
-    data = np.rint(np.asanyarray(labels)).astype(np.int64)
+    data = integer_labels(labels)
     out = np.zeros(data.shape, dtype=np.uint8)
     out[np.isin(data, left)] = LEFT
     out[np.isin(data, right)] = RIGHT

@@ -14,6 +14,7 @@ import numpy as np
 
 from thalamus_bidsapp.bidsio.atomic import write_if_changed
 from thalamus_bidsapp.image.grid import GRID_ATOL_MM
+from thalamus_bidsapp.image.masks import integer_labels
 from thalamus_bidsapp.reports.html import esc
 
 LOGGER = logging.getLogger(__name__)
@@ -67,17 +68,11 @@ def _side_by_side(tiles: list[np.ndarray], n_cols: int) -> np.ndarray:
     return row
 
 
-def _load_canonical(path: Path, dtype: type | None = np.float32) -> tuple[np.ndarray, np.ndarray]:
-    """Voxels in RAS+ order (3D) and the affine; ``dtype=None`` keeps the stored type (masks: no float copy)."""
+def _load_canonical(path: Path, dtype: type | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Voxels in RAS+ order (3D) and the affine; by default in the stored type (masks: no float copy)."""
     img = nib.as_closest_canonical(nib.load(os.fspath(path)))
     data = np.asanyarray(img.dataobj) if dtype is None else np.asarray(img.dataobj, dtype=dtype)
     return data.reshape(img.shape[:3]), img.affine
-
-
-def _labels(data: np.ndarray) -> np.ndarray:
-    """Integer label values as uint8 (float-stored labels rounded first)."""
-    return (data if np.issubdtype(data.dtype, np.integer) else np.rint(data)).astype(np.uint8)
-
 
 def plot_mask_mosaic(
     t1w: np.ndarray,
@@ -197,11 +192,11 @@ def draw_masks(session, figures_dir: Path) -> None:
     if not t1_path.is_file():
         session.messages.append(("warning", f"No <code>{esc(t1_path.name)}</code>: mask figures not drawn."))
         return
-    t1, affine = _load_canonical(t1_path)
+    t1, affine = _load_canonical(t1_path, np.float32)
     zooms = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
     masks, side_maps = {}, {}
     for info in session.masks:
-        data, mask_affine = _load_canonical(info.path, dtype=None)
+        data, mask_affine = _load_canonical(info.path)
         if data.shape != t1.shape or not np.allclose(mask_affine, affine, atol=GRID_ATOL_MM, rtol=0):
             session.messages.append(("warning", f"{esc(info.path.name)} is not on the T1w grid: not drawn."))
             continue
@@ -209,9 +204,9 @@ def draw_masks(session, figures_dir: Path) -> None:
         side_path = info.path.with_name(info.path.name.replace("_label-thalamus_", "_seg-thalamus_")
                                         .replace("_mask.nii.gz", "_dseg.nii.gz"))
         if side_path.is_file():
-            side_data, side_affine = _load_canonical(side_path, dtype=None)
+            side_data, side_affine = _load_canonical(side_path)
             if side_data.shape == t1.shape and np.allclose(side_affine, affine, atol=GRID_ATOL_MM, rtol=0):
-                side_maps[info.desc] = _labels(side_data)
+                side_maps[info.desc] = integer_labels(side_data, np.uint8)
     if not masks:
         return
     lesion = _lesion_mask(session, t1.shape, affine)
@@ -249,7 +244,7 @@ def _lesion_mask(session, shape: tuple[int, ...], affine: np.ndarray) -> np.ndar
     path = session.anat / f"{session.name}_space-T1w_label-lesion_mask.nii.gz"
     if not path.is_file():
         return None
-    data, lesion_affine = _load_canonical(path, dtype=None)
+    data, lesion_affine = _load_canonical(path)
     if data.shape != shape or not np.allclose(lesion_affine, affine, atol=GRID_ATOL_MM, rtol=0):
         session.messages.append(("warning", f"{esc(path.name)} is not on the T1w grid: lesions not drawn."))
         return None
