@@ -246,6 +246,23 @@ def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser
     )
 
     group.add_argument(
+        "--harmonize", choices=["none", "combat", "combat-gam"], default="none",
+        help="remove site or scanner effects from the volumes before the group statistics: empirical Bayes "
+        "ComBat, or ComBat-GAM with a non-linear age term; with repeated sessions a random subject intercept "
+        "is added (longitudinal ComBat). Adds volume_ml_harmonized to group/volumes.tsv (default: none)",
+    )
+    group.add_argument(
+        "--harmonize-batch", choices=["site", "scanner"], default="scanner",
+        help="what one batch is for --harmonize: the session's scanner (from the image sidecars or the "
+        "scanner column of sessions.tsv) or its site (InstitutionName, or the site column); default: scanner",
+    )
+    group.add_argument(
+        "--harmonize-protect", nargs="+", default=["age", "sex"], metavar="COLUMN",
+        help="columns of participants.tsv or sessions.tsv whose effects --harmonize keeps (e.g. age sex "
+        "diagnosis edss); numbers enter linearly, text as categories; ICV is always kept "
+        "(default: age sex)",
+    )
+    group.add_argument(
         "--skip-running-sessions", action="store_true",
         help="build the group tables while participant jobs are still running (or were killed without "
         "recording a result), leaving their sessions out; without it the group level refuses (exit 75)",
