@@ -33,7 +33,7 @@ REAL_BRAINS = (
     *((f"synthseg_label_maps/training_seg_0{i}.nii.gz", 10, 49) for i in range(1, 6)),
 )
 #: Planted effects on each hemisphere's true volume (mL per year of age, per EDSS point, per mL of ICV).
-TRUTH = {"age": -0.03, "edss": -0.12, "icv": 0.002}
+TRUTH = {"age": -0.03, "edss": -0.15, "icv": 0.002}
 #: Per site: scanners (before, after an upgrade: Manufacturer, model, field, serial), institution, age range,
 #: EDSS shift, additive offset (mL, scaled per method and side) and measurement-error factor.
 SITES = {
@@ -94,7 +94,7 @@ def simulate_multisite(anatomy: pd.DataFrame, n_subjects: int = 300, n_sessions:
         age0 = float(np.round(rng.uniform(*spec["ages"]), 1))
         icv = 1450.0 + (60.0 if sex == "M" else -60.0) + rng.normal(0, 80)
         edss0 = 1.0 + 0.05 * (age0 - 20) + spec["edss_shift"] + rng.normal(0, 1.0)
-        own = rng.normal(0, 0.10, 2)  # the subject's own left and right deviation
+        own = rng.normal(0, 0.05, 2)  # the subject's own left and right deviation
         subjects.append({"participant_id": pid, "sex": sex, "anatomy": brain["anatomy"]})
         time = 0.0
         for k in range(n_sessions):
