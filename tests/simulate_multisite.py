@@ -142,7 +142,10 @@ def write_multisite_dataset(cohort: MultisiteCohort, root: Path, *, age_in: str 
     bids, out = Path(root) / "bids", Path(root) / "out"
     write_json({"Name": "simulated multi-site cohort", "BIDSVersion": "1.10.0"}, bids / "dataset_description.json")
     write_json({"MagneticFieldStrength": 3}, bids / "T1w.json")
-    participants = cohort.participants.drop(columns="anatomy")
+    # centre: the site as a participants.tsv code (not named "site", so the sidecars' InstitutionName is the site)
+    participants = cohort.participants.assign(
+        centre=cohort.sessions.groupby("participant_id")["site_true"].first().loc[cohort.participants["participant_id"]]
+        .to_numpy())
     sessions = cohort.sessions.drop(columns="site_true")
     if age_in == "participants":
         first = sessions.groupby("participant_id")["age"].first()

@@ -3,7 +3,7 @@
 Features: the left and right volumes of every method and contrast (the
 bilateral volume for a method without sides), one row per session. ICV is
 harmonised first on its own (one feature: location/scale, no empirical
-Bayes) and its harmonised value is always among the protected covariates of
+Bayes, no subject term) and its harmonised value is always among the protected covariates of
 the volumes, beside the ``--harmonize-protect`` columns. With repeated
 sessions of a subject the model has a random subject intercept
 (longitudinal ComBat). A method's harmonised bilateral volume is the sum of
@@ -94,7 +94,8 @@ def run_harmonization_step(config: RunConfig, volumes: pd.DataFrame, group_dir: 
     repeated = bool(sessions["participant_id"].duplicated().any())
     subject = "participant_id" if repeated else None
     protect = {"continuous": continuous, "categorical": categorical, "smooth": smooth, "subject": subject}
-    icv = _fit(sessions, [ICV_FEATURE], batch, protect, eb=False)
+    # ICV is a trait of the subject (often one value for all its sessions): no subject term for it
+    icv = _fit(sessions, [ICV_FEATURE], batch, {**protect, "subject": None}, eb=False)
     sessions[ICV_HARMONIZED] = icv.data[ICV_FEATURE]
     vols = _fit(sessions, list(features), batch, {**protect, "continuous": [*continuous, ICV_HARMONIZED]})
     LOGGER.info("harmonisation (%s by %s, %d batches, %d sessions, %d features): protected %s + ICV",

@@ -298,7 +298,7 @@ def _standardise(y: np.ndarray, onehot: np.ndarray, covars: np.ndarray, groups: 
         beta = np.linalg.solve(x.T @ x, x.T @ yy)
         var_pooled = float(np.mean((yy - x @ beta) ** 2))
     else:
-        beta, var_pooled, intercepts = _mixed_fit(y[finite], design[finite], groups[finite])
+        beta, var_pooled, intercepts = _mixed_fit(y[finite], onehot[finite], covars[finite], groups[finite])
         random = np.array([intercepts.get(g, 0.0) for g in groups])
     n_batch = onehot.shape[1]
     weights = onehot[finite].sum(axis=0) / finite.sum()
@@ -310,16 +310,38 @@ def _standardise(y: np.ndarray, onehot: np.ndarray, covars: np.ndarray, groups: 
             "batch_beta": beta[:n_batch], "var_pooled": var_pooled, "random_intercepts": intercepts}
 
 
-def _mixed_fit(y: np.ndarray, design: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, float, dict[str, float]]:
-    """REML fit of ``y ~ design + (1 | subject)``: fixed effects, residual variance, subject intercepts."""
+def _mixed_fit(y: np.ndarray, onehot: np.ndarray, covars: np.ndarray,
+               groups: np.ndarray) -> tuple[np.ndarray, float, dict[str, float]]:
+    """REML fit of ``y ~ batch + covariates + (1 | subject)``: fixed effects, residual variance, subject intercepts.
+
+    The covariates are centred and scaled for the optimiser (an ICV in mL
+    beside 0/1 indicators makes its Hessian near-singular); the returned
+    coefficients are on the original scale.
+    """
     from statsmodels.regression.mixed_linear_model import MixedLM
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # boundary and convergence chatter; the estimates are checked below
-        fit = MixedLM(y, design, groups=groups).fit(reml=True, method=["lbfgs", "powell"])
-    beta = np.asarray(fit.fe_params, float)
-    if not np.all(np.isfinite(beta)):
+    centre = covars.mean(axis=0)
+    scale = covars.std(axis=0)
+    scale[scale == 0] = 1.0
+    design = np.column_stack([onehot, (covars - centre) / scale])
+    fit, problem = None, ""
+    # L-BFGS first; a subject variance at the boundary (near 0) can make its gradient singular: then Powell
+    for method in ("lbfgs", "powell", "nm"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # boundary and convergence chatter; the estimates are checked below
+            try:
+                fit = MixedLM(y, design, groups=groups).fit(reml=True, method=method)
+                break
+            except (np.linalg.LinAlgError, ValueError) as err:
+                problem = str(err)
+    if fit is None:
+        raise ValueError(f"combat: the mixed model of a feature cannot be fitted ({problem})")
+    coef = np.asarray(fit.fe_params, float)
+    if not np.all(np.isfinite(coef)):
         raise ValueError("combat: the mixed model of a feature did not converge")
+    n_batch = onehot.shape[1]
+    slopes = coef[n_batch:] / scale
+    beta = np.concatenate([coef[:n_batch] - float(slopes @ centre), slopes])
     try:
         intercepts = {str(g): float(np.asarray(v)[0]) for g, v in fit.random_effects.items()}
     except ValueError:  # the subject variance is estimated at 0: every intercept is 0
