@@ -23,10 +23,10 @@ LOGGER = logging.getLogger(__name__)
 
 STEM = "harmonization_before_after"
 TITLES = {STEM: "Volumes per batch before and after harmonisation"}
-CAPTIONS = {STEM: "Per method (left and right thalamus): the volume's residual after the protected covariates "
-                  "(age, sex, ... and ICV, fitted on every batch together), one box per batch, before (grey) and "
-                  "after (colour) ComBat. Panel titles: p of the batch effect (ANOVA F test) before and after. "
-                  "Table: group/harmonization.tsv."}
+CAPTIONS = {STEM: "Per method and side: the mean ± SD per batch of the volume's residual after the protected "
+                  "covariates (--harmonize-protect and ICV, fitted on every batch together), before (grey) and "
+                  "after (colour) ComBat: harmonisation moves the batch means to 0 and evens their spread. Panel "
+                  "titles: p of the batch effect (ANOVA F test) before → after. Table: group/harmonization.tsv."}
 SKIPPED = "Not run: the group level was run without --harmonize (the volumes are used as measured)."
 
 

@@ -66,6 +66,15 @@ def batch_effect_tests(data: pd.DataFrame, value: str, batch: str,
     DataFrame
         :data:`BATCH_EFFECT_COLUMNS`, one row per batch with a usable value;
         p-values NaN when fewer than two batches have two values.
+
+    Examples
+    --------
+    >>> data = pd.DataFrame({"site": ["a"] * 3 + ["b"] * 3, "x": [1.0, 2, 3, 11, 12, 13]})
+    >>> table = batch_effect_tests(data, "x", "site")
+    >>> table[["batch", "n", "mean", "variance"]].values.tolist()
+    [['a', 3, 2.0, 1.0], ['b', 3, 12.0, 1.0]]
+    >>> bool(table["p_anova"].iloc[0] < 0.001)
+    True
     """
     check_columns(data, [value, batch], "batch_effect_tests")
     encoding = encoding or {"continuous": [], "categorical": {}, "smooth": {}}

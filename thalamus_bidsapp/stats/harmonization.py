@@ -100,7 +100,13 @@ class HarmonizationResult:
 
 # ------------------------------------------------------------------ covariates
 def spline_knots(values: Sequence[float] | pd.Series, n_knots: int = 4) -> list[float]:
-    """Knots of a restricted cubic spline at Harrell's quantiles of ``values`` (NaN ignored)."""
+    """Knots of a restricted cubic spline at Harrell's quantiles of ``values`` (NaN ignored).
+
+    Examples
+    --------
+    >>> spline_knots(range(101))
+    [5.0, 35.0, 65.0, 95.0]
+    """
     x = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce").dropna(), float)
     if n_knots not in KNOT_QUANTILES:
         raise ValueError(f"spline_knots: n_knots must be one of {sorted(KNOT_QUANTILES)}")
@@ -132,6 +138,12 @@ def encode_covariates(data: pd.DataFrame, continuous: Sequence[str] = (), catego
     of every level but the first (:func:`~thalamus_bidsapp.stats._frame.ordered_levels`),
     ``smooth`` ones (also listed in ``continuous``, or added to them) with the
     extra restricted cubic spline columns at :func:`spline_knots`.
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"age": [30, 40, 50], "sex": ["F", "M", "F"]})
+    >>> encode_covariates(frame, ["age"], ["sex"])
+    {'continuous': ['age'], 'categorical': {'sex': ['F', 'M']}, 'smooth': {}}
     """
     check_columns(data, [*continuous, *categorical, *smooth], "encode_covariates")
     continuous = list(dict.fromkeys([*continuous, *smooth]))
@@ -147,6 +159,13 @@ def covariate_matrix(data: pd.DataFrame, encoding: Mapping[str, Any]) -> tuple[n
 
     A row with a missing covariate, or a categorical level the encoding does
     not know, has NaN in the columns of that covariate.
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"age": [30, 40, 50], "sex": ["F", "M", "F"]})
+    >>> matrix, names = covariate_matrix(frame, encode_covariates(frame, ["age"], ["sex"]))
+    >>> names, matrix.tolist()
+    (['sex[M]', 'age'], [[0.0, 30.0], [1.0, 40.0], [0.0, 50.0]])
     """
     cols, names = [], []
     for column, levels in encoding["categorical"].items():
@@ -181,6 +200,11 @@ def batch_problems(batch: pd.Series, covariates: np.ndarray, names: Sequence[str
     least :data:`CONFOUNDED_R2` of the variance of its indicator, for
     example every patient on one scanner with diagnosis protected; the
     message names the covariate columns that do so on their own, if any.
+
+    Examples
+    --------
+    >>> [problem.batch for problem in batch_problems(pd.Series(["a", "a", "b"]), np.zeros((3, 0)))]
+    ['b']
     """
     problems: list[BatchProblem] = []
     labels = batch.astype(object).to_numpy()
@@ -254,6 +278,17 @@ def combat(data: pd.DataFrame, features: Sequence[str], batch: str, *, continuou
     BatchProblem
         The first batch with fewer than 2 usable rows, or confounded with the
         protected covariates (:func:`batch_problems`); fewer than 2 batches.
+
+    Examples
+    --------
+    Site b measures 10 mL more, with the same spread: both sites end at the
+    pooled mean (7), the spread scaled to the pooled variance.
+
+    >>> data = pd.DataFrame({"site": ["a"] * 3 + ["b"] * 3, "x": [1.0, 2, 3, 11, 12, 13],
+    ...                      "y": [2.0, 3, 4, 2, 3, 4]})
+    >>> result = combat(data, ["x", "y"], "site", eb=False)
+    >>> result.data["x"].round(4).tolist()
+    [6.1835, 7.0, 7.8165, 6.1835, 7.0, 7.8165]
     """
     check_columns(data, [*features, batch, *continuous, *categorical, *smooth, *([subject] if subject else [])],
                   "combat")
@@ -432,6 +467,14 @@ def apply_combat(data: pd.DataFrame, model: Mapping[str, Any], batch: str, subje
     ------
     ValueError
         A batch the model was not fitted on (named), or a missing column.
+
+    Examples
+    --------
+    >>> data = pd.DataFrame({"site": ["a"] * 3 + ["b"] * 3, "x": [1.0, 2, 3, 11, 12, 13],
+    ...                      "y": [2.0, 3, 4, 2, 3, 4]})
+    >>> model = combat(data, ["x", "y"], "site", eb=False).model
+    >>> apply_combat(pd.DataFrame({"site": ["b"], "x": [12.0], "y": [3.0]}), model, "site")["x"].round(4).tolist()
+    [7.0]
     """
     features = list(model["features"])
     check_columns(data, [*features, batch, *([subject] if subject else [])], "apply_combat")
