@@ -224,3 +224,41 @@ def test_harmonized_volume_source_needs_harmonize(anatomy, tmp_path) -> None:
     with pytest.raises(ThalamusError, match="volume_ml_harmonized.*--harmonize") as err:
         run_clinical(volumes, config, tmp_path, figures=False)
     assert err.value.exit_code == 65
+
+
+def test_scanner_change_counts_every_session_up_to_the_follow_up() -> None:
+    from thalamus_bidsapp.group.clinical.common import scanner_change_between
+    from thalamus_bidsapp.group.scanners import add_scanner_change
+
+    sessions = pd.DataFrame({"participant_id": ["sub-01"] * 3 + ["sub-02"] * 2,
+                             "session_id": ["ses-1", "ses-2", "ses-3", "ses-1", "ses-2"],
+                             "acq_time": ["2020-01-01", "2021-01-01", "2022-01-01", "2020-01-01", "2021-06-01"],
+                             "scanner": ["X", "Y", "X", "X", "X"]})
+    derived = add_scanner_change(sessions)
+    np.testing.assert_array_equal(derived["scanner_change"], [np.nan, 1.0, 1.0, np.nan, 0.0])
+    given = add_scanner_change(sessions.assign(scanner_change=[0, 0, 0, 0, 1]))
+    assert given["scanner_change"].tolist() == [0, 0, 0, 0, 1]  # the dataset's column wins
+    visits = derived.assign(visit_rank=[0, 1, 2, 0, 1])
+    deltas = pd.DataFrame({"participant_id": ["sub-01", "sub-02"], "session_bl": ["ses-1", "ses-1"],
+                           "session_fu": ["ses-3", "ses-2"], "scanner_bl": ["X", "X"], "scanner_fu": ["X", "X"]})
+    # X -> Y -> X: the follow-up's scanner is the baseline's, yet the scanner changed in between
+    assert scanner_change_between(deltas, derived, visits).tolist() == [1.0, 0.0]
+    assert scanner_change_between(deltas, derived.drop(columns="scanner_change"), visits).tolist() == [0.0, 0.0]
+
+
+def test_sidecar_inheritance_and_scanner_label(tmp_path) -> None:
+    from thalamus_bidsapp.bidsio.scanners import inherited_metadata, scanner_label
+
+    anat = tmp_path / "sub-01" / "ses-1" / "anat"
+    anat.mkdir(parents=True)
+    (tmp_path / "T1w.json").write_text(json.dumps({"Manufacturer": "Siemens", "MagneticFieldStrength": 3}))
+    (tmp_path / "acq-fast_T1w.json").write_text(json.dumps({"MagneticFieldStrength": 7}))
+    (tmp_path / "sub-01" / "sub-01_T1w.json").write_text(json.dumps({"ManufacturersModelName": "Prisma"}))
+    (anat / "sub-01_ses-1_T1w.json").write_text(json.dumps({"DeviceSerialNumber": "42"}))
+    (anat / "sub-01_ses-1_FLAIR.json").write_text(json.dumps({"Manufacturer": "GE"}))
+    meta = inherited_metadata(anat / "sub-01_ses-1_T1w.nii.gz", tmp_path)
+    assert meta == {"Manufacturer": "Siemens", "MagneticFieldStrength": 3, "ManufacturersModelName": "Prisma",
+                    "DeviceSerialNumber": "42"}  # acq-fast_T1w.json and the FLAIR's sidecar do not apply
+    assert scanner_label(meta) == "Siemens Prisma 3T SN 42"
+    assert inherited_metadata(anat / "sub-01_ses-1_acq-fast_T1w.nii.gz", tmp_path)["MagneticFieldStrength"] == 7
+    assert scanner_label({}) is None
