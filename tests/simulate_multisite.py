@@ -120,7 +120,8 @@ def simulate_multisite(anatomy: pd.DataFrame, n_subjects: int = 300, n_sessions:
                                     "icv_source": "simulated"})
     long = pd.DataFrame(volumes)
     bilateral = (long.groupby(["participant_id", "session_id", "method", "contrast"], sort=False)
-                 .agg(n_voxels=("n_voxels", "sum"), volume_ml=("volume_ml", "sum"), icv_ml=("icv_ml", "first"), icv_source=("icv_source", "first"))
+                 .agg(n_voxels=("n_voxels", "sum"), volume_ml=("volume_ml", "sum"), icv_ml=("icv_ml", "first"),
+                      icv_source=("icv_source", "first"))
                  .reset_index().assign(hemisphere="bilateral"))
     long = pd.concat([bilateral, long], ignore_index=True).sort_values(
         ["participant_id", "session_id", "method", "hemisphere"], ignore_index=True)

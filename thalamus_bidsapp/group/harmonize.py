@@ -26,7 +26,7 @@ from thalamus_bidsapp.bidsio.atomic import write_json, write_tsv
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import EXIT_DATAERR, ThalamusError
 from thalamus_bidsapp.stats.batch_effects import batch_effect_tests
-from thalamus_bidsapp.stats.harmonization import BatchProblem, combat
+from thalamus_bidsapp.stats.harmonization import BatchProblem, HarmonizationResult, combat
 
 LOGGER = logging.getLogger(__name__)
 
@@ -104,7 +104,8 @@ def run_harmonization_step(config: RunConfig, volumes: pd.DataFrame, group_dir: 
     volumes = _put_back(volumes, sessions, vols.data, features)
     diagnostics = _diagnostics(sessions, vols.data, features, batch, icv, vols)
     write_tsv(diagnostics, Path(group_dir) / "harmonization.tsv", HARMONIZATION_COLUMNS)
-    write_json(_model_record(config, batch, features, icv.model, vols.model), Path(group_dir) / "harmonization_model.json")
+    write_json(_model_record(config, batch, features, icv.model, vols.model),
+               Path(group_dir) / "harmonization_model.json")
     left_out = int((~vols.used).sum())
     if left_out:
         LOGGER.warning("harmonisation: %d session(s) without a %s label or a protected covariate (%s) are not "
@@ -163,13 +164,18 @@ def _covariate_kinds(sessions: pd.DataFrame, protect: tuple[str, ...]) -> tuple[
     return continuous, categorical
 
 
-def _fit(sessions: pd.DataFrame, features: list[str], batch: str, protect: dict[str, Any], eb: bool = True):
+def _fit(sessions: pd.DataFrame, features: list[str], batch: str, protect: dict[str, Any],
+         eb: bool = True) -> HarmonizationResult:
     try:
         return combat(sessions, features, batch, continuous=protect["continuous"], categorical=protect["categorical"],
                       smooth=protect["smooth"], subject=protect["subject"], eb=eb)
     except BatchProblem as err:
         raise ThalamusError(f"--harmonize: cannot harmonise by {batch}: {err}. Merge or drop that batch, or "
                             "protect fewer covariates", EXIT_DATAERR) from err
+    except (ValueError, np.linalg.LinAlgError) as err:  # e.g. spline knots of an age with 2 values, a singular fit
+        raise ThalamusError(f"--harmonize: cannot fit the ComBat model by {batch} with the protected covariates "
+                            f"{', '.join([*protect['continuous'], *protect['categorical']])}: {err}",
+                            EXIT_DATAERR) from err
 
 
 def _put_back(volumes: pd.DataFrame, sessions: pd.DataFrame, harmonised: pd.DataFrame,
@@ -196,7 +202,8 @@ def _put_back(volumes: pd.DataFrame, sessions: pd.DataFrame, harmonised: pd.Data
     return out
 
 
-def _diagnostics(sessions: pd.DataFrame, harmonised: pd.DataFrame, features: dict, batch: str, icv, vols) -> pd.DataFrame:
+def _diagnostics(sessions: pd.DataFrame, harmonised: pd.DataFrame, features: dict, batch: str,
+                 icv: HarmonizationResult, vols: HarmonizationResult) -> pd.DataFrame:
     """Per feature and batch: means, variances and batch-effect tests before and after harmonisation."""
     tables = []
     encoding = {k: v for k, v in vols.model["covariates"].items() if k != "names"}

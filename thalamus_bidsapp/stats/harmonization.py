@@ -26,8 +26,8 @@ squares, and keeps each subject's intercept in the harmonised data
 empirical Bayes step has no across-feature prior: the per-batch estimates are
 used as they are (location/scale adjustment).
 
-Rows with a missing batch label or covariate are not used and come back NaN;
-a missing feature value is skipped for that feature only.
+Rows with a missing batch label or covariate come back NaN; a missing
+feature value is skipped for that feature only.
 
 References
 ----------
@@ -187,8 +187,7 @@ def covariate_matrix(data: pd.DataFrame, encoding: Mapping[str, Any]) -> tuple[n
 
 
 def _plain(value: object) -> object:
-    """A level as plain JSON data (numpy scalars to Python numbers)."""
-    return value.item() if isinstance(value, np.generic) else value
+    return value.item() if isinstance(value, np.generic) else value  # numpy scalars are not JSON data
 
 
 # ------------------------------------------------------------------ checks
