@@ -23,7 +23,9 @@ class RunConfig:
     thread rule of :mod:`thalamus_bidsapp.resources` once it knows how many sessions run.
     ``qc_thresholds`` is the user's QC thresholds file (None: the packaged
     defaults); ``qc_exclude`` (``fail``, ``warn`` or None) leaves the masks with
-    that QC status or worse out of the group statistics.
+    that QC status or worse out of the group statistics. ``harmonize``,
+    ``harmonize_batch`` and ``harmonize_protect`` set the group level's
+    ComBat harmonisation (``none``: the volumes are used as measured).
     """
 
     bids_dir: Path
@@ -55,6 +57,10 @@ class RunConfig:
     skip_running_sessions: bool = False
     qc_thresholds: Path | None = None
     qc_exclude: str | None = None
+    #: Group level: ComBat harmonisation ("none", "combat", "combat-gam"), its batch column and protected covariates.
+    harmonize: str = "none"
+    harmonize_batch: str = "scanner"
+    harmonize_protect: tuple[str, ...] = ("age", "sex")
     run_id: str = ""
 
     def option(self, name: str, default: Any = None) -> Any:

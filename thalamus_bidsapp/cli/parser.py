@@ -88,6 +88,27 @@ def _positive_float(value: str) -> float:
 _OPTION_TYPES = {"dir": _existing_dir, "file": _existing_file, "str": str}
 
 
+def _add_harmonize_options(group: argparse._ArgumentGroup) -> None:
+    """``--harmonize`` and its batch and protected covariates (group level)."""
+    group.add_argument(
+        "--harmonize", choices=["none", "combat", "combat-gam"], default="none",
+        help="remove site or scanner effects from the volumes before the group statistics: empirical Bayes "
+        "ComBat, or ComBat-GAM with a non-linear age term; with repeated sessions a random subject intercept "
+        "is added (longitudinal ComBat). Adds volume_ml_harmonized to group/volumes.tsv (default: none)",
+    )
+    group.add_argument(
+        "--harmonize-batch", choices=["site", "scanner"], default="scanner",
+        help="what one batch is for --harmonize: the session's scanner (from the image sidecars or the "
+        "scanner column of sessions.tsv) or its site (InstitutionName, or the site column); default: scanner",
+    )
+    group.add_argument(
+        "--harmonize-protect", nargs="+", default=["age", "sex"], metavar="COLUMN",
+        help="columns of participants.tsv or sessions.tsv whose effects --harmonize keeps (e.g. age sex "
+        "diagnosis edss); numbers enter linearly, text as categories; ICV is always kept "
+        "(default: age sex)",
+    )
+
+
 def _add_method_option(group: argparse._ArgumentGroup, option: CliOption) -> None:
     """Add a method's declared option; ``--help`` shows its environment variable and choices."""
     kwargs: dict = {"dest": option.dest, "default": option.default, "help": option.help}
@@ -245,6 +266,7 @@ def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser
         "without it the clinical analyses are skipped when their columns are absent",
     )
 
+    _add_harmonize_options(group)
     group.add_argument(
         "--skip-running-sessions", action="store_true",
         help="build the group tables while participant jobs are still running (or were killed without "

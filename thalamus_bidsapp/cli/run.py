@@ -81,6 +81,9 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         skip_running_sessions=args.skip_running_sessions,
         qc_thresholds=args.qc_thresholds,
         qc_exclude=args.qc_exclude,
+        harmonize=args.harmonize,
+        harmonize_batch=args.harmonize_batch,
+        harmonize_protect=tuple(dict.fromkeys(args.harmonize_protect)),
         run_id=f"{datetime.now():%Y%m%d-%H%M%S}_{uuid.uuid4().hex[:8]}",
     )
 

@@ -118,6 +118,7 @@ class ClinicalConfig:
     power_alpha: float
     hemispheres: tuple[str, ...] = ("bilateral",)
     covariates: tuple[str, ...] = ()
+    volume_source: str = "raw"
     source: str = "defaults"
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -351,6 +352,7 @@ def _build(s: Mapping[str, Any], source: str) -> ClinicalConfig:
         power_alpha=alpha,
         hemispheres=_hemispheres(s.get("hemispheres", ["bilateral"]), fail),
         covariates=_covariates(strings(s.get("covariates")), columns, fail),
+        volume_source=_volume_source(s.get("volume_source", "raw"), fail),
         source=source,
         raw=_freeze(copy.deepcopy(dict(s))),
     )
@@ -414,6 +416,16 @@ def _thaw(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_thaw(v) for v in value]
     return value
+
+
+VOLUME_SOURCES = ("raw", "harmonized")
+
+
+def _volume_source(value: Any, fail) -> str:
+    """The ``volume_source`` setting: raw or harmonized."""
+    if value not in VOLUME_SOURCES:
+        raise fail(f"volume_source must be one of {list(VOLUME_SOURCES)} (got {value!r})")
+    return str(value)
 
 
 def _hemispheres(values: Any, fail) -> tuple[str, ...]:

@@ -29,7 +29,9 @@ from thalamus_bidsapp.group.readback import (
     read_participant_outputs,
     session_name,
 )
+from thalamus_bidsapp.group.harmonize import run_harmonization_step
 from thalamus_bidsapp.group.qc_step import run_qc_step
+from thalamus_bidsapp.group.scanners import add_scanner_columns
 from thalamus_bidsapp.group.volumes import column_descriptions, gather_volumes, join_clinical
 from thalamus_bidsapp.group.template_maps import run_template_maps
 
@@ -91,13 +93,13 @@ def run_group(config: RunConfig) -> int:
     os.chmod(staging, 0o777 & ~umask)
     try:
         volumes, unreadable = gather_volumes(volume_files)
-        volumes = join_clinical(volumes, config.bids_dir)
+        volumes = add_scanner_columns(join_clinical(volumes, config.bids_dir), config)
         volumes, mask_files, qc_excluded = run_qc_step(config, qc_files, volumes, _without(mask_files, unreadable),
                                                        staging)
         bad_masks = run_agreement_step(config, staging, mask_files)
         group_failures = pd.concat([unreadable, bad_masks], ignore_index=True)
         run_template_maps(config, staging, _without(mask_files, group_failures))
-        volumes = _without(volumes, bad_masks)
+        volumes = run_harmonization_step(config, _without(volumes, bad_masks), staging)
         write_tsv(volumes, staging / "volumes.tsv", column_descriptions(volumes, config.bids_dir))
         LOGGER.info("group/volumes.tsv: %d rows from %d sessions", len(volumes),
                     volumes[["participant_id", "session_id"]].drop_duplicates().shape[0])

@@ -166,7 +166,11 @@ def column_descriptions(table: pd.DataFrame, bids_dir: Path) -> dict:
     """Sidecar for group/volumes.tsv: our columns plus those of participants.json."""
     import json
 
+    from thalamus_bidsapp.group.harmonize import VOLUME_COLUMNS
+    from thalamus_bidsapp.group.scanners import SCANNER_COLUMNS
+
     described = dict(GROUP_VOLUMES_COLUMNS)
+    described.update({k: v for k, v in {**SCANNER_COLUMNS, **VOLUME_COLUMNS}.items() if k in table})
     participants_json = Path(bids_dir) / "participants.json"
     if participants_json.is_file():
         try:

@@ -34,6 +34,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from thalamus_bidsapp.bidsio.atomic import TSV_READ_ERRORS, read_tsv, write_if_changed
+from thalamus_bidsapp.reports import figures_harmonization as harmonization
 from thalamus_bidsapp.reports.figures_group import FIGURE_TITLES, FigureSet, read_group_table, write_group_figures
 from thalamus_bidsapp.reports.palette import PNG_DPI
 from thalamus_bidsapp.reports.qc import flagged_sessions, qc_excluded_count
@@ -58,6 +59,8 @@ MAX_ROWS = 300
 SECTIONS: tuple[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("volumes", "Thalamus volume by method", "Volumes",
      ("volumes_distribution", "volumes_scatter_matrix"), ("volumes",)),
+    ("harmonization", "Harmonisation across sites or scanners", "Harmonisation", (harmonization.STEM,),
+     ("harmonization",)),
     ("agreement", "Agreement with the manual masks", "Manual masks",
      ("agreement_overlap", "agreement_scatter", "agreement_blandaltman"),
      ("agreement_summary", "agreement_volumetric", "agreement_pairwise", "agreement_voxelwise")),
@@ -164,6 +167,8 @@ def _skip_reason(section_id: str, group_dir: Path, analyses: pd.DataFrame | None
     if section_id == "between-methods":
         return None if (group_dir / "containment.tsv").is_file() else \
             "Not run: the group level found no thalamus masks to compare."
+    if section_id == "harmonization":
+        return None if (group_dir / "harmonization.tsv").is_file() else harmonization.SKIPPED
     if section_id == "template-space":
         return None if (group_dir / "template_maps.tsv").is_file() else \
             "Not run: no template-space masks (the participant level ran with --template none or another template)."
@@ -282,7 +287,8 @@ def _table_entry(path: Path, group_dir: Path, *, open_: bool = False) -> dict | 
 
 def _figure_entry(stem: str, files: tuple[Path, ...], group_dir: Path) -> dict:
     svg, png = files
-    return {"stem": stem, "title": FIGURE_TITLES[stem], "caption": CAPTIONS.get(stem, ""),
+    return {"stem": stem, "title": {**FIGURE_TITLES, **harmonization.TITLES}[stem],
+            "caption": CAPTIONS.get(stem, harmonization.CAPTIONS.get(stem, "")),
             "src": href(svg, group_dir), "width_px": _svg_width_px(svg),
             "downloads": [("SVG", href(svg, group_dir)), (f"PNG ({PNG_DPI} dpi)", href(png, group_dir))]}
 
@@ -309,6 +315,8 @@ def _leads(section_id: str, group_dir: Path) -> list[str]:
     if section_id == "template-space":
         maps = table("template_maps")
         return _template_lead(maps) if maps is not None and "map" in maps else []
+    if section_id == "harmonization":
+        return harmonization.lead(table("harmonization"))
     if section_id == "power":
         power = table("clinical_power")
         return _power_lead(power) if power is not None and "n_per_arm" in power else []
@@ -366,6 +374,8 @@ def write_group_report(output_dir: Path, group_dir: Path | None = None) -> Path:
                       | {_subject_of(name) for name in statuses})
     links = _participant_links(output_dir, group_dir, subjects)
     figures = write_group_figures(group_dir) if group_dir.is_dir() else FigureSet()
+    if group_dir.is_dir():
+        harmonization.add_figures(figures, group_dir)
     analyses = read_group_table(group_dir, "clinical_analyses")
 
     sections, placed = [], set()

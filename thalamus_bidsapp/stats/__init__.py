@@ -23,5 +23,5 @@ Conventions, shared by every public function (each module lists its own in
 - This package imports nothing from the rest of thalamus_bidsapp.
 """
 
-__all__ = ["agreement", "icc", "longitudinal", "multiplicity", "ordinal", "overlap", "pairwise", "power", "progression",
-           "qc", "regression"]
+__all__ = ["agreement", "batch_effects", "harmonization", "icc", "longitudinal", "multiplicity", "ordinal", "overlap",
+           "pairwise", "power", "progression", "qc", "regression"]

@@ -109,9 +109,13 @@ def prepare_volumes(volumes: pd.DataFrame, config: ClinicalConfig, ledger: Ledge
         A column the analyses need is missing (exit code 65).
     """
     ledger = ledger or Ledger()
-    for column in (SUBJECT, "method", "contrast", VOLUME, ICV):
+    harmonized = config.volume_source == "harmonized"
+    sources = {VOLUME: f"{VOLUME}_harmonized", ICV: f"{ICV}_harmonized"} if harmonized else {VOLUME: VOLUME, ICV: ICV}
+    for column in (SUBJECT, "method", "contrast", *sources.values()):
         if column not in volumes.columns:
-            raise ThalamusError(f"column {column!r} is missing from {os.fspath(source)}", exit_code=EXIT_DATAERR)
+            hint = " (volume_source: harmonized needs --harmonize at the group level)" if column.endswith(
+                "_harmonized") else ""
+            raise ThalamusError(f"column {column!r} is missing from {os.fspath(source)}{hint}", exit_code=EXIT_DATAERR)
     config.require(volumes, config.required_roles(), source)
 
     frame = pd.DataFrame(index=volumes.index)
@@ -122,8 +126,8 @@ def prepare_volumes(volumes: pd.DataFrame, config: ClinicalConfig, ledger: Ledge
         frame[SESSION] = None
     frame["method"] = volumes["method"].astype(str)
     frame["contrast"] = volumes["contrast"].fillna("n/a").astype(str)
-    for column in (VOLUME, ICV):
-        frame[column] = _numeric(volumes[column], column, ledger)
+    for column, column_in in sources.items():
+        frame[column] = _numeric(volumes[column_in], column_in, ledger)
     if "diagnosis" not in config.columns:
         frame["diagnosis"] = np.nan
     for name, column in COMPUTED_COVARIATES.items():  # the session's lesion volume, when lesion masks were given
@@ -142,7 +146,7 @@ def prepare_volumes(volumes: pd.DataFrame, config: ClinicalConfig, ledger: Ledge
         raw = volumes[column]
         if role == SEX:
             frame[role] = _map_levels(raw, config.sex_levels, role, ledger)
-        elif role == STEROID:
+        elif role in (STEROID, SCANNER_CHANGE):
             mapped = _map_levels(raw, config.boolean_values, role, ledger)
             frame[role] = mapped.map({"true": 1.0, "false": 0.0}).astype(float)
         elif role in TEXT_ROLES or spec.units in ("category",):
@@ -342,13 +346,34 @@ def deltas_between_visits(frame: pd.DataFrame, visits: pd.DataFrame, followup: s
     rename = {f"{c}_bl": c for c in ("age", SEX, ICV, "diagnosis", "disease_duration", "lesion_volume")}
     rename.update({f"{STEROID}_fu": STEROID, "pbvc_fu": "pbvc"})
     deltas = deltas.rename(columns=rename)
-    deltas[SCANNER_CHANGE] = np.where(
-        deltas["scanner_bl"].notna() & deltas["scanner_fu"].notna(),
-        (deltas["scanner_bl"].astype(str) != deltas["scanner_fu"].astype(str)).astype(float), np.nan,
-    )
+    deltas[SCANNER_CHANGE] = scanner_change_between(deltas, frame, visits)
     deltas[FOLLOWUP_YEARS] = deltas[INTERVAL]
     return deltas
 
+
+
+def scanner_change_between(deltas: pd.DataFrame, frame: pd.DataFrame, visits: pd.DataFrame) -> np.ndarray:
+    """1 when the scanner changed at any session after baseline up to the follow-up, 0 when at none.
+
+    Uses the sessions' ``scanner_change`` (given, or derived by the group
+    level against each previous session); without it, compares the baseline
+    and follow-up scanners. NaN when neither tells.
+    """
+    compared = np.where(deltas["scanner_bl"].notna() & deltas["scanner_fu"].notna(),
+                        (deltas["scanner_bl"].astype(str) != deltas["scanner_fu"].astype(str)).astype(float), np.nan)
+    if SCANNER_CHANGE not in frame or not frame[SCANNER_CHANGE].notna().any():
+        return compared
+    rank = dict(zip(zip(visits[SUBJECT], visits[SESSION]), visits["visit_rank"]))
+    changes: dict[str, list[tuple[int, float]]] = {}
+    for (subject, session), value in frame.groupby([SUBJECT, SESSION])[SCANNER_CHANGE].first().items():
+        changes.setdefault(subject, []).append((rank.get((subject, session), -1), value))
+    out = []
+    for subject, bl, fu, fallback in zip(deltas[SUBJECT], deltas["session_bl"], deltas["session_fu"], compared):
+        low, high = rank.get((subject, bl)), rank.get((subject, fu))
+        between = [v for r, v in changes.get(subject, []) if low is not None and high is not None and low < r <= high]
+        out.append(1.0 if any(v == 1 for v in between) else 0.0 if between and all(v == 0 for v in between)
+                   else fallback)
+    return np.asarray(out, float)
 
 
 def describe_columns(table: pd.DataFrame) -> dict[str, Any]:
