@@ -58,8 +58,9 @@ def run_qc_step(config: RunConfig, qc_files: pd.DataFrame, volumes: pd.DataFrame
     volumes = with_group_status(volumes, qc)
     flags = flagged(volumes, WARN)
     n_masks = len(volumes.drop_duplicates(KEYS))
-    LOGGER.info("QC: %d of %d masks flagged (%d fail, %d warn); every check is in group/qc.tsv", len(flags), n_masks,
-                int((flags["qc_status"] == FAIL).sum()), int((flags["qc_status"] == WARN).sum()))
+    LOGGER.info("QC (thresholds: %s, applied to the sessions' checks too): %d of %d masks flagged (%d fail, "
+                "%d warn); every check is in group/qc.tsv", config.qc_thresholds or "the packaged defaults",
+                len(flags), n_masks, int((flags["qc_status"] == FAIL).sum()), int((flags["qc_status"] == WARN).sum()))
     for row, line in zip(flags.itertuples(), flag_reasons(qc, flags)):
         LOGGER.warning("QC flag: %s %s: %s", row.participant_id, row.session_id or "", line)
     excluded = pd.DataFrame(columns=["participant_id", "session_id", "reason"])

@@ -195,8 +195,10 @@ def _content_problem(path: Path, dimensions: int, volumes: int) -> str:
             else:
                 size = info.st_size
             problem = f"truncated: {size} of {expected} bytes" if size < expected else ""
-        except (OSError, EOFError, zlib.error) as err:
-            problem = f"truncated or corrupt ({type(err).__name__}: {err})"
+        except EOFError:
+            problem = "truncated: the compressed data ends before its end marker"
+        except (OSError, zlib.error) as err:
+            problem = f"corrupt compressed data ({err})"
     return _CHECKED.setdefault(key, problem)
 
 
