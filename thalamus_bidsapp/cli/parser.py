@@ -27,7 +27,8 @@ EPILOG = """\
 exit status: 0 success; 1 some sessions failed (after all were attempted);
 64 usage error; 65 bad input data; 66 a required input is missing (with
 --check-tools: a step or method cannot run here); 73 an output or work file
-cannot be written; 75 participant jobs are still running (group level);
+cannot be written; 75 participant jobs are still running or were killed
+without recording a result (group level);
 130/143 stopped by SIGINT/SIGTERM (the running sessions are recorded as
 interrupted).
 
@@ -227,7 +228,8 @@ def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser
         "--check-tools", nargs="?", const="all", choices=["all", "installed"], metavar="installed",
         help="check what can run here and exit (no positional arguments needed): for every method (or those "
         "named with --methods) and step, the executables (path, version), their libraries, the model files "
-        "and checksums, the FreeSurfer licence and the writable caches; exit 0 when all can run, 66 otherwise. "
+        "and checksums, the FreeSurfer licence and the writable caches; tools with a version call (flirt, recon-all) "
+        "are run with it and fail when it exits non-zero; exit 0 when all can run, 66 otherwise. "
         "'--check-tools installed' does not require the licence (a run-time input), for checking an image",
     )
 
