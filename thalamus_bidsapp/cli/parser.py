@@ -227,9 +227,8 @@ def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser
     parser.add_argument(
         "--check-tools", nargs="?", const="all", choices=["all", "installed"], metavar="installed",
         help="check what can run here and exit (no positional arguments needed): for every method (or those "
-        "named with --methods) and step, the executables (path, version), their libraries, the model files "
-        "and checksums, the FreeSurfer licence and the writable caches; tools with a version call (flirt, recon-all) "
-        "are run with it and fail when it exits non-zero; exit 0 when all can run, 66 otherwise. "
+        "named with --methods) and step, the executables (path, version call), their libraries, the model files "
+        "and checksums, the FreeSurfer licence and the writable caches; exit 0 when all can run, 66 otherwise. "
         "'--check-tools installed' does not require the licence (a run-time input), for checking an image",
     )
 
