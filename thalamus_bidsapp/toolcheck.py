@@ -440,7 +440,13 @@ def check_caches(options: CheckOptions) -> CheckReport:
 def check_template(options: CheckOptions) -> CheckReport:
     """The TemplateFlow files of ``--template`` in TEMPLATEFLOW_HOME (read only, never downloaded)."""
     from thalamus_bidsapp.errors import ThalamusError
-    from thalamus_bidsapp.interfaces.templateflow import required_files, templateflow_home, usable_file
+    from thalamus_bidsapp.interfaces.templateflow import (
+        content_problem,
+        required_files,
+        template_settings,
+        templateflow_home,
+        usable_file,
+    )
 
     if options.template is None:
         return CheckReport("template space", "step",
@@ -450,10 +456,14 @@ def check_template(options: CheckOptions) -> CheckReport:
     except ThalamusError as err:
         return CheckReport("template space", "step", (Finding("TEMPLATEFLOW_HOME", False, str(err)),))
     findings = [python_package("ANTs", "antspyx")]
-    for item in required_files(options.template):
+    volumes = max(template_settings()["prior"]["volumes"].values()) + 1
+    for dimensions, item in zip((3, 4), required_files(options.template)):
         path = item.path(home)
-        found = usable_file(path)
-        findings.append(Finding(item.describe(), found, str(path) if found else f"missing: put it at {path}"))
+        if not usable_file(path):
+            findings.append(Finding(item.describe(), False, f"missing: put it at {path}"))
+            continue
+        problem = content_problem(path, dimensions, volumes)  # truncated, unreadable, or of the wrong shape
+        findings.append(Finding(item.describe(), not problem, f"{path}: {problem}" if problem else str(path)))
     return CheckReport("template space", "step", tuple(findings))
 
 

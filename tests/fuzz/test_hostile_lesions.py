@@ -312,7 +312,9 @@ def test_lesion_filling_off_after_auto_removes_the_filled_t1w(tmp_path):
     assert second.code == 0, second.console
     assert not filled.exists() and not filled.with_name("sub-01_desc-lesionfilled_T1w.json").exists()
     assert "removed 2 earlier output(s)" in second.console and "desc-lesionfilled_T1w" in second.console
-    assert "desc-lesionfilled_T1w" not in (out / "sub-01.html").read_text()
+    assert "sub-01_desc-lesionfilled_T1w.nii.gz" not in (out / "sub-01.html").read_text()
+    volumes = read_tsv(out / "sub-01" / "anat" / "sub-01_label-thalamus_volumes.tsv")
+    assert not volumes["lesion_filled"].astype(str).str.lower().eq("true").any()
     (methods,) = [json.loads(p.read_text()) for p in sorted(out.glob("logs/*/methods.json"))[-1:]]
     assert methods["sub-01"]["inputs"]["lesion"].endswith("sub-01_label-lesion_mask.nii.gz")
     assert methods["sub-01"]["lesion_input"]["LesionMask"].endswith("sub-01_label-lesion_mask.nii.gz")

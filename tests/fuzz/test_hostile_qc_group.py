@@ -209,6 +209,8 @@ def test_a_damaged_templateflow_atlas_is_66_before_any_tool(templateflow_home, t
     assert str(atlas) in result.console and "Traceback" not in result.console and "EOFError" not in result.console
     assert not (work / "thalamus_bidsapp_wf").exists()  # no tool ran
     assert not list((tmp_path / "out").glob("sub-01/**/*.nii.gz"))
+    check = run_app("--check-tools", "installed", "--methods", "freesurfer")
+    assert check.code == 66 and f"{atlas}: " in check.console and named in check.console
 
 
 # ----------------------------------------------------------------------------------- writes that name the file

@@ -145,7 +145,7 @@ def find_template_files(template: str, home: Path | None = None) -> TemplateFile
         )
     prior = template_settings()["prior"]
     for item, dimensions in ((files[0], 3), (files[1], 4)):
-        problem = _content_problem(item.path(home), dimensions, max(prior["volumes"].values()) + 1)
+        problem = content_problem(item.path(home), dimensions, max(prior["volumes"].values()) + 1)
         if problem:
             raise ThalamusError(f"TemplateFlow file {item.path(home)} ({item.describe()}) cannot be used: {problem}; "
                                 f"replace it (run 'thalamus-bidsapp --fetch-templates --template {template}' after "
@@ -159,7 +159,7 @@ def find_template_files(template: str, home: Path | None = None) -> TemplateFile
 _CHECKED: dict[tuple, str] = {}
 
 
-def _content_problem(path: Path, dimensions: int, volumes: int) -> str:
+def content_problem(path: Path, dimensions: int, volumes: int) -> str:
     """Why the image at ``path`` cannot be used ("" when it can): unreadable, truncated, or of the wrong shape.
 
     ``dimensions``: 3 (the registration target) or 4 (the prior atlas, with at least ``volumes`` volumes).
