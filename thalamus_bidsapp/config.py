@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ class RunConfig:
     ants_cutoff: float = 0.30
     lesion_filling: str = "auto"
     lesion_source: str = "derivatives"
+    #: ``--lesion-labels``: the lesion labels of lesion dsegs (lookup names or index values); empty: the default rule.
+    lesion_labels: tuple[str, ...] = ()
     #: TemplateFlow template of the template-space outputs and the thalamus prior; None: no template space.
     template: str | None = "MNI152NLin2009cAsym"
     #: Schedule of the registration to the template: "standard" or "fast" (tests, previews).
@@ -69,10 +72,12 @@ class RunConfig:
         return default if value is None else value
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (paths as strings) for ``logs/``."""
+        """A JSON-ready dict (paths as strings; a non-finite number as null, so the file stays valid JSON)."""
         def convert(value: Any) -> Any:
             if isinstance(value, Path):
                 return str(value)
+            if isinstance(value, float) and not math.isfinite(value):
+                return None
             if isinstance(value, dict):
                 return {k: convert(v) for k, v in value.items()}
             if isinstance(value, (list, tuple)):

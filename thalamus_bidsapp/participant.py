@@ -108,7 +108,8 @@ def run_participant(config: RunConfig, started: float | None = None) -> int:
             for note in session.notes:
                 LOGGER.warning("%s: %s", session.name, note)
             try:
-                prepared[session.name] = preflight_session(session, config.work_dir)
+                prepared[session.name] = preflight_session(session, config.work_dir,
+                                                             lesion_labels=config.lesion_labels)
             except PreflightFailure as err:
                 LOGGER.error("%s: skipped: %s", session.name, err)
                 statuses[session.name] = SessionStatus(session.name, "failed", str(err))
@@ -241,8 +242,9 @@ def session_plans(
             "session": session.session,
             "inputs": {role: str(originals.get(getattr(session, role), getattr(session, role)))
                        if getattr(session, role) else None
-                       for role in ("t1w", "t2w", "flair", "r1map", "manual")},
+                       for role in ("t1w", "t2w", "flair", "r1map", "manual", "lesion")},
             "input_checks": ready.record if ready else {},
+            "lesion_input": ready.lesion if ready else {},
             "notes": list(session.notes),
             "methods_run": list(plan.run),
             "methods_skipped": dict(plan.skipped),

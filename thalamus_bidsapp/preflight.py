@@ -52,27 +52,41 @@ class PreparedSession:
     record
         Per image role: the affine used, the qform/sform comparison and the
         fixes made (for the JSON sidecars).
+    lesion
+        The lesion input (for ``methods.json``): the file and, for a dseg, the
+        lesion labels used and the rule that chose them; empty without one.
     """
 
     session: SessionInputs
     originals: dict[Path, Path] = field(default_factory=dict)
     record: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lesion: dict[str, Any] = field(default_factory=dict)
 
 
 class PreflightFailure(Exception):
     """Why a session cannot start; the message names the file."""
 
 
-def preflight_session(session: SessionInputs, work_dir: Path) -> PreparedSession:
+def preflight_session(session: SessionInputs, work_dir: Path, *,
+                      lesion_labels: tuple[str, ...] = ()) -> PreparedSession:
     """Check every input image of ``session``; write cleaned copies under ``work_dir`` where needed.
+
+    ``lesion_labels``: ``--lesion-labels``, the lesion labels of a lesion dseg
+    (checked against its lookup table here, before any tool runs).
 
     Raises
     ------
     PreflightFailure
-        No T1w, or an image that cannot be used (message names the file and the reason).
+        No T1w, a lesion input that cannot be used (not found with an explicit
+        lesion filter, two candidates, a bad lookup table), or an image that
+        cannot be used (message names the file and the reason).
     """
     if session.t1w is None:
         raise PreflightFailure(f"no T1w image found for {session.name}")
+    if session.problems:
+        raise PreflightFailure("; ".join(session.problems))
+    lesion = _lesion_record(session, lesion_labels)
+    session = dataclasses.replace(session, lesion_labels=tuple(lesion_labels))
     replaced: dict[str, Path] = {}
     originals: dict[Path, Path] = {}
     record: dict[str, dict[str, Any]] = {}
@@ -86,7 +100,21 @@ def preflight_session(session: SessionInputs, work_dir: Path) -> PreparedSession
             originals[checked] = Path(path)
     if session.manual is not None:
         _readable_3d(Path(session.manual))
-    return PreparedSession(dataclasses.replace(session, **replaced), originals, record)
+    return PreparedSession(dataclasses.replace(session, **replaced), originals, record, lesion)
+
+
+def _lesion_record(session: SessionInputs, wanted: tuple[str, ...]) -> dict[str, Any]:
+    """The session's lesion input and, for a dseg, the labels its lookup table gives (exactly)."""
+    from thalamus_bidsapp.bidsio.lesion_lookup import lesion_labels
+    from thalamus_bidsapp.errors import ThalamusError
+
+    if session.lesion is None:
+        return {}
+    try:
+        labels = lesion_labels(session.lesion, wanted)
+    except ThalamusError as err:
+        raise PreflightFailure(str(err)) from err
+    return {"LesionMask": str(session.lesion), **(labels.record() if labels is not None else {})}
 
 
 def _readable_3d(path: Path) -> nib.spatialimages.SpatialImage:

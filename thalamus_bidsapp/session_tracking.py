@@ -112,7 +112,7 @@ def _failed_status(name: str, crashes: list[Path], error: ThalamusError | None, 
     if not crashes:
         return SessionStatus(name, "failed", "unknown error")
     summary = _crash_summary(crashes[0])
-    write_error = _write_error(summary, staging, config)
+    write_error = _write_error(summary, staging, config, crashes[0])
     if write_error:
         return SessionStatus(name, "failed", f"{write_error} (crash report: {crashes[0]})", EXIT_CANTCREAT)
     return SessionStatus(name, "failed", f"{summary} (crash report: {crashes[0]})")
@@ -121,16 +121,32 @@ def _failed_status(name: str, crashes: list[Path], error: ThalamusError | None, 
 _ERRNO_MESSAGE = re.compile(r"\[Errno (?P<errno>\d+)\] (?P<strerror>[^:'\n]+?)(?::\s*'(?P<filename>[^']+)')?\s*$")
 
 
-def _write_error(summary: str, staging: Staging, config: RunConfig) -> str | None:
-    """``cannot write <file>: <reason>`` when a crash message is a write failure in the output or work folder."""
+def _write_error(summary: str, staging: Staging, config: RunConfig, crash_file: Path | None = None) -> str | None:
+    """``cannot write <file>: <reason>`` when a crash message is a write failure in the output or work folder.
+
+    An error without a file name (a compressed stream that ran out of space) names the step's working
+    folder, from the crash report.
+    """
     match = _ERRNO_MESSAGE.search(summary)
     if not match:
         return None
     err = OSError(int(match["errno"]), match["strerror"], match["filename"])
     if not is_write_error(err, config.output_dir, config.work_dir):
         return None
-    target = staging.final_path(match["filename"]) if match["filename"] else "a file"
+    if match["filename"]:
+        target = str(staging.final_path(match["filename"]))
+    else:
+        folder = _crash_working_dir(crash_file) if crash_file is not None else None
+        target = f"a file in {folder}" if folder else f"a file in the work folder {config.work_dir}"
     return f"cannot write {target}: {match['strerror']}"
+
+
+def _crash_working_dir(crash_file: Path) -> str | None:
+    """The ``Working directory:`` line of a nipype crash report (the failed step's folder), or None."""
+    for line in crash_file.read_text(errors="replace").splitlines():
+        if line.strip().startswith("Working directory:"):
+            return line.split(":", 1)[1].strip() or None
+    return None
 
 
 def _crash_summary(crash_file: Path) -> str:

@@ -63,9 +63,13 @@ FREESURFER_PROGRAMS: tuple[str, ...] = (
     "mris_smooth", "mris_inflate", "mris_sphere", "mris_fix_topology", "mris_register", "mris_ca_label",
     "mris_place_surface", "mris_anatomical_stats", "mris_volmask",
 )
+#: The version call of the tools that have one (exit 0 when the tool works); the others are only found and linked.
+VERSION_CALLS: dict[str, tuple[str, ...]] = {"flirt": ("-version",), "recon-all": ("--version",)}
 #: Programs recon-all's scripts need on PATH; procps's uptime because fs_time aborts without it.
 FREESURFER_HELPERS: tuple[str, ...] = ("tcsh", "bc", "perl", "uptime")
 _LDD_TIMEOUT_S = 60
+#: Seconds a tool's version call may take (FreeSurfer's scripts start a shell and read their build stamp).
+_VERSION_TIMEOUT_S = 60
 _FSLDIR_REFERENCE = re.compile(r"\$\{?FSLDIR\}?/(bin|data/standard)/([A-Za-z0-9_.\-]*[A-Za-z0-9_])(?![\w${-])")
 
 
@@ -184,8 +188,13 @@ def linkage(path: Path) -> Finding:
     return Finding(label, True, f"interpreter {program}")
 
 
-def executable(label: str, path: Path | None, version: str | None = None, *, required: bool = True) -> list[Finding]:
-    """An executable's findings: found (path, version) and, when found, its linkage."""
+def executable(label: str, path: Path | None, version: str | None = None, *, required: bool = True,
+               version_call: tuple[str, ...] | None = None) -> list[Finding]:
+    """An executable's findings: found (path, version), its linkage and, with ``version_call``, that call's result.
+
+    ``version_call``: the arguments of the tool's own version call (``("-version",)`` for FLIRT); a tool
+    that exits non-zero there, or cannot be started, would fail the same way in a run.
+    """
     if path is None or not path.is_file():
         where = f" ({path})" if path is not None else ""
         return [Finding(label, False, f"not found{where}", required=required)]
@@ -193,8 +202,27 @@ def executable(label: str, path: Path | None, version: str | None = None, *, req
         return [Finding(label, False, f"{path} is not executable", required=required)]
     detail = str(path) + (f" ({version})" if version else "")
     link = linkage(path)
-    return [Finding(label, True, detail, required=required),
-            Finding(link.label, link.ok, link.detail, required=required and link.required)]
+    findings = [Finding(label, True, detail, required=required),
+                Finding(link.label, link.ok, link.detail, required=required and link.required)]
+    if version_call is not None and link.ok:
+        findings.append(version_finding(label, path, version_call, required=required))
+    return findings
+
+
+def version_finding(label: str, path: Path, arguments: tuple[str, ...], *, required: bool = True) -> Finding:
+    """Run ``path arguments`` (the tool's version call): ok when it exits 0, else its exit status and last words."""
+    command = " ".join([str(path), *arguments])
+    name = f"{label} {' '.join(arguments)}"
+    try:
+        proc = subprocess.run([str(path), *arguments], capture_output=True, text=True, timeout=_VERSION_TIMEOUT_S,
+                              check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return Finding(name, False, f"`{command}` could not run: {err}", required=required)
+    text = (proc.stdout + proc.stderr).strip()
+    last = text.splitlines()[-1][:200] if text else "no output"
+    if proc.returncode != 0:
+        return Finding(name, False, f"`{command}` exited {proc.returncode}: {last}", required=required)
+    return Finding(name, True, last)
 
 
 def data_file(label: str, path: Path, expected_sha256: str | None = None, *, required: bool = True) -> Finding:
@@ -293,7 +321,7 @@ def check_freesurfer(options: CheckOptions) -> CheckReport:
                          if (folder / name).is_file()), None)
             if path is None and name == "recon-all":
                 path = Path(recon_all)
-            findings += executable(name, path)
+            findings += executable(name, path, version_call=VERSION_CALLS.get(name))
         for helper in FREESURFER_HELPERS:
             found = shutil.which(helper)
             findings.append(Finding(helper, found is not None, found or "not on PATH (recon-all's scripts need it)"))
@@ -326,7 +354,7 @@ def check_first(options: CheckOptions) -> CheckReport:
     ]
     bindir = fsldir / "bin"
     for name in FIRST_PROGRAMS:
-        findings += executable(name, bindir / name)
+        findings += executable(name, bindir / name, version_call=VERSION_CALLS.get(name))
     for rel in FIRST_MODELS:
         findings.append(data_file(f"FIRST model {Path(rel).name}", fsldir / rel))
     for rel in FIRST_TEMPLATES:
@@ -389,7 +417,7 @@ def check_registration(options: CheckOptions) -> CheckReport:
     else:
         flirt_findings = executable("flirt", installation.flirt,
                                     f"FSL {installation.version}" if installation.version else None,
-                                    required=False)
+                                    required=False, version_call=VERSION_CALLS["flirt"])
     either = ants.ok or all(f.ok for f in flirt_findings)
     summary = Finding("FLIRT or ANTs", either, "available" if either else "neither FLIRT nor antspyx is available")
     return CheckReport("registration", "step", (*flirt_findings, ants, summary))
@@ -412,7 +440,13 @@ def check_caches(options: CheckOptions) -> CheckReport:
 def check_template(options: CheckOptions) -> CheckReport:
     """The TemplateFlow files of ``--template`` in TEMPLATEFLOW_HOME (read only, never downloaded)."""
     from thalamus_bidsapp.errors import ThalamusError
-    from thalamus_bidsapp.interfaces.templateflow import required_files, templateflow_home, usable_file
+    from thalamus_bidsapp.interfaces.templateflow import (
+        content_problem,
+        required_files,
+        template_settings,
+        templateflow_home,
+        usable_file,
+    )
 
     if options.template is None:
         return CheckReport("template space", "step",
@@ -422,10 +456,14 @@ def check_template(options: CheckOptions) -> CheckReport:
     except ThalamusError as err:
         return CheckReport("template space", "step", (Finding("TEMPLATEFLOW_HOME", False, str(err)),))
     findings = [python_package("ANTs", "antspyx")]
-    for item in required_files(options.template):
+    volumes = max(template_settings()["prior"]["volumes"].values()) + 1
+    for dimensions, item in zip((3, 4), required_files(options.template)):
         path = item.path(home)
-        found = usable_file(path)
-        findings.append(Finding(item.describe(), found, str(path) if found else f"missing: put it at {path}"))
+        if not usable_file(path):
+            findings.append(Finding(item.describe(), False, f"missing: put it at {path}"))
+            continue
+        problem = content_problem(path, dimensions, volumes)  # truncated, unreadable, or of the wrong shape
+        findings.append(Finding(item.describe(), not problem, f"{path}: {problem}" if problem else str(path)))
     return CheckReport("template space", "step", tuple(findings))
 
 

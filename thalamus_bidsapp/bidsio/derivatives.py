@@ -58,15 +58,22 @@ def publish(in_file: Path, out_file: Path, sidecar: dict[str, Any] | None = None
     does not touch finished outputs.
     """
     out_file = Path(out_file)
-    write_if_changed(Path(in_file).read_bytes(), out_file)
-    if sidecar is not None:
-        name = out_file.name
-        for ext in (".nii.gz", ".nii", ".tsv", ".txt", ".mat", ".h5", ".svg", ".png"):
-            if name.endswith(ext):
-                name = name[: -len(ext)]
-                break
-        sidecar_path = out_file.with_name(name + ".json")
-        write_if_changed(json_text(json.loads(json.dumps(sidecar, default=str))), sidecar_path)
+    target = out_file
+    try:
+        write_if_changed(Path(in_file).read_bytes(), out_file)
+        if sidecar is not None:
+            name = out_file.name
+            for ext in (".nii.gz", ".nii", ".tsv", ".txt", ".mat", ".h5", ".svg", ".png"):
+                if name.endswith(ext):
+                    name = name[: -len(ext)]
+                    break
+            target = out_file.with_name(name + ".json")
+            write_if_changed(json_text(json.loads(json.dumps(sidecar, default=str))), target)
+    except OSError as err:
+        if err.filename is None and err.errno is not None:
+            # Some writers (a full disk during a flush) raise without a file name: name the file written.
+            raise OSError(err.errno, err.strerror or str(err), str(target)) from err
+        raise
     return out_file
 
 

@@ -46,6 +46,10 @@ class SessionInputs:
     manual: Path | None = None
     lesion: Path | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: Why the session cannot run although it has a T1w (e.g. an explicit lesion filter that matched nothing).
+    problems: tuple[str, ...] = field(default_factory=tuple)
+    #: ``--lesion-labels``: the lesion labels of a lesion dseg (names or index values).
+    lesion_labels: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def name(self) -> str:
@@ -329,8 +333,10 @@ def _first(layout, query: dict[str, Any], entities: dict[str, Any], role: str, n
     files = sorted(layout.get(return_type="object", **{**query, **entities}),
                    key=lambda f: (_run_number(f), f.path))
     if len(files) > 1:
+        runs = any(_run_number(f) >= 0 for f in files)
         notes.append(f"{len(files)} {role} images found ({', '.join(Path(f.path).name for f in files)}); "
-                     f"using {Path(files[0].path).name}, the lowest run number")
+                     f"using {Path(files[0].path).name}, "
+                     + ("the lowest run number" if runs else "the first by file name (they have no run numbers)"))
     return Path(files[0].path) if files else None
 
 
@@ -410,18 +416,22 @@ def _session_inputs(layout, derivative_layouts, queries, subject: str, session: 
 
     entities: dict[str, Any] = {"subject": subject, "session": session if session else Query.NONE}
     notes: list[str] = []
+    problems: list[str] = []
     found: dict[str, Path | None] = {}
-    for role in ("t1w", "t2w", "flair", "r1map", "manual", "lesion"):
+    for role in ("t1w", "t2w", "flair", "r1map", "manual"):
         path = None
         if role not in DERIVATIVE_ONLY_ROLES:
             path = _first(layout, queries[role], entities, role, notes)
         if path is None and role in DERIVATIVE_ROLES:
-            path = _first_derivative(derivative_layouts, _role_queries(queries, role), entities, role, notes)
+            path = _first_derivative(derivative_layouts, role_queries(queries, role), entities, role, notes)
         found[role] = path
-    return SessionInputs(subject=subject, session=session, notes=tuple(notes), **found)
+    from thalamus_bidsapp.bidsio.lesion_inputs import lesion_input
+
+    found["lesion"] = lesion_input(derivative_layouts, queries, entities, notes, problems)
+    return SessionInputs(subject=subject, session=session, notes=tuple(notes), problems=tuple(problems), **found)
 
 
-def _role_queries(queries: dict[str, dict[str, Any]], role: str) -> list[dict[str, Any]]:
+def role_queries(queries: dict[str, dict[str, Any]], role: str) -> list[dict[str, Any]]:
     """The queries tried for ``role``, in order: its own, then (for an unchanged lesion query) the alternatives."""
     if role != "lesion" or queries[role] != default_queries()[role]:
         return [queries[role]]
@@ -429,10 +439,10 @@ def _role_queries(queries: dict[str, dict[str, Any]], role: str) -> list[dict[st
                              for alt in LESION_ALTERNATIVES)]
 
 
-def _first_derivative(derivative_layouts, role_queries: list[dict[str, Any]], entities: dict[str, Any], role: str,
+def _first_derivative(derivative_layouts, tried: list[dict[str, Any]], entities: dict[str, Any], role: str,
                       notes: list[str]) -> Path | None:
     """The first image any derivatives dataset holds for ``role``, trying each query in turn."""
-    for query in role_queries:
+    for query in tried:
         for deriv_layout in derivative_layouts.values():
             path = _first(deriv_layout, query, entities, role, notes)
             if path is not None:

@@ -73,7 +73,10 @@ class Staging:
         """Move the staged files of ``session`` into the output dataset; return the files that changed.
 
         A file whose content is already published is left alone (a rerun does
-        not touch finished outputs).
+        not touch finished outputs). The session's published set is replaced
+        as a whole: its files that this run did not stage (e.g. the
+        ``desc-<mask>Unfilled`` masks of an earlier ``--lesion-filling both``)
+        are removed, each logged, with the report figure drawn from them.
 
         Raises
         ------
@@ -88,8 +91,12 @@ class Staging:
         moved: list[tuple[Path, Path | None]] = []  # (final, backup of the file it replaced)
         created: list[Path] = []
         target = self.output_dir
+        staged_files = sorted(p for p in staged_root.rglob("*") if p.is_file())
+        stale = sorted(set(published_files(self.output_dir, session))
+                       - {self.output_dir / p.relative_to(staged_root) for p in staged_files})
+        removed: list[tuple[Path, Path | None]] = []  # (stale file, where it was set aside)
         try:
-            for staged in sorted(p for p in staged_root.rglob("*") if p.is_file()):
+            for staged in staged_files:
                 relative = staged.relative_to(staged_root)
                 target = self.output_dir / relative
                 created.extend(_make_parents(self.output_dir, relative))
@@ -101,12 +108,22 @@ class Staging:
                     os.replace(target, backup)
                 moved.append((target, backup))
                 _move(staged, target)
+            for target in stale:  # set aside like a replaced file, so a failure restores it
+                backup = target.with_name(f".{target.name}.{token}.bak")
+                os.replace(target, backup)
+                removed.append((target, backup))
         except OSError as err:
-            _roll_back(moved, created)
+            _roll_back(moved + removed, created)
             raise ThalamusError(f"cannot write {target}: {err.strerror or err}", EXIT_CANTCREAT) from err
-        for _, backup in moved:
+        for _, backup in moved + removed:
             if backup is not None:
                 backup.unlink(missing_ok=True)
+        if removed:
+            LOGGER.warning("%s: removed %d earlier output(s) this run did not produce (a session's outputs are "
+                           "replaced as a whole): %s", session, len(removed),
+                           ", ".join(str(target.relative_to(self.output_dir)) for target, _ in removed))
+        for target, _ in removed:
+            _remove_figure_of(target)
         shutil.rmtree(staged_root, ignore_errors=True)
         return [final for final, _ in moved]
 
@@ -121,6 +138,40 @@ class Staging:
             self.root.parent.rmdir()
         except OSError:
             pass  # another run's staging folder, or already gone
+
+
+def published_files(output_dir: Path, session: str) -> list[Path]:
+    """The files the participant level published for ``session`` (``sub-01`` or ``sub-01_ses-1``).
+
+    Those below the session's folder (``sub-01/`` or ``sub-01/ses-1/``) whose
+    name starts with the session's name; the report figures (``figures/``,
+    redrawn by every report) and, for a session-less name, the folders of
+    sessions are not part of the set.
+    """
+    subject, _, rest = session.partition("_")
+    root = Path(output_dir) / subject / rest.replace("_", "/") if rest else Path(output_dir) / subject
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.rglob(f"{session}_*"):
+        parts = path.relative_to(root).parts
+        if "figures" in parts or (not rest and parts[0].startswith("ses-")) or path.name.startswith("."):
+            continue
+        if path.is_file():
+            found.append(path)
+    return sorted(found)
+
+
+def _remove_figure_of(removed: Path) -> None:
+    """The report figure drawn from a removed mask (``figures/<its name>.svg``) goes with it."""
+    stem = removed.name.split(".")[0]
+    for folder in removed.parents:
+        figure = folder / "figures" / f"{stem}.svg"
+        if figure.is_file():
+            figure.unlink(missing_ok=True)
+            return
+        if folder.name.startswith("sub-"):
+            return
 
 
 def remove_stale(output_dir: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -26,7 +27,8 @@ EPILOG = """\
 exit status: 0 success; 1 some sessions failed (after all were attempted);
 64 usage error; 65 bad input data; 66 a required input is missing (with
 --check-tools: a step or method cannot run here); 73 an output or work file
-cannot be written; 75 participant jobs are still running (group level);
+cannot be written; 75 participant jobs are still running or were killed
+without recording a result (group level);
 130/143 stopped by SIGINT/SIGTERM (the running sessions are recorded as
 interrupted).
 
@@ -75,11 +77,19 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def _positive_float(value: str) -> float:
+def _finite_float(value: str) -> float:
+    """A finite number: ``nan``, ``inf`` and ``-inf``, which float() accepts, are usage errors."""
     try:
         number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {value}") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"must be a finite number: {value}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = _finite_float(value)
     if not number > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0: {value}")
     return number
@@ -162,6 +172,13 @@ def _add_lesion_options(parser: argparse.ArgumentParser) -> None:
         "methods on the unfilled T1w, their masks published as desc-<mask>Unfilled (the filled ones keep desc-<mask>), "
         "to measure what filling changes in one run",
     )
+    les.add_argument(
+        "--lesion-labels", nargs="+", metavar="LABEL",
+        help="the lesion labels of a lesion segmentation (dseg): names in its .tsv lookup table, matched whole "
+        "(case ignored), or index values; default: the rows named 'lesion', 'lesions', 'WM lesion', 'white matter "
+        "lesion(s)', 'MS lesion(s)', 'WMH' or 'white matter hyperintensity/ies' (never a name that only contains "
+        "'lesion'), else index 1 of a label-lesion dseg",
+    )
     providers = [m.name for m in all_methods() if m.provides_lesions]
     les.add_argument(
         "--lesion-source", choices=["derivatives", *providers], default="derivatives",
@@ -231,7 +248,7 @@ def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser
     parser.add_argument(
         "--check-tools", nargs="?", const="all", choices=["all", "installed"], metavar="installed",
         help="check what can run here and exit (no positional arguments needed): for every method (or those "
-        "named with --methods) and step, the executables (path, version), their libraries, the model files "
+        "named with --methods) and step, the executables (path, version call), their libraries, the model files "
         "and checksums, the FreeSurfer licence and the writable caches; exit 0 when all can run, 66 otherwise. "
         "'--check-tools installed' does not require the licence (a run-time input), for checking an image",
     )
@@ -250,10 +267,10 @@ def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser
             _add_method_option(meth, option)
 
     reg = parser.add_argument_group("registration of FLAIR and R1 to T1w")
-    reg.add_argument("--flirt-cutoff", type=float, default=0.25, metavar="MI",
+    reg.add_argument("--flirt-cutoff", type=_finite_float, default=0.25, metavar="MI",
                      help="mutual-information cut-off (nats, 32 bins, inside the brain) for FLIRT strategies "
                      "(default 0.25)")
-    reg.add_argument("--ants-cutoff", type=float, default=0.30, metavar="MI",
+    reg.add_argument("--ants-cutoff", type=_finite_float, default=0.30, metavar="MI",
                      help="mutual-information cut-off for ANTs rigid (default 0.30)")
 
     _add_template_options(parser)

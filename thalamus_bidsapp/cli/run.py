@@ -50,9 +50,12 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
 
         load_thresholds(args.qc_thresholds)  # a bad key is a usage error now, naming it
     if args.bids_filter_file is not None:
-        from thalamus_bidsapp.bidsio.inputs import load_queries
+        from thalamus_bidsapp.bidsio.inputs import default_queries, load_queries
 
-        load_queries(args.bids_filter_file)
+        queries = load_queries(args.bids_filter_file)
+        if queries["lesion"] != default_queries()["lesion"] and not args.derivatives:
+            raise ThalamusError(f"the BIDS filter file {args.bids_filter_file} has a 'lesion' key, but lesion masks "
+                                "are looked for only in --derivatives datasets and none is given", EXIT_USAGE)
     return RunConfig(
         bids_dir=bids_dir,
         output_dir=output_dir,
@@ -69,6 +72,7 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         ants_cutoff=args.ants_cutoff,
         lesion_filling=args.lesion_filling,
         lesion_source=args.lesion_source,
+        lesion_labels=tuple(args.lesion_labels or ()),
         template=None if args.template == NO_TEMPLATE else args.template,
         template_registration=_template_schedule(args.template_registration),
         nprocs=args.nprocs,

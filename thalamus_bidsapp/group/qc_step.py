@@ -14,13 +14,15 @@ from thalamus_bidsapp.qc.group import (
     GROUP_QC_COLUMNS,
     GROUP_QC_DESCRIPTIONS,
     KEYS,
+    MEASUREMENT_SETTINGS,
     flag_reasons,
     flagged,
     group_checks,
     read_session_qc,
+    rejudge_session_qc,
     with_group_status,
 )
-from thalamus_bidsapp.qc.thresholds import load_thresholds
+from thalamus_bidsapp.qc.thresholds import default_thresholds, load_thresholds
 from thalamus_bidsapp.stats.qc import FAIL, WARN
 
 LOGGER = logging.getLogger(__name__)
@@ -45,8 +47,10 @@ def run_qc_step(config: RunConfig, qc_files: pd.DataFrame, volumes: pd.DataFrame
         ``excluded``: participant_id, session_id, reason of each mask left out by ``--qc-exclude``.
     """
     thresholds = load_thresholds(config.qc_thresholds)
+    _note_measurement_settings(config, thresholds)
     acq_time, time_years = _time_columns(config, volumes)
-    qc = pd.concat([read_session_qc(qc_files),
+    # The sessions' recorded values are judged by this run's thresholds (--qc-thresholds reaches every check).
+    qc = pd.concat([rejudge_session_qc(read_session_qc(qc_files), thresholds),
                     group_checks(volumes, thresholds, acq_time=acq_time, time_years=time_years)], ignore_index=True)
     qc = qc.sort_values(["participant_id", "session_id", "method", "contrast"], na_position="first", kind="stable",
                         ignore_index=True)[GROUP_QC_COLUMNS]
@@ -54,8 +58,9 @@ def run_qc_step(config: RunConfig, qc_files: pd.DataFrame, volumes: pd.DataFrame
     volumes = with_group_status(volumes, qc)
     flags = flagged(volumes, WARN)
     n_masks = len(volumes.drop_duplicates(KEYS))
-    LOGGER.info("QC: %d of %d masks flagged (%d fail, %d warn); every check is in group/qc.tsv", len(flags), n_masks,
-                int((flags["qc_status"] == FAIL).sum()), int((flags["qc_status"] == WARN).sum()))
+    LOGGER.info("QC (thresholds: %s, applied to the sessions' checks too): %d of %d masks flagged (%d fail, "
+                "%d warn); every check is in group/qc.tsv", config.qc_thresholds or "the packaged defaults",
+                len(flags), n_masks, int((flags["qc_status"] == FAIL).sum()), int((flags["qc_status"] == WARN).sum()))
     for row, line in zip(flags.itertuples(), flag_reasons(qc, flags)):
         LOGGER.warning("QC flag: %s %s: %s", row.participant_id, row.session_id or "", line)
     excluded = pd.DataFrame(columns=["participant_id", "session_id", "reason"])
@@ -72,6 +77,17 @@ def run_qc_step(config: RunConfig, qc_files: pd.DataFrame, volumes: pd.DataFrame
     LOGGER.warning("--qc-exclude %s: %d of %d masks (%d session(s)) left out of the group statistics",
                    config.qc_exclude, len(drop), n_masks, len(drop.drop_duplicates(["participant_id", "session_id"])))
     return _without_masks(volumes, drop), _without_masks(mask_files, drop, by_contrast=False), excluded
+
+
+def _note_measurement_settings(config: RunConfig, thresholds: dict) -> None:
+    """Say that the settings that change a session's measurements are not applied again at group level."""
+    defaults = default_thresholds()
+    changed = [key for key in MEASUREMENT_SETTINGS if thresholds[key] != defaults[key]]
+    if config.qc_thresholds is not None and changed:
+        LOGGER.warning("--qc-thresholds %s: %s change(s) what the participant level measures, not only how it is "
+                       "judged; the group level judges the recorded values by the file's warn/fail levels but "
+                       "cannot measure again: rerun the participant level with this file to apply %s",
+                       config.qc_thresholds, ", ".join(changed), "them" if len(changed) > 1 else "it")
 
 
 def _without_masks(table: pd.DataFrame, drop: pd.DataFrame, by_contrast: bool = True) -> pd.DataFrame:

@@ -41,12 +41,17 @@ class ParticipantOutputs:
 
 @dataclass(frozen=True)
 class SessionState:
-    """The latest recorded status of one session: ok, failed, interrupted or running."""
+    """The latest recorded status of one session: ok, failed, interrupted or running.
+
+    ``killed``: recorded as running, but its process ended on this machine without recording a result
+    (status interrupted).
+    """
 
     session: str
     status: str
     reason: str = ""
     run: str = ""
+    killed: bool = False
 
 
 def session_name(participant_id: str, session_id: str | None) -> str:
@@ -117,7 +122,7 @@ def latest_session_states(output_dir: Path) -> dict[str, SessionState]:
         if status.status == RUNNING:
             gone = _process_gone(status.sessions_tsv.parent / PROCESS_FILE)
             if gone:
-                state = SessionState(name, "interrupted", gone, status.run)
+                state = SessionState(name, "interrupted", gone, status.run, killed=True)
         states[name] = state
     return states
 

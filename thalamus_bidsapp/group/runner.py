@@ -79,8 +79,13 @@ def run_group(config: RunConfig) -> int:
     if config.reports_only:
         LOGGER.info("report: %s", write_group_report(config.output_dir))
         return EXIT_OK
-    outputs = read_participant_outputs(config.output_dir)
     states = latest_session_states(config.output_dir)
+    try:
+        outputs = read_participant_outputs(config.output_dir)
+    except ThalamusError as err:
+        if err.exit_code == EXIT_NOINPUT:
+            _check_running(config, states)  # no outputs yet because the jobs still run: 75, not 66
+        raise
     _check_labels(config, outputs, states)
     _check_running(config, states)
 
@@ -143,22 +148,26 @@ def _check_labels(config: RunConfig, outputs: ParticipantOutputs, states: dict[s
 
 
 def _check_running(config: RunConfig, states: dict[str, SessionState]) -> None:
-    """Refuse (75) to build tables while participant jobs still write, unless told to leave those sessions out."""
+    """Refuse (75) to build tables while participant jobs still write, or after one was killed without
+    recording a result, unless told to leave those sessions out."""
     wanted = _wanted(config.participant_labels)
-    running = sorted(name for name, state in states.items()
-                     if state.status == RUNNING and (not wanted or name.split("_")[0] in wanted))
-    if not running:
+    chosen = {name: state for name, state in states.items() if not wanted or name.split("_")[0] in wanted}
+    running = sorted(name for name, state in chosen.items() if state.status == RUNNING)
+    killed = sorted(name for name, state in chosen.items() if state.killed)
+    if not running and not killed:
         return
-    logs = ", ".join(sorted({f"logs/{states[name].run}/sessions.tsv" for name in running}))
+    logs = ", ".join(sorted({f"logs/{states[name].run}/sessions.tsv" for name in running + killed}))
+    parts = [f"participant jobs are still running for {len(running)} session(s): {', '.join(running)}"] if running \
+        else []
+    parts += [f"the participant job of {len(killed)} session(s) was killed without recording a result: "
+              f"{', '.join(killed)} (rerun the participant level for them)"] if killed else []
     if not config.skip_running_sessions:
         raise ThalamusError(
-            f"participant jobs are still running for {len(running)} session(s): {', '.join(running)} ({logs}). "
-            "Wait for them to finish, or pass --skip-running-sessions to build the group tables without them "
-            "(also when those jobs were killed and will not be rerun)",
+            f"{'; '.join(parts)} ({logs}). Wait for the jobs to finish, or pass --skip-running-sessions to build "
+            "the group tables without them (also when those jobs were killed and will not be rerun)",
             EXIT_TEMPFAIL,
         )
-    LOGGER.warning("participant jobs are still running for %s (%s): left out of the group tables",
-                   ", ".join(running), logs)
+    LOGGER.warning("%s (%s): left out of the group tables (--skip-running-sessions)", "; ".join(parts), logs)
 
 
 def _usable_sessions(files: pd.DataFrame, states: dict[str, SessionState],

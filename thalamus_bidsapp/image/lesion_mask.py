@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -48,16 +50,78 @@ def lesion_voxels(data: np.ndarray, name: str, *, labels: Iterable[int] | None =
     return data == 1
 
 
-def lesion_labels_from_lookup(rows: Iterable[tuple[int, str]], name: str) -> tuple[int, ...]:
-    """The label values whose name mentions "lesion" in a dseg lookup table (index, name rows).
+#: Lookup-table names taken as lesion labels, matched whole (case, spaces, "-" and "_" ignored), never as a
+#: part of a longer name: "non-lesion white matter" and "perilesional NAWM" are not lesions.
+LESION_LABEL_NAMES: tuple[str, ...] = (
+    "lesion", "lesions", "ms lesion", "ms lesions", "wm lesion", "wm lesions", "white matter lesion",
+    "white matter lesions", "wmh", "white matter hyperintensity", "white matter hyperintensities",
+)
+
+
+@dataclass(frozen=True)
+class LesionLabels:
+    """The lesion labels of a dseg: their values and names in its lookup table, and the rule that chose them."""
+
+    values: tuple[int, ...]
+    names: tuple[str, ...]
+    rule: str
+
+    def record(self) -> dict[str, Any]:
+        """For sidecars and methods.json."""
+        return {"LesionLabels": [{"index": v, "name": n} for v, n in zip(self.values, self.names)],
+                "LesionLabelRule": self.rule}
+
+
+def _normal(name: str) -> str:
+    return " ".join(str(name).lower().replace("-", " ").replace("_", " ").split())
+
+
+def lesion_labels_from_lookup(rows: Iterable[tuple[int, str]], name: str, *, wanted: Sequence[str] = (),
+                              bids_label_lesion: bool = False) -> LesionLabels:
+    """The lesion labels of a dseg's lookup table (``rows``: index, name), matched exactly.
+
+    In order: the labels ``wanted`` (``--lesion-labels``: names, matched whole,
+    or index values); else the rows named one of :data:`LESION_LABEL_NAMES`;
+    else, for a ``label-lesion`` dseg whose table names nothing like a
+    lesion, index 1 (BIDS: the labelled structure is 1).
 
     Raises
     ------
     ThalamusError
-        Exit 65 when no row names a lesion.
+        Exit 65, naming ``name``: a wanted label not in the table; a table whose
+        rows mention "lesion" without one being a lesion name (ambiguous: which
+        is it?); a table with no lesion label.
     """
-    found = tuple(int(index) for index, label in rows if "lesion" in str(label).lower())
-    if not found:
-        raise ThalamusError(f"the lookup table of the lesion segmentation {name} has no row named like 'lesion'",
-                            EXIT_DATAERR)
-    return found
+    rows = [(int(index), str(label)) for index, label in rows]
+    listing = "; ".join(f"{index} {label!r}" for index, label in rows[:12]) + ("; ..." if len(rows) > 12 else "")
+    if wanted:
+        picked = []
+        for item in wanted:
+            match = [row for row in rows if _normal(row[1]) == _normal(item) or str(row[0]) == str(item).strip()]
+            if not match:
+                raise ThalamusError(f"the lookup table of the lesion segmentation {name} has no label {item!r} "
+                                    f"(--lesion-labels); its rows: {listing}", EXIT_DATAERR)
+            picked += [row for row in match if row not in picked]
+        return _labels(picked, "--lesion-labels")
+    exact = [row for row in rows if _normal(row[1]) in LESION_LABEL_NAMES]
+    if exact:
+        return _labels(exact, "lookup name in the documented list of lesion names")
+    mentioned = [row for row in rows if "lesion" in row[1].lower()]
+    if mentioned:
+        raise ThalamusError(
+            f"the lookup table of the lesion segmentation {name} is ambiguous: rows "
+            + ", ".join(f"{index} {label!r}" for index, label in mentioned)
+            + " mention lesions but none is named as a lesion label ("
+            + ", ".join(repr(n) for n in LESION_LABEL_NAMES[:3]) + ", ...): name the lesion labels with "
+            "--lesion-labels", EXIT_DATAERR)
+    if bids_label_lesion:
+        one = [row for row in rows if row[0] == 1]
+        if one:
+            return _labels(one, "index 1 of a label-lesion segmentation (BIDS)")
+    raise ThalamusError(f"the lookup table of the lesion segmentation {name} has no lesion label (a row named "
+                        f"{LESION_LABEL_NAMES[0]!r}, or --lesion-labels); its rows: {listing or 'none'}",
+                        EXIT_DATAERR)
+
+
+def _labels(rows: list[tuple[int, str]], rule: str) -> LesionLabels:
+    return LesionLabels(tuple(index for index, _ in rows), tuple(label for _, label in rows), rule)

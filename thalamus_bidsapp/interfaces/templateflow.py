@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+
 from thalamus_bidsapp.errors import EXIT_NOINPUT, ThalamusError
 
 LOGGER = logging.getLogger(__name__)
@@ -142,9 +144,62 @@ def find_template_files(template: str, home: Path | None = None) -> TemplateFile
             EXIT_NOINPUT,
         )
     prior = template_settings()["prior"]
+    for item, dimensions in ((files[0], 3), (files[1], 4)):
+        problem = content_problem(item.path(home), dimensions, max(prior["volumes"].values()) + 1)
+        if problem:
+            raise ThalamusError(f"TemplateFlow file {item.path(home)} ({item.describe()}) cannot be used: {problem}; "
+                                f"replace it (run 'thalamus-bidsapp --fetch-templates --template {template}' after "
+                                "removing it, or copy it again) or run with --template none", EXIT_NOINPUT)
     LOGGER.info("template %s: %s", template, ", ".join(str(f.path(home)) for f in files))
     return TemplateFiles(template, files[0].path(home), files[1].path(home), dict(prior["volumes"]),
                          prior["description"], prior["atlas"])
+
+
+#: (path, size, mtime_ns, dimensions) -> the problem found ("" for none): each file version is read once.
+_CHECKED: dict[tuple, str] = {}
+
+
+def content_problem(path: Path, dimensions: int, volumes: int) -> str:
+    """Why the image at ``path`` cannot be used ("" when it can): unreadable, truncated, or of the wrong shape.
+
+    ``dimensions``: 3 (the registration target) or 4 (the prior atlas, with at least ``volumes`` volumes).
+    The whole file is read (decompressed as a stream, never held), so a truncated download is found here,
+    before any tool runs, not by every session's registration.
+    """
+    import gzip
+    import zlib
+
+    import nibabel as nib
+
+    info = path.stat()
+    key = (str(path), info.st_size, info.st_mtime_ns, dimensions, volumes)
+    if key in _CHECKED:
+        return _CHECKED[key]
+    try:
+        img = nib.load(str(path))
+        shape = tuple(int(n) for n in img.shape)
+        expected = int(img.header.get_data_offset()) + int(np.prod(shape)) * img.get_data_dtype().itemsize
+    except Exception as err:  # nibabel raises many types for a damaged header
+        return _CHECKED.setdefault(key, f"not a readable NIfTI image ({type(err).__name__}: {err})")
+    if dimensions == 3 and not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
+        problem = f"a 3-D image is needed, it has shape {shape}"
+    elif dimensions == 4 and (len(shape) != 4 or shape[3] < volumes):
+        problem = f"a 4-D atlas of at least {volumes} volumes (one per structure) is needed, it has shape {shape}"
+    else:
+        try:
+            if path.name.endswith(".gz"):
+                size = 0
+                with gzip.open(path, "rb") as handle:
+                    while chunk := handle.read(1 << 22):
+                        size += len(chunk)
+            else:
+                size = info.st_size
+            problem = f"truncated: {size} of {expected} bytes" if size < expected else ""
+        except EOFError:
+            problem = "truncated: the compressed data ends before its end marker"
+        except (OSError, zlib.error) as err:
+            problem = f"corrupt compressed data ({err})"
+    return _CHECKED.setdefault(key, problem)
 
 
 def templateflow_version() -> str | None:

@@ -56,6 +56,41 @@ def read_session_qc(files: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[GROUP_QC_COLUMNS]
 
 
+#: Settings of the thresholds file that change what the participant level measures (not only how it is judged).
+MEASUREMENT_SETTINGS = ("prior_threshold", "component_min_fraction")
+
+
+def rejudge_session_qc(qc: pd.DataFrame, thresholds: Mapping[str, Any]) -> pd.DataFrame:
+    """The sessions' checks judged again, from their recorded values, by ``thresholds`` (the group's).
+
+    The participant level judged each value by the thresholds of its own run;
+    the group level's ``--qc-thresholds`` applies to every check, so each
+    recorded value gets its status, threshold text and hint again. A skipped
+    check (no value) stays skipped; a check unknown to ``thresholds`` keeps its row.
+    """
+    from thalamus_bidsapp.qc.session import HINTS, RULE_OF
+
+    if qc.empty:
+        return qc
+    rules = thresholds["checks"]
+    table = qc.copy()
+    for index, row in table.iterrows():
+        rule_name = RULE_OF.get(str(row["check"]), str(row["check"]))
+        if rule_name not in rules:
+            continue
+        value = pd.to_numeric(pd.Series([row["value"]]), errors="coerce").iloc[0]
+        status, text = judge(float(value), rules[rule_name])
+        table.at[index, "threshold"] = text
+        if status == SKIPPED:
+            continue
+        reason = str(row["reason"])
+        hint = HINTS.get(rule_name, "")
+        what = reason[: -len(f": {hint}.")] if hint and reason.endswith(f": {hint}.") else reason.rstrip(".")
+        table.at[index, "status"] = status
+        table.at[index, "reason"] = what + (f": {hint}." if status in (WARN, FAIL) and hint else ".")
+    return table
+
+
 def group_checks(volumes: pd.DataFrame, thresholds: Mapping[str, Any], *, acq_time: str | None = None,
                  time_years: str | None = None) -> pd.DataFrame:
     """The cohort outlier and longitudinal checks of every mask (columns :data:`GROUP_QC_COLUMNS`).
@@ -175,4 +210,4 @@ def describe_columns() -> dict[str, Any]:
     return dict(GROUP_QC_DESCRIPTIONS)
 
 
-__all__ = ["GROUP_QC_COLUMNS", "flagged", "group_checks", "read_session_qc", "with_group_status"]
+__all__ = ["GROUP_QC_COLUMNS", "flagged", "group_checks", "read_session_qc", "rejudge_session_qc", "with_group_status"]

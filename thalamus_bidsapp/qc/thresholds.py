@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from importlib import resources
 from pathlib import Path
@@ -59,7 +60,7 @@ def load_thresholds(path: str | os.PathLike | None = None) -> dict[str, Any]:
 
 def _setting(key: str, value: Any, path: Path) -> float:
     low, high = _SETTINGS[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low \
+    if not _number(value) or value < low \
             or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise ThalamusError(f"QC thresholds file {path}: '{key}' must be a number {bounds}, not {value!r}",
@@ -102,8 +103,9 @@ def _check_rule(name: str, rule: dict[str, Any], path: Path) -> None:
         else:
             ok, wanted = _number(value), "a number"
         if not ok:
-            raise ThalamusError(f"{where}.{level}' must be {wanted}, not {value!r}", EXIT_USAGE)
+            raise ThalamusError(f"{where}.{level}' must be {wanted} (finite), not {value!r}", EXIT_USAGE)
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float: a NaN threshold would make every comparison false (the check always passes)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -83,7 +83,8 @@ def add_lesion_nodes(workflow: pe.Workflow, session: SessionInputs, reorient_t1w
     if session.lesion is None and provider is not None:
         mask = _provider_node(workflow, session, reorient_t1w, flair_out, provider)
     else:
-        mask = pe.Node(LesionMaskToT1w(lesion_file=str(session.lesion), raw_t1w=str(session.t1w)), name="lesion_mask")
+        mask = pe.Node(LesionMaskToT1w(lesion_file=str(session.lesion), raw_t1w=str(session.t1w),
+                                       lesion_labels=list(session.lesion_labels)), name="lesion_mask")
         workflow.connect(reorient_t1w, "out_file", mask, "t1w")
         if session.flair is not None:
             mask.inputs.raw_flair = str(session.flair)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from nipype.interfaces.base import (
 )
 
 from thalamus_bidsapp.errors import EXIT_DATAERR, ThalamusError
+from thalamus_bidsapp.image.lesion_mask import LesionLabels
 
 LOGGER = logging.getLogger(__name__)
 
@@ -59,23 +61,19 @@ def lesion_grid(lesion: nib.spatialimages.SpatialImage, name: str, *, t1w: nib.s
         + ": it cannot be mapped to the T1w", EXIT_DATAERR)
 
 
-def read_lesion_mask(path: Path) -> np.ndarray:
-    """The lesion voxels of a mask or dseg file (a dseg's lesion labels from its ``.tsv`` lookup table)."""
-    from thalamus_bidsapp.image.lesion_mask import lesion_labels_from_lookup, lesion_voxels
+def read_lesion_mask(path: Path, wanted: Sequence[str] = ()) -> tuple[np.ndarray, LesionLabels | None]:
+    """The lesion voxels of a mask or dseg file, and a dseg's lesion labels (chosen exactly from its lookup table).
+
+    ``wanted``: the ``--lesion-labels`` (names or index values) of a dseg.
+    """
+    from thalamus_bidsapp.bidsio.lesion_lookup import lesion_labels
+    from thalamus_bidsapp.image.lesion_mask import lesion_voxels
     from thalamus_bidsapp.image.nifti import load_image
 
     img = load_image(str(path))
-    labels = None
-    if Path(path).name.split(".")[0].endswith("_dseg"):
-        lookup = Path(str(path).split(".nii")[0] + ".tsv")
-        if not lookup.is_file():
-            raise ThalamusError(f"lesion segmentation {path} has no lookup table {lookup.name} naming its lesion "
-                                "label", EXIT_DATAERR)
-        import pandas as pd
-
-        table = pd.read_csv(lookup, sep="\t")
-        labels = lesion_labels_from_lookup(zip(table["index"], table["name"]), str(lookup))
-    return lesion_voxels(np.asanyarray(img.dataobj), str(path), labels=labels)
+    labels = lesion_labels(path, wanted)
+    voxels = lesion_voxels(np.asanyarray(img.dataobj), str(path), labels=labels.values if labels else None)
+    return voxels, labels
 
 
 def t1w_to_flair_world(transform: Path, flair: Path, t1w: Path) -> np.ndarray:
@@ -91,8 +89,9 @@ def t1w_to_flair_world(transform: Path, flair: Path, t1w: Path) -> np.ndarray:
 
 def lesion_on_t1w(lesion_file: Path, t1w_file: Path, *, raw_flair: Path | None = None,
                   flair_transform: Path | None = None, registered_flair_moving: Path | None = None,
-                  raw_t1w: Path | None = None) -> tuple[nib.Nifti1Image, dict[str, Any]]:
-    """The lesion mask on the (reoriented) T1w grid (uint8 0/1) and its provenance.
+                  raw_t1w: Path | None = None, lesion_labels: Sequence[str] = ()) -> tuple[nib.Nifti1Image,
+                                                                                          dict[str, Any]]:
+    """The lesion mask on the (reoriented) T1w grid (uint8 0/1) and its provenance (with a dseg's labels used).
 
     ``raw_t1w``: the input T1w before reorientation (a mask on its grid is on the T1w grid).
 
@@ -111,12 +110,15 @@ def lesion_on_t1w(lesion_file: Path, t1w_file: Path, *, raw_flair: Path | None =
 
     t1w = load_image(str(t1w_file))
     lesion_img = load_image(str(lesion_file))
-    voxels = read_lesion_mask(lesion_file).astype(np.uint8)
+    voxels, labels = read_lesion_mask(lesion_file, lesion_labels)
+    voxels = voxels.astype(np.uint8)
     flair = load_image(str(raw_flair)) if raw_flair is not None else None
     grid = lesion_grid(lesion_img, str(lesion_file), t1w=t1w, flair=flair,
                        raw_t1w=load_image(str(raw_t1w)) if raw_t1w is not None else None)
     source = new_image(voxels, lesion_img.affine)
     provenance: dict[str, Any] = {"LesionMask": str(lesion_file), "LesionMaskGrid": grid}
+    if labels is not None:
+        provenance |= labels.record()
     if grid == "FLAIR":
         if flair_transform is None or registered_flair_moving is None:
             raise ThalamusError(f"lesion mask {lesion_file} is on the FLAIR grid but the FLAIR registration was "
@@ -137,6 +139,7 @@ class _LesionMaskInputSpec(BaseInterfaceInputSpec):
     flair_transform = File(exists=True, desc="selected transform of the FLAIR registration (.mat FSL, .txt ITK)")
     flair_moving = File(exists=True, desc="the reoriented FLAIR the registration moved")
     content_digest = traits.Str(desc="sha256 of the contents of the input files read from outside the work folder")
+    lesion_labels = traits.List(traits.Str, desc="--lesion-labels: the lesion labels of a dseg (names or values)")
 
 
 class _LesionMaskOutputSpec(TraitedSpec):
@@ -159,7 +162,8 @@ class LesionMaskToT1w(SimpleInterface):
 
         mask, provenance = lesion_on_t1w(Path(self.inputs.lesion_file), Path(self.inputs.t1w),
                                          raw_flair=optional("raw_flair"), flair_transform=optional("flair_transform"),
-                                         registered_flair_moving=optional("flair_moving"), raw_t1w=optional("raw_t1w"))
+                                         registered_flair_moving=optional("flair_moving"), raw_t1w=optional("raw_t1w"),
+                                         lesion_labels=list(self.inputs.lesion_labels) if isdefined(self.inputs.lesion_labels) else [])
         data = np.asanyarray(mask.dataobj).astype(bool)
         provenance["LesionVolume_mL"] = lesion_volume_ml(data, mask.affine)
         if not data.any():
