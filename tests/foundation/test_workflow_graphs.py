@@ -122,6 +122,8 @@ def _is_set(value) -> bool:
         (ALL_METHODS, True, True, True, True, "auto"),
         (ALL_METHODS, True, True, False, False, "auto"),
         (("first", "mindglide"), False, True, False, True, "auto"),
+        (("freesurfer",), True, False, True, True, "both"),
+        (("first", "dbsegment"), False, False, True, False, "both"),
     ],
 )
 def test_every_mandatory_input_is_set_or_connected(tmp_path, methods, flair, r1map, lesion, template, filling):
@@ -140,6 +142,18 @@ def test_an_unfed_mandatory_input_is_found(tmp_path):
     for parent, child in list(segmentation._graph.in_edges(meshnet)):
         segmentation._graph.remove_edge(parent, child)
     assert any(name.endswith("meshnet_thalamus.t1w") for name in _unconnected_mandatory_inputs(workflow))
+
+
+def test_both_without_a_method_that_segments_the_t1w_adds_no_unfilled_run(tmp_path):
+    sessions = _skeleton(tmp_path / "bids", flair=False, r1map=False, lesion=True, sessions=("1",))
+    plan = MethodPlan(run=("freesurfer",), settings={"freesurfer": {"subject_dir": tmp_path}})
+    workflow = init_participant_wf(sessions, {sessions[0].name: plan}, dataset_roots={}, output_dir=tmp_path / "out",
+                                   work_dir=tmp_path / "work", crash_root=tmp_path / "crash", omp_nthreads=1,
+                                   flirt_cutoff=0.25, ants_cutoff=0.30, lesion_filling="both")
+    names = _node_names(workflow)
+    assert not any("segmentation_unfilled_wf" in name for name in names)
+    assert any("fs_thalamus" in name or "freesurfer" in name for name in names)
+    assert _unconnected_mandatory_inputs(workflow) == []
 
 
 def test_optional_inputs_add_their_steps_and_only_those(tmp_path):

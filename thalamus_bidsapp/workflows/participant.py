@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +28,8 @@ from thalamus_bidsapp.methods.registry import UNFILLED_SUFFIX
 from thalamus_bidsapp.workflows.lesions import SuffixRecords
 from thalamus_bidsapp.workflows.lesion_nodes import LesionProvider, add_lesion_nodes, lesion_provider
 from thalamus_bidsapp.workflows.segmentation import filled_methods, init_segmentation_wf, unfilled_plan
+
+LOGGER = logging.getLogger(__name__)
 
 
 def workflow_name(session: SessionInputs) -> str:
@@ -238,7 +241,10 @@ def _add_segmentations(workflow: pe.Workflow, session: SessionInputs, plan: Meth
     The filled T1w is connected by the caller (the lesion nodes); every other T1w input here.
     """
     segmentations = [init_segmentation_wf(session, plan, omp_nthreads=omp_nthreads, lesion_filled=filling)]
-    if filling and both:
+    if filling and both and not unfilled_plan(plan).run:
+        LOGGER.info("%s: --lesion-filling both: no planned method segments the T1w here (%s), so there is no "
+                    "unfilled run", session.name, ", ".join(plan.run))
+    elif filling and both:
         segmentations.append(init_segmentation_wf(session, unfilled_plan(plan), omp_nthreads=omp_nthreads,
                                                   name="segmentation_unfilled_wf"))
     for seg in segmentations:
