@@ -13,7 +13,15 @@ from thalamus_bidsapp.bidsio.checksums import files_digest
 from thalamus_bidsapp.bidsio.derivatives import bids_uri
 from thalamus_bidsapp.bidsio.inputs import SessionInputs
 from thalamus_bidsapp.bidsio.tables import volumes_columns
-from thalamus_bidsapp.workflows.nodes import BrainMask, ConcatTables, PublishMasks, Reorient, SessionVolumes, read_files
+from thalamus_bidsapp.workflows.nodes import (
+    BrainMask,
+    ConcatTables,
+    PublishMasks,
+    Reorient,
+    SessionVolumes,
+    SkullStripCheck,
+    read_files,
+)
 from thalamus_bidsapp.workflows.outputs import publish_node
 from thalamus_bidsapp.interfaces.templateflow import TemplateFiles
 from thalamus_bidsapp.workflows.qc import SessionQC
@@ -172,11 +180,15 @@ def init_session_wf(
     t1w_uri = _uri(output_dir, ents, desc="preproc", suffix="T1w")
     ds_t1w = publish_node(
         "ds_t1w", output_dir, {**ents, "desc": "preproc", "suffix": "T1w"},
-        {"Sources": [raw_t1w], "SkullStripped": False, **geometry,
+        {"Sources": [raw_t1w], **geometry,
          "Description": "The input T1w reoriented to RAS+: the reference grid of every space-T1w output"},
     )
+    skullstrip_t1w = pe.Node(SkullStripCheck(), name="skullstrip_t1w", mem_gb=1)
     workflow.connect([
-        (reorient_t1w, ds_t1w, [("out_file", "in_file"), ("record_file", "provenance_files")]),
+        (reorient_t1w, skullstrip_t1w, [("out_file", "in_file"), ("record_file", "in_provenance")]),
+        (brain_mask, skullstrip_t1w, [("out_file", "brain_mask")]),
+        (reorient_t1w, ds_t1w, [("out_file", "in_file")]),
+        (skullstrip_t1w, ds_t1w, [("provenance_file", "provenance_files")]),
     ])
     ds_brain_mask = publish_node(
         "ds_brain_mask", output_dir, {**ents, "space": "T1w", "desc": "brain", "suffix": "mask"},
