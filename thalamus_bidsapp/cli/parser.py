@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -212,7 +211,7 @@ def _add_template_options(parser: argparse.ArgumentParser) -> None:
     )
     tpl.add_argument(
         "--template-registration", choices=["standard", "fast"],
-        default=os.environ.get("THALAMUS_TEMPLATE_REGISTRATION", "standard"),
+        default=None,
         help="schedule of the affine + SyN registration to the template: 'standard' (antspyx's, about 30 s) or "
         "'fast' (fewer iterations, about 10 s; for tests and previews); default 'standard', or "
         "$THALAMUS_TEMPLATE_REGISTRATION",

@@ -79,7 +79,8 @@ def build_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
         lesion_filling=args.lesion_filling,
         lesion_source=args.lesion_source,
         template=None if args.template == NO_TEMPLATE else args.template,
-        template_registration=_template_schedule(args.template_registration),
+        template_registration=_template_schedule(
+            args.template_registration or environ.get("THALAMUS_TEMPLATE_REGISTRATION", "").strip() or "standard"),
         nprocs=args.nprocs,
         omp_nthreads=args.omp_nthreads,
         mem_gb=args.mem_gb,
