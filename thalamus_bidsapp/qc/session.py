@@ -262,7 +262,8 @@ def _prior_side_rows(mask: _Mask, prior: tuple | None, prior_note: str,
     checks = ("centroid_left", "centroid_right", "side_swap")
     sides = _side_arrays(mask)
     if prior is None or sides is None:
-        why = prior_note if prior is None else _no_sides(files)
+        reasons = ([_no_sides(files)] if sides is None else []) + ([prior_note] if prior is None else [])
+        why = "; and ".join(reasons)
         return [_skipped(files, check, rules, why) for check in checks]
     rows = []
     for side, prior_side in (("left", prior[0]), ("right", prior[1])):
