@@ -71,13 +71,13 @@ def test_missing_tool_and_model_are_exit_66(tmp_path: Path, monkeypatch: pytest.
     with pytest.raises(ThalamusError) as err:
         dbsegment.find_dbsegment()
     assert err.value.exit_code == 66 and "DBSegment" in str(err.value)
-    monkeypatch.delenv(dbsegment.MODEL_ENV, raising=False)
-    with pytest.raises(ThalamusError) as err:
-        dbsegment.find_model_folder()
-    assert err.value.exit_code == 66 and dbsegment.MODEL_ENV in str(err.value)
+    # The variable is read with the run's configuration (as --dbsegment-model), never here.
     monkeypatch.setenv(dbsegment.MODEL_ENV, str(tmp_path))
     with pytest.raises(ThalamusError) as err:
         dbsegment.find_model_folder()
+    assert err.value.exit_code == 66 and dbsegment.MODEL_ENV in str(err.value)
+    with pytest.raises(ThalamusError) as err:
+        dbsegment.find_model_folder(tmp_path)
     assert err.value.exit_code == 66 and "fold_0" in str(err.value)
 
 

@@ -249,13 +249,31 @@ def test_missing_model_folder(tmp_path: Path) -> None:
     assert info.value.exit_code == 66
 
 
-def test_model_folder_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_model_folder_from_environment_is_read_with_the_configuration(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from thalamus_bidsapp.cli.run import build_config
+
     folder = _copy_model(tmp_path)
-    monkeypatch.setenv(meshnet.MODEL_ENV_VAR, str(folder))
-    assert meshnet.resolve_model_dir(None) == folder.resolve()
+    bids = shared_file("ds002748_subset")
+    environ = {meshnet.MODEL_ENV_VAR: str(folder)}
+    config = build_config([str(bids), str(tmp_path / "out"), "participant"], environ=environ)
+    assert config.option("meshnet_model") == folder.resolve()
+    assert config.option_sources["meshnet_model"] == meshnet.MODEL_ENV_VAR
+    assert config.to_json()["method_options"]["meshnet_model"] == str(folder.resolve())
     # An explicit folder wins over the environment.
-    monkeypatch.setenv(meshnet.MODEL_ENV_VAR, str(tmp_path / "nowhere"))
-    assert meshnet.resolve_model_dir(folder) == folder.resolve()
+    other = build_config([str(bids), str(tmp_path / "out"), "participant", "--meshnet-model", str(folder)],
+                         environ={meshnet.MODEL_ENV_VAR: str(tmp_path / "nowhere")})
+    assert other.option("meshnet_model") == folder.resolve() and "meshnet_model" not in other.option_sources
+
+    # Deep in the code the environment is never read: without a folder, the (empty, offline) cache is used.
+    def offline(url: str, timeout: float):
+        raise OSError("offline")
+
+    monkeypatch.setenv(meshnet.MODEL_ENV_VAR, str(folder))
+    monkeypatch.setattr(meshnet_models, "default_cache_dir", lambda spec=None: tmp_path / "cache")
+    monkeypatch.setattr(weights, "_urlopen", offline)
+    with pytest.raises(ThalamusError, match="could not download"):
+        meshnet.resolve_model_dir(None)
 
 
 def _serve_files(source: Path, served: list[str], tamper: bool = False):

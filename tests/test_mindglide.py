@@ -154,13 +154,15 @@ def test_weights_explicit_cached_or_clear_error(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(mindglide.infer, "resolve_model_path", no_download)
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
     with pytest.raises(ThalamusError) as err:
-        mg.resolve_weights()
+        mg.resolve_weights(offline=True)
     assert err.value.exit_code == 66 and "HF_HUB_OFFLINE" in str(err.value)
+    # MODEL_PATH is read with the run's configuration (as --mindglide-model), never here.
     monkeypatch.setenv("MODEL_PATH", str(ckpt))
-    assert mg.resolve_weights() == ckpt.resolve()
+    with pytest.raises(ThalamusError):
+        mg.resolve_weights(offline=True)
     monkeypatch.delenv("MODEL_PATH")
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: str(ckpt))
-    assert mg.resolve_weights() == ckpt
+    assert mg.resolve_weights(offline=True) == ckpt
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
     with pytest.raises(ThalamusError):

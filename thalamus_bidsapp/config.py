@@ -3,9 +3,59 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+#: Every environment variable the app honours (besides the model folders and licence that the methods
+#: declare beside their options), read once, when the configuration is built.
+ENVIRONMENT_VARIABLES = (
+    "TEMPLATEFLOW_HOME",          # where the TemplateFlow files are read (resolved into RunConfig.templateflow_home)
+    "HF_HUB_OFFLINE",             # MindGlide: never download its checkpoint
+    "THALAMUS_CONTAINER",         # the image a run happens in, for GeneratedBy
+    "THALAMUS_CHECKSUM_MEMO",     # where the sha256 of model files are remembered ("off": never)
+    "THALAMUS_TEMPLATE_REGISTRATION",  # default of --template-registration
+    "FREESURFER_HOME",            # recon-all and its licence
+    "FSLDIR",                     # FIRST and FLIRT
+)
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The environment variables of :data:`ENVIRONMENT_VARIABLES` that were set when the run started.
+
+    Read once (:meth:`from_environ`) when the configuration is built, so that
+    ``logs/<run>/config.json`` shows them; the code reads these fields,
+    never ``os.environ``.
+    """
+
+    variables: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Environment:
+        """The honoured variables of ``environ`` that are set (empty values count as unset)."""
+        return cls({name: environ[name] for name in ENVIRONMENT_VARIABLES if environ.get(name, "").strip()})
+
+    def get(self, name: str) -> str | None:
+        return self.variables.get(name)
+
+    @property
+    def hf_hub_offline(self) -> bool:
+        """Whether ``HF_HUB_OFFLINE`` forbids downloads."""
+        return str(self.variables.get("HF_HUB_OFFLINE", "")).strip().lower() in _TRUE
+
+    @property
+    def container(self) -> str | None:
+        """``THALAMUS_CONTAINER`` (``docker:<image>:<tag>``), set by the images."""
+        return self.variables.get("THALAMUS_CONTAINER")
+
+    @property
+    def freesurfer_home(self) -> Path | None:
+        value = self.variables.get("FREESURFER_HOME")
+        return Path(value) if value else None
 
 
 @dataclass(frozen=True)
@@ -22,6 +72,8 @@ class RunConfig:
     no mask is found).
     ``nprocs``, ``omp_nthreads`` and ``mem_gb`` are None when not given: the participant level applies the
     thread rule of :mod:`thalamus_bidsapp.resources` once it knows how many sessions run.
+    A method option not given on the command line takes the value of its environment variable
+    (``CliOption.env``), resolved when the configuration is built; ``option_sources`` says which.
     ``qc_thresholds`` is the user's QC thresholds file (None: the packaged
     defaults); ``qc_exclude`` (``fail``, ``warn`` or None) leaves the masks with
     that QC status or worse out of the group statistics. ``harmonize``,
@@ -65,6 +117,13 @@ class RunConfig:
     harmonize_batch: str = "scanner"
     harmonize_protect: tuple[str, ...] = ("age", "sex")
     run_id: str = ""
+    #: TemplateFlow's home folder the template files are read from (None: no template space).
+    templateflow_home: Path | None = None
+    #: The honoured environment variables, as they were when the configuration was built.
+    environment: Environment = field(default_factory=Environment)
+    #: Where each method option given by an environment variable came from (``meshnet_model`` ->
+    #: ``THALAMUS_MESHNET_MODEL``); options given on the command line are not listed.
+    option_sources: dict[str, str] = field(default_factory=dict)
 
     def option(self, name: str, default: Any = None) -> Any:
         """A method's option (``method_options[name]``), or ``default`` when not given."""

@@ -31,6 +31,7 @@ from thalamus_bidsapp.interrupts import InterruptGuard, Interrupted, terminate_c
 from thalamus_bidsapp.methods import MethodPlan, all_methods, check_tools, plan_methods, plan_summary
 from thalamus_bidsapp.qc.thresholds import load_thresholds
 from thalamus_bidsapp.preflight import PreflightFailure, PreparedSession, preflight_session
+from thalamus_bidsapp.provenance import run_provenance
 from thalamus_bidsapp.resources import POLL_SECONDS, ResourcePlan, plan_resources, thread_limits
 from thalamus_bidsapp.timings import RunTimings
 
@@ -99,8 +100,8 @@ def run_participant(config: RunConfig, started: float | None = None) -> int:
         timings.add("n/a", "startup", "phase", started, time.time())
     with timings.phase("index"):
         sessions = find_sessions(config)
-        if config.template:
-            find_template_files(config.template)  # offline TemplateFlow: a missing file is exit 66 before any tool
+        # Offline TemplateFlow: a missing file is exit 66 before any tool.
+        template_files = find_template_files(config.template, config.templateflow_home) if config.template else None
     statuses: dict[str, SessionStatus] = {}
     prepared: dict[str, PreparedSession] = {}
     with timings.phase("preflight"):
@@ -134,8 +135,10 @@ def run_participant(config: RunConfig, started: float | None = None) -> int:
     resources = plan_resources(len(runnable), nprocs=config.nprocs, omp_nthreads=config.omp_nthreads,
                                mem_gb=config.mem_gb)
     with timings.phase("setup"):
-        write_dataset_description(config.output_dir, config.bids_dir, config.derivatives)
-        write_json({**config.to_json(), "resources": vars(resources)}, log_dir / "config.json")
+        write_dataset_description(config.output_dir, config.bids_dir, config.derivatives,
+                                  container=config.environment.container)
+        write_json({**config.to_json(), "resources": vars(resources),
+                    "provenance": run_provenance(config, tools.settings, template_files)}, log_dir / "config.json")
         write_citations(config.output_dir / "logs" / "CITATION.md", plans.values(),
                         extra=("templateflow", "ants") if config.template else ())
         write_json(session_plans([ready.session for ready in prepared.values()], plans, prepared),
@@ -316,7 +319,7 @@ def _build_workflow(sessions: list[PreparedSession], plans: dict[str, MethodPlan
         original_files=originals,
         lesion_filling=config.lesion_filling,
         lesion_source=config.lesion_source,
-        template=find_template_files(config.template) if config.template else None,
+        template=find_template_files(config.template, config.templateflow_home) if config.template else None,
         template_schedule=config.template_registration,
         qc_thresholds=load_thresholds(config.qc_thresholds),
     )

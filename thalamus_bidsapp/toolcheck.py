@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from thalamus_bidsapp.bidsio.checksums import file_digest
+from thalamus_bidsapp.config import Environment
 from thalamus_bidsapp.errors import ThalamusError
 
 LOGGER = logging.getLogger(__name__)
@@ -125,6 +126,12 @@ class CheckOptions:
     require_license: bool = True
     #: ``--template`` (None: ``--template none``, no template space).
     template: str | None = "MNI152NLin2009cAsym"
+    #: Method options that came from their environment variable (dest -> variable).
+    option_sources: Mapping[str, str] = field(default_factory=dict)
+    #: The honoured environment variables (:class:`thalamus_bidsapp.config.Environment`), read by the command.
+    environment: Environment = field(default_factory=Environment)
+    #: TemplateFlow's home folder (None: the templateflow package's default).
+    templateflow_home: Path | None = None
 
     def option(self, name: str) -> Any:
         """A method's option as given on the command line (``--fs-license-file`` -> ``fs_license_file``), or None."""
@@ -305,7 +312,7 @@ def check_freesurfer(options: CheckOptions) -> CheckReport:
 
     findings: list[Finding] = []
     recon_all = freesurfer.recon_all_executable()
-    home = Path(os.environ["FREESURFER_HOME"]) if os.environ.get("FREESURFER_HOME") else None
+    home = options.environment.freesurfer_home
     if recon_all is None:
         findings.append(Finding("recon-all", False, "not found: install FreeSurfer 7.4.1 and set FREESURFER_HOME "
                                 "(finished subjects given with --fs-subjects-dir are still read without it)"))
@@ -325,7 +332,7 @@ def check_freesurfer(options: CheckOptions) -> CheckReport:
         for helper in FREESURFER_HELPERS:
             found = shutil.which(helper)
             findings.append(Finding(helper, found is not None, found or "not on PATH (recon-all's scripts need it)"))
-    licence = freesurfer.find_license(options.option("fs_license_file"))
+    licence = freesurfer.find_license(options.option("fs_license_file"), options.environment.freesurfer_home)
     if licence is not None:
         findings.append(Finding("licence", True, f"found: {licence}"))
     else:
@@ -385,7 +392,8 @@ def check_mindglide(options: CheckOptions) -> CheckReport:
     if not findings[0].ok:
         return CheckReport("mindglide", "method", tuple(findings))
     try:
-        weights = mindglide.resolve_weights(options.option("mindglide_model"), allow_download=False)
+        weights = mindglide.resolve_weights(options.option("mindglide_model"), allow_download=False,
+                                            offline=options.environment.hf_hub_offline)
     except ThalamusError as err:
         findings.append(Finding("checkpoint", False, str(err)))
         return CheckReport("mindglide", "method", tuple(findings))
@@ -452,7 +460,7 @@ def check_template(options: CheckOptions) -> CheckReport:
         return CheckReport("template space", "step",
                            (Finding("--template", True, "none: no template space, no thalamus prior"),))
     try:
-        home = templateflow_home()
+        home = options.templateflow_home or templateflow_home()
     except ThalamusError as err:
         return CheckReport("template space", "step", (Finding("TEMPLATEFLOW_HOME", False, str(err)),))
     findings = [python_package("ANTs", "antspyx")]

@@ -146,12 +146,18 @@ def test_find_license_order(tmp_path, monkeypatch):
     home.mkdir()
     for path in (cli, env, home / "license.txt"):
         path.write_text("license")
+    # $FS_LICENSE is read with the configuration, as --fs-license-file; $FREESURFER_HOME is passed in.
+    from thalamus_bidsapp.cli.run import build_config
+
+    bids = shared_file("ds002748_subset")
+    config = build_config([str(bids), str(tmp_path / "out"), "participant"],
+                          environ={"FS_LICENSE": str(env), "FREESURFER_HOME": str(home)})
+    assert config.option("fs_license_file") == env and config.environment.freesurfer_home == home
     monkeypatch.setenv("FS_LICENSE", str(env))
-    monkeypatch.setenv("FREESURFER_HOME", str(home))
-    assert freesurfer.find_license(cli) == cli
-    assert freesurfer.find_license(None) == env
-    monkeypatch.delenv("FS_LICENSE")
-    assert freesurfer.find_license(None) == home / "license.txt"
+    assert freesurfer.find_license(cli, home) == cli
+    assert freesurfer.find_license(config.option("fs_license_file"), home) == env
+    assert freesurfer.find_license(None, home) == home / "license.txt"
+    assert freesurfer.find_license(None) is None  # the environment is not read here
     shutil.rmtree(home)
-    assert freesurfer.find_license(None) is None
+    assert freesurfer.find_license(None, home) is None
     assert "--fs-license-file" in str(freesurfer.license_error())

@@ -245,16 +245,21 @@ def test_dbsegment_fake_gives_sides_from_24_26_30_and_25_27_31(tmp_path: Path,
     json.dumps(record)
 
 
-def test_meshnet_runs_without_sides_when_the_sides_model_is_missing(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_meshnet_needs_the_sides_model_unless_bilateral_only_is_asked_for(tmp_path: Path) -> None:
     from thalamus_bidsapp.config import RunConfig
 
-    monkeypatch.setenv("THALAMUS_MESHNET_MODEL", str(shared_file("brainchop", "models", "model30chan18cls")))
-    monkeypatch.setenv("THALAMUS_MESHNET_SIDES_MODEL", str(tmp_path / "nowhere"))
+    models = {"meshnet_model": shared_file("brainchop", "models", "model30chan18cls"),
+              "meshnet_sides_model": tmp_path / "nowhere"}
     config = RunConfig(bids_dir=tmp_path, output_dir=tmp_path / "out", analysis_level="participant",
-                       work_dir=tmp_path / "work")
+                       work_dir=tmp_path / "work", method_options=dict(models))
     status = get_method("meshnet").check_tools(config)
-    assert status.reason is None and status.settings["sides_model_dir"] is None
-    monkeypatch.setenv("THALAMUS_MESHNET_SIDES_MODEL", str(shared_file("brainchop", "models", "model21_104class")))
+    assert status.reason is not None and "model21_104class" in status.reason
+    bilateral = RunConfig(bids_dir=tmp_path, output_dir=tmp_path / "out", analysis_level="participant",
+                          work_dir=tmp_path / "work", method_options={**models, "meshnet_sides": "off"})
+    status = get_method("meshnet").check_tools(bilateral)
+    assert status.reason is None and status.settings["sides_model_dir"] is None and status.settings["sides_off"]
+    sides = shared_file("brainchop", "models", "model21_104class")
+    config = RunConfig(bids_dir=tmp_path, output_dir=tmp_path / "out", analysis_level="participant",
+                       work_dir=tmp_path / "work", method_options={**models, "meshnet_sides_model": sides})
     status = get_method("meshnet").check_tools(config)
-    assert status.settings["sides_model_dir"] == shared_file("brainchop", "models", "model21_104class").resolve()
+    assert status.settings["sides_model_dir"] == sides.resolve()

@@ -105,13 +105,9 @@ def default_memo_dir() -> Path | None:
     value = os.environ.get(MEMO_ENV)
     if value is not None:
         return None if value.strip().lower() in ("", "off", "0", "no") else Path(value).expanduser()
-    try:
-        import platformdirs
+    import platformdirs
 
-        root = Path(platformdirs.user_cache_dir("thalamus_bidsapp"))
-    except ImportError:  # platformdirs is optional; fall back to the XDG convention
-        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "thalamus_bidsapp"
-    return root / "checksums"
+    return Path(platformdirs.user_cache_dir("thalamus_bidsapp")) / "checksums"
 
 
 def remembered_model_digest(path: str | os.PathLike) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ CODE_URL = "https://github.com/thalamus-bidsapp/thalamus_bidsapp"
 #: Files that are not BIDS derivatives (bids-validator-deno needs folder names without a trailing slash).
 BIDSIGNORE = ("logs", "group", "sub-*.html", "sub-*/figures", "*_volumes.tsv", "*_volumes.json", "*_qc.tsv", "*_qc.json",
               # BIDS 1.10 has no rule yet for transforms, nor hemi- on a probseg (the prior's contract name).
-              "*_xfm.h5", "*_xfm.json", "*_hemi-*_probseg.nii.gz", "*_hemi-*_probseg.json")
+              "*_xfm.h5", "*_xfm.txt", "*_xfm.mat", "*_xfm.json", "*_hemi-*_probseg.nii.gz", "*_hemi-*_probseg.json")
 
 
 def path_patterns() -> list[str]:
@@ -77,15 +76,16 @@ def publish(in_file: Path, out_file: Path, sidecar: dict[str, Any] | None = None
     return out_file
 
 
-def write_dataset_description(output_dir: Path, bids_dir: Path, derivatives: dict[str, Path]) -> Path:
+def write_dataset_description(output_dir: Path, bids_dir: Path, derivatives: dict[str, Path],
+                              container: str | None = None) -> Path:
     """``dataset_description.json`` of the output dataset, plus its ``.bidsignore``.
 
     GeneratedBy names the pipeline, its version and the container it ran in
-    (from ``$THALAMUS_CONTAINER``, set by the Docker and Apptainer images).
+    (``container``: ``$THALAMUS_CONTAINER`` as the run's configuration read
+    it, set by the Docker and Apptainer images).
     """
     output_dir = Path(output_dir)
     generated_by: dict[str, Any] = {"Name": PIPELINE_NAME, "Version": __version__, "CodeURL": CODE_URL}
-    container = os.environ.get("THALAMUS_CONTAINER")
     if container:
         ctype, _, tag = container.partition(":")
         generated_by["Container"] = {"Type": ctype, "Tag": tag or container}

@@ -8,12 +8,15 @@ like ``--help``, so it is written there rather than logged).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 from thalamus_bidsapp import __version__
-from thalamus_bidsapp.cli.parser import build_parser, method_options
+from thalamus_bidsapp.cli.parser import build_parser, method_options, option_sources
+from thalamus_bidsapp.config import Environment
 from thalamus_bidsapp.errors import EXIT_NOINPUT, EXIT_OK
 from thalamus_bidsapp.interfaces.templateflow import NO_TEMPLATE
 from thalamus_bidsapp.methods import all_methods, envelope_names, get_method, method_names
@@ -83,11 +86,17 @@ def main(argv: Sequence[str]) -> int:
         return int(exit_.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s | %(name)s | %(message)s")
+    environ = os.environ  # read here, once, like a run's configuration
+    template = None if args.template == NO_TEMPLATE else args.template
+    given_home = environ.get("TEMPLATEFLOW_HOME", "").strip()
     options = CheckOptions(
-        method_options=method_options(args),
+        method_options=method_options(args, environ),
+        option_sources=option_sources(args, environ),
+        environment=Environment.from_environ(environ),
+        templateflow_home=Path(given_home).expanduser().resolve() if given_home and template else None,
         work_dir=args.work_dir.expanduser().resolve() if args.work_dir else None,
         require_license=args.check_tools != "installed",
-        template=None if args.template == NO_TEMPLATE else args.template,
+        template=template,
     )
     methods = list(args.methods) if args.methods else None
     reports = check_installation(methods, options)

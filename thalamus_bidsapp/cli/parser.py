@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from thalamus_bidsapp import __version__
@@ -132,9 +132,34 @@ def _add_method_option(group: argparse._ArgumentGroup, option: CliOption) -> Non
     group.add_argument(option.flag, **kwargs)
 
 
-def method_options(args: argparse.Namespace) -> dict:
-    """The values of every method's declared options, by ``dest`` (for ``RunConfig.method_options``)."""
-    return {option.dest: getattr(args, option.dest, None) for method in all_methods() for option in method.options}
+def method_options(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> dict:
+    """The values of every method's declared options, by ``dest`` (for ``RunConfig.method_options``).
+
+    An option not given takes the value of its environment variable in
+    ``environ`` (``CliOption.env``; a path made absolute), so the methods read
+    their options only, never the environment.
+    """
+    values = {}
+    for method in all_methods():
+        for option in method.options:
+            value = getattr(args, option.dest, None)
+            from_env = _env_value(option, environ) if value is None else None
+            values[option.dest] = from_env if from_env is not None else value
+    return values
+
+
+def option_sources(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str]:
+    """``dest`` -> environment variable, for each method option that came from the environment."""
+    return {option.dest: str(option.env) for method in all_methods() for option in method.options
+            if getattr(args, option.dest, None) is None and _env_value(option, environ) is not None}
+
+
+def _env_value(option: CliOption, environ: Mapping[str, str] | None) -> object:
+    """The option's value from its environment variable, or None (not declared, unset or empty)."""
+    raw = (environ or {}).get(option.env or "", "").strip() if option.env else ""
+    if not raw:
+        return None
+    return Path(raw).expanduser().resolve() if option.kind in ("dir", "file") else raw
 
 
 def _add_data_selection(parser: argparse.ArgumentParser) -> None:
@@ -224,7 +249,7 @@ def _add_template_options(parser: argparse.ArgumentParser) -> None:
     )
     tpl.add_argument(
         "--template-registration", choices=["standard", "fast"],
-        default=os.environ.get("THALAMUS_TEMPLATE_REGISTRATION", "standard"),
+        default=None,
         help="schedule of the affine + SyN registration to the template: 'standard' (antspyx's, about 30 s) or "
         "'fast' (fewer iterations, about 10 s; for tests and previews); default 'standard', or "
         "$THALAMUS_TEMPLATE_REGISTRATION",

@@ -8,12 +8,13 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
-from thalamus_bidsapp.cli.parser import build_parser, method_options
-from thalamus_bidsapp.config import RunConfig
+from thalamus_bidsapp.cli.parser import build_parser, method_options, option_sources
+from thalamus_bidsapp.config import Environment, RunConfig
 from thalamus_bidsapp.errors import EXIT_CANTCREAT, EXIT_USAGE, ThalamusError
 from thalamus_bidsapp.interfaces.templateflow import NO_TEMPLATE
 from thalamus_bidsapp.interrupts import InterruptGuard, Interrupted
@@ -21,10 +22,17 @@ from thalamus_bidsapp.interrupts import InterruptGuard, Interrupted
 LOGGER = logging.getLogger("thalamus_bidsapp")
 
 
-def build_config(argv: list[str] | None = None) -> RunConfig:
-    """Parse the command line into a :class:`RunConfig` (usage errors exit 64)."""
+def build_config(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> RunConfig:
+    """Parse the command line into a :class:`RunConfig` (usage errors exit 64).
+
+    The environment (``environ``, default ``os.environ``) is read here and
+    nowhere else in a run: the method options not given take their
+    variables' values, TemplateFlow's home is resolved, and the honoured
+    variables are kept in ``RunConfig.environment``.
+    """
     from thalamus_bidsapp.bidsio.inputs import parse_derivatives
 
+    environ = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
     bids_dir = args.bids_dir.resolve()
     output_dir = args.output_dir.expanduser().resolve()
@@ -66,7 +74,8 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         bids_filter_file=args.bids_filter_file,
         derivatives=parse_derivatives(args.derivatives),
         methods=tuple(args.methods) if args.methods else None,
-        method_options=method_options(args),
+        method_options=method_options(args, environ),
+        option_sources=option_sources(args, environ),
         clinical_config=args.clinical_config,
         flirt_cutoff=args.flirt_cutoff,
         ants_cutoff=args.ants_cutoff,
@@ -74,7 +83,8 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         lesion_source=args.lesion_source,
         lesion_labels=tuple(args.lesion_labels or ()),
         template=None if args.template == NO_TEMPLATE else args.template,
-        template_registration=_template_schedule(args.template_registration),
+        template_registration=_template_schedule(
+            args.template_registration or environ.get("THALAMUS_TEMPLATE_REGISTRATION", "").strip() or "standard"),
         nprocs=args.nprocs,
         omp_nthreads=args.omp_nthreads,
         mem_gb=args.mem_gb,
@@ -89,7 +99,20 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         harmonize_batch=args.harmonize_batch,
         harmonize_protect=tuple(dict.fromkeys(args.harmonize_protect)),
         run_id=f"{datetime.now():%Y%m%d-%H%M%S}_{uuid.uuid4().hex[:8]}",
+        templateflow_home=_templateflow_home(args.template, environ),
+        environment=Environment.from_environ(environ),
     )
+
+
+def _templateflow_home(template: str, environ: Mapping[str, str]) -> Path | None:
+    """TemplateFlow's home for ``--template`` (None for ``--template none``): $TEMPLATEFLOW_HOME, else
+    the templateflow package's default."""
+    if template == NO_TEMPLATE:
+        return None
+    from thalamus_bidsapp.interfaces.templateflow import templateflow_home
+
+    given = environ.get("TEMPLATEFLOW_HOME", "").strip()
+    return Path(given).expanduser().resolve() if given else templateflow_home()
 
 
 def _template_schedule(value: str) -> str:

@@ -60,6 +60,7 @@ def _save(data: np.ndarray, reference: nib.Nifti1Image, path: Path, sidecar: dic
     header.set_data_dtype(np.float32)
     img = nib.Nifti1Image(data.astype(np.float32), reference.affine, header)
     img.header["scl_slope"], img.header["scl_inter"] = np.nan, np.nan
+    img.header.set_xyzt_units("mm", img.header.get_xyzt_units()[1])  # a TemplateFlow image may leave them unknown
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     write_json(sidecar, path.with_name(path.name.replace(".nii.gz", ".json")))
@@ -91,7 +92,7 @@ def run_template_maps(config: RunConfig, group_dir: Path, masks: pd.DataFrame) -
         LOGGER.info("template-space maps skipped: no space-%s masks (participant level run with another "
                     "--template, or --template none)", template)
         return None
-    files = find_template_files(template)
+    files = find_template_files(template, config.templateflow_home)
     reference = nib.load(str(files.target))
     voxel_ml = float(abs(np.linalg.det(reference.affine[:3, :3]))) / 1000.0
     loaded = {(r.participant_id, r.session_id, r.method): np.asarray(nib.load(str(r.path)).dataobj) > 0

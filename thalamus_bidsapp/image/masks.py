@@ -46,3 +46,43 @@ def mask_volume(img: nib.spatialimages.SpatialImage) -> dict[str, float]:
     n_voxels = int(np.count_nonzero(np.asanyarray(img.dataobj)))
     volume_mm3 = n_voxels * voxel_volume_mm3(img)
     return {"n_voxels": n_voxels, "volume_mm3": volume_mm3, "volume_ml": volume_mm3 / MM3_PER_ML}
+
+
+#: Head signal allowed outside the brain (beyond :data:`SKULL_MARGIN_MM`) in a skull-stripped image.
+SKULL_STRIPPED_MAX_FRACTION = 0.02
+#: Distance from the brain mask within which signal still counts as brain (mask edges differ by tool).
+SKULL_MARGIN_MM = 5.0
+
+
+def signal_outside_brain(data: np.ndarray, brain: np.ndarray, zooms: Iterable[float],
+                         margin_mm: float = SKULL_MARGIN_MM) -> float:
+    """The fraction of an image's signal voxels lying more than ``margin_mm`` outside the brain mask.
+
+    Signal is above 10 % of the 99th percentile of the brain's intensities.
+    A whole-head image has its scalp, skull and neck there (typically a third
+    or more of its signal); a skull-stripped one almost nothing, since its
+    brain extraction and ``brain`` differ by a few millimetres at most.
+    NaN when the brain mask is empty.
+    """
+    from scipy import ndimage
+
+    zooms = tuple(float(z) for z in zooms)
+    brain, values = np.asarray(brain) > 0, np.asarray(data)
+    if brain.size > 4_000_000:  # every second voxel along each axis: the same answer, 8 times faster
+        brain, values, zooms = brain[::2, ::2, ::2], values[::2, ::2, ::2], tuple(2 * z for z in zooms)
+    values = np.nan_to_num(values.astype(np.float32, copy=False))
+    if not brain.any():
+        return float("nan")
+    signal = values > 0.1 * float(np.percentile(values[brain], 99))
+    if not signal.any():
+        return float("nan")
+    outside = ndimage.distance_transform_edt(~brain, sampling=zooms) > margin_mm
+    return float((signal & outside).sum() / signal.sum())
+
+
+def looks_skull_stripped(data: np.ndarray, brain: np.ndarray, zooms: Iterable[float]) -> tuple[bool | None, float]:
+    """Whether an image is already skull-stripped (None: no signal to judge) and the fraction measured."""
+    fraction = signal_outside_brain(data, brain, zooms)
+    if not np.isfinite(fraction):
+        return None, fraction
+    return bool(fraction <= SKULL_STRIPPED_MAX_FRACTION), fraction

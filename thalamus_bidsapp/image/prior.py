@@ -102,8 +102,13 @@ def prior_mask(
 
 
 def binarise(img: nib.spatialimages.SpatialImage, threshold: float = 0.5) -> nib.Nifti1Image:
-    """A mask resampled with linear interpolation, back to uint8 0/1 at ``threshold``."""
+    """A mask resampled with linear interpolation, back to uint8 0/1 at ``threshold``.
+
+    The spatial units are millimetres (the affine's), whatever the resampling
+    reference said: a TemplateFlow image may leave them unknown.
+    """
     out = nib.Nifti1Image((_data(img) >= threshold).astype(np.uint8), img.affine, img.header.copy())
     out.set_data_dtype(np.uint8)
     out.header["scl_slope"], out.header["scl_inter"] = np.nan, np.nan
+    out.header.set_xyzt_units("mm", out.header.get_xyzt_units()[1])
     return out

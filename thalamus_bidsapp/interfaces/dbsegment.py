@@ -132,7 +132,8 @@ def find_model_folder(
     Parameters
     ----------
     model_folder
-        Folder given to ``-mp``; default ``$DBSEGMENT_MODEL_PATH``.
+        Folder given to ``-mp`` (``--dbsegment-model``, or ``$DBSEGMENT_MODEL_PATH`` read when the
+        configuration was built); None is an error.
     folds
         Folds to be used (``None``: DBSegment's default 2-fold bundle).
 
@@ -141,7 +142,7 @@ def find_model_folder(
     ThalamusError
         Exit 66 when the folder or a fold is missing.
     """
-    value = model_folder if model_folder is not None else os.environ.get(MODEL_ENV)
+    value = model_folder
     if not value:
         raise ThalamusError(f"DBSegment model folder not given (option or {MODEL_ENV}). {_HOW_TO_PROVIDE}",
                             EXIT_NOINPUT)

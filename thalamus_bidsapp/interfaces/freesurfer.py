@@ -33,11 +33,12 @@ def thalamus_labels() -> dict[int, str]:
     return {int(k): v for k, v in table["thalamus"].items()}
 
 
-def find_license(cli_path: Path | None) -> Path | None:
-    """The FreeSurfer license: ``--fs-license-file``, then ``$FS_LICENSE``, then ``$FREESURFER_HOME/license.txt``."""
-    candidates = [cli_path, os.environ.get("FS_LICENSE")]
-    if os.environ.get("FREESURFER_HOME"):
-        candidates.append(Path(os.environ["FREESURFER_HOME"]) / "license.txt")
+def find_license(cli_path: Path | None, freesurfer_home: Path | None = None) -> Path | None:
+    """The FreeSurfer license: ``--fs-license-file`` (or ``$FS_LICENSE``, read with the configuration), then
+    ``<freesurfer_home>/license.txt`` (``$FREESURFER_HOME``)."""
+    candidates: list[Path | None] = [cli_path]
+    if freesurfer_home is not None:
+        candidates.append(Path(freesurfer_home) / "license.txt")
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             return Path(candidate)

@@ -251,8 +251,9 @@ def segment_thalamus(
     t1w
         T1-weighted image, 3D, any grid and orientation (NIfTI or MGH).
     model_dir
-        Folder with the model files (``--meshnet-model``); None: environment
-        variable, then user cache (see :func:`resolve_model_dir`).
+        Folder with the model files (``--meshnet-model`` or its environment
+        variable, read with the configuration); None: the user cache (see
+        :func:`resolve_model_dir`).
     crop
         Run the network only on the bounding box of voxels brighter than
         0.2 x max (plus 2 voxels), about four times faster and leaner.
@@ -372,8 +373,8 @@ def segment_thalamus_sides(
     t1w
         T1-weighted image, 3D, any grid and orientation.
     model_dir, sides_model_dir
-        Folders of the bilateral and the sides model (None: their environment
-        variable, then the user cache; see :func:`~thalamus_bidsapp.interfaces.meshnet.resolve_model_dir`).
+        Folders of the bilateral and the sides model (None: the user cache;
+        see :func:`~thalamus_bidsapp.interfaces.meshnet.resolve_model_dir`).
     crop, threads, model
         As for :func:`~thalamus_bidsapp.interfaces.meshnet.segment_thalamus`.
     sides_model

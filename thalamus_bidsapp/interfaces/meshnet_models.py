@@ -3,9 +3,9 @@
 Finding and verifying the model files needs no PyTorch, so the main process
 of a run (which checks the tools before any node starts) imports this module
 and not :mod:`thalamus_bidsapp.interfaces.meshnet`, whose network code needs
-torch (seconds to import). The folder is ``--meshnet-model DIR``, else
-``THALAMUS_MESHNET_MODEL``, else a user cache filled on first use from a
-pinned brainchop commit; every file's sha256 is checked
+torch (seconds to import). The folder is ``--meshnet-model DIR`` (or
+``THALAMUS_MESHNET_MODEL``, read when the configuration is built), else a
+user cache filled on first use from a pinned brainchop commit; every file's sha256 is checked
 (:mod:`thalamus_bidsapp.interfaces.weights`).
 """
 
@@ -113,8 +113,8 @@ def default_cache_dir(spec: MeshNetModelSpec | None = None) -> Path:
 def resolve_model_dir(model_dir: Path | None = None, model: str | None = None) -> Path:
     """Folder holding the verified files of a pinned MeshNet model.
 
-    Order: ``model_dir`` (``--meshnet-model DIR``), else the environment
-    variable ``THALAMUS_MESHNET_MODEL``, else the user cache folder
+    Order: ``model_dir`` (``--meshnet-model DIR``, or ``THALAMUS_MESHNET_MODEL``
+    read when the configuration is built), else the user cache folder
     (:func:`default_cache_dir`), downloaded there on first use from the
     pinned brainchop commit. The sha256 of every file is always checked.
 

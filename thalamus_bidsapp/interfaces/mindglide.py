@@ -13,11 +13,12 @@ back into the bounding box, reorientation to the input orientation and
 on the input grid; the tests check it equals ``run_inference``'s voxel for
 voxel.
 
-Weights: an explicit checkpoint (``--mindglide-model``), else the package's
-conventions (``MODEL_PATH``, then its Hugging Face cache). A download happens
-only through ``mindglide.infer.resolve_model_path``, is logged as a warning,
-and never when ``HF_HUB_OFFLINE`` is set: then a missing cache is an error
-(exit 66) that says how to provide the file.
+Weights: an explicit checkpoint (``--mindglide-model``, or the package's
+``MODEL_PATH`` convention, read when the run's configuration is built), else
+the package's Hugging Face cache. A download happens only through
+``mindglide.infer.resolve_model_path``, is logged as a warning, and never
+when offline (``HF_HUB_OFFLINE``, passed in by the caller): then a missing
+cache is an error (exit 66) that says how to provide the file.
 
 Thalamus: MindGlide has no thalamus label; its deep grey matter label (DGM,
 read from ``mindglide.consts.PROPERTIES``; 3 in mindglide 1.x) is intersected
@@ -140,17 +141,15 @@ def lesion_mask(seg_img: nib.spatialimages.SpatialImage) -> nib.Nifti1Image:
     return mask_like(labels == lesion_label(), seg_img)
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def resolve_weights(model_path: str | os.PathLike | None = None, allow_download: bool = True) -> Path:
+def resolve_weights(model_path: str | os.PathLike | None = None, allow_download: bool = True,
+                    offline: bool = False) -> Path:
     """Locate the MindGlide checkpoint.
 
-    Order: ``model_path`` (the ``--mindglide-model`` option), ``MODEL_PATH``,
-    the package's pinned file in the Hugging Face cache, then - only if
-    ``allow_download`` and ``HF_HUB_OFFLINE`` is not set - a logged download
-    through ``mindglide.infer.resolve_model_path``.
+    Order: ``model_path`` (``--mindglide-model``, or ``$MODEL_PATH`` read when
+    the configuration was built), the package's pinned file in the Hugging
+    Face cache, then - only if ``allow_download`` and not ``offline``
+    (``HF_HUB_OFFLINE``) - a logged download through
+    ``mindglide.infer.resolve_model_path``.
 
     Raises
     ------
@@ -165,9 +164,6 @@ def resolve_weights(model_path: str | os.PathLike | None = None, allow_download:
             return Path(resolve_model_path(str(model_path))).resolve()
         except UsageError as exc:
             raise ThalamusError(f"MindGlide weights not found: {model_path}. {_HOW_TO_PROVIDE}", EXIT_NOINPUT) from exc
-    env_path = os.environ.get("MODEL_PATH")
-    if env_path and Path(env_path).is_file():
-        return Path(env_path).resolve()
     try:
         from huggingface_hub import try_to_load_from_cache
 
@@ -176,10 +172,10 @@ def resolve_weights(model_path: str | os.PathLike | None = None, allow_download:
         cached = None
     if isinstance(cached, str) and Path(cached).is_file():
         return Path(cached)
-    if _env_flag("HF_HUB_OFFLINE") or not allow_download:
-        why = "HF_HUB_OFFLINE is set" if _env_flag("HF_HUB_OFFLINE") else "downloads are not allowed"
+    if offline or not allow_download:
+        why = "HF_HUB_OFFLINE is set" if offline else "downloads are not allowed"
         raise ThalamusError(
-            f"MindGlide weights not found: not given, MODEL_PATH unset or missing, not in the Hugging Face "
+            f"MindGlide weights not found: not given (--mindglide-model or MODEL_PATH), not in the Hugging Face "
             f"cache, and {why}. {_HOW_TO_PROVIDE}",
             EXIT_NOINPUT,
         )

@@ -3,7 +3,8 @@
 A :class:`PinnedFiles` names a set of files and their sha256 (and, for
 files that may be downloaded, the URL folder they come from). The folder
 holding them is the one the user gave (an option, else an environment
-variable), else a user cache folder filled on first use; the files are
+variable, read when the configuration is built), else a user cache folder
+filled on first use; the files are
 checked byte for byte every time, and a download is kept only when its
 checksum matches. :func:`checksums` records the sha256 of weights a tool
 finds by itself (DBSegment's folds, the MindGlide checkpoint) for the
@@ -13,7 +14,6 @@ sidecars.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import urllib.error
 import urllib.request
@@ -47,14 +47,10 @@ class PinnedFiles:
 
 
 def user_cache_dir(*parts: str) -> Path:
-    """``<user cache>/thalamus_bidsapp/<parts>`` (platformdirs, else the XDG convention)."""
-    try:
-        import platformdirs
+    """``<user cache>/thalamus_bidsapp/<parts>`` (platformdirs: ``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux)."""
+    import platformdirs
 
-        root = Path(platformdirs.user_cache_dir("thalamus_bidsapp"))
-    except ImportError:  # platformdirs is optional
-        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "thalamus_bidsapp"
-    return root.joinpath(*parts)
+    return Path(platformdirs.user_cache_dir("thalamus_bidsapp")).joinpath(*parts)
 
 
 def checksums(paths: Mapping[str, Path]) -> dict[str, str]:
@@ -123,12 +119,10 @@ def fill_cache(cache_dir: Path, pinned: PinnedFiles) -> None:
 def resolve_folder(given: Path | None, pinned: PinnedFiles, cache_dir: Path) -> tuple[Path, dict[str, str]]:
     """The verified folder of the pinned files and their sha256.
 
-    Order: ``given`` (an option), else the folder in ``pinned.env_var``, else
-    ``cache_dir``, filled on first use from ``pinned.url_base``.
+    Order: ``given`` (the option, or the folder in ``pinned.env_var`` read
+    when the configuration was built), else ``cache_dir``, filled on first
+    use from ``pinned.url_base``.
     """
-    if given is None and pinned.env_var and os.environ.get(pinned.env_var):
-        given = Path(os.environ[pinned.env_var])
-        logger.debug("%s folder from %s: %s", pinned.label, pinned.env_var, given)
     if given is not None:
         folder = Path(given).expanduser().resolve()
         if not folder.is_dir():

@@ -218,6 +218,13 @@ class _OptionsAsConfig:
         value = self.options.option(name)
         return default if value is None else value
 
+    @property
+    def environment(self) -> Any:
+        """The environment the ``--check-tools`` command read (``CheckOptions.environment``)."""
+        from thalamus_bidsapp.config import Environment
+
+        return getattr(self.options, "environment", Environment())
+
 
 def tool_label(masks: Sequence[PublishedMask], fallback: str) -> str:
     """The tools and versions recorded in the masks' sidecars, e.g. ``FSL FIRST 6.0.7``."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-import os
 from pathlib import Path
 
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, isdefined, traits
@@ -59,7 +58,7 @@ class DBSegment(SegmentationMethod):
         else:
             findings += executable("DBSegment", exe, dbsegment.dbsegment_version(exe))
         folds = dbsegment.DEFAULT_FOLDS
-        value = options.option("dbsegment_model") or os.environ.get(dbsegment.MODEL_ENV)
+        value = options.option("dbsegment_model")
         if not value:
             findings.append(Finding("model folder", False, f"not given (--dbsegment-model or {dbsegment.MODEL_ENV})"))
             return CheckReport(NAME, "method", tuple(findings))
@@ -100,7 +99,7 @@ METHOD = DBSegment()
 class _DBSegmentInputSpec(BaseInterfaceInputSpec):
     t1w = File(exists=True, mandatory=True, desc="reoriented T1w")
     executable = traits.Str(desc="DBSegment executable (default: on PATH)")
-    model_folder = traits.Str(desc="DBSegment model folder (default: $DBSEGMENT_MODEL_PATH)")
+    model_folder = traits.Str(desc="DBSegment model folder (from the tool check)")
 
 
 class DBSegmentThalamus(SimpleInterface):

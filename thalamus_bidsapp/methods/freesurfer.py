@@ -49,7 +49,7 @@ class FreeSurfer(SegmentationMethod):
             return ToolStatus(
                 f"no finished FreeSurfer subject {session.name} or sub-{session.subject} in {subjects_dir} "
                 "and recon-all is not installed (set FREESURFER_HOME)")
-        license_file = freesurfer.find_license(config.option("fs_license_file"))
+        license_file = freesurfer.find_license(config.option("fs_license_file"), config.environment.freesurfer_home)
         if license_file is None:
             if required:
                 raise freesurfer.license_error()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-import os
 from pathlib import Path
 
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, isdefined, traits
@@ -40,7 +39,12 @@ class MeshNet(SegmentationMethod):
         CliOption("--meshnet-sides-model", kind="dir", metavar="DIR", env="THALAMUS_MESHNET_SIDES_MODEL",
                   help="folder with brainchop's 104-class MeshNet (model21_104class: model.json, "
                   "group1-shard1of1.bin, colormap.json) that splits the thalamus into left and right (default: "
-                  "$THALAMUS_MESHNET_SIDES_MODEL, then the user cache, filled on first use and checked by sha256)"),
+                  "$THALAMUS_MESHNET_SIDES_MODEL, then the user cache, filled on first use and checked by sha256); "
+                  "MeshNet does not run without it unless --meshnet-sides off"),
+        CliOption("--meshnet-sides", kind="choice", choices=("on", "off"), default=None,
+                  help="on (default): split MeshNet's thalamus into left and right with the 104-class model; "
+                  "off: bilateral only, without that model (no side volumes; the QC checks of the sides are "
+                  "reported as not run)"),
     )
     # The 18-class model has one bilateral class; each of its voxels takes the side of the nearer
     # left or right thalamus class of the 104-class model.
@@ -49,19 +53,20 @@ class MeshNet(SegmentationMethod):
     envelope_rank = 1  # no licence, no GPU, no FSL
 
     def check_tools(self, config) -> ToolStatus:
-        from thalamus_bidsapp.interfaces.meshnet_models import SIDES_MODEL, resolve_model_dir
+        from thalamus_bidsapp.interfaces.meshnet_models import SIDES_MODEL, model_spec, resolve_and_verify
 
+        sides = config.option("meshnet_sides", "on") != "off"
         try:
             # Downloads the weights on first use (then cached); offline, give the options.
-            model_dir = resolve_model_dir(config.option("meshnet_model"))
+            model_dir = resolve_and_verify(config.option("meshnet_model"), model_spec())[0]
+            sides_model_dir = (resolve_and_verify(config.option("meshnet_sides_model"), model_spec(SIDES_MODEL))[0]
+                               if sides else None)
         except ThalamusError as err:
-            return ToolStatus(str(err))
-        try:
-            sides_model_dir = resolve_model_dir(config.option("meshnet_sides_model"), model=SIDES_MODEL)
-        except ThalamusError as err:
-            # The bilateral mask does not need it: MeshNet runs, without left and right.
-            LOGGER.warning("MeshNet runs without left and right thalamus: %s", err)
-            sides_model_dir = None
+            return ToolStatus(f"{err}. {models_needed(sides)}")
+        if not sides:
+            LOGGER.warning("MeshNet runs bilateral only (--meshnet-sides off): no left and right thalamus, "
+                           "and the QC checks of the sides are not run")
+            return ToolStatus(None, {"model_dir": model_dir, "sides_model_dir": None, "sides_off": SIDES_OFF})
         return ToolStatus(None, {"model_dir": model_dir, "sides_model_dir": sides_model_dir})
 
     def check_installation(self, options):
@@ -70,11 +75,13 @@ class MeshNet(SegmentationMethod):
         from thalamus_bidsapp.toolcheck import CheckReport, python_package
 
         findings = [python_package("PyTorch", "torch")]
-        findings += _model_findings(meshnet_models.model_spec(), options.option("meshnet_model"), required=True)
-        # Without the 104-class model MeshNet still runs, bilateral only: a warning.
+        sources = dict(getattr(options, "option_sources", {}) or {})
+        findings += _model_findings(meshnet_models.model_spec(), options.option("meshnet_model"), required=True,
+                                    sources=sources)
+        # The 104-class model splits the mask into left and right; only --meshnet-sides off does without it.
+        sides = options.option("meshnet_sides") != "off"
         findings += _model_findings(meshnet_models.model_spec(meshnet_models.SIDES_MODEL),
-                                    options.option("meshnet_sides_model"),
-                                    required=False)
+                                    options.option("meshnet_sides_model"), required=sides, sources=sources)
         return CheckReport(NAME, "method", tuple(findings))
 
     def init_nodes(self, ctx: NodeContext) -> MethodNodes:
@@ -84,6 +91,8 @@ class MeshNet(SegmentationMethod):
                        name=f"{NAME}_thalamus", n_procs=ctx.omp_nthreads, mem_gb=3)
         if ctx.settings.get("sides_model_dir") is not None:
             node.inputs.sides_model_dir = str(ctx.settings["sides_model_dir"])
+        elif ctx.settings.get("sides_off"):
+            node.inputs.sides_off = str(ctx.settings["sides_off"])
         ctx.workflow.connect(ctx.inputnode, "t1w", node, "t1w")
         return MethodNodes(records=[(node, "record_file")], envelope=(node, "record_file"))
 
@@ -100,21 +109,37 @@ class MeshNet(SegmentationMethod):
 #: This module's registry entry (methods/registry.py collects every module's METHOD).
 METHOD = MeshNet()
 
+#: Why a MeshNet mask has no sides when the user asked for bilateral only.
+SIDES_OFF = "left and right not measured: bilateral only was asked for (--meshnet-sides off)"
 
-def _model_findings(spec, option_value, *, required: bool) -> list:
+
+def models_needed(sides: bool = True) -> str:
+    """What MeshNet needs, naming both models (the bilateral one and, unless off, the left/right one)."""
+    from thalamus_bidsapp.interfaces.meshnet_models import SIDES_MODEL, model_spec
+
+    main, side = model_spec(), model_spec(SIDES_MODEL)
+    if not sides:
+        return (f"MeshNet needs its model {main.name} ({main.option} DIR or ${main.env_var}, or network access "
+                "once to fill the user cache)")
+    return (f"MeshNet needs two models: {main.name} (bilateral; {main.option} DIR or ${main.env_var}) and "
+            f"{side.name} (left/right; {side.option} DIR or ${side.env_var}), or network access once to fill the "
+            "user cache; --meshnet-sides off runs it without the left/right model (bilateral only)")
+
+
+def _model_findings(spec, option_value, *, required: bool, sources: dict[str, str] | None = None) -> list:
     """What --check-tools reports of one pinned model: its folder (option, environment, cache) and files."""
     from thalamus_bidsapp.interfaces import meshnet_models
     from thalamus_bidsapp.toolcheck import Finding, data_file, writable_dir
 
-    label = "model folder" if required else f"{spec.name} folder (left/right)"
+    label = "model folder" if spec.env_var == meshnet_models.MODEL_ENV_VAR else f"{spec.name} folder (left/right)"
+    sources = sources or {}
 
     def name(fname: str) -> str:
-        return fname if required else f"{spec.name}/{fname}"
+        return fname if spec.env_var == meshnet_models.MODEL_ENV_VAR else f"{spec.name}/{fname}"
 
-    env_model = os.environ.get(spec.env_var)
-    given = option_value or (Path(env_model) if env_model else None)
+    given = option_value
     if given is not None:
-        source = spec.option if option_value else spec.env_var
+        source = sources.get(spec.option.lstrip("-").replace("-", "_"), spec.option)
         return [Finding(label, Path(given).is_dir(),
                         f"{given} (from {source})" if Path(given).is_dir() else f"not found: {given}", required=required),
                 *(data_file(name(fname), Path(given) / fname, sha, required=required) for fname, sha in spec.sha256.items())]
@@ -122,8 +147,9 @@ def _model_findings(spec, option_value, *, required: bool) -> list:
     if any((cache / fname).is_file() for fname in spec.sha256):
         return [Finding(label, True, f"{cache} (user cache)", required=required),
                 *(data_file(name(fname), cache / fname, sha, required=required) for fname, sha in spec.sha256.items())]
-    return [writable_dir("model cache" if required else f"{spec.name} cache", cache, required=required),
-            Finding("weights" if required else f"{spec.name} weights", False,
+    main = spec.env_var == meshnet_models.MODEL_ENV_VAR
+    return [writable_dir("model cache" if main else f"{spec.name} cache", cache, required=required),
+            Finding("weights" if main else f"{spec.name} weights", False,
                     f"not in {cache} yet: the first run downloads them from {spec.url_base} (needs network), "
                     f"or give {spec.option} / {spec.env_var}", required=False)]
 
@@ -132,6 +158,7 @@ class _MeshNetInputSpec(BaseInterfaceInputSpec):
     t1w = File(exists=True, mandatory=True, desc="reoriented T1w")
     model_dir = traits.Str(mandatory=True, desc="folder with the verified model.json and model.bin")
     sides_model_dir = traits.Str(desc="folder with the verified 104-class model (left/right); none: no sides")
+    sides_off = traits.Str(desc="why there are no sides (bilateral only was asked for), recorded in the sidecar")
     threads = traits.Int(1, usedefault=True, desc="torch CPU threads")
 
 
@@ -154,6 +181,8 @@ class MeshNetThalamus(SimpleInterface):
         else:
             (mask, provenance), sides = segment_thalamus(t1w, Path(self.inputs.model_dir),
                                                          threads=self.inputs.threads), None
+            if isdefined(self.inputs.sides_off):
+                provenance = {**provenance, "Sides": {"Run": False, "Reason": self.inputs.sides_off}}
         self._results["record_file"] = write_mask_record(mask, NAME, "T1w", {"Tool": "MeshNet", **provenance},
                                                          folder=cwd, sides=sides,
                                                          side_labels=METHOD.labels.to_json())

@@ -84,7 +84,8 @@ class MindGlide(SegmentationMethod):
         from thalamus_bidsapp.interfaces.mindglide import resolve_weights
 
         try:
-            model = resolve_weights(config.option("mindglide_model"), allow_download=False)
+            model = resolve_weights(config.option("mindglide_model"), allow_download=False,
+                                    offline=config.environment.hf_hub_offline)
         except ThalamusError as err:
             return ToolStatus(str(err))
         return ToolStatus(None, {"model_path": model, "device": config.option("mindglide_device", "cpu")})

@@ -52,6 +52,10 @@ QC_COLUMN_DESCRIPTIONS: dict[str, dict[str, Any]] = {
     "reason": {"Description": "The result in words, and what a flag may mean"},
 }
 
+#: Why registration_mi is skipped for a mask made on the T1w: the check does not apply (nothing was
+#: registered), unlike a check that could not be run.
+NOT_APPLICABLE_T1W = "segmented on the T1w itself: no registration involved"
+
 #: Check name -> rule name in the thresholds file.
 RULE_OF = {"components_left": "components", "components_right": "components", "centroid_left": "centroid_distance",
            "centroid_right": "centroid_distance"}
@@ -86,6 +90,8 @@ class MaskFiles:
     mask: Path
     sides: Path | None = None
     family: str | None = None
+    #: Why the mask has no side map, as its method recorded it (None: not recorded).
+    no_sides_reason: str | None = None
 
     @property
     def method_family(self) -> str:
@@ -226,7 +232,7 @@ def _anatomy_rows(mask: _Mask, volumes: pd.DataFrame, thresholds: Mapping[str, A
     for side in ("left", "right"):
         check = f"components_{side}"
         if sides is None:
-            rows.append(_skipped(files, check, rules, "this mask has no left/right side map"))
+            rows.append(_skipped(files, check, rules, _no_sides(files)))
             continue
         count = measure.component_count(sides[side], float(thresholds["component_min_fraction"]))
         row = _row(files, check, float(count), rules, f"The {side} thalamus has {count} connected part(s)")
@@ -239,7 +245,8 @@ def _anatomy_rows(mask: _Mask, volumes: pd.DataFrame, thresholds: Mapping[str, A
         rows.append(_row(files, "lr_ratio", ratio, rules, f"Left/right volume ratio is {ratio:.2f} "
                          f"({volume['left']:.2f} mL / {volume['right']:.2f} mL)"))
     else:
-        rows.append(_skipped(files, "lr_ratio", rules, "no left and right volumes for this mask"))
+        rows.append(_skipped(files, "lr_ratio", rules, _no_sides(files) if sides is None
+                             else "no left and right volumes for this mask"))
     if np.isfinite(volume["bilateral"]) and np.isfinite(volume["icv"]) and volume["icv"] > 0:
         percent = 100.0 * volume["bilateral"] / volume["icv"]
         rows.append(_row(files, "icv_fraction", percent, rules, f"Thalamus volume is {percent:.2f}% of the ICV "
@@ -255,7 +262,8 @@ def _prior_side_rows(mask: _Mask, prior: tuple | None, prior_note: str,
     checks = ("centroid_left", "centroid_right", "side_swap")
     sides = _side_arrays(mask)
     if prior is None or sides is None:
-        why = prior_note if prior is None else "this mask has no left/right side map"
+        reasons = ([_no_sides(files)] if sides is None else []) + ([prior_note] if prior is None else [])
+        why = "; and ".join(reasons)
         return [_skipped(files, check, rules, why) for check in checks]
     rows = []
     for side, prior_side in (("left", prior[0]), ("right", prior[1])):
@@ -279,7 +287,7 @@ def _registration_row(files: MaskFiles, registration_qc: pd.DataFrame | None,
     rules = thresholds["checks"]
     images = [part for part in str(files.contrast).split("+") if part != "T1w"]
     if not images:
-        return _skipped(files, "registration_mi", rules, "segmented on the T1w itself: no registration involved")
+        return _skipped(files, "registration_mi", rules, NOT_APPLICABLE_T1W)
     if registration_qc is None or registration_qc.empty:
         return _skipped(files, "registration_mi", rules, "no registration QC table for this session")
     margins = []
@@ -295,6 +303,12 @@ def _registration_row(files: MaskFiles, registration_qc: pd.DataFrame | None,
     return _row(files, "registration_mi", margin, rules,
                 f"The {image} registration ({strategy}) has MI {mi:.3f} nats against its cut-off {cutoff:.2f} "
                 f"(margin {margin:+.3f})")
+
+
+def _no_sides(files: MaskFiles) -> str:
+    """Why a side check was not run: the method's recorded reason, else the missing side map."""
+    return (f"{files.no_sides_reason}, so this side check was not run" if files.no_sides_reason
+            else "this mask has no left/right side map")
 
 
 def _side_arrays(mask: _Mask) -> dict[str, np.ndarray] | None:
@@ -318,5 +332,5 @@ def _volume_lookup(volumes: pd.DataFrame, files: MaskFiles) -> dict[str, float]:
     return out
 
 
-__all__ = ["MaskFiles", "PASS", "QC_COLUMNS", "QC_COLUMN_DESCRIPTIONS", "qc_status_of", "session_checks",
+__all__ = ["MaskFiles", "NOT_APPLICABLE_T1W", "PASS", "QC_COLUMNS", "QC_COLUMN_DESCRIPTIONS", "qc_status_of", "session_checks",
            "with_qc_status"]

@@ -29,7 +29,6 @@ import pandas as pd
 
 from thalamus_bidsapp.bidsio.atomic import write_if_changed
 from thalamus_bidsapp.methods.registry import method_names
-from thalamus_bidsapp.stats.qc import worst_status
 from thalamus_bidsapp.reports.html import (
     column_descriptions,
     esc,
@@ -43,7 +42,7 @@ from thalamus_bidsapp.reports.html import (
 from thalamus_bidsapp.reports.logs import qc_row_classes, read_session_statuses, read_skipped_methods
 from thalamus_bidsapp.reports.mask_figures import draw_masks
 from thalamus_bidsapp.reports.methods_text import methods_paragraph
-from thalamus_bidsapp.reports.qc import light, traffic_lights
+from thalamus_bidsapp.reports.qc import light, overall_status, traffic_lights
 from thalamus_bidsapp.reports.registration_figures import draw_registration_figures
 from thalamus_bidsapp.reports.session import (
     SessionReport,
@@ -71,8 +70,7 @@ def _summary_table(sessions: list[SessionReport]) -> str:
         "session": f'<a href="#{esc(session.name)}">{esc(session.label or session.name)}</a>',
         "status": f'<span class="badge {_status(session)}">{_status(session)}</span>',
         "masks": len(session.masks),
-        "QC": light(worst_status(session.segmentation_qc["status"].astype(str)))
-        if session.segmentation_qc is not None else "n/a",
+        "QC": light(overall_status(session.segmentation_qc)) if session.segmentation_qc is not None else "n/a",
         "errors": sum(level == "error" for level, _ in session.messages),
         "warnings": sum(level == "warning" for level, _ in session.messages),
     } for session in sessions]

@@ -14,16 +14,35 @@ from pathlib import Path
 import pandas as pd
 
 from thalamus_bidsapp.qc.group import EXCLUDED_BY_QC
+from thalamus_bidsapp.qc.session import NOT_APPLICABLE_T1W
 from thalamus_bidsapp.reports.html import esc, href, html_table
 from thalamus_bidsapp.stats.qc import FAIL, PASS, SKIPPED, WARN, worst_status
 
 _FLAGS = (WARN, FAIL)
 
 
+#: Shown instead of "pass" when every check that ran passed but some that apply were not run.
+INCOMPLETE = "incomplete"
+
+
 def light(status: str) -> str:
-    """HTML of a traffic light with its status word."""
-    status = status if status in (PASS, WARN, FAIL, SKIPPED) else SKIPPED
-    return f'<span class="qc-light {status}" aria-hidden="true"></span>{esc(status)}'
+    """HTML of a traffic light with its status word (``incomplete`` is grey, like ``skipped``)."""
+    status = status if status in (PASS, WARN, FAIL, SKIPPED, INCOMPLETE) else SKIPPED
+    css = SKIPPED if status == INCOMPLETE else status
+    return f'<span class="qc-light {css}" aria-hidden="true"></span>{esc(status)}'
+
+
+def not_run(checks: pd.DataFrame) -> pd.DataFrame:
+    """The skipped checks that apply to their mask (a T1w mask's registration check does not)."""
+    skipped = checks["status"].astype(str) == SKIPPED
+    applies = ~checks["reason"].astype(str).str.lower().str.startswith(NOT_APPLICABLE_T1W.lower())
+    return checks[skipped & applies]
+
+
+def overall_status(checks: pd.DataFrame) -> str:
+    """The worst status of ``checks``; ``incomplete`` rather than ``pass`` when some checks were not run."""
+    status = worst_status(checks["status"].astype(str))
+    return INCOMPLETE if status == PASS and not not_run(checks).empty else status
 
 
 def traffic_lights(qc: pd.DataFrame) -> str:
@@ -31,7 +50,7 @@ def traffic_lights(qc: pd.DataFrame) -> str:
     rows, classes = [], []
     for (method, contrast), checks in qc.groupby(["method", "contrast"], sort=False, dropna=False):
         statuses = checks["status"].astype(str)
-        status = worst_status(statuses)
+        status = overall_status(checks)
         flags = checks[statuses.isin(_FLAGS)]
         counts = ", ".join(f"{int((statuses == s).sum())} {s}" for s in (PASS, WARN, FAIL, SKIPPED)
                            if (statuses == s).any())
@@ -41,12 +60,16 @@ def traffic_lights(qc: pd.DataFrame) -> str:
         else:
             reasons = "<br>".join(f"<strong>{esc(c)}</strong> ({esc(s)}): {esc(r)}"
                                   for c, s, r in zip(flags["check"], flags["status"], flags["reason"]))
+        missing = not_run(checks)
+        for reason, group in missing.groupby("reason", sort=False):
+            reasons += f"<br>Not run: <strong>{esc(', '.join(group['check'].astype(str)))}</strong>: {esc(reason)}"
         rows.append({"method": method, "contrast": contrast, "QC": light(status), "checks": counts,
                      "reasons": reasons})
         classes.append({FAIL: "bad", WARN: "warn", PASS: "good"}.get(status, ""))
     table = pd.DataFrame(rows, columns=["method", "contrast", "QC", "checks", "reasons"])
     return html_table(table, html_columns=("QC", "reasons"), row_classes=classes, descriptions={
-        "QC": "Worst status of the mask's checks: fail > warn > pass > skipped",
+        "QC": "Worst status of the mask's checks: fail > warn > pass > skipped; 'incomplete' when every check "
+              "that ran passed but some were not run (never shown as a pass)",
         "checks": "How many checks passed, warned, failed or could not be computed",
         "reasons": "Why each check that warned or failed did so"})
 

@@ -200,6 +200,7 @@ def session_messages(session: SessionReport, output_dir: Path) -> None:
             else:
                 empty_masks.add(key)
                 session.messages.append(("warning", f"The {esc(row.get('method'))} mask is empty."))
+    session.messages += _sides_not_run(session.segmentation_qc)
     decisions = set()
     for name, sidecar in session.sidecars.items():
         registration = sidecar.get("Registration")
@@ -216,6 +217,16 @@ def session_messages(session: SessionReport, output_dir: Path) -> None:
         if suffix not in roles:
             steps = _skipped_steps(role, registration)
             session.messages.append(("info", f"No {esc(suffix)} image among the inputs: {esc(steps)} did not run."))
+
+
+def _sides_not_run(qc: pd.DataFrame | None) -> list[tuple[str, str]]:
+    """A warning per mask whose left and right were not measured, so its side checks did not run."""
+    if qc is None or qc.empty:
+        return []
+    rows = qc[(qc["check"].astype(str) == "components_left") & (qc["status"].astype(str) == "skipped")]
+    return [("warning", f"No left and right thalamus for {esc(row.method)} ({esc(row.contrast)}): "
+                        f"{esc(str(row.reason).rstrip('.'))}; its side volumes and side QC checks were not run.")
+            for row in rows.itertuples()]
 
 
 def methods_ran(session: SessionReport) -> set[str]:

@@ -14,6 +14,7 @@ from thalamus_bidsapp.bidsio.inputs import SessionInputs
 from thalamus_bidsapp.methods import MethodPlan, get_method
 from thalamus_bidsapp.methods.base import NodeContext, SegmentationMethod
 from thalamus_bidsapp.workflows.lesions import LesionFill, LesionMaskToT1w
+from thalamus_bidsapp.workflows.nodes import SkullStripCheck
 from thalamus_bidsapp.workflows.outputs import publish_node
 
 
@@ -116,5 +117,10 @@ def add_lesion_nodes(workflow: pe.Workflow, session: SessionInputs, reorient_t1w
                              {"Sources": [t1w_uri, mask_uri], "SpatialReference": t1w_uri, "LesionMaskUsed": mask_uri,
                               "Description": "The T1w with its lesions filled: the image every method that segments "
                                              "the T1w received"})
-    workflow.connect([(filler, ds_filled, [("filled_file", "in_file"), ("provenance_file", "provenance_files")])])
+    # The filled T1w is as skull-stripped as the T1w it comes from: measured on it, for its sidecar.
+    skullstrip = pe.Node(SkullStripCheck(), name="skullstrip_lesionfilled", mem_gb=1)
+    workflow.connect([(filler, skullstrip, [("filled_file", "in_file"), ("provenance_file", "in_provenance")]),
+                      (brain_mask, skullstrip, [("out_file", "brain_mask")]),
+                      (filler, ds_filled, [("filled_file", "in_file")]),
+                      (skullstrip, ds_filled, [("provenance_file", "provenance_files")])])
     return LesionNodes(mask, filler, filled_uri)

@@ -364,6 +364,49 @@ def _lesion_fields(record: dict, filled_methods: list[str], inputs) -> dict:
     return {"LesionFilled": False}
 
 
+class _SkullStripInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, desc="image on the T1w grid (nothing is judged when undefined)")
+    brain_mask = File(exists=True, mandatory=True, desc="T1w brain mask")
+    in_provenance = File(exists=True, desc="provenance JSON of the image, kept in the output")
+
+
+class _SkullStripOutputSpec(TraitedSpec):
+    provenance_file = File(exists=True, desc="the input provenance with SkullStripped and how it was decided")
+
+
+class SkullStripCheck(SimpleInterface):
+    """Whether an image is already skull-stripped, for its sidecar's ``SkullStripped`` (BIDS derivatives).
+
+    The app never strips the images it publishes: an image is skull-stripped
+    when its input was, which is measured (almost no signal outside the brain
+    mask, :func:`thalamus_bidsapp.image.masks.looks_skull_stripped`).
+    """
+
+    input_spec = _SkullStripInputSpec
+    output_spec = _SkullStripOutputSpec
+
+    def _run_interface(self, runtime):
+        import numpy as np
+
+        from thalamus_bidsapp.image.masks import SKULL_MARGIN_MM, SKULL_STRIPPED_MAX_FRACTION, looks_skull_stripped
+
+        provenance = json.loads(Path(self.inputs.in_provenance).read_text()) if isdefined(
+            self.inputs.in_provenance) else {}
+        if isdefined(self.inputs.in_file):
+            img, mask = _load(self.inputs.in_file), _load(self.inputs.brain_mask)
+            stripped, fraction = looks_skull_stripped(np.asanyarray(img.dataobj), np.asanyarray(mask.dataobj),
+                                                      img.header.get_zooms()[:3])
+            rule = (f"{SKULL_STRIPPED_MAX_FRACTION:.0%} or less of its signal (above 10% of the brain's 99th "
+                    f"percentile) more than {SKULL_MARGIN_MM:g} mm outside the brain mask means skull-stripped")
+            if stripped is None:
+                provenance.update(SkullStripped=False, SkullStrippedDecision=f"unknown: no signal to judge ({rule})")
+            else:
+                provenance.update(SkullStripped=stripped, SkullStrippedDecision=(
+                    f"measured: {fraction:.1%} of the image's signal lies outside the brain ({rule})"))
+        self._results["provenance_file"] = _save_json(provenance, "skullstripped.json")
+        return runtime
+
+
 class _PublishInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, desc="finished file to publish; nothing is published when undefined")
     output_dir = traits.Directory(mandatory=True, desc="root of the output derivatives dataset")

@@ -14,7 +14,15 @@ from thalamus_bidsapp.bidsio.checksums import files_digest
 from thalamus_bidsapp.bidsio.derivatives import bids_uri
 from thalamus_bidsapp.bidsio.inputs import SessionInputs
 from thalamus_bidsapp.bidsio.tables import volumes_columns
-from thalamus_bidsapp.workflows.nodes import BrainMask, ConcatTables, PublishMasks, Reorient, SessionVolumes, read_files
+from thalamus_bidsapp.workflows.nodes import (
+    BrainMask,
+    ConcatTables,
+    PublishMasks,
+    Reorient,
+    SessionVolumes,
+    SkullStripCheck,
+    read_files,
+)
 from thalamus_bidsapp.workflows.outputs import publish_node
 from thalamus_bidsapp.interfaces.templateflow import TemplateFiles
 from thalamus_bidsapp.workflows.qc import SessionQC
@@ -172,15 +180,8 @@ def init_session_wf(
     brain_mask = pe.Node(BrainMask(threads=omp_nthreads), name="brain_mask", n_procs=omp_nthreads, mem_gb=3)
     workflow.connect(reorient_t1w, "out_file", brain_mask, "in_file")
 
-    t1w_uri = _uri(output_dir, ents, desc="preproc", suffix="T1w")
-    ds_t1w = publish_node(
-        "ds_t1w", output_dir, {**ents, "desc": "preproc", "suffix": "T1w"},
-        {"Sources": [raw_t1w], "SkullStripped": False, **geometry,
-         "Description": "The input T1w reoriented to RAS+: the reference grid of every space-T1w output"},
-    )
-    workflow.connect([
-        (reorient_t1w, ds_t1w, [("out_file", "in_file"), ("record_file", "provenance_files")]),
-    ])
+    t1w_uri = _publish_t1w(workflow, reorient_t1w, brain_mask, output_dir, ents,
+                           {"Sources": [raw_t1w], **geometry})
     ds_brain_mask = publish_node(
         "ds_brain_mask", output_dir, {**ents, "space": "T1w", "desc": "brain", "suffix": "mask"},
         {"Type": "Brain", "Sources": [t1w_uri], "SpatialReference": t1w_uri,
@@ -224,6 +225,23 @@ def init_session_wf(
     )
     workflow.connect(segmentation_qc, "volumes_file", ds_volumes, "in_file")
     return workflow
+
+
+def _publish_t1w(workflow: pe.Workflow, reorient_t1w: pe.Node, brain_mask: pe.Node, output_dir: Path,
+                 entities: dict, sidecar: dict) -> str:
+    """Publish ``desc-preproc_T1w``, its ``SkullStripped`` measured (the app never strips it); return its URI."""
+    ds_t1w = publish_node(
+        "ds_t1w", output_dir, {**entities, "desc": "preproc", "suffix": "T1w"},
+        {**sidecar, "Description": "The input T1w reoriented to RAS+: the reference grid of every space-T1w output"},
+    )
+    skullstrip_t1w = pe.Node(SkullStripCheck(), name="skullstrip_t1w", mem_gb=1)
+    workflow.connect([
+        (reorient_t1w, skullstrip_t1w, [("out_file", "in_file"), ("record_file", "in_provenance")]),
+        (brain_mask, skullstrip_t1w, [("out_file", "brain_mask")]),
+        (reorient_t1w, ds_t1w, [("out_file", "in_file")]),
+        (skullstrip_t1w, ds_t1w, [("provenance_file", "provenance_files")]),
+    ])
+    return _uri(output_dir, entities, desc="preproc", suffix="T1w")
 
 
 def _lesion_provider(session: SessionInputs, plan: MethodPlan, source: str, omp_nthreads: int):

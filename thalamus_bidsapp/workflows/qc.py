@@ -48,7 +48,8 @@ class SessionQC(SimpleInterface):
 
         records = records_with_masks(self.inputs.record_files) if isdefined(self.inputs.record_files) else []
         masks = [MaskFiles(r["method"], r["contrast"], Path(r["mask_file"]),
-                           Path(r["sides_file"]) if r.get("sides_file") else None, _family(r["method"]))
+                           Path(r["sides_file"]) if r.get("sides_file") else None, _family(r["method"]),
+                           _no_sides_reason(r))
                  for r in records]
         volumes = read_tsv(self.inputs.volumes_file)
         registration = read_tsv(self.inputs.registration_qc) if isdefined(self.inputs.registration_qc) else None
@@ -60,6 +61,14 @@ class SessionQC(SimpleInterface):
         with_qc_status(volumes, qc).to_csv(self._results["volumes_file"], sep="\t", index=False, na_rep="n/a",
                                            float_format="%.10g")
         return runtime
+
+
+def _no_sides_reason(record: dict) -> str | None:
+    """The reason a method recorded for making no sides (``Sides: {"Run": false, "Reason": ...}``)."""
+    sides = (record.get("provenance") or {}).get("Sides")
+    if isinstance(sides, dict) and sides.get("Run") is False and not record.get("sides_file"):
+        return str(sides.get("Reason") or "left and right were not measured")
+    return None
 
 
 def _family(desc: str) -> str:

@@ -7,11 +7,13 @@ from pathlib import Path
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from thalamus_bidsapp.workflows.nodes import RegisterToT1w, Reorient
+from thalamus_bidsapp.workflows.nodes import RegisterToT1w, Reorient, SkullStripCheck
 from thalamus_bidsapp.workflows.outputs import publish_node
 
 #: What each modality becomes on the T1w grid (the desc entity of the published image).
 OUTPUT_DESC = {"FLAIR": "preproc", "R1map": "scaled"}
+#: The images whose sidecar says whether they are skull-stripped (the R1 map is rescaled within the brain).
+SKULL_STRIPPED_KNOWN = ("FLAIR",)
 
 
 def init_registration_wf(
@@ -60,8 +62,18 @@ def init_registration_wf(
                             {"Sources": sources})
     workflow.connect([
         (reorient, register, [("record_file", "reorient_record")]),
-        (register, ds_image, [("out_file", "in_file"), ("provenance_file", "provenance_files")]),
+        (register, ds_image, [("out_file", "in_file")]),
         (register, ds_transform, [("transform", "in_file"), ("provenance_file", "provenance_files")]),
     ])
+    if modality in SKULL_STRIPPED_KNOWN:
+        # A preprocessed anatomical image states whether it is skull-stripped: as its input was (measured).
+        skullstrip = pe.Node(SkullStripCheck(), name="skullstrip", mem_gb=1)
+        workflow.connect([
+            (register, skullstrip, [("out_file", "in_file"), ("provenance_file", "in_provenance")]),
+            (inputnode, skullstrip, [("brain_mask", "brain_mask")]),
+            (skullstrip, ds_image, [("provenance_file", "provenance_files")]),
+        ])
+    else:
+        workflow.connect(register, "provenance_file", ds_image, "provenance_files")
     return workflow
 
