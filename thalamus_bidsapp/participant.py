@@ -81,6 +81,23 @@ def other_subjects_pattern(bids_dir: Path, labels: tuple[str, ...] | list[str]) 
     return (rf"^/sub-(?!(?:{'|'.join(re.escape(label) for label in wanted)})(?:/|$))[^/]+",)
 
 
+def _preflight_sessions(sessions: list, config: RunConfig,
+                        statuses: dict[str, SessionStatus]) -> dict[str, PreparedSession]:
+    """Each session's checked inputs; a session that fails its preflight is recorded in ``statuses``."""
+    prepared: dict[str, PreparedSession] = {}
+    for session in sessions:
+        for note in session.notes:
+            LOGGER.warning("%s: %s", session.name, note)
+        try:
+            prepared[session.name] = preflight_session(session, config.work_dir, lesion_labels=config.lesion_labels)
+        except PreflightFailure as err:
+            LOGGER.error("%s: skipped: %s", session.name, err)
+            statuses[session.name] = SessionStatus(session.name, "failed", str(err))
+        else:
+            _log_missing_optional(session)
+    return prepared
+
+
 def run_participant(config: RunConfig, started: float | None = None) -> int:
     """Run the participant level; returns the exit status.
 
@@ -103,19 +120,8 @@ def run_participant(config: RunConfig, started: float | None = None) -> int:
         # Offline TemplateFlow: a missing file is exit 66 before any tool.
         template_files = find_template_files(config.template, config.templateflow_home) if config.template else None
     statuses: dict[str, SessionStatus] = {}
-    prepared: dict[str, PreparedSession] = {}
     with timings.phase("preflight"):
-        for session in sessions:
-            for note in session.notes:
-                LOGGER.warning("%s: %s", session.name, note)
-            try:
-                prepared[session.name] = preflight_session(session, config.work_dir,
-                                                             lesion_labels=config.lesion_labels)
-            except PreflightFailure as err:
-                LOGGER.error("%s: skipped: %s", session.name, err)
-                statuses[session.name] = SessionStatus(session.name, "failed", str(err))
-            else:
-                _log_missing_optional(session)
+        prepared = _preflight_sessions(sessions, config, statuses)
     if not prepared and all(s.t1w is None for s in sessions):
         raise ThalamusError(
             "no T1w image found for the requested participants: " + ", ".join(s.name for s in sessions),

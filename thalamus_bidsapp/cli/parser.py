@@ -256,6 +256,24 @@ def _add_template_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_group_options(parser: argparse.ArgumentParser) -> None:
+    """Group level: the clinical configuration, harmonisation, running participant jobs."""
+    group = parser.add_argument_group("group level")
+    group.add_argument(
+        "--clinical-config", type=_existing_file, metavar="FILE",
+        help="YAML or JSON mapping the dataset's clinical column names and units to the analysis roles "
+        "(defaults: thalamus_bidsapp/data/clinical_defaults.yaml); with it, a missing column is an error, "
+        "without it the clinical analyses are skipped when their columns are absent",
+    )
+
+    _add_harmonize_options(group)
+    group.add_argument(
+        "--skip-running-sessions", action="store_true",
+        help="build the group tables while participant jobs are still running (or were killed without "
+        "recording a result), leaving their sessions out; without it the group level refuses (exit 75)",
+    )
+
+
 def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser:
     """The command-line parser; ``require_positionals=False`` for ``--check-tools`` and ``--fetch-templates``."""
     optional = {} if require_positionals else {"nargs": "?"}
@@ -300,21 +318,7 @@ def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser
 
     _add_template_options(parser)
 
-    group = parser.add_argument_group("group level")
-    group.add_argument(
-        "--clinical-config", type=_existing_file, metavar="FILE",
-        help="YAML or JSON mapping the dataset's clinical column names and units to the analysis roles "
-        "(defaults: thalamus_bidsapp/data/clinical_defaults.yaml); with it, a missing column is an error, "
-        "without it the clinical analyses are skipped when their columns are absent",
-    )
-
-    _add_harmonize_options(group)
-    group.add_argument(
-        "--skip-running-sessions", action="store_true",
-        help="build the group tables while participant jobs are still running (or were killed without "
-        "recording a result), leaving their sessions out; without it the group level refuses (exit 75)",
-    )
-
+    _add_group_options(parser)
     _add_qc_options(parser)
 
     perf = parser.add_argument_group("performance and workflow")
