@@ -67,8 +67,10 @@ def longitudinal(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalConf
     labelled = deltas.assign(method_label=_labels(deltas))
     if labelled["method_label"].nunique() >= 2:
         # a pair needs two subjects to be tested
+        # methods in alphabetical order of their labels: A - B with A the earlier label
         out["longitudinal_pairwise_wilcoxon"] = pairwise_wilcoxon(
             labelled.dropna(subset=[PCT]), PCT, "method_label", SUBJECT, min_pairs=2,
+            order=sorted(labelled["method_label"].unique()),
         )
     else:
         ledger.status("longitudinal_pairwise_wilcoxon", False, "fewer than two methods")
@@ -154,7 +156,8 @@ def ordinal_edss(deltas: pd.DataFrame, config: ClinicalConfig, ledger: Ledger) -
     def fit(data: pd.DataFrame, keys: dict, covar: list[str], notes: list[str]) -> pd.DataFrame:
         ledger.missing(analysis, data, ["edss_change", DELTA, *covar], **keys, outcome="edss")
         res = lon.ordinal_logistic(data, x=DELTA, y="edss_change", covar=covar, categorical=[SEX])
-        res = res.loc[res["term"] == DELTA].reset_index(drop=True)  # thresholds are in the stats API
+        # the volume coefficient only: the thresholds are in the stats API
+        res = res.loc[res["term"] == DELTA].drop(columns="threshold").reset_index(drop=True)
         return _annotate(res, {"outcome": "edss_change", **keys}, covar, notes)
 
     table = pd.concat(fit_per_method(deltas, fit, [*COVARIATES, *config.covariates]), ignore_index=True)
