@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import logging
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ BIDSIGNORE = ("logs", "group", "sub-*.html", "sub-*/figures", "*_volumes.tsv", "
 
 
 def path_patterns() -> list[str]:
-    text = resources.files("thalamus_bidsapp.data").joinpath("derivatives_patterns.json").read_text()
+    text = importlib.resources.files("thalamus_bidsapp.data").joinpath("derivatives_patterns.json").read_text()
     return json.loads(text)
 
 

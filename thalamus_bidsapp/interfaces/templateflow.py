@@ -17,11 +17,11 @@ and the Harvard-Oxford subcortical probabilistic atlas (the thalamus prior).
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import logging
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from thalamus_bidsapp.errors import EXIT_NOINPUT, ThalamusError
@@ -78,7 +78,7 @@ class TemplateFiles:
 
 def template_settings() -> dict:
     """``data/templates.json``: supported templates, resolution, target and prior files."""
-    return json.loads(resources.files("thalamus_bidsapp.data").joinpath("templates.json").read_text())
+    return json.loads(importlib.resources.files("thalamus_bidsapp.data").joinpath("templates.json").read_text())
 
 
 def supported_templates() -> tuple[str, ...]:
@@ -145,16 +145,6 @@ def find_template_files(template: str, home: Path | None = None) -> TemplateFile
     LOGGER.info("template %s: %s", template, ", ".join(str(f.path(home)) for f in files))
     return TemplateFiles(template, files[0].path(home), files[1].path(home), dict(prior["volumes"]),
                          prior["description"], prior["atlas"])
-
-
-def templateflow_version() -> str | None:
-    """Version of the installed templateflow package, or None."""
-    try:
-        from importlib.metadata import version
-
-        return version("templateflow")
-    except Exception:  # noqa: BLE001 - the version is informative only
-        return None
 
 
 def fetch_template_files(template: str, home: Path | None = None) -> TemplateFiles:
