@@ -66,11 +66,10 @@ def longitudinal(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalConf
     out["longitudinal_change_by_diagnosis"] = change_by_diagnosis(deltas, roles)
     labelled = deltas.assign(method_label=_labels(deltas))
     if labelled["method_label"].nunique() >= 2:
-        # a pair needs two subjects to be tested
-        # methods in alphabetical order of their labels: A - B with A the earlier label
+        changes = labelled.dropna(subset=[PCT])
+        # a pair needs two subjects to be tested; A - B with A the alphabetically earlier method label
         out["longitudinal_pairwise_wilcoxon"] = pairwise_wilcoxon(
-            labelled.dropna(subset=[PCT]), PCT, "method_label", SUBJECT, min_pairs=2,
-            order=sorted(labelled["method_label"].unique()),
+            changes, PCT, "method_label", SUBJECT, min_pairs=2, order=sorted(changes["method_label"].unique()),
         )
     else:
         ledger.status("longitudinal_pairwise_wilcoxon", False, "fewer than two methods")
