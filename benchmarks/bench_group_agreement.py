@@ -12,7 +12,7 @@ fresh child process:
    grow with the number of voxels read).
 
 It prints both times, their ratio and each child's peak resident memory
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``). Targets (issue 5): ratio at
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``). Targets: ratio at
 most 2 and peak memory under 2 GB for N = 1000.
 
 Usage::
@@ -74,7 +74,7 @@ def make_dataset(
     With ``distinct`` < ``n_sessions``, only that many sessions are drawn and
     the others are hard links to them (cycling): every session still has its
     own ten files, each opened and decompressed when read, but generating
-    10,000 masks no longer takes an hour.
+    10,000 masks does not take an hour.
     """
     import nibabel as nib
 

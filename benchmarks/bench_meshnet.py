@@ -13,7 +13,7 @@ torch limited to ``--threads`` (default 2) and reports:
 - thalamus voxels and, where a reference label image is given, Dice;
 - whether the cropped and uncropped masks are identical.
 
-Targets (issue 9): cropped under 30 s and under 2 GB on 2 cores.
+Targets: cropped under 30 s and under 2 GB on 2 cores.
 
 Usage::
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Check the code-size and method-isolation limits of thalamus_bidsapp/ (issue 14).
+"""Check the code-size and method-isolation limits of thalamus_bidsapp/.
 
 - no module over MAX_MODULE_LINES lines;
 - no function over MAX_FUNCTION_LINES lines, not counting its docstring;

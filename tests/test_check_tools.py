@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, missing_prerequisite
 from thalamus_bidsapp.cli import check_tools
 from thalamus_bidsapp.interfaces import dbsegment, mindglide
 from thalamus_bidsapp.toolcheck import (
@@ -102,7 +102,7 @@ def make_dbsegment_model(root: Path) -> Path:
 def tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """Every method installed and valid: FSL, FreeSurfer (+ licence), DBSegment, MeshNet, a MindGlide file."""
     if not (MESHNET / "model.bin").is_file():
-        pytest.skip(f"real MeshNet weights not found: {MESHNET}")
+        missing_prerequisite(f"real MeshNet weights not found: {MESHNET}")
     fsl = make_fsl(tmp_path / "fsl")
     fs = make_freesurfer(tmp_path / "freesurfer")
     licence = tmp_path / "license.txt"

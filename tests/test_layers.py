@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.conftest import missing_prerequisite
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,7 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def _lint_imports() -> list[str]:
     found = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
     if not Path(found).is_file():
-        pytest.skip("import-linter is not installed (pip install -e .[test])")
+        missing_prerequisite("import-linter is not installed (pip install -e .[test])")
     return [found]
 
 

@@ -1,4 +1,4 @@
-"""Registration strategies, the MI QC selection rule, and QC overlays (issue 4).
+"""Registration strategies, the MI QC selection rule, and QC overlays.
 
 FLIRT is faked by tests/fakes/flirt (FSL is not installed); ANTs runs for real
 through antspyx. Branch tests use real anatomy at 3 mm so ANTs takes seconds;
@@ -122,7 +122,7 @@ R1_CASES = [
     (0.40, 0.10, 0.35, ANTS_RIGID),  # one FLIRT fails: ANTs if it passes
     (0.10, 0.40, 0.35, ANTS_RIGID),
     (0.10, 0.10, 0.35, ANTS_RIGID),  # both FLIRT fail, ANTs passes
-    (0.40, 0.10, 0.20, None),  # only one FLIRT passed, ANTs failed: excluded (SPEC rule)
+    (0.40, 0.10, 0.20, None),  # only one FLIRT passed, ANTs failed: excluded (stricter than the paper)
     (0.10, 0.10, 0.29, None),  # all fail (0.29 < 0.30): excluded
     (None, float("nan"), 0.10, None),  # crashes count as failures
     (0.25, 0.25, None, FLIRT_MI_AFFINE),  # the cut-off itself passes

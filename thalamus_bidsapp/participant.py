@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.resources
 import json
 import logging
 import os
@@ -13,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import pandas as pd
@@ -452,7 +452,7 @@ def write_citations(path: Path, plans, extra: tuple[str, ...] = ()) -> Path:
 
     ``extra``: keys of ``data/citations.json`` used besides the methods (e.g. template space's).
     """
-    table = json.loads(resources.files("thalamus_bidsapp.data").joinpath("citations.json").read_text())
+    table = json.loads(importlib.resources.files("thalamus_bidsapp.data").joinpath("citations.json").read_text())
     used = {method for plan in plans for method in plan.run}
     lines = ["# Citations", "", "Please cite the tools that produced these derivatives:", ""]
     lines += [f"- **{key}**: {entry['text']}" for key, entry in table.items() if entry.get("always") or key in extra]

@@ -1,6 +1,6 @@
 """FLAIR and R1 into T1w space: the registration strategies and the mutual-information QC rule.
 
-SPEC participant step 4 and paper section 2.5.2. Every candidate registration
+Ibrahim et al. (2026), section 2.5.2. Every candidate registration
 is resampled onto the exact T1w grid and scored by the mutual information (MI)
 between the T1w and the registered image inside the T1w brain mask
 (:mod:`thalamus_bidsapp.image.mutual_information`: 32 bins, nats). A candidate
@@ -13,8 +13,8 @@ R1 map, strategies ``flirt_mi_affine`` (a), ``flirt_normcorr_weighted`` (b), ``a
 1. both FLIRT strategies pass -> the one with the higher MI (ANTs is not run);
 2. else ANTs rigid, if it passes;
 3. else the R1 map is excluded for the session (recorded, not fatal), even when
-   one FLIRT strategy passed: that is the rule of the SPEC and issue 4 (the
-   paper's text, "excluded if all three failed", is looser).
+   one FLIRT strategy passed (stricter than the paper's text, "excluded if
+   all three failed").
 
 FLAIR: ``flirt_normcorr`` if it passes, else ``ants_rigid`` if it passes, else excluded.
 
@@ -202,7 +202,7 @@ def select_registration(
             return ANTS_RIGID, "not every FLIRT strategy passed; ANTs rigid passed"
         return ANTS_RIGID, "ANTs rigid passed"
     if flirt_passed:
-        # SPEC and issue 4: a lone passing FLIRT strategy is not enough, ANTs must pass.
+        # a lone passing FLIRT strategy is not enough (see the module docstring): ANTs must pass.
         return None, (
             f"only {flirt_passed[0]} passed among the FLIRT strategies and ANTs rigid failed; "
             f"{modality} excluded for this session"

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, SHARED_DATA
+from tests.conftest import REPO_ROOT, SHARED_DATA, missing_prerequisite
 from tests.container.compare_outputs import tree_differences, volume_differences
 from tests.templateflow_home import build_templateflow_home
 
@@ -203,7 +203,7 @@ def podman_env(tmp_path_factory):
         pytest.skip(reason)
     for needed in (DATASET / "sub-01", MESHNET / "model.bin", MESHNET.parent / "model21_104class" / "model.json"):
         if not needed.exists():
-            pytest.skip(f"real data missing: {needed}")
+            missing_prerequisite(f"real data missing: {needed}")
     return env
 
 

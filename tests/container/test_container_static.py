@@ -131,7 +131,7 @@ def test_dockerfile_pins_every_runtime_dependency():
     assert re.search(r"^ARG TORCH_VERSION=\S+$", DOCKERFILE.read_text(), re.MULTILINE)
 
 
-# --- the defects found by reading the Dockerfile against public references (issue 18) ---
+# --- defects that reading the Dockerfile against public references can find ---
 
 
 def _stage_texts(text: str) -> dict[str, str]:

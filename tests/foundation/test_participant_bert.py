@@ -24,6 +24,10 @@ from thalamus_bidsapp.cli.run import main
 from thalamus_bidsapp.interfaces.freesurfer import read_etiv
 
 
+# Every test reads the participant and group run of bert_run: about 2 CPU-minutes, so not in the fast tier.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def bert_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("bert")

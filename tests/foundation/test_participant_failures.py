@@ -11,6 +11,10 @@ from thalamus_bidsapp.bidsio.atomic import read_tsv
 from thalamus_bidsapp.cli.run import main
 
 
+#: The tests that read mixed_run, a participant run of three sessions: about 2 CPU-minutes, so not in the fast tier.
+SLOW_RUN = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def mixed_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("mixed")
@@ -31,16 +35,19 @@ def mixed_run(tmp_path_factory):
     return {"code": code, "out": out, "status": read_tsv(run_dir / "sessions.tsv"), "run_dir": run_dir}
 
 
+@SLOW_RUN
 def test_exit_status_is_1(mixed_run):
     assert mixed_run["code"] == 1
 
 
+@SLOW_RUN
 def test_good_session_completes(mixed_run):
     anat = mixed_run["out"] / "sub-01" / "anat"
     assert (anat / "sub-01_space-T1w_label-thalamus_desc-freesurfer_mask.nii.gz").is_file()
     assert (anat / "sub-01_label-thalamus_volumes.tsv").is_file()
 
 
+@SLOW_RUN
 def test_failed_sessions_are_named_with_reasons(mixed_run):
     status = mixed_run["status"].set_index("session")
     assert status.loc["sub-01", "status"] == "ok"
@@ -52,6 +59,7 @@ def test_failed_sessions_are_named_with_reasons(mixed_run):
     assert "cannot read" in status.loc["sub-02", "reason"]
 
 
+@SLOW_RUN
 def test_failed_session_writes_no_partial_outputs(mixed_run):
     anat = mixed_run["out"] / "sub-02" / "anat"
     assert not list(anat.glob("*volumes.tsv")) if anat.exists() else True

@@ -1,4 +1,4 @@
-"""Fuzz corpus of hostile images and arguments at the participant level (issue 13, rows of 13a).
+"""Fuzz corpus of hostile images and arguments at the participant level.
 
 Each case is built at test time from bert (../shared/data), cropped small, and
 checked for: the exit code, a message naming the file, no traceback on the

@@ -48,7 +48,7 @@ def bert_etiv_ml() -> float:
 def stand_in_prior(folder: Path, sigma_mm: float = 1.5) -> list[Path]:
     """hemi-L and hemi-R probability maps: bert's FreeSurfer 7.2 and 6.0 thalami averaged and smoothed.
 
-    A stand-in for the template prior warped to the T1w (issue 17, item 2), on the same grid as the masks.
+    A stand-in for the template prior warped to the T1w, on the same grid as the masks.
     """
     grids = [np.asanyarray(bert_sides(v).dataobj) for v in ("7.2", "6.0")]
     affine = bert_sides().affine

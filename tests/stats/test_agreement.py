@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
+from thalamus_bidsapp.stats import MIN_N
 from thalamus_bidsapp.stats.agreement import (
+    OLS_COLUMNS,
     bland_altman,
     concordance_ccc,
     icc,
     ols_agreement,
     volumetric_agreement,
 )
+from thalamus_bidsapp.stats.regression import ols
 
 # Bland JM, Altman DG (1986). Lancet 327:307-310, Table 1: peak expiratory
 # flow rate (l/min) of 17 subjects, first reading with the Wright peak flow
@@ -47,8 +52,8 @@ SF_CI = {"ICC1": (-0.13, 0.72), "ICC2": (0.02, 0.76), "ICC3": (0.34, 0.95), "ICC
 
 def test_bland_altman_pefr_published():
     """Bland & Altman (1986): mean difference Wright - mini -2.1 l/min, SD 38.8, limits -79.7 to 75.5 (2 SD)."""
-    res = bland_altman(PEFR, "wright", "mini", loa_z=2.0).iloc[0]  # a - b = Wright - mini
-    assert (res["A"], res["B"], res["difference"]) == ("wright", "mini", "wright - mini")
+    res = bland_altman(PEFR, reference="mini", method="wright", loa_z=2.0).iloc[0]  # Wright - mini
+    assert (res["reference"], res["method"], res["difference"]) == ("mini", "wright", "wright - mini")
     assert res["n"] == 17
     assert res["bias"] == pytest.approx(-2.1, abs=0.05)
     assert res["sd"] == pytest.approx(38.8, abs=0.05)
@@ -56,13 +61,13 @@ def test_bland_altman_pefr_published():
     assert res["loa_low"] == pytest.approx(-79.7, abs=0.15)
     assert res["loa_high"] == pytest.approx(75.5, abs=0.15)
     # Default limits are bias +/- 1.96 SD.
-    res196 = bland_altman(PEFR, "wright", "mini").iloc[0]
+    res196 = bland_altman(PEFR, reference="mini", method="wright").iloc[0]
     assert res196["loa_high"] - res196["bias"] == pytest.approx(1.96 * res196["sd"])
     # The paper's plot shows no relation between difference and mean.
     assert res196["prop_slope_ci_low"] < 0 < res196["prop_slope_ci_high"]
     assert res196["prop_slope_p"] > 0.05
     # Swapping the columns flips the sign of the bias and of the limits.
-    swapped = bland_altman(PEFR, "mini", "wright").iloc[0]
+    swapped = bland_altman(PEFR, reference="wright", method="mini").iloc[0]
     assert swapped["bias"] == pytest.approx(-res196["bias"]) and swapped["loa_low"] == pytest.approx(-res196["loa_high"])
 
 
@@ -79,7 +84,7 @@ def test_bland_altman_confidence_intervals_published():
     from its rounded SD 38.8, n = 17 and t = 2.12, and the exact formula is
     checked below.)
     """
-    res = bland_altman(PEFR, "wright", "mini", loa_z=2.0).iloc[0]
+    res = bland_altman(PEFR, reference="mini", method="wright", loa_z=2.0).iloc[0]
     assert res["bias_se"] == pytest.approx(9.4, abs=0.05)
     assert res["loa_se"] == pytest.approx(16.3, abs=0.05)
     assert (res["bias_ci_low"], res["bias_ci_high"]) == pytest.approx((-22.0, 17.8), abs=0.1)
@@ -97,7 +102,7 @@ def test_bland_altman_confidence_intervals_published():
 def test_bland_altman_proportional_bias_exact():
     """y = 1.1 x: d = 0.1 x and m = 1.05 x, so d = (0.1 / 1.05) m exactly."""
     x = np.array([7.0, 8.0, 9.5, 10.0, 12.0, 13.5])
-    res = bland_altman(pd.DataFrame({"method": 1.1 * x, "ref": x}), "method", "ref").iloc[0]
+    res = bland_altman(pd.DataFrame({"method": 1.1 * x, "ref": x}), reference="ref", method="method").iloc[0]
     assert res["prop_slope"] == pytest.approx(0.1 / 1.05, rel=1e-9)
     assert res["prop_intercept"] == pytest.approx(0.0, abs=1e-9)
     assert res["bias"] == pytest.approx(0.1 * x.mean())
@@ -111,7 +116,7 @@ def test_ccc_pefr_data():
     asymptotic variance of atanh(rho_c) written out independently here in
     the form used by epiR::epi.ccc (Stevenson et al.).
     """
-    res = concordance_ccc(PEFR, "wright", "mini").iloc[0]
+    res = concordance_ccc(PEFR, reference="wright", method="mini").iloc[0]
     assert res["pearson_r"] == pytest.approx(0.94, abs=0.005)
     assert res["ccc"] == pytest.approx(res["pearson_r"] * res["bias_correction"])
     assert res["ccc"] == pytest.approx(0.9427, abs=1e-4)
@@ -135,24 +140,40 @@ def test_ccc_pefr_data():
 def test_ccc_penalises_bias_and_perfect_agreement():
     x = np.array([8.0, 9.0, 10.0, 11.0, 12.0])
     df = pd.DataFrame({"x": x, "same": x, "shifted": x + 2})
-    assert concordance_ccc(df, "x", "same").iloc[0]["ccc"] == pytest.approx(1.0)
-    shifted = concordance_ccc(df, "x", "shifted").iloc[0]
+    assert concordance_ccc(df, reference="x", method="same").iloc[0]["ccc"] == pytest.approx(1.0)
+    shifted = concordance_ccc(df, reference="x", method="shifted").iloc[0]
     assert shifted["pearson_r"] == pytest.approx(1.0)
     # Shift of 2 with variance 2: rho_c = 2*2 / (2 + 2 + 4) = 0.5.
     assert shifted["ccc"] == pytest.approx(0.5)
+    # the method reads higher: a positive location shift, which a swap negates
+    assert shifted["location_shift"] > 0
+    back = concordance_ccc(df, reference="shifted", method="x").iloc[0]
+    assert back["location_shift"] == pytest.approx(-shifted["location_shift"]) and back["ccc"] == pytest.approx(0.5)
 
 
 def test_ols_anscombe_published():
     """Anscombe (1973): y = 3.00 + 0.500 x, SE(slope) 0.118, residual SS 13.75, r = 0.82."""
-    res = ols_agreement(ANSCOMBE, "x", "y").iloc[0]
-    assert res["slope"] == pytest.approx(0.500, abs=5e-4)
-    assert res["intercept"] == pytest.approx(3.00, abs=5e-3)
-    assert res["slope_se"] == pytest.approx(0.118, abs=5e-4)
+    table = ols_agreement(ANSCOMBE, reference="x", method="y")
+    assert list(table.columns) == OLS_COLUMNS and list(table["term"]) == ["Intercept", "x"]
+    res = table.set_index("term").loc["x"]
+    assert res["beta"] == pytest.approx(0.500, abs=5e-4)
+    assert table.set_index("term").loc["Intercept", "beta"] == pytest.approx(3.00, abs=5e-3)
+    assert res["se"] == pytest.approx(0.118, abs=5e-4) and res["se_type"] == "classical"
     assert res["residual_sd"] == pytest.approx(np.sqrt(13.75 / 9), abs=1e-3)
     assert np.sqrt(res["r2"]) == pytest.approx(0.82, abs=0.005)
     t = stats.t.ppf(0.975, 9)
-    assert res["slope_ci_low"] == pytest.approx(res["slope"] - t * res["slope_se"])
-    assert res["slope_ci_high"] == pytest.approx(res["slope"] + t * res["slope_se"])
+    assert res["ci_low"] == pytest.approx(res["beta"] - t * res["se"])
+    assert res["ci_high"] == pytest.approx(res["beta"] + t * res["se"])
+
+
+def test_both_ols_functions_return_the_same_table():
+    """ols_agreement is ols with x the reference and y the method: same columns, same numbers."""
+    agreement = ols_agreement(ANSCOMBE, reference="x", method="y")
+    pd.testing.assert_frame_equal(agreement, ols(ANSCOMBE, x="x", y="y"))
+    few = ols_agreement(ANSCOMBE.head(2), reference="x", method="y")
+    assert list(few.columns) == OLS_COLUMNS and few["beta"].isna().all() and "fewer than 3" in few["note"].iloc[0]
+    with pytest.raises(ValueError, match="same column"):
+        ols_agreement(ANSCOMBE, reference="x", method="x")
 
 
 def test_icc_all_six_forms_shrout_fleiss_table4():
@@ -220,7 +241,7 @@ def test_icc_missing_rating_drops_the_target():
 
 
 def test_volumetric_agreement_row_and_small_n():
-    row = volumetric_agreement(PEFR, method="mini", reference="wright").iloc[0]
+    row = volumetric_agreement(PEFR, reference="wright", method="mini").iloc[0]
     assert row["n"] == 17
     assert row["bias"] == pytest.approx(2.1, abs=0.05)  # method minus reference
     assert row["ccc"] == pytest.approx(0.9427, abs=1e-4)
@@ -229,22 +250,58 @@ def test_volumetric_agreement_row_and_small_n():
         assert np.isfinite(row[key])
     # Missing pairs are dropped; fewer than 3 pairs give NaN, not an exception.
     small_df = pd.DataFrame({"ref": [1.0, 2.0, np.nan], "method": [1.1, np.nan, 3.0]})
-    small = volumetric_agreement(small_df, method="method", reference="ref").iloc[0]
+    small = volumetric_agreement(small_df, reference="ref", method="method").iloc[0]
     assert small["n"] == 1
     assert np.isnan(small["ccc"]) and np.isnan(small["slope"]) and np.isnan(small["icc3"])
     assert small["bias"] == pytest.approx(0.1)
-    empty = volumetric_agreement(pd.DataFrame({"ref": [], "method": []}), method="method", reference="ref").iloc[0]
+    empty = volumetric_agreement(pd.DataFrame({"ref": [], "method": []}), reference="ref", method="method").iloc[0]
     assert empty["n"] == 0 and np.isnan(empty["bias"])
 
 
 def test_constant_values_do_not_crash():
-    row = volumetric_agreement(pd.DataFrame({"a": [5.0] * 4, "b": [5.0] * 4}), method="a", reference="b").iloc[0]
+    row = volumetric_agreement(pd.DataFrame({"a": [5.0] * 4, "b": [5.0] * 4}), reference="b", method="a").iloc[0]
     assert np.isnan(row["ccc"]) and np.isnan(row["slope"]) and np.isnan(row["icc3"])
     assert row["bias"] == 0.0
 
 
 def test_inputs_are_a_dataframe_and_column_names():
     with pytest.raises(KeyError, match="nope"):
-        concordance_ccc(PEFR, "wright", "nope")
+        concordance_ccc(PEFR, reference="wright", method="nope")
     with pytest.raises(TypeError, match="DataFrame"):
-        bland_altman(PEFR_WRIGHT, "a", "b")
+        bland_altman(PEFR_WRIGHT, reference="a", method="b")
+
+
+@pytest.mark.parametrize("func", [bland_altman, concordance_ccc, ols_agreement, volumetric_agreement])
+def test_reference_and_method_are_keyword_only(func) -> None:
+    """One order for all four: a positional call (which once meant method first for two of them) raises."""
+    with pytest.raises(TypeError, match="positional"):
+        func(PEFR, "wright", "mini")
+    params = list(inspect.signature(func).parameters.values())
+    assert [p.name for p in params[1:3]] == ["reference", "method"]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[1:])
+
+
+def test_differences_are_method_minus_reference_everywhere() -> None:
+    over = pd.DataFrame({"manual": [8.0, 9.0, 10.0, 11.0, 12.5], "auto": [9.1, 10.2, 10.9, 12.1, 13.4]})
+    ba = bland_altman(over, reference="manual", method="auto").iloc[0]
+    vol = volumetric_agreement(over, reference="manual", method="auto").iloc[0]
+    ccc = concordance_ccc(over, reference="manual", method="auto").iloc[0]
+    assert ba["bias"] > 0 and vol["bias"] == pytest.approx(ba["bias"]) and ccc["location_shift"] > 0
+    assert vol["mean_method"] > vol["mean_reference"]
+
+
+def test_one_minimum_sample_size() -> None:
+    """MIN_N complete pairs are enough for every agreement statistic; one fewer gives NaN."""
+    assert MIN_N == 3
+    three = PEFR.head(MIN_N)
+    row = volumetric_agreement(three, reference="wright", method="mini").iloc[0]
+    assert np.isfinite(row["ccc"]) and np.isfinite(row["slope"]) and np.isfinite(row["icc3"])
+    two = volumetric_agreement(PEFR.head(MIN_N - 1), reference="wright", method="mini").iloc[0]
+    assert np.isnan(two["ccc"]) and np.isnan(two["slope"]) and np.isnan(two["icc3"])
+
+
+def test_icc_alpha_is_keyword_only_and_95_percent() -> None:
+    with pytest.raises(ValueError, match="alpha 0.1"):
+        icc(SF_LONG, "target", "judge", "rating", alpha=0.1)
+    with pytest.raises(TypeError):
+        icc(SF_LONG, "target", "judge", "rating", 0.95)

@@ -48,3 +48,29 @@ def test_readme_lists_every_public_function() -> None:
     missing = [f"{name.rsplit('.', 1)[1]}.{f}" for name in MODULES[:-1]
                for f in _public_functions(importlib.import_module(name)) if f"`{f}`" not in section]
     assert not missing, f"README 'Statistics library' does not list {missing}"
+
+
+@pytest.mark.parametrize("name", MODULES[:-1])
+def test_constants_used_in_results_are_exported(name: str) -> None:
+    """Every public upper-case constant a module defines (column orders, levels, limits) is in ``__all__``."""
+    module = importlib.import_module(name)
+    constants = [attr for attr, value in vars(module).items()
+                 if attr.isupper() and not attr.startswith("_") and isinstance(value, (str, int, float, tuple, list))]
+    missing = [attr for attr in constants if attr not in module.__all__]
+    assert not missing, f"{name}: constants not exported: {missing}"
+
+
+def test_one_minimum_sample_size_constant() -> None:
+    from thalamus_bidsapp.stats import MIN_N, agreement, longitudinal, power
+
+    assert MIN_N == 3
+    assert agreement.MIN_N is longitudinal.MIN_N is power.MIN_N is MIN_N
+    source = "".join(Path(importlib.import_module(m).__file__).read_text() for m in MODULES)
+    assert "MIN_PAIRS" not in source
+
+
+def test_package_docstring_states_the_conventions() -> None:
+    doc = stats_pkg.__doc__
+    for phrase in ("keyword-only", "reference=", "method - reference", "first minus second", "x=", "MIN_N",
+                   "never switched"):
+        assert phrase in doc, phrase

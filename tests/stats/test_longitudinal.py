@@ -10,6 +10,7 @@ import pytest
 import statsmodels
 from scipy.stats import mstats
 
+from tests.conftest import missing_prerequisite
 from thalamus_bidsapp.stats import longitudinal as lon
 from thalamus_bidsapp.stats.pairwise import pairwise_wilcoxon
 
@@ -44,16 +45,17 @@ def test_ordinal_logistic_matches_ucla_polr() -> None:
     # stops a little before the maximum (our log-likelihood equals its deviance to 1e-4, the thresholds
     # differ by up to 6e-4), hence 1e-3 for the estimates.
     if not UCLA.exists():
-        pytest.skip("statsmodels test data not installed")
+        missing_prerequisite(f"statsmodels test data not installed: {UCLA}")
     df = pd.read_csv(UCLA)
     df["apply"] = pd.Categorical(df["apply"], categories=["unlikely", "somewhat likely", "very likely"], ordered=True)
     published = {"pared": (1.04769, 0.2658), "public": (-0.05879, 0.2979), "gpa": (0.61594, 0.2606),
                  "unlikely|somewhat likely": (2.2039, 0.7795), "somewhat likely|very likely": (4.2994, 0.8043)}
-    table = lon.ordinal_logistic(df, "pared", "apply", ["public", "gpa"]).set_index("term")
+    table = lon.ordinal_logistic(df, x="pared", y="apply", covar=["public", "gpa"]).set_index("term")
     assert list(table.index) == list(published)
     assert list(table["kind"]) == ["coefficient"] * 3 + ["threshold"] * 2
     for term, (beta, se) in published.items():
-        assert table.loc[term, "beta"] == pytest.approx(beta, abs=1e-3)
+        estimate = "beta" if table.loc[term, "kind"] == "coefficient" else "threshold"
+        assert table.loc[term, estimate] == pytest.approx(beta, abs=1e-3)
         assert table.loc[term, "se"] == pytest.approx(se, abs=5e-4)
     assert -2 * table["loglik"].iloc[0] == pytest.approx(717.0249, abs=1e-4)
     assert table["aic"].iloc[0] == pytest.approx(727.0249, abs=1e-4)
@@ -76,11 +78,16 @@ def test_ordinal_logistic_thresholds_match_r_clm_wine() -> None:
     rows = [(t, c, r) for (t, c), k in WINE_COUNTS.items() for r, m in enumerate(k, 1) for _ in range(m)]
     wine = pd.DataFrame(rows, columns=["temp", "contact", "rating"])
     wine["rating"] = pd.Categorical(wine["rating"], ordered=True)
-    table = lon.ordinal_logistic(wine, "temp", "rating", ["contact"], categorical=["temp", "contact"])
+    table = lon.ordinal_logistic(wine, x="temp", y="rating", covar=["contact"], categorical=["temp", "contact"])
     table = table.set_index("term")
     assert list(table.index) == list(WINE_CLM)
+    assert list(table.columns) == lon.ORDINAL_COLUMNS[1:]
+    # thresholds and coefficients never share a column
+    coefficient = table["kind"] == "coefficient"
+    assert table.loc[coefficient, "threshold"].isna().all() and table.loc[~coefficient, "beta"].isna().all()
     for term, (beta, se) in WINE_CLM.items():
-        assert table.loc[term, "beta"] == pytest.approx(beta, abs=5e-5)
+        estimate = table.loc[term, "beta"] if coefficient[term] else table.loc[term, "threshold"]
+        assert estimate == pytest.approx(beta, abs=5e-5)
         assert table.loc[term, "se"] == pytest.approx(se, abs=5e-5)
     assert (table["loglik"].round(2) == -86.49).all() and (table["aic"].round(2) == 184.98).all()
     assert np.isnan(table.loc["1|2", "odds_ratio"]) and table.loc["temp[T.warm]", "odds_ratio"] > 1
@@ -88,7 +95,7 @@ def test_ordinal_logistic_thresholds_match_r_clm_wine() -> None:
 
 def test_ordinal_logistic_unfittable_gives_one_row_with_a_note() -> None:
     df = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": pd.Categorical(["a", "a", "a"], categories=["a", "b"], ordered=True)})
-    table = lon.ordinal_logistic(df, "x", "y")
+    table = lon.ordinal_logistic(df, x="x", y="y")
     assert len(table) == 1 and table.iloc[0]["term"] == "x" and "fewer than two" in table.iloc[0]["note"]
 
 
@@ -176,3 +183,47 @@ def test_describe() -> None:
     df = pd.DataFrame({"g": ["x", "x", "y"], "v": [1.0, 3.0, np.nan]})
     out = lon.describe(df, "v", ["g"]).set_index("g")
     assert out.loc["x", "mean"] == 2.0 and out.loc["y", "n"] == 0 and out.loc["y", "n_missing"] == 1
+
+
+def test_winsorize_percentile_type7_quantiles() -> None:
+    """Clipping at the Hyndman & Fan (1996) type-7 quantiles (R's default, DescTools::Winsorize).
+
+    1..10 at 10 % each side: Q(0.1) = 1 + 0.1 * 9 = 1.9, Q(0.9) = 1 + 0.9 * 9 = 9.1, values that are
+    not in the data (the count rule would give 2 and 9 instead).
+    """
+    x = np.arange(1.0, 11.0)
+    w = lon.winsorize(x, (0.1, 0.1), method="percentile")
+    assert w.tolist() == pytest.approx([1.9, *range(2, 10), 9.1])
+    assert lon.winsorize(x, (0.1, 0.1)).tolist() == [2.0, *range(2, 10), 9.0]
+    # Wikipedia's 90 % example: type 7 puts the 5th percentile of the 20 values 0.95 of the way from -40
+    # to -5 (-6.75) and the 95th 0.05 of the way from 101 to 1053 (148.6)
+    wiki = [92, 19, 101, 58, 1053, 91, 26, 78, 10, 13, -40, 101, 86, 85, 15, 89, 89, 28, -5, 41]
+    pw = lon.winsorize(wiki, (0.05, 0.05), method="percentile")
+    assert (pw.min(), pw.max()) == pytest.approx((-40 + 0.95 * 35, 101 + 0.05 * 952))
+    # missing values stay missing and are not counted; zero limits change nothing
+    with_nan = lon.winsorize([np.nan, *x], (0.1, 0.1), method="percentile")
+    assert np.isnan(with_nan[0]) and with_nan[1:].tolist() == pytest.approx(w.tolist())
+    assert lon.winsorize(x, (0.0, 0.0), method="percentile").tolist() == x.tolist()
+
+
+def test_winsorize_guards() -> None:
+    with pytest.raises(ValueError, match="method must be one of"):
+        lon.winsorize([1.0, 2.0], (0.1, 0.1), method="quantile")
+    with pytest.raises(ValueError, match="fractions"):
+        lon.winsorize([1.0, 2.0], (5, 95), method="percentile")  # percent, not fractions
+    with pytest.raises(ValueError, match="fractions"):
+        lon.winsorize([1.0, 2.0], (0.6, 0.5))
+    with pytest.raises(TypeError):
+        lon.winsorize([1.0, 2.0], (0.1, 0.1), "percentile")  # the rule is keyword-only
+
+
+def test_pearson_minimum_sample_size() -> None:
+    """r and p from MIN_N pairs; the Fisher-z interval (SE 1 / sqrt(n - 3)) from one more."""
+    three = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [1.0, 3.0, 2.0]})
+    row = lon.pearson(three, "x", "y").iloc[0]
+    assert lon.MIN_N == 3 and row["r"] == pytest.approx(0.5)
+    # t = r sqrt(1 / (1 - r^2)) = 1 / sqrt(3) on 1 df (Cauchy): p = 1 - 2 atan(1 / sqrt(3)) / pi = 2 / 3
+    assert row["p"] == pytest.approx(2 / 3)
+    assert np.isnan(row["ci_low"]) and "confidence interval" in row["note"]
+    two = lon.pearson(three.head(2), "x", "y").iloc[0]
+    assert np.isnan(two["r"]) and "fewer than 3" in two["note"]

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from thalamus_bidsapp.stats.multiplicity import p_adjust
-from thalamus_bidsapp.stats.pairwise import pairwise_wilcoxon
+from thalamus_bidsapp.stats.pairwise import PAIRED_COLUMNS, paired_wilcoxon, pairwise_wilcoxon
 
 # Darwin's Zea mays data as analysed by Fisher RA (1935), The Design of
 # Experiments, section 17: height differences (eighths of an inch) between
@@ -75,10 +75,71 @@ def test_wilcoxon_auto_switches_with_ties_and_size():
     assert pairwise_wilcoxon(big).iloc[0]["test_method"] == "normal"
 
 
-def test_numeric_method_labels_sort_numerically():
+def test_pairs_follow_the_callers_order_never_the_alphabet():
+    """freesurfer vs manual: the difference is the caller's first minus second, not freesurfer - manual."""
+    rng = np.random.default_rng(4)
+    manual = rng.normal(10, 1, 12)
+    data = _long({"manual": manual, "freesurfer": manual + 0.5 + rng.normal(0, 0.1, 12)})
+    # default: order of first appearance (manual was listed first)
+    first = pairwise_wilcoxon(data).iloc[0]
+    assert (first["A"], first["B"]) == ("manual", "freesurfer")
+    assert first["median_diff"] < 0 and first["T_plus"] == 0.0
+    # the caller's order flips the direction and the rank sums, not the p-value
+    flipped = pairwise_wilcoxon(data, order=["freesurfer", "manual"]).iloc[0]
+    assert (flipped["A"], flipped["B"]) == ("freesurfer", "manual")
+    assert flipped["median_diff"] == pytest.approx(-first["median_diff"])
+    assert (flipped["T_plus"], flipped["T_minus"]) == (first["T_minus"], first["T_plus"])
+    assert flipped["p"] == pytest.approx(first["p"])
+    # a categorical keeps its category order
+    cat = data.assign(method=pd.Categorical(data["method"], categories=["freesurfer", "manual"]))
+    assert tuple(pairwise_wilcoxon(cat).iloc[0][["A", "B"]]) == ("freesurfer", "manual")
+
+
+def test_order_numbers_subset_and_unknown_method():
     data = _long({10: np.arange(5.0) + 1, 2: np.arange(5.0), 1: np.arange(5.0) + 0.5})
     res = pairwise_wilcoxon(data)
+    assert list(zip(res["A"], res["B"])) == [(10, 2), (10, 1), (2, 1)]
+    res = pairwise_wilcoxon(data, order=[1, 2, 10])
     assert list(zip(res["A"], res["B"])) == [(1, 2), (1, 10), (2, 10)]
+    res = pairwise_wilcoxon(data, order=[2, 1])
+    assert list(zip(res["A"], res["B"])) == [(2, 1)]
+    with pytest.raises(ValueError, match=r"order names \[3\]"):
+        pairwise_wilcoxon(data, order=[1, 3])
+    with pytest.raises(TypeError):
+        pairwise_wilcoxon(data, "value", "method", "subject", "two-sided")  # options are keyword-only
+
+
+def test_paired_wilcoxon_darwin_fisher_and_direction():
+    """The simple paired test (data, a, b): Darwin's data, differences a - b."""
+    plants = pd.DataFrame({"cross": 100.0 + DARWIN_D, "self": 100.0})
+    row = paired_wilcoxon(plants, "cross", "self").iloc[0]
+    assert list(row.index) == PAIRED_COLUMNS
+    assert (row["A"], row["B"], row["n"], row["n_nonzero"]) == ("cross", "self", 15, 15)
+    assert (row["T_plus"], row["T_minus"]) == (96.0, 24.0) and row["test_method"] == "exact"
+    assert row["p"] == pytest.approx(169 / 4096, abs=1e-9)
+    assert row["median_diff"] == pytest.approx(24.0)
+    # a - b: swapping the columns swaps the sums and the one-sided alternative
+    back = paired_wilcoxon(plants, "self", "cross", alternative="less").iloc[0]
+    assert (back["T_plus"], back["T_minus"]) == (24.0, 96.0)
+    assert back["p"] == pytest.approx(169 / 8192, abs=1e-9)
+    # the same numbers as the pairwise table of the same data
+    long = _long({"cross": 100.0 + DARWIN_D, "self": np.full(15, 100.0)})
+    pair = pairwise_wilcoxon(long).iloc[0]
+    assert pair[PAIRED_COLUMNS].tolist() == row[PAIRED_COLUMNS].tolist()
+
+
+def test_paired_wilcoxon_guards():
+    plants = pd.DataFrame({"cross": 100.0 + DARWIN_D, "self": 100.0})
+    with pytest.raises(KeyError, match="selfed"):
+        paired_wilcoxon(plants, "cross", "selfed")
+    with pytest.raises(ValueError, match="same column"):
+        paired_wilcoxon(plants, "cross", "cross")
+    with pytest.raises(ValueError, match="method must be"):
+        paired_wilcoxon(plants, "cross", "self", method="approx")
+    missing = plants.copy()
+    missing["self"] = [np.nan] * 14 + [100.0]
+    row = paired_wilcoxon(missing, "cross", "self", min_pairs=2).iloc[0]
+    assert row["n"] == 1 and np.isnan(row["p"])
 
 
 def test_bh_published_example():

@@ -7,6 +7,7 @@ import pandas as pd
 import pingouin as pg
 import pytest
 import statsmodels.api as sm
+from scipy import stats
 
 from thalamus_bidsapp.stats import progression as prog
 
@@ -54,7 +55,8 @@ def test_bonferroni_pairwise_field_viagra(viagra: pd.DataFrame) -> None:
     assert pairs.loc[("placebo", "high"), "p_bonferroni"] == pytest.approx(0.030, abs=1e-3)
     assert pairs.loc[("low", "high"), "p_bonferroni"] == 1.0
     assert (pairs["p_bonferroni"] == np.minimum(1, 3 * pairs["p"])).all()
-    assert (pairs["ci_adjust"] == "bonferroni").all()
+    # padjust (Bonferroni by default) adjusts the p-value as well as the interval
+    assert (pairs["padjust"] == "bonferroni").all() and (pairs["p_adjusted"] == pairs["p_bonferroni"]).all()
 
 
 def test_tukey_pairwise_equals_tukey_hsd_without_covariates(viagra: pd.DataFrame) -> None:
@@ -71,7 +73,13 @@ def test_tukey_pairwise_equals_tukey_hsd_without_covariates(viagra: pd.DataFrame
         assert row["diff"] == pytest.approx(sign * meandiff, abs=1e-4)
         assert row["p_tukey"] == pytest.approx(p_adj, abs=1e-3)
         assert sorted([row["ci_low"], row["ci_high"]]) == pytest.approx(sorted([sign * lower, sign * upper]), abs=1e-3)
-    assert (ours["ci_adjust"] == "tukey").all()
+    assert (ours["padjust"] == "tukey").all() and (ours["p_adjusted"] == ours["p_tukey"]).all()
+    none = prog.ancova_pairwise(viagra, "libido", "dose", padjust="none")
+    assert (none["p_adjusted"] == none["p"]).all()
+    t = stats.t.ppf(0.975, none["df"])
+    assert (none["ci_high"] - none["diff"]).tolist() == pytest.approx((t * none["se"]).tolist())
+    with pytest.raises(ValueError, match="padjust must be one of"):
+        prog.ancova_pairwise(viagra, "libido", "dose", padjust="holm")
     # Tukey is less conservative than Bonferroni for all pairs
     assert (ours["p_tukey"] <= ours["p_bonferroni"]).all()
 
@@ -113,20 +121,22 @@ def test_logistic_matches_spector_mazzeo() -> None:
     # Spector & Mazzeo (1980) data, logit of GRADE on GPA, TUCE, PSI; Greene, Econometric Analysis
     # (5th ed., Table 21.1): PSI 2.378688 (SE 1.064564), GPA 2.826113 (SE 1.262941)
     df = sm.datasets.spector.load_pandas().data
-    table = prog.logistic(df, "PSI", "GRADE", ["GPA", "TUCE"])
+    table = prog.logistic(df, x="PSI", y="GRADE", covar=["GPA", "TUCE"])
     assert list(table["term"]) == ["Intercept", "PSI", "GPA", "TUCE"]
     psi = table.set_index("term").loc["PSI"]
     assert psi["beta"] == pytest.approx(2.378688, abs=1e-5)
     assert psi["se"] == pytest.approx(1.064564, abs=1e-5)
     assert psi["n"] == 32 and psi["n_events"] == 11 and psi["converged"]
-    gpa = prog.logistic(df, "GPA", "GRADE", ["PSI", "TUCE"]).set_index("term").loc["GPA"]
+    gpa = prog.logistic(df, x="GPA", y="GRADE", covar=["PSI", "TUCE"]).set_index("term").loc["GPA"]
     assert gpa["beta"] == pytest.approx(2.826113, abs=1e-5)
     assert gpa["odds_ratio"] == pytest.approx(np.exp(2.826113), rel=1e-5)
 
 
 def test_logistic_degenerate_inputs_give_notes() -> None:
     df = pd.DataFrame({"y": [0.0] * 10, "x": np.arange(10.0)})
-    assert "two classes" in prog.logistic(df, "x", "y").iloc[0]["note"]
+    assert "two classes" in prog.logistic(df, x="x", y="y").iloc[0]["note"]
+    with pytest.raises(TypeError, match="positional"):
+        prog.logistic(df, "x", "y")  # x and y are keyword-only, as in ols
     sep = pd.DataFrame({"y": [0.0] * 5 + [1.0] * 5, "x": np.arange(10.0)})
-    row = prog.logistic(sep, "x", "y").set_index("term").loc["x"]
+    row = prog.logistic(sep, x="x", y="y").set_index("term").loc["x"]
     assert row["note"]  # perfect separation is reported, not raised

@@ -1,6 +1,8 @@
-"""OLS with the HC3 rule and multiple-testing adjustment, against published values."""
+"""OLS with classical, HC0 and HC3 standard errors and multiple-testing adjustment, against published values."""
 
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 import pandas as pd
@@ -8,7 +10,7 @@ import pytest
 import statsmodels.api as sm
 
 from thalamus_bidsapp.stats.multiplicity import p_adjust
-from thalamus_bidsapp.stats.regression import adjust_family, ols, zscore
+from thalamus_bidsapp.stats.regression import OLS_COLUMNS, SE_TYPES, adjust_family, ols, zscore
 
 LONGLEY_TERMS = ["GNPDEFL", "GNP", "UNEMP", "ARMED", "POP", "YEAR"]
 # NIST StRD Longley certified coefficients (https://www.itl.nist.gov/div898/strd/lls/data/Longley.shtml)
@@ -17,6 +19,9 @@ LONGLEY_BETA = [15.0618722713733, -0.358191792925910e-01, -2.02022980381683, -1.
 # HC3 standard errors computed with SAS, as published in statsmodels' test suite
 # (statsmodels/regression/tests/results/results_regression.py, class Longley, HC3_se)
 LONGLEY_HC3_SE = [91.11939, 0.05562, 0.82213, 0.29879, 0.32491, 922.80784]
+# HC0 (White 1980) standard errors computed with SAS, same statsmodels results file (Longley.HC0_se)
+LONGLEY_HC0_SE = [51.22035, 0.02458, 0.38324, 0.14625, 0.15821, 428.38438]
+LONGLEY_B0_HC0_SE = 832212
 # NIST certified standard deviations of the estimates (classical OLS)
 LONGLEY_SE = [84.9149257747669, 0.334910077722432e-01, 0.488399681651699, 0.214274163161675,
               0.226073200069370, 455.478499142212]
@@ -40,8 +45,8 @@ def longley() -> pd.DataFrame:
 @pytest.mark.parametrize("i", range(len(LONGLEY_TERMS)))
 def test_hc3_standard_errors_match_sas_longley(longley: pd.DataFrame, i: int) -> None:
     term = LONGLEY_TERMS[i]
-    row = _term(ols(longley, term, "TOTEMP", [t for t in LONGLEY_TERMS if t != term], hc3="always"), term)
-    assert row["hc3"]
+    row = _term(ols(longley, x=term, y="TOTEMP", covar=[t for t in LONGLEY_TERMS if t != term], se="hc3"), term)
+    assert row["se_type"] == "hc3"
     assert row["beta"] == pytest.approx(LONGLEY_BETA[i], rel=1e-6)
     assert row["se"] == pytest.approx(LONGLEY_HC3_SE[i], abs=1e-4 if i else 1e-4, rel=1e-5)
     assert row["n"] == 16
@@ -51,8 +56,8 @@ def test_hc3_standard_errors_match_sas_longley(longley: pd.DataFrame, i: int) ->
 @pytest.mark.parametrize("i", range(len(LONGLEY_TERMS)))
 def test_classical_standard_errors_match_nist(longley: pd.DataFrame, i: int) -> None:
     term = LONGLEY_TERMS[i]
-    row = _term(ols(longley, term, "TOTEMP", [t for t in LONGLEY_TERMS if t != term], hc3="never"), term)
-    assert not row["hc3"]
+    row = _term(ols(longley, x=term, y="TOTEMP", covar=[t for t in LONGLEY_TERMS if t != term]), term)
+    assert row["se_type"] == "classical"  # the default
     assert row["se"] == pytest.approx(LONGLEY_SE[i], rel=1e-6)
     # the confidence interval is beta +/- t(0.975, 9) * se
     assert row["ci_high"] - row["beta"] == pytest.approx(2.2621571627982 * row["se"], rel=1e-9)
@@ -60,20 +65,67 @@ def test_classical_standard_errors_match_nist(longley: pd.DataFrame, i: int) -> 
 
 def test_full_table_matches_nist_longley(longley: pd.DataFrame) -> None:
     """Every term of one fit: NIST certified estimates and SDs, residual SD and R2; SAS HC3 SEs beside."""
-    table = ols(longley, "GNPDEFL", "TOTEMP", LONGLEY_TERMS[1:], hc3="never")
+    table = ols(longley, x="GNPDEFL", y="TOTEMP", covar=LONGLEY_TERMS[1:])
+    assert list(table.columns) == OLS_COLUMNS
     assert list(table["term"]) == ["Intercept", *LONGLEY_TERMS]
     assert table["beta"].tolist() == pytest.approx([LONGLEY_B0, *LONGLEY_BETA], rel=1e-7)
     assert table["se_classical"].tolist() == pytest.approx([LONGLEY_B0_SE, *LONGLEY_SE], rel=1e-7)
     assert (table["se"] == table["se_classical"]).all()
     assert table["se_hc3"].tolist() == pytest.approx([LONGLEY_B0_HC3_SE, *LONGLEY_HC3_SE], rel=1e-6, abs=5e-6)  # SAS: 5 decimals
+    assert table["se_hc0"].tolist() == pytest.approx([LONGLEY_B0_HC0_SE, *LONGLEY_HC0_SE], rel=1e-6, abs=5e-6)
     assert table["residual_sd"].tolist() == pytest.approx([LONGLEY_RESIDUAL_SD] * 7, rel=1e-9)
     assert table["r2"].tolist() == pytest.approx([LONGLEY_R2] * 7, rel=1e-9)
     assert (table["n"] == 16).all() and (table["n_excluded"] == 0).all() and (table["df_resid"] == 9).all()
     t = table["beta"] / table["se"]
     assert table["t"].tolist() == pytest.approx(t.tolist())
     assert table["ci_low"].tolist() == pytest.approx((table["beta"] - 2.2621571627982 * table["se"]).tolist())
-    robust = ols(longley, "GNPDEFL", "TOTEMP", LONGLEY_TERMS[1:], hc3="always")
-    assert (robust["se"] == robust["se_hc3"]).all() and robust["hc3"].all()
+    robust = ols(longley, x="GNPDEFL", y="TOTEMP", covar=LONGLEY_TERMS[1:], se="hc3")
+    assert (robust["se"] == robust["se_hc3"]).all() and (robust["se_type"] == "hc3").all()
+    # the estimates and the other SEs do not depend on the choice
+    for column in ("beta", "se_classical", "se_hc0", "se_hc3", "residual_sd", "bp_p"):
+        assert robust[column].tolist() == table[column].tolist(), column
+
+
+@pytest.mark.parametrize("i", range(len(LONGLEY_TERMS)))
+def test_hc0_standard_errors_match_sas_longley(longley: pd.DataFrame, i: int) -> None:
+    term = LONGLEY_TERMS[i]
+    row = _term(ols(longley, x=term, y="TOTEMP", covar=[t for t in LONGLEY_TERMS if t != term], se="hc0"), term)
+    assert row["se_type"] == "hc0"
+    assert row["se"] == pytest.approx(LONGLEY_HC0_SE[i], abs=5e-6, rel=1e-5)
+    # still t with the residual df (Long & Ervin 2000), with the chosen SE
+    assert row["ci_high"] - row["beta"] == pytest.approx(2.2621571627982 * row["se"], rel=1e-9)
+
+
+def test_hc0_is_the_sandwich_and_hc3_its_leverage_correction(longley: pd.DataFrame) -> None:
+    """White (1980) by hand: (X'X)^-1 X' diag(e^2) X (X'X)^-1; HC3 divides e^2 by (1 - h)^2."""
+    table = ols(longley, x="GNP", y="TOTEMP", covar=["UNEMP"])
+    X = np.column_stack([np.ones(16), longley["GNP"], longley["UNEMP"]])
+    y = longley["TOTEMP"].to_numpy()
+    bread = np.linalg.inv(X.T @ X)
+    e = y - X @ (bread @ X.T @ y)
+    h = np.einsum("ij,jk,ik->i", X, bread, X)
+    hc0 = np.sqrt(np.diag(bread @ (X.T * e**2) @ X @ bread))
+    hc3 = np.sqrt(np.diag(bread @ (X.T * (e / (1 - h)) ** 2) @ X @ bread))
+    assert table["se_hc0"].tolist() == pytest.approx(hc0.tolist(), rel=1e-8)
+    assert table["se_hc3"].tolist() == pytest.approx(hc3.tolist(), rel=1e-8)
+
+
+def test_x_and_y_are_keyword_only(longley: pd.DataFrame) -> None:
+    """The old positional order (data, y, x) cannot silently regress x on y: positions raise."""
+    with pytest.raises(TypeError, match="positional"):
+        ols(longley, "TOTEMP", "GNP")
+    with pytest.raises(TypeError, match="positional"):
+        ols(longley, "GNP", "TOTEMP")
+    params = inspect.signature(ols).parameters
+    assert all(params[name].kind is inspect.Parameter.KEYWORD_ONLY for name in ("x", "y", "covar", "se", "alpha"))
+
+
+def test_se_choice_is_explicit_never_switched(longley: pd.DataFrame) -> None:
+    with pytest.raises(TypeError, match="hc3"):
+        ols(longley, x="GNP", y="TOTEMP", hc3="auto")  # the data-driven switch is gone
+    with pytest.raises(ValueError, match="se must be one of"):
+        ols(longley, x="GNP", y="TOTEMP", se="auto")
+    assert SE_TYPES == ("classical", "hc0", "hc3")
 
 
 def test_numeric_category_levels_sort_numerically() -> None:
@@ -83,23 +135,23 @@ def test_numeric_category_levels_sort_numerically() -> None:
     scanner = np.repeat(["2", "10", "30"], 20)
     df = pd.DataFrame({"x": rng.normal(size=60), "scanner": scanner})
     df["y"] = df["x"] + (df["scanner"] == "30") * 2.0 + rng.normal(0, 0.1, 60)
-    table = ols(df, "x", "y", ["scanner"], categorical=["scanner"])
+    table = ols(df, x="x", y="y", covar=["scanner"], categorical=["scanner"])
     assert list(table["term"]) == ["Intercept", "x", "scanner[T.10]", "scanner[T.30]"]
     assert _term(table, "scanner[T.30]")["beta"] == pytest.approx(2.0, abs=0.1)
 
 
-def test_hc3_auto_follows_breusch_pagan() -> None:
+def test_breusch_pagan_is_reported_but_does_not_pick_the_se() -> None:
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 10, 300)
     homo = pd.DataFrame({"x": x, "y": 1 + 0.5 * x + rng.normal(0, 1, 300)})
     hetero = pd.DataFrame({"x": x, "y": 1 + 0.5 * x + rng.normal(0, 1, 300) * x})
-    r_homo = _term(ols(homo, "x", "y"), "x")
-    r_het = _term(ols(hetero, "x", "y"), "x")
-    assert r_homo["bp_p"] > 0.05 and not r_homo["hc3"]
-    assert r_het["bp_p"] < 0.05 and r_het["hc3"]
-    assert r_het["se"] == r_het["se_hc3"] and r_homo["se"] == r_homo["se_classical"]
-    assert _term(ols(homo, "x", "y", hc3="always"), "x")["hc3"]
-    assert not _term(ols(hetero, "x", "y", hc3="never"), "x")["hc3"]
+    r_homo = _term(ols(homo, x="x", y="y"), "x")
+    r_het = _term(ols(hetero, x="x", y="y"), "x")
+    assert r_homo["bp_p"] > 0.05 and r_het["bp_p"] < 0.05
+    # heteroscedastic or not, the default table is the classical one
+    assert r_het["se"] == r_het["se_classical"] and r_homo["se"] == r_homo["se_classical"]
+    assert r_het["se_type"] == r_homo["se_type"] == "classical"
+    assert _term(ols(homo, x="x", y="y", se="hc3"), "x")["se"] == r_homo["se_hc3"]
 
 
 def test_missing_rows_are_counted_and_categorical_covariates_coded() -> None:
@@ -108,7 +160,7 @@ def test_missing_rows_are_counted_and_categorical_covariates_coded() -> None:
     df["y"] = 2 * df["x"] + (df["sex"] == "male") * 1.0 + rng.normal(0, 0.1, 50)
     df.loc[[0, 1, 2], "y"] = np.nan
     df.loc[3, "sex"] = None
-    table = ols(df, "x", "y", ["sex"], categorical=["sex"])
+    table = ols(df, x="x", y="y", covar=["sex"], categorical=["sex"])
     row = _term(table, "x")
     assert list(table["term"]) == ["Intercept", "x", "sex[T.male]"]
     assert row["n"] == 46 and row["n_excluded"] == 4
@@ -117,12 +169,12 @@ def test_missing_rows_are_counted_and_categorical_covariates_coded() -> None:
 
 def test_unfittable_model_gives_a_note_not_an_error() -> None:
     df = pd.DataFrame({"x": [1.0, 2.0], "y": [1.0, np.nan], "age": [30.0, 40.0]})
-    table = ols(df, "x", "y", ["age"])
+    table = ols(df, x="x", y="y", covar=["age"])
     row = table.iloc[0]
     assert len(table) == 1 and row["term"] == "x"
     assert np.isnan(row["beta"]) and row["note"]
     constant = pd.DataFrame({"x": np.arange(10.0), "y": np.arange(10.0) * 2 + 1, "steroid": 0.0})
-    row = _term(ols(constant, "x", "y", ["steroid"]), "x")
+    row = _term(ols(constant, x="x", y="y", covar=["steroid"]), "x")
     assert row["beta"] == pytest.approx(2.0) and "steroid" in row["note"]
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import logging
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ BIDSIGNORE = ("logs", "group", "sub-*.html", "sub-*/figures", "*_volumes.tsv", "
 
 
 def path_patterns() -> list[str]:
-    text = resources.files("thalamus_bidsapp.data").joinpath("derivatives_patterns.json").read_text()
+    text = importlib.resources.files("thalamus_bidsapp.data").joinpath("derivatives_patterns.json").read_text()
     return json.loads(text)
 
 

@@ -8,6 +8,7 @@ The queries (what counts as a T1w, FLAIR, R1 map or manual mask) live in
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import logging
 import os
@@ -16,7 +17,6 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ class SessionInputs:
 
 def default_queries() -> dict[str, dict[str, Any]]:
     """The packaged queries, one per input role."""
-    text = resources.files("thalamus_bidsapp.data").joinpath("bids_queries.json").read_text()
+    text = importlib.resources.files("thalamus_bidsapp.data").joinpath("bids_queries.json").read_text()
     return json.loads(text)
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ ICV_FROM_BRAIN_MASK = "deepbet brain mask volume"
 
 def volumes_columns() -> dict[str, Any]:
     """Column descriptions of the volumes TSV (its JSON sidecar)."""
-    return json.loads(resources.files("thalamus_bidsapp.data").joinpath("volumes_columns.json").read_text())
+    return json.loads(importlib.resources.files("thalamus_bidsapp.data").joinpath("volumes_columns.json").read_text())
 
 
 def session_volumes_table(

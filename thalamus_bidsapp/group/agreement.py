@@ -1,7 +1,6 @@
 """Group level, part 1: agreement of the thalamus masks with manual masks and between methods.
 
-SPEC "Group level: agreement with ground truth"; Ibrahim et al. (2026)
-sections 2.7.2 (voxel-wise) and 2.7.3 (volumetric).
+Ibrahim et al. (2026) sections 2.7.2 (voxel-wise) and 2.7.3 (volumetric).
 
 The step reads one session at a time, so memory is bounded by one session's
 masks whatever the number of sessions. Each mask is read once; it is cropped
@@ -14,12 +13,12 @@ from that small ``k x k`` matrix of counts.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import nibabel as nib
@@ -135,7 +134,7 @@ def _read_mask(path: Path, *, canonical: bool = False) -> _Mask:
     if data.ndim == 4:
         data = data[..., 0]
     if data.dtype.kind == "f":
-        # Interpolated or averaged masks: binarise at 0.5 as the SPEC's ensembles do.
+        # Interpolated or averaged masks: binarise at 0.5, as the ensembles of image/ensembles.py do.
         data = data >= 0.5
     elif data.dtype.kind not in "biu":
         raise ThalamusError(f"mask {path} has non-numeric voxels ({data.dtype})", exit_code=EXIT_DATAERR)
@@ -429,7 +428,10 @@ def _pairwise(voxelwise: pd.DataFrame) -> pd.DataFrame:
         subject = voxelwise["participant_id"].astype(str) + "|" + voxelwise["session_id"].map(_session_key)
         for metric in OVERLAP_METRICS:
             long = pd.DataFrame({"subject": subject, "method": voxelwise["method"], "value": voxelwise[metric]})
-            res = pairwise_wilcoxon(long.dropna(subset=["value"]), dv="value", within="method", subject="subject")
+            long = long.dropna(subset=["value"])
+            # methods in alphabetical order: method_a - method_b with method_a the earlier name
+            res = pairwise_wilcoxon(long, dv="value", within="method", subject="subject",
+                                    order=sorted(long["method"].unique()))
             if not res.empty:
                 frames.append(res.assign(metric=metric))
     cols = list(_PAIRWISE_COLUMNS)
@@ -444,7 +446,7 @@ def _pairwise(voxelwise: pd.DataFrame) -> pd.DataFrame:
 def _volumetric(voxelwise: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for method, grp in voxelwise.groupby("method", sort=True):
-        res = volumetric_agreement(grp, method="volume_method_ml", reference="volume_manual_ml")
+        res = volumetric_agreement(grp, reference="volume_manual_ml", method="volume_method_ml")
         frames.append(res.assign(method=method))
     cols = list(_VOLUMETRIC_COLUMNS)
     if not frames:
@@ -466,6 +468,6 @@ def _volumetric(voxelwise: pd.DataFrame) -> pd.DataFrame:
 
 #: Column descriptions of each agreement table, in column order (``data/agreement_columns.json``).
 _COLUMNS: dict[str, dict[str, object]] = json.loads(
-    resources.files("thalamus_bidsapp.data").joinpath("agreement_columns.json").read_text())
+    importlib.resources.files("thalamus_bidsapp.data").joinpath("agreement_columns.json").read_text())
 _VOXELWISE_COLUMNS, _SUMMARY_COLUMNS, _PAIRWISE_COLUMNS, _CONTAINMENT_COLUMNS, _VOLUMETRIC_COLUMNS = (
     _COLUMNS[name] for name in ("voxelwise", "summary", "pairwise", "containment", "volumetric"))

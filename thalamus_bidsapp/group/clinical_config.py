@@ -9,13 +9,13 @@ replaced. The result is a frozen :class:`ClinicalConfig`.
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import json
 import logging
 import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -184,7 +184,7 @@ class ClinicalConfig:
 # ---------------------------------------------------------------------- loading
 def default_settings() -> dict[str, Any]:
     """The packaged defaults as a plain dictionary."""
-    text = resources.files("thalamus_bidsapp.data").joinpath(DEFAULTS_RESOURCE).read_text()
+    text = importlib.resources.files("thalamus_bidsapp.data").joinpath(DEFAULTS_RESOURCE).read_text()
     return yaml.safe_load(text)
 
 

@@ -1,4 +1,4 @@
-"""R1 intensity scaling before segmentation (SPEC participant step 5, paper section 2.5.2).
+"""R1 intensity scaling before segmentation (Ibrahim et al. 2026, section 2.5.2).
 
 Inside the T1w brain mask the registered R1 map is clipped at its 99th
 percentile and rescaled linearly to 0..1000; voxels outside the mask are 0.

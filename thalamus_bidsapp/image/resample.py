@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
 
 from thalamus_bidsapp.image.grid import same_grid
 from thalamus_bidsapp.image.nifti import new_image
@@ -46,13 +45,3 @@ def labels_to_grid(labels: nib.spatialimages.SpatialImage, reference: nib.spatia
         out[inside] = data[idx[0, inside], idx[1, inside], idx[2, inside]]
         out = out.reshape(reference.shape[:3])
     return new_image(out, reference.affine)
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected component of a boolean array (empty stays empty)."""
-    labelled, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-    if n <= 1:
-        return mask.astype(bool)
-    sizes = np.bincount(labelled.ravel())
-    sizes[0] = 0
-    return labelled == sizes.argmax()

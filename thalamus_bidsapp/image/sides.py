@@ -109,12 +109,6 @@ def sides_within(mask: np.ndarray, sides: np.ndarray, affine: np.ndarray, zooms:
                             zooms=zooms, affine=affine)
 
 
-def side_masks(sides: np.ndarray) -> dict[str, np.ndarray]:
-    """Boolean masks of a side map: ``bilateral``, ``left`` and ``right``."""
-    sides = np.asanyarray(sides)
-    return {"bilateral": sides > 0, "left": sides == LEFT, "right": sides == RIGHT}
-
-
 def check_sides_match(mask: np.ndarray, sides: np.ndarray) -> None:
     """Raise ValueError unless the side map's non-zero voxels are exactly the mask's."""
     inside, labelled = np.asanyarray(mask) > 0, np.asanyarray(sides) > 0

@@ -36,6 +36,7 @@ conformed -> native round trip of a 1 mm label map is the identity.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import logging
 import os
@@ -43,7 +44,6 @@ import shlex
 import shutil
 import subprocess
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ TIE_NUDGE = 1e-6
 
 def label_table() -> dict[str, Any]:
     """DBSegment's label table (``data/dbsegment_labels.json``)."""
-    return json.loads(resources.files("thalamus_bidsapp").joinpath("data/dbsegment_labels.json").read_text())
+    return json.loads(importlib.resources.files("thalamus_bidsapp").joinpath("data/dbsegment_labels.json").read_text())
 
 
 #: DBSegment labels merged into the thalamus (THAL, VPL, VIM; left and right).

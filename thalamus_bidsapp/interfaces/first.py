@@ -19,12 +19,12 @@ a full run names it ``_all_fast_firstseg``. Both are accepted.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import logging
 import os
 import shlex
 import subprocess
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ STDERR_TAIL_LINES = 20
 
 
 def _first_labels() -> dict[str, Any]:
-    text = resources.files("thalamus_bidsapp").joinpath("data/first_labels.json").read_text()
+    text = importlib.resources.files("thalamus_bidsapp").joinpath("data/first_labels.json").read_text()
     return json.loads(text)
 
 

@@ -8,11 +8,11 @@ neighbour through both images' vox2ras matrices. The session's ICV is
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import logging
 import os
 import re
-from importlib import resources
 from pathlib import Path
 
 import nibabel as nib
@@ -29,7 +29,8 @@ _VERSION = re.compile(r"^#\s*cvs_version\s+(\S+)")
 
 def thalamus_labels() -> dict[int, str]:
     """aseg label value -> structure name for the left and right thalamus."""
-    table = json.loads(resources.files("thalamus_bidsapp.data").joinpath("freesurfer_labels.json").read_text())
+    text = importlib.resources.files("thalamus_bidsapp.data").joinpath("freesurfer_labels.json").read_text()
+    table = json.loads(text)
     return {int(k): v for k, v in table["thalamus"].items()}
 
 

@@ -11,10 +11,10 @@ user cache filled on first use from a pinned brainchop commit; every file's sha2
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import logging
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from thalamus_bidsapp.errors import EXIT_DATAERR, ThalamusError
@@ -73,7 +73,7 @@ def model_spec(name: str | None = None) -> MeshNetModelSpec:
     name
         Model name in ``data/meshnet_models.json``; default: its ``default``.
     """
-    text = resources.files("thalamus_bidsapp").joinpath("data", "meshnet_models.json").read_text("utf-8")
+    text = importlib.resources.files("thalamus_bidsapp").joinpath("data", "meshnet_models.json").read_text("utf-8")
     table = json.loads(text)
     name = name or table["default"]
     try:

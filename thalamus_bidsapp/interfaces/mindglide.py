@@ -350,12 +350,6 @@ def segment_contrasts(
     return out
 
 
-def dgm_mask(seg_img: nib.spatialimages.SpatialImage) -> nib.Nifti1Image:
-    """Binary DGM mask (label :func:`dgm_label`) of a MindGlide segmentation."""
-    labels = np.rint(np.asanyarray(seg_img.dataobj)).astype(np.int32)
-    return mask_like(labels == dgm_label(), seg_img)
-
-
 def mindglide_thalamus(
     dgm_seg_img: nib.spatialimages.SpatialImage, envelope_img: nib.spatialimages.SpatialImage
 ) -> nib.Nifti1Image:

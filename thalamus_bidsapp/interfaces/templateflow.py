@@ -17,11 +17,11 @@ and the Harvard-Oxford subcortical probabilistic atlas (the thalamus prior).
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import logging
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +80,7 @@ class TemplateFiles:
 
 def template_settings() -> dict:
     """``data/templates.json``: supported templates, resolution, target and prior files."""
-    return json.loads(resources.files("thalamus_bidsapp.data").joinpath("templates.json").read_text())
+    return json.loads(importlib.resources.files("thalamus_bidsapp.data").joinpath("templates.json").read_text())
 
 
 def supported_templates() -> tuple[str, ...]:
@@ -200,16 +200,6 @@ def content_problem(path: Path, dimensions: int, volumes: int) -> str:
         except (OSError, zlib.error) as err:
             problem = f"corrupt compressed data ({err})"
     return _CHECKED.setdefault(key, problem)
-
-
-def templateflow_version() -> str | None:
-    """Version of the installed templateflow package, or None."""
-    try:
-        from importlib.metadata import version
-
-        return version("templateflow")
-    except Exception:  # noqa: BLE001 - the version is informative only
-        return None
 
 
 def fetch_template_files(template: str, home: Path | None = None) -> TemplateFiles:

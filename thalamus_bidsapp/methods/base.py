@@ -31,8 +31,10 @@ class CliOption:
 
     ``kind`` is ``dir`` or ``file`` (an existing path), ``choice`` (one of
     ``choices``, which may be a callable evaluated when the parser is built)
-    or ``str``. ``env`` names the environment variable the method reads when
-    the option is not given; it is shown in ``--help``.
+    or ``str``. ``default`` is the parser's default (None: not given) and
+    ``metavar`` the placeholder of ``--help``. ``env`` names the environment
+    variable that the method's tool adapter (``interfaces/``) falls back to
+    when the option is not given; ``--help`` shows it.
     """
 
     flag: str

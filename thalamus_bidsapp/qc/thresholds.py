@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import math
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ _RULE_KEYS = {"kind", "warn", "fail", "source"}
 
 def default_thresholds() -> dict[str, Any]:
     """The packaged defaults."""
-    return yaml.safe_load(resources.files("thalamus_bidsapp.data").joinpath(DEFAULTS_FILE).read_text())
+    return yaml.safe_load(importlib.resources.files("thalamus_bidsapp.data").joinpath(DEFAULTS_FILE).read_text())
 
 
 def load_thresholds(path: str | os.PathLike | None = None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ helpers give them the same error messages and the same order of group levels.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,6 +15,19 @@ import pandas as pd
 
 #: Duplicate keys named in an error message before "and N more".
 _SHOWN = 5
+
+#: Fewest complete observations (pairs, subjects, targets) for which a statistic
+#: with a spread is computed: a residual SD, Lin's CCC variance and a correlation's
+#: t test all have n - 2 degrees of freedom. Below it the functions return NaN.
+MIN_N = 3
+
+
+def too_few(n: int, caller: str, logger: logging.Logger, minimum: int = MIN_N) -> bool:
+    """Whether ``n`` complete observations are fewer than ``minimum``; logs a warning naming ``caller`` if so."""
+    if n < minimum:
+        logger.warning("%s: %d complete observation(s), at least %d needed; returning NaN", caller, n, minimum)
+        return True
+    return False
 
 
 def check_columns(data: pd.DataFrame, columns: Sequence[str], caller: str) -> None:

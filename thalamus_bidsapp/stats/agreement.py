@@ -1,24 +1,24 @@
 """Volumetric agreement between an automated method and a reference (manual) method.
 
-Every function takes a :class:`pandas.DataFrame` and column names (pingouin's
-convention, as in the whole :mod:`thalamus_bidsapp.stats` package) and returns
-a :class:`pandas.DataFrame` with named columns: p-values are ``p`` and
-confidence limits ``ci_low`` / ``ci_high``, prefixed with the statistic's name
-where one row carries several statistics (``ccc_ci_low``, ``prop_slope_p``).
-Rows with a missing value in either column are dropped. With fewer than three
-complete pairs the statistics are undefined: the functions then return NaN
-(and log a warning) instead of raising, so a group analysis with few manual
-masks still finishes.
+The conventions of :mod:`thalamus_bidsapp.stats` apply; every function here
+takes the two measurement columns as the keyword-only ``reference`` and
+``method``, and a difference is always ``method - reference``. Rows with a
+missing value in either column are dropped. With fewer than
+:data:`~thalamus_bidsapp.stats.MIN_N` complete pairs the statistics are
+undefined: the functions then return NaN (and log a warning) instead of
+raising, so a group analysis with few manual masks still finishes.
 
 Functions
 ---------
 - :func:`concordance_ccc`: Lin's concordance correlation coefficient, 95% CI.
-- :func:`ols_agreement`: OLS of ``y`` on ``x``: slope (95% CI), intercept,
-  residual SD.
+- :func:`ols_agreement`: OLS of the method on the reference, the
+  :func:`~thalamus_bidsapp.stats.regression.ols` table (slope, intercept,
+  residual SD).
 - :func:`icc`: the six Shrout-Fleiss intraclass correlations with F test and
   95% CI, via :func:`pingouin.intraclass_corr`.
-- :func:`bland_altman`: bias ``a - b``, SD, 95% limits of agreement, their
-  standard errors and confidence intervals, and the proportional-bias slope.
+- :func:`bland_altman`: bias ``method - reference``, SD, 95% limits of
+  agreement, their standard errors and confidence intervals, and the
+  proportional-bias slope.
 - :func:`volumetric_agreement`: the above for a method against a reference, one row.
 """
 
@@ -30,13 +30,21 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from thalamus_bidsapp.stats._frame import check_columns
-from thalamus_bidsapp.stats.icc import ICC_FORMS, icc
+from thalamus_bidsapp.stats._frame import MIN_N, check_columns, too_few
+from thalamus_bidsapp.stats.icc import ICC_COLUMNS, ICC_FORMS, icc
+from thalamus_bidsapp.stats.regression import INTERCEPT, OLS_COLUMNS, ols
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "BLAND_ALTMAN_COLUMNS",
+    "CCC_COLUMNS",
+    "ICC_COLUMNS",
     "ICC_FORMS",
+    "INTERCEPT",
+    "MIN_N",
+    "OLS_COLUMNS",
+    "VOLUMETRIC_COLUMNS",
     "bland_altman",
     "concordance_ccc",
     "icc",
@@ -44,9 +52,6 @@ __all__ = [
     "volumetric_agreement",
 ]
 
-#: Smallest number of complete pairs for which the statistics are computed:
-#: the OLS residual SD and Lin's CCC variance both have n - 2 degrees of freedom.
-MIN_PAIRS = 3
 
 def _paired(data: pd.DataFrame, x: str, y: str, caller: str) -> tuple[np.ndarray, np.ndarray]:
     """The complete pairs of two numeric columns, as float arrays."""
@@ -57,21 +62,20 @@ def _paired(data: pd.DataFrame, x: str, y: str, caller: str) -> tuple[np.ndarray
     return a[ok], b[ok]
 
 
-def _too_few(n: int, what: str) -> bool:
-    if n < MIN_PAIRS:
-        logger.warning("%s: %d complete pair(s), at least %d needed; returning NaN", what, n, MIN_PAIRS)
-        return True
-    return False
+#: Columns of the :func:`concordance_ccc` row, in order.
+CCC_COLUMNS = ["n", "ccc", "ccc_ci_low", "ccc_ci_high", "pearson_r", "bias_correction", "scale_shift",
+               "location_shift"]
 
 
-def concordance_ccc(data: pd.DataFrame, x: str, y: str, confidence: float = 0.95) -> pd.DataFrame:
+def concordance_ccc(data: pd.DataFrame, *, reference: str, method: str, alpha: float = 0.05) -> pd.DataFrame:
     r"""Lin's concordance correlation coefficient with a Fisher-z confidence interval.
 
     .. math::
 
         \hat\rho_c = \frac{2 s_{xy}}{s_x^2 + s_y^2 + (\bar x - \bar y)^2}
 
-    with the moments computed with divisor ``n`` as in Lin (1989). The CI is
+    with ``x`` the reference and ``y`` the method, and the moments
+    computed with divisor ``n`` as in Lin (1989). The CI is
     built on :math:`Z = \operatorname{atanh}(\hat\rho_c)` with Lin's (1989)
     asymptotic variance (as corrected in Lin 2000):
 
@@ -90,25 +94,27 @@ def concordance_ccc(data: pd.DataFrame, x: str, y: str, confidence: float = 0.95
     ----------
     data : pandas.DataFrame
         One row per subject.
-    x, y : str
+    reference, method : str
         Columns of the two measurements (e.g. manual and method volumes, mL).
-    confidence : float
-        Confidence level of the interval.
+    alpha : float
+        For the (1 - alpha) confidence interval.
 
     Returns
     -------
     pandas.DataFrame
-        One row: ``n``, ``ccc``, ``ccc_ci_low``, ``ccc_ci_high``, ``pearson_r``,
-        ``bias_correction`` (C_b = rho_c / r, accuracy), ``scale_shift``
-        (s_y / s_x) and ``location_shift`` (u).
+        One row, columns :data:`CCC_COLUMNS`: ``n``, ``ccc``, ``ccc_ci_low``,
+        ``ccc_ci_high``, ``pearson_r``, ``bias_correction`` (C_b = rho_c / r,
+        accuracy), ``scale_shift`` (s_method / s_reference) and
+        ``location_shift`` (u, positive when the method reads higher).
 
     Examples
     --------
     A shift of 2 with variance 2: rho_c = 2 * 2 / (2 + 2 + 4) = 0.5.
 
-    >>> df = pd.DataFrame({"x": [8.0, 9, 10, 11, 12], "y": [10.0, 11, 12, 13, 14]})
-    >>> float(concordance_ccc(df, "x", "y")["ccc"].iloc[0])
-    0.5
+    >>> df = pd.DataFrame({"manual": [8.0, 9, 10, 11, 12], "auto": [10.0, 11, 12, 13, 14]})
+    >>> row = concordance_ccc(df, reference="manual", method="auto").iloc[0]
+    >>> float(row["ccc"]), bool(row["location_shift"] > 0)
+    (0.5, True)
 
     References
     ----------
@@ -118,22 +124,18 @@ def concordance_ccc(data: pd.DataFrame, x: str, y: str, confidence: float = 0.95
     Lin LI (2000). A note on the concordance correlation coefficient.
     Biometrics 56(1):324-325.
     """
-    x_arr, y_arr = _paired(data, x, y, "concordance_ccc")
+    x_arr, y_arr = _paired(data, reference, method, "concordance_ccc")
     n = x_arr.size
-    row = dict.fromkeys(
-        ["ccc", "ccc_ci_low", "ccc_ci_high", "pearson_r", "bias_correction", "scale_shift", "location_shift"],
-        np.nan,
-    )
-    row = {"n": n, **row}
-    if _too_few(n, "concordance_ccc"):
-        return pd.DataFrame([row])
+    row = {**dict.fromkeys(CCC_COLUMNS, np.nan), "n": n}
+    if too_few(n, "concordance_ccc", logger):
+        return pd.DataFrame([row], columns=CCC_COLUMNS)
     mx, my = x_arr.mean(), y_arr.mean()
     sx2, sy2 = x_arr.var(), y_arr.var()  # divisor n (Lin 1989)
     sxy = np.mean((x_arr - mx) * (y_arr - my))
     denom = sx2 + sy2 + (mx - my) ** 2
     if denom == 0 or sx2 == 0 or sy2 == 0:
         logger.warning("concordance_ccc: a constant variable; CCC undefined")
-        return pd.DataFrame([row])
+        return pd.DataFrame([row], columns=CCC_COLUMNS)
     rho_c = 2 * sxy / denom
     r = sxy / np.sqrt(sx2 * sy2)
     u = (my - mx) / (sx2 * sy2) ** 0.25
@@ -151,43 +153,46 @@ def concordance_ccc(data: pd.DataFrame, x: str, y: str, confidence: float = 0.95
             - rho_c**4 * u**4 / (2 * r**2 * (1 - rho_c**2) ** 2)
         ) / (n - 2)
         if var_z >= 0:
-            zcrit = stats.norm.ppf(0.5 + confidence / 2)
+            zcrit = stats.norm.ppf(1 - alpha / 2)
             z = np.arctanh(rho_c)
             half = zcrit * np.sqrt(var_z)
             row.update(ccc_ci_low=float(np.tanh(z - half)), ccc_ci_high=float(np.tanh(z + half)))
     else:
         # Perfect concordance: the interval degenerates to the point.
         row.update(ccc_ci_low=float(rho_c), ccc_ci_high=float(rho_c))
-    return pd.DataFrame([row])
+    return pd.DataFrame([row], columns=CCC_COLUMNS)
 
 
-def ols_agreement(data: pd.DataFrame, x: str, y: str, confidence: float = 0.95) -> pd.DataFrame:
-    r"""Ordinary least squares of the method's measurement ``y`` on the reference ``x``.
+def ols_agreement(data: pd.DataFrame, *, reference: str, method: str, alpha: float = 0.05) -> pd.DataFrame:
+    r"""Ordinary least squares of the method's measurement on the reference: the :func:`ols` table.
 
-    .. math:: y_i = \beta_0 + \beta_1 x_i + \varepsilon_i,
+    .. math:: m_i = \beta_0 + \beta_1 r_i + \varepsilon_i,
               \qquad \mathrm{SD}_e = \sqrt{\textstyle\sum_i \hat\varepsilon_i^2 / (n-2)}
 
     A slope of 1 means the method preserves the reference's dynamic range;
-    ``SD_e`` (same units as ``y``, e.g. mL) measures its precision. Fitted
-    with :class:`statsmodels.regression.linear_model.OLS`; the slope CI uses
-    the t distribution with ``n - 2`` degrees of freedom.
+    ``SD_e`` (``residual_sd``, same units, e.g. mL) measures its precision.
+    This is :func:`~thalamus_bidsapp.stats.regression.ols` with ``x`` the
+    reference and ``y`` the method (classical standard errors, t with
+    ``n - 2`` degrees of freedom), so both OLS functions return the same table.
 
     Parameters
     ----------
     data : pandas.DataFrame
         One row per subject.
-    x : str
+    reference : str
         Column of the reference measurements (predictor), e.g. manual volumes in mL.
-    y : str
+    method : str
         Column of the method measurements (outcome), same units.
-    confidence : float
-        Confidence level of the slope interval.
+    alpha : float
+        For the (1 - alpha) confidence intervals.
 
     Returns
     -------
     pandas.DataFrame
-        One row: ``n``, ``slope``, ``slope_ci_low``, ``slope_ci_high``,
-        ``slope_se``, ``intercept``, ``residual_sd``, ``r2``.
+        Columns :data:`OLS_COLUMNS`: the ``Intercept`` row, then the
+        ``reference`` row (the slope). With fewer than
+        :data:`~thalamus_bidsapp.stats.MIN_N` complete pairs or a constant
+        reference, one row with NaN statistics and the reason in ``note``.
 
     Examples
     --------
@@ -195,8 +200,8 @@ def ols_agreement(data: pd.DataFrame, x: str, y: str, confidence: float = 0.95) 
 
     >>> df = pd.DataFrame({"x": [10, 8, 13, 9, 11, 14, 6, 4, 12, 7, 5],
     ...                    "y": [8.04, 6.95, 7.58, 8.81, 8.33, 9.96, 7.24, 4.26, 10.84, 4.82, 5.68]})
-    >>> row = ols_agreement(df, "x", "y").iloc[0]
-    >>> round(float(row["slope"]), 3), round(float(row["intercept"]), 2)
+    >>> table = ols_agreement(df, reference="x", method="y").set_index("term")
+    >>> round(float(table.loc["x", "beta"]), 3), round(float(table.loc["Intercept", "beta"]), 2)
     (0.5, 3.0)
 
     References
@@ -204,39 +209,28 @@ def ols_agreement(data: pd.DataFrame, x: str, y: str, confidence: float = 0.95) 
     Ibrahim et al. (2026), NeuroImage: Clinical, section 2.7.3 (slope as a
     dynamic-range indicator, residual SD as a precision metric).
     """
-    import statsmodels.api as sm
-
-    x_arr, y_arr = _paired(data, x, y, "ols_agreement")
-    n = x_arr.size
-    row = {"n": n, **dict.fromkeys(
-        ["slope", "slope_ci_low", "slope_ci_high", "slope_se", "intercept", "residual_sd", "r2"], np.nan
-    )}
-    if _too_few(n, "ols_agreement"):
-        return pd.DataFrame([row])
-    if np.ptp(x_arr) == 0:
-        logger.warning("ols_agreement: constant predictor; slope undefined")
-        return pd.DataFrame([row])
-    fit = sm.OLS(y_arr, sm.add_constant(x_arr, has_constant="add")).fit()
-    ci = np.asarray(fit.conf_int(alpha=1 - confidence))
-    row.update(
-        slope=float(fit.params[1]),
-        slope_ci_low=float(ci[1, 0]),
-        slope_ci_high=float(ci[1, 1]),
-        slope_se=float(fit.bse[1]),
-        intercept=float(fit.params[0]),
-        residual_sd=float(np.sqrt(fit.scale)),
-        r2=float(fit.rsquared),
-    )
-    return pd.DataFrame([row])
+    if reference == method:
+        raise ValueError(f"ols_agreement: reference and method are the same column {reference!r}")
+    x_arr, y_arr = _paired(data, reference, method, "ols_agreement")
+    pairs = pd.DataFrame({reference: x_arr, method: y_arr})
+    if too_few(x_arr.size, "ols_agreement", logger):
+        row = {**dict.fromkeys(OLS_COLUMNS, np.nan), "term": reference, "n": x_arr.size,
+               "n_excluded": len(data) - x_arr.size, "se_type": "classical",
+               "note": f"fewer than {MIN_N} complete pairs"}
+        return pd.DataFrame([row], columns=OLS_COLUMNS)
+    table = ols(pairs, x=reference, y=method, alpha=alpha)
+    table["n_excluded"] = len(data) - x_arr.size
+    return table
 
 
 def bland_altman(
-    data: pd.DataFrame, a: str, b: str, confidence: float = 0.95, loa_z: float = 1.96
+    data: pd.DataFrame, *, reference: str, method: str, alpha: float = 0.05, loa_z: float = 1.96
 ) -> pd.DataFrame:
-    r"""Bland-Altman agreement of ``a`` with ``b``: bias ``a - b``, limits of agreement, their CIs.
+    r"""Bland-Altman agreement of a method with a reference: bias ``method - reference``, limits, their CIs.
 
-    With differences :math:`d_i = a_i - b_i` (first minus second) and means
-    :math:`m_i = (a_i + b_i)/2`:
+    With differences :math:`d_i = m_i - r_i` (method minus reference, so a
+    positive bias means the method reads higher) and means
+    :math:`\bar x_i = (m_i + r_i)/2`:
 
     .. math::
 
@@ -247,27 +241,27 @@ def bland_altman(
     limit approximately :math:`\sqrt{3 s^2 / n}`; the confidence intervals
     are estimate :math:`\pm t_{n-1} \times SE` (Bland & Altman 1986 section 6,
     1999 section 2.3; Giavarina 2015). Proportional bias is the OLS slope of
-    :math:`d` regressed on :math:`m` (Bland & Altman 1999, section 3.2), with
-    its t-based CI and p-value.
+    :math:`d` regressed on :math:`\bar x` (Bland & Altman 1999, section 3.2),
+    with its t-based CI and p-value.
 
     Parameters
     ----------
     data : pandas.DataFrame
         One row per subject.
-    a, b : str
+    reference, method : str
         Columns of the two measurements, same units; the differences are
-        ``a - b`` (e.g. ``a`` the method, ``b`` the manual reference, for a
-        positive bias when the method over-estimates).
-    confidence : float
-        Confidence level of every interval.
+        ``method - reference``.
+    alpha : float
+        For the (1 - alpha) confidence intervals.
     loa_z : float
         Multiplier of SD for the limits of agreement (1.96 for 95%).
 
     Returns
     -------
     pandas.DataFrame
-        One row: ``A``, ``B`` (the column names), ``difference`` (``"A - B"``
-        spelled out), ``n``, ``bias``, ``bias_se``, ``bias_ci_low``,
+        One row, columns :data:`BLAND_ALTMAN_COLUMNS`: ``reference``,
+        ``method`` (the column names), ``difference`` (``"method - reference"``
+        spelled with them), ``n``, ``bias``, ``bias_se``, ``bias_ci_low``,
         ``bias_ci_high``, ``sd``, ``loa_low``, ``loa_high``, ``loa_se``,
         ``loa_low_ci_low``, ``loa_low_ci_high``, ``loa_high_ci_low``,
         ``loa_high_ci_high``, ``prop_slope``, ``prop_slope_ci_low``,
@@ -281,7 +275,7 @@ def bland_altman(
     >>> pefr = pd.DataFrame({
     ...     "wright": [494, 395, 516, 434, 476, 557, 413, 442, 650, 433, 417, 656, 267, 478, 178, 423, 427],
     ...     "mini": [512, 430, 520, 428, 500, 600, 364, 380, 658, 445, 432, 626, 260, 477, 259, 350, 451]})
-    >>> row = bland_altman(pefr, "wright", "mini", loa_z=2).iloc[0]
+    >>> row = bland_altman(pefr, reference="mini", method="wright", loa_z=2).iloc[0]
     >>> row["difference"], round(float(row["bias"]), 1), round(float(row["sd"]), 1)
     ('wright - mini', -2.1, 38.8)
     >>> round(float(row["bias_se"]), 1), round(float(row["loa_se"]), 1)
@@ -301,27 +295,23 @@ def bland_altman(
     """
     import statsmodels.api as sm
 
-    a_arr, b_arr = _paired(data, a, b, "bland_altman")
+    a_arr, b_arr = _paired(data, method, reference, "bland_altman")
     n = a_arr.size
-    cols = [
-        "bias", "bias_se", "bias_ci_low", "bias_ci_high", "sd", "loa_low", "loa_high", "loa_se",
-        "loa_low_ci_low", "loa_low_ci_high", "loa_high_ci_low", "loa_high_ci_high",
-        "prop_slope", "prop_slope_ci_low", "prop_slope_ci_high", "prop_intercept", "prop_slope_p",
-    ]
-    row = {"A": a, "B": b, "difference": f"{a} - {b}", "n": n, **dict.fromkeys(cols, np.nan)}
+    row = {**dict.fromkeys(BLAND_ALTMAN_COLUMNS, np.nan), "reference": reference, "method": method,
+           "difference": f"{method} - {reference}", "n": n}
     if n == 0:
         logger.warning("bland_altman: no complete pair; returning NaN")
-        return pd.DataFrame([row])
+        return pd.DataFrame([row], columns=BLAND_ALTMAN_COLUMNS)
     d = a_arr - b_arr
     m = (a_arr + b_arr) / 2
     bias = float(d.mean())
     row["bias"] = bias
     if n < 2:
-        return pd.DataFrame([row])
+        return pd.DataFrame([row], columns=BLAND_ALTMAN_COLUMNS)
     sd = float(d.std(ddof=1))
     bias_se = sd / np.sqrt(n)
     loa_se = np.sqrt(3 * sd**2 / n)
-    t = stats.t.ppf(0.5 + confidence / 2, n - 1)
+    t = stats.t.ppf(1 - alpha / 2, n - 1)
     low, high = bias - loa_z * sd, bias + loa_z * sd
     row.update(
         sd=sd, bias_se=bias_se, bias_ci_low=bias - t * bias_se, bias_ci_high=bias + t * bias_se,
@@ -329,10 +319,10 @@ def bland_altman(
         loa_low_ci_low=low - t * loa_se, loa_low_ci_high=low + t * loa_se,
         loa_high_ci_low=high - t * loa_se, loa_high_ci_high=high + t * loa_se,
     )
-    if _too_few(n, "bland_altman proportional bias") or np.ptp(m) == 0:
-        return pd.DataFrame([row])
+    if too_few(n, "bland_altman proportional bias", logger) or np.ptp(m) == 0:
+        return pd.DataFrame([row], columns=BLAND_ALTMAN_COLUMNS)
     fit = sm.OLS(d, sm.add_constant(m, has_constant="add")).fit()
-    ci = np.asarray(fit.conf_int(alpha=1 - confidence))
+    ci = np.asarray(fit.conf_int(alpha=alpha))
     row.update(
         prop_slope=float(fit.params[1]),
         prop_slope_ci_low=float(ci[1, 0]),
@@ -340,9 +330,17 @@ def bland_altman(
         prop_intercept=float(fit.params[0]),
         prop_slope_p=float(fit.pvalues[1]),
     )
-    return pd.DataFrame([row])
+    return pd.DataFrame([row], columns=BLAND_ALTMAN_COLUMNS)
 
 
+#: Columns of the :func:`bland_altman` row, in order.
+BLAND_ALTMAN_COLUMNS = [
+    "reference", "method", "difference", "n", "bias", "bias_se", "bias_ci_low", "bias_ci_high", "sd", "loa_low",
+    "loa_high", "loa_se", "loa_low_ci_low", "loa_low_ci_high", "loa_high_ci_low", "loa_high_ci_high",
+    "prop_slope", "prop_slope_ci_low", "prop_slope_ci_high", "prop_intercept", "prop_slope_p",
+]
+
+#: Columns of the :func:`volumetric_agreement` row, in order.
 VOLUMETRIC_COLUMNS = [
     "n", "mean_reference", "mean_method", "ccc", "ccc_ci_low", "ccc_ci_high", "slope", "slope_ci_low",
     "slope_ci_high", "intercept", "residual_sd", "icc3", "icc3_ci_low", "icc3_ci_high", "icc2", "icc2_ci_low",
@@ -352,17 +350,17 @@ VOLUMETRIC_COLUMNS = [
 ]
 
 
-def volumetric_agreement(data: pd.DataFrame, method: str, reference: str) -> pd.DataFrame:
+def volumetric_agreement(data: pd.DataFrame, *, reference: str, method: str) -> pd.DataFrame:
     """All volumetric agreement statistics of a method against the reference, one row.
 
     Parameters
     ----------
     data : pandas.DataFrame
         One row per subject (or session).
-    method : str
-        Column of the method's volumes (mL).
     reference : str
-        Column of the reference (manual) volumes, same units.
+        Column of the reference (manual) volumes (mL).
+    method : str
+        Column of the method's volumes, same units.
 
     Returns
     -------
@@ -380,29 +378,33 @@ def volumetric_agreement(data: pd.DataFrame, method: str, reference: str) -> pd.
     --------
     >>> vols = pd.DataFrame({"manual": [8.1, 9.0, 9.6, 10.4, 11.2, 12.0],
     ...                      "method": [8.9, 9.7, 10.5, 11.0, 12.1, 12.6]})
-    >>> row = volumetric_agreement(vols, method="method", reference="manual").iloc[0]
+    >>> row = volumetric_agreement(vols, reference="manual", method="method").iloc[0]
     >>> round(float(row["bias"]), 2), bool(row["icc3"] > row["icc2"])
     (0.75, True)
     """
     check_columns(data, [method, reference], "volumetric_agreement")
     ref, meth = _paired(data, reference, method, "volumetric_agreement")
     pairs = pd.DataFrame({"reference": ref, "method": meth})
-    c = concordance_ccc(pairs, "reference", "method").iloc[0]
-    o = ols_agreement(pairs, "reference", "method").iloc[0]
+    c = concordance_ccc(pairs, reference="reference", method="method").iloc[0]
+    o = ols_agreement(pairs, reference="reference", method="method").set_index("term")
+    slope = o.loc["reference"] if "reference" in o.index else pd.Series(dtype=float)
+    intercept = o.loc[INTERCEPT, "beta"] if INTERCEPT in o.index else np.nan
     long = pd.DataFrame({
         "target": np.tile(np.arange(ref.size), 2),
         "rater": np.repeat(["reference", "method"], ref.size),
         "rating": np.concatenate([ref, meth]),
     })
     forms = icc(long, "target", "rater", "rating").set_index("type")
-    b = bland_altman(pairs, "method", "reference").iloc[0]
+    b = bland_altman(pairs, reference="reference", method="method").iloc[0]
     row: dict[str, object] = {
         "n": int(ref.size),
         "mean_reference": float(ref.mean()) if ref.size else np.nan,
         "mean_method": float(meth.mean()) if meth.size else np.nan,
     }
     row.update({k: c[k] for k in ("ccc", "ccc_ci_low", "ccc_ci_high")})
-    row.update({k: o[k] for k in ("slope", "slope_ci_low", "slope_ci_high", "intercept", "residual_sd")})
+    row.update(slope=slope.get("beta", np.nan), slope_ci_low=slope.get("ci_low", np.nan),
+               slope_ci_high=slope.get("ci_high", np.nan), intercept=intercept,
+               residual_sd=slope.get("residual_sd", np.nan))
     for form in ("ICC3", "ICC2"):
         prefix = form.lower()
         row.update({prefix: forms.loc[form, "icc"], f"{prefix}_ci_low": forms.loc[form, "ci_low"],

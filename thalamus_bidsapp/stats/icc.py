@@ -13,21 +13,11 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from thalamus_bidsapp.stats._frame import check_columns, check_unique
+from thalamus_bidsapp.stats._frame import check_columns, check_unique, too_few
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ICC_COLUMNS", "ICC_FORMS", "icc"]
-
-#: Smallest number of targets for which the ICC is computed (as the other agreement statistics).
-MIN_PAIRS = 3
-
-
-def _too_few(n: int, what: str) -> bool:
-    if n < MIN_PAIRS:
-        logger.warning("%s: %d complete pair(s), at least %d needed; returning NaN", what, n, MIN_PAIRS)
-        return True
-    return False
 
 
 #: The six Shrout & Fleiss (1979) forms: our name, McGraw & Wong's (1996)
@@ -41,6 +31,7 @@ ICC_FORMS: tuple[tuple[str, str, str], ...] = (
     ("ICC3k", "ICC(C,k)", "two-way mixed effects, mean of k raters, consistency"),
 )
 
+#: Columns of the :func:`icc` table, in order.
 ICC_COLUMNS = ["type", "mcgraw_wong", "description", "n", "k", "icc", "F", "df1", "df2", "p", "ci_low", "ci_high"]
 
 
@@ -71,7 +62,7 @@ def _icc_table(n: int, k: int) -> pd.DataFrame:
     return table[ICC_COLUMNS]
 
 
-def icc(data: pd.DataFrame, targets: str, raters: str, ratings: str, confidence: float = 0.95) -> pd.DataFrame:
+def icc(data: pd.DataFrame, targets: str, raters: str, ratings: str, *, alpha: float = 0.05) -> pd.DataFrame:
     r"""The six Shrout-Fleiss intraclass correlations, each with F test and confidence interval.
 
     From the mean squares of the two-way ANOVA of ``n`` targets by ``k``
@@ -98,9 +89,9 @@ def icc(data: pd.DataFrame, targets: str, raters: str, ratings: str, confidence:
     targets, raters, ratings : str
         Column names: subject identifier, rater (e.g. ``"manual"`` /
         ``"freesurfer"``), and the numeric rating (e.g. volume in mL).
-    confidence : float
-        Confidence level; pingouin computes 95% intervals only, so any other
-        value raises ``ValueError``.
+    alpha : float
+        For the (1 - alpha) confidence intervals; pingouin computes 95%
+        intervals only, so any other value raises ``ValueError``.
 
     Returns
     -------
@@ -109,8 +100,8 @@ def icc(data: pd.DataFrame, targets: str, raters: str, ratings: str, confidence:
         ICC3, ICC1k, ICC2k, ICC3k), ``mcgraw_wong`` (McGraw & Wong's name,
         e.g. ``ICC(A,1)``), ``description``, ``n`` (targets), ``k`` (raters),
         ``icc``, ``F``, ``df1``, ``df2``, ``p``, ``ci_low``, ``ci_high``.
-        Targets with a missing rating are dropped; with fewer than three
-        targets, fewer than two raters or constant ratings the statistics are NaN.
+        Targets with a missing rating are dropped; with fewer than
+        :data:`~thalamus_bidsapp.stats.MIN_N` targets, fewer than two raters or constant ratings the statistics are NaN.
 
     Raises
     ------
@@ -142,15 +133,15 @@ def icc(data: pd.DataFrame, targets: str, raters: str, ratings: str, confidence:
     """
     import pingouin as pg
 
-    if not np.isclose(confidence, 0.95):
-        raise ValueError(f"icc: only 95% confidence intervals are available (pingouin), not {confidence}")
+    if not np.isclose(alpha, 0.05):
+        raise ValueError(f"icc: only 95% confidence intervals (alpha 0.05) are available (pingouin), not alpha {alpha}")
     check_columns(data, [targets, raters, ratings], "icc")
     check_unique(data, [targets, raters], "icc")
     values = data.assign(**{ratings: pd.to_numeric(data[ratings], errors="coerce")})
     wide = values.pivot(index=targets, columns=raters, values=ratings).dropna()
     n, k = int(wide.shape[0]), int(wide.shape[1])
     table = _icc_table(n, k)
-    if _too_few(n, "icc") or k < 2:
+    if too_few(n, "icc", logger) or k < 2:
         return table
     if np.allclose(wide.to_numpy().std(axis=0), 0):
         logger.warning("icc: constant ratings; ICC undefined")

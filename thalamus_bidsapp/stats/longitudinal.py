@@ -10,6 +10,8 @@ References
   clinical associations and sensitivity analyses).
 - Dixon, W. J. (1960). Simplified estimation from censored normal samples.
   Annals of Mathematical Statistics, 31(2), 385-391 (winsorising).
+- Hyndman, R. J., & Fan, Y. (1996). Sample quantiles in statistical
+  packages. The American Statistician, 50(4), 361-365 (type 7 quantiles).
 - McCullagh, P. (1980). Regression models for ordinal data. Journal of the
   Royal Statistical Society B, 42(2), 109-142 (proportional odds model).
 
@@ -27,15 +29,21 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from thalamus_bidsapp.stats._frame import check_columns
+from thalamus_bidsapp.stats._frame import MIN_N, check_columns
 from thalamus_bidsapp.stats.ordinal import ORDINAL_COLUMNS, ordinal_logistic
 from thalamus_bidsapp.stats.regression import complete_cases
 
 LOGGER = logging.getLogger(__name__)
 
 __all__ = [
+    "DAYS_PER_YEAR",
+    "EDSS_CHANGE_LEVELS",
+    "MIN_N",
     "ORDINAL_COLUMNS",
     "PEARSON_COLUMNS",
+    "SESSION",
+    "SUBJECT",
+    "WINSORIZE_METHODS",
     "describe",
     "edss_change_category",
     "interval_years",
@@ -48,10 +56,15 @@ __all__ = [
     "winsorize",
 ]
 
+#: Subject and session columns of the visit tables (BIDS names).
 SUBJECT = "participant_id"
 SESSION = "session_id"
+#: Days in a year of :func:`interval_years`.
 DAYS_PER_YEAR = 365.25
+#: The categories of :func:`edss_change_category`, in order.
 EDSS_CHANGE_LEVELS = ("better", "stable", "worse")
+#: The rules of :func:`winsorize`.
+WINSORIZE_METHODS = ("count", "percentile")
 
 
 # ------------------------------------------------------------------ visit timing
@@ -263,14 +276,30 @@ def paired_deltas(
 
 
 # ------------------------------------------------------------------ winsorising
-def winsorize(values: Sequence[float] | pd.Series | np.ndarray, limits: tuple[float, float] = (0.01, 0.01)) -> np.ndarray:
-    """Winsorise: replace the lowest and highest fractions by the nearest kept value.
+def winsorize(
+    values: Sequence[float] | pd.Series | np.ndarray,
+    limits: tuple[float, float] = (0.01, 0.01),
+    *,
+    method: str = "count",
+) -> np.ndarray:
+    """Winsorise: pull the lowest and highest fractions in to a cut-off. Missing values stay missing.
 
-    Of the n non-missing values, ``int(n * lower)`` smallest are set to the
-    next smallest value and ``int(n * upper)`` largest to the next largest
-    (Dixon 1960), exactly the rule of :func:`scipy.stats.mstats.winsorize`
-    (``int`` of the floating-point product, so n = 100 and 0.29 clip 28
-    values, as ``100 * 0.29`` is 28.999...). Missing values stay missing.
+    Parameters
+    ----------
+    values
+        The numbers.
+    limits
+        Fractions cut at the bottom and at the top (0.05, 0.05: 5 % each side).
+    method
+        ``"count"`` (default): of the n non-missing values, ``int(n * lower)``
+        smallest are set to the next smallest value and ``int(n * upper)``
+        largest to the next largest (Dixon 1960), exactly the rule of
+        :func:`scipy.stats.mstats.winsorize` (``int`` of the floating-point
+        product, so n = 100 and 0.29 clip 28 values, as ``100 * 0.29`` is
+        28.999...). ``"percentile"``: values are clipped to the ``lower`` and
+        ``1 - upper`` quantiles, interpolated linearly (Hyndman & Fan 1996
+        type 7, R's ``quantile`` default and ``DescTools::Winsorize``), so the
+        cut-offs need not be data values.
 
     Examples
     --------
@@ -280,12 +309,26 @@ def winsorize(values: Sequence[float] | pd.Series | np.ndarray, limits: tuple[fl
     >>> x = [92, 19, 101, 58, 1053, 91, 26, 78, 10, 13, -40, 101, 86, 85, 15, 89, 89, 28, -5, 41]
     >>> float(winsorize(x, (0.05, 0.05)).mean())
     55.65
+
+    With percentiles, 1..10 at 10 % each side: the type-7 quantiles are
+    1 + 0.1 * 9 = 1.9 and 1 + 0.9 * 9 = 9.1.
+
+    >>> winsorize(range(1, 11), (0.1, 0.1), method="percentile").round(6).tolist()
+    [1.9, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 9.1]
     """
+    if method not in WINSORIZE_METHODS:
+        raise ValueError(f"winsorize: method must be one of {WINSORIZE_METHODS}, not {method!r}")
     arr = np.asarray(values, dtype=float).copy()
     ok = np.isfinite(arr)
     n = int(ok.sum())
     lower, upper = limits
+    if not (0 <= lower < 1 and 0 <= upper < 1 and lower + upper < 1):
+        raise ValueError(f"winsorize: limits {limits} must be fractions in [0, 1) that add up to less than 1")
     if n == 0:
+        return arr
+    if method == "percentile":
+        low_value, high_value = np.quantile(arr[ok], [lower, 1 - upper])
+        arr[ok] = np.clip(arr[ok], low_value, high_value)
         return arr
     sorted_vals = np.sort(arr[ok])
     # scipy.stats.mstats.winsorize: lowidx = int(low_limit * n), upidx = n - int(n * up_limit)
@@ -327,11 +370,15 @@ def edss_change_category(
 
 
 # ------------------------------------------------------------------ correlation
+#: Columns of the :func:`pearson` row, in order.
 PEARSON_COLUMNS = ["x", "y", "n", "n_excluded", "r", "ci_low", "ci_high", "p", "note"]
 
 
 def pearson(data: pd.DataFrame, x: str, y: str, *, alpha: float = 0.05) -> pd.DataFrame:
     """Pearson correlation with Fisher-z confidence interval, on complete pairs.
+
+    r and its p-value need :data:`MIN_N` complete pairs with variation; the
+    Fisher-z interval (standard error 1 / sqrt(n - 3)) needs one more.
 
     Returns
     -------
@@ -351,12 +398,16 @@ def pearson(data: pd.DataFrame, x: str, y: str, *, alpha: float = 0.05) -> pd.Da
            "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "note": ""}
     a = used[x].to_numpy(dtype=float)
     b = used[y].to_numpy(dtype=float)
-    if len(used) < 4 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        row["note"] = "fewer than 4 complete pairs or no variation"
+    if len(used) < MIN_N or np.ptp(a) == 0 or np.ptp(b) == 0:
+        row["note"] = f"fewer than {MIN_N} complete pairs or no variation"
         return pd.DataFrame([row], columns=PEARSON_COLUMNS)
     res = stats.pearsonr(a, b)
-    ci = res.confidence_interval(confidence_level=1 - alpha)
-    row.update(r=float(res.statistic), p=float(res.pvalue), ci_low=float(ci.low), ci_high=float(ci.high))
+    row.update(r=float(res.statistic), p=float(res.pvalue))
+    if len(used) > MIN_N:
+        ci = res.confidence_interval(confidence_level=1 - alpha)
+        row.update(ci_low=float(ci.low), ci_high=float(ci.high))
+    else:
+        row["note"] = f"confidence interval needs more than {MIN_N} complete pairs"
     return pd.DataFrame([row], columns=PEARSON_COLUMNS)
 
 

@@ -20,19 +20,20 @@ LOGGER = logging.getLogger(__name__)
 __all__ = ["ORDINAL_COLUMNS", "ordinal_logistic"]
 
 
+#: Columns of the :func:`ordinal_logistic` table, in order.
 ORDINAL_COLUMNS = [
-    "term", "kind", "beta", "se", "ci_low", "ci_high", "z", "p", "odds_ratio", "n", "n_excluded", "n_categories",
-    "category_counts", "loglik", "aic", "converged", "note",
+    "term", "kind", "beta", "threshold", "se", "ci_low", "ci_high", "z", "p", "odds_ratio", "n", "n_excluded",
+    "n_categories", "category_counts", "loglik", "aic", "converged", "note",
 ]
 
 
 def ordinal_logistic(
     data: pd.DataFrame,
+    *,
     x: str,
     y: str,
     covar: Sequence[str] = (),
     categorical: Sequence[str] = (),
-    *,
     alpha: float = 0.05,
 ) -> pd.DataFrame:
     r"""Proportional-odds (ordinal logistic) regression of ``y`` on ``x`` and covariates: the full table.
@@ -51,8 +52,8 @@ def ordinal_logistic(
     data
         One row per subject.
     x, y
-        Predictor of interest and outcome; ``y`` an ordered categorical
-        column (unused categories are dropped).
+        Predictor of interest and outcome (keyword-only); ``y`` an ordered
+        categorical column (unused categories are dropped).
     covar, categorical
         As in :func:`thalamus_bidsapp.stats.regression.ols`.
     alpha
@@ -61,10 +62,12 @@ def ordinal_logistic(
     Returns
     -------
     pandas.DataFrame
-        One row per coefficient (``kind`` ``coefficient``: ``x``, then the
-        covariates) and per threshold (``kind`` ``threshold``, term
-        ``"lower|upper"`` as in R): term, kind, beta, se, ci_low, ci_high
-        (Wald, normal), z, p, odds_ratio (coefficients only); and on every
+        Columns :data:`ORDINAL_COLUMNS`: one row per coefficient (``kind``
+        ``coefficient``: ``x``, then the covariates) and per threshold
+        (``kind`` ``threshold``, term ``"lower|upper"`` as in R): term, kind,
+        beta (coefficients only), threshold (thresholds only, so a column
+        holds one kind of estimate), se, ci_low, ci_high (Wald, normal), z, p,
+        odds_ratio (coefficients only) of the row's estimate; and on every
         row n, n_excluded, n_categories, category_counts, loglik
         (log-likelihood), aic, converged, note. A model that cannot be fitted
         gives one row, for ``x``, with the reason in ``note``.
@@ -80,9 +83,11 @@ def ordinal_logistic(
     >>> wine = pd.DataFrame([(t, c, r) for (t, c), k in counts.items() for r, m in enumerate(k, 1)
     ...                      for _ in range(m)], columns=["temp", "contact", "rating"])
     >>> wine["rating"] = pd.Categorical(wine["rating"], ordered=True)
-    >>> table = ordinal_logistic(wine, "temp", "rating", ["contact"], categorical=["temp", "contact"])
-    >>> table.set_index("term")["beta"].round(4).tolist()
-    [2.5031, 1.5278, -1.3444, 1.2508, 3.4669, 5.0064]
+    >>> table = ordinal_logistic(wine, x="temp", y="rating", covar=["contact"], categorical=["temp", "contact"])
+    >>> table.set_index("term")["beta"].dropna().round(4).tolist()
+    [2.5031, 1.5278]
+    >>> table.set_index("term")["threshold"].dropna().round(4).tolist()
+    [-1.3444, 1.2508, 3.4669, 5.0064]
     >>> round(float(table["loglik"].iloc[0]), 2), round(float(table["aic"].iloc[0]), 2)
     (-86.49, 184.98)
     """
@@ -124,6 +129,7 @@ def ordinal_logistic(
     thresholds = _threshold_table(fit, k_exog, [str(c) for c in counts.index], alpha)
     thresholds["converged"] = coefficients["converged"].iloc[0]
     thresholds["note"] = coefficients["note"].iloc[0]
+    coefficients["threshold"] = np.nan
     table = pd.concat([coefficients, thresholds], ignore_index=True)
     for name in ("n", "n_excluded", "n_categories", "category_counts"):
         table[name] = row[name]
@@ -159,7 +165,8 @@ def _threshold_table(fit: object, k_exog: int, levels: Sequence[str], alpha: flo
     zcrit = stats.norm.ppf(1 - alpha / 2)
     z = np.where(se > 0, theta / np.where(se > 0, se, 1), np.nan)
     return pd.DataFrame({
-        "term": [f"{levels[j]}|{levels[j + 1]}" for j in range(m)], "kind": "threshold", "beta": theta, "se": se,
+        "term": [f"{levels[j]}|{levels[j + 1]}" for j in range(m)], "kind": "threshold", "beta": np.nan,
+        "threshold": theta, "se": se,
         "ci_low": theta - zcrit * se, "ci_high": theta + zcrit * se, "z": z, "p": 2 * stats.norm.sf(np.abs(z)),
         "odds_ratio": np.nan,
     })

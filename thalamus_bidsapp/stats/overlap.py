@@ -336,7 +336,7 @@ def overlap_metrics(reference: npt.ArrayLike, prediction: npt.ArrayLike) -> pd.D
         to precision) and ``containment_reference_in_prediction``
         (``|R and P| / |R|``, equal to sensitivity); unitless, NaN if a mask
         is empty. The two directed containments are the containment
-        coefficient of the SPEC written for this pair of masks, so that one
+        coefficient (:func:`containment`) of this pair of masks, so that one
         table holds every overlap measure.
 
     Examples

@@ -32,9 +32,11 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.power import TTestIndPower
 
+from thalamus_bidsapp.stats._frame import MIN_N
+
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["POWER_COLUMNS", "n_per_arm_exact", "n_per_arm_normal", "n_per_arm_t", "sample_size_table"]
+__all__ = ["MIN_N", "POWER_COLUMNS", "n_per_arm_exact", "n_per_arm_normal", "n_per_arm_t", "sample_size_table"]
 
 
 def n_per_arm_normal(sd: float, difference: float, power: float = 0.8, alpha: float = 0.05) -> float:
@@ -105,6 +107,7 @@ def n_per_arm_exact(sd: float, difference: float, power: float = 0.8, alpha: flo
         return float("nan")
 
 
+#: Columns of the :func:`sample_size_table` table, in order.
 POWER_COLUMNS = [
     "method", "contrast", "n_subjects", "mean_annual_pct", "sd_annual_pct", "difference_pct_per_year",
     "effect_size_d", "power", "alpha", "n_per_arm", "n_per_arm_exact", "n_per_arm_normal", "note",
@@ -160,9 +163,9 @@ def sample_size_table(
             difference_pct_per_year=difference, effect_size_d=difference / sd if sd > 0 else np.nan,
             power=power, alpha=alpha, note="",
         )
-        if len(v) < 3 or not sd > 0:
+        if len(v) < MIN_N or not sd > 0:
             row.update(n_per_arm=np.nan, n_per_arm_exact=np.nan, n_per_arm_normal=np.nan,
-                       note="fewer than 3 subjects with an annualised change")
+                       note=f"fewer than {MIN_N} subjects with an annualised change")
         else:
             row.update(
                 n_per_arm=_ceil(n_per_arm_t(sd, difference, power, alpha)),

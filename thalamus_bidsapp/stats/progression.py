@@ -4,8 +4,8 @@ References
 ----------
 - Zivadinov, R., et al. (DeepGRAI Registry). Thalamic atrophy measured by
   artificial intelligence in a multicentre clinical routine real-world study
-  is associated with disability progression. J Neurol Neurosurg Psychiatry
-  (reference 000 of the SPEC): progression / improvement / stability compared
+  is associated with disability progression. J Neurol Neurosurg Psychiatry:
+  progression / improvement / stability compared
   by age- and follow-up-adjusted ANCOVA with Bonferroni-adjusted pairwise
   comparisons; logistic model with scanner change, age, sex, disease
   duration and follow-up time.
@@ -43,8 +43,12 @@ __all__ = [
     "ANCOVA_COLUMNS",
     "COURSE_LEVELS",
     "DEFAULT_BANDS",
+    "IMPROVEMENT",
     "LOGISTIC_COLUMNS",
+    "PADJUST_METHODS",
     "PAIRWISE_COLUMNS",
+    "PROGRESSION",
+    "STABLE",
     "ancova",
     "ancova_adjusted_means",
     "ancova_pairwise",
@@ -285,9 +289,13 @@ def ancova_adjusted_means(
     return pd.DataFrame(rows, columns=ADJUSTED_MEANS_COLUMNS)
 
 
+#: Columns of the :func:`ancova_pairwise` table, in order.
 PAIRWISE_COLUMNS = [
-    "A", "B", "diff", "se", "t", "df", "p", "p_bonferroni", "p_tukey", "ci_low", "ci_high", "ci_adjust",
+    "A", "B", "diff", "se", "t", "df", "p", "p_bonferroni", "p_tukey", "p_adjusted", "ci_low", "ci_high", "padjust",
 ]
+
+#: The adjustments :func:`ancova_pairwise` applies to ``p_adjusted`` and the interval.
+PADJUST_METHODS = ("bonferroni", "tukey", "none")
 
 
 def ancova_pairwise(
@@ -312,14 +320,17 @@ def ancova_pairwise(
     Parameters
     ----------
     padjust : {"bonferroni", "tukey", "none"}
-        Which simultaneous confidence interval ``ci_low`` / ``ci_high`` is:
-        Bonferroni (t at alpha / m), Tukey (studentized range) or unadjusted.
+        The adjustment of ``p_adjusted`` and of the simultaneous confidence
+        interval ``ci_low`` / ``ci_high``: Bonferroni (t at alpha / m),
+        Tukey (studentized range) or none.
 
     Returns
     -------
     pandas.DataFrame
-        A, B, diff, se, t, df, p (unadjusted), p_bonferroni, p_tukey,
-        ci_low, ci_high, ci_adjust (the ``padjust`` used for the interval).
+        Columns :data:`PAIRWISE_COLUMNS`: A, B, diff (A - B), se, t, df,
+        p (unadjusted), p_bonferroni, p_tukey (both always), p_adjusted (the
+        one ``padjust`` names, ``p`` for ``"none"``), ci_low, ci_high,
+        padjust (the adjustment used).
 
     Examples
     --------
@@ -330,11 +341,13 @@ def ancova_pairwise(
     [-3.0, -1.0, 2.0]
     >>> bool((table["p_tukey"] <= table["p_bonferroni"]).all())
     True
+    >>> bool((table["p_adjusted"] == table["p_bonferroni"]).all())
+    True
     """
     if padjust == "bonf":
         padjust = "bonferroni"
-    if padjust not in ("bonferroni", "tukey", "none"):
-        raise ValueError(f"ancova_pairwise: padjust must be 'bonferroni', 'tukey' or 'none', not {padjust!r}")
+    if padjust not in PADJUST_METHODS:
+        raise ValueError(f"ancova_pairwise: padjust must be one of {PADJUST_METHODS}, not {padjust!r}")
     fit = _AncovaFit(data, dv, between, covar, categorical)
     if not fit.ok:
         return pd.DataFrame(columns=PAIRWISE_COLUMNS)
@@ -355,9 +368,10 @@ def ancova_pairwise(
         rows.append({"A": a, "B": b, "diff": diff, "se": se, "t": t, "df": df,
                      "p": float(2 * stats.t.sf(abs(t), df)),
                      "p_tukey": float(np.clip(stats.studentized_range.sf(abs(t) * np.sqrt(2), k, df), 0, 1)),
-                     "ci_low": diff - half_width * se, "ci_high": diff + half_width * se, "ci_adjust": padjust})
+                     "ci_low": diff - half_width * se, "ci_high": diff + half_width * se, "padjust": padjust})
     table = pd.DataFrame(rows)
     table["p_bonferroni"] = p_adjust(table["p"], "bonferroni")
+    table["p_adjusted"] = table[{"bonferroni": "p_bonferroni", "tukey": "p_tukey", "none": "p"}[padjust]]
     return table[PAIRWISE_COLUMNS]
 
 
@@ -370,11 +384,11 @@ LOGISTIC_COLUMNS = [
 
 def logistic(
     data: pd.DataFrame,
+    *,
     x: str,
     y: str,
     covar: Sequence[str] = (),
     categorical: Sequence[str] = (),
-    *,
     alpha: float = 0.05,
 ) -> pd.DataFrame:
     """Binary logistic regression (maximum likelihood) of ``y`` on ``x`` and covariates: the full table.
@@ -386,7 +400,8 @@ def logistic(
     data
         One row per subject.
     x, y
-        Predictor of interest and 0/1 (or boolean) outcome, e.g. disability progression.
+        Predictor of interest and 0/1 (or boolean) outcome, e.g. disability
+        progression (keyword-only, as in :func:`~thalamus_bidsapp.stats.regression.ols`).
     covar, categorical
         As in :func:`thalamus_bidsapp.stats.regression.ols`.
 
@@ -406,7 +421,7 @@ def logistic(
 
     >>> import statsmodels.api as sm
     >>> df = sm.datasets.spector.load_pandas().data
-    >>> table = logistic(df, "PSI", "GRADE", ["GPA", "TUCE"]).set_index("term")
+    >>> table = logistic(df, x="PSI", y="GRADE", covar=["GPA", "TUCE"]).set_index("term")
     >>> round(float(table.loc["PSI", "beta"]), 6), round(float(table.loc["PSI", "se"]), 6)
     (2.378688, 1.064564)
     """

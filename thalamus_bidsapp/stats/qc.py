@@ -16,14 +16,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+#: The statuses of a check.
 PASS, WARN, FAIL, SKIPPED = "pass", "warn", "fail", "skipped"
 #: Statuses from best to worst; ``skipped`` says nothing about the mask, so it ranks below pass.
 STATUS_ORDER = (SKIPPED, PASS, WARN, FAIL)
 #: MAD of a normal distribution is 0.6745 SD; this scales it to the SD.
 MAD_TO_SD = 1.4826
+#: The kinds of rule :func:`judge` understands.
 RULE_KINDS = ("min", "max", "range", "abs_max")
 
-__all__ = ["annualised_changes", "at_least", "cohort_outliers", "judge", "robust_z", "threshold_text", "worst_status"]
+__all__ = ["FAIL", "MAD_TO_SD", "PASS", "RULE_KINDS", "SKIPPED", "STATUS_ORDER", "WARN", "annualised_changes",
+           "at_least", "cohort_outliers", "judge", "robust_z", "threshold_text", "worst_status"]
 
 
 def worst_status(statuses: Iterable[str]) -> str:

@@ -1,4 +1,4 @@
-"""Ordinary least squares with the full coefficient table, the HC3 rule, and FDR control.
+"""Ordinary least squares with the full coefficient table (classical, HC0 and HC3 SEs), and FDR control.
 
 Pingouin style: a DataFrame and column names in, a DataFrame out with named
 columns, so the tables of a family of models (outcomes x methods) concatenate
@@ -9,6 +9,9 @@ numbers numerically) the reference.
 
 References
 ----------
+- White, H. (1980). A heteroskedasticity-consistent covariance matrix
+  estimator and a direct test for heteroskedasticity. Econometrica, 48(4),
+  817-838 (HC0).
 - MacKinnon, J. G., & White, H. (1985). Some heteroskedasticity-consistent
   covariance matrix estimators with improved finite sample properties.
   Journal of Econometrics, 29(3), 305-325 (HC3).
@@ -40,12 +43,16 @@ from thalamus_bidsapp.stats.multiplicity import p_adjust
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["OLS_COLUMNS", "adjust_family", "complete_cases", "ols", "zscore"]
+__all__ = ["INTERCEPT", "OLS_COLUMNS", "SE_TYPES", "adjust_family", "complete_cases", "ols", "zscore"]
 
+#: Columns of the :func:`ols` table, in order.
 OLS_COLUMNS = [
-    "term", "beta", "se", "se_classical", "se_hc3", "ci_low", "ci_high", "t", "p", "df_resid", "residual_sd", "r2",
-    "n", "n_excluded", "hc3", "bp_p", "note",
+    "term", "beta", "se", "se_type", "se_classical", "se_hc0", "se_hc3", "ci_low", "ci_high", "t", "p", "df_resid",
+    "residual_sd", "r2", "n", "n_excluded", "bp_p", "note",
 ]
+
+#: The standard errors :func:`ols` computes; ``se=`` picks the one used for inference.
+SE_TYPES = ("classical", "hc0", "hc3")
 
 #: Name of the intercept row in every coefficient table.
 INTERCEPT = "Intercept"
@@ -229,13 +236,12 @@ def breusch_pagan(resid: np.ndarray, exog: np.ndarray) -> float:
 
 def ols(
     data: pd.DataFrame,
+    *,
     x: str,
     y: str,
     covar: Sequence[str] = (),
     categorical: Sequence[str] = (),
-    *,
-    hc3: str | bool = "auto",
-    hc3_alpha: float = 0.05,
+    se: str = "classical",
     alpha: float = 0.05,
 ) -> pd.DataFrame:
     """OLS of ``y`` on ``x`` and covariates: the full coefficient table.
@@ -243,8 +249,9 @@ def ols(
     Fitted with :func:`statsmodels.formula.api.ols` as ``y ~ x + covariates``
     (categorical covariates as ``C()``). Rows with a missing value in any
     model column are left out and counted (``n_excluded``). Inference uses
-    the t distribution with the residual degrees of freedom, also with HC3
-    (Long & Ervin 2000).
+    the t distribution with the residual degrees of freedom, also with a
+    robust standard error (Long & Ervin 2000). ``x`` and ``y`` are
+    keyword-only: a positional call cannot regress one on the other by mistake.
 
     Parameters
     ----------
@@ -255,25 +262,28 @@ def ols(
     covar
         Adjustment covariates; those in ``categorical`` enter as ``C()``
         (first level in natural order is the reference).
-    hc3
-        ``"auto"``: HC3 standard errors when the studentised Breusch-Pagan
-        test has p < ``hc3_alpha``; ``"always"``/True or ``"never"``/False.
+    se
+        The standard error behind ``se``, ``ci_low``, ``ci_high``, ``t`` and
+        ``p``: ``"classical"`` (default, the textbook table), ``"hc0"``
+        (White 1980) or ``"hc3"`` (MacKinnon & White 1985). All three are
+        reported whichever is chosen, with the Breusch-Pagan p-value as a
+        diagnostic; the choice never depends on the data.
     alpha
         For the (1 - alpha) confidence intervals.
 
     Returns
     -------
     pandas.DataFrame
-        One row per term (``Intercept``, ``x``, then the covariates, a
-        categorical one as ``name[T.level]``): term, beta, se (the standard
-        error used for ci, t and p: HC3 when ``hc3`` is true), se_classical,
-        se_hc3, ci_low, ci_high, t, p, df_resid; and, the same on every row,
-        residual_sd (square root of the residual mean square), r2
-        (unadjusted R²), n, n_excluded, hc3 (bool: whether HC3 was used),
-        bp_p (Breusch-Pagan p-value), note (why the model could not be
-        fitted, or covariates left out for lack of variation). A model that
-        cannot be fitted gives one row, for ``x``, with NaN statistics and
-        the reason in ``note``.
+        Columns :data:`OLS_COLUMNS`, one row per term (``Intercept``, ``x``,
+        then the covariates, a categorical one as ``name[T.level]``): term,
+        beta, se (the standard error ``se`` chose), se_type (that choice),
+        se_classical, se_hc0, se_hc3, ci_low, ci_high, t, p, df_resid; and,
+        the same on every row, residual_sd (square root of the residual mean
+        square), r2 (unadjusted R²), n, n_excluded, bp_p (studentised
+        Breusch-Pagan p-value), note (why the model could not be fitted, or
+        covariates left out for lack of variation). A model that cannot be
+        fitted gives one row, for ``x``, with NaN statistics and the reason
+        in ``note``.
 
     Examples
     --------
@@ -282,20 +292,21 @@ def ols(
 
     >>> import statsmodels.api as sm
     >>> df = sm.datasets.longley.load_pandas().data
-    >>> table = ols(df, "GNP", "TOTEMP", ["GNPDEFL", "UNEMP", "ARMED", "POP", "YEAR"], hc3="never")
+    >>> table = ols(df, x="GNP", y="TOTEMP", covar=["GNPDEFL", "UNEMP", "ARMED", "POP", "YEAR"])
     >>> table["term"].tolist()
     ['Intercept', 'GNP', 'GNPDEFL', 'UNEMP', 'ARMED', 'POP', 'YEAR']
     >>> gnp = table.set_index("term").loc["GNP"]
-    >>> round(float(gnp["beta"]), 4), round(float(gnp["se_classical"]), 4), round(float(gnp["se_hc3"]), 5)
-    (-0.0358, 0.0335, 0.05562)
-    >>> round(float(gnp["residual_sd"]), 3)
-    304.854
+    >>> round(float(gnp["se"]), 4), round(float(gnp["se_classical"]), 4), round(float(gnp["se_hc3"]), 5)
+    (0.0335, 0.0335, 0.05562)
+    >>> round(float(gnp["beta"]), 4), round(float(gnp["residual_sd"]), 3)
+    (-0.0358, 304.854)
     """
     import statsmodels.formula.api as smf
 
-    policy = _hc3_policy(hc3)
+    if se not in SE_TYPES:
+        raise ValueError(f"ols: se must be one of {SE_TYPES}, not {se!r}")
     used, covar, row = prepare_model(data, x, y, covar, OLS_COLUMNS)
-    row.update(hc3=False, note="")
+    row.update(se_type=se, note="")
     if len(used) == 0:
         row["note"] = "no complete rows"
         return pd.DataFrame([row], columns=OLS_COLUMNS)
@@ -307,25 +318,22 @@ def ols(
         row["note"] = "; ".join([*notes, f"too few complete rows ({len(used)}) or collinear design"])
         return pd.DataFrame([row], columns=OLS_COLUMNS)
     classical = model.fit()
-    robust = model.fit(cov_type="HC3", use_t=True)
+    errors = {"classical": classical.bse, "hc0": classical.HC0_se, "hc3": classical.HC3_se}
     bp_p = breusch_pagan(classical.resid, exog)
-    use_hc3 = policy == "always" or (policy == "auto" and np.isfinite(bp_p) and bp_p < hc3_alpha)
     df_resid = float(classical.df_resid)
     tcrit = stats.t.ppf(1 - alpha / 2, df_resid)
     rows = []
     for name in sorted(classical.params.index, key=design.term_order):
         beta = classical.params[name]
-        se_classical = float(classical.bse[name])
-        se_hc3 = float(robust.bse[name])
-        se = se_hc3 if use_hc3 else se_classical
-        tval = beta / se if se > 0 else np.nan
+        chosen = float(errors[se][name])
+        tval = beta / chosen if chosen > 0 else np.nan
         rows.append({
-            "term": design.term_name(str(name)), "beta": float(beta), "se": se, "se_classical": se_classical,
-            "se_hc3": se_hc3, "ci_low": beta - tcrit * se, "ci_high": beta + tcrit * se, "t": tval,
+            "term": design.term_name(str(name)), "beta": float(beta), "se": chosen, "se_type": se,
+            **{f"se_{kind}": float(values[name]) for kind, values in errors.items()},
+            "ci_low": beta - tcrit * chosen, "ci_high": beta + tcrit * chosen, "t": tval,
             "p": float(2 * stats.t.sf(abs(tval), df_resid)) if np.isfinite(tval) else np.nan,
             "df_resid": df_resid, "residual_sd": float(np.sqrt(classical.scale)), "r2": float(classical.rsquared),
-            "n": len(used), "n_excluded": row["n_excluded"], "hc3": bool(use_hc3), "bp_p": bp_p,
-            "note": "; ".join(notes),
+            "n": len(used), "n_excluded": row["n_excluded"], "bp_p": bp_p, "note": "; ".join(notes),
         })
     return pd.DataFrame(rows, columns=OLS_COLUMNS)
 
@@ -374,13 +382,3 @@ def adjust_family(
     else:
         result[out] = p_adjust(result[p], method)
     return result
-
-
-def _hc3_policy(hc3: str | bool) -> str:
-    if hc3 is True:
-        return "always"
-    if hc3 is False:
-        return "never"
-    if hc3 not in ("auto", "always", "never"):
-        raise ValueError(f"hc3 must be 'auto', 'always', 'never' or a bool, not {hc3!r}")
-    return hc3

@@ -15,7 +15,8 @@ participants.tsv and the sessions tables joined), runs
   correlation with PBVC (section 2.7.5);
 - the DeepGRAI disability analysis: EDSS course groups compared by ANCOVA
   of % thalamic change adjusted for age and follow-up time, Bonferroni
-  pairwise comparisons, and a logistic model of progression (reference 000);
+  pairwise comparisons, and a logistic model of progression (Zivadinov et
+  al., DeepGRAI Registry, J Neurol Neurosurg Psychiatry);
 - the sample size per arm per method for a trial on annual thalamic atrophy;
 
 and writes one TSV (with JSON sidecar) per analysis and the figures.

@@ -6,11 +6,11 @@ every per-method model of the clinical analyses goes through.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -255,11 +255,29 @@ def _annotate(res: pd.DataFrame, front: Mapping[str, object], covar: Sequence[st
     return res
 
 
+#: Columns of the clinical regression tables taken from the OLS table, in order; ``hc3`` says which SE is ``se``.
+OLS_TABLE_COLUMNS = [
+    "term", "beta", "se", "se_classical", "se_hc3", "ci_low", "ci_high", "t", "p", "df_resid", "residual_sd", "r2",
+    "n", "n_excluded", "hc3", "bp_p", "note",
+]
+
+
 def _outcome_ols(data: pd.DataFrame, y: str, x: str, covar: Sequence[str], notes: Sequence[str], spec: OutcomeSpec,
                  config: ClinicalConfig, method: object, contrast: object) -> pd.DataFrame:
-    """OLS of one outcome on ``x`` for one method, labelled with outcome, transform, method and contrast."""
-    res = ols(data, x=x, y=y, covar=covar, categorical=[SEX], hc3=spec.hc3, hc3_alpha=config.hc3_alpha)
+    """OLS of one outcome on ``x`` for one method, labelled with outcome, transform, method and contrast.
+
+    The outcome's ``hc3`` policy picks the SE of inference: ``always`` HC3,
+    ``never`` classical, ``auto`` HC3 where the Breusch-Pagan test of the
+    classical fit has p < ``hc3_alpha`` (the paper's rule, a documented
+    clinical-config choice; the stats library itself never switches).
+    """
+    res = ols(data, x=x, y=y, covar=covar, categorical=[SEX], se="hc3" if spec.hc3 == "always" else "classical")
+    bp_p = float(res["bp_p"].iloc[0])
+    if spec.hc3 == "auto" and np.isfinite(bp_p) and bp_p < config.hc3_alpha:
+        res = ols(data, x=x, y=y, covar=covar, categorical=[SEX], se="hc3")
     res = res.loc[res["term"] == x].reset_index(drop=True)  # the table reports the volume term only
+    res["hc3"] = (res["se_type"] == "hc3") & res["beta"].notna()
+    res = res[OLS_TABLE_COLUMNS]
     res["hc3_policy"] = spec.hc3
     front = {"outcome": spec.role, "transform": spec.transform, "method": method, "contrast": contrast}
     return _annotate(res, front, covar, notes)
@@ -378,7 +396,7 @@ def scanner_change_between(deltas: pd.DataFrame, frame: pd.DataFrame, visits: pd
 
 def describe_columns(table: pd.DataFrame) -> dict[str, Any]:
     """Column descriptions of a clinical table, from ``data/clinical_columns.json`` (derived names by rule)."""
-    known = json.loads(resources.files("thalamus_bidsapp.data").joinpath("clinical_columns.json").read_text())
+    known = json.loads(importlib.resources.files("thalamus_bidsapp.data").joinpath("clinical_columns.json").read_text())
     out: dict[str, Any] = {}
     for column in table.columns:
         if column in known:

@@ -66,9 +66,10 @@ def longitudinal(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalConf
     out["longitudinal_change_by_diagnosis"] = change_by_diagnosis(deltas, roles)
     labelled = deltas.assign(method_label=_labels(deltas))
     if labelled["method_label"].nunique() >= 2:
-        # a pair needs two subjects to be tested
+        changes = labelled.dropna(subset=[PCT])
+        # a pair needs two subjects to be tested; A - B with A the alphabetically earlier method label
         out["longitudinal_pairwise_wilcoxon"] = pairwise_wilcoxon(
-            labelled.dropna(subset=[PCT]), PCT, "method_label", SUBJECT, min_pairs=2,
+            changes, PCT, "method_label", SUBJECT, min_pairs=2, order=sorted(changes["method_label"].unique()),
         )
     else:
         ledger.status("longitudinal_pairwise_wilcoxon", False, "fewer than two methods")
@@ -154,7 +155,8 @@ def ordinal_edss(deltas: pd.DataFrame, config: ClinicalConfig, ledger: Ledger) -
     def fit(data: pd.DataFrame, keys: dict, covar: list[str], notes: list[str]) -> pd.DataFrame:
         ledger.missing(analysis, data, ["edss_change", DELTA, *covar], **keys, outcome="edss")
         res = lon.ordinal_logistic(data, x=DELTA, y="edss_change", covar=covar, categorical=[SEX])
-        res = res.loc[res["term"] == DELTA].reset_index(drop=True)  # thresholds are in the stats API
+        # the volume coefficient only: the thresholds are in the stats API
+        res = res.loc[res["term"] == DELTA].drop(columns="threshold").reset_index(drop=True)
         return _annotate(res, {"outcome": "edss_change", **keys}, covar, notes)
 
     table = pd.concat(fit_per_method(deltas, fit, [*COVARIATES, *config.covariates]), ignore_index=True)

@@ -1,4 +1,4 @@
-"""DeepGRAI-style disability analysis: % thalamic change by EDSS course (reference 000).
+"""DeepGRAI-style disability analysis: % thalamic change by EDSS course (Zivadinov et al., DeepGRAI Registry).
 
 EDSS course groups (progression, improvement, stable) compared by ANCOVA of
 % thalamic change adjusted for age and follow-up time, Bonferroni pairwise
@@ -33,13 +33,21 @@ from thalamus_bidsapp.stats import progression as prog
 from thalamus_bidsapp.stats.multiplicity import p_adjust
 
 ANALYSIS = "progression"
+
+
+def _pairwise(data: pd.DataFrame, dv: str, between: str, covar: list[str], categorical: list[str]) -> pd.DataFrame:
+    """Bonferroni pairwise comparisons; the table keeps p, p_bonferroni, p_tukey and the interval's adjustment."""
+    res = prog.ancova_pairwise(data, dv, between, covar, categorical, padjust="bonferroni")
+    return res.drop(columns="p_adjusted").rename(columns={"padjust": "ci_adjust"})
+
+
 _ANCOVA_TABLES = (("progression_ancova", prog.ancova), ("progression_adjusted_means", prog.ancova_adjusted_means),
-                  ("progression_pairwise", prog.ancova_pairwise))
+                  ("progression_pairwise", _pairwise))
 
 
 def progression(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalConfig, available: set[str],
                 ledger: Ledger) -> dict[str, pd.DataFrame]:
-    """DeepGRAI-style analysis of % thalamic change by EDSS course (reference 000)."""
+    """DeepGRAI-style analysis of % thalamic change by EDSS course (Zivadinov et al., DeepGRAI Registry)."""
     out: dict[str, pd.DataFrame] = {}
     if "edss" not in available:
         ledger.status(ANALYSIS, False, "no EDSS column")
