@@ -60,8 +60,8 @@ from thalamus_bidsapp.stats._frame import check_columns, ordered_levels
 
 LOGGER = logging.getLogger(__name__)
 
-__all__ = ["HarmonizationResult", "BatchProblem", "apply_combat", "batch_problems", "combat", "encode_covariates",
-           "covariate_matrix", "spline_knots"]
+__all__ = ["CONFOUNDED_R2", "HarmonizationResult", "BatchProblem", "apply_combat", "batch_problems", "combat",
+           "encode_covariates", "covariate_matrix", "spline_knots"]
 
 #: Knot quantiles of a restricted cubic spline, by number of knots (Harrell 2015, table 2.3).
 KNOT_QUANTILES = {3: (0.10, 0.50, 0.90), 4: (0.05, 0.35, 0.65, 0.95), 5: (0.05, 0.275, 0.50, 0.725, 0.95)}
