@@ -40,6 +40,8 @@ class RunConfig:
     ants_cutoff: float = 0.30
     lesion_filling: str = "auto"
     lesion_source: str = "derivatives"
+    #: "auto": subjects with two or more sessions with a T1w also get the longitudinal mode; "off": never.
+    longitudinal: str = "auto"
     #: TemplateFlow template of the template-space outputs and the thalamus prior; None: no template space.
     template: str | None = "MNI152NLin2009cAsym"
     #: Schedule of the registration to the template: "standard" or "fast" (tests, previews).

@@ -160,6 +160,11 @@ def run_participant(config: RunConfig, started: float | None = None) -> int:
     for status in failed:
         LOGGER.error("%s failed: %s", status.session, status.reason)
     LOGGER.info("participant level done: %d of %d sessions succeeded", len(statuses) - len(failed), len(statuses))
+    if config.longitudinal != "off":
+        from thalamus_bidsapp.workflows.longitudinal_outputs import longitudinal_step
+
+        with timings.phase("longitudinal"):
+            longitudinal_step(config, sessions, tools, resources.omp_nthreads)
     with timings.phase("reports"):
         write_reports(config.output_dir, sorted({f"sub-{s.subject}" for s in sessions}),
                       {name: dict(plan.skipped) for name, plan in plans.items()})

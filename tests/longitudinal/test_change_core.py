@@ -91,3 +91,14 @@ def test_order_sessions():
     assert ordered == ["10", "1", "2"] and "date" in note and "not the order" in note
     ordered, note = order_sessions({**dates, "3": None})
     assert ordered == ["1", "2", "3", "10"] and "label" in note and "3" in note
+
+
+def test_invert_displacement_at_undoes_a_smooth_field():
+    from thalamus_bidsapp.image.jacobian import invert_displacement_at
+
+    shape = (30, 30, 30)
+    grid = np.indices(shape).astype(float)
+    field = np.stack([0.8 * np.sin(grid[1] / 6), 0.5 * np.cos(grid[0] / 7), 0.3 * np.sin(grid[2] / 5)], axis=-1)
+    x = np.array([[10.2, 12.7, 14.1], [20.0, 5.5, 9.9]])
+    y = x + np.array([[0.8 * np.sin(p[1] / 6), 0.5 * np.cos(p[0] / 7), 0.3 * np.sin(p[2] / 5)] for p in x])
+    assert np.allclose(invert_displacement_at(y, field, np.eye(4), iterations=10), x, atol=0.02)

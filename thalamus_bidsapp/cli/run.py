@@ -69,6 +69,7 @@ def build_config(argv: list[str] | None = None) -> RunConfig:
         ants_cutoff=args.ants_cutoff,
         lesion_filling=args.lesion_filling,
         lesion_source=args.lesion_source,
+        longitudinal=args.longitudinal,
         template=None if args.template == NO_TEMPLATE else args.template,
         template_registration=_template_schedule(args.template_registration),
         nprocs=args.nprocs,

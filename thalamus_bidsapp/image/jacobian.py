@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["jacobian_determinant", "integrate_jacobian", "scaling_field"]
+__all__ = ["invert_displacement_at", "jacobian_determinant", "integrate_jacobian", "scaling_field"]
 
 
 def jacobian_determinant(displacement: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -94,3 +94,27 @@ def scaling_field(shape: tuple[int, int, int], affine: np.ndarray, center_mm, sc
     ijk = np.indices(shape, dtype=np.float64).reshape(3, -1).T
     world = ijk @ np.asarray(affine, float)[:3, :3].T + np.asarray(affine, float)[:3, 3]
     return ((scale - 1.0) * (world - np.asarray(center_mm, float))).reshape(*shape, 3)
+
+
+def invert_displacement_at(points: np.ndarray, displacement: np.ndarray, affine: np.ndarray,
+                           iterations: int = 5) -> np.ndarray:
+    """The points ``x`` with ``x + u(x) = y`` for each ``y`` of ``points`` (N, 3), by fixed-point iteration.
+
+    ``u`` is trilinearly interpolated on its grid (``affine``: voxel to the
+    world axes of ``points`` and ``u``) and taken as 0 outside it. The
+    iteration ``x <- y - u(x)`` converges for the smooth, small
+    displacements of a within-subject registration (contraction when
+    ``|du/dx| < 1``).
+    """
+    from scipy import ndimage
+
+    field = np.asarray(displacement, dtype=np.float64)
+    inverse = np.linalg.inv(np.asarray(affine, dtype=np.float64))
+    targets = np.asarray(points, dtype=np.float64)
+    current = targets.copy()
+    for _ in range(iterations):
+        ijk = (current @ inverse[:3, :3].T + inverse[:3, 3]).T
+        u = np.stack([ndimage.map_coordinates(field[..., a], ijk, order=1, mode="constant", cval=0.0)
+                      for a in range(3)], axis=1)
+        current = targets - u
+    return current
