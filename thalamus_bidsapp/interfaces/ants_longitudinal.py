@@ -34,9 +34,11 @@ LOGGER = logging.getLogger(__name__)
 
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
-#: Rigid registration of two sessions of one subject (same contrast): Mattes MI, a short multi-resolution schedule.
-RIGID_SETTINGS = {"aff_metric": "mattes", "aff_iterations": (200, 100, 50), "aff_shrink_factors": (4, 2, 1),
-                  "aff_smoothing_sigmas": (2, 1, 0)}
+#: Rigid registration of two sessions of one subject (same contrast): Mattes MI on copies at RIGID_SPACING_MM.
+RIGID_SETTINGS = {"aff_metric": "mattes", "aff_iterations": (100, 50), "aff_shrink_factors": (2, 1),
+                  "aff_smoothing_sigmas": (1, 0)}
+#: Voxel size (mm) of the copies the rigid registrations run on: the SyN takes up what is left, locally.
+RIGID_SPACING_MM = 2.0
 #: SyN of a session to the template around the thalamus: CC radius 2, three levels, ANTs' default regularisation.
 SYN_SETTINGS = {"syn_metric": "CC", "syn_sampling": 2, "reg_iterations": (50, 30, 15), "grad_step": 0.2,
                 "flow_sigma": 3, "total_sigma": 0}
@@ -157,16 +159,20 @@ def build_template(sessions: list[nib.Nifti1Image], *, iterations: int = 2,
     """
     if len(sessions) < 2:
         raise ValueError("a within-subject template needs two sessions or more")
+    import ants
+
     images = [_normalised(to_ants(s)) for s in sessions]
+    coarse = [ants.resample_image(img, (RIGID_SPACING_MM,) * 3, use_voxels=False, interp_type=0) for img in images]
     reference = int(np.argmin([np.prod(s.header.get_zooms()[:3]) for s in sessions]))
     grid = images[reference]
     to_session = [np.eye(4) for _ in images]
     template = grid
     for iteration in range(iterations):
-        fixed = grid if iteration == 0 else template
+        fixed = coarse[reference] if iteration == 0 else ants.resample_image(
+            template, (RIGID_SPACING_MM,) * 3, use_voxels=False, interp_type=0)
         to_fixed = [np.eye(4) if (iteration == 0 and i == reference) else
                     rigid_matrix(fixed, img, random_seed=random_seed)
-                    for i, img in enumerate(images)]
+                    for i, img in enumerate(coarse)]
         centre = np.linalg.inv(mean_rigid(to_fixed))
         to_session = [m @ centre for m in to_fixed]
         resampled = [resample(img, grid, m) for img, m in zip(images, to_session)]
@@ -174,7 +180,8 @@ def build_template(sessions: list[nib.Nifti1Image], *, iterations: int = 2,
         LOGGER.info("within-subject template, pass %d of %d: %d sessions", iteration + 1, iterations, len(images))
     like = sessions[reference]
     settings = {"Software": "antspyx", "Version": ants_version(), "Passes": iterations,
-                "Rigid": {k: list(v) if isinstance(v, tuple) else v for k, v in RIGID_SETTINGS.items()},
+                "Rigid": {**{k: list(v) if isinstance(v, tuple) else v for k, v in RIGID_SETTINGS.items()},
+                          "SpacingMM": RIGID_SPACING_MM},
                 "Interpolation": "B-spline (order 3), once per session", "GridOfSession": reference,
                 "RandomSeed": random_seed}
     return SubjectTemplate(to_nibabel(template, like), to_session,

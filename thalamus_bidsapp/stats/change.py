@@ -15,11 +15,30 @@ from datetime import datetime
 
 import pandas as pd
 
-__all__ = ["CHANGE_COLUMNS", "annualized_change_pct", "change_pct", "change_rows", "interval_years"]
+__all__ = ["CHANGE_COLUMNS", "CHANGE_COLUMN_DESCRIPTIONS", "annualized_change_pct", "change_pct", "change_rows", "interval_years"]
 
 #: The columns of ``*_desc-longitudinal_volumes.tsv`` and ``group/longitudinal_change.tsv``, in order.
 CHANGE_COLUMNS = ("participant_id", "method", "hemisphere", "session_from", "session_to", "volume_from_ml",
                   "volume_to_ml", "change_ml", "change_pct", "interval_years", "annualized_change_pct", "mode")
+
+#: Column descriptions of the change tables (their JSON sidecars).
+CHANGE_COLUMN_DESCRIPTIONS = {
+    "participant_id": "Subject (sub-<label>)",
+    "method": "Segmentation method",
+    "hemisphere": "left, right or bilateral",
+    "session_from": "Earlier session of the pair (ses-<label>)",
+    "session_to": "Later session of the pair (ses-<label>)",
+    "volume_from_ml": {"Description": "Thalamic volume at session_from", "Units": "mL"},
+    "volume_to_ml": {"Description": "Thalamic volume at session_to", "Units": "mL"},
+    "change_ml": {"Description": "volume_to_ml - volume_from_ml", "Units": "mL"},
+    "change_pct": {"Description": "100 * change_ml / volume_from_ml", "Units": "%"},
+    "interval_years": {"Description": "Time between the acquisitions (years of 365.25 days); n/a when a date is "
+                                      "unknown", "Units": "year"},
+    "annualized_change_pct": {"Description": "change_pct / interval_years; n/a without an interval",
+                              "Units": "%/year"},
+    "mode": "longitudinal (one template mask, change by Jacobian integration) or cross-sectional (the difference "
+            "of the two sessions' own masks)",
+}
 
 DAYS_PER_YEAR = 365.25
 

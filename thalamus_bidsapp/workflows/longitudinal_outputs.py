@@ -29,7 +29,7 @@ import pandas as pd
 
 from thalamus_bidsapp.bidsio.acquisition_dates import session_dates
 from thalamus_bidsapp.bidsio.atomic import TSV_READ_ERRORS, json_text, read_tsv, save_nifti, write_tsv
-from thalamus_bidsapp.stats.change import CHANGE_COLUMNS, change_rows, interval_years, order_sessions
+from thalamus_bidsapp.stats.change import CHANGE_COLUMN_DESCRIPTIONS, CHANGE_COLUMNS, change_rows, interval_years, order_sessions
 from thalamus_bidsapp.workflows.longitudinal import (
     CHANGE_METHOD,
     LONG_SUFFIX,
@@ -48,26 +48,6 @@ LOGGER = logging.getLogger(__name__)
 
 TEMPLATE_DESC = "longitudinaltemplate"
 TABLE_SUFFIX = "label-thalamus_desc-longitudinal_volumes.tsv"
-#: Column descriptions of the change tables (their JSON sidecars).
-CHANGE_COLUMN_DESCRIPTIONS = {
-    "participant_id": "Subject (sub-<label>)",
-    "method": "Segmentation method",
-    "hemisphere": "left, right or bilateral",
-    "session_from": "Earlier session of the pair (ses-<label>)",
-    "session_to": "Later session of the pair (ses-<label>)",
-    "volume_from_ml": {"Description": "Thalamic volume at session_from", "Units": "mL"},
-    "volume_to_ml": {"Description": "Thalamic volume at session_to", "Units": "mL"},
-    "change_ml": {"Description": "volume_to_ml - volume_from_ml", "Units": "mL"},
-    "change_pct": {"Description": "100 * change_ml / volume_from_ml", "Units": "%"},
-    "interval_years": {"Description": "Time between the acquisitions (years of 365.25 days); n/a when a date is "
-                                      "unknown", "Units": "year"},
-    "annualized_change_pct": {"Description": "change_pct / interval_years; n/a without an interval",
-                              "Units": "%/year"},
-    "mode": "longitudinal (one template mask, change by Jacobian integration) or cross-sectional (the difference "
-            "of the two sessions' own masks)",
-}
-
-
 def run_longitudinal(output_dir: Path, bids_dir: Path, work_dir: Path, subjects: list[str], *,
                      model_dir: Path | None, sides_model_dir: Path | None, threads: int = 1) -> dict[str, str]:
     """Longitudinal mode for each subject (labels without ``sub-``); returns subject -> outcome, for the log.
