@@ -154,8 +154,11 @@ def build_template(sessions: list[nib.Nifti1Image], *, iterations: int = 2,
     The grid is that of the session with the smallest voxels (the first on
     ties), in the average position of the sessions. Pass 1 registers every
     session to that session; each further pass registers every session to
-    the previous template. After each pass the average transform is divided
-    out, so the template sits halfway between the sessions.
+    the previous template (intermediate templates are made at the rigid
+    spacing, linearly: they are only registration targets). After each pass
+    the average transform is divided out, so the template sits halfway
+    between the sessions; only the last pass resamples the sessions at full
+    resolution (cubic B-spline), once each.
     """
     if len(sessions) < 2:
         raise ValueError("a within-subject template needs two sessions or more")
@@ -168,14 +171,19 @@ def build_template(sessions: list[nib.Nifti1Image], *, iterations: int = 2,
     to_session = [np.eye(4) for _ in images]
     template = grid
     for iteration in range(iterations):
-        fixed = coarse[reference] if iteration == 0 else ants.resample_image(
-            template, (RIGID_SPACING_MM,) * 3, use_voxels=False, interp_type=0)
+        final = iteration == iterations - 1
+        fixed = coarse[reference] if iteration == 0 else template
         to_fixed = [np.eye(4) if (iteration == 0 and i == reference) else
                     rigid_matrix(fixed, img, random_seed=random_seed)
                     for i, img in enumerate(coarse)]
         centre = np.linalg.inv(mean_rigid(to_fixed))
         to_session = [m @ centre for m in to_fixed]
-        resampled = [resample(img, grid, m) for img, m in zip(images, to_session)]
+        if final:
+            # The one resampling of each session that is measured: full resolution, cubic B-spline.
+            resampled = [resample(img, grid, m) for img, m in zip(images, to_session)]
+        else:
+            # An intermediate template is only a registration target at the rigid spacing.
+            resampled = [resample(img, coarse[reference], m, "linear") for img, m in zip(coarse, to_session)]
         template = _mean_image(resampled)
         LOGGER.info("within-subject template, pass %d of %d: %d sessions", iteration + 1, iterations, len(images))
     like = sessions[reference]
@@ -189,10 +197,12 @@ def build_template(sessions: list[nib.Nifti1Image], *, iterations: int = 2,
 
 
 def _mean_image(images):
+    """The voxelwise mean, clipped at 0 (B-spline overshoot at the brain's edge is not signal)."""
     total = images[0].clone()
     for img in images[1:]:
         total = total + img
-    return total / float(len(images))
+    mean = total / float(len(images))
+    return mean.new_image_like(np.maximum(mean.numpy(), 0.0))
 
 
 def box_around(mask: np.ndarray, zooms, margin_mm: float = BOX_MARGIN_MM) -> tuple[slice, slice, slice]:
