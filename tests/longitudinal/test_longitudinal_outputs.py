@@ -153,3 +153,29 @@ def test_group_table_gathers_subject_tables(tmp_path):
     merged = pd.read_csv(path, sep="\t")
     assert tuple(merged.columns) == CHANGE_COLUMNS and len(merged) == len(table)
     assert write_change_table(tmp_path, group, ("02",)) is None
+
+
+def test_longitudinal_option_and_step_selection(tmp_path, caplog):
+    """--longitudinal parses; the step runs subjects with two T1w sessions, and a failed session leaves one."""
+    from thalamus_bidsapp.bidsio.inputs import SessionInputs
+    from thalamus_bidsapp.cli.run import build_config
+    from thalamus_bidsapp.methods.planning import ToolCheck
+
+    bids = tmp_path / "bids"
+    (bids / "sub-01").mkdir(parents=True)
+    (bids / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
+    out = tmp_path / "out"
+    config = build_config([str(bids), str(out), "participant", "--longitudinal", "off", "--skip-bids-validation"])
+    assert config.longitudinal == "off"
+    config = build_config([str(bids), str(out), "participant", "--skip-bids-validation"])
+    assert config.longitudinal == "auto"
+    # sub-01 had two T1w sessions, but ses-2 failed (nothing published); sub-02 has one session.
+    _session(out, "1")
+    t1w = tmp_path / "t1w.nii.gz"
+    sessions = [SessionInputs("01", "1", t1w), SessionInputs("01", "2", t1w), SessionInputs("02", "1", t1w)]
+    tools = ToolCheck(reasons={}, settings={"meshnet": {"model_dir": tmp_path, "sides_model_dir": None}})
+    with caplog.at_level(logging.INFO):
+        outcomes = lo.longitudinal_step(config, sessions, tools, threads=1)
+    assert outcomes == {"01": "skipped: fewer than two sessions"}
+    assert "sub-02: longitudinal mode not run" in caplog.text
+    assert "ses-2: no processed T1w" not in caplog.text  # no folder at all for it: nothing to note
