@@ -15,7 +15,8 @@ from datetime import datetime
 
 import pandas as pd
 
-__all__ = ["CHANGE_COLUMNS", "CHANGE_COLUMN_DESCRIPTIONS", "annualized_change_pct", "change_pct", "change_rows", "interval_years"]
+__all__ = ["CHANGE_COLUMNS", "CHANGE_COLUMN_DESCRIPTIONS", "annualized_change_pct", "change_pct", "change_rows",
+           "interval_years", "order_sessions"]
 
 #: The columns of ``*_desc-longitudinal_volumes.tsv`` and ``group/longitudinal_change.tsv``, in order.
 CHANGE_COLUMNS = ("participant_id", "method", "hemisphere", "session_from", "session_to", "volume_from_ml",

@@ -29,7 +29,13 @@ import pandas as pd
 
 from thalamus_bidsapp.bidsio.acquisition_dates import session_dates
 from thalamus_bidsapp.bidsio.atomic import TSV_READ_ERRORS, json_text, read_tsv, save_nifti, write_tsv
-from thalamus_bidsapp.stats.change import CHANGE_COLUMN_DESCRIPTIONS, CHANGE_COLUMNS, change_rows, interval_years, order_sessions
+from thalamus_bidsapp.stats.change import (
+    CHANGE_COLUMN_DESCRIPTIONS,
+    CHANGE_COLUMNS,
+    change_rows,
+    interval_years,
+    order_sessions,
+)
 from thalamus_bidsapp.workflows.longitudinal import (
     CHANGE_METHOD,
     LONG_SUFFIX,
