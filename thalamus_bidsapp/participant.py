@@ -170,6 +170,7 @@ def run_participant(config: RunConfig, started: float | None = None) -> int:
     for status in failed:
         LOGGER.error("%s failed: %s", status.session, status.reason)
     LOGGER.info("participant level done: %d of %d sessions succeeded", len(statuses) - len(failed), len(statuses))
+    _run_longitudinal(config, sessions, tools, resources.omp_nthreads, timings)
     with timings.phase("reports"):
         write_reports(config.output_dir, sorted({f"sub-{s.subject}" for s in sessions}),
                       {name: dict(plan.skipped) for name, plan in plans.items()})
@@ -179,6 +180,16 @@ def run_participant(config: RunConfig, started: float | None = None) -> int:
     if any(s.exit_code == EXIT_CANTCREAT for s in failed):
         return EXIT_CANTCREAT
     return EXIT_SESSIONS_FAILED if failed else EXIT_OK
+
+
+def _run_longitudinal(config: RunConfig, sessions, tools, threads: int, timings: RunTimings) -> None:
+    """The longitudinal mode of the subjects with two or more T1w sessions (``--longitudinal auto``)."""
+    if config.longitudinal == "off":
+        return
+    from thalamus_bidsapp.workflows.longitudinal_outputs import longitudinal_step
+
+    with timings.phase("longitudinal"):
+        longitudinal_step(config, sessions, tools, threads)
 
 
 def _write_statuses(statuses: dict[str, SessionStatus], log_dir: Path) -> None:

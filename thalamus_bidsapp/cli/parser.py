@@ -184,6 +184,17 @@ def _add_data_selection(parser: argparse.ArgumentParser) -> None:
     )
     sel.add_argument("--skip-bids-validation", action="store_true", help="do not validate the input dataset")
     _add_lesion_options(parser)
+    _add_longitudinal_option(parser)
+
+
+def _add_longitudinal_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--longitudinal", choices=["auto", "off"], default="auto",
+        help="auto (default): a subject with two or more sessions with a T1w also gets a within-subject template, "
+        "its MeshNet thalamus carried into each session (desc-meshnetLong) and the change between consecutive "
+        "sessions by Jacobian integration (sub-<label>_label-thalamus_desc-longitudinal_volumes.tsv); off: "
+        "cross-sectional only",
+    )
 
 
 def _add_lesion_options(parser: argparse.ArgumentParser) -> None:

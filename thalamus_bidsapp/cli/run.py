@@ -82,6 +82,7 @@ def build_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
         lesion_filling=args.lesion_filling,
         lesion_source=args.lesion_source,
         lesion_labels=tuple(args.lesion_labels or ()),
+        longitudinal=args.longitudinal,
         template=None if args.template == NO_TEMPLATE else args.template,
         template_registration=_template_schedule(
             args.template_registration or environ.get("THALAMUS_TEMPLATE_REGISTRATION", "").strip() or "standard"),

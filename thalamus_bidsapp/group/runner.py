@@ -32,6 +32,7 @@ from thalamus_bidsapp.group.readback import (
 from thalamus_bidsapp.group.harmonize import run_harmonization_step
 from thalamus_bidsapp.group.qc_step import run_qc_step
 from thalamus_bidsapp.group.scanners import add_scanner_columns
+from thalamus_bidsapp.group.longitudinal_change import write_change_table
 from thalamus_bidsapp.group.volumes import column_descriptions, gather_volumes, join_clinical
 from thalamus_bidsapp.group.template_maps import run_template_maps
 
@@ -109,6 +110,7 @@ def run_group(config: RunConfig) -> int:
         LOGGER.info("group/volumes.tsv: %d rows from %d sessions", len(volumes),
                     volumes[["participant_id", "session_id"]].drop_duplicates().shape[0])
         run_clinical_step(volumes, config.clinical_config, staging)
+        write_change_table(config.output_dir, staging, config.participant_labels)
         excluded = pd.concat([excluded, group_failures, qc_excluded], ignore_index=True)
         excluded = excluded.sort_values(["participant_id", "session_id"], na_position="first", ignore_index=True)
         write_tsv(excluded, staging / "excluded_sessions.tsv", EXCLUDED_COLUMNS)

@@ -1,0 +1,81 @@
+"""The antspyx part of the longitudinal mode on small crops of a real T1w: template geometry and SyN Jacobians."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.conftest import shared_file
+from tests.longitudinal.simulate import Contraction, covering_ball, crop_around, rescan
+from thalamus_bidsapp.image.jacobian import integrate_jacobian, jacobian_determinant
+from thalamus_bidsapp.interfaces import ants_longitudinal as al
+
+
+@pytest.fixture(scope="module")
+def bert_crop():
+    """bert's T1 around the thalami (1.5 mm voxels) and its aseg thalamus (10 left, 49 right) on the same grid."""
+    t1w = nib.load(str(shared_file("freesurfer_bert_7.2", "mri", "norm.mgz")))
+    aseg = nib.load(str(shared_file("freesurfer_bert_7.2", "mri", "aseg.mgz")))
+    labels = np.asarray(aseg.dataobj)
+    thalamus = nib.Nifti1Image(np.isin(labels, (10, 49)).astype(np.uint8), aseg.affine)
+    center, radius = covering_ball(thalamus)
+    image = crop_around(nib.Nifti1Image(np.asarray(t1w.dataobj, np.float32), t1w.affine), center, 42.0, zoom=1.5)
+    sides = (labels == 10).astype(np.float32) + 2 * (labels == 49)
+    side_crop = crop_around(nib.Nifti1Image(sides, aseg.affine), center, 42.0, zoom=1.5)
+    return image, np.rint(np.asarray(side_crop.dataobj)).astype(np.uint8), center, radius
+
+
+def test_mean_rigid_of_opposite_moves_is_identity():
+    rng = np.random.default_rng(0)
+    from tests.longitudinal.simulate import random_rigid
+
+    move = random_rigid(rng, np.zeros(3))
+    assert np.allclose(al.mean_rigid([move, np.linalg.inv(move)]), np.eye(4), atol=0.05)
+    assert np.allclose(al.mean_rigid([move, move]), move)
+
+
+def test_ants_round_trip_keeps_the_geometry(bert_crop):
+    image = bert_crop[0]
+    back = al.to_nibabel(al.to_ants(image))
+    assert np.allclose(back.affine, image.affine, atol=1e-4)
+    assert np.array_equal(np.asarray(back.dataobj), np.asarray(image.dataobj))
+
+
+def test_template_is_halfway_and_recovers_the_move(bert_crop):
+    image = bert_crop[0]
+    sessions = [rescan(image, seed, bias=0.0, noise=0.0) for seed in (1, 2)]
+    template = al.build_template(sessions)
+    assert template.image.shape == image.shape
+    # Each session's transform composed with the other's inverse is the relative move of the two rescans.
+    relative = template.to_session[1] @ np.linalg.inv(template.to_session[0])
+    rng1, rng2 = np.random.default_rng(1), np.random.default_rng(2)
+    from tests.longitudinal.simulate import random_rigid
+
+    centre = nib.affines.apply_affine(image.affine, (np.asarray(image.shape) - 1) / 2.0)
+    move1, move2 = random_rigid(rng1, centre), random_rigid(rng2, centre)
+    # rescan k takes the original at move_k^-1(x): template -> session k is move_k @ (template -> original).
+    expected = move2 @ np.linalg.inv(move1)
+    points = nib.affines.apply_affine(image.affine, np.argwhere(bert_crop[1] > 0)[::50])
+    error = np.linalg.norm(nib.affines.apply_affine(relative, points) - nib.affines.apply_affine(expected, points),
+                           axis=1)
+    assert error.max() < 0.5  # mm, at 1.5 mm voxels
+    # Halfway: the two transforms are equally far from the identity.
+    angles = [np.degrees(np.arccos(np.clip((np.trace(m[:3, :3]) - 1) / 2, -1, 1))) for m in template.to_session]
+    assert abs(angles[0] - angles[1]) < 1.0
+
+
+def test_syn_jacobian_recovers_a_known_contraction(bert_crop):
+    image, sides, center, radius = bert_crop
+    before = rescan(image, 5, rigid=False)
+    after = rescan(image, 6, rigid=False, contraction=Contraction(center, radius, -0.02))
+    box = al.box_around(sides, image.header.get_zooms())
+    regions = {"left": (1,), "right": (2,), "bilateral": (1, 2)}
+    voxel = float(np.prod(image.header.get_zooms()[:3]))
+    volumes = []
+    for session in (before, after):
+        deformation = al.syn_to_template(before.slicer[box], session.slicer[box])
+        det = jacobian_determinant(deformation.displacement, deformation.affine_lps)
+        volumes.append(integrate_jacobian(det, sides[box], voxel, regions))
+    change = 100 * (volumes[1]["bilateral"] / volumes[0]["bilateral"] - 1)
+    assert change == pytest.approx(-2.0, abs=0.6)
