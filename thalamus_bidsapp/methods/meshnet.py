@@ -132,7 +132,7 @@ class _MeshNetInputSpec(BaseInterfaceInputSpec):
     t1w = File(exists=True, mandatory=True, desc="reoriented T1w")
     model_dir = traits.Str(mandatory=True, desc="folder with the verified model.json and model.bin")
     sides_model_dir = traits.Str(desc="folder with the verified 104-class model (left/right); none: no sides")
-    threads = traits.Int(1, usedefault=True, desc="torch CPU threads")
+    threads = traits.Int(1, usedefault=True, nohash=True, desc="torch CPU threads (not hashed)")
 
 
 class MeshNetThalamus(SimpleInterface):
