@@ -80,3 +80,39 @@ def test_ants_rigid_is_identical_on_identical_runs_whatever_the_threads(tmp_path
         matrices.append(np.load(tmp_path / f"{run}.npy"))
     assert np.array_equal(matrices[0], matrices[1])
     assert (tmp_path / "a.txt").read_bytes() == (tmp_path / "b.txt").read_bytes()
+
+
+def _run(bids: Path, out: Path, work: Path, *more: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run([sys.executable, "-m", "thalamus_bidsapp", str(bids), str(out), "participant",
+                             "--methods", "meshnet", "--skip-bids-validation", "-w", str(work), *more],
+                            capture_output=True, text=True, env=env, timeout=3600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _masks(out: Path) -> dict[str, bytes]:
+    anat = out / "sub-01" / "anat"
+    return {p.name: np.asarray(nib.load(str(p)).dataobj).tobytes() for p in sorted(anat.glob("*_mask.nii.gz"))}
+
+
+@pytest.mark.slow
+def test_rerun_with_other_nprocs_runs_no_tool_and_identical_runs_agree(tmp_path):
+    """Default path (template space, prior, MeshNet) on a real T1w: a rerun with other thread counts reuses
+    every step; a second run in a fresh work folder gives the same masks and template transform."""
+    from thalamus_bidsapp.bidsio.atomic import read_tsv
+
+    src = shared_file("ds002748_subset", "sub-01", "anat", "sub-01_T1w.nii.gz")
+    bids = tmp_path / "bids"
+    (bids / "sub-01" / "anat").mkdir(parents=True)
+    (bids / "dataset_description.json").write_text('{"Name": "threads", "BIDSVersion": "1.9.0"}')
+    (bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz").write_bytes(src.read_bytes())
+    _run(bids, tmp_path / "out", tmp_path / "work", "--nprocs", "2", "--omp-nthreads", "2")
+    first = _masks(tmp_path / "out")
+    assert any("space-MNI152NLin2009cAsym" in name for name in first)
+    _run(bids, tmp_path / "out", tmp_path / "work", "--nprocs", "1", "--omp-nthreads", "1")
+    timings = read_tsv(sorted((tmp_path / "out" / "logs").glob("*/timings.tsv"))[-1])
+    tools = timings[(timings["kind"] == "tool") & timings["session"].notna()]  # the session's steps, not phases
+    assert tools.empty, tools
+    assert _masks(tmp_path / "out") == first
+    _run(bids, tmp_path / "out2", tmp_path / "work2", "--nprocs", "2", "--omp-nthreads", "2")
+    assert _masks(tmp_path / "out2") == first  # T1w and template-space masks, voxel for voxel
