@@ -199,3 +199,14 @@ def test_many_methods_still_readable(tmp_path):
         with mpl.rc_context(STYLE):
             fig = plot(volumes, colors)
         assert check_figure(fig) == [], plot.__name__
+
+
+def test_scatter_matrix_of_a_dataset_without_sessions(tmp_path):
+    group = tmp_path / "group"
+    rng = np.random.default_rng(3)
+    volumes = pd.DataFrame([{"participant_id": f"sub-{i:02d}", "session_id": np.nan, "method": m, "contrast": "T1w",
+                             "volume_ml": 9 + rng.normal()} for i in range(6) for m in ("first", "meshnet")])
+    write_tsv(volumes, group / "volumes.tsv")  # session_id is n/a on every row
+    result = write_group_figures(group)
+    assert "volumes_scatter_matrix" in result.files, result.notes.get("volumes_scatter_matrix")
+    assert len(figures_group._wide_volumes(volumes)) == 6

@@ -32,8 +32,11 @@ MEMORY_FRACTION = 0.9
 #: Seconds between nipype's checks for finished nodes (its default, 2 s, adds up to seconds per session).
 POLL_SECONDS = 0.1
 #: Environment variables that bound the threads of the tools run inside a step.
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+#: ITK (ANTs) threads, whatever --omp-nthreads says: multithreaded ITK sums its registration metric in an
+#: order that depends on the threads and their scheduling, so two identical runs gave different transforms
+#: (and masks); with one thread the same inputs give the same result, bit for bit.
+ITK_THREADS = {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}
 
 RULE = ("threads per step default to all CPUs when one session runs, "
         f"else min(nprocs - 1, {MAX_SHARED_THREADS})")
@@ -147,8 +150,9 @@ def thread_limits(threads: int) -> Iterator[None]:
     process; nipype's worker processes and the tools they start inherit
     them. The previous values are restored afterwards.
     """
-    previous = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    previous = {name: os.environ.get(name) for name in (*THREAD_VARIABLES, *ITK_THREADS)}
     os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
+    os.environ.update(ITK_THREADS)
     try:
         yield
     finally:

@@ -6,3 +6,5 @@ from __future__ import annotations
 PROCESS_FILE = "process.json"
 #: A session's status in ``sessions.tsv`` while its participant run is in progress.
 RUNNING = "running"
+#: The group level's log file, in its own ``logs/<run>/`` folder; the group report links the newest.
+GROUP_LOG = "group.log"

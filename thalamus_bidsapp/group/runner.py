@@ -7,11 +7,14 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
 from thalamus_bidsapp.bidsio.atomic import write_tsv
+from thalamus_bidsapp.bidsio.runlog import GROUP_LOG
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import (
     EXIT_CANTCREAT,
@@ -45,6 +48,8 @@ EXCLUDED_COLUMNS = {
     "reason": "Why the session (or, for --qc-exclude, one of its masks) is not in the group tables",
 }
 _NO_SESSIONS = ["participant_id", "session_id", "reason"]
+#: The clinical analyses the group report has a section for.
+CLINICAL_ANALYSES = ("cross_sectional", "longitudinal", "progression", "power")
 
 
 def run_group(config: RunConfig) -> int:
@@ -80,6 +85,13 @@ def run_group(config: RunConfig) -> int:
     if config.reports_only:
         LOGGER.info("report: %s", write_group_report(config.output_dir))
         return EXIT_OK
+    with group_log(config.output_dir / "logs" / config.run_id / GROUP_LOG, config.verbosity):
+        return _run_group(config, group_dir)
+
+
+def _run_group(config: RunConfig, group_dir: Path) -> int:
+    from thalamus_bidsapp.reports.group import write_group_report
+
     states = latest_session_states(config.output_dir)
     try:
         outputs = read_participant_outputs(config.output_dir)
@@ -127,6 +139,28 @@ def run_group(config: RunConfig) -> int:
                      len(group_failures))
         return EXIT_SESSIONS_FAILED
     return EXIT_OK
+
+
+@contextmanager
+def group_log(path: Path, verbosity: int = 0) -> Iterator[Path]:
+    """Copy every log line of the group run into ``path`` (``logs/<run>/group.log``), which the report links."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.DEBUG if verbosity else logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(name)s | %(message)s",
+                                           datefmt="%y%m%d-%H:%M:%S"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    LOGGER.info("group level log: %s", path)
+    try:
+        yield path
+    except ThalamusError as err:
+        # The command line prints why the run stopped; the log file gets it here, once.
+        handler.handle(logging.LogRecord(LOGGER.name, logging.ERROR, __file__, 0, "%s", (err,), None))
+        raise
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def _wanted(labels: tuple[str, ...]) -> set[str]:
@@ -357,6 +391,7 @@ def run_clinical_step(volumes: pd.DataFrame, clinical_config: Path | None, group
     reason. With it, a missing column is the user's error.
     """
     from thalamus_bidsapp.group.clinical import run_clinical
+    from thalamus_bidsapp.group.clinical.common import describe_columns
 
     if volumes.empty:
         LOGGER.warning("clinical analyses skipped: no thalamus volumes to analyse")
@@ -366,6 +401,11 @@ def run_clinical_step(volumes: pd.DataFrame, clinical_config: Path | None, group
     except ThalamusError as err:
         if clinical_config is not None:
             raise
-        LOGGER.warning("clinical analyses skipped: %s (map the dataset's columns with --clinical-config)", err)
+        reason = f"{err} (map the dataset's columns with --clinical-config)"
+        LOGGER.warning("clinical analyses skipped: %s", reason)
+        # The report reads why from this table, as for an analysis skipped for lack of data.
+        skipped = pd.DataFrame({"analysis": list(CLINICAL_ANALYSES), "status": "skipped", "reason": reason,
+                                "n_subjects": 0})
+        write_tsv(skipped, group_dir / "clinical_analyses.tsv", describe_columns(skipped))
         return
     LOGGER.info("clinical analyses: %d tables in %s", len(results), group_dir)

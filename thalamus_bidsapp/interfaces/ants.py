@@ -10,7 +10,9 @@ transform into a 4x4 RAS+ matrix with the same direction (T1w point -> moving
 point), the convention used everywhere else in the package.
 
 The number of threads follows ITK's ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS``
-environment variable, read once per process.
+environment variable, read once per process; a participant run sets it to 1
+(:data:`thalamus_bidsapp.resources.ITK_THREADS`), because multithreaded ITK
+gives different transforms on identical runs even with the sampling seed fixed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import nibabel as nib
 import numpy as np
 
 from thalamus_bidsapp.bidsio.atomic import atomic_path
+from thalamus_bidsapp.image.orthonormal import is_orthonormal, orthonormal_grid, resample_affine
 
 LOGGER = logging.getLogger(__name__)
 
@@ -37,6 +40,34 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 class AntsRegistrationError(RuntimeError):
     """antsRegistration failed or produced no transform."""
+
+
+def itk_readable(path: Path, workdir: Path, *, order: int = 1) -> Path:
+    """``path``, or a copy on an orthonormal grid of the same field of view when its affine is sheared.
+
+    ITK refuses non-orthonormal direction cosines; transforms act on world
+    coordinates, so a registration or resampling done on the copy holds for
+    the original. ``order``: 1 (linear) for images, 0 for masks and labels.
+    """
+    img = nib.load(str(path))
+    if is_orthonormal(img.affine):
+        return Path(path)
+    shape, affine = orthonormal_grid(img.shape, img.affine)
+    fd, name = tempfile.mkstemp(prefix="orthonormal_", suffix=".nii.gz", dir=workdir)
+    os.close(fd)
+    nib.save(resample_affine(img, shape, affine, order=order), name)
+    LOGGER.info("%s has a sheared grid: ANTs works on it resampled onto an orthonormal grid of the same "
+                "field of view (%s voxels)", Path(path).name, "x".join(map(str, shape)))
+    return Path(name)
+
+
+def _onto(data: np.ndarray, grid: Path, target: nib.spatialimages.SpatialImage, order: int) -> np.ndarray:
+    """``data`` (on the NIfTI grid of ``grid``) resampled onto ``target``'s grid; unchanged if they are one grid."""
+    source = nib.load(str(grid))
+    if source.shape[:3] == target.shape[:3] and np.allclose(source.affine, target.affine):
+        return data
+    return resample_affine(nib.Nifti1Image(data, source.affine), target.shape, target.affine, order=order).get_fdata(
+        dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -112,14 +143,15 @@ def ants_rigid(
     import ants
 
     moving, fixed = Path(moving), Path(fixed)
-    fixed_img = ants.image_read(str(fixed), pixeltype="float")
-    moving_img = ants.image_read(str(moving), pixeltype="float")
     LOGGER.info("ANTs rigid: %s -> %s", moving.name, fixed.name)
 
     workdir = Path(tempfile.mkdtemp(prefix="ants_rigid_"))
     # antspyx reads its seed from a module global; set it only around this call.
     previous_seed = ants.config._random_seed
     try:
+        fixed_itk = itk_readable(fixed, workdir)
+        fixed_img = ants.image_read(str(fixed_itk), pixeltype="float")
+        moving_img = ants.image_read(str(itk_readable(moving, workdir)), pixeltype="float")
         ants.config._random_seed = random_seed
         try:
             result = ants.registration(
@@ -143,7 +175,7 @@ def ants_rigid(
         # The warped array is in the fixed image's voxel order; reuse the fixed
         # NIfTI affine verbatim so the grid is bit-identical to the T1w's.
         fixed_nii = nib.load(str(fixed))
-        warped = result["warpedmovout"].numpy().astype(np.float32)
+        warped = _onto(result["warpedmovout"].numpy().astype(np.float32), fixed_itk, fixed_nii, 1)
         header = fixed_nii.header.copy()
         header.set_data_dtype(np.float32)
         header["scl_slope"], header["scl_inter"] = np.nan, np.nan
@@ -232,13 +264,13 @@ def ants_to_template(
 
     if schedule not in TEMPLATE_SCHEDULES:
         raise ValueError(f"unknown template registration schedule {schedule!r}")
-    fixed = ants.image_read(str(template_brain), pixeltype="float")
-    moving = ants.image_read(str(moving_brain), pixeltype="float")
-    moving = ants.resample_image(moving, fixed.spacing, use_voxels=False, interp_type=0)
     LOGGER.info("ANTs affine + SyN (%s): %s -> %s", schedule, Path(moving_brain).name, Path(template_brain).name)
     workdir = Path(tempfile.mkdtemp(prefix="ants_template_"))
     previous_seed = ants.config._random_seed
     try:
+        fixed = ants.image_read(str(template_brain), pixeltype="float")
+        moving = ants.image_read(str(itk_readable(moving_brain, workdir)), pixeltype="float")
+        moving = ants.resample_image(moving, fixed.spacing, use_voxels=False, interp_type=0)
         ants.config._random_seed = random_seed
         try:
             result = ants.registration(fixed=fixed, moving=moving, type_of_transform="SyN",
@@ -279,6 +311,25 @@ def ants_resample(
     is computed and the rest is 0: the same values, much faster for a small
     structure (the thalamus prior on a 1 mm T1w: 0.5 s instead of 5 s).
     """
+    order = 1 if interpolation == "linear" else 0
+    workdir = Path(tempfile.mkdtemp(prefix="ants_resample_"))
+    try:
+        reference_itk = itk_readable(reference, workdir, order=order)
+        data = _resample_on(itk_readable(moving, workdir, order=order), reference_itk, transform, interpolation,
+                            opposite_transform)
+        reference_nii = nib.load(str(reference))
+        data = _onto(data, reference_itk, reference_nii, order)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    header = reference_nii.header.copy()
+    header.set_data_dtype(np.float32)
+    header["scl_slope"], header["scl_inter"] = np.nan, np.nan
+    return nib.Nifti1Image(data.astype(np.float32), reference_nii.affine, header)
+
+
+def _resample_on(moving: Path, reference: Path, transform: Path, interpolation: str,
+                 opposite_transform: Path | None) -> np.ndarray:
+    """The array of :func:`ants_resample` on ``reference``'s grid (both files readable by ITK)."""
     import ants
 
     fixed_img = ants.image_read(str(reference), pixeltype="float")
@@ -293,11 +344,7 @@ def ants_resample(
         data = np.zeros(fixed_img.shape, np.float32)
         data[low[0]:high[0], low[1]:high[1], low[2]:high[2]] = ants.apply_transforms(
             fixed=cropped, moving=moving_img, transformlist=[str(transform)], interpolator=interpolation).numpy()
-    reference_nii = nib.load(str(reference))
-    header = reference_nii.header.copy()
-    header.set_data_dtype(np.float32)
-    header["scl_slope"], header["scl_inter"] = np.nan, np.nan
-    return nib.Nifti1Image(data.astype(np.float32), reference_nii.affine, header)
+    return np.asarray(data, dtype=np.float32)
 
 
 def ants_apply_transform(

@@ -153,7 +153,7 @@ class _ReconAllInputSpec(BaseInterfaceInputSpec):
     subject_id = traits.Str(mandatory=True, desc="FreeSurfer subject name")
     subjects_dir = traits.Str(mandatory=True, desc="SUBJECTS_DIR")
     license_file = File(exists=True, mandatory=True, desc="FreeSurfer license")
-    nthreads = traits.Int(1, usedefault=True, desc="OpenMP threads")
+    nthreads = traits.Int(1, usedefault=True, nohash=True, desc="OpenMP threads (not hashed)")
     content_digest = traits.Str(desc=CONTENT_DIGEST_DESC)
 
 

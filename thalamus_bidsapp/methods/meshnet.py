@@ -159,7 +159,7 @@ class _MeshNetInputSpec(BaseInterfaceInputSpec):
     model_dir = traits.Str(mandatory=True, desc="folder with the verified model.json and model.bin")
     sides_model_dir = traits.Str(desc="folder with the verified 104-class model (left/right); none: no sides")
     sides_off = traits.Str(desc="why there are no sides (bilateral only was asked for), recorded in the sidecar")
-    threads = traits.Int(1, usedefault=True, desc="torch CPU threads")
+    threads = traits.Int(1, usedefault=True, nohash=True, desc="torch CPU threads (not hashed)")
 
 
 class MeshNetThalamus(SimpleInterface):

@@ -221,7 +221,10 @@ def plot_volume_distribution(volumes: pd.DataFrame, colors: Mapping[str, str]) -
 
 
 def _wide_volumes(volumes: pd.DataFrame) -> pd.DataFrame:
-    key = volumes["participant_id"].astype(str) + "|" + volumes["session_id"].astype(str)
+    # A dataset without sessions has session_id n/a: with pandas 3, astype(str) keeps it missing and the key
+    # would be missing too, so every row would be dropped; a missing session is one (empty) label instead.
+    sessions = volumes["session_id"] if "session_id" in volumes else pd.Series(None, index=volumes.index)
+    key = volumes["participant_id"].astype(str) + "|" + sessions.astype(object).fillna("").astype(str)
     return (volumes.assign(_key=key).pivot_table(index="_key", columns="method", values="volume_ml", aggfunc="mean"))
 
 

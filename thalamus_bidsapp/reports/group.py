@@ -34,6 +34,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from thalamus_bidsapp.bidsio.atomic import TSV_READ_ERRORS, read_tsv, write_if_changed
+from thalamus_bidsapp.bidsio.runlog import GROUP_LOG
 from thalamus_bidsapp.reports import figures_harmonization as harmonization
 from thalamus_bidsapp.reports.figures_group import FIGURE_TITLES, FigureSet, read_group_table, write_group_figures
 from thalamus_bidsapp.reports.palette import PNG_DPI
@@ -177,7 +178,7 @@ def _skip_reason(section_id: str, group_dir: Path, analyses: pd.DataFrame | None
         return None
     if analyses is None:
         return ("Not run: no clinical analyses in this output (the group level skipped them; its log says why, "
-                "usually missing clinical columns: map them with --clinical-config).")
+                "usually a missing clinical column: map it with --clinical-config).")
     if "analysis" not in analyses or "status" not in analyses:
         return None
     rows = analyses[analyses["analysis"].astype(str) == analysis]
@@ -185,6 +186,22 @@ def _skip_reason(section_id: str, group_dir: Path, analyses: pd.DataFrame | None
         return None
     reason = str(rows["reason"].iloc[0]) if "reason" in rows and not pd.isna(rows["reason"].iloc[0]) else ""
     return f"Not run: {reason or 'no reason recorded'}."
+
+
+def group_log_file(output_dir: Path) -> Path | None:
+    """The newest group level log, ``logs/<run>/group.log`` (run names start with their date and time)."""
+    logs = sorted(Path(output_dir).glob(f"logs/*/{GROUP_LOG}"), key=lambda path: path.parent.name)
+    return logs[-1] if logs else None
+
+
+def _with_log_link(reason: str | None, log_file: Path | None, group_dir: Path) -> Markup | None:
+    """The skip reason, escaped, followed by a link to the group log that has the details."""
+    if reason is None:
+        return None
+    if log_file is None:
+        return Markup(esc(reason))
+    name = f"logs/{log_file.parent.name}/{log_file.name}"
+    return Markup(f'{esc(reason)} Log: <a href="{href(log_file, group_dir)}">{esc(name)}</a>')
 
 
 # ------------------------------------------------------------------ QC: failed sessions and exclusions
@@ -377,12 +394,14 @@ def write_group_report(output_dir: Path, group_dir: Path | None = None) -> Path:
     if group_dir.is_dir():
         harmonization.add_figures(figures, group_dir)
     analyses = read_group_table(group_dir, "clinical_analyses")
+    log_file = group_log_file(output_dir)
 
     sections, placed = [], set()
     for section_id, heading, nav, figure_stems, table_stems in SECTIONS:
         placed |= set(table_stems)
         section = {"id": section_id, "title": heading, "nav": nav, "figures": [], "notes": [], "tables": [],
-                   "lead": _lead_of(section_id, group_dir), "skipped": _skip_reason(section_id, group_dir, analyses),
+                   "lead": _lead_of(section_id, group_dir),
+                   "skipped": _with_log_link(_skip_reason(section_id, group_dir, analyses), log_file, group_dir),
                    "extra": ""}
         for stem in figure_stems:
             if stem in figures.files:

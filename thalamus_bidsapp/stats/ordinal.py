@@ -7,12 +7,14 @@ longitudinal analyses use it.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from thalamus_bidsapp.stats.fitcheck import mle_problem, observed_probabilities
 from thalamus_bidsapp.stats.regression import formula_design, prepare_model, wald_table
 
 LOGGER = logging.getLogger(__name__)
@@ -70,7 +72,9 @@ def ordinal_logistic(
         odds_ratio (coefficients only) of the row's estimate; and on every
         row n, n_excluded, n_categories, category_counts, loglik
         (log-likelihood), aic, converged, note. A model that cannot be fitted
-        gives one row, for ``x``, with the reason in ``note``.
+        (too few rows or a collinear design, perfect separation, a singular
+        Hessian, no convergence) gives one row, for ``x``, with empty
+        estimates and the reason in ``note``.
 
     Examples
     --------
@@ -121,9 +125,15 @@ def ordinal_logistic(
     if len(used) <= n_params or np.linalg.matrix_rank(exog) < exog.shape[1]:
         return unfitted("too few rows or collinear design")
     try:
-        fit = model.fit(method="bfgs", disp=False, maxiter=2000, gtol=1e-8)
+        with warnings.catch_warnings():
+            # the reason (singular Hessian, no convergence) goes into the note, not the log
+            warnings.simplefilter("ignore")
+            fit = model.fit(method="bfgs", disp=False, maxiter=2000, gtol=1e-8)
+            problem = mle_problem(fit, observed_probabilities(fit.predict(), np.asarray(model.endog)))
     except (np.linalg.LinAlgError, ValueError) as exc:
         return unfitted(f"fit failed: {exc}")
+    if problem is not None:
+        return unfitted(f"not estimable: {problem} (category counts {row['category_counts']})")
     k_exog = exog.shape[1]
     coefficients = wald_table(_Subset(fit, slice(0, k_exog)), design, notes, alpha)
     thresholds = _threshold_table(fit, k_exog, [str(c) for c in counts.index], alpha)

@@ -33,6 +33,7 @@ import pandas as pd
 from scipy import stats
 
 from thalamus_bidsapp.stats._frame import check_columns
+from thalamus_bidsapp.stats.fitcheck import mle_problem, observed_probabilities
 from thalamus_bidsapp.stats.multiplicity import p_adjust
 from thalamus_bidsapp.stats.regression import complete_cases, formula_design, prepare_model, wald_table
 
@@ -364,7 +365,7 @@ def ancova_pairwise(
         vec = fit.contrast_vector(a) - fit.contrast_vector(b)
         diff = float(vec @ fit.params)
         se = float(np.sqrt(vec @ fit.cov @ vec))
-        t = diff / se
+        t = diff / se if se > 0 else np.nan  # a constant outcome has no residual variance: no test
         rows.append({"A": a, "B": b, "diff": diff, "se": se, "t": t, "df": df,
                      "p": float(2 * stats.t.sf(abs(t), df)),
                      "p_tukey": float(np.clip(stats.studentized_range.sf(abs(t) * np.sqrt(2), k, df), 0, 1)),
@@ -411,8 +412,10 @@ def logistic(
         One row per term (``Intercept``, ``x``, covariates): term, beta
         (log-odds per unit), se, Wald ci_low/ci_high, z, p, odds_ratio; and
         on every row n, n_events, n_excluded, converged, note (separation,
-        non-convergence, covariates without variation). A model that cannot
-        be fitted gives one row, for ``x``, with the reason in ``note``.
+        covariates without variation). A model that cannot be fitted (too few
+        rows or a collinear design, perfect separation, a singular Hessian,
+        no convergence) gives one row, for ``x``, with empty estimates and
+        the reason in ``note``.
 
     Examples
     --------
@@ -444,14 +447,16 @@ def logistic(
         warnings.simplefilter("always")
         try:
             fit = model.fit(disp=False, maxiter=200)
+            problem = mle_problem(fit, observed_probabilities(fit.predict(), model.endog))
         except (np.linalg.LinAlgError, ValueError) as exc:
             # older statsmodels raise PerfectSeparationError, a ValueError subclass
             row["note"] = "; ".join([*notes, f"fit failed: {exc}"])
             return pd.DataFrame([row], columns=LOGISTIC_COLUMNS)
-    for w in caught:
-        if "separation" in str(w.message).lower():
-            notes.append("perfect or quasi-perfect separation: estimates unreliable")
-            break
+    if problem is None and any("separation" in str(w.message).lower() for w in caught):
+        problem = "perfect or quasi-perfect separation: no finite estimate exists"
+    if problem is not None:
+        row["note"] = "; ".join([*notes, f"not estimable: {problem} ({row['n_events']} events in {row['n']} rows)"])
+        return pd.DataFrame([row], columns=LOGISTIC_COLUMNS)
     table = wald_table(fit, design, notes, alpha)
     for name in ("n", "n_events", "n_excluded"):
         table[name] = row[name]

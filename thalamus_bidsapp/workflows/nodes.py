@@ -111,7 +111,7 @@ class Reorient(SimpleInterface):
 
 class _BrainMaskInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="reoriented T1w")
-    threads = traits.Int(1, usedefault=True, desc="CPU threads for the network")
+    threads = traits.Int(1, usedefault=True, nohash=True, desc="CPU threads for the network (not hashed)")
 
 
 class _MaskOutputSpec(TraitedSpec):

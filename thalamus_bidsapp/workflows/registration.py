@@ -46,7 +46,7 @@ def init_registration_wf(
     register = pe.Node(
         RegisterToT1w(modality=modality, flirt_cutoff=flirt_cutoff, ants_cutoff=ants_cutoff,
                       scale_r1=modality == "R1map"),
-        name="register", n_procs=omp_nthreads, mem_gb=4,
+        name="register", n_procs=1, mem_gb=4,  # FLIRT and ITK run single-threaded (resources.ITK_THREADS)
     )
     workflow.connect([
         (reorient, register, [("out_file", "moving")]),

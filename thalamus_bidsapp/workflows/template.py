@@ -231,7 +231,7 @@ def init_template_wf(
 
     register = pe.Node(RegisterToTemplate(target=str(template.target), schedule=schedule, prior=str(template.prior),
                                           prior_volumes=template.prior_volumes),
-                       name="register_template", n_procs=omp_nthreads, mem_gb=2)
+                       name="register_template", n_procs=1, mem_gb=2)  # ITK single-threaded: resources.ITK_THREADS
     workflow.connect([
         (inputnode, register, [("t1w", "t1w"), ("brain_mask", "brain_mask")]),
         (register, outputnode, [("thalamus_prior", "thalamus_prior")]),

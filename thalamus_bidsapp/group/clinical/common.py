@@ -51,6 +51,11 @@ COURSE = "edss_course"
 PROGRESSED = "progressed"
 
 
+#: Numerical failures of a model fit on the data given (singular matrices, failed optimisation, bad values):
+#: reported as that model's note, never raised to the command line.
+MODEL_ERRORS = (ValueError, np.linalg.LinAlgError, ArithmeticError)
+
+
 class Ledger:
     """Counts of rows left out and the status of each analysis, for the report tables."""
 
@@ -303,7 +308,9 @@ def fit_per_method(frame: pd.DataFrame, fit: Callable[..., Any], covariates: Seq
     z-scored within the method, when asked); ``keys`` is ``{"method": ...,
     "contrast": ...}``; ``covar`` the wanted covariates that have data and
     ``notes`` why the others were left out. ``fit`` returns a table, a list
-    of tables, or None.
+    of tables, or None. A numerical failure of one method's model (see
+    :data:`MODEL_ERRORS`) gives that method a row with empty estimates and
+    the reason in ``note``; the other methods go on.
     """
     rows: list[pd.DataFrame] = []
     for (method, contrast), data in frame.groupby(METHOD_KEYS, sort=True):
@@ -312,7 +319,13 @@ def fit_per_method(frame: pd.DataFrame, fit: Callable[..., Any], covariates: Seq
             data[ICV_Z] = zscore(data[ICV])
         notes: list[str] = []
         covar = _usable_covariates(data, covariates, notes)
-        produced = fit(data, {"method": method, "contrast": contrast}, covar, notes)
+        try:
+            produced = fit(data, {"method": method, "contrast": contrast}, covar, notes)
+        except MODEL_ERRORS as exc:
+            # one method's model failing on its data must not stop the other methods and analyses
+            LOGGER.warning("model for %s (%s) could not be fitted: %s", method, contrast, exc)
+            produced = pd.DataFrame([{"method": method, "contrast": contrast, "n": 0, "p": np.nan,
+                                      "note": f"model could not be fitted: {exc}"}])
         if isinstance(produced, pd.DataFrame):
             rows.append(produced)
         elif produced:

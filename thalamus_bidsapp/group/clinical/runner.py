@@ -14,6 +14,7 @@ from thalamus_bidsapp.bidsio.atomic import write_tsv
 from thalamus_bidsapp.group.clinical.common import (
     COURSE,
     METHOD_KEYS,
+    MODEL_ERRORS,
     PCT,
     SUBJECT,
     Ledger,
@@ -96,12 +97,20 @@ def run_clinical(
         ("progression", lambda: progression(frame, visits, config, available, ledger)),
     ]
     for name, step in steps:
-        produced = step()
+        try:
+            produced = step()
+        except MODEL_ERRORS as exc:
+            ledger.status(name, False, f"could not be computed on these data: {exc}")
+            continue
         if isinstance(produced, pd.DataFrame):
             results[name] = produced
         elif isinstance(produced, dict):
             results.update(produced)
-    power = power_table(results.get("longitudinal_deltas"), config, ledger)
+    try:
+        power = power_table(results.get("longitudinal_deltas"), config, ledger)
+    except MODEL_ERRORS as exc:
+        power = None
+        ledger.status("power", False, f"could not be computed on these data: {exc}")
     if power is not None:
         results["power"] = power
     results["exclusions"] = ledger.exclusion_table()
