@@ -36,7 +36,7 @@ def test_ordinal_with_singular_hessian_gives_a_note_not_an_exception() -> None:
     y = pd.Categorical([0, 0, 0, 0, 1, 1, 1, 1, 2, 1], ordered=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing leaks to the log as a statsmodels warning either
-        table = ordinal_logistic(pd.DataFrame({"x": x, "y": y}), "x", "y")
+        table = ordinal_logistic(pd.DataFrame({"x": x, "y": y}), x="x", y="y")
     assert len(table) == 1 and table["term"].iloc[0] == "x"
     assert table[["beta", "se", "p"]].isna().all(axis=None)
     assert "not estimable" in table["note"].iloc[0] and "0: 4, 1: 5, 2: 1" in table["note"].iloc[0]
@@ -46,14 +46,14 @@ def test_ordinal_with_perfect_separation_gives_empty_estimates() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=12)
     y = pd.Categorical(np.where(x > 0.5, 2, np.where(x > -0.5, 1, 0)), ordered=True)
-    table = ordinal_logistic(pd.DataFrame({"x": x, "y": y}), "x", "y")
+    table = ordinal_logistic(pd.DataFrame({"x": x, "y": y}), x="x", y="y")
     assert len(table) == 1 and np.isnan(table["beta"].iloc[0])
     assert "perfect separation" in table["note"].iloc[0]
 
 
 def test_logistic_with_perfect_separation_gives_empty_estimates() -> None:
     sep = pd.DataFrame({"y": [0.0] * 5 + [1.0] * 5, "x": np.arange(10.0)})
-    table = prog.logistic(sep, "x", "y")
+    table = prog.logistic(sep, x="x", y="y")
     assert len(table) == 1 and table[["beta", "se", "p", "odds_ratio"]].isna().all(axis=None)
     assert "separation" in table["note"].iloc[0] and "5 events in 10 rows" in table["note"].iloc[0]
 
@@ -61,7 +61,7 @@ def test_logistic_with_perfect_separation_gives_empty_estimates() -> None:
 def test_logistic_that_does_not_converge_gives_empty_estimates() -> None:
     # quasi-complete separation: one tie at the boundary; the optimiser runs off to infinity
     quasi = pd.DataFrame({"y": [0.0] * 5 + [1.0] * 5 + [0.0], "x": [*range(10), 5.0]})
-    table = prog.logistic(quasi, "x", "y")
+    table = prog.logistic(quasi, x="x", y="y")
     assert len(table) == 1 and np.isnan(table["beta"].iloc[0]) and table["note"].iloc[0]
 
 

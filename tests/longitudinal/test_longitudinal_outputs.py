@@ -51,7 +51,7 @@ def _result(root: Path, labels_by_session: dict[str, float]) -> SubjectLongitudi
     volumes = {label: {"left": scale * 0.036, "right": scale * 0.036, "bilateral": scale * 0.072}
                for label, scale in labels_by_session.items()}
     box = (slice(0, SHAPE[0]), slice(0, SHAPE[1]), slice(0, SHAPE[2]))
-    return SubjectLongitudinal("01", sessions, nib.Nifti1Image(np.ones(SHAPE, np.float32), AFFINE), _labels(),
+    return SubjectLongitudinal("01", "meshnet", sessions, nib.Nifti1Image(np.ones(SHAPE, np.float32), AFFINE), _labels(),
                                {s.label: np.eye(4) for s in sessions}, volumes, {s.label: zero for s in sessions},
                                box, {}, {"Template": {"Passes": 2}, "Segmentation": {"Model": "x"},
                                          "Registration": {"TypeOfTransform": "SyNOnly"}})
@@ -133,7 +133,7 @@ def test_one_session_gives_no_rows_and_says_so(tmp_path, caplog):
     (tmp_path / "bids").mkdir()
     with caplog.at_level(logging.INFO):
         outcome = lo.run_longitudinal(tmp_path, tmp_path / "bids", tmp_path / "work", ["01"],
-                                      model_dir=None, sides_model_dir=None)
+                                      segmenter=None)
     assert outcome == {"01": "skipped: fewer than two sessions"}
     assert "two are needed" in caplog.text
     assert not (tmp_path / "sub-01" / "anat").exists()

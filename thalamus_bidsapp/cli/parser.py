@@ -191,7 +191,8 @@ def _add_longitudinal_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--longitudinal", choices=["auto", "off"], default="auto",
         help="auto (default): a subject with two or more sessions with a T1w also gets a within-subject template, "
-        "its MeshNet thalamus carried into each session (desc-meshnetLong) and the change between consecutive "
+        "its thalamus (segmented once) carried into each session (desc-<method>Long) and the change "
+        "between consecutive "
         "sessions by Jacobian integration (sub-<label>_label-thalamus_desc-longitudinal_volumes.tsv); off: "
         "cross-sectional only",
     )

@@ -121,6 +121,10 @@ class MethodNodes:
     icv: tuple[pe.Node, str] | None = None
 
 
+#: ``segment(image, threads) -> (labels, regions, provenance)``: see :meth:`SegmentationMethod.template_segmenter`.
+TemplateSegment = Callable[[Any, int], tuple[Any, dict[str, tuple[int, ...]], dict]]
+
+
 class SegmentationMethod(abc.ABC):
     """Base class of every method module's declaration; subclasses set the class attributes.
 
@@ -169,6 +173,15 @@ class SegmentationMethod(abc.ABC):
     def unfilled_settings(self, settings: Mapping[str, Any]) -> Mapping[str, Any]:
         """Settings of the extra run on the unfilled T1w (``--lesion-filling both``); by default the same."""
         return settings
+
+    def template_segmenter(self, settings: Mapping[str, Any]) -> TemplateSegment | None:
+        """How the method segments one image in memory (the longitudinal within-subject template), or None.
+
+        The callable takes the image and a thread count and returns the labels
+        (uint8 array on the image's grid), the regions (``left``, ``right``,
+        ``bilateral`` -> label values) and a provenance record.
+        """
+        return None
 
     def envelope_choice(self, config: RunConfig) -> str | None:
         """The envelope the user chose for this method (None: the first that runs)."""

@@ -69,6 +69,27 @@ class MeshNet(SegmentationMethod):
             return ToolStatus(None, {"model_dir": model_dir, "sides_model_dir": None, "sides_off": SIDES_OFF})
         return ToolStatus(None, {"model_dir": model_dir, "sides_model_dir": sides_model_dir})
 
+    def template_segmenter(self, settings):
+        """MeshNet (with left and right when the sides model is set) on an image in memory."""
+        if not settings.get("model_dir"):
+            return None
+        model_dir, sides_model_dir = Path(settings["model_dir"]), settings.get("sides_model_dir")
+
+        def segment(image, threads: int):
+            import numpy as np
+
+            from thalamus_bidsapp.interfaces.meshnet import segment_thalamus, segment_thalamus_sides
+
+            if sides_model_dir is not None:
+                _, sides, provenance = segment_thalamus_sides(image, model_dir, Path(sides_model_dir),
+                                                              threads=threads)
+                return (np.asarray(sides, dtype=np.uint8), {"left": (1,), "right": (2,), "bilateral": (1, 2)},
+                        provenance)
+            mask, provenance = segment_thalamus(image, model_dir, threads=threads)
+            return (np.asarray(mask.dataobj) > 0).astype(np.uint8), {"bilateral": (1,)}, provenance
+
+        return segment
+
     def check_installation(self, options):
         """MeshNet's weights and its sides model (checked by sha256, never downloaded here) and PyTorch."""
         from thalamus_bidsapp.interfaces import meshnet_models

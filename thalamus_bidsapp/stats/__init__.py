@@ -45,5 +45,5 @@ and constants in ``__all__``, and README.md "Statistics library" lists them all)
 
 from thalamus_bidsapp.stats._frame import MIN_N
 
-__all__ = ["agreement", "batch_effects", "harmonization", "icc", "longitudinal", "multiplicity", "ordinal", "overlap",
+__all__ = ["agreement", "batch_effects", "change", "fitcheck", "harmonization", "icc", "longitudinal", "multiplicity", "ordinal", "overlap",
            "pairwise", "power", "progression", "qc", "regression"]

@@ -15,7 +15,7 @@ from datetime import datetime
 
 import pandas as pd
 
-__all__ = ["CHANGE_COLUMNS", "CHANGE_COLUMN_DESCRIPTIONS", "annualized_change_pct", "change_pct", "change_rows",
+__all__ = ["CHANGE_COLUMNS", "CHANGE_COLUMN_DESCRIPTIONS", "DAYS_PER_YEAR", "annualized_change_pct", "change_pct", "change_rows",
            "interval_years", "order_sessions"]
 
 #: The columns of ``*_desc-longitudinal_volumes.tsv`` and ``group/longitudinal_change.tsv``, in order.
@@ -45,21 +45,35 @@ DAYS_PER_YEAR = 365.25
 
 
 def interval_years(start: datetime | None, end: datetime | None) -> float | None:
-    """Years from ``start`` to ``end`` (None when either is unknown)."""
+    """Years from ``start`` to ``end`` (None when either is unknown).
+
+    >>> round(interval_years(datetime(2020, 1, 1), datetime(2022, 1, 1)), 3)
+    2.001
+    """
     if start is None or end is None:
         return None
     return (end - start).total_seconds() / (DAYS_PER_YEAR * 86400.0)
 
 
 def change_pct(volume_from: float, volume_to: float) -> float:
-    """Percentage change from ``volume_from`` to ``volume_to`` (NaN when the first is not positive)."""
+    """Percentage change from ``volume_from`` to ``volume_to`` (NaN when the first is not positive).
+
+    >>> round(change_pct(8.0, 7.9), 4)
+    -1.25
+    """
     if not volume_from > 0 or math.isnan(volume_to):
         return float("nan")
     return 100.0 * (volume_to - volume_from) / volume_from
 
 
 def annualized_change_pct(pct: float, years: float | None) -> float | None:
-    """``pct / years``; None when the interval is unknown or not positive (no rate can be given)."""
+    """``pct / years``; None when the interval is unknown or not positive (no rate can be given).
+
+    >>> annualized_change_pct(-1.5, 2.0)
+    -0.75
+    >>> annualized_change_pct(-1.5, None) is None
+    True
+    """
     if years is None or not years > 0 or math.isnan(pct):
         return None
     return pct / years
@@ -83,6 +97,13 @@ def change_rows(
         The sessions in time order.
     intervals
         ``intervals[i]``: years from ``sessions[i]`` to ``sessions[i + 1]`` (None when unknown).
+
+    Examples
+    --------
+    >>> vols = pd.DataFrame({"session": ["1", "2"], "hemisphere": ["bilateral"] * 2, "volume_ml": [8.0, 7.9]})
+    >>> row = change_rows("sub-01", "meshnet", "longitudinal", vols, ["1", "2"], [2.0]).iloc[0]
+    >>> round(float(row.change_ml), 2), round(float(row.annualized_change_pct), 3)
+    (-0.1, -0.625)
     """
     if len(intervals) != max(len(sessions) - 1, 0):
         raise ValueError("one interval is needed per consecutive pair of sessions")
@@ -108,6 +129,9 @@ def order_sessions(dates: dict[str, datetime | None]) -> tuple[list[str], str]:
 
     By acquisition date when every session has one (ties by label), else by
     label (natural order: ``ses-2`` before ``ses-10``), with the reason.
+
+    >>> order_sessions({"10": None, "2": None})
+    (['2', '10'], 'ordered by session label: no acquisition date for 2, 10')
     """
     labels = sorted(dates, key=_natural_key)
     missing = [label for label in labels if dates[label] is None]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["mle_problem", "observed_probabilities"]
+__all__ = ["PERFECT", "mle_problem", "observed_probabilities"]
 
 #: A fitted probability this close to 1 for a row's observed outcome means the row is predicted perfectly.
 PERFECT = 1e-6
@@ -24,6 +24,9 @@ def observed_probabilities(fitted: np.ndarray, observed: np.ndarray) -> np.ndarr
     ``fitted`` is either a vector of P(y = 1) (binary outcome, ``observed``
     0/1) or an (n, K) matrix of category probabilities (``observed`` the
     category index 0..K-1).
+
+    >>> observed_probabilities(np.array([0.9, 0.2]), np.array([1, 0])).round(2).tolist()
+    [0.9, 0.8]
     """
     fitted = np.asarray(fitted, dtype=float)
     observed = np.asarray(observed)
@@ -50,6 +53,16 @@ def mle_problem(fit: object, observed_prob: np.ndarray | None = None) -> str | N
     str or None
         ``"perfect separation: ..."``, ``"did not converge ..."`` or
         ``"singular Hessian: ..."``, or None.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> import statsmodels.api as sm
+    >>> x = np.arange(10.0)
+    >>> y = (x > 4.5).astype(float)
+    >>> fit = sm.Logit(y, sm.add_constant(x)).fit(disp=0, maxiter=50, warn_convergence=False)
+    >>> mle_problem(fit, observed_probabilities(fit.predict(), y)).split(":")[0]
+    'perfect separation'
     """
     if observed_prob is not None:
         prob = np.asarray(observed_prob, dtype=float)

@@ -5,7 +5,9 @@ published ``desc-preproc_T1w``, or ``desc-lesionfilled_T1w`` where the
 session has a lesion mask, times its brain mask):
 
 1. an unbiased rigid template (:func:`~thalamus_bidsapp.interfaces.ants_longitudinal.build_template`);
-2. MeshNet (with left and right) on the template, once;
+2. the template segmented once, by the first registered method that can
+   segment an image in memory (:meth:`~thalamus_bidsapp.methods.base.SegmentationMethod.template_segmenter`;
+   MeshNet, with left and right);
 3. per session, SyN between the session (resampled once into template
    space) and the template inside a box around the template's thalamus;
    the session's thalamic volume is the Jacobian determinant integrated
@@ -25,6 +27,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,10 +41,9 @@ LOGGER = logging.getLogger(__name__)
 
 #: Version of the cached results: change it when the measurement changes.
 CACHE_VERSION = "1"
-METHOD = "meshnet"
 #: The ``desc`` of the per-session longitudinal masks of a method.
 LONG_SUFFIX = "Long"
-CHANGE_METHOD = ("Jacobian integration: the within-subject template's thalamus (MeshNet, left and right) "
+CHANGE_METHOD = ("Jacobian integration: the within-subject template's thalamus (segmented once, per side) "
                  "integrated over the Jacobian determinant of each session's SyN registration to the template "
                  "(antspyx SyNOnly, CC, inside a box 18 mm around the template's thalamus), after one rigid "
                  "resampling of each session into the template's halfway space")
@@ -61,11 +63,20 @@ class LongSession:
         return self.t1w.parent
 
 
+@dataclass(frozen=True)
+class TemplateSegmenter:
+    """The method that segments the within-subject template: its name (the ``desc`` stem) and how it segments."""
+
+    method: str
+    segment: Callable[[nib.Nifti1Image, int], tuple[np.ndarray, dict[str, tuple[int, ...]], dict]]
+
+
 @dataclass
 class SubjectLongitudinal:
     """What the longitudinal mode measured for one subject (volumes in mL per session and hemisphere)."""
 
     subject: str
+    method: str
     sessions: list[LongSession]
     template: nib.Nifti1Image
     template_labels: np.ndarray
@@ -105,29 +116,16 @@ def brain_image(session: LongSession) -> nib.Nifti1Image:
     return out
 
 
-def cache_key(sessions: list[LongSession]) -> str:
-    """Digest of the sessions (labels, image contents) and of the measurement's version."""
-    digest = hashlib.sha256(CACHE_VERSION.encode())
+def cache_key(sessions: list[LongSession], method: str) -> str:
+    """Digest of the sessions (labels, image contents), the segmenting method and the measurement's version."""
+    digest = hashlib.sha256(f"{CACHE_VERSION}:{method}".encode())
     for session in sessions:
         digest.update(f"{session.label}:{file_digest(session.t1w)}:{file_digest(session.brain_mask)}".encode())
     return digest.hexdigest()[:16]
 
 
-def segment_template(template: nib.Nifti1Image, model_dir: Path | None, sides_model_dir: Path | None,
-                     threads: int) -> tuple[np.ndarray, dict[str, tuple[int, ...]], dict]:
-    """MeshNet on the template: labels (1 left, 2 right; 1 bilateral without the sides model) and the regions."""
-    from thalamus_bidsapp.interfaces.meshnet import segment_thalamus, segment_thalamus_sides
-
-    if sides_model_dir is not None:
-        mask, sides, provenance = segment_thalamus_sides(template, model_dir, sides_model_dir, threads=threads)
-        labels = np.asarray(sides, dtype=np.uint8)
-        return labels, {"left": (1,), "right": (2,), "bilateral": (1, 2)}, provenance
-    mask, provenance = segment_thalamus(template, model_dir, threads=threads)
-    return (np.asarray(mask.dataobj) > 0).astype(np.uint8), {"bilateral": (1,)}, provenance
-
-
-def measure_subject(subject: str, sessions: list[LongSession], *, model_dir: Path | None,
-                    sides_model_dir: Path | None, threads: int = 1) -> SubjectLongitudinal:
+def measure_subject(subject: str, sessions: list[LongSession], *, segmenter: TemplateSegmenter,
+                    threads: int = 1) -> SubjectLongitudinal:
     """Template, segmentation and each session's Jacobian volumes (see the module docstring).
 
     A session whose registration fails is recorded in ``failed`` and the
@@ -140,10 +138,10 @@ def measure_subject(subject: str, sessions: list[LongSession], *, model_dir: Pat
     template = al.build_template([brain_image(s) for s in sessions])
     seconds["template"] = time.perf_counter() - started
     started = time.perf_counter()
-    labels, regions, provenance = segment_template(template.image, model_dir, sides_model_dir, threads)
+    labels, regions, provenance = segmenter.segment(template.image, threads)
     seconds["segmentation"] = time.perf_counter() - started
     if not labels.any():
-        raise RuntimeError("MeshNet found no thalamus on the within-subject template")
+        raise RuntimeError(f"{segmenter.method} found no thalamus on the within-subject template")
     zooms = template.image.header.get_zooms()[:3]
     box = al.box_around(labels, zooms)
     template_box = template.image.slicer[box]
@@ -163,7 +161,7 @@ def measure_subject(subject: str, sessions: list[LongSession], *, model_dir: Pat
         seconds[f"ses-{session.label}"] = time.perf_counter() - started
     settings = {"Template": template.settings, "Registration": al.syn_settings(), "Segmentation": provenance,
                 "Regions": {k: list(v) for k, v in regions.items()}}
-    return SubjectLongitudinal(subject, sessions, template.image, labels,
+    return SubjectLongitudinal(subject, segmenter.method, sessions, template.image, labels,
                                {s.label: m for s, m in zip(sessions, template.to_session)},
                                volumes, displacements, box, failed, settings, seconds)
 
@@ -207,7 +205,7 @@ def write_cache(folder: Path, result: SubjectLongitudinal) -> None:
     arrays.update({f"affine_{k}": v[1] for k, v in result.displacements.items()})
     arrays.update({f"rigid_{k}": v for k, v in result.to_session.items()})
     np.savez_compressed(folder / "deformations.npz", **arrays)
-    write_json({"volumes": result.volumes, "failed": result.failed, "settings": result.settings,
+    write_json({"method": result.method, "volumes": result.volumes, "failed": result.failed, "settings": result.settings,
                 "seconds": result.seconds, "box": [[s.start, s.stop] for s in result.box],
                 "sessions": [s.label for s in result.sessions]}, folder / "result.json")
 
@@ -226,7 +224,9 @@ def read_cache(folder: Path, subject: str, sessions: list[LongSession]) -> Subje
         LOGGER.info("sub-%s: longitudinal cache unreadable (%s): recomputed", subject, err)
         return None
     measured = [label for label in meta["volumes"]]
+    if "method" not in meta:
+        return None
     return SubjectLongitudinal(
-        subject, sessions, template, labels, {s.label: arrays[f"rigid_{s.label}"] for s in sessions},
+        subject, meta["method"], sessions, template, labels, {s.label: arrays[f"rigid_{s.label}"] for s in sessions},
         meta["volumes"], {k: (arrays[f"field_{k}"].astype(np.float64), arrays[f"affine_{k}"]) for k in measured},
         tuple(slice(a, b) for a, b in meta["box"]), meta["failed"], meta["settings"], meta["seconds"])

@@ -3,9 +3,9 @@
 Published per subject (see README, Longitudinal):
 
 - ``sub-<label>/anat/sub-<label>_desc-longitudinaltemplate_T1w.nii.gz`` and
-  ``sub-<label>_seg-thalamus_desc-meshnetLongTemplate_dseg.nii.gz``;
-- per session ``*_space-T1w_label-thalamus_desc-meshnetLong_mask.nii.gz`` and
-  ``*_space-T1w_seg-thalamus_desc-meshnetLong_dseg.nii.gz`` (the template's
+  ``sub-<label>_seg-thalamus_desc-<method>LongTemplate_dseg.nii.gz``;
+- per session ``*_space-T1w_label-thalamus_desc-<method>Long_mask.nii.gz`` and
+  ``*_space-T1w_seg-thalamus_desc-<method>Long_dseg.nii.gz`` (the template's
   thalamus carried into the session), and the rigid transform
   ``*_from-T1w_to-longitudinal_mode-image_xfm.txt``;
 - ``sub-<label>/anat/sub-<label>_label-thalamus_desc-longitudinal_volumes.tsv``:
@@ -39,9 +39,9 @@ from thalamus_bidsapp.stats.change import (
 from thalamus_bidsapp.workflows.longitudinal import (
     CHANGE_METHOD,
     LONG_SUFFIX,
-    METHOD,
     LongSession,
     SubjectLongitudinal,
+    TemplateSegmenter,
     cache_key,
     measure_subject,
     published_sessions,
@@ -55,7 +55,7 @@ LOGGER = logging.getLogger(__name__)
 TEMPLATE_DESC = "longitudinaltemplate"
 TABLE_SUFFIX = "label-thalamus_desc-longitudinal_volumes.tsv"
 def run_longitudinal(output_dir: Path, bids_dir: Path, work_dir: Path, subjects: list[str], *,
-                     model_dir: Path | None, sides_model_dir: Path | None, threads: int = 1) -> dict[str, str]:
+                     segmenter: TemplateSegmenter, threads: int = 1) -> dict[str, str]:
     """Longitudinal mode for each subject (labels without ``sub-``); returns subject -> outcome, for the log.
 
     A subject's failure is logged and leaves its earlier longitudinal outputs as they were.
@@ -64,15 +64,15 @@ def run_longitudinal(output_dir: Path, bids_dir: Path, work_dir: Path, subjects:
     for subject in subjects:
         try:
             outcomes[subject] = _run_subject(Path(output_dir), Path(bids_dir), Path(work_dir), subject,
-                                             model_dir=model_dir, sides_model_dir=sides_model_dir, threads=threads)
+                                             segmenter=segmenter, threads=threads)
         except Exception as err:  # noqa: BLE001 - the cross-sectional outputs stand; the log says why
             LOGGER.error("sub-%s: longitudinal mode failed: %s", subject, err)
             outcomes[subject] = f"failed: {err}"
     return outcomes
 
 
-def _run_subject(output_dir: Path, bids_dir: Path, work_dir: Path, subject: str, *, model_dir, sides_model_dir,
-                 threads: int) -> str:
+def _run_subject(output_dir: Path, bids_dir: Path, work_dir: Path, subject: str, *,
+                 segmenter: TemplateSegmenter, threads: int) -> str:
     sessions, notes = published_sessions(output_dir, subject)
     for note in notes:
         LOGGER.warning("sub-%s: longitudinal mode: %s", subject, note)
@@ -93,7 +93,7 @@ def _run_subject(output_dir: Path, bids_dir: Path, work_dir: Path, subject: str,
     if filled and len(filled) < len(sessions):
         LOGGER.info("sub-%s: lesion-filled T1w used for ses-%s only (the others have no lesion mask)",
                     subject, ", ses-".join(filled))
-    result = _measure_or_reuse(work_dir, subject, sessions, model_dir, sides_model_dir, threads)
+    result = _measure_or_reuse(work_dir, subject, sessions, segmenter, threads)
     previous = _previous_sessions(output_dir, subject)
     if previous is not None and previous != [s.label for s in sessions]:
         LOGGER.info("sub-%s: the within-subject template was redone: sessions %s, before %s", subject,
@@ -103,15 +103,14 @@ def _run_subject(output_dir: Path, bids_dir: Path, work_dir: Path, subject: str,
     return f"ok: {len(result.volumes)} sessions measured, {len(table)} change rows"
 
 
-def _measure_or_reuse(work_dir: Path, subject: str, sessions: list[LongSession], model_dir, sides_model_dir,
+def _measure_or_reuse(work_dir: Path, subject: str, sessions: list[LongSession], segmenter: TemplateSegmenter,
                       threads: int) -> SubjectLongitudinal:
-    folder = work_dir / "longitudinal" / f"sub-{subject}" / cache_key(sessions)
+    folder = work_dir / "longitudinal" / f"sub-{subject}" / cache_key(sessions, segmenter.method)
     cached = read_cache(folder, subject, sessions)
     if cached is not None:
         LOGGER.info("sub-%s: longitudinal results reused from %s", subject, folder)
         return cached
-    result = measure_subject(subject, sessions, model_dir=model_dir, sides_model_dir=sides_model_dir,
-                             threads=threads)
+    result = measure_subject(subject, sessions, segmenter=segmenter, threads=threads)
     LOGGER.info("sub-%s: longitudinal timings (s): %s", subject,
                 ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
     write_cache(folder, result)
@@ -155,7 +154,7 @@ def change_table(output_dir: Path, subject: str, result: SubjectLongitudinal, or
     measured = [label for label in ordered if label in result.volumes]
     long_rows = [(label, hemisphere, volume) for label in measured
                  for hemisphere, volume in result.volumes[label].items()]
-    frames.append(_rows(participant, METHOD, "longitudinal", pd.DataFrame(long_rows, columns=[
+    frames.append(_rows(participant, result.method, "longitudinal", pd.DataFrame(long_rows, columns=[
         "session", "hemisphere", "volume_ml"]), measured, dates))
     cross = []
     for label in ordered:
@@ -187,7 +186,7 @@ def _publish(output_dir: Path, subject: str, result: SubjectLongitudinal, table:
     shutil.rmtree(staging, ignore_errors=True)
     subject_anat = Path(f"sub-{subject}") / "anat"
     template_rel = subject_anat / f"sub-{subject}_desc-{TEMPLATE_DESC}_T1w.nii.gz"
-    labels_rel = subject_anat / f"sub-{subject}_seg-thalamus_desc-{METHOD}{LONG_SUFFIX}Template_dseg.nii.gz"
+    labels_rel = subject_anat / f"sub-{subject}_seg-thalamus_desc-{result.method}{LONG_SUFFIX}Template_dseg.nii.gz"
     written: list[Path] = []
     try:
         written += _stage_image(staging, template_rel, result.template, {
@@ -197,7 +196,7 @@ def _publish(output_dir: Path, subject: str, result: SubjectLongitudinal, table:
             "SessionOrder": how, "Sources": [_uri(s.t1w, output_dir) for s in result.sessions],
             **result.settings["Template"]})
         written += _stage_image(staging, labels_rel, nib.Nifti1Image(result.template_labels, result.template.affine),
-                                {"Description": "MeshNet thalamus on the within-subject template (1 left, 2 right)",
+                                {"Description": f"{result.method} thalamus on the within-subject template (1 left, 2 right)",
                                  "Sources": [f"bids::{template_rel.as_posix()}"], **result.settings["Segmentation"]})
         for session in result.sessions:
             if session.label in result.volumes:
@@ -222,11 +221,11 @@ def _stage_session(staging: Path, output_dir: Path, subject: str, session: LongS
                    result: SubjectLongitudinal, template_rel: Path) -> list[Path]:
     name = f"sub-{subject}_ses-{session.label}"
     anat = Path(f"sub-{subject}") / f"ses-{session.label}" / "anat"
-    desc = f"{METHOD}{LONG_SUFFIX}"
+    desc = f"{result.method}{LONG_SUFFIX}"
     labels = session_labels_image(result, session)
     xfm_rel = anat / f"{name}_from-T1w_to-longitudinal_mode-image_xfm.txt"
     _write_itk_text(result.to_session[session.label], _staged(staging, xfm_rel))
-    sidecar = {"Method": METHOD, "Mode": "longitudinal", "Template": f"bids::{template_rel.as_posix()}",
+    sidecar = {"Method": result.method, "Mode": "longitudinal", "Template": f"bids::{template_rel.as_posix()}",
                "Transforms": {"Rigid": f"bids::{xfm_rel.as_posix()}",
                               "Deformation": "SyN displacement field inside the template box (work folder)"},
                "ChangeMethod": CHANGE_METHOD, "SpatialReference": _uri(session.t1w, output_dir),
@@ -267,7 +266,7 @@ def _stale_files(output_dir: Path, subject: str, keep: set[str]) -> list[Path]:
         if session_dir.name[len("ses-"):] in keep:
             continue
         anat = session_dir / "anat"
-        stale += sorted(anat.glob(f"*_desc-{METHOD}{LONG_SUFFIX}_*")) + sorted(anat.glob("*_to-longitudinal_*"))
+        stale += sorted(anat.glob(f"*_desc-*{LONG_SUFFIX}_*")) + sorted(anat.glob("*_to-longitudinal_*"))
     return stale
 
 
@@ -290,11 +289,10 @@ def _uri(path: Path, output_dir: Path) -> str:
 def longitudinal_step(config, sessions, tools, threads: int) -> dict[str, str]:
     """The participant level's longitudinal step (``--longitudinal auto``): subjects with two or more T1w sessions.
 
-    ``sessions``: the run's :class:`~thalamus_bidsapp.bidsio.inputs.SessionInputs`; ``tools``: its tool check
-    (MeshNet's model folders are taken from it, else resolved as MeshNet resolves them).
+    ``sessions``: the run's :class:`~thalamus_bidsapp.bidsio.inputs.SessionInputs`; ``tools``: its tool check.
+    The template is segmented by the first registered method that can run here and segments an image in
+    memory (:meth:`~thalamus_bidsapp.methods.base.SegmentationMethod.template_segmenter`).
     """
-    from thalamus_bidsapp.errors import ThalamusError
-    from thalamus_bidsapp.interfaces.meshnet_models import SIDES_MODEL, resolve_model_dir
     from thalamus_bidsapp.resources import thread_limits
 
     counts: dict[str, int] = {}
@@ -306,21 +304,28 @@ def longitudinal_step(config, sessions, tools, threads: int) -> dict[str, str]:
     subjects = sorted(k for k, n in counts.items() if n >= 2)
     if not subjects:
         return {}
-    settings = dict(tools.settings.get(METHOD) or {})
-    try:
-        model_dir = settings.get("model_dir") or resolve_model_dir(config.option("meshnet_model"))
-    except ThalamusError as err:
-        LOGGER.error("longitudinal mode not run: MeshNet is needed to segment the template: %s", err)
-        return {subject: f"failed: {err}" for subject in subjects}
-    sides = settings.get("sides_model_dir")
-    if sides is None and METHOD not in tools.settings:
-        try:
-            sides = resolve_model_dir(config.option("meshnet_sides_model"), model=SIDES_MODEL)
-        except ThalamusError as err:
-            LOGGER.warning("longitudinal mode without left and right: %s", err)
+    segmenter = template_segmenter(tools)
+    if segmenter is None:
+        LOGGER.error("longitudinal mode not run for %s: no method that segments the within-subject template "
+                     "can run here (see --check-tools)", ", ".join(f"sub-{s}" for s in subjects))
+        return {subject: "failed: no method segments the template" for subject in subjects}
     with thread_limits(threads):
         outcomes = run_longitudinal(config.output_dir, config.bids_dir, config.work_dir, subjects,
-                                    model_dir=model_dir, sides_model_dir=sides, threads=threads)
+                                    segmenter=segmenter, threads=threads)
     for subject, outcome in outcomes.items():
         LOGGER.info("sub-%s: longitudinal mode %s", subject, outcome)
     return outcomes
+
+
+def template_segmenter(tools) -> TemplateSegmenter | None:
+    """The first registered method that the tool check let run and that segments an image in memory."""
+    from thalamus_bidsapp.methods.registry import all_methods
+
+    for method in all_methods():
+        status = tools.status(method.name)
+        if status.reason is not None:
+            continue
+        segment = method.template_segmenter(status.settings)
+        if segment is not None:
+            return TemplateSegmenter(method.name, segment)
+    return None
