@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from matplotlib.text import Text
 
+from tests.test_reports import browser  # noqa: F401  (the headless Chromium fixture)
 from thalamus_bidsapp.bidsio.atomic import write_tsv
 from thalamus_bidsapp.reports.figures_group import build_group_figures
 from thalamus_bidsapp.reports.group import write_group_report
@@ -54,7 +55,8 @@ def lesion_filling_both_volumes(seed: int = 4) -> pd.DataFrame:
             filled_left, filled_right = left + bias, left * 0.98 + bias
             rows += _rows(subject, method, filled_left, filled_right, lesion)
             # Unfilled lesions pull the boundary in a little: the paired difference is small and positive.
-            rows += _rows(subject, f"{method}Unfilled", filled_left - 0.04, filled_right - 0.03, lesion)
+            rows += _rows(subject, f"{method}Unfilled", filled_left - rng.normal(0.04, 0.03),
+                          filled_right - rng.normal(0.03, 0.03), lesion)
     return pd.DataFrame(rows)
 
 
@@ -181,3 +183,13 @@ def test_every_group_figure_text_fits(both_report, tmp_path_factory):
             checked.append(stem)
     assert {"template_maps", "filling_blandaltman", "lesion_load", "asymmetry", "volumes_distribution"} <= \
         set(checked)
+
+
+def test_lesion_filling_report_in_headless_chromium(request, browser, both_report):
+    from tests.test_reports import ARTIFACTS, _report_artifact
+
+    screenshot = ARTIFACTS / "report_group_lesion_filling_both.png"
+    result = browser.load(both_report, screenshot)
+    _report_artifact(request, screenshot)
+    assert result["console"] == [] and result["broken"] == [] and result["anchors"] == []
+    assert result["scrollWidth"] <= 1280 and result["overflowingTables"] == []

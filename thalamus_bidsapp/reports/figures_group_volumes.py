@@ -22,7 +22,15 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from thalamus_bidsapp.reports.figures_group import _box, _finish, _grid, _method_axis, _new_figure, read_group_table
+from thalamus_bidsapp.reports.figures_group import (
+    _MIN_BOX,
+    _box,
+    _finish,
+    _grid,
+    _method_axis,
+    _new_figure,
+    read_group_table,
+)
 from thalamus_bidsapp.reports.group_volumes import (
     asymmetry_table,
     filling_pairs,
@@ -64,6 +72,8 @@ def plot_volume_distribution(volumes: pd.DataFrame, colors: Mapping[str, str]) -
     fig = _new_figure(5.6 if named else 5.0, row_in * len(methods) + 1.1)
     ax = fig.subplots()
     values = [table.loc[table["method"] == m, "volume_ml"].to_numpy(float) for m in methods]
+    # Boxes only where there are enough values for quartiles; every point is drawn below, in its lane.
+    values = [v if len(v) >= _MIN_BOX else v[:0] for v in values]
     _box(ax, values, range(len(methods)), [colors[m] for m in methods], 0.75, horizontal=True, points=False)
     labels = table["session_id"].astype(str).where(table["session_id"].notna(), "")
     markers = dict(zip(sorted(labels.unique()), _SESSION_MARKERS)) if labels.nunique() <= 4 else {}

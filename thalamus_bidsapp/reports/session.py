@@ -44,7 +44,8 @@ def input_role(path: str, dataset: str) -> str:
     suffix = stem.rsplit("_", 1)[-1]
     if dataset == "TemplateFlow":
         return "thalamus atlas" if suffix in {"probseg", "dseg"} else "template"
-    if suffix in {"mask", "dseg", "probseg"} and "_label-lesion" in f"_{stem}":
+    entities = set(stem.split("_")[:-1])
+    if suffix in {"mask", "dseg", "probseg"} and entities & {"label-lesion", "desc-lesion", "label-WMH", "desc-WMH"}:
         return "lesion mask"
     return suffix
 
