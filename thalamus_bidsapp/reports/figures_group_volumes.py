@@ -90,6 +90,7 @@ def plot_volume_distribution(volumes: pd.DataFrame, colors: Mapping[str, str]) -
             ax.scatter(mine["volume_ml"], [i + lanes[k] for k in mine["_session"]], s=14, marker=marker,
                        color=colors[method], edgecolor="black", linewidth=0.3, zorder=3)
     _method_axis(ax, methods, colors)
+    ax.ticklabel_format(axis="x", useOffset=False)
     ax.set_xlabel("thalamus volume (mL)")
     if named:
         right = ax.secondary_yaxis("right")
@@ -127,6 +128,7 @@ def plot_filling_blandaltman(pairs: pd.DataFrame, colors: Mapping[str, str]) -> 
                 bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0, "pad": 1.5})
         ax.set_ylim(span.min() - pad, span.max() + pad * 2.2)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.ticklabel_format(useOffset=False)
         ax.set_title(method, color=colors.get(method, "black"))
     handles = [Line2D([], [], color=REFERENCE_COLOR, lw=1.1, label="mean difference"),
                Line2D([], [], color=REFERENCE_COLOR, lw=0.9, ls="--", label="95% limits of agreement")]
@@ -147,6 +149,7 @@ def plot_lesion_load(lesions: pd.DataFrame, colors: Mapping[str, str]) -> Figure
                         edgecolor="black", linewidth=0.3, label=method)
     scatter.set_xlabel("lesion volume (mL)")
     scatter.set_ylabel("thalamus volume (mL)")
+    scatter.ticklabel_format(useOffset=False)  # volumes in mL, never as an offset (+1.7e1) plus small steps
     scatter.legend(frameon=False, fontsize=8)
     in_values = [lesions.loc[lesions["method"] == m, "in_ml"].dropna().to_numpy(float) for m in methods]
     near_values = [lesions.loc[lesions["method"] == m, "near_ml"].dropna().to_numpy(float) for m in methods]
