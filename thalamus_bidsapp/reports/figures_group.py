@@ -213,6 +213,13 @@ def _method_axis(ax: Axes, methods: Sequence[str], colors: Mapping[str, str]) ->
 
 
 # ------------------------------------------------------------------ volumes
+def plot_volume_distribution(volumes: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
+    """Thalamus volume per method, each session traceable (drawn by :mod:`.figures_group_volumes`)."""
+    from thalamus_bidsapp.reports.figures_group_volumes import plot_volume_distribution as plot
+
+    return plot(volumes, colors)
+
+
 def _wide_volumes(volumes: pd.DataFrame) -> pd.DataFrame:
     key = volumes["participant_id"].astype(str) + "|" + volumes["session_id"].astype(str)
     return (volumes.assign(_key=key).pivot_table(index="_key", columns="method", values="volume_ml", aggfunc="mean"))
@@ -329,7 +336,7 @@ def build_group_figures(group_dir: Path) -> tuple[dict[str, Figure], dict[str, s
     )
     from thalamus_bidsapp.reports.figures_group_clinical import plot_change, plot_forest, plot_power, plot_progression
     from thalamus_bidsapp.reports.figures_group_template import plot_template_maps
-    from thalamus_bidsapp.reports.figures_group_volumes import add_volume_figures, plot_volume_distribution
+    from thalamus_bidsapp.reports.figures_group_volumes import add_volume_figures
 
     stems = ("volumes", "agreement_voxelwise", "agreement_volumetric", "containment", "clinical_crosssectional",
              "clinical_longitudinal_regression", "clinical_longitudinal_deltas", "clinical_progression_subjects",

@@ -5,7 +5,7 @@ Drawn from ``group/volumes.tsv`` by way of :mod:`thalamus_bidsapp.reports.group_
 ========================  ===============================================================
 stem                      what it shows
 ========================  ===============================================================
-volumes_distribution      thalamus volume per method; a session's points joined across methods
+volumes_distribution      thalamus volume per method; a session's points joined across methods, named when few
 filling_blandaltman       filled minus unfilled volume against their mean, per method (paired)
 lesion_load               thalamus volume against lesion volume; lesion inside and near the thalamus
 asymmetry                 left/right asymmetry index per method
@@ -40,11 +40,13 @@ from thalamus_bidsapp.reports.group_volumes import (
 )
 from thalamus_bidsapp.reports.palette import REFERENCE_COLOR, STYLE, method_order
 
-#: Up to this many sessions each gets its own lane in every method's row, named on the right.
+#: Up to this many sessions each gets its own lane in every method's row and its own marker, in the legend.
 MAX_NAMED_SESSIONS = 12
 #: Up to this many sessions a thin line joins a session's points across the methods.
 _MAX_JOINED = 150
 _SESSION_MARKERS = ("o", "^", "s", "D")
+#: One marker per session when they are named (at most MAX_NAMED_SESSIONS).
+_NAMED_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "p", "h")
 
 
 def _lanes(keys: list[str]) -> dict[str, float]:
@@ -55,51 +57,55 @@ def _lanes(keys: list[str]) -> dict[str, float]:
     return dict(zip(keys, rng.uniform(-0.3, 0.3, len(keys))))
 
 
+def _session_markers(table: pd.DataFrame, keys: list[str]) -> tuple[pd.Series, dict[str, str]]:
+    """Which marker each row gets: one per session when few, else one per session label (ses-1...), else dots."""
+    if len(keys) <= MAX_NAMED_SESSIONS:
+        return table["_session"], dict(zip(keys, _NAMED_MARKERS))
+    labels = table["session_id"].astype(str).where(table["session_id"].notna(), "")
+    if 1 < labels.nunique() <= len(_SESSION_MARKERS):
+        return labels, dict(zip(sorted(labels.unique()), _SESSION_MARKERS))
+    return pd.Series("", index=table.index), {"": "o"}
+
+
 def plot_volume_distribution(volumes: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
     """Boxplot per method (one row each) with one point per session, a session at the same height in every row.
 
-    Up to :data:`MAX_NAMED_SESSIONS` sessions each has its own lane, named on
-    the right; beyond, the marker tells the session label (ses-1, ses-2...)
-    and a thin grey line joins a session's points across the methods.
+    A thin grey line joins a session's points across the methods. Up to
+    :data:`MAX_NAMED_SESSIONS` sessions each has its own lane and marker,
+    named in the legend; beyond, the marker tells the session label (ses-1,
+    ses-2...).
     """
     table = volumes.assign(_session=session_label(volumes.assign(
         session_id=volumes["session_id"].astype(object).where(volumes["session_id"].notna(), ""))))
     methods = method_order(table["method"])
     keys = sorted(table["_session"].unique())
     lanes = _lanes(keys)
-    named = len(keys) <= MAX_NAMED_SESSIONS
-    row_in = max(0.42, 0.15 * len(keys)) if named else 0.42
-    fig = _new_figure(5.6 if named else 5.0, row_in * len(methods) + 1.1)
+    fig = _new_figure(5.6, 0.5 * len(methods) + 1.3)
     ax = fig.subplots()
     values = [table.loc[table["method"] == m, "volume_ml"].to_numpy(float) for m in methods]
     # Boxes only where there are enough values for quartiles; every point is drawn below, in its lane.
     values = [v if len(v) >= _MIN_BOX else v[:0] for v in values]
     _box(ax, values, range(len(methods)), [colors[m] for m in methods], 0.75, horizontal=True, points=False)
-    labels = table["session_id"].astype(str).where(table["session_id"].notna(), "")
-    markers = dict(zip(sorted(labels.unique()), _SESSION_MARKERS)) if labels.nunique() <= 4 else {}
     wide = table.pivot_table(index="_session", columns="method", values="volume_ml", aggfunc="mean")
     if len(keys) <= _MAX_JOINED:
         for key, row in wide.iterrows():
             y = [i + lanes[key] for i, m in enumerate(methods) if m in row and np.isfinite(row[m])]
             x = [row[m] for m in methods if m in row and np.isfinite(row[m])]
             ax.plot(x, y, color="0.6", lw=0.5, alpha=0.7, zorder=2)
+    marker_of, markers = _session_markers(table, keys)
     for i, method in enumerate(methods):
         rows = table[table["method"] == method]
-        for label, marker in (markers or {"": "o"}).items():
-            mine = rows[labels[rows.index] == label] if markers else rows
-            ax.scatter(mine["volume_ml"], [i + lanes[k] for k in mine["_session"]], s=14, marker=marker,
+        for name, marker in markers.items():
+            mine = rows[marker_of[rows.index] == name]
+            ax.scatter(mine["volume_ml"], [i + lanes[k] for k in mine["_session"]], s=18, marker=marker,
                        color=colors[method], edgecolor="black", linewidth=0.3, zorder=3)
     _method_axis(ax, methods, colors)
     ax.ticklabel_format(axis="x", useOffset=False)
     ax.set_xlabel("thalamus volume (mL)")
-    if named:
-        right = ax.secondary_yaxis("right")
-        right.set_yticks([i + lanes[k] for i in range(len(methods)) for k in keys],
-                         [k for _ in methods for k in keys])
-        right.tick_params(labelsize=STYLE["xtick.labelsize"], length=0)
     if len(markers) > 1:
-        handles = [Line2D([], [], marker=m, ls="", color="0.3", label=s) for s, m in markers.items()]
-        fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), frameon=False)
+        handles = [Line2D([], [], marker=m, ls="", color="0.45", markeredgecolor="black", markeredgewidth=0.3,
+                          label=name) for name, m in markers.items()]
+        fig.legend(handles=handles, loc="outside upper center", ncols=min(4, len(handles)), frameon=False)
     return _finish(fig)
 
 

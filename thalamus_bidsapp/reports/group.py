@@ -86,8 +86,8 @@ CAPTIONS = {
     "volumes_distribution": "Whole-thalamus volume (left and right merged), one box per method: median, "
                             "quartiles, whiskers at 1.5 IQR, one point per session. A session sits at the same "
                             "height in every method's row and a grey line joins its points; up to "
-                            f"{MAX_NAMED_SESSIONS} sessions are named on the right, beyond that the marker tells "
-                            "the session label.",
+                            f"{MAX_NAMED_SESSIONS} sessions each has its own marker, named in the legend, beyond "
+                            "that the marker tells the session label.",
     "filling_blandaltman": "Per method, for each session with a lesion mask: the volume on the lesion-filled T1w "
                            "minus that on the unfilled T1w (desc-<mask>Unfilled, --lesion-filling both) against "
                            "their mean; solid: mean difference; dashed: 95% limits of agreement.",
