@@ -539,9 +539,8 @@ def test_broken_page_is_caught(browser, tmp_path):
 
 def _report_artifact(request, path: Path) -> None:
     """Name a screenshot in the test output (also under -q, where prints are captured)."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"screenshot: {path}")
+    with request.getfixturevalue("capsys").disabled():
+        print(f"\nscreenshot: {path}")
 
 
 @pytest.mark.parametrize("which", ["participant", "group", "cohort"])
@@ -569,7 +568,7 @@ def test_participant_results_on_the_first_screen(request, browser, derivatives):
     # its QC light; the mosaics are shown wide enough for their text to read (>= 10 px).
     page = derivatives["participant"]
     screenshot = ARTIFACTS / "report_participant_first_screen.png"
-    result = browser.load(page, screenshot)
+    result = browser.load(page, screenshot, max_height=900)
     _report_artifact(request, screenshot)
     first_screen = result["firstScreen"]
     text = page.read_text()
