@@ -1,7 +1,8 @@
 """The group report ``<output_dir>/group/report.html``, built from the derivatives alone.
 
 Results first: one section per analysis, in the order of the paper (volumes
-by method; agreement with the manual masks; agreement between methods;
+by method; lesion filling, paired; lesion load; left/right asymmetry, the
+last three from :mod:`.group_volumes`; agreement with the manual masks; agreement between methods;
 cross-sectional associations; longitudinal change; disability progression;
 power; QC). Each section opens with its key figure (drawn from the group
 tables by :mod:`thalamus_bidsapp.reports.figures_group`) and one or two
