@@ -193,8 +193,10 @@ def test_every_mask_has_a_cropped_figure(derivatives):
         assert figure.name in images
         svg = figure.read_text()
         assert svg.lstrip().startswith("<?xml") and "<svg" in svg
-        # 15 slices (5 per plane), each labelled; one T1w row per plane with the thalamus contour as paths.
-        assert len(re.findall(r">(axial|coronal|sagittal) \d+<", svg)) == 15
+        # 15 slices (5 per plane), each labelled with its position in mm; one T1w row per plane with the
+        # thalamus contour as paths.
+        assert len(re.findall(r">[xyz]=[+-]\d+ mm<", svg)) == 15
+        assert all(f">{plane}<" in svg for plane in ("axial", "coronal", "sagittal"))
         assert svg.count("<image") == 3
         assert svg.count('id="QuadContourSet_') >= 3
 
@@ -474,7 +476,16 @@ class HeadlessChromium:
                 const figure = document.querySelector('figure img'), table = document.querySelector('table');
                 const figureFirst = figure && table
                     ? Boolean(figure.compareDocumentPosition(table) & Node.DOCUMENT_POSITION_FOLLOWING) : null;
-                return JSON.stringify({images: document.images.length, broken, anchors,
+                const overflowingTables = [...document.querySelectorAll('div.table-wrap')]
+                    .filter(w => !w.closest('details:not([open])') && w.scrollWidth > w.clientWidth + 1)
+                    .map(w => w.querySelector('th') ? w.querySelector('th').textContent : '?');
+                const firstScreen = [...document.querySelectorAll('table.results tr.default')]
+                    .filter(r => r.getBoundingClientRect().bottom <= 900)
+                    .map(r => ({text: r.innerText, light: Boolean(r.querySelector('.qc-light'))}));
+                const mosaics = [...document.images].filter(i => /_mask\.svg$/.test(i.getAttribute('src')))
+                    .map(i => ({src: i.getAttribute('src'), width: i.getBoundingClientRect().width}));
+                return JSON.stringify({images: document.images.length, broken, anchors, overflowingTables,
+                                       scrollWidth: document.documentElement.scrollWidth, firstScreen, mosaics,
                                        height: document.documentElement.scrollHeight, figureFirst,
                                        firstFigureWidth: figure ? figure.getBoundingClientRect().width : 0});
             })()""",
@@ -526,6 +537,12 @@ def test_broken_page_is_caught(browser, tmp_path):
     assert any("boom" in p for p in result["console"]) and any("ERR_FILE_NOT_FOUND" in p for p in result["console"])
 
 
+def _report_artifact(request, path: Path) -> None:
+    """Name a screenshot in the test output (also under -q, where prints are captured)."""
+    with request.getfixturevalue("capsys").disabled():
+        print(f"\nscreenshot: {path}")
+
+
 @pytest.mark.parametrize("which", ["participant", "group", "cohort"])
 def test_report_in_headless_chromium(request, browser, which):
     # Fixtures by name: the cohort's case does not need the (slower) pipeline run.
@@ -533,7 +550,9 @@ def test_report_in_headless_chromium(request, browser, which):
             else request.getfixturevalue("derivatives")[which])
     screenshot = ARTIFACTS / f"report_{which}.png"
     result = browser.load(page, screenshot)
+    _report_artifact(request, screenshot)
     assert result["console"] == []
+    assert result["scrollWidth"] <= 1280 and result["overflowingTables"] == []
     assert result["broken"] == [] and result["anchors"] == []
     assert result["images"] == len(_images(page)) > 0
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -542,3 +561,34 @@ def test_report_in_headless_chromium(request, browser, which):
         # Results first: the first figure comes before the first table, at a readable size.
         assert result["figureFirst"] is True
         assert result["firstFigureWidth"] >= 480
+
+
+def test_participant_results_on_the_first_screen(request, browser, derivatives):
+    # At 1280 px, the first 900 px show each session's default-method volume, as in its volumes table, and
+    # its QC light; the mosaics are shown wide enough for their text to read (>= 10 px).
+    page = derivatives["participant"]
+    screenshot = ARTIFACTS / "report_participant_first_screen.png"
+    result = browser.load(page, screenshot, max_height=900)
+    _report_artifact(request, screenshot)
+    first_screen = result["firstScreen"]
+    text = page.read_text()
+    for session in ("ses-1", "ses-2"):
+        volumes = read_tsv(derivatives["out"] / "sub-01" / session / "anat" /
+                           f"sub-01_{session}_label-thalamus_volumes.tsv")
+        default = volumes[(volumes["method"] == "freesurfer") & (volumes["hemisphere"] == "bilateral")]
+        number = f"{float(default['volume_ml'].iloc[0]):.2f}"
+        section = text.split(f'id="sub-01_{session}"', 1)[1].split("</section>", 1)[0]
+        assert f'<td class="num">{number}</td>' in section  # the volumes table shows the same number
+        assert any(number in row["text"] and "freesurfer" in row["text"] and row["light"] for row in first_screen), \
+            (session, number, first_screen)
+    assert len(first_screen) == 2  # ses-3 failed: no volume, its row says why
+    assert result["scrollWidth"] <= 1280 and result["overflowingTables"] == []
+    assert result["mosaics"]
+    for mosaic in result["mosaics"]:
+        svg = (page.parent / unquote(mosaic["src"])).read_text()
+        width = float(re.search(r'viewBox="0 0 ([0-9.]+) ', svg).group(1))
+        smallest = min(float(v) for v in re.findall(r"font-size: ([0-9.]+)px", svg))
+        assert smallest * mosaic["width"] / width >= 10, mosaic
+    # The install hints of the methods that did not run are at the end, collapsed.
+    assert text.index('id="not-run"') > text.index('id="references"')
+    assert "<details><summary>Which methods did not run" in text

@@ -40,7 +40,9 @@ def run(tmp_path_factory):
     t1 = nib.load(str(shared_file("freesurfer_bert_7.2", "mri", "brainmask.mgz")))
     planted = plant_lesions(np.asanyarray(t1.dataobj)[window].astype(np.float32), aseg[window], seed=11)
     affine = t1.slicer[window].affine
-    bids, lesions = root / "bids", root / "lesion_tool"
+    # The lesion tool's dataset inside the raw one, as many studies keep it: the report credits the named dataset.
+    bids = root / "bids"
+    lesions = bids / "derivatives" / "lesion_tool"
     write_description(bids, "bert with lesions")
     write_description(lesions, "lesion segmentation")
     anat = bids / "sub-01" / "anat"
@@ -130,8 +132,28 @@ def test_lesion_load_in_the_session_and_group_volumes(run):
 
 
 def test_the_report_draws_the_lesions_and_lists_the_lesion_load(run):
-    report = (run["out"] / "sub-01.html").read_text()
-    assert "lesion_volume_ml" in report and "lesion_filled" in report
+    from thalamus_bidsapp.reports.mask_figures import LESION_COLOR
+
+    report = (run["out"] / "sub-01.html").read_text().replace("<wbr>", "")
+    expected = f"lesion volume {run['lesion'].sum() / 1000.0:.2f} mL"
+    assert expected in report and "lesion_filled" in report and "lesion_in_thalamus_ml" in report
+    # Inputs used: the lesion mask from the dataset named on the command line, the template from TemplateFlow.
+    inputs = report.split("<h3>Inputs used</h3>", 1)[1].split("</table>", 1)[0]
+    assert "<td>lesion mask</td><td>lesions</td><td>sub-01/anat/sub-01_desc-lesion_mask.nii.gz</td>" in inputs
+    assert "<td>template</td><td>TemplateFlow</td>" in inputs and "<td>T1w</td><td>raw</td>" in inputs
     figure = next((run["out"] / "sub-01" / "figures").glob("*desc-meshnet_mask.svg"))
     text = figure.read_text()
-    assert "lesions (dashed)" in text and "lesion-filled T1w" in text
+    assert ">lesions<" in text and LESION_COLOR in text and "lesion-filled T1w" in text
+
+
+def test_unfilled_masks_in_template_space(run):
+    for method in ("meshnet", "meshnetUnfilled", "first", "firstUnfilled"):
+        mask = _anat(run) / f"sub-01_space-MNI152NLin2009cAsym_label-thalamus_desc-{method}_mask.nii.gz"
+        assert mask.is_file(), mask.name
+        assert _json(mask)["Method"] == method
+
+
+def test_group_report_pairs_filled_and_unfilled(run):
+    report = (run["out"] / "group" / "report.html").read_text()
+    section = report.split('<section id="lesion-filling"', 1)[1].split("</section>", 1)[0]
+    assert 'src="figures/filling_blandaltman.svg"' in section and "n = 1" in section

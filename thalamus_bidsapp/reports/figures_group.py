@@ -7,7 +7,7 @@ alone. One figure per analysis, in the order of the paper:
 ========================  ===============================================================
 stem                      what it shows (source table)
 ========================  ===============================================================
-volumes_distribution      thalamus volume per method (volumes)
+volumes_distribution      thalamus volume per method, each session traceable (figures_group_volumes)
 volumes_scatter_matrix    every method against every other, one point (marker) per session (volumes)
 agreement_overlap         Dice, precision, sensitivity per method (agreement_voxelwise)
 agreement_scatter         method vs manual volume, identity line, OLS fit, CCC (agreement_*)
@@ -18,6 +18,8 @@ longitudinal_forest       the same for the change models (clinical_longitudinal_
 longitudinal_change       % thalamic change per method, overall and by diagnosis
 progression_change        % thalamic change by EDSS course (clinical_progression_subjects)
 power_sample_size         subjects per arm per method (clinical_power)
+filling_blandaltman,      lesion filling (paired), lesion load and left/right asymmetry
+lesion_load, asymmetry    (volumes; figures_group_volumes)
 ========================  ===============================================================
 
 Colours and fonts come from :mod:`thalamus_bidsapp.reports.palette` (one
@@ -64,7 +66,10 @@ FIGURE_TITLES: dict[str, str] = {
     "longitudinal_change": "Thalamic volume change",
     "progression_change": "Thalamic volume change by EDSS course",
     "power_sample_size": "Subjects per arm for a trial",
-    "template_maps": "Thalamus probability per method and method disagreement in template space",
+    "template_maps": "Thalamus probability per method in template space",
+    "filling_blandaltman": "Lesion filling: filled minus unfilled volume, paired by session",
+    "lesion_load": "Lesion load and the thalamus",
+    "asymmetry": "Left/right asymmetry per method",
 }
 #: Outcome labels of the clinical figures (roles of the clinical config).
 OUTCOME_LABELS = {"edss": "EDSS", "t25fw": "T25FW", "nhpt": "9HPT", "sdmt": "SDMT",
@@ -209,15 +214,10 @@ def _method_axis(ax: Axes, methods: Sequence[str], colors: Mapping[str, str]) ->
 
 # ------------------------------------------------------------------ volumes
 def plot_volume_distribution(volumes: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
-    """Boxplot of the thalamus volume per method (one row per method), in the methods' colours."""
-    methods = method_order(volumes["method"])
-    fig = _new_figure(5.0, 0.4 * len(methods) + 1.1)
-    ax = fig.subplots()
-    values = [volumes.loc[volumes["method"] == m, "volume_ml"].to_numpy(float) for m in methods]
-    _box(ax, values, range(len(methods)), [colors[m] for m in methods], 0.6, horizontal=True)
-    _method_axis(ax, methods, colors)
-    ax.set_xlabel("thalamus volume (mL)")
-    return _finish(fig)
+    """Thalamus volume per method, each session traceable (drawn by :mod:`.figures_group_volumes`)."""
+    from thalamus_bidsapp.reports.figures_group_volumes import plot_volume_distribution as plot
+
+    return plot(volumes, colors)
 
 
 def _wide_volumes(volumes: pd.DataFrame) -> pd.DataFrame:
@@ -339,6 +339,7 @@ def build_group_figures(group_dir: Path) -> tuple[dict[str, Figure], dict[str, s
     )
     from thalamus_bidsapp.reports.figures_group_clinical import plot_change, plot_forest, plot_power, plot_progression
     from thalamus_bidsapp.reports.figures_group_template import plot_template_maps
+    from thalamus_bidsapp.reports.figures_group_volumes import add_volume_figures
 
     stems = ("volumes", "agreement_voxelwise", "agreement_volumetric", "containment", "clinical_crosssectional",
              "clinical_longitudinal_regression", "clinical_longitudinal_deltas", "clinical_progression_subjects",
@@ -406,6 +407,7 @@ def build_group_figures(group_dir: Path) -> tuple[dict[str, Figure], dict[str, s
     maps = read_group_table(group_dir, "template_maps")
     if maps is not None and not maps.empty:
         draw("template_maps", lambda: plot_template_maps(group_dir, maps))
+    add_volume_figures(group_dir, colors, draw)
     return figures, notes
 
 

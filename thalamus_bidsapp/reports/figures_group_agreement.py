@@ -122,7 +122,8 @@ def plot_bland_altman(voxelwise: pd.DataFrame, volumetric: pd.DataFrame | None,
     handles = [Line2D([], [], color=REFERENCE_COLOR, lw=1.1, label="mean bias"),
                Line2D([], [], color=REFERENCE_COLOR, lw=0.9, ls="--", label="95% limits of agreement"),
                Line2D([], [], color=REFERENCE_COLOR, lw=1.1, ls=":", label="proportional bias")]
-    fig.legend(handles=handles, loc="outside upper center", ncols=3, frameon=False)
+    # One legend column per panel at most: a single panel is too narrow for three entries side by side.
+    fig.legend(handles=handles, loc="outside upper center", ncols=min(3, len(methods)), frameon=False)
     fig.supxlabel("mean of method and manual volume (mL)", fontsize=STYLE["axes.labelsize"])
     fig.supylabel("method minus manual (mL)", fontsize=STYLE["axes.labelsize"])
     return _finish(fig)

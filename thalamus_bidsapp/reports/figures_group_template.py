@@ -22,6 +22,7 @@ LOGGER = logging.getLogger(__name__)
 
 _HALF_WIDTH_MM = 35.0
 _SHOWN_FROM = 0.02  # probabilities below are left transparent over the template
+_ALPHA = 0.6
 
 
 def _background(group_dir: Path, template: str) -> nib.Nifti1Image:
@@ -73,7 +74,10 @@ def plot_template_maps(group_dir: Path, table: pd.DataFrame) -> Figure:
             ax = axes[row][col]
             ax.imshow(under, cmap="gray", interpolation="nearest")
             shown = np.ma.masked_less(view, _SHOWN_FROM)
-            images[kind] = ax.imshow(shown, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
+            # Translucent, with the 0.5 line drawn: the anatomy under the map stays visible.
+            images[kind] = ax.imshow(shown, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest", alpha=_ALPHA)
+            if kind == "probability" and (view >= 0.5).any():
+                ax.contour(view, levels=[0.5], colors=["white"], linewidths=0.8)
             ax.set_xticks([])
             ax.set_yticks([])
         title = "disagreement" if kind == "disagreement" else str(method)
@@ -86,5 +90,23 @@ def plot_template_maps(group_dir: Path, table: pd.DataFrame) -> Figure:
             columns = [col for col, k in enumerate(kinds) if k == kind]
             fig.colorbar(images[kind], ax=[axes[1][col] for col in columns], location="bottom", shrink=0.8,
                          aspect=12 * len(columns), label=label)
-    fig.suptitle(f"{template}; the subject's left on the image left", fontsize=8)
+    fig.suptitle(template, fontsize=8)
     return fig
+
+
+def template_caption(group_dir: Path) -> str:
+    """The figure's caption, saying only what the figure shows (a disagreement column only when drawn)."""
+    from thalamus_bidsapp.reports.figures_group import read_group_table
+
+    table = read_group_table(group_dir, "template_maps")
+    kinds = set(table["map"].astype(str)) if table is not None and "map" in table else set()
+    text = ("Top: axial, bottom: coronal slices through the thalami on the template brain; the subject's left is "
+            "on the image left. Per method (column): the fraction of its sessions whose mask, resampled into the "
+            "template, contains the voxel, drawn translucent over the template with the 0.5 line in white; n: the "
+            "sessions of that method.")
+    if "disagreement" in kinds:
+        text += (" Last column: per session, the fraction of methods disagreeing with the voxel's majority (0 all "
+                 "agree, 0.5 an even split), averaged over sessions.")
+    text += " Maps: group/space-*_probseg.nii.gz" + (" and group/space-*_desc-disagreement_map.nii.gz."
+                                                     if "disagreement" in kinds else ".")
+    return text

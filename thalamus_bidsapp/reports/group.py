@@ -1,7 +1,8 @@
 """The group report ``<output_dir>/group/report.html``, built from the derivatives alone.
 
 Results first: one section per analysis, in the order of the paper (volumes
-by method; agreement with the manual masks; agreement between methods;
+by method; lesion filling, paired; lesion load; left/right asymmetry, the
+last three from :mod:`.group_volumes`; agreement with the manual masks; agreement between methods;
 cross-sectional associations; longitudinal change; disability progression;
 power; QC). Each section opens with its key figure (drawn from the group
 tables by :mod:`thalamus_bidsapp.reports.figures_group`) and one or two
@@ -47,8 +48,10 @@ from thalamus_bidsapp.reports.group_leads import (
     _longitudinal_lead,
     _power_lead,
     _progression_lead,
-    _volumes_lead,
 )
+from thalamus_bidsapp.reports.figures_group_template import template_caption
+from thalamus_bidsapp.reports.figures_group_volumes import MAX_NAMED_SESSIONS
+from thalamus_bidsapp.reports.group_volumes import VOLUME_SECTIONS, volume_section, volumes_lead
 from thalamus_bidsapp.reports.html import column_descriptions, data_text, esc, href, html_table, pipeline_version
 from thalamus_bidsapp.reports.logs import read_session_statuses, registration_exclusions
 
@@ -60,6 +63,7 @@ MAX_ROWS = 300
 SECTIONS: tuple[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("volumes", "Thalamus volume by method", "Volumes",
      ("volumes_distribution", "volumes_scatter_matrix"), ("volumes",)),
+    *((key, heading, nav, (stem,), ()) for key, (heading, nav, stem) in VOLUME_SECTIONS.items()),
     ("harmonization", "Harmonisation across sites or scanners", "Harmonisation", (harmonization.STEM,),
      ("harmonization",)),
     ("agreement", "Agreement with the manual masks", "Manual masks",
@@ -85,7 +89,17 @@ SECTIONS: tuple[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], ...] = (
 #: Figure captions: what the marks mean (the title comes from figures_group.FIGURE_TITLES).
 CAPTIONS = {
     "volumes_distribution": "Whole-thalamus volume (left and right merged), one box per method: median, "
-                            "quartiles, whiskers at 1.5 IQR, one point per session.",
+                            "quartiles, whiskers at 1.5 IQR, one point per session. A session sits at the same "
+                            "height in every method's row and a grey line joins its points; up to "
+                            f"{MAX_NAMED_SESSIONS} sessions each has its own marker, named in the legend, beyond "
+                            "that the marker tells the session label.",
+    "filling_blandaltman": "Per method, for each session with a lesion mask: the volume on the lesion-filled T1w "
+                           "minus that on the unfilled T1w (desc-<mask>Unfilled, --lesion-filling both) against "
+                           "their mean; solid: mean difference; dashed: 95% limits of agreement.",
+    "lesion_load": "Left: whole-thalamus volume against the session's lesion volume, per method. Right: lesion "
+                   "volume inside each method's thalamus mask (colour) and outside it within 3 mm (grey).",
+    "asymmetry": "Asymmetry index 100 × (left − right) / ((left + right) / 2) per session, one box per method; "
+                 "left is the subject's left (the side maps, desc-<method>_dseg).",
     "volumes_scatter_matrix": "Each method's volume against every other's, one point per session (one marker per "
                               "session label); dashed: identity. Diagonal: each method's distribution.",
     "agreement_overlap": "Voxel-wise overlap of each method's mask with the manual mask, one point per session.",
@@ -105,11 +119,6 @@ CAPTIONS = {
                            "diagnosis where participants.tsv records it).",
     "progression_change": "Thalamic volume change in % of baseline by EDSS course (confirmed-change thresholds), "
                           "methods side by side.",
-    "template_maps": "Top: axial, bottom: coronal slices through the thalami on the template brain. Per method: the "
-                     "fraction of sessions whose mask (resampled into the template) contains the voxel. Last "
-                     "column: per session, the fraction of methods disagreeing with the voxel's majority (0 all "
-                     "agree, 0.5 an even split), averaged over sessions. Maps: group/space-*_probseg.nii.gz and "
-                     "group/space-*_desc-disagreement_map.nii.gz.",
     "power_sample_size": "Subjects per arm to detect the configured difference in annual thalamic atrophy "
                          "(two-sample t test).",
 }
@@ -304,8 +313,11 @@ def _table_entry(path: Path, group_dir: Path, *, open_: bool = False) -> dict | 
 
 def _figure_entry(stem: str, files: tuple[Path, ...], group_dir: Path) -> dict:
     svg, png = files
-    return {"stem": stem, "title": {**FIGURE_TITLES, **harmonization.TITLES}[stem],
-            "caption": CAPTIONS.get(stem, harmonization.CAPTIONS.get(stem, "")),
+    if stem == "template_maps":
+        caption = template_caption(group_dir)
+    else:
+        caption = CAPTIONS.get(stem, harmonization.CAPTIONS.get(stem, ""))
+    return {"stem": stem, "title": {**FIGURE_TITLES, **harmonization.TITLES}[stem], "caption": caption,
             "src": href(svg, group_dir), "width_px": _svg_width_px(svg),
             "downloads": [("SVG", href(svg, group_dir)), (f"PNG ({PNG_DPI} dpi)", href(png, group_dir))]}
 
@@ -316,7 +328,7 @@ def _leads(section_id: str, group_dir: Path) -> list[str]:
 
     if section_id == "volumes":
         volumes = table("volumes")
-        return _volumes_lead(volumes) if volumes is not None and {"method", "volume_ml"} <= set(volumes) else []
+        return volumes_lead(volumes) if volumes is not None and {"method", "volume_ml"} <= set(volumes) else []
     if section_id == "agreement":
         return _agreement_lead(table("agreement_summary"), table("agreement_volumetric"), table("agreement_pairwise"))
     if section_id == "between-methods":
@@ -345,10 +357,11 @@ def _template_lead(maps: pd.DataFrame) -> list[str]:
     probability = maps[maps["map"].astype(str) == "probability"]
     if probability.empty:
         return []
-    text = (f"Each method's masks of {int(_num(probability, 'n_sessions').max())} session(s) resampled into "
+    text = (f"Each method's masks resampled into "
             f"{probability['template'].iloc[0]}: "
-            + "; ".join(f"{m} {v:.1f} mL at probability >= 0.5" for m, v in
-                        zip(probability["method"], _num(probability, "volume_ml_at_half"))) + ".")
+            + "; ".join(f"{m} {v:.1f} mL at probability >= 0.5 (n = {int(n)})" for m, v, n in
+                        zip(probability["method"], _num(probability, "volume_ml_at_half"),
+                            _num(probability, "n_sessions"))) + ".")
     disagreement = maps[maps["map"].astype(str) == "disagreement"]
     if not disagreement.empty:
         text += (f" At least a quarter of the methods disagree with the majority, on average over "
@@ -396,6 +409,7 @@ def write_group_report(output_dir: Path, group_dir: Path | None = None) -> Path:
     analyses = read_group_table(group_dir, "clinical_analyses")
     log_file = group_log_file(output_dir)
 
+    volumes = read_group_table(group_dir, "volumes")
     sections, placed = [], set()
     for section_id, heading, nav, figure_stems, table_stems in SECTIONS:
         placed |= set(table_stems)
@@ -413,6 +427,9 @@ def write_group_report(output_dir: Path, group_dir: Path | None = None) -> Path:
             entry = _table_entry(path, group_dir) if path.is_file() else None
             if entry is not None:
                 section["tables"].append(entry)
+        if section_id in VOLUME_SECTIONS:
+            section["lead"], section["skipped"], extra = volume_section(section_id, volumes)
+            section["extra"] = Markup(extra)
         if section_id == "qc":
             lead, extra = _qc_extra(output_dir, group_dir, links)
             section["lead"] = lead
@@ -429,7 +446,6 @@ def write_group_report(output_dir: Path, group_dir: Path | None = None) -> Path:
                      "extra": Markup(_participants_html(output_dir, subjects, statuses, links))})
 
     n_tables = sum(len(s["tables"]) for s in sections)
-    volumes = read_group_table(group_dir, "volumes")
     analysed = set(volumes["participant_id"].astype(str)) if volumes is not None and "participant_id" in volumes \
         else set()
     template = _environment().get_template("group_report.html")

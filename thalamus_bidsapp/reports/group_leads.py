@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from thalamus_bidsapp.reports.figures_group import COURSE_ORDER, OUTCOME_LABELS, bilateral_volumes, method_labels
+from thalamus_bidsapp.reports.figures_group import COURSE_ORDER, OUTCOME_LABELS, method_labels
 
 
 def _num(table: pd.DataFrame, column: str) -> pd.Series:
@@ -22,20 +22,6 @@ def _outcome(name: object) -> str:
 
 def _labelled(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(label=method_labels(table)) if "method" in table else table.assign(label="")
-
-
-def _volumes_lead(volumes: pd.DataFrame) -> list[str]:
-    volumes = bilateral_volumes(volumes)
-    if volumes.empty:
-        return []
-    medians = volumes.groupby("method")["volume_ml"].median().sort_values()
-    sessions = volumes[["participant_id", "session_id"]].astype(str).drop_duplicates()
-    text = (f"{len(medians)} method(s) on {len(sessions)} session(s) of "
-            f"{sessions['participant_id'].nunique()} subject(s).")
-    if len(medians) == 1:
-        return [text, f"Median thalamus volume: {medians.iloc[0]:.2f} mL ({medians.index[0]})."]
-    return [text, f"Median thalamus volume ranges from {medians.iloc[0]:.2f} mL ({medians.index[0]}) to "
-                  f"{medians.iloc[-1]:.2f} mL ({medians.index[-1]})."]
 
 
 def _agreement_lead(summary: pd.DataFrame | None, volumetric: pd.DataFrame | None,

@@ -95,8 +95,8 @@ def column_descriptions(tsv: Path) -> dict[str, str]:
     return out
 
 
-def _format_cell(value: Any) -> tuple[str, bool]:
-    """Cell text and whether it is numeric (right-aligned)."""
+def _format_cell(value: Any, decimals: int | None = None) -> tuple[str, bool]:
+    """Cell text and whether it is numeric (right-aligned); ``decimals``: fixed decimals of a float column."""
     if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
         return "n/a", False
     if isinstance(value, (bool, np.bool_)):
@@ -105,6 +105,8 @@ def _format_cell(value: Any) -> tuple[str, bool]:
         return str(int(value)), True
     if isinstance(value, (float, np.floating)):
         number = float(value)
+        if decimals is not None:
+            return f"{number:.{decimals}f}", True
         if number.is_integer() and abs(number) < 1e15:
             return str(int(number)), True
         # Four significant digits, but no exponent for large volumes (17153.5 mm3, not 1.715e+04).
@@ -112,9 +114,13 @@ def _format_cell(value: Any) -> tuple[str, bool]:
     return str(value), False
 
 
+def _breakable(name: Any) -> str:
+    return esc(name).replace("_", "_<wbr>")
+
+
 def html_table(table: pd.DataFrame, *, descriptions: Mapping[str, str] | None = None,
                max_rows: int | None = None, row_classes: list[str] | None = None,
-               html_columns: Iterable[str] = ()) -> str:
+               html_columns: Iterable[str] = (), decimals: Mapping[str, int] | None = None) -> str:
     """A DataFrame as an HTML table (column descriptions as header tooltips).
 
     Parameters
@@ -129,13 +135,18 @@ def html_table(table: pd.DataFrame, *, descriptions: Mapping[str, str] | None = 
         CSS class of each row (``"good"``, ``"bad"`` or ``""``).
     html_columns
         Columns whose values are already HTML (links); the others are escaped.
+    decimals
+        Column name -> fixed number of decimals of its numbers (one rounding per column); the
+        others get four significant digits.
     """
     if table.empty:
         return '<p class="note">No rows.</p>'
     descriptions = descriptions or {}
     raw = set(html_columns)
+    decimals = decimals or {}
+    # A break opportunity after each underscore: long column names wrap instead of widening the table.
     head = "".join(
-        f'<th title="{esc(descriptions[c])}">{esc(c)}</th>' if descriptions.get(c) else f"<th>{esc(c)}</th>"
+        f'<th title="{esc(descriptions[c])}">{_breakable(c)}</th>' if descriptions.get(c) else f"<th>{_breakable(c)}</th>"
         for c in table.columns
     )
     shown = table if max_rows is None else table.head(max_rows)
@@ -146,7 +157,7 @@ def html_table(table: pd.DataFrame, *, descriptions: Mapping[str, str] | None = 
             if column in raw:
                 cells.append(f"<td>{value}</td>")
                 continue
-            text, numeric = _format_cell(value)
+            text, numeric = _format_cell(value, decimals.get(column))
             cells.append(f'<td class="num">{esc(text)}</td>' if numeric else f"<td>{esc(text)}</td>")
         css = row_classes[i] if row_classes and i < len(row_classes) and row_classes[i] else ""
         rows.append(f'<tr class="{css}">' + "".join(cells) + "</tr>" if css else "<tr>" + "".join(cells) + "</tr>")

@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import pandas as pd
@@ -16,6 +17,9 @@ from thalamus_bidsapp.bidsio.atomic import write_if_changed
 from thalamus_bidsapp.image.grid import GRID_ATOL_MM
 from thalamus_bidsapp.image.masks import integer_labels
 from thalamus_bidsapp.reports.html import esc
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 LOGGER = logging.getLogger(__name__)
 
@@ -35,8 +39,17 @@ _SIDES = {"axial": ("L", "R"), "coronal": ("L", "R"), "sagittal": ("P", "A")}
 
 #: Left and right thalamus of a mask with sides (blue and orange tell apart for most colour vision).
 _SIDE_COLORS = {"left": "#4fa3ff", "right": "#ff9f1c"}
-#: Contour colour of the lesion mask (dashed, so it never reads as a thalamus mask).
-LESION_COLOR = "#f4f4a0"
+#: Contour colour of the lesion mask: a dark purple, far from the thalamus colours, whose contrast ratio
+#: (WCAG) against the grey of white matter in the mosaics stays above 3 (tests/test_reports.py measures it).
+LESION_COLOR = "#8f00d6"
+#: Font sizes (pt) of the mosaic: a 6.25 in wide figure shown 560 px or more wide keeps them >= 10 px on screen.
+_LABEL_PT = 9.0
+_TITLE_PT = 10.0
+#: White text on a dark box: legible on white matter as on the background.
+_LABEL_STYLE = {"color": "white", "fontsize": _LABEL_PT,
+                "bbox": {"boxstyle": "square,pad=0.1", "facecolor": "black", "alpha": 0.6, "edgecolor": "none"}}
+#: Width of one slice of the mosaic (inches).
+_TILE_IN = 1.25
 _MASK_COLORS = ("#ff4d4d", "#4dd2ff", "#ffd24d", "#7dff4d", "#ff4dff", "#ff9f40", "#40ffb3", "#b38cff")
 
 
@@ -52,11 +65,33 @@ def _bounding_box(mask: np.ndarray, margin: np.ndarray) -> tuple[slice, slice, s
 
 
 def _slice_indices(mask: np.ndarray, axis: int, n_slices: int) -> list[int]:
-    """``n_slices`` indices evenly inside the extent of ``mask`` along ``axis`` (whole axis if empty)."""
-    profile = mask.any(axis=tuple(a for a in range(3) if a != axis))
-    idx = np.flatnonzero(profile)
-    lo, hi = (int(idx[0]), int(idx[-1])) if idx.size else (0, mask.shape[axis] - 1)
-    return sorted({int(round(lo + (hi - lo) * k / (n_slices + 1))) for k in range(1, n_slices + 1)})
+    """``n_slices`` indices evenly spread over the slices that cut the mask broadly (whole axis if empty).
+
+    Only slices holding at least half the largest cross-section are candidates,
+    so no sagittal slice falls on the midline between the two thalami.
+    """
+    profile = mask.sum(axis=tuple(a for a in range(3) if a != axis))
+    candidates = np.flatnonzero(profile >= 0.5 * profile.max()) if profile.max() > 0 else np.arange(mask.shape[axis])
+    last = len(candidates) - 1
+    return sorted({int(candidates[int(round(last * k / (n_slices + 1)))]) for k in range(1, n_slices + 1)})
+
+
+def slice_positions_mm(affine: np.ndarray, box: tuple[slice, slice, slice], axis: int,
+                       indices: list[int]) -> list[float]:
+    """World coordinate (mm, along ``axis`` of the RAS-ordered grid) of each slice, at the centre of ``box``."""
+    centre = np.array([(b.start + b.stop - 1) / 2 for b in box] + [1.0])
+    out = []
+    for index in indices:
+        point = centre.copy()
+        point[axis] = index
+        out.append(float((affine @ point)[axis]))
+    return out
+
+
+def display_range(t1_crop: np.ndarray) -> tuple[float, float]:
+    """The grey scale of a mosaic: the 1st to 99.5th percentile of the non-zero T1w voxels of the crop."""
+    inside = t1_crop[t1_crop > 0]
+    return tuple(float(v) for v in np.percentile(inside, [1, 99.5])) if inside.size else (0.0, 1.0)
 
 
 def _side_by_side(tiles: list[np.ndarray], n_cols: int) -> np.ndarray:
@@ -74,20 +109,62 @@ def _load_canonical(path: Path, dtype: type | None = None) -> tuple[np.ndarray, 
     data = np.asanyarray(img.dataobj) if dtype is None else np.asarray(img.dataobj, dtype=dtype)
     return data.reshape(img.shape[:3]), img.affine
 
-def plot_mask_mosaic(
+def _label_tiles(ax, plane: str, axis: int, positions: list[float], width: int, height: int) -> None:
+    """Each slice's position in mm (top left), the plane's name and the orientation letters (bottom)."""
+    left, right = _SIDES[plane]
+    for col, mm in enumerate(positions):
+        x0 = col * width
+        ax.text(x0 + 0.03 * width, height - 1, f"{'xyz'[axis]}={mm:+.0f} mm", ha="left", va="top", **_LABEL_STYLE)
+        ax.text(x0 + 0.03 * width, 0, left, ha="left", va="bottom", **_LABEL_STYLE)
+        ax.text(x0 + 0.97 * (width - _TILE_GAP), 0, right, ha="right", va="bottom", **_LABEL_STYLE)
+    ax.text(0.5 * (width - _TILE_GAP), 0, plane, ha="center", va="bottom", **_LABEL_STYLE)
+
+
+def _legend(fig, title: str, *, sides: bool, lesion: bool) -> None:
+    """Title at the top left; the colour key (left, right, lesions) at the bottom right, in their colours."""
+    from matplotlib.lines import Line2D
+
+    fig.text(0.01, 0.995, title, color="white", fontsize=_TITLE_PT, ha="left", va="top")
+    key = []
+    if sides:
+        key += [("left thalamus", _SIDE_COLORS["left"]), ("right thalamus", _SIDE_COLORS["right"])]
+    if lesion:
+        key.append(("lesions", LESION_COLOR))
+    if key:
+        handles = [Line2D([], [], color=c, lw=2.2, label=t) for t, c in key]
+        fig.legend(handles=handles, loc="lower right", bbox_to_anchor=(0.995, 0.0), ncols=len(handles),
+                   frameon=True, facecolor="#e8e8e8", edgecolor="none", fontsize=_LABEL_PT, handlelength=1.4,
+                   borderpad=0.25, columnspacing=1.0, handletextpad=0.4)
+
+
+def plot_mask_mosaic(t1w: np.ndarray, mask: np.ndarray, zooms: tuple[float, float, float], out_file: Path,
+                     **options) -> bool:
+    """Draw :func:`mosaic_figure` and save it as an SVG (only if its content changed); whether it was written."""
+    import matplotlib
+
+    fig = mosaic_figure(t1w, mask, zooms, **options)
+    buffer = io.BytesIO()
+    # A fixed hash salt and no date make the SVG byte-identical from one run to the next;
+    # text stays text (fonttype none) rather than glyph outlines, which would double the size.
+    with matplotlib.rc_context({"svg.hashsalt": "thalamus_bidsapp", "svg.fonttype": "none"}):
+        fig.savefig(buffer, format="svg", facecolor=fig.get_facecolor(), metadata={"Date": None})
+    return write_if_changed(buffer.getvalue(), Path(out_file))
+
+
+def mosaic_figure(
     t1w: np.ndarray,
     mask: np.ndarray,
     zooms: tuple[float, float, float],
-    out_file: Path,
     *,
     box: tuple[slice, slice, slice],
     slices: Mapping[int, list[int]],
     title: str,
+    positions: Mapping[int, list[float]] | None = None,
     color: str = _MASK_COLORS[0],
     sides: np.ndarray | None = None,
     lesion: np.ndarray | None = None,
-) -> bool:
-    """Draw a thalamus mask as a contour over the T1w: rows axial, coronal, sagittal; save as SVG.
+) -> "Figure":
+    """A thalamus mask as a contour over the T1w: rows axial, coronal, sagittal (a matplotlib Figure).
 
     Parameters
     ----------
@@ -95,8 +172,6 @@ def plot_mask_mosaic(
         RAS-ordered volumes on the same grid.
     zooms
         Voxel sizes (mm), for the aspect ratio.
-    out_file
-        The ``.svg`` to write (only if its content changed).
     box
         Crop window (voxel slices); the same for every mask of a session so
         the figures compare.
@@ -104,84 +179,67 @@ def plot_mask_mosaic(
         Axis (0 sagittal, 1 coronal, 2 axial) -> absolute slice indices.
     title
         Figure title.
+    positions
+        Axis -> the slices' world coordinates in mm (:func:`slice_positions_mm`),
+        written on each slice; None: the voxel indices.
     color
         Contour colour (of a mask without sides).
     sides
         The mask's side map on the same grid (1 left, 2 right): the left and
         right thalamus are drawn in two colours, named in the title line.
     lesion
-        The session's lesion mask on the same grid, drawn as a dashed contour
-        (:data:`LESION_COLOR`), or None.
+        The session's lesion mask on the same grid, drawn as a contour in
+        :data:`LESION_COLOR`, or None.
 
-    Returns
-    -------
-    bool
-        Whether the file was (re)written.
     """
-    import matplotlib
     from matplotlib.backends.backend_svg import FigureCanvasSVG
     from matplotlib.figure import Figure
 
     t1_crop = t1w[box]
-    mask_crop = mask[box] > 0
     if sides is not None:
         side_crop = np.asarray(sides)[box]
         layers = [(side_crop == 1, _SIDE_COLORS["left"]), (side_crop == 2, _SIDE_COLORS["right"])]
     else:
-        layers = [(mask_crop, color)]
+        layers = [(mask[box] > 0, color)]
     lesion_crop = np.asarray(lesion)[box] > 0 if lesion is not None else None
-    inside = t1_crop[t1_crop > 0]
-    vmin, vmax = (np.percentile(inside, [1, 99.5]) if inside.size else (0.0, 1.0))
+    if lesion_crop is not None:
+        layers.append((lesion_crop, None))
+    vmin, vmax = display_range(t1_crop)
     n_cols = max(len(v) for v in slices.values())
-    fig = Figure(figsize=(2.0 * n_cols, 2.0 * len(_PLANES) + 0.4), facecolor="black")
+    title_in, key_in = 0.3, 0.3
+    # Each row as tall as its slices (height over width in mm), so no row is padded with black.
+    extent = [(b.stop - b.start) * z for b, z in zip(box, zooms)]
+    ratios = [extent[[a for a in range(3) if a != axis][1]] / extent[[a for a in range(3) if a != axis][0]]
+              for _, axis in _PLANES]
+    rows_in = sum(_TILE_IN * r for r in ratios) * 1.06
+    fig = Figure(figsize=(_TILE_IN * n_cols, rows_in + title_in + key_in), facecolor="black")
     FigureCanvasSVG(fig)
     # One axes per plane, its slices side by side in one image: a few axes and contour calls
     # instead of one per slice keep the report within its time (the figure looks the same).
-    axes = fig.subplots(len(_PLANES), 1, squeeze=False)[:, 0]
+    axes = fig.subplots(len(_PLANES), 1, squeeze=False, height_ratios=ratios)[:, 0]
     for ax, (plane, axis) in zip(axes, _PLANES):
         others = [a for a in range(3) if a != axis]
         indices = [index - box[axis].start for index in slices[axis]]
         tiles = [np.take(t1_crop, index, axis=axis).T for index in indices]
-        width = tiles[0].shape[1] + _TILE_GAP
         ax.set_axis_off()
         ax.imshow(_side_by_side(tiles, n_cols), cmap="gray", vmin=vmin, vmax=vmax, origin="lower",
                   aspect=zooms[others[1]] / zooms[others[0]], interpolation="nearest")
         for layer, layer_color in layers:
             outline = _side_by_side([np.take(layer, index, axis=axis).T for index in indices], n_cols)
-            if outline.any():
-                ax.contourf(outline.astype(float), levels=[0.5, 1.5], colors=[layer_color], alpha=0.22,
-                            origin="lower")
-                ax.contour(outline.astype(float), levels=[0.5], colors=[layer_color], linewidths=1.1,
+            if not outline.any():
+                continue
+            if layer_color is None:  # the lesions: a solid line, no fill (the T1w under it stays visible)
+                ax.contour(outline.astype(float), levels=[0.5], colors=[LESION_COLOR], linewidths=1.3,
                            origin="lower")
-        if lesion_crop is not None:
-            outline = _side_by_side([np.take(lesion_crop, index, axis=axis).T for index in indices], n_cols)
-            if outline.any():
-                ax.contour(outline.astype(float), levels=[0.5], colors=[LESION_COLOR], linewidths=0.9,
-                           linestyles="dashed", origin="lower")
-        height = tiles[0].shape[0]
-        left, right = _SIDES[plane]
-        for col, index in enumerate(slices[axis]):
-            x0 = col * width
-            ax.text(x0 + 0.02 * width, height - 1, f"{plane} {index}", color="white", fontsize=6.5,
-                    ha="left", va="top")
-            ax.text(x0 + 0.02 * width, 0, left, color="#bbbbbb", fontsize=6.5, ha="left", va="bottom")
-            ax.text(x0 + 0.98 * (width - _TILE_GAP), 0, right, color="#bbbbbb", fontsize=6.5, ha="right",
-                    va="bottom")
-    fig.suptitle(title, color="white", fontsize=9)
-    if lesion_crop is not None:
-        fig.text(0.01, 0.995, "lesions (dashed)", color=LESION_COLOR, fontsize=8, ha="left", va="top")
-    if sides is not None:
-        for x, (hemisphere, side_color) in zip((0.99, 0.92), (("right", _SIDE_COLORS["right"]),
-                                                                ("left", _SIDE_COLORS["left"]))):
-            fig.text(x, 0.995, hemisphere, color=side_color, fontsize=8, ha="right", va="top")
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.4 / (2.0 * len(_PLANES) + 0.4),
-                        hspace=0.06)
-    buffer = io.BytesIO()
-    # A fixed hash salt and no date make the SVG byte-identical from one run to the next;
-    # text stays text (fonttype none) rather than glyph outlines, which would double the size.
-    with matplotlib.rc_context({"svg.hashsalt": "thalamus_bidsapp", "svg.fonttype": "none"}):
-        fig.savefig(buffer, format="svg", facecolor=fig.get_facecolor(), metadata={"Date": None})
-    return write_if_changed(buffer.getvalue(), Path(out_file))
+                continue
+            ax.contourf(outline.astype(float), levels=[0.5, 1.5], colors=[layer_color], alpha=0.22, origin="lower")
+            ax.contour(outline.astype(float), levels=[0.5], colors=[layer_color], linewidths=1.1, origin="lower")
+        shown = list(positions[axis]) if positions is not None else [float(i) for i in slices[axis]]
+        _label_tiles(ax, plane, axis, shown, tiles[0].shape[1] + _TILE_GAP, tiles[0].shape[0])
+    _legend(fig, title, sides=sides is not None, lesion=lesion_crop is not None)
+    fig.subplots_adjust(left=0.005, right=0.995, bottom=key_in / fig.get_figheight(),
+                        top=1 - title_in / fig.get_figheight(), hspace=0.04)
+    return fig
 
 
 def draw_masks(session, figures_dir: Path) -> None:
@@ -215,6 +273,7 @@ def draw_masks(session, figures_dir: Path) -> None:
         union = t1 > 0  # every mask empty: show the middle of the head instead of nothing
     box = _bounding_box(union, np.ceil(_MARGIN_MM / np.asarray(zooms)))
     slices = {axis: _slice_indices(union, axis, _N_SLICES) for _, axis in _PLANES}
+    positions = {axis: slice_positions_mm(affine, box, axis, indices) for axis, indices in slices.items()}
     volumes = {}
     if session.volumes is not None and "method" in session.volumes:
         bilateral = session.volumes
@@ -226,15 +285,15 @@ def draw_masks(session, figures_dir: Path) -> None:
             continue
         contrast = info.sidecar.get("Contrast") or ""
         volume = volumes.get(info.desc)
-        title = f"{session.name}  {info.desc}" + (f" ({contrast})" if contrast else "")
+        title = f"{session.label or session.name}  {info.desc}" + (f" ({contrast})" if contrast else "")
         if volume is not None and not pd.isna(volume):
             title += f"  {float(volume):.2f} mL"
         if info.sidecar.get("LesionFilled"):
-            title += "  [on the lesion-filled T1w]"
+            title += "  [lesion-filled T1w]"
         out = figures_dir / f"{session.name}_space-T1w_label-thalamus_desc-{info.desc}_mask.svg"
         if plot_mask_mosaic(t1, masks[info.desc], zooms, out, box=box, slices=slices, title=title,
-                            color=_MASK_COLORS[i % len(_MASK_COLORS)], sides=side_maps.get(info.desc),
-                            lesion=lesion):
+                            positions=positions, color=_MASK_COLORS[i % len(_MASK_COLORS)],
+                            sides=side_maps.get(info.desc), lesion=lesion):
             LOGGER.info("wrote %s", out)
         info.figure = out
 

@@ -107,3 +107,17 @@ def method_colors(methods: Iterable[str]) -> dict[str, str]:
             colors[method] = next(spare, "#777777")
     return colors
 
+
+
+def relative_luminance(color: str | tuple[float, float, float]) -> float:
+    """WCAG relative luminance of an sRGB colour (hex or 0..1 RGB)."""
+    from matplotlib.colors import to_rgb
+
+    channels = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in to_rgb(color)]
+    return 0.2126 * channels[0] + 0.7152 * channels[1] + 0.0722 * channels[2]
+
+
+def contrast_ratio(first: str | tuple[float, float, float], second: str | tuple[float, float, float]) -> float:
+    """WCAG contrast ratio of two colours, 1 (none) to 21 (black on white)."""
+    a, b = sorted((relative_luminance(first), relative_luminance(second)), reverse=True)
+    return (a + 0.05) / (b + 0.05)

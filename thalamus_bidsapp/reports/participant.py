@@ -42,7 +42,8 @@ from thalamus_bidsapp.reports.html import (
 from thalamus_bidsapp.reports.logs import qc_row_classes, read_session_statuses, read_skipped_methods
 from thalamus_bidsapp.reports.mask_figures import draw_masks
 from thalamus_bidsapp.reports.methods_text import methods_paragraph
-from thalamus_bidsapp.reports.qc import light, overall_status, traffic_lights
+from thalamus_bidsapp.reports.qc import traffic_lights
+from thalamus_bidsapp.reports.results import default_method, not_run_section, results_table, volumes_table
 from thalamus_bidsapp.reports.registration_figures import draw_registration_figures
 from thalamus_bidsapp.reports.session import (
     SessionReport,
@@ -57,7 +58,7 @@ __all__ = ["read_skipped_methods", "write_participant_report"]
 LOGGER = logging.getLogger(__name__)
 
 _INPUT_DESCRIPTIONS = {
-    "role": "BIDS suffix of the input", "dataset": "Dataset name (raw: the input BIDS dataset)",
+    "role": "What the input is: its BIDS suffix; the template and thalamus atlas from TemplateFlow", "dataset": "Dataset name (raw: the input BIDS dataset)",
     "file": "Path inside the dataset", "location": "Where the dataset was (DatasetLinks)"}
 
 
@@ -65,34 +66,15 @@ def _status(session: SessionReport) -> str:
     return "failed" if session.failed else ("ok" if session.status is not None or session.masks else "unknown")
 
 
-def _summary_table(sessions: list[SessionReport]) -> str:
-    rows = [{
-        "session": f'<a href="#{esc(session.name)}">{esc(session.label or session.name)}</a>',
-        "status": f'<span class="badge {_status(session)}">{_status(session)}</span>',
-        "masks": len(session.masks),
-        "QC": light(overall_status(session.segmentation_qc)) if session.segmentation_qc is not None else "n/a",
-        "errors": sum(level == "error" for level, _ in session.messages),
-        "warnings": sum(level == "warning" for level, _ in session.messages),
-    } for session in sessions]
-    summary = pd.DataFrame(rows, columns=["session", "status", "masks", "QC", "errors", "warnings"])
-    return html_table(summary, html_columns=("session", "status", "QC"), descriptions={
-        "QC": "Worst QC status of the session's masks (see each session's traffic lights)"})
-
-
-def _skipped_table(session: SessionReport, ran: list[str]) -> str:
-    """Every registered method that did not run (and any other recorded as skipped), with the reason."""
+def _not_run(session: SessionReport) -> list[str]:
+    """Every registered method that did not run, then any other recorded as skipped."""
+    ran = methods_ran(session)
     not_run = [m for m in method_names() if m not in ran]
-    rows = []
-    for method in not_run + [m for m in session.skipped if m not in not_run and m not in ran]:
-        reason = session.skipped.get(method)
-        if reason is None:
-            reason = ("session failed before segmentation" if session.failed
-                      else "not run; the reason was not recorded in the derivatives (see the run's log)")
-        rows.append({"method": method, "reason": reason})
-    return html_table(pd.DataFrame(rows), descriptions={"reason": "Why the method did not run"}) if rows else ""
+    return not_run + [m for m in session.skipped if m not in not_run and m not in ran]
 
 
-def _figures(session: SessionReport, output_dir: Path) -> dict[str, list[dict[str, Any]]]:
+def _figures(session: SessionReport, output_dir: Path) -> dict[str, Any]:
+    """The registration figures, the lead mask figure (the default method's) and the other mask figures."""
     registration = [{"href": href(p, output_dir), "name": p.name,
                      "image": p.stem.rsplit("_desc-registration_", 1)[-1]} for p in session.overlays]
     masks = []
@@ -103,7 +85,10 @@ def _figures(session: SessionReport, output_dir: Path) -> dict[str, list[dict[st
         masks.append({"href": href(info.figure, output_dir), "name": info.figure.name, "desc": info.desc,
                       "contrast": info.sidecar.get("Contrast"), "tool": tool,
                       "mask_href": href(info.path, output_dir)})
-    return {"registration_figures": registration, "mask_figures": masks}
+    default = default_method(session.volumes, [m["desc"] for m in masks])
+    lead = next((m for m in masks if m["desc"] == default), masks[0] if masks else None)
+    return {"registration_figures": registration, "lead_figure": lead,
+            "mask_figures": [m for m in masks if m is not lead]}
 
 
 def _session_context(session: SessionReport, output_dir: Path) -> dict[str, Any]:
@@ -111,10 +96,10 @@ def _session_context(session: SessionReport, output_dir: Path) -> dict[str, Any]
     ran = sorted(methods_ran(session))
     context: dict[str, Any] = {
         "name": session.name, "title": session.label or session.name, "status": _status(session),
-        "messages": [(level, safe(text)) for level, text in session.messages],
-        "has_outputs": session.anat is not None, "ran": ", ".join(ran),
-        "mask_descs": [m.desc for m in session.masks], "skipped_table": safe(_skipped_table(session, ran)),
-        "skipped_source": safe(session.skipped_source), "inputs_table": "", "qc_table": "", "volumes_table": "",
+        "messages": [(level, safe(text)) for level, text in session.messages if level != "info"],
+        "notes": [safe(text) for level, text in session.messages if level == "info"],
+        "has_outputs": session.anat is not None, "ran": ", ".join(ran), "n_not_run": len(_not_run(session)),
+        "mask_descs": [m.desc for m in session.masks], "inputs_table": "", "qc_table": "", "volumes_table": "",
     }
     if session.inputs:
         table = pd.DataFrame(session.inputs)[["role", "dataset", "file", "location"]]
@@ -130,8 +115,8 @@ def _session_context(session: SessionReport, output_dir: Path) -> dict[str, Any]
                        segmentation_qc_href=href(session.segmentation_qc_path, output_dir),
                        segmentation_qc_name=session.segmentation_qc_path.name)
     if session.volumes is not None:
-        context.update(volumes_table=safe(html_table(session.volumes,
-                                                     descriptions=column_descriptions(session.volumes_path))),
+        table, note = volumes_table(session.volumes, column_descriptions(session.volumes_path))
+        context.update(volumes_table=safe(table), volumes_note=safe(note),
                        volumes_href=href(session.volumes_path, output_dir), volumes_name=session.volumes_path.name)
     context.update(_figures(session, output_dir))
     return context
@@ -193,14 +178,18 @@ def write_participant_report(
         LOGGER.warning("%s: no outputs and no session status in %s", subject, output_dir)
 
     methods_html, references_html = methods_paragraph(sessions, version)
+    not_run = not_run_section(sessions, {session.name: _not_run(session) for session in sessions})
+    sources = sorted({session.skipped_source for session in sessions if session.skipped_source})
     body = render_template(
         "participant_report.html",
         sessions=[_session_context(session, output_dir) for session in sessions],
-        summary_table=safe(_summary_table(sessions)),
+        results_table=safe(results_table(sessions)), not_run_table=safe(not_run),
+        not_run_sources=safe(" and ".join(sources)),
         methods_html=safe(methods_html), references_html=safe(references_html),
     )
-    toc = [("summary", "Summary"), *((s.name, s.label or s.name) for s in sessions),
-           ("methods", "Methods"), ("references", "References")]
+    toc = [("results", "Results"), *((s.name, s.label or s.name) for s in sessions),
+           ("methods", "Methods"), ("references", "References"),
+           *((("not-run", "Methods not run"),) if not_run else ())]
     page = render_page(
         title=f"{subject}: thalamus segmentation report",
         subtitle=esc(f"thalamus_bidsapp {version} · {len(sessions)} session(s)"),

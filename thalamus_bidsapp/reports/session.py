@@ -29,7 +29,25 @@ def _skipped_steps(role: str, registration: str) -> str:
     return " and ".join([registration, *(m.optional_inputs[role] for m in all_methods() if role in m.optional_inputs)])
 
 
-_INPUT_ORDER = ("T1w", "T2w", "FLAIR", "R1map", "mask")
+_INPUT_ORDER = ("T1w", "T2w", "FLAIR", "R1map", "lesion mask", "mask", "template", "thalamus atlas")
+_TEMPLATEFLOW = "templateflow:"
+
+
+def input_role(path: str, dataset: str) -> str:
+    """What an input file is: its BIDS suffix, or what the suffix alone would mislabel.
+
+    A TemplateFlow file is the template (its suffix, ``T1w``, would read as the
+    subject's T1w) or the thalamus atlas (``probseg``); a ``label-lesion`` mask
+    is the lesion mask.
+    """
+    stem = _strip_ext(Path(path).name)
+    suffix = stem.rsplit("_", 1)[-1]
+    if dataset == "TemplateFlow":
+        return "thalamus atlas" if suffix in {"probseg", "dseg"} else "template"
+    entities = set(stem.split("_")[:-1])
+    if suffix in {"mask", "dseg", "probseg"} and entities & {"label-lesion", "desc-lesion", "label-WMH", "desc-WMH"}:
+        return "lesion mask"
+    return suffix
 
 
 _MASK_RE = re.compile(r"_space-T1w_label-thalamus_desc-(?P<desc>[0-9a-zA-Z]+)_mask\.nii\.gz$")
@@ -106,10 +124,15 @@ def _collect_inputs(sidecars: Mapping[str, dict[str, Any]], links: Mapping[str, 
             match = _BIDS_URI.match(str(source))
             if match and match["dataset"] == "":
                 continue  # a file of this output dataset, not an input
-            dataset, rel = (match["dataset"], match["path"]) if match else ("", str(source))
-            role = _strip_ext(Path(rel).name).rsplit("_", 1)[-1]
-            found[str(source)] = {"role": role, "dataset": dataset, "location": links.get(dataset, ""),
-                                  "file": rel}
+            if match:
+                dataset, rel = match["dataset"], match["path"]
+            elif str(source).startswith(_TEMPLATEFLOW):
+                dataset, rel = "TemplateFlow", str(source)[len(_TEMPLATEFLOW):]
+            else:
+                dataset, rel = "", str(source)
+            found[str(source)] = {"role": input_role(rel, dataset), "dataset": dataset,
+                                  "location": links.get(dataset, "$TEMPLATEFLOW_HOME" if dataset == "TemplateFlow"
+                                                        else ""), "file": rel}
     order = {role: i for i, role in enumerate(_INPUT_ORDER)}
     return sorted(found.values(), key=lambda r: (order.get(r["role"], len(order)), r["file"]))
 

