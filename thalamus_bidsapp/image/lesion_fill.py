@@ -5,10 +5,15 @@ normal-appearing white matter (NAWM) around it, so a segmenter sees white
 matter where a T1-hypointense lesion was; unlike a constant fill, the values
 are drawn from the NAWM voxels near that lesion (a seeded generator: the same
 inputs and seed give the same image), so the filled region keeps the local
-intensity level and texture of white matter. Lesion voxels inside a thalamus
-prior are filled from the normal thalamic voxels near them instead, so an
-intra-thalamic lesion becomes thalamus, not white matter. The NAWM is
-estimated from the lesioned image itself (:mod:`thalamus_bidsapp.image.tissue_classes`).
+intensity level and texture of white matter. The NAWM is the white matter's
+intensity peak, not a k-means class (:mod:`thalamus_bidsapp.image.tissue_classes`),
+so neither thalamus nor grey/white partial volume is drawn into a lesion
+next to the thalamus. Lesions lying in the thalamus (mostly inside the prior;
+without a prior, lesions surrounded by grey matter) are filled from the
+normal thalamic (grey) voxels near them instead. When too little normal
+thalamus is left to sample from, the thalamic lesion voxels are filled from
+the nearest normal-appearing grey matter, and the result says so
+(``thalamus_fill`` = :data:`FALLBACK`, with the reason).
 """
 
 from __future__ import annotations
@@ -19,7 +24,13 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from thalamus_bidsapp.image.tissue_classes import normal_appearing_white_matter, tissue_classes
+from thalamus_bidsapp.image.tissue_classes import (
+    TissueClasses,
+    grey_band,
+    normal_appearing_white_matter,
+    pure_white_matter,
+    tissue_classes,
+)
 
 #: First search radius around a lesion for tissue to draw from (mm); doubled until enough is found.
 START_RADIUS_MM = 5.0
@@ -31,16 +42,33 @@ MIN_SAMPLES = 50
 TRIM_PERCENTILES = (5.0, 95.0)
 #: Default seed of the generator (recorded in the sidecar).
 DEFAULT_SEED = 20161
+#: Without a prior, a lesion is filled as grey matter when at least this fraction of its shell is grey.
+GREY_SHELL_FRACTION = 0.7
+#: Thickness of the shell around a lesion (voxels, beyond its one-voxel rim) judged for grey matter.
+SHELL_VOXELS = 2
+#: Fewest normal thalamus voxels (fraction of the prior) to fill thalamic lesions from the thalamus itself.
+MIN_NORMAL_THALAMUS_FRACTION = 0.1
 
+#: ``FillResult.thalamus_fill`` values: where thalamic lesion voxels were drawn from.
+NORMAL_THALAMUS = "normal thalamus"
+GREY_MATTER = "surrounding grey matter"
+FALLBACK = "fallback: nearest normal-appearing grey matter"
 
 #: What the fill does, in the filled T1w's sidecar.
 ALGORITHM = (
-    "lesion voxels replaced by intensities drawn at random (seeded) from the normal-appearing white matter within "
-    f"a growing radius of each lesion (first {START_RADIUS_MM:g} mm, doubled until {MIN_SAMPLES} voxels), each "
-    "neighbourhood's 5th-95th percentile range; lesion voxels inside the thalamus prior (of lesions lying at least "
-    "half in it) drawn likewise from the normal thalamic voxels near them; white matter from a 3-class k-means of "
-    "the lesioned T1w inside the brain mask, lesions excluded, eroded by one voxel, minus a one-voxel rim around the "
-    "lesions and the thalamus prior"
+    "lesion voxels replaced by intensities drawn at random (seeded) from the normal-appearing white matter (NAWM) "
+    f"within a growing radius of each lesion (first {START_RADIUS_MM:g} mm, doubled until {MIN_SAMPLES} voxels), "
+    "each neighbourhood's 5th-95th percentile range; NAWM = brain voxels whose whole 3x3x3 neighbourhood lies within "
+    "2.5 robust standard deviations of the white matter's intensity peak, its mean at most one below it (mode of "
+    "the brightest class of "
+    "a 3-class k-means of the lesioned T1w, lesions excluded; spread from the bright side of the peak), minus a "
+    "one-voxel rim around the lesions and the thalamus prior. Lesions lying at least half in the thalamus prior are "
+    "filled, inside it, from the normal thalamic voxels near them (prior voxels, eroded by one voxel, neither "
+    "lesion, CSF-dark nor NAWM); without a prior, lesions whose surrounding shell is at least "
+    f"{GREY_SHELL_FRACTION:g} grey matter (between the CSF/grey border and the NAWM) are filled from the grey "
+    "matter near them. When under "
+    f"{MIN_NORMAL_THALAMUS_FRACTION:.0%} of the prior is normal thalamus, its lesion voxels are filled from the "
+    "nearest normal-appearing grey matter instead (ThalamusFill, ThalamusFillReason)"
 )
 
 
@@ -50,8 +78,11 @@ class FillResult:
 
     ``image``: the input's shape and dtype, equal to the input outside the
     lesion. ``n_from_white_matter`` / ``n_from_thalamus``: lesion voxels filled
-    from each pool. ``white_matter_range`` / ``thalamus_range``: (min, max) of
-    the pool intensities (input units; None for an unused pool).
+    from the white matter and as thalamus (grey). ``white_matter_range`` /
+    ``thalamus_range``: (min, max) of the pool intensities (input units; None
+    for an unused pool). ``thalamus_fill``: where the thalamic voxels came from
+    (:data:`NORMAL_THALAMUS`, :data:`GREY_MATTER`, :data:`FALLBACK`; None when
+    none), ``thalamus_fill_reason``: why the fallback was used (else None).
     """
 
     image: np.ndarray
@@ -62,6 +93,14 @@ class FillResult:
     tissue_centres: tuple[float, float, float] | None
     seed: int
     notes: tuple[str, ...] = field(default_factory=tuple)
+    white_matter_peak: tuple[float, float] | None = None
+    thalamus_fill: str | None = None
+    thalamus_fill_reason: str | None = None
+
+    @property
+    def fallback(self) -> bool:
+        """True when thalamic lesion voxels were filled from the fallback (too little normal thalamus)."""
+        return self.thalamus_fill == FALLBACK
 
     def provenance(self) -> dict[str, Any]:
         """JSON-ready description for the filled image's sidecar."""
@@ -71,10 +110,24 @@ class FillResult:
             "VoxelsFilledFromWhiteMatter": self.n_from_white_matter,
             "VoxelsFilledFromThalamus": self.n_from_thalamus,
             "WhiteMatterIntensityRange": list(self.white_matter_range) if self.white_matter_range else None,
+            "WhiteMatterPeak": list(self.white_matter_peak) if self.white_matter_peak else None,
             "ThalamusIntensityRange": list(self.thalamus_range) if self.thalamus_range else None,
+            "ThalamusFill": self.thalamus_fill,
+            "ThalamusFillFallback": self.fallback,
+            "ThalamusFillReason": self.thalamus_fill_reason,
             "TissueClassMeans": list(self.tissue_centres) if self.tissue_centres else None,
             "Notes": list(self.notes),
         }
+
+
+@dataclass(frozen=True)
+class _GreyPlan:
+    """Which lesion voxels are filled as grey matter (thalamus), from which pool, and why."""
+
+    targets: np.ndarray
+    pool: np.ndarray | None
+    source: str | None
+    reason: str | None = None
 
 
 def fill_lesions(
@@ -99,9 +152,10 @@ def fill_lesions(
     zooms
         Voxel size (mm) along X, Y, Z: the search radius is in mm.
     thalamus
-        Optional boolean thalamus prior, shape (X, Y, Z): its lesion voxels are
-        filled from its normal (non-lesion) voxels. None: every lesion voxel is
-        filled from the white matter (and the notes say so).
+        Optional boolean thalamus prior, shape (X, Y, Z): the lesions lying
+        mostly in it are filled, inside it, from its normal voxels. None: the
+        lesions surrounded by grey matter are filled from it, the others from
+        the white matter (and the notes say so).
     seed
         Seed of the random generator.
 
@@ -111,31 +165,84 @@ def fill_lesions(
         Nothing changes when ``lesion`` is empty.
     """
     lesion = np.asarray(lesion, dtype=bool)
-    notes = [] if thalamus is not None else ["no thalamus prior: every lesion voxel filled from the white matter"]
+    notes = [] if thalamus is not None else [
+        "no thalamus prior: lesions surrounded by grey matter filled from it, the others from the white matter"]
     if not lesion.any():
         return FillResult(np.array(t1w, copy=True), 0, 0, None, None, None, seed,
                           ("empty lesion mask: nothing filled",))
     rng = np.random.default_rng(seed)
-    classes = tissue_classes(t1w, brain, exclude=ndimage.binary_dilation(lesion))
-    white = normal_appearing_white_matter(classes, lesion)
+    brain = np.asarray(brain, dtype=bool)
+    rim = ndimage.binary_dilation(lesion)
+    classes = tissue_classes(t1w, brain, exclude=rim)
+    white = normal_appearing_white_matter(t1w, brain, classes, lesion)
     if thalamus is not None:  # the thalamus is nearly as bright as white matter on a T1w: keep it out of the pool
         white &= ~np.asarray(thalamus, dtype=bool)
-    in_thalamus = thalamic_lesions(lesion, thalamus) if thalamus is not None else np.zeros_like(lesion)
-    thalamic_pool = None
-    if in_thalamus.any():
-        rim = ndimage.binary_dilation(lesion)
-        thalamic_pool = ndimage.binary_erosion(np.asarray(thalamus, dtype=bool)) & ~rim & np.asarray(brain, bool)
-        if thalamic_pool.sum() < MIN_SAMPLES:
-            notes.append("too little normal thalamus outside the lesions: its lesion voxels filled from white matter")
-            in_thalamus, thalamic_pool = np.zeros_like(lesion), None
+    plan = (_thalamic_plan(t1w, lesion, brain, classes, np.asarray(thalamus, dtype=bool), rim)
+            if thalamus is not None else _grey_plan(t1w, lesion, brain, classes, rim))
+    if plan.reason:
+        notes.append(plan.reason)
     filled = np.array(t1w, copy=True)
-    _fill_from(filled, t1w, lesion & ~in_thalamus, white, zooms, rng)
-    if thalamic_pool is not None:
-        _fill_from(filled, t1w, in_thalamus, thalamic_pool, zooms, rng)
+    _fill_from(filled, t1w, lesion & ~plan.targets, white, zooms, rng)
+    if plan.pool is not None:
+        _fill_from(filled, t1w, plan.targets, plan.pool, zooms, rng)
     return FillResult(
-        filled, int((lesion & ~in_thalamus).sum()), int(in_thalamus.sum()),
-        _range(t1w, white), _range(t1w, thalamic_pool) if thalamic_pool is not None else None,
-        classes.centres, seed, tuple(notes))
+        filled, int((lesion & ~plan.targets).sum()), int(plan.targets.sum()),
+        _range(t1w, white), _range(t1w, plan.pool) if plan.pool is not None else None,
+        classes.centres, seed, tuple(notes), (classes.white_peak, classes.white_spread),
+        plan.source if plan.targets.any() else None, plan.reason)
+
+
+def _thalamic_plan(t1w: np.ndarray, lesion: np.ndarray, brain: np.ndarray, classes: TissueClasses,
+                   thalamus: np.ndarray, rim: np.ndarray) -> _GreyPlan:
+    """Lesions mostly in the prior, filled from its normal voxels, or from the fallback when too few are left.
+
+    Normal thalamus: prior voxels eroded by one voxel, outside the lesions'
+    rim, neither CSF-dark (ventricles, background) nor NAWM (a registered
+    prior is wider than the thalamus). All boolean, the image's shape.
+    """
+    targets = thalamic_lesions(lesion, thalamus)
+    if not targets.any():
+        return _GreyPlan(targets, None, None)
+    data = np.asarray(t1w, dtype=np.float64)
+    pool = (ndimage.binary_erosion(thalamus) & ~rim & brain & (data > classes.csf_border)
+            & ~pure_white_matter(t1w, brain, classes))
+    needed = max(MIN_SAMPLES, int(np.ceil(MIN_NORMAL_THALAMUS_FRACTION * thalamus.sum())))
+    if pool.sum() >= needed:
+        return _GreyPlan(targets, pool, NORMAL_THALAMUS)
+    reason = (f"too little normal thalamus to sample from: {int(pool.sum())} voxels of the {int(thalamus.sum())}-voxel "
+              f"prior are neither lesion nor CSF nor white matter (at least {needed} needed); the thalamic lesion "
+              "voxels were filled from the nearest normal-appearing grey matter, so the thalamus there is not measured")
+    return _GreyPlan(targets, grey_band(t1w, brain, classes) & ~rim & ~thalamus, FALLBACK, reason)
+
+
+def _grey_plan(t1w: np.ndarray, lesion: np.ndarray, brain: np.ndarray, classes: TissueClasses,
+               rim: np.ndarray) -> _GreyPlan:
+    """Without a prior: the lesions surrounded by grey matter, filled from the grey matter near them."""
+    grey = grey_band(t1w, brain, classes)
+    targets = grey_surrounded_lesions(lesion, grey, brain)
+    return _GreyPlan(targets, grey & ~rim if targets.any() else None, GREY_MATTER)
+
+
+def grey_surrounded_lesions(lesion: np.ndarray, grey: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """The lesions (26-connected) whose shell is mostly grey matter: inside a grey structure such as the thalamus.
+
+    The shell of a lesion is the brain within :data:`SHELL_VOXELS` voxels
+    beyond the one-voxel rim of all lesions; a lesion is grey when at least
+    :data:`GREY_SHELL_FRACTION` of its shell is ``grey``. A white-matter
+    lesion touching the thalamus has white matter on most of its shell.
+    All arguments boolean, shape (X, Y, Z); returns the same.
+    """
+    components, count = ndimage.label(lesion, structure=np.ones((3, 3, 3), dtype=bool))
+    out = np.zeros(lesion.shape, dtype=bool)
+    rim = ndimage.binary_dilation(lesion)
+    reach = SHELL_VOXELS + 1
+    for index, box in enumerate(ndimage.find_objects(components), start=1):
+        grown = tuple(slice(max(s.start - reach, 0), min(s.stop + reach, n)) for s, n in zip(box, lesion.shape))
+        component = components[grown] == index
+        shell = ndimage.binary_dilation(component, iterations=reach) & ~rim[grown] & brain[grown]
+        if shell.any() and grey[grown][shell].mean() >= GREY_SHELL_FRACTION:
+            out[grown] |= component
+    return out
 
 
 def thalamic_lesions(lesion: np.ndarray, thalamus: np.ndarray) -> np.ndarray:

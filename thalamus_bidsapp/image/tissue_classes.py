@@ -1,13 +1,24 @@
-"""Tissue classes of a T1w from its own intensities: the normal-appearing white matter for lesion filling.
+"""Tissue model of a T1w from its own intensities: the normal-appearing white matter (NAWM) for lesion filling.
 
 A T1w brain holds three intensity classes (CSF dark, grey matter middle,
 white matter bright). A one-dimensional k-means with three centres, started
 at fixed percentiles, separates them deterministically (no random start, so a
 re-run gives the same classes) and in well under a second on 256^3 voxels.
-It is the initialisation ANTs Atropos itself uses; Atropos' Markov random
-field smoothing and partial-volume priors refine the class borders, which do
-not matter here: the white matter is only a pool of intensities to draw from,
-and the voxels next to grey matter (partial volume) are left out by eroding it.
+
+The brightest k-means class is not the white matter a lesion should be
+filled with: its lower border lies halfway between the grey and white
+centres, so it holds the grey/white partial-volume voxels and most of the
+deep grey matter (the thalamus is only a little darker than white matter on
+a T1w). The white matter is therefore taken from its *peak*: the mode of
+the bright class (the top of its smoothed histogram) and its spread from
+the bright side of the peak only (which partial volume with darker tissue
+does not reach). Pure white matter lies within :data:`WHITE_SPREADS`
+spreads of the peak; the NAWM is that set eroded by one voxel (26
+neighbours) whose neighbourhood mean is near the peak, so every NAWM voxel is
+surrounded by white-matter intensities and neither thalamus nor grey/white
+borders can enter it. Between the
+CSF/grey border and the NAWM's lower bound lies the grey band (cortex,
+deep grey nuclei and partial volume), from which grey structures are filled.
 """
 
 from __future__ import annotations
@@ -19,20 +30,45 @@ from scipy import ndimage
 
 #: Percentiles of the brain's intensities where the CSF, grey and white matter centres start.
 START_PERCENTILES = (10.0, 50.0, 85.0)
+#: Half-width of pure white matter around its peak, in spreads (robust standard deviations).
+WHITE_SPREADS = 2.5
+#: Lowest mean of a pure white-matter voxel's 3x3x3 neighbourhood, in spreads below the peak.
+LOCAL_SPREADS = 1.0
+#: Robust standard deviation of a normal distribution from the median of its upper half-deviations.
+HALF_NORMAL_MEDIAN = 0.6744897501960817
+
+_CUBE = np.ones((3, 3, 3), dtype=bool)
 
 
 @dataclass(frozen=True)
 class TissueClasses:
-    """Three intensity classes of a T1w brain.
+    """Intensity model of a T1w brain.
 
-    ``centres``: class means (CSF, GM, WM) in the image's intensity units,
-    ascending. ``white_matter``: boolean, the image's shape, the voxels of the
-    brightest class (before erosion). ``iterations``: k-means iterations run.
+    ``centres``: k-means class means (CSF, GM, WM) in the image's intensity
+    units, ascending. ``white_matter``: boolean, the image's shape, the voxels
+    of the brightest k-means class. ``white_peak`` / ``white_spread``: the
+    white matter's mode and robust standard deviation (bright side).
+    ``white_range``: (low, high) intensities of pure white matter.
+    ``csf_border``: the intensity between the CSF and grey centres (darker is CSF).
+    ``iterations``: k-means iterations run.
     """
 
     centres: tuple[float, float, float]
     white_matter: np.ndarray
     iterations: int
+    white_peak: float = float("nan")
+    white_spread: float = float("nan")
+
+    @property
+    def white_range(self) -> tuple[float, float]:
+        """Intensities of pure white matter: the peak +- :data:`WHITE_SPREADS` spreads."""
+        half = WHITE_SPREADS * self.white_spread
+        return (self.white_peak - half, self.white_peak + half)
+
+    @property
+    def csf_border(self) -> float:
+        """Midpoint of the CSF and grey-matter centres: darker voxels are CSF (or background)."""
+        return (self.centres[0] + self.centres[1]) / 2.0
 
 
 def kmeans_1d(values: np.ndarray, starts: np.ndarray, *, max_iterations: int = 100) -> tuple[np.ndarray, int]:
@@ -58,8 +94,43 @@ def kmeans_1d(values: np.ndarray, starts: np.ndarray, *, max_iterations: int = 1
     return centres, iterations
 
 
+def intensity_mode(values: np.ndarray, *, bins: int = 1024) -> float:
+    """The mode of a sample: the highest point of its histogram smoothed by a Gaussian kernel.
+
+    The kernel's width is a quarter of the sample's robust standard deviation
+    (interquartile range / 1.349), at least two bins: wide enough that an
+    integer-valued image (FreeSurfer's ``norm.mgz``) has no empty bins between
+    its values, narrow enough to keep the peak where it is; a long tail on one
+    side (partial volume below the white-matter peak) does not move it.
+    ``values``: 1-D, finite.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    low, q1, q3, high = np.percentile(values, (0.5, 25.0, 75.0, 99.5))
+    if high <= low:
+        return float(np.median(values))
+    counts, edges = np.histogram(values, bins=bins, range=(low, high))
+    width = edges[1] - edges[0]
+    smoothed = ndimage.gaussian_filter1d(counts.astype(np.float64), max(0.25 * (q3 - q1) / 1.349 / width, 2.0),
+                                         mode="constant")
+    top = int(np.argmax(smoothed))
+    return float((edges[top] + edges[top + 1]) / 2.0)
+
+
+def white_matter_peak(values: np.ndarray) -> tuple[float, float]:
+    """(mode, robust standard deviation) of white-matter intensities ``values`` (1-D).
+
+    The spread comes from the values above the mode only: the median of their
+    distances to it, divided by :data:`HALF_NORMAL_MEDIAN`. At least a
+    thousandth of the mode's magnitude (a flat, denoised image has no spread).
+    """
+    peak = intensity_mode(values)
+    above = values[values > peak] - peak
+    spread = float(np.median(above)) / HALF_NORMAL_MEDIAN if above.size else 0.0
+    return peak, max(spread, 1e-3 * max(abs(peak), 1e-6))
+
+
 def tissue_classes(t1w: np.ndarray, brain: np.ndarray, exclude: np.ndarray | None = None) -> TissueClasses:
-    """The CSF/GM/WM intensity classes of a T1w inside ``brain``, leaving ``exclude`` (lesions) out.
+    """The intensity model of a T1w inside ``brain``, leaving ``exclude`` (lesions) out.
 
     Parameters
     ----------
@@ -78,22 +149,46 @@ def tissue_classes(t1w: np.ndarray, brain: np.ndarray, exclude: np.ndarray | Non
     inside = np.asarray(brain, dtype=bool) & np.isfinite(t1w)
     if exclude is not None:
         inside &= ~np.asarray(exclude, dtype=bool)
-    values = np.asarray(t1w, dtype=np.float64)[inside]
+    data = np.asarray(t1w, dtype=np.float64)
+    values = data[inside]
     if values.size < 100:
         raise ValueError(f"only {values.size} brain voxels outside the lesions: too few to estimate tissue classes")
     centres, iterations = kmeans_1d(values, np.percentile(values, START_PERCENTILES))
     threshold = (centres[1] + centres[2]) / 2.0
-    white = inside & (np.asarray(t1w, dtype=np.float64) > threshold)
-    return TissueClasses(tuple(float(c) for c in centres), white, iterations)
+    white = inside & (data > threshold)
+    peak, spread = white_matter_peak(values[values > threshold])
+    return TissueClasses(tuple(float(c) for c in centres), white, iterations, peak, spread)
 
 
-def normal_appearing_white_matter(classes: TissueClasses, lesion: np.ndarray, *, rim_voxels: int = 1) -> np.ndarray:
-    """The white matter away from grey matter and lesions: the pool lesion filling draws from.
+def pure_white_matter(t1w: np.ndarray, brain: np.ndarray, classes: TissueClasses) -> np.ndarray:
+    """Voxels of pure white matter: boolean, ``t1w``'s shape.
 
-    The white-matter class is eroded by one voxel (partial volume with grey
-    matter and CSF) and the lesions dilated by ``rim_voxels`` are removed
+    Every voxel of its 3x3x3 neighbourhood lies in :attr:`TissueClasses.white_range`
+    and the neighbourhood's mean is at least :data:`LOCAL_SPREADS` spreads
+    below the peak at most: a bright part of a grey structure (the lateral
+    thalamus on a T1w with a wide white-matter peak) has single voxels in the
+    white range but a darker neighbourhood.
+    """
+    low, high = classes.white_range
+    data = np.asarray(t1w, dtype=np.float64)
+    pure = np.asarray(brain, dtype=bool) & (data >= low) & (data <= high)
+    pure = ndimage.binary_erosion(pure, structure=_CUBE)
+    local_mean = ndimage.uniform_filter(data, size=3, mode="nearest")
+    return pure & (local_mean >= classes.white_peak - LOCAL_SPREADS * classes.white_spread)
+
+
+def normal_appearing_white_matter(t1w: np.ndarray, brain: np.ndarray, classes: TissueClasses, lesion: np.ndarray, *,
+                                  rim_voxels: int = 1) -> np.ndarray:
+    """The pure white matter away from lesions: the pool lesion filling draws from.
+
+    :func:`pure_white_matter` without the lesions dilated by ``rim_voxels``
     (the "dirty-appearing" rim around a lesion). Boolean, shape of ``lesion``.
     """
-    core = ndimage.binary_erosion(classes.white_matter, iterations=1)
     rim = ndimage.binary_dilation(lesion, iterations=rim_voxels) if rim_voxels > 0 else np.asarray(lesion, bool)
-    return core & ~rim
+    return pure_white_matter(t1w, brain, classes) & ~rim
+
+
+def grey_band(t1w: np.ndarray, brain: np.ndarray, classes: TissueClasses) -> np.ndarray:
+    """Brain voxels darker than pure white matter but brighter than CSF: grey matter and partial volume (boolean)."""
+    data = np.asarray(t1w, dtype=np.float64)
+    return np.asarray(brain, dtype=bool) & (data > classes.csf_border) & (data < classes.white_range[0])

@@ -43,6 +43,8 @@ QC_COLUMN_DESCRIPTIONS: dict[str, dict[str, Any]] = {
         "centroid_right": "distance (mm) of the right thalamus centre from the prior's",
         "side_swap": "sides overlapping the opposite side of the prior more than their own (0, 1, 2)",
         "registration_mi": "MI of the registration the mask's contrast went through, minus its cut-off (nats)",
+        "lesion_fill": "sessions whose lesions were filled: 1 when the thalamic lesion voxels of the T1w the mask "
+                       "was made on were filled from the fallback (too little normal thalamus left), else 0",
         "cohort_robust_z": "group level: robust z of volume / ICV among the sessions of the method",
         "annual_change": "group level: % volume change per year from the previous session"}},
     "value": {"Description": "The measured value (n/a when skipped)"},
@@ -73,6 +75,8 @@ HINTS = {
                          "shifted or flipped image?)",
     "side_swap": "left and right seem swapped (a left-right flipped header or swapped labels?)",
     "registration_mi": "the registration of this contrast to the T1w is close to or below its QC cut-off",
+    "lesion_fill": "the lesions cover (nearly) the whole thalamus, so its volume on the filled T1w is not a "
+                   "measurement",
 }
 
 
@@ -109,7 +113,8 @@ class _Mask:
 
 def session_checks(masks: Sequence[MaskFiles], volumes: pd.DataFrame, thresholds: Mapping[str, Any], *,
                    registration_qc: pd.DataFrame | None = None,
-                   prior: Sequence[str | Path] | None = None) -> pd.DataFrame:
+                   prior: Sequence[str | Path] | None = None,
+                   lesion_fill: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Every check of every mask of the session (columns :data:`QC_COLUMNS`).
 
     Parameters
@@ -124,6 +129,9 @@ def session_checks(masks: Sequence[MaskFiles], volumes: pd.DataFrame, thresholds
         The session's registration QC table (image, mi, cutoff, selected), if any image was registered.
     prior
         ``[left, right]`` thalamus probability maps on the T1w grid, or None (prior checks skipped).
+    lesion_fill
+        The lesion fill's provenance (the filled T1w's sidecar fields), or None:
+        the ``lesion_fill`` check is added only for a session whose lesions were filled.
     """
     loaded = [_load(files) for files in masks]
     prior_maps, prior_note = _load_prior(prior, loaded)
@@ -134,6 +142,8 @@ def session_checks(masks: Sequence[MaskFiles], volumes: pd.DataFrame, thresholds
         rows += _anatomy_rows(mask, volumes, thresholds)
         rows += _prior_side_rows(mask, prior_maps, prior_note, thresholds)
         rows.append(_registration_row(mask.files, registration_qc, thresholds))
+        if lesion_fill is not None and lesion_fill.get("LesionFilled"):
+            rows.append(_lesion_fill_row(mask.files, volumes, lesion_fill, thresholds))
     return pd.DataFrame(rows, columns=QC_COLUMNS)
 
 
@@ -309,6 +319,23 @@ def _no_sides(files: MaskFiles) -> str:
     """Why a side check was not run: the method's recorded reason, else the missing side map."""
     return (f"{files.no_sides_reason}, so this side check was not run" if files.no_sides_reason
             else "this mask has no left/right side map")
+
+
+def _lesion_fill_row(files: MaskFiles, volumes: pd.DataFrame, lesion_fill: Mapping[str, Any],
+                     thresholds: Mapping[str, Any]) -> dict[str, Any]:
+    """1 when the mask was made on a T1w whose thalamic lesions were filled from the fallback, else 0."""
+    rules = thresholds["checks"]
+    rows = volumes[(volumes["method"].astype(str) == files.method)
+                   & (volumes["contrast"].astype(str) == files.contrast)]
+    filled = "lesion_filled" in rows and rows["lesion_filled"].astype(str).str.lower().isin(["true", "1"]).any()
+    if not filled:
+        return _skipped(files, "lesion_fill", rules, "this mask was not made on the lesion-filled T1w")
+    if lesion_fill.get("ThalamusFillFallback"):
+        return _row(files, "lesion_fill", 1.0, rules, "The thalamic lesion voxels were filled from the fallback, "
+                    f"{lesion_fill.get('ThalamusFill')} ({lesion_fill.get('ThalamusFillReason')})")
+    source = lesion_fill.get("ThalamusFill")
+    what = f"thalamic lesion voxels filled from the {source}" if source else "no lesion voxel filled as thalamus"
+    return _row(files, "lesion_fill", 0.0, rules, f"Lesions filled from normal tissue ({what})")
 
 
 def _side_arrays(mask: _Mask) -> dict[str, np.ndarray] | None:

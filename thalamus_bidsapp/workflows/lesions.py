@@ -224,7 +224,10 @@ class LesionFill(SimpleInterface):
             nib.save(float32_like(result.image, t1w), str(cwd / "t1w_lesionfilled.nii.gz"))
             provenance |= {"LesionFilled": True, **result.provenance()}
             if prior is None:
-                provenance["ThalamusPriorNote"] = "no thalamus prior: every lesion voxel filled from the white matter"
+                provenance["ThalamusPriorNote"] = ("no thalamus prior: lesions surrounded by grey matter filled from "
+                                                   "it, every other lesion voxel from the white matter")
+            if result.fallback:
+                LOGGER.warning("lesion filling of %s: %s", self.inputs.t1w, result.thalamus_fill_reason)
             self._results["out_file"] = self._results["filled_file"] = str(cwd / "t1w_lesionfilled.nii.gz")
         (cwd / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))
         self._results["provenance_file"] = str(cwd / "provenance.json")

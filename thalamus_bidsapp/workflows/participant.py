@@ -222,6 +222,8 @@ def init_session_wf(
     segmentation_qc = _add_segmentation_qc(workflow, (records, "out"), volumes, registration_qc,
                                            output_dir=output_dir, entities=ents, thresholds=qc_thresholds,
                                            template_wf=template_wf)
+    if lesions is not None and lesions.fill is not None:
+        workflow.connect(lesions.fill, "provenance_file", segmentation_qc, "fill_provenance")
     ds_volumes = publish_node(
         "ds_volumes", output_dir, {**ents, "label": "thalamus", "suffix": "volumes", "extension": ".tsv"},
         {**volumes_columns(), **geometry},

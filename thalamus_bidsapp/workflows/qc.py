@@ -6,6 +6,7 @@ reads the node's files and writes two tables in its folder.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -27,6 +28,7 @@ class _SessionQCInputSpec(BaseInterfaceInputSpec):
     thalamus_prior = InputMultiObject(
         File(exists=True), desc="[left, right] thalamus probability maps on the T1w grid "
         "(*_hemi-L/R_space-T1w_label-thalamus_desc-prior_probseg); without them the prior checks are skipped")
+    fill_provenance = File(exists=True, desc="the lesion fill's provenance JSON (adds the lesion_fill check)")
     thresholds = traits.Dict(mandatory=True, desc="QC thresholds (thalamus_bidsapp.qc.thresholds.load_thresholds)")
 
 
@@ -54,7 +56,10 @@ class SessionQC(SimpleInterface):
         volumes = read_tsv(self.inputs.volumes_file)
         registration = read_tsv(self.inputs.registration_qc) if isdefined(self.inputs.registration_qc) else None
         prior = list(self.inputs.thalamus_prior) if isdefined(self.inputs.thalamus_prior) else None
-        qc = session_checks(masks, volumes, self.inputs.thresholds, registration_qc=registration, prior=prior)
+        fill = (json.loads(Path(self.inputs.fill_provenance).read_text())
+                if isdefined(self.inputs.fill_provenance) else None)
+        qc = session_checks(masks, volumes, self.inputs.thresholds, registration_qc=registration, prior=prior,
+                            lesion_fill=fill)
         self._results["qc_file"] = os.path.abspath("segmentation_qc.tsv")
         qc.to_csv(self._results["qc_file"], sep="\t", index=False, na_rep="n/a", float_format="%.6g")
         self._results["volumes_file"] = os.path.abspath("volumes_qc.tsv")
