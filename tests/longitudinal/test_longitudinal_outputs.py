@@ -165,9 +165,9 @@ def test_longitudinal_option_and_step_selection(tmp_path, caplog):
     (bids / "sub-01").mkdir(parents=True)
     (bids / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
     out = tmp_path / "out"
-    config = build_config([str(bids), str(out), "participant", "--longitudinal", "off", "--skip-bids-validation"])
-    assert config.longitudinal == "off"
     config = build_config([str(bids), str(out), "participant", "--skip-bids-validation"])
+    assert config.longitudinal == "off"  # a preview: opt-in
+    config = build_config([str(bids), str(out), "participant", "--longitudinal", "auto", "--skip-bids-validation"])
     assert config.longitudinal == "auto"
     # sub-01 had two T1w sessions, but ses-2 failed (nothing published); sub-02 has one session.
     _session(out, "1")

@@ -189,12 +189,12 @@ def _add_data_selection(parser: argparse.ArgumentParser) -> None:
 
 def _add_longitudinal_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--longitudinal", choices=["auto", "off"], default="auto",
-        help="auto (default): a subject with two or more sessions with a T1w also gets a within-subject template, "
+        "--longitudinal", choices=["auto", "off"], default="off",
+        help="auto: a subject with two or more sessions with a T1w also gets a within-subject template, "
         "its thalamus (segmented once) carried into each session (desc-<method>Long) and the change "
-        "between consecutive "
-        "sessions by Jacobian integration (sub-<label>_label-thalamus_desc-longitudinal_volumes.tsv); off: "
-        "cross-sectional only",
+        "between consecutive sessions by Jacobian integration "
+        "(sub-<label>_label-thalamus_desc-longitudinal_volumes.tsv); a preview: it does not yet recover a "
+        "known atrophy to its target precision (see the README). off (default): cross-sectional only",
     )
 
 
