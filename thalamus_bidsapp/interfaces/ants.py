@@ -102,6 +102,24 @@ def ants_version() -> str | None:
         return None
 
 
+def seeded_registration(fixed, moving, *, what: str, random_seed: int | None, **kwargs) -> dict:
+    """``ants.registration`` with antspyx's seed (a module global) set only around the call.
+
+    ``what`` names the registration in the error: :class:`AntsRegistrationError`
+    ``"ANTs <what> failed: ..."`` when antsRegistration fails.
+    """
+    import ants
+
+    previous_seed = ants.config._random_seed
+    ants.config._random_seed = random_seed
+    try:
+        return ants.registration(fixed=fixed, moving=moving, **kwargs)
+    except RuntimeError as exc:
+        raise AntsRegistrationError(f"ANTs {what} failed: {exc}") from exc
+    finally:
+        ants.config._random_seed = previous_seed
+
+
 def ants_rigid(
     moving: Path,
     fixed: Path,
@@ -146,25 +164,13 @@ def ants_rigid(
     LOGGER.info("ANTs rigid: %s -> %s", moving.name, fixed.name)
 
     workdir = Path(tempfile.mkdtemp(prefix="ants_rigid_"))
-    # antspyx reads its seed from a module global; set it only around this call.
-    previous_seed = ants.config._random_seed
     try:
         fixed_itk = itk_readable(fixed, workdir)
         fixed_img = ants.image_read(str(fixed_itk), pixeltype="float")
         moving_img = ants.image_read(str(itk_readable(moving, workdir)), pixeltype="float")
-        ants.config._random_seed = random_seed
-        try:
-            result = ants.registration(
-                fixed=fixed_img,
-                moving=moving_img,
-                type_of_transform="Rigid",
-                initial_transform="Identity",
-                outprefix=str(workdir / "reg_"),
-            )
-        except RuntimeError as exc:
-            raise AntsRegistrationError(f"ANTs rigid registration of {moving} to {fixed} failed: {exc}") from exc
-        finally:
-            ants.config._random_seed = previous_seed
+        result = seeded_registration(fixed_img, moving_img, what=f"rigid registration of {moving} to {fixed}",
+                                     random_seed=random_seed, type_of_transform="Rigid",
+                                     initial_transform="Identity", outprefix=str(workdir / "reg_"))
         transforms = result["fwdtransforms"]
         if not transforms:
             raise AntsRegistrationError(f"ANTs rigid registration of {moving} to {fixed} wrote no transform")
@@ -266,21 +272,14 @@ def ants_to_template(
         raise ValueError(f"unknown template registration schedule {schedule!r}")
     LOGGER.info("ANTs affine + SyN (%s): %s -> %s", schedule, Path(moving_brain).name, Path(template_brain).name)
     workdir = Path(tempfile.mkdtemp(prefix="ants_template_"))
-    previous_seed = ants.config._random_seed
     try:
         fixed = ants.image_read(str(template_brain), pixeltype="float")
         moving = ants.image_read(str(itk_readable(moving_brain, workdir)), pixeltype="float")
         moving = ants.resample_image(moving, fixed.spacing, use_voxels=False, interp_type=0)
-        ants.config._random_seed = random_seed
-        try:
-            result = ants.registration(fixed=fixed, moving=moving, type_of_transform="SyN",
-                                       outprefix=str(workdir / "reg_"), write_composite_transform=True,
-                                       **TEMPLATE_SCHEDULES[schedule])
-        except RuntimeError as exc:
-            raise AntsRegistrationError(f"ANTs registration of {moving_brain} to {template_brain} failed: "
-                                        f"{exc}") from exc
-        finally:
-            ants.config._random_seed = previous_seed
+        result = seeded_registration(fixed, moving, what=f"registration of {moving_brain} to {template_brain}",
+                                     random_seed=random_seed, type_of_transform="SyN",
+                                     outprefix=str(workdir / "reg_"), write_composite_transform=True,
+                                     **TEMPLATE_SCHEDULES[schedule])
         for written, out in ((result["fwdtransforms"], out_forward), (result["invtransforms"], out_inverse)):
             if not written or not Path(written).is_file():
                 raise AntsRegistrationError(f"ANTs registration of {moving_brain} wrote no composite transform")

@@ -28,7 +28,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from thalamus_bidsapp.interfaces.ants import DEFAULT_RANDOM_SEED, AntsRegistrationError, ants_version
+from thalamus_bidsapp.interfaces.ants import (
+    DEFAULT_RANDOM_SEED,
+    AntsRegistrationError,
+    ants_version,
+    read_itk_affine_ras,
+    seeded_registration,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -90,22 +96,12 @@ def to_nibabel(img, like: nib.Nifti1Image | None = None) -> nib.Nifti1Image:
 
 def rigid_matrix(fixed, moving, *, random_seed: int | None = DEFAULT_RANDOM_SEED) -> np.ndarray:
     """Rigid registration (antspyx images); RAS 4x4 mapping fixed points to moving points."""
-    import ants
-
-    from thalamus_bidsapp.interfaces.ants import read_itk_affine_ras
-
     workdir = Path(tempfile.mkdtemp(prefix="ants_long_rigid_"))
-    previous_seed = ants.config._random_seed
     try:
-        ants.config._random_seed = random_seed
-        try:
-            result = ants.registration(fixed=fixed, moving=moving, type_of_transform="Rigid",
-                                       initial_transform="Identity", outprefix=str(workdir / "reg_"),
-                                       **RIGID_SETTINGS)
-        except RuntimeError as exc:
-            raise AntsRegistrationError(f"ANTs rigid registration between sessions failed: {exc}") from exc
-        finally:
-            ants.config._random_seed = previous_seed
+        result = seeded_registration(fixed, moving, what="rigid registration between sessions",
+                                     random_seed=random_seed, type_of_transform="Rigid",
+                                     initial_transform="Identity", outprefix=str(workdir / "reg_"),
+                                     **RIGID_SETTINGS)
         written = result["fwdtransforms"]
         if not written:
             raise AntsRegistrationError("ANTs rigid registration between sessions wrote no transform")
@@ -238,17 +234,11 @@ def syn_to_template(template_box: nib.Nifti1Image, session_box: nib.Nifti1Image,
 
     fixed, moving = to_ants(template_box), to_ants(session_box)
     workdir = Path(tempfile.mkdtemp(prefix="ants_long_syn_"))
-    previous_seed = ants.config._random_seed
     try:
-        ants.config._random_seed = random_seed
-        try:
-            result = ants.registration(fixed=fixed, moving=moving, type_of_transform="SyNOnly",
-                                       initial_transform="Identity", outprefix=str(workdir / "syn_"),
-                                       **SYN_SETTINGS)
-        except RuntimeError as exc:
-            raise AntsRegistrationError(f"ANTs SyN of a session to its template failed: {exc}") from exc
-        finally:
-            ants.config._random_seed = previous_seed
+        result = seeded_registration(fixed, moving, what="SyN of a session to its template",
+                                     random_seed=random_seed, type_of_transform="SyNOnly",
+                                     initial_transform="Identity", outprefix=str(workdir / "syn_"),
+                                     **SYN_SETTINGS)
         warps = [t for t in result["fwdtransforms"] if t.endswith((".nii.gz", ".nii"))]
         if not warps:
             raise AntsRegistrationError("ANTs SyN of a session to its template wrote no warp field")
