@@ -72,6 +72,7 @@ def test_itk_reads_the_copy_of_a_sheared_image(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_sheared_t1w_through_the_default_path(tmp_path):
     """Real T1w with a sheared sform, the default path (template space, prior, MeshNet): exit 0, volume
     n x |det(A)|, template-space masks written."""

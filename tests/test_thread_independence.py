@@ -96,6 +96,7 @@ def _masks(out: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_rerun_with_other_nprocs_runs_no_tool_and_identical_runs_agree(tmp_path):
     """Default path (template space, prior, MeshNet) on a real T1w: a rerun with other thread counts reuses
     every step; a second run in a fresh work folder gives the same masks and template transform."""

@@ -28,7 +28,7 @@ from tests.lesions.planting import plant_lesions
 from thalamus_bidsapp.cli.run import main
 
 pytest.importorskip("torch")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 MESH = "space-T1w_label-thalamus_desc-meshnet_mask.nii.gz"
 

@@ -25,7 +25,7 @@ from tests.lesions.planting import plant_lesions
 from thalamus_bidsapp.image.lesion_fill import fill_lesions
 
 pytest.importorskip("torch")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 
 def _meshnet(data: np.ndarray, affine: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from thalamus_bidsapp.bidsio.atomic import read_tsv
 from thalamus_bidsapp.cli.run import main
 from thalamus_bidsapp.stats.change import CHANGE_COLUMNS
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 
 @pytest.fixture(scope="module")
