@@ -24,7 +24,7 @@ from tests.foundation.datasets import write_description
 from thalamus_bidsapp.cli.run import main
 
 pytest.importorskip("torch")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 PATIENT = ("ms_lesjak2017_mni", "patient07")
 T1 = "T1_N4_noneck_reduced_winsor_regtoFLAIR_brain_N4_regtoMNI.nii.gz"

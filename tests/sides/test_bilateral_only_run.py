@@ -16,7 +16,7 @@ from thalamus_bidsapp.bidsio.atomic import read_tsv
 from thalamus_bidsapp.cli.run import main
 
 pytest.importorskip("torch")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 SIDE_CHECKS = {"components_left", "components_right", "lr_ratio", "centroid_left", "centroid_right", "side_swap"}
 
