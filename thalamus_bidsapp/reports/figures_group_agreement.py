@@ -111,7 +111,7 @@ def plot_bland_altman(voxelwise: pd.DataFrame, volumetric: pd.DataFrame | None,
             xs = np.array([mean.min(), mean.max()])
             ax.plot(xs, prop_icpt + prop * xs, color=REFERENCE_COLOR, lw=1.1, ls=":")
             p = _stat(row, "prop_slope_p")
-            p = p if np.isfinite(p) else _stat(row, "prop_pval")  # its name before the stats API of issue 19
+            p = p if np.isfinite(p) else _stat(row, "prop_pval")  # older group tables name it prop_pval
             lines.append(f"prop. slope {prop:+.2f}" + (f" (p {_p_text(p)})" if np.isfinite(p) else ""))
         if lines:
             ax.text(0.04, 0.96, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", fontsize=8,

@@ -38,7 +38,7 @@ def _agreement_lead(summary: pd.DataFrame | None, volumetric: pd.DataFrame | Non
                 worst = dice.iloc[-1]
                 text += f"; {worst['method']} the lowest, {worst['median']:.3f}"
             lead.append(text + ".")
-    # p_fdr_bh: the column's name before the stats API of issue 19
+    # p_fdr_bh: the column's name in older group tables
     p_fdr = next((c for c in ("p_fdr", "p_fdr_bh") if pairwise is not None and c in pairwise), None)
     if pairwise is not None and not pairwise.empty and "metric" in pairwise and p_fdr:
         dice_pairs = pairwise[pairwise["metric"].astype(str) == "dice"]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import html
+import importlib.resources
 import json
 import os
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -29,7 +29,7 @@ def href(path: Path, start: Path) -> str:
 
 def data_text(name: str) -> str:
     """The text of ``thalamus_bidsapp/data/<name>``."""
-    return resources.files("thalamus_bidsapp.data").joinpath(name).read_text()
+    return importlib.resources.files("thalamus_bidsapp.data").joinpath(name).read_text()
 
 
 def pipeline_version(output_dir: Path) -> str:
