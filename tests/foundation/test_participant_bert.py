@@ -129,9 +129,9 @@ def test_outputs_dataset_and_logs(bert_run):
     desc = json.loads((out / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative"
     assert "freesurfer" in (out / "logs" / "CITATION.md").read_text().lower()
-    (run_dir,) = [p for p in (out / "logs").iterdir() if p.is_dir()][:1]
-    config = json.loads((run_dir / "config.json").read_text())
-    assert config["analysis_level"] == "participant"
+    configs = [json.loads((run_dir / "config.json").read_text())
+               for run_dir in (out / "logs").iterdir() if run_dir.is_dir()]
+    assert {"group", "participant"} <= {c["analysis_level"] for c in configs}
     assert not list(out.rglob(".*.tmp*")), "temporary files left behind"
 
 

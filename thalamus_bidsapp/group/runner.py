@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from thalamus_bidsapp.bidsio.atomic import write_tsv
+from thalamus_bidsapp.bidsio.atomic import write_json, write_tsv
 from thalamus_bidsapp.bidsio.runlog import GROUP_LOG
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import (
@@ -85,7 +85,9 @@ def run_group(config: RunConfig) -> int:
     if config.reports_only:
         LOGGER.info("report: %s", write_group_report(config.output_dir))
         return EXIT_OK
-    with group_log(config.output_dir / "logs" / config.run_id / GROUP_LOG, config.verbosity):
+    log_dir = config.output_dir / "logs" / config.run_id
+    with group_log(log_dir / GROUP_LOG, config.verbosity):
+        write_json(config.to_json(), log_dir / "config.json")
         return _run_group(config, group_dir)
 
 
