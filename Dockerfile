@@ -160,7 +160,7 @@ RUN apt-get update \
 FROM python-build AS templates-download
 ENV TEMPLATEFLOW_HOME=/opt/templateflow \
     TEMPLATEFLOW_AUTOUPDATE=0
-RUN /opt/venv/bin/python -c "from thalamus_bidsapp.interfaces.templateflow import fetch_template_files, supported_templates; [fetch_template_files(t) for t in supported_templates()]" \
+RUN /opt/venv/bin/python -c "from thalamus_bidsapp.tools.templateflow import fetch_template_files, supported_templates; [fetch_template_files(t) for t in supported_templates()]" \
     && find /opt/templateflow -type f -empty -delete
 
 # The same files from the build context (./container-templateflow/tpl-<template>/<file>),
@@ -169,7 +169,7 @@ FROM python-build AS templates-context
 ENV TEMPLATEFLOW_HOME=/opt/templateflow \
     TEMPLATEFLOW_AUTOUPDATE=0
 COPY container-templateflow/ /opt/templateflow/
-RUN /opt/venv/bin/python -c "from thalamus_bidsapp.interfaces.templateflow import find_template_files, supported_templates; [find_template_files(t) for t in supported_templates()]"
+RUN /opt/venv/bin/python -c "from thalamus_bidsapp.tools.templateflow import find_template_files, supported_templates; [find_template_files(t) for t in supported_templates()]"
 
 # hadolint ignore=DL3006
 FROM templates-${TEMPLATES_SOURCE} AS templates
@@ -188,7 +188,7 @@ ARG MESHNET_SIDES_COLORMAP_SHA256=a450db760609a91a38b3ff1810a465841c39b1ff138cab
 # MindGlide (Hugging Face MS-PINPOINT/mindglide): the revision is the one
 # mindglide 1.3.0 pins (HF_MODEL_REVISION in mindglide/infer.py); the sha256 is
 # the one MindGlide's own Dockerfile (MS-PINPOINT/mindGlide, MODEL_SHA256) pins
-# for that revision and file, also in thalamus_bidsapp/interfaces/mindglide.py.
+# for that revision and file, also in thalamus_bidsapp/tools/mindglide.py.
 ARG MINDGLIDE_REVISION=a1969821c0a4a37ae54f649a9a0c6fd1b8a48e26
 ARG MINDGLIDE_FILE=_20240404_conjurer_trained_dice_7733.pt
 ARG MINDGLIDE_SHA256=881e30efd9444a25ee70c01d795dd9fb21ac750a48f1ba8070fcd79fb75e76ca

@@ -53,7 +53,7 @@ LOGGER = logging.getLogger("bench_longitudinal")
 
 
 def _meshnet(image, threads: int):
-    from thalamus_bidsapp.interfaces.meshnet import segment_thalamus_sides
+    from thalamus_bidsapp.tools.meshnet import segment_thalamus_sides
 
     _, sides, _ = segment_thalamus_sides(image, MODELS / "model30chan18cls", MODELS / "model21_104class",
                                          threads=threads)

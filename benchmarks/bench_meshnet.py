@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark of MeshNet thalamus segmentation on a real T1w: cropped vs uncropped.
 
-Each variant runs :func:`thalamus_bidsapp.interfaces.meshnet.segment_thalamus`
+Each variant runs :func:`thalamus_bidsapp.tools.meshnet.segment_thalamus`
 once in a fresh child process (so peak memory is that variant's alone) with
 torch limited to ``--threads`` (default 2) and reports:
 
@@ -50,7 +50,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from thalamus_bidsapp.interfaces.meshnet import load_meshnet, segment_thalamus
+    from thalamus_bidsapp.tools.meshnet import load_meshnet, segment_thalamus
 
     t1w = nib.load(args.t1w)
     # Loading the 0.8 MB model is not what is being measured, but it stays in the peak memory.

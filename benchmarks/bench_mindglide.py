@@ -38,7 +38,7 @@ FLAIR = PATIENT / "FLAIR_N4_noneck_reduced_winsor_regtoFLAIR_brain_N4_regtoMNI.n
 
 IN_PROCESS = """
 import sys, logging
-from thalamus_bidsapp.interfaces import mindglide as mg
+from thalamus_bidsapp.tools import mindglide as mg
 ckpt, device, *imgs = sys.argv[1:]
 segs = mg.segment_contrasts(dict(zip(["T1w", "FLAIR", "R1"], imgs)), model_path=ckpt, device=device)
 assert len(segs) == 3 and mg.load_count() == 1, (len(segs), mg.load_count())

@@ -14,7 +14,7 @@ work folder, so nothing is reused from an earlier run), in two pairs:
    deepbet, MeshNet and its left/right model
    (``interfaces.meshnet.segment_thalamus_sides``), register the brain to the
    template (``interfaces.ants.ants_to_template``), warp the prior back
-   (``workflows.template.warp_prior``) and the mask to the template, save
+   (``interfaces.template.warp_prior``) and the mask to the template, save
    everything, torch and ITK using every CPU;
 2. **the app with ``--template none``** (only the networks: deepbet and
    MeshNet with its left/right model) against **a minimal script running
@@ -88,7 +88,7 @@ import torch
 import nibabel as nib
 import numpy as np
 from deepbet import BrainExtraction
-from thalamus_bidsapp.interfaces.meshnet import segment_thalamus_sides
+from thalamus_bidsapp.tools.meshnet import segment_thalamus_sides
 
 out = Path(out_dir)
 torch.set_num_threads(int(threads))
@@ -101,8 +101,8 @@ nib.save(nib.Nifti1Image(sides, t1w.affine), out / "thalamus_sides.nii.gz")
 template = json.loads(template_json)
 if template:
     from thalamus_bidsapp.image.prior import binarise
-    from thalamus_bidsapp.interfaces.ants import ants_resample, ants_to_template
-    from thalamus_bidsapp.workflows.template import warp_prior
+    from thalamus_bidsapp.tools.ants import ants_resample, ants_to_template
+    from thalamus_bidsapp.interfaces.template import warp_prior
 
     masked = np.asarray(t1w.dataobj, np.float32) * (np.asarray(brain.dataobj) > 0)
     nib.save(nib.Nifti1Image(masked, t1w.affine), out / "t1w_brain.nii.gz")
@@ -175,7 +175,7 @@ def run_measured(command: list[str], env: dict[str, str], log_file: Path) -> dic
 
 
 def run_app(participant: str, env: dict[str, str], folder: Path, extra_args: tuple[str, ...] = ()) -> dict:
-    from thalamus_bidsapp.timings import critical_path, read_timings
+    from thalamus_bidsapp.participant.timings import critical_path, read_timings
 
     folder.mkdir(parents=True)
     out, work = folder / "out", folder / "work"
@@ -207,7 +207,7 @@ def run_app(participant: str, env: dict[str, str], folder: Path, extra_args: tup
 
 def run_minimal(participant: str, env: dict[str, str], folder: Path, threads: int, *, with_template: bool) -> dict:
     """The minimal script on the participant's T1w: the networks, and with ``with_template`` the template steps."""
-    from thalamus_bidsapp.interfaces.templateflow import find_template_files
+    from thalamus_bidsapp.tools.templateflow import find_template_files
 
     t1w = next((DATASET / f"sub-{participant}").rglob("*_T1w.nii*"))
     template = {}
@@ -227,7 +227,7 @@ def run_minimal(participant: str, env: dict[str, str], folder: Path, threads: in
 def templateflow_home(scratch: Path) -> Path:
     """``$TEMPLATEFLOW_HOME`` when it holds the default template's files, else one built from the test data."""
     from thalamus_bidsapp.errors import ThalamusError
-    from thalamus_bidsapp.interfaces.templateflow import find_template_files
+    from thalamus_bidsapp.tools.templateflow import find_template_files
 
     given = os.environ.get("TEMPLATEFLOW_HOME")
     if given:
@@ -260,7 +260,7 @@ def main() -> None:
     args = parser.parse_args()
     if not DATASET.is_dir():
         raise SystemExit(f"test data not found: {DATASET} (set THALAMUS_TEST_DATA)")
-    from thalamus_bidsapp.resources import available_cpus
+    from thalamus_bidsapp.participant.resources import available_cpus
 
     cpus = available_cpus()
     load_before = os.getloadavg()[0]

@@ -3,7 +3,7 @@
 
 For each template and schedule (``standard``, ``fast``): bert's FreeSurfer
 ``brain.mgz`` (the T1w, already skull-stripped) is registered to the
-template's 2 mm brain with :func:`thalamus_bidsapp.interfaces.ants.ants_to_template`,
+template's 2 mm brain with :func:`thalamus_bidsapp.tools.ants.ants_to_template`,
 the HOSPA left and right thalamus are warped back onto bert's grid, and the
 Dice at probability >= 0.5 with aseg labels 10 / 49 is printed with the
 registration and warp times. The README quotes the Dice of the standard
@@ -37,8 +37,8 @@ DATA = Path(os.environ.get("THALAMUS_TEST_DATA", REPO.parent / "shared" / "data"
 
 def main() -> None:
     from thalamus_bidsapp.image.prior import clip_probability, prior_sides
-    from thalamus_bidsapp.interfaces.ants import ants_apply_transform, ants_to_template
-    from thalamus_bidsapp.interfaces.templateflow import find_template_files, supported_templates
+    from thalamus_bidsapp.tools.ants import ants_apply_transform, ants_to_template
+    from thalamus_bidsapp.tools.templateflow import find_template_files, supported_templates
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--schedules", nargs="+", default=["standard", "fast"])

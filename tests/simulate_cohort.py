@@ -352,7 +352,7 @@ def write_template_maps(method_rows: pd.DataFrame, out: Path, group_dir: Path, *
     from thalamus_bidsapp.errors import ThalamusError
     from thalamus_bidsapp.group.template_maps import run_template_maps
     from thalamus_bidsapp.image.prior import prior_sides
-    from thalamus_bidsapp.interfaces.templateflow import find_template_files
+    from thalamus_bidsapp.tools.templateflow import find_template_files
 
     try:
         files = find_template_files(template)

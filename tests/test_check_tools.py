@@ -20,8 +20,8 @@ import pytest
 
 from tests.conftest import SHARED_DATA, missing_prerequisite
 from thalamus_bidsapp.cli import check_tools
-from thalamus_bidsapp.interfaces import dbsegment, mindglide
-from thalamus_bidsapp.toolcheck import (
+from thalamus_bidsapp.tools import dbsegment, mindglide
+from thalamus_bidsapp.tools.check import (
     FIRST_MODELS,
     FIRST_PROGRAMS,
     FIRST_TEMPLATES,

@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import shared_file
 from thalamus_bidsapp.errors import ThalamusError
-from thalamus_bidsapp.interfaces import dbsegment
+from thalamus_bidsapp.tools import dbsegment
 
 FAKES = Path(__file__).parent / "fakes"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from thalamus_bidsapp.cli import fetch_templates
-from thalamus_bidsapp.interfaces.templateflow import required_files
+from thalamus_bidsapp.tools.templateflow import required_files
 
 TEMPLATE = "MNI152NLin2009cAsym"
 
@@ -75,7 +75,7 @@ def test_fetch_with_no_template_is_a_usage_error(capsys):
 
 def test_the_missing_template_message_says_how_to_fetch(empty_home):
     from thalamus_bidsapp.errors import ThalamusError
-    from thalamus_bidsapp.interfaces.templateflow import find_template_files
+    from thalamus_bidsapp.tools.templateflow import find_template_files
 
     with pytest.raises(ThalamusError) as info:
         find_template_files(TEMPLATE)

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import shared_file
 from thalamus_bidsapp.errors import ThalamusError
-from thalamus_bidsapp.interfaces import first
+from thalamus_bidsapp.tools import first
 
 FAKES = Path(__file__).parent / "fakes"
 

@@ -15,7 +15,7 @@ from tests.conftest import shared_file
 from tests.foundation.datasets import make_bert_dataset
 from thalamus_bidsapp.bidsio.atomic import read_tsv
 from thalamus_bidsapp.cli.run import main
-from thalamus_bidsapp.interfaces import freesurfer
+from thalamus_bidsapp.tools import freesurfer
 
 FAKES = Path(__file__).parent / "fakes"
 

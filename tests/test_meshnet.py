@@ -23,7 +23,7 @@ from thalamus_bidsapp.image.conform import (
     native_centre_ras,
     robust_uint8_scaling,
 )
-from thalamus_bidsapp.interfaces import meshnet, meshnet_models, tfjs, weights
+from thalamus_bidsapp.tools import meshnet, meshnet_models, tfjs, weights
 
 MODEL_NAME = "model30chan18cls"
 SHA = {

@@ -20,7 +20,7 @@ from thalamus_bidsapp.errors import ThalamusError
 torch = pytest.importorskip("torch")
 pytest.importorskip("mindglide")
 
-from thalamus_bidsapp.interfaces import mindglide as mg  # noqa: E402
+from thalamus_bidsapp.tools import mindglide as mg  # noqa: E402
 
 PATIENT = ("ms_lesjak2017_mni", "patient07")
 T1 = "T1_N4_noneck_reduced_winsor_regtoFLAIR_brain_N4_regtoMNI.nii.gz"

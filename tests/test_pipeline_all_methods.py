@@ -33,7 +33,7 @@ from tests.foundation.datasets import write_description
 from tests.registration_helpers import make_brain_mask, make_noise_like, make_r1_like, make_shifted
 from thalamus_bidsapp.bidsio.atomic import read_tsv
 from thalamus_bidsapp.cli.run import main
-from thalamus_bidsapp.interfaces import dbsegment
+from thalamus_bidsapp.tools import dbsegment
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("mindglide")

@@ -22,9 +22,9 @@ from tests import registration_helpers as helpers
 from tests.conftest import shared_file
 from thalamus_bidsapp.errors import ThalamusError
 from thalamus_bidsapp.image.mutual_information import mutual_information_images
-from thalamus_bidsapp.interfaces import flirt as flirt_iface
-from thalamus_bidsapp.interfaces.ants import read_itk_affine_ras
-from thalamus_bidsapp.registration import (
+from thalamus_bidsapp.tools import flirt as flirt_iface
+from thalamus_bidsapp.tools.ants import read_itk_affine_ras
+from thalamus_bidsapp.tools.registration import (
     ANTS_RIGID,
     FLIRT_MI_AFFINE,
     FLIRT_NORMCORR,

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import REPO_ROOT, shared_file
 from thalamus_bidsapp.bidsio.atomic import read_tsv
 from thalamus_bidsapp.image.orthonormal import is_orthonormal, orthonormal_grid, resample_affine
-from thalamus_bidsapp.interfaces.ants import itk_readable
+from thalamus_bidsapp.tools.ants import itk_readable
 
 SHEAR = np.array([[1.0, 0.25, 0.0], [0.0, 1.0, 0.1], [0.0, 0.0, 1.0]])
 

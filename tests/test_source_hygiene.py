@@ -34,22 +34,22 @@ def _local_resources(tree: ast.Module) -> bool:
             return True
         if isinstance(node, ast.Name) and node.id == "resources" and isinstance(node.ctx, ast.Store):
             return True
-        if isinstance(node, ast.ImportFrom) and node.module == "thalamus_bidsapp.resources":
+        if isinstance(node, ast.ImportFrom) and node.module == "thalamus_bidsapp.participant.resources":
             return True
     return False
 
 
 @pytest.mark.parametrize("path", _sources("thalamus_bidsapp"), ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_importlib_resources_is_not_shadowed_by_the_local_resources(path: Path) -> None:
-    """``resources`` is the package's resource plan (thalamus_bidsapp/resources.py), never importlib's."""
+    """``resources`` is the package's resource plan (thalamus_bidsapp/participant/resources.py), never importlib's."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     assert not (_importlib_resources_alias(tree) and _local_resources(tree)), (
         f"{path}: 'from importlib import resources' beside a local 'resources'; use 'import importlib.resources'")
 
 
 def test_the_participant_level_reads_package_data_without_the_alias() -> None:
-    tree = ast.parse((PACKAGE / "participant.py").read_text(encoding="utf-8"))
-    assert not _importlib_resources_alias(tree)
+    for path in sorted((PACKAGE / "participant").glob("*.py")):
+        assert not _importlib_resources_alias(ast.parse(path.read_text(encoding="utf-8"))), path
 
 
 def test_no_comment_cites_an_issue_or_the_spec() -> None:

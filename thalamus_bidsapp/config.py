@@ -71,7 +71,7 @@ class RunConfig:
     is ``derivatives`` (masks found with ``--derivatives``) or ``mindglide`` (MindGlide's lesion class when
     no mask is found).
     ``nprocs``, ``omp_nthreads`` and ``mem_gb`` are None when not given: the participant level applies the
-    thread rule of :mod:`thalamus_bidsapp.resources` once it knows how many sessions run.
+    thread rule of :mod:`thalamus_bidsapp.participant.resources` once it knows how many sessions run.
     A method option not given on the command line takes the value of its environment variable
     (``CliOption.env``), resolved when the configuration is built; ``option_sources`` says which.
     ``qc_thresholds`` is the user's QC thresholds file (None: the packaged

@@ -222,7 +222,7 @@ def test_fsl_install_creates_wrappers_and_the_version_file():
 
 
 def test_dbsegment_nnunet_folders_exist_in_the_image():
-    from thalamus_bidsapp.interfaces.dbsegment import MODEL_BUNDLE_ALL_FOLDS, NNUNET_SUBDIRS
+    from thalamus_bidsapp.tools.dbsegment import MODEL_BUNDLE_ALL_FOLDS, NNUNET_SUBDIRS
 
     stage = STAGES["dbsegment-model"]
     for sub in NNUNET_SUBDIRS:
@@ -232,7 +232,7 @@ def test_dbsegment_nnunet_folders_exist_in_the_image():
 
 
 def test_mindglide_checksum_has_the_published_default():
-    from thalamus_bidsapp.interfaces.mindglide import PUBLISHED_SHA256
+    from thalamus_bidsapp.tools.mindglide import PUBLISHED_SHA256
 
     text = DOCKERFILE.read_text()
     revision = re.search(r"^ARG MINDGLIDE_REVISION=(\S+)$", text, re.MULTILINE).group(1)

@@ -15,7 +15,7 @@ from thalamus_bidsapp.bidsio import inputs
 from thalamus_bidsapp.bidsio.atomic import atomic_path, read_tsv, write_tsv
 from thalamus_bidsapp.bidsio.derivatives import derivative_path, publish, write_dataset_description
 from thalamus_bidsapp.errors import ThalamusError
-from thalamus_bidsapp.interfaces import freesurfer
+from thalamus_bidsapp.tools import freesurfer
 
 
 def test_derivative_names():

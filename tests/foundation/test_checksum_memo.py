@@ -70,7 +70,7 @@ def test_unwritable_memo_still_gives_the_digest(tmp_path, counted):
 
 
 def test_meshnet_weights_verified_once_then_again_after_a_change(tmp_path, monkeypatch, counted):
-    from thalamus_bidsapp.interfaces import meshnet
+    from thalamus_bidsapp.tools import meshnet
 
     source = shared_file("brainchop", "models", "model30chan18cls")
     model_dir = tmp_path / "model30chan18cls"

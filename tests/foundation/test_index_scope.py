@@ -10,7 +10,7 @@ from tests.conftest import shared_file
 from tests.foundation.datasets import write_description
 from thalamus_bidsapp.bidsio import inputs
 from thalamus_bidsapp.errors import ThalamusError
-from thalamus_bidsapp.participant import other_subjects_pattern
+from thalamus_bidsapp.participant.plan import other_subjects_pattern
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from tests.foundation.datasets import (
 )
 from thalamus_bidsapp.bidsio.atomic import read_tsv
 from thalamus_bidsapp.cli.run import main
-from thalamus_bidsapp.interfaces.freesurfer import read_etiv
+from thalamus_bidsapp.tools.freesurfer import read_etiv
 
 
 # Every test reads the participant and group run of bert_run: about 2 CPU-minutes, so not in the fast tier.

@@ -71,7 +71,7 @@ def test_input_untouched(ds_run):
 
 
 def test_timings_of_every_session(ds_run):
-    from thalamus_bidsapp.timings import read_timings
+    from thalamus_bidsapp.participant.timings import read_timings
 
     (path,) = (ds_run["out"] / "logs").glob("*/timings.tsv")
     table = read_timings(path)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 def _children_of(pid: int) -> list[int]:
-    from thalamus_bidsapp.interrupts import _descendants
+    from thalamus_bidsapp.participant.interrupts import _descendants
 
     return _descendants(pid)
 
@@ -69,6 +69,6 @@ def test_interrupt_stops_records_and_rerun_completes(tmp_path, signum, nprocs):
 
 
 def _alive(pid: int) -> bool:
-    from thalamus_bidsapp.interrupts import _alive as alive
+    from thalamus_bidsapp.participant.interrupts import _alive as alive
 
     return alive(pid)

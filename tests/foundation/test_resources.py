@@ -7,13 +7,8 @@ import os
 import pytest
 
 from thalamus_bidsapp.cli.parser import build_parser
-from thalamus_bidsapp.resources import (
-    MAX_SHARED_THREADS,
-    THREAD_VARIABLES,
-    available_cpus,
-    plan_resources,
-    thread_limits,
-)
+from thalamus_bidsapp.participant.resources import MAX_SHARED_THREADS, available_cpus, plan_resources
+from thalamus_bidsapp.tools.threads import THREAD_VARIABLES, thread_limits
 
 
 @pytest.mark.parametrize(

@@ -77,7 +77,7 @@ def test_the_session_workflow_measures_it_for_every_preprocessed_image(tmp_path)
 
 
 def test_the_node_writes_the_decision_beside_the_provenance(tmp_path):
-    from thalamus_bidsapp.workflows.nodes import SkullStripCheck
+    from thalamus_bidsapp.interfaces.images import SkullStripCheck
 
     image, brain = _head()
     nib.save(nib.Nifti1Image(image, np.eye(4)), str(tmp_path / "head.nii.gz"))

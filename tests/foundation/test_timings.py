@@ -10,7 +10,7 @@ import pytest
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from thalamus_bidsapp.timings import TIMING_COLUMNS, RunTimings, StepTiming, critical_path, read_timings
+from thalamus_bidsapp.participant.timings import TIMING_COLUMNS, RunTimings, StepTiming, critical_path, read_timings
 
 
 def _wait(seconds):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from thalamus_bidsapp.bidsio.inputs import SessionInputs
-from thalamus_bidsapp.interfaces.templateflow import TemplateFiles
+from thalamus_bidsapp.tools.templateflow import TemplateFiles
 from thalamus_bidsapp.methods import MethodPlan
 from thalamus_bidsapp.workflows.participant import init_participant_wf, workflow_name
 

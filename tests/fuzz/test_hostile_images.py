@@ -196,7 +196,7 @@ def test_reports_only_unknown_label_exits_66(tmp_path, small_dataset, caplog):
 
 def test_no_method_can_run_exits_66_listing_each_method(tmp_path, small_dataset, caplog, monkeypatch):
     """The README's first command on a machine without network, tools or models."""
-    from thalamus_bidsapp.interfaces import weights
+    from thalamus_bidsapp.tools import weights
 
     bids, _, before = small_dataset
     for var in ("THALAMUS_MESHNET_MODEL", "MODEL_PATH", "FSLDIR", "FREESURFER_HOME", "DBSEGMENT_MODEL_PATH"):

@@ -89,7 +89,7 @@ def _reason(out: Path) -> str:
 
 def test_only_the_lesion_label_is_lesion_with_the_true_volume(patient, tmp_path):
     from thalamus_bidsapp.bidsio.tables import LesionLoad
-    from thalamus_bidsapp.workflows.lesions import LesionMaskToT1w
+    from thalamus_bidsapp.interfaces.lesions import LesionMaskToT1w
 
     bids, lesions = _dataset(tmp_path, patient, {"sub-07_label-lesion_dseg.nii.gz": (patient["labels"], TABLE)})
     dseg = lesions / "sub-07" / "anat" / "sub-07_label-lesion_dseg.nii.gz"
@@ -107,7 +107,7 @@ def test_only_the_lesion_label_is_lesion_with_the_true_volume(patient, tmp_path)
 
 
 def test_the_labels_used_are_in_methods_json_through_the_preflight(patient, tmp_path):
-    from thalamus_bidsapp.preflight import preflight_session
+    from thalamus_bidsapp.participant.preflight import preflight_session
 
     bids, lesions = _dataset(tmp_path, patient, {"sub-07_label-lesion_dseg.nii.gz": (patient["labels"], TABLE)})
     (session,) = _sessions(bids, lesions)

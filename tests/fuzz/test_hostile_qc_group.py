@@ -194,7 +194,7 @@ def _damaged_home(source: Path, target: Path, damage: str) -> Path:
 @pytest.mark.parametrize("damage, named", [("truncated", "truncated"), ("3-D", "4-D atlas")])
 def test_a_damaged_templateflow_atlas_is_66_before_any_tool(templateflow_home, tmp_path, monkeypatch, damage,
                                                             named):
-    from thalamus_bidsapp.interfaces.templateflow import find_template_files
+    from thalamus_bidsapp.tools.templateflow import find_template_files
 
     atlas = _damaged_home(templateflow_home, tmp_path / "templateflow", damage)
     with pytest.raises(ThalamusError) as err:
@@ -234,7 +234,7 @@ def test_a_write_error_without_a_file_name_names_the_file(tmp_path, monkeypatch)
 def test_a_crash_without_a_file_name_names_the_step_folder(tmp_path):
     from thalamus_bidsapp.bidsio.staging import Staging
     from thalamus_bidsapp.config import RunConfig
-    from thalamus_bidsapp.session_tracking import _write_error
+    from thalamus_bidsapp.participant.tracking import _write_error
 
     work = tmp_path / "work"
     step = work / "thalamus_bidsapp_wf" / "sub_01_wf" / "brain_mask"
@@ -251,7 +251,7 @@ def test_a_crash_without_a_file_name_names_the_step_folder(tmp_path):
 
 
 def test_a_tool_whose_version_call_fails_is_reported(tmp_path):
-    from thalamus_bidsapp.toolcheck import executable
+    from thalamus_bidsapp.tools.check import executable
 
     broken = tmp_path / "flirt"
     broken.write_text("#!/bin/sh\necho 'flirt: error while loading shared libraries: libznz.so' >&2\nexit 127\n")

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 
 def _meshnet(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    from thalamus_bidsapp.interfaces.meshnet import segment_thalamus
+    from thalamus_bidsapp.tools.meshnet import segment_thalamus
 
     model = shared_file("brainchop", "models", "model30chan18cls", "model.bin").parent
     mask, _ = segment_thalamus(nib.Nifti1Image(data.astype(np.float32), affine), model, threads=2)

@@ -15,7 +15,7 @@ from thalamus_bidsapp.image.lesion_load import lesion_volume_ml
 from thalamus_bidsapp.image.nifti import new_image
 from thalamus_bidsapp.image.reorient import reorient_to_ras
 from thalamus_bidsapp.image.resample import labels_to_grid
-from thalamus_bidsapp.workflows.lesions import lesion_on_t1w
+from thalamus_bidsapp.interfaces.lesions import lesion_on_t1w
 
 PATIENT = "ms_lesjak2017_mni/patient07"
 
@@ -43,7 +43,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.slow
 def test_flair_grid_mask_reaches_the_t1w_grid_through_the_registration(tmp_path):
     """ANTs rigid (the registration the app selects without FSL) of a real MS FLAIR carries its consensus mask."""
-    from thalamus_bidsapp.registration import register_to_t1w
+    from thalamus_bidsapp.tools.registration import register_to_t1w
 
     t1w = nib.load(_patient("T1_N4_noneck_reduced_winsor_regtoFLAIR_brain_N4_regtoMNI.nii.gz"))
     t1w_file = tmp_path / "t1w.nii.gz"
@@ -130,7 +130,7 @@ def test_a_dseg_needs_a_lookup_naming_the_lesion(tmp_path, t1w_file):
 
 
 def test_an_empty_mask_fills_nothing_and_says_so(tmp_path, t1w_file):
-    from thalamus_bidsapp.workflows.lesions import LesionFill, LesionMaskToT1w
+    from thalamus_bidsapp.interfaces.lesions import LesionFill, LesionMaskToT1w
 
     ref = nib.load(t1w_file)
     empty = _save(tmp_path, np.zeros(ref.shape, np.uint8), ref.affine, "sub-07_label-lesion_mask.nii.gz")

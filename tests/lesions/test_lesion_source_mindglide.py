@@ -14,7 +14,7 @@ from tests.conftest import shared_file
 torch = pytest.importorskip("torch")
 pytest.importorskip("mindglide")
 
-from thalamus_bidsapp.interfaces import mindglide as mg  # noqa: E402
+from thalamus_bidsapp.tools import mindglide as mg  # noqa: E402
 
 PATIENT = ("ms_lesjak2017_mni", "patient07")
 

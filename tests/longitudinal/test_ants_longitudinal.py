@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import shared_file
 from tests.longitudinal.simulate import Contraction, covering_ball, crop_around, rescan
 from thalamus_bidsapp.image.jacobian import integrate_jacobian, jacobian_determinant
-from thalamus_bidsapp.interfaces import ants_longitudinal as al
+from thalamus_bidsapp.tools import ants_longitudinal as al
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 
 from tests.conftest import shared_file
 from thalamus_bidsapp.image.sides import LEFT, RIGHT
-from thalamus_bidsapp.interfaces import meshnet
-from thalamus_bidsapp.interfaces.meshnet import segment_thalamus_sides
+from thalamus_bidsapp.tools import meshnet
+from thalamus_bidsapp.tools.meshnet import segment_thalamus_sides
 
 CASES = [
     ("bert", ("freesurfer_bert_7.2", "mri", "norm.mgz"), ("freesurfer_bert_7.2", "mri", "aseg.mgz")),

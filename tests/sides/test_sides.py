@@ -76,7 +76,7 @@ def test_every_method_declares_disjoint_side_labels() -> None:
         assert not set(method.labels.left) & set(method.labels.right), method.name
         if method.name != "mindglide":  # its sides come from the envelope's
             assert method.labels.left and method.labels.right, method.name
-    from thalamus_bidsapp.interfaces import dbsegment, first, freesurfer
+    from thalamus_bidsapp.tools import dbsegment, first, freesurfer
 
     assert set(get_method("freesurfer").labels.bilateral) == set(freesurfer.thalamus_labels())
     assert set(get_method("first").labels.bilateral) == set(first.FIRST_THALAMUS_LABELS)
@@ -216,7 +216,7 @@ def test_first_fake_gives_sides_from_labels_10_and_49(tmp_path: Path, monkeypatc
 
 def test_dbsegment_fake_gives_sides_from_24_26_30_and_25_27_31(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from thalamus_bidsapp.interfaces import dbsegment
+    from thalamus_bidsapp.tools import dbsegment
     from thalamus_bidsapp.methods.dbsegment import DBSegmentThalamus
 
     bin_dir = tmp_path / "bin"

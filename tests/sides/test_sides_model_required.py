@@ -77,13 +77,13 @@ def test_a_run_without_the_sides_model_exits_66_naming_both_models(tmp_path, mon
 
 def test_the_no_method_message_names_the_left_right_model(tmp_path):
     from thalamus_bidsapp.methods import MethodPlan
-    from thalamus_bidsapp.participant import _check_some_method_runs
+    from thalamus_bidsapp.participant.plan import check_some_method_runs
 
     empty = tmp_path / "no_sides_model"
     empty.mkdir()
     reason = MESHNET.check_tools(_config(tmp_path, environ={"THALAMUS_MESHNET_SIDES_MODEL": str(empty)})).reason
     with pytest.raises(ThalamusError) as err:
-        _check_some_method_runs({"sub-01": MethodPlan(run=(), skipped={"meshnet": reason})})
+        check_some_method_runs({"sub-01": MethodPlan(run=(), skipped={"meshnet": reason})})
     assert err.value.exit_code == 66 and SIDES_MODEL in str(err.value) and "--meshnet-sides-model" in str(err.value)
 
 
@@ -112,7 +112,7 @@ def _identity():
 
 def _bilateral_only_session(tmp_path: Path) -> pd.DataFrame:
     """A session whose only mask is a bilateral MeshNet mask made with --meshnet-sides off, checked as the run does."""
-    from thalamus_bidsapp.workflows.qc import _no_sides_reason
+    from thalamus_bidsapp.interfaces.qc import _no_sides_reason
 
     sides = bert_sides("7.2")
     mask = nib.Nifti1Image((np.asanyarray(sides.dataobj) > 0).astype(np.uint8), sides.affine)

@@ -1,6 +1,6 @@
 """``thalamus-bidsapp --check-tools``: print what can run here and exit 0, or 66 when something cannot.
 
-The checks are in :mod:`thalamus_bidsapp.toolcheck`; this module parses the
+The checks are in :mod:`thalamus_bidsapp.tools.check`; this module parses the
 options and writes the report to standard output (it is the command's result,
 like ``--help``, so it is written there rather than logged).
 """
@@ -18,9 +18,8 @@ from thalamus_bidsapp import __version__
 from thalamus_bidsapp.cli.parser import build_parser, method_options, option_sources
 from thalamus_bidsapp.config import Environment
 from thalamus_bidsapp.errors import EXIT_NOINPUT, EXIT_OK
-from thalamus_bidsapp.interfaces.templateflow import NO_TEMPLATE
 from thalamus_bidsapp.methods import all_methods, envelope_names, get_method, method_names
-from thalamus_bidsapp.toolcheck import (
+from thalamus_bidsapp.tools.check import (
     CheckOptions,
     CheckReport,
     Finding,
@@ -30,6 +29,7 @@ from thalamus_bidsapp.toolcheck import (
     check_registration,
     check_template,
 )
+from thalamus_bidsapp.tools.templateflow import NO_TEMPLATE
 
 FLAG = "--check-tools"
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from thalamus_bidsapp.cli.parser import build_parser
 from thalamus_bidsapp.errors import EXIT_OK, EXIT_USAGE, ThalamusError
-from thalamus_bidsapp.interfaces.templateflow import NO_TEMPLATE, fetch_template_files
+from thalamus_bidsapp.tools.templateflow import NO_TEMPLATE, fetch_template_files
 
 FLAG = "--fetch-templates"
 

@@ -245,7 +245,7 @@ def _add_qc_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_template_options(parser: argparse.ArgumentParser) -> None:
     """--template and --template-registration (template space through TemplateFlow, offline)."""
-    from thalamus_bidsapp.interfaces.templateflow import DEFAULT_TEMPLATE, NO_TEMPLATE, supported_templates
+    from thalamus_bidsapp.tools.templateflow import DEFAULT_TEMPLATE, NO_TEMPLATE, supported_templates
 
     tpl = parser.add_argument_group("template space (TemplateFlow, never downloaded at run time)")
     tpl.add_argument(

@@ -16,8 +16,8 @@ from typing import NoReturn
 from thalamus_bidsapp.cli.parser import build_parser, method_options, option_sources
 from thalamus_bidsapp.config import Environment, RunConfig
 from thalamus_bidsapp.errors import EXIT_CANTCREAT, EXIT_USAGE, ThalamusError
-from thalamus_bidsapp.interfaces.templateflow import NO_TEMPLATE
-from thalamus_bidsapp.interrupts import InterruptGuard, Interrupted
+from thalamus_bidsapp.participant.interrupts import Interrupted, InterruptGuard
+from thalamus_bidsapp.tools.templateflow import NO_TEMPLATE
 
 LOGGER = logging.getLogger("thalamus_bidsapp")
 
@@ -110,7 +110,7 @@ def _templateflow_home(template: str, environ: Mapping[str, str]) -> Path | None
     the templateflow package's default."""
     if template == NO_TEMPLATE:
         return None
-    from thalamus_bidsapp.interfaces.templateflow import templateflow_home
+    from thalamus_bidsapp.tools.templateflow import templateflow_home
 
     given = environ.get("TEMPLATEFLOW_HOME", "").strip()
     return Path(given).expanduser().resolve() if given else templateflow_home()
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     As the command (``argv`` None: the ``thalamus-bidsapp`` script or
     ``python -m thalamus_bidsapp``) the process ends here, with that status.
     """
-    from thalamus_bidsapp.timings import process_start_time
+    from thalamus_bidsapp.participant.timings import process_start_time
 
     command_line = argv is None
     # As a command, the start-up in logs/<run>/timings.tsv counts from the process start (interpreter, imports).
@@ -233,7 +233,7 @@ def _main(argv: list[str] | None, started: float) -> int:
             config.output_dir.mkdir(parents=True, exist_ok=True)
             check_work_dir(config.work_dir)
             if config.analysis_level == "participant":
-                from thalamus_bidsapp.participant import run_participant
+                from thalamus_bidsapp.participant.runner import run_participant
 
                 return run_participant(config, started=started)
             from thalamus_bidsapp.group.runner import run_group

@@ -24,6 +24,9 @@ from thalamus_bidsapp.errors import (
     EXIT_TEMPFAIL,
     ThalamusError,
 )
+from thalamus_bidsapp.group.harmonize import run_harmonization_step
+from thalamus_bidsapp.group.longitudinal_change import write_change_table
+from thalamus_bidsapp.group.qc_step import run_qc_step
 from thalamus_bidsapp.group.readback import (
     RUNNING,
     ParticipantOutputs,
@@ -32,12 +35,9 @@ from thalamus_bidsapp.group.readback import (
     read_participant_outputs,
     session_name,
 )
-from thalamus_bidsapp.group.harmonize import run_harmonization_step
-from thalamus_bidsapp.group.qc_step import run_qc_step
 from thalamus_bidsapp.group.scanners import add_scanner_columns
-from thalamus_bidsapp.group.longitudinal_change import write_change_table
-from thalamus_bidsapp.group.volumes import column_descriptions, gather_volumes, join_clinical
 from thalamus_bidsapp.group.template_maps import run_template_maps
+from thalamus_bidsapp.group.volumes import column_descriptions, gather_volumes, join_clinical
 
 LOGGER = logging.getLogger(__name__)
 

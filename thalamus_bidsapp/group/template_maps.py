@@ -29,7 +29,7 @@ import pandas as pd
 from thalamus_bidsapp.bidsio.atomic import atomic_path, write_json, write_tsv
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.image.probability import mask_frequency, mean_map, minority_fraction
-from thalamus_bidsapp.interfaces.templateflow import find_template_files
+from thalamus_bidsapp.tools.templateflow import find_template_files
 
 LOGGER = logging.getLogger(__name__)
 

@@ -192,12 +192,12 @@ class SegmentationMethod(abc.ABC):
         return None
 
     def check_installation(self, options: Any) -> Any:
-        """``--check-tools``: a :class:`thalamus_bidsapp.toolcheck.CheckReport` of everything the method needs here.
+        """``--check-tools``: a :class:`thalamus_bidsapp.tools.check.CheckReport` of everything the method needs here.
 
-        ``options`` is a :class:`thalamus_bidsapp.toolcheck.CheckOptions`. By
+        ``options`` is a :class:`thalamus_bidsapp.tools.check.CheckOptions`. By
         default the method's :meth:`check_tools` verdict, without details.
         """
-        from thalamus_bidsapp.toolcheck import CheckReport, Finding
+        from thalamus_bidsapp.tools.check import CheckReport, Finding
 
         reason = self.check_tools(_OptionsAsConfig(options)).reason
         return CheckReport(self.name, "method", (Finding(self.name, reason is None, reason or "can run"),))

@@ -36,7 +36,7 @@ class DBSegment(SegmentationMethod):
     envelope_rank = 3
 
     def check_tools(self, config) -> ToolStatus:
-        from thalamus_bidsapp.interfaces import dbsegment
+        from thalamus_bidsapp.tools import dbsegment
 
         try:
             dbsegment.find_dbsegment(None)
@@ -47,8 +47,8 @@ class DBSegment(SegmentationMethod):
 
     def check_installation(self, options):
         """DBSegment's executable and version, its model folder, fold checksums and nnU-Net folders."""
-        from thalamus_bidsapp.interfaces import dbsegment
-        from thalamus_bidsapp.toolcheck import CheckReport, Finding, data_file, executable
+        from thalamus_bidsapp.tools import dbsegment
+        from thalamus_bidsapp.tools.check import CheckReport, Finding, data_file, executable
 
         findings: list = []
         try:
@@ -114,7 +114,7 @@ class DBSegmentThalamus(SimpleInterface):
 
         from thalamus_bidsapp.image.ensembles import mask_like
         from thalamus_bidsapp.image.sides import sides_from_labels
-        from thalamus_bidsapp.interfaces import dbsegment
+        from thalamus_bidsapp.tools import dbsegment
 
         cwd = Path(runtime.cwd)
         executable = self.inputs.executable if isdefined(self.inputs.executable) else None

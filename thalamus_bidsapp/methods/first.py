@@ -29,7 +29,7 @@ class First(SegmentationMethod):
     envelope_rank = 0  # the paper's envelope
 
     def check_tools(self, config) -> ToolStatus:
-        from thalamus_bidsapp.interfaces import first
+        from thalamus_bidsapp.tools import first
 
         try:
             first.run_first_all_path()
@@ -38,7 +38,7 @@ class First(SegmentationMethod):
         return ToolStatus()
 
     def check_installation(self, options):
-        from thalamus_bidsapp.toolcheck import check_first
+        from thalamus_bidsapp.tools.check import check_first
 
         return check_first(options)
 
@@ -72,7 +72,7 @@ class FirstThalamus(SimpleInterface):
         import nibabel as nib
 
         from thalamus_bidsapp.image.sides import sides_from_labels
-        from thalamus_bidsapp.interfaces import first
+        from thalamus_bidsapp.tools import first
 
         cwd = Path(runtime.cwd)
         t1w = nib.load(self.inputs.t1w)

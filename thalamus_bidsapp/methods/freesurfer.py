@@ -39,7 +39,7 @@ class FreeSurfer(SegmentationMethod):
 
     def plan(self, session, config, tools: ToolStatus, *, required: bool) -> ToolStatus:
         """Reuse a finished subject, else plan recon-all, else say why FreeSurfer cannot run."""
-        from thalamus_bidsapp.interfaces import freesurfer
+        from thalamus_bidsapp.tools import freesurfer
 
         subjects_dir = config.option("fs_subjects_dir") or config.output_dir / "sourcedata" / "freesurfer"
         existing = freesurfer.find_subject(subjects_dir, session.subject, session.session)
@@ -58,7 +58,7 @@ class FreeSurfer(SegmentationMethod):
                                                "license_file": license_file}})
 
     def check_installation(self, options):
-        from thalamus_bidsapp.toolcheck import check_freesurfer
+        from thalamus_bidsapp.tools.check import check_freesurfer
 
         return check_freesurfer(options)
 
@@ -132,7 +132,7 @@ class FreeSurferThalamus(SimpleInterface):
 
         from thalamus_bidsapp.image.nifti import load_image
         from thalamus_bidsapp.image.sides import sides_from_labels
-        from thalamus_bidsapp.interfaces.freesurfer import aseg_on_grid, thalamus_from_subject
+        from thalamus_bidsapp.tools.freesurfer import aseg_on_grid, thalamus_from_subject
 
         cwd = Path(runtime.cwd)
         subject_dir, reference = Path(self.inputs.subject_dir), load_image(self.inputs.reference)
@@ -168,7 +168,7 @@ class ReconAll(SimpleInterface):
     output_spec = _ReconAllOutputSpec
 
     def _run_interface(self, runtime):
-        from thalamus_bidsapp.interfaces.freesurfer import run_recon_all
+        from thalamus_bidsapp.tools.freesurfer import run_recon_all
 
         subject_dir = run_recon_all(
             Path(self.inputs.t1w),

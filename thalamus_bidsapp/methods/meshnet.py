@@ -53,7 +53,7 @@ class MeshNet(SegmentationMethod):
     envelope_rank = 1  # no licence, no GPU, no FSL
 
     def check_tools(self, config) -> ToolStatus:
-        from thalamus_bidsapp.interfaces.meshnet_models import SIDES_MODEL, model_spec, resolve_and_verify
+        from thalamus_bidsapp.tools.meshnet_models import SIDES_MODEL, model_spec, resolve_and_verify
 
         sides = config.option("meshnet_sides", "on") != "off"
         try:
@@ -78,7 +78,7 @@ class MeshNet(SegmentationMethod):
         def segment(image, threads: int):
             import numpy as np
 
-            from thalamus_bidsapp.interfaces.meshnet import segment_thalamus, segment_thalamus_sides
+            from thalamus_bidsapp.tools.meshnet import segment_thalamus, segment_thalamus_sides
 
             if sides_model_dir is not None:
                 _, sides, provenance = segment_thalamus_sides(image, model_dir, Path(sides_model_dir),
@@ -92,8 +92,8 @@ class MeshNet(SegmentationMethod):
 
     def check_installation(self, options):
         """MeshNet's weights and its sides model (checked by sha256, never downloaded here) and PyTorch."""
-        from thalamus_bidsapp.interfaces import meshnet_models
-        from thalamus_bidsapp.toolcheck import CheckReport, python_package
+        from thalamus_bidsapp.tools import meshnet_models
+        from thalamus_bidsapp.tools.check import CheckReport, python_package
 
         findings = [python_package("PyTorch", "torch")]
         sources = dict(getattr(options, "option_sources", {}) or {})
@@ -136,7 +136,7 @@ SIDES_OFF = "left and right not measured: bilateral only was asked for (--meshne
 
 def models_needed(sides: bool = True) -> str:
     """What MeshNet needs, naming both models (the bilateral one and, unless off, the left/right one)."""
-    from thalamus_bidsapp.interfaces.meshnet_models import SIDES_MODEL, model_spec
+    from thalamus_bidsapp.tools.meshnet_models import SIDES_MODEL, model_spec
 
     main, side = model_spec(), model_spec(SIDES_MODEL)
     if not sides:
@@ -149,8 +149,8 @@ def models_needed(sides: bool = True) -> str:
 
 def _model_findings(spec, option_value, *, required: bool, sources: dict[str, str] | None = None) -> list:
     """What --check-tools reports of one pinned model: its folder (option, environment, cache) and files."""
-    from thalamus_bidsapp.interfaces import meshnet_models
-    from thalamus_bidsapp.toolcheck import Finding, data_file, writable_dir
+    from thalamus_bidsapp.tools import meshnet_models
+    from thalamus_bidsapp.tools.check import Finding, data_file, writable_dir
 
     label = "model folder" if spec.env_var == meshnet_models.MODEL_ENV_VAR else f"{spec.name} folder (left/right)"
     sources = sources or {}
@@ -192,7 +192,7 @@ class MeshNetThalamus(SimpleInterface):
     def _run_interface(self, runtime):
         import nibabel as nib
 
-        from thalamus_bidsapp.interfaces.meshnet import segment_thalamus, segment_thalamus_sides
+        from thalamus_bidsapp.tools.meshnet import segment_thalamus, segment_thalamus_sides
 
         cwd = Path(runtime.cwd)
         t1w = nib.load(self.inputs.t1w)

@@ -81,7 +81,7 @@ class MindGlide(SegmentationMethod):
         return config.option("mindglide_envelope")
 
     def check_tools(self, config) -> ToolStatus:
-        from thalamus_bidsapp.interfaces.mindglide import resolve_weights
+        from thalamus_bidsapp.tools.mindglide import resolve_weights
 
         try:
             model = resolve_weights(config.option("mindglide_model"), allow_download=False,
@@ -91,7 +91,7 @@ class MindGlide(SegmentationMethod):
         return ToolStatus(None, {"model_path": model, "device": config.option("mindglide_device", "cpu")})
 
     def check_installation(self, options):
-        from thalamus_bidsapp.toolcheck import check_mindglide
+        from thalamus_bidsapp.tools.check import check_mindglide
 
         return check_mindglide(options)
 
@@ -144,7 +144,7 @@ class MindGlideThalamus(SimpleInterface):
         import nibabel as nib
 
         from thalamus_bidsapp.image.ensembles import build_ensembles
-        from thalamus_bidsapp.interfaces import mindglide
+        from thalamus_bidsapp.tools import mindglide
 
         envelope = read_mask_record(self.inputs.envelope_record)
         envelope_img = nib.load(envelope["mask_file"])
@@ -222,7 +222,7 @@ class MindGlideLesions(SimpleInterface):
         import nibabel as nib
 
         from thalamus_bidsapp.image.lesion_load import lesion_volume_ml
-        from thalamus_bidsapp.interfaces import mindglide
+        from thalamus_bidsapp.tools import mindglide
 
         contrast, image = ("FLAIR", self.inputs.flair) if isdefined(self.inputs.flair) else ("T1w", self.inputs.t1w)
         model = mindglide.load_model(self.inputs.model_path, self.inputs.device, allow_download=False)

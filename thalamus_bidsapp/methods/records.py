@@ -26,7 +26,7 @@ LOGGER = logging.getLogger(__name__)
 #: Declared by the interfaces that read input files from outside the work folder (raw images, a
 #: FreeSurfer subject): nipype keys cached results on a file's path, size and modification time, so a
 #: file edited in place (``touch -r``) would return the old result. The workflow fills it with a digest
-#: of the files' contents (see ``workflows.nodes.read_files``), which makes nipype recompute the node when they change.
+#: of the files' contents (see ``interfaces.base.read_files``), which makes nipype recompute the node when they change.
 CONTENT_DIGEST_DESC = "sha256 of the contents of the input files read from outside the work folder"
 
 

@@ -4,7 +4,7 @@ For a subject with two or more sessions whose T1w was processed (the
 published ``desc-preproc_T1w``, or ``desc-lesionfilled_T1w`` where the
 session has a lesion mask, times its brain mask):
 
-1. an unbiased rigid template (:func:`~thalamus_bidsapp.interfaces.ants_longitudinal.build_template`);
+1. an unbiased rigid template (:func:`~thalamus_bidsapp.tools.ants_longitudinal.build_template`);
 2. the template segmented once, by the first registered method that can
    segment an image in memory (:meth:`~thalamus_bidsapp.methods.base.SegmentationMethod.template_segmenter`;
    MeshNet, with left and right);
@@ -131,7 +131,7 @@ def measure_subject(subject: str, sessions: list[LongSession], *, segmenter: Tem
     A session whose registration fails is recorded in ``failed`` and the
     others are measured; a failure of the template or its segmentation raises.
     """
-    from thalamus_bidsapp.interfaces import ants_longitudinal as al
+    from thalamus_bidsapp.tools import ants_longitudinal as al
 
     seconds = {}
     started = time.perf_counter()

@@ -293,7 +293,7 @@ def longitudinal_step(config, sessions, tools, threads: int) -> dict[str, str]:
     The template is segmented by the first registered method that can run here and segments an image in
     memory (:meth:`~thalamus_bidsapp.methods.base.SegmentationMethod.template_segmenter`).
     """
-    from thalamus_bidsapp.resources import thread_limits
+    from thalamus_bidsapp.tools.threads import thread_limits
 
     counts: dict[str, int] = {}
     for session in sessions:

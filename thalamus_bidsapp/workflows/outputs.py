@@ -6,7 +6,7 @@ from pathlib import Path
 
 from nipype.pipeline import engine as pe
 
-from thalamus_bidsapp.workflows.nodes import PublishDerivative
+from thalamus_bidsapp.interfaces.publish import PublishDerivative
 
 
 def publish_node(name: str, output_dir: Path, entities: dict, sidecar: dict | None = None) -> pe.Node:

@@ -14,28 +14,23 @@ from thalamus_bidsapp.bidsio.checksums import files_digest
 from thalamus_bidsapp.bidsio.derivatives import bids_uri
 from thalamus_bidsapp.bidsio.inputs import SessionInputs
 from thalamus_bidsapp.bidsio.tables import volumes_columns
-from thalamus_bidsapp.workflows.nodes import (
-    BrainMask,
-    ConcatTables,
-    PublishMasks,
-    Reorient,
-    SessionVolumes,
-    SkullStripCheck,
-    read_files,
-)
-from thalamus_bidsapp.workflows.outputs import publish_node
-from thalamus_bidsapp.interfaces.templateflow import TemplateFiles
-from thalamus_bidsapp.workflows.qc import SessionQC
-from thalamus_bidsapp.workflows.registration import init_registration_wf
-from thalamus_bidsapp.workflows.template import add_template_masks, init_template_wf
+from thalamus_bidsapp.interfaces.base import read_files
+from thalamus_bidsapp.interfaces.images import BrainMask, Reorient, SkullStripCheck
+from thalamus_bidsapp.interfaces.lesions import SuffixRecords
+from thalamus_bidsapp.interfaces.publish import PublishMasks
+from thalamus_bidsapp.interfaces.qc import SessionQC
+from thalamus_bidsapp.interfaces.volumes import ConcatTables, SessionVolumes
 from thalamus_bidsapp.methods import MethodPlan
+from thalamus_bidsapp.methods.registry import UNFILLED_SUFFIX
 from thalamus_bidsapp.qc.session import QC_COLUMN_DESCRIPTIONS as SEGMENTATION_QC_COLUMNS
 from thalamus_bidsapp.qc.thresholds import load_thresholds
-from thalamus_bidsapp.registration import QC_COLUMN_DESCRIPTIONS
-from thalamus_bidsapp.methods.registry import UNFILLED_SUFFIX
-from thalamus_bidsapp.workflows.lesions import SuffixRecords
-from thalamus_bidsapp.workflows.lesion_nodes import LesionProvider, add_lesion_nodes, lesion_provider
+from thalamus_bidsapp.tools.registration import QC_COLUMN_DESCRIPTIONS
+from thalamus_bidsapp.tools.templateflow import TemplateFiles
+from thalamus_bidsapp.workflows.lesions import LesionProvider, add_lesion_nodes, lesion_provider
+from thalamus_bidsapp.workflows.outputs import publish_node
+from thalamus_bidsapp.workflows.registration import init_registration_wf
 from thalamus_bidsapp.workflows.segmentation import filled_methods, init_segmentation_wf, unfilled_plan
+from thalamus_bidsapp.workflows.template import add_template_masks, init_template_wf
 
 LOGGER = logging.getLogger(__name__)
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from thalamus_bidsapp.workflows.nodes import RegisterToT1w, Reorient, SkullStripCheck
+from thalamus_bidsapp.interfaces.images import Reorient, SkullStripCheck
+from thalamus_bidsapp.interfaces.registration import RegisterToT1w
 from thalamus_bidsapp.workflows.outputs import publish_node
 
 #: What each modality becomes on the T1w grid (the desc entity of the published image).
@@ -46,7 +47,7 @@ def init_registration_wf(
     register = pe.Node(
         RegisterToT1w(modality=modality, flirt_cutoff=flirt_cutoff, ants_cutoff=ants_cutoff,
                       scale_r1=modality == "R1map"),
-        name="register", n_procs=1, mem_gb=4,  # FLIRT and ITK run single-threaded (resources.ITK_THREADS)
+        name="register", n_procs=1, mem_gb=4,  # FLIRT and ITK run single-threaded (tools.threads.ITK_THREADS)
     )
     workflow.connect([
         (reorient, register, [("out_file", "moving")]),

@@ -16,7 +16,7 @@ from pathlib import Path
 from thalamus_bidsapp.bidsio.staging import Staging, is_write_error
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import EXIT_CANTCREAT, EXIT_SESSIONS_FAILED, ThalamusError
-from thalamus_bidsapp.interrupts import InterruptGuard, Interrupted
+from thalamus_bidsapp.participant.interrupts import Interrupted, InterruptGuard
 
 LOGGER = logging.getLogger(__name__)
 

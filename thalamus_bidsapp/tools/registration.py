@@ -38,8 +38,8 @@ import pandas as pd
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
 from thalamus_bidsapp.image.mutual_information import mutual_information_images
 from thalamus_bidsapp.image.resample import same_grid
-from thalamus_bidsapp.interfaces import flirt as flirt_iface
-from thalamus_bidsapp.interfaces.ants import AntsRegistrationError, ants_rigid
+from thalamus_bidsapp.tools import flirt as flirt_iface
+from thalamus_bidsapp.tools.ants import AntsRegistrationError, ants_rigid
 
 LOGGER = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ def register_to_t1w(
         MI cut-offs in nats (defaults 0.25 and 0.30).
     fsl_available
         Whether to run the FLIRT strategies; None finds out
-        (:func:`thalamus_bidsapp.interfaces.flirt.find_fsl`).
+        (:func:`thalamus_bidsapp.tools.flirt.find_fsl`).
     always_run_ants
         Run ANTs rigid even when every FLIRT strategy passed (it is then
         scored and recorded but the rule still prefers FLIRT).

@@ -28,7 +28,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from thalamus_bidsapp.interfaces.ants import (
+from thalamus_bidsapp.tools.ants import (
     DEFAULT_RANDOM_SEED,
     AntsRegistrationError,
     ants_version,

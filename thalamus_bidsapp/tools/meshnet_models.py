@@ -2,11 +2,11 @@
 
 Finding and verifying the model files needs no PyTorch, so the main process
 of a run (which checks the tools before any node starts) imports this module
-and not :mod:`thalamus_bidsapp.interfaces.meshnet`, whose network code needs
+and not :mod:`thalamus_bidsapp.tools.meshnet`, whose network code needs
 torch (seconds to import). The folder is ``--meshnet-model DIR`` (or
 ``THALAMUS_MESHNET_MODEL``, read when the configuration is built), else a
 user cache filled on first use from a pinned brainchop commit; every file's sha256 is checked
-(:mod:`thalamus_bidsapp.interfaces.weights`).
+(:mod:`thalamus_bidsapp.tools.weights`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from thalamus_bidsapp.errors import EXIT_DATAERR, ThalamusError
-from thalamus_bidsapp.interfaces import weights
+from thalamus_bidsapp.tools import weights
 
 logger = logging.getLogger(__name__)
 

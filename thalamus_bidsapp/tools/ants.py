@@ -11,7 +11,7 @@ point), the convention used everywhere else in the package.
 
 The number of threads follows ITK's ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS``
 environment variable, read once per process; a participant run sets it to 1
-(:data:`thalamus_bidsapp.resources.ITK_THREADS`), because multithreaded ITK
+(:data:`thalamus_bidsapp.tools.threads.ITK_THREADS`), because multithreaded ITK
 gives different transforms on identical runs even with the sampling seed fixed.
 """
 

@@ -52,8 +52,8 @@ import numpy as np
 from scipy.ndimage import map_coordinates
 
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
-from thalamus_bidsapp.interfaces import weights
 from thalamus_bidsapp.image.ensembles import mask_like
+from thalamus_bidsapp.tools import weights
 
 logger = logging.getLogger(__name__)
 

@@ -36,9 +36,9 @@ import numpy as np
 from nipype.interfaces import fsl
 
 from thalamus_bidsapp.bidsio.atomic import save_nifti
-from thalamus_bidsapp.image.nifti import float32_like
 from thalamus_bidsapp.image.grid import same_grid
-from thalamus_bidsapp.interfaces.fslinstall import find_fsl_tool, fsl_version  # noqa: F401 - fsl_version re-exported
+from thalamus_bidsapp.image.nifti import float32_like
+from thalamus_bidsapp.tools.fslinstall import find_fsl_tool, fsl_version  # noqa: F401 - fsl_version re-exported
 
 LOGGER = logging.getLogger(__name__)
 
@@ -367,7 +367,7 @@ def fsl_matrix_to_ras(matrix: np.ndarray | Path | str, moving: Path | str, refer
     -------
     numpy.ndarray, shape (4, 4)
         ``y_moving = M @ [x_t1w, 1]`` in mm (the same direction as ITK/ANTs
-        forward transforms, see :func:`thalamus_bidsapp.interfaces.ants.read_itk_affine_ras`).
+        forward transforms, see :func:`thalamus_bidsapp.tools.ants.read_itk_affine_ras`).
     """
     mat = matrix if isinstance(matrix, np.ndarray) else read_fsl_matrix(matrix)
     mov = nib.load(str(moving))

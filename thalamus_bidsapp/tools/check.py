@@ -308,7 +308,7 @@ def _with_nifti_suffix(folder: Path, name: str) -> Path:
 
 def check_freesurfer(options: CheckOptions) -> CheckReport:
     """recon-all and what it runs (linkage), its helpers on PATH, and the licence."""
-    from thalamus_bidsapp.interfaces import freesurfer
+    from thalamus_bidsapp.tools import freesurfer
 
     findings: list[Finding] = []
     recon_all = freesurfer.recon_all_executable()
@@ -346,7 +346,7 @@ def check_freesurfer(options: CheckOptions) -> CheckReport:
 
 def check_first(options: CheckOptions) -> CheckReport:
     """FSL's FIRST: its programs (and what its scripts call), version, models and templates."""
-    from thalamus_bidsapp.interfaces import first
+    from thalamus_bidsapp.tools import first
 
     try:
         fsldir = first.find_fsl()
@@ -385,7 +385,7 @@ def check_first(options: CheckOptions) -> CheckReport:
 
 def check_mindglide(options: CheckOptions) -> CheckReport:
     """The mindglide package and its checkpoint (sha256 against the published one; never downloaded here)."""
-    from thalamus_bidsapp.interfaces import mindglide
+    from thalamus_bidsapp.tools import mindglide
 
     findings = [python_package("mindglide", "mindglide"), python_package("PyTorch", "torch"),
                 python_package("MONAI", "monai")]
@@ -416,7 +416,7 @@ def check_brain_mask(options: CheckOptions) -> CheckReport:
 
 def check_registration(options: CheckOptions) -> CheckReport:
     """FLIRT (preferred) and ANTs: FLAIR and R1 need at least one."""
-    from thalamus_bidsapp.interfaces import flirt
+    from thalamus_bidsapp.tools import flirt
 
     ants = python_package("ANTs", "antspyx", required=False)
     installation = flirt.find_fsl()
@@ -448,7 +448,7 @@ def check_caches(options: CheckOptions) -> CheckReport:
 def check_template(options: CheckOptions) -> CheckReport:
     """The TemplateFlow files of ``--template`` in TEMPLATEFLOW_HOME (read only, never downloaded)."""
     from thalamus_bidsapp.errors import ThalamusError
-    from thalamus_bidsapp.interfaces.templateflow import (
+    from thalamus_bidsapp.tools.templateflow import (
         content_problem,
         required_files,
         template_settings,

@@ -22,7 +22,7 @@ from thalamus_bidsapp.bidsio.checksums import remembered_model_digest
 
 if TYPE_CHECKING:
     from thalamus_bidsapp.config import RunConfig
-    from thalamus_bidsapp.interfaces.templateflow import TemplateFiles
+    from thalamus_bidsapp.tools.templateflow import TemplateFiles
 
 LOGGER = logging.getLogger(__name__)
 

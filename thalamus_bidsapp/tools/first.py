@@ -31,10 +31,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from thalamus_bidsapp.interfaces.fslinstall import find_fsl_tool
-from thalamus_bidsapp.interfaces.fslinstall import fsl_version as read_fsl_version
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
 from thalamus_bidsapp.image.ensembles import binary, check_same_grid, mask_like
+from thalamus_bidsapp.tools.fslinstall import find_fsl_tool
+from thalamus_bidsapp.tools.fslinstall import fsl_version as read_fsl_version
 
 logger = logging.getLogger(__name__)
 

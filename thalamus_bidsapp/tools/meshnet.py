@@ -7,10 +7,10 @@ FreeSurfer-conformed T1w images against FreeSurfer's aseg; other pinned
 models of ``data/meshnet_models.json`` are selected by name. This module
 
 1. finds the model files (:func:`resolve_model_dir`, from the torch-free
-   :mod:`thalamus_bidsapp.interfaces.meshnet_models`, which the main process
+   :mod:`thalamus_bidsapp.tools.meshnet_models`, which the main process
    uses to check the tools without importing torch);
 2. reads the TensorFlow.js layers format into PyTorch
-   (:mod:`thalamus_bidsapp.interfaces.tfjs`), no TensorFlow needed;
+   (:mod:`thalamus_bidsapp.tools.tfjs`), no TensorFlow needed;
 3. segments (:func:`segment_thalamus`): conform to 256^3 1 mm LIA uint8,
    min-max scale to 0..1, crop to the head, run the network, argmax, keep the
    largest connected component of non-background labels, take the thalamus
@@ -47,7 +47,7 @@ from thalamus_bidsapp.image.conform import (
     labels_to_native,
 )
 from thalamus_bidsapp.image.sides import check_sides_match, split_by_nearest
-from thalamus_bidsapp.interfaces.meshnet_models import (  # noqa: F401 - re-exported: the MeshNet interface
+from thalamus_bidsapp.tools.meshnet_models import (  # noqa: F401 - re-exported: the MeshNet interface
     CACHE_SUBDIR,
     MODEL_ENV_VAR,
     SIDES_MODEL,
@@ -56,11 +56,11 @@ from thalamus_bidsapp.interfaces.meshnet_models import (  # noqa: F401 - re-expo
     default_cache_dir,
     model_spec,
     read_class_names,
-    resolve_model_dir,
     resolve_and_verify,
+    resolve_model_dir,
     verify_model_dir,
 )
-from thalamus_bidsapp.interfaces.tfjs import TfjsLayersNet, load_tfjs_layers_model
+from thalamus_bidsapp.tools.tfjs import TfjsLayersNet, load_tfjs_layers_model
 
 logger = logging.getLogger(__name__)
 
@@ -360,7 +360,7 @@ def segment_thalamus_sides(
     model: str | None = None,
     sides_model: str = SIDES_MODEL,
 ) -> tuple[nib.Nifti1Image, np.ndarray, dict[str, Any]]:
-    """The bilateral mask of :func:`~thalamus_bidsapp.interfaces.meshnet.segment_thalamus` and its sides.
+    """The bilateral mask of :func:`~thalamus_bidsapp.tools.meshnet.segment_thalamus` and its sides.
 
     The bilateral mask is unchanged; each of its voxels takes the side of the
     nearer left or right thalamus class of ``sides_model``, run on the same
@@ -374,9 +374,9 @@ def segment_thalamus_sides(
         T1-weighted image, 3D, any grid and orientation.
     model_dir, sides_model_dir
         Folders of the bilateral and the sides model (None: the user cache;
-        see :func:`~thalamus_bidsapp.interfaces.meshnet.resolve_model_dir`).
+        see :func:`~thalamus_bidsapp.tools.meshnet.resolve_model_dir`).
     crop, threads, model
-        As for :func:`~thalamus_bidsapp.interfaces.meshnet.segment_thalamus`.
+        As for :func:`~thalamus_bidsapp.tools.meshnet.segment_thalamus`.
     sides_model
         Pinned model with one left and one right thalamus class.
 

@@ -15,10 +15,8 @@ parallel never ask for more CPUs or memory than the run was given.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,13 +29,6 @@ MAX_SHARED_THREADS = 8
 MEMORY_FRACTION = 0.9
 #: Seconds between nipype's checks for finished nodes (its default, 2 s, adds up to seconds per session).
 POLL_SECONDS = 0.1
-#: Environment variables that bound the threads of the tools run inside a step.
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-#: ITK (ANTs) threads, whatever --omp-nthreads says: multithreaded ITK sums its registration metric in an
-#: order that depends on the threads and their scheduling, so two identical runs gave different transforms
-#: (and masks); with one thread the same inputs give the same result, bit for bit.
-ITK_THREADS = {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}
-
 RULE = ("threads per step default to all CPUs when one session runs, "
         f"else min(nprocs - 1, {MAX_SHARED_THREADS})")
 
@@ -140,24 +131,3 @@ def plan_resources(
     if mem_gb is None:
         mem_gb = MEMORY_FRACTION * (memory_gb if memory_gb is not None else available_memory_gb())
     return ResourcePlan(n_sessions=n_sessions, nprocs=nprocs, omp_nthreads=omp_nthreads, mem_gb=round(mem_gb, 2))
-
-
-@contextlib.contextmanager
-def thread_limits(threads: int) -> Iterator[None]:
-    """Bound the threads of tools that read them from the environment, for the duration of the run.
-
-    ANTs (ITK) and OpenMP/BLAS libraries read these variables once per
-    process; nipype's worker processes and the tools they start inherit
-    them. The previous values are restored afterwards.
-    """
-    previous = {name: os.environ.get(name) for name in (*THREAD_VARIABLES, *ITK_THREADS)}
-    os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
-    os.environ.update(ITK_THREADS)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value

@@ -39,8 +39,8 @@ import nibabel as nib
 import numpy as np
 
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
-from thalamus_bidsapp.interfaces import weights
 from thalamus_bidsapp.image.ensembles import binary, check_same_grid, mask_like
+from thalamus_bidsapp.tools import weights
 
 logger = logging.getLogger(__name__)
 
@@ -279,12 +279,11 @@ def segment_image(
         orientation as the input.
     """
     import torch
-    from monai.inferers import SlidingWindowInferer
-    from monai.transforms import AsDiscrete
-
     from mindglide.consts import PATCH_SIZE, PROPERTIES
     from mindglide.transforms import get_transforms, recovery_prediction
     from mindglide.transforms import keep_largest_component as _klc
+    from monai.inferers import SlidingWindowInferer
+    from monai.transforms import AsDiscrete
 
     num_classes = len(PROPERTIES["labels"])
     data = get_transforms(no_reorient=not reorient)({"image": str(image_path)})
@@ -381,7 +380,7 @@ def provenance(model: MindGlideModel, envelope: str = DEFAULT_ENVELOPE, contrast
     return {
         "Tool": "MindGlide",
         "Version": model.version,
-        "Call": "thalamus_bidsapp.interfaces.mindglide.segment_image (mindglide.network.get_network, "
+        "Call": "thalamus_bidsapp.tools.mindglide.segment_image (mindglide.network.get_network, "
         f"mindglide.transforms.get_transforms, SlidingWindowInferer roi {list(PATCH_SIZE)}, overlap "
         f"{SW_OVERLAP}, {SW_MODE}; keep largest component)",
         "ModelPath": str(model.model_path),
