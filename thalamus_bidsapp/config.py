@@ -58,6 +58,11 @@ class Environment:
         return Path(value) if value else None
 
 
+#: Mutual-information cut-offs (nats) of the registration QC rule: FLIRT's strategies, ANTs rigid.
+DEFAULT_FLIRT_CUTOFF = 0.25
+DEFAULT_ANTS_CUTOFF = 0.30
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs to know, built once from the command line.
@@ -91,8 +96,8 @@ class RunConfig:
     derivatives: dict[str, Path] = field(default_factory=dict)
     methods: tuple[str, ...] | None = None
     method_options: dict[str, Any] = field(default_factory=dict)
-    flirt_cutoff: float = 0.25
-    ants_cutoff: float = 0.30
+    flirt_cutoff: float = DEFAULT_FLIRT_CUTOFF
+    ants_cutoff: float = DEFAULT_ANTS_CUTOFF
     lesion_filling: str = "auto"
     lesion_source: str = "derivatives"
     #: ``--lesion-labels``: the lesion labels of lesion dsegs (lookup names or index values); empty: the default rule.

@@ -55,6 +55,7 @@ def test_the_session_workflow_measures_it_for_every_preprocessed_image(tmp_path)
 
     from thalamus_bidsapp.bidsio.inputs import SessionInputs
     from thalamus_bidsapp.methods import MethodPlan
+    from thalamus_bidsapp.workflows.context import RunContext
     from thalamus_bidsapp.workflows.participant import init_session_wf
 
     t1w = shared_file(*PATIENT, T1)
@@ -62,8 +63,8 @@ def test_the_session_workflow_measures_it_for_every_preprocessed_image(tmp_path)
     lesion = shared_file(*PATIENT, "GOLD_STANDARD_N4_noneck_reduced_winsor_regtoFLAIR_regtoMNI.nii.gz")
     session = SessionInputs("07", None, t1w, flair=flair, lesion=lesion)
     plan = MethodPlan(run=("meshnet",), settings={"meshnet": {"model_dir": tmp_path}})
-    workflow = init_session_wf(session, plan, dataset_roots={}, output_dir=Path("/nonexistent/out"),
-                               omp_nthreads=1, flirt_cutoff=0.25, ants_cutoff=0.30, name="sub_07_wf")
+    workflow = init_session_wf(session, plan, RunContext(output_dir=Path("/nonexistent/out"), work_dir=Path("/nonexistent/work"),
+                                                         crash_root=Path("/nonexistent/crash")), name="sub_07_wf")
     flat = workflow._create_flat_graph()
     feeds = {(parent.fullname.split(".")[-1], child.fullname.split(".", 1)[-1])
              for parent, child, data in flat.edges(data=True)

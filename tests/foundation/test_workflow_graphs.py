@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from thalamus_bidsapp.bidsio.inputs import SessionInputs
-from thalamus_bidsapp.tools.templateflow import TemplateFiles
 from thalamus_bidsapp.methods import MethodPlan
+from thalamus_bidsapp.tools.templateflow import TemplateFiles
+from thalamus_bidsapp.workflows.context import RunContext
 from thalamus_bidsapp.workflows.participant import init_participant_wf, workflow_name
 
 ALL_METHODS = ("freesurfer", "first", "dbsegment", "meshnet", "mindglide")
@@ -74,13 +75,10 @@ def _template(tmp_path: Path) -> TemplateFiles:
 def _build(tmp_path: Path, sessions: list[SessionInputs], methods: tuple[str, ...], *,
            template: bool = True, lesion_filling: str = "auto"):
     plan = _plan(tmp_path, methods)
-    return init_participant_wf(
-        sessions, {s.name: plan for s in sessions},
-        dataset_roots={"raw": tmp_path / "bids"}, output_dir=tmp_path / "out", work_dir=tmp_path / "work",
-        crash_root=tmp_path / "crash", omp_nthreads=1, flirt_cutoff=0.25, ants_cutoff=0.30,
-        lesion_filling=lesion_filling, template=_template(tmp_path) if template else None,
-        template_schedule="fast",
-    )
+    run = RunContext(output_dir=tmp_path / "out", work_dir=tmp_path / "work", crash_root=tmp_path / "crash",
+                     dataset_roots={"raw": tmp_path / "bids"}, lesion_filling=lesion_filling,
+                     template=_template(tmp_path) if template else None, template_schedule="fast")
+    return init_participant_wf(sessions, {s.name: plan for s in sessions}, run)
 
 
 def _node_names(workflow) -> set[str]:
@@ -147,9 +145,9 @@ def test_an_unfed_mandatory_input_is_found(tmp_path):
 def test_both_without_a_method_that_segments_the_t1w_adds_no_unfilled_run(tmp_path):
     sessions = _skeleton(tmp_path / "bids", flair=False, r1map=False, lesion=True, sessions=("1",))
     plan = MethodPlan(run=("freesurfer",), settings={"freesurfer": {"subject_dir": tmp_path}})
-    workflow = init_participant_wf(sessions, {sessions[0].name: plan}, dataset_roots={}, output_dir=tmp_path / "out",
-                                   work_dir=tmp_path / "work", crash_root=tmp_path / "crash", omp_nthreads=1,
-                                   flirt_cutoff=0.25, ants_cutoff=0.30, lesion_filling="both")
+    run = RunContext(output_dir=tmp_path / "out", work_dir=tmp_path / "work", crash_root=tmp_path / "crash",
+                     lesion_filling="both")
+    workflow = init_participant_wf(sessions, {sessions[0].name: plan}, run)
     names = _node_names(workflow)
     assert not any("segmentation_unfilled_wf" in name for name in names)
     assert any("fs_thalamus" in name or "freesurfer" in name for name in names)

@@ -9,6 +9,7 @@ import pytest
 from tests.conftest import shared_file
 from thalamus_bidsapp.bidsio.inputs import SessionInputs
 from thalamus_bidsapp.methods import MethodPlan
+from thalamus_bidsapp.workflows.context import RunContext
 from thalamus_bidsapp.workflows.participant import init_session_wf
 
 PATIENT = ("ms_lesjak2017_mni", "patient07")
@@ -29,8 +30,9 @@ def _plan(tmp_path: Path) -> MethodPlan:
 
 
 def _build(session, plan, mode: str):
-    return init_session_wf(session, plan, dataset_roots={}, output_dir=Path("/nonexistent/out"), omp_nthreads=1,
-                           flirt_cutoff=0.25, ants_cutoff=0.30, name="sub_07_wf", lesion_filling=mode)
+    return init_session_wf(session, plan, RunContext(output_dir=Path("/nonexistent/out"), work_dir=Path("/nonexistent/work"),
+                                                     crash_root=Path("/nonexistent/crash"), lesion_filling=mode),
+                           name="sub_07_wf")
 
 
 def _sources(workflow, node_name: str, field: str) -> list[str]:

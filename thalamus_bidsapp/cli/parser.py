@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from thalamus_bidsapp import __version__
+from thalamus_bidsapp.config import DEFAULT_ANTS_CUTOFF, DEFAULT_FLIRT_CUTOFF
 from thalamus_bidsapp.errors import EXIT_USAGE
 from thalamus_bidsapp.methods import CliOption, all_methods, method_names
 
@@ -322,10 +323,10 @@ def build_parser(*, require_positionals: bool = True) -> argparse.ArgumentParser
             _add_method_option(meth, option)
 
     reg = parser.add_argument_group("registration of FLAIR and R1 to T1w")
-    reg.add_argument("--flirt-cutoff", type=_finite_float, default=0.25, metavar="MI",
+    reg.add_argument("--flirt-cutoff", type=_finite_float, default=DEFAULT_FLIRT_CUTOFF, metavar="MI",
                      help="mutual-information cut-off (nats, 32 bins, inside the brain) for FLIRT strategies "
                      "(default 0.25)")
-    reg.add_argument("--ants-cutoff", type=_finite_float, default=0.30, metavar="MI",
+    reg.add_argument("--ants-cutoff", type=_finite_float, default=DEFAULT_ANTS_CUTOFF, metavar="MI",
                      help="mutual-information cut-off for ANTs rigid (default 0.30)")
 
     _add_template_options(parser)

@@ -15,6 +15,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from thalamus_bidsapp.config import DEFAULT_ANTS_CUTOFF, DEFAULT_FLIRT_CUTOFF
 from thalamus_bidsapp.interfaces.base import (
     load_image_file,
     save_json,
@@ -28,8 +29,8 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
     t1w = File(exists=True, mandatory=True, desc="reoriented T1w (reference grid)")
     brain_mask = File(exists=True, mandatory=True, desc="T1w brain mask")
     modality = traits.Enum("FLAIR", "R1map", mandatory=True, desc="what is registered")
-    flirt_cutoff = traits.Float(0.25, usedefault=True, desc="MI cut-off for FLIRT strategies (nats)")
-    ants_cutoff = traits.Float(0.30, usedefault=True, desc="MI cut-off for ANTs rigid (nats)")
+    flirt_cutoff = traits.Float(DEFAULT_FLIRT_CUTOFF, usedefault=True, desc="MI cut-off for FLIRT strategies (nats)")
+    ants_cutoff = traits.Float(DEFAULT_ANTS_CUTOFF, usedefault=True, desc="MI cut-off for ANTs rigid (nats)")
     scale_r1 = traits.Bool(False, usedefault=True, desc="scale the registered R1 to 0..1000 in the brain")
     reorient_record = File(exists=True, desc="JSON record of the moving image's reorientation")
 

@@ -8,7 +8,6 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 from thalamus_bidsapp.bidsio.staging import Staging
 from thalamus_bidsapp.config import RunConfig
@@ -27,9 +26,8 @@ from thalamus_bidsapp.participant.tracking import (
     no_broken_pool,
     session_statuses,
 )
-from thalamus_bidsapp.qc.thresholds import load_thresholds
-from thalamus_bidsapp.tools.templateflow import find_template_files
 from thalamus_bidsapp.tools.threads import thread_limits
+from thalamus_bidsapp.workflows.context import RunContext, SessionContext
 
 LOGGER = logging.getLogger(__name__)
 
@@ -44,12 +42,15 @@ WORKER_MODULES = ("torch",)
 def run_workflow(
     sessions: list[PreparedSession],
     plans: dict[str, MethodPlan],
+    run: RunContext,
     config: RunConfig,
     resources: ResourcePlan,
     timings: RunTimings,
-    crash_root: Path,
 ) -> tuple[dict[str, SessionStatus], Interrupted | None]:
     """Run the sessions' workflows; publish each session when all its steps have finished.
+
+    ``run`` is what the workflows are built from; ``config`` says where the
+    run publishes and how nipype stops on a crash.
 
     Returns the status of each session, and the interruption that stopped
     the run (None when it ran to the end).
@@ -61,7 +62,7 @@ def run_workflow(
     staging = Staging(config.output_dir, config.run_id).open()
     names = [ready.session.name for ready in sessions]
     with timings.phase("workflow_setup"):
-        workflow = _build_workflow(sessions, plans, config, resources, staging, crash_root)
+        workflow = _build_workflow(sessions, plans, run, config, staging)
     timings.sessions.update({workflow_name(ready.session): ready.session.name for ready in sessions})
     # nipype drops identity nodes when it flattens the graph: count the nodes that really run.
     node_counts = {}
@@ -119,7 +120,7 @@ def run_workflow(
         if runner is not None and not isinstance(runner, str) and interrupted is None:
             runner.pool.shutdown(wait=False)  # nipype does it after a normal run; this covers an early error
     try:
-        statuses = session_statuses(names, crash_root, tracker, staging, config, interrupted)
+        statuses = session_statuses(names, run.crash_root, tracker, staging, config, interrupted)
     finally:
         for name in names:
             staging.discard(name)
@@ -127,35 +128,17 @@ def run_workflow(
     return statuses, interrupted
 
 
-def _build_workflow(sessions: list[PreparedSession], plans: dict[str, MethodPlan], config: RunConfig,
-                    resources: ResourcePlan, staging: Staging, crash_root: Path):
+def _build_workflow(sessions: list[PreparedSession], plans: dict[str, MethodPlan], run: RunContext,
+                    config: RunConfig, staging: Staging):
     """The participant workflow, publishing each session into its staging folder."""
     from thalamus_bidsapp.workflows.participant import init_participant_wf
 
-    names = [ready.session.name for ready in sessions]
-    originals = {copy: original for ready in sessions for copy, original in ready.originals.items()}
-    workflow = init_participant_wf(
-        [ready.session for ready in sessions],
-        plans,
-        dataset_roots={"raw": config.bids_dir, **config.derivatives},
-        output_dir=config.output_dir,
-        work_dir=config.work_dir,
-        crash_root=crash_root,
-        omp_nthreads=resources.omp_nthreads,
-        flirt_cutoff=config.flirt_cutoff,
-        ants_cutoff=config.ants_cutoff,
-        publish_dirs={name: staging.session_dir(name) for name in names},
-        input_records={ready.session.name: ready.record for ready in sessions},
-        original_files=originals,
-        lesion_filling=config.lesion_filling,
-        lesion_source=config.lesion_source,
-        template=find_template_files(config.template, config.templateflow_home) if config.template else None,
-        template_schedule=config.template_registration,
-        qc_thresholds=load_thresholds(config.qc_thresholds),
-    )
+    contexts = {ready.session.name: SessionContext(publish_dir=staging.session_dir(ready.session.name),
+                                                   input_record=ready.record) for ready in sessions}
+    workflow = init_participant_wf([ready.session for ready in sessions], plans, run, session_contexts=contexts)
     workflow.config["execution"].update({
         "crashfile_format": "txt",
-        "crashdump_dir": str(crash_root),
+        "crashdump_dir": str(run.crash_root),
         "stop_on_first_crash": config.stop_on_first_crash,
         "remove_unnecessary_outputs": False,
         "check_version": False,

@@ -33,7 +33,9 @@ from thalamus_bidsapp.participant.provenance import run_provenance
 from thalamus_bidsapp.participant.resources import plan_resources
 from thalamus_bidsapp.participant.timings import RunTimings
 from thalamus_bidsapp.participant.tracking import SessionStatus
+from thalamus_bidsapp.qc.thresholds import load_thresholds
 from thalamus_bidsapp.tools.templateflow import find_template_files
+from thalamus_bidsapp.workflows.context import RunContext
 
 LOGGER = logging.getLogger(__name__)
 
@@ -98,8 +100,11 @@ def run_participant(config: RunConfig, started: float | None = None) -> int:
         running = f"in progress: process {pid} on {host}, run {config.run_id}"
         write_statuses({**statuses, **{s.session.name: SessionStatus(s.session.name, RUNNING, running)
                                         for s in runnable}}, log_dir)
-        outcome, interrupted = run_workflow(runnable, plans, config, resources, timings,
-                                             crash_root=log_dir / "crash")
+        run = RunContext.from_config(
+            config, omp_nthreads=resources.omp_nthreads, crash_root=log_dir / "crash", template=template_files,
+            qc_thresholds=load_thresholds(config.qc_thresholds),
+            original_files={copy: original for ready in runnable for copy, original in ready.originals.items()})
+        outcome, interrupted = run_workflow(runnable, plans, run, config, resources, timings)
         statuses.update(outcome)
         for ready in runnable:
             LOGGER.info("timings: %s", timings.session_summary(ready.session.name))

@@ -35,6 +35,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from thalamus_bidsapp.config import DEFAULT_ANTS_CUTOFF, DEFAULT_FLIRT_CUTOFF
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
 from thalamus_bidsapp.image.mutual_information import mutual_information_images
 from thalamus_bidsapp.image.resample import same_grid
@@ -54,9 +55,6 @@ FLIRT_STRATEGIES: dict[str, tuple[str, ...]] = {
     "FLAIR": (FLIRT_NORMCORR,),
 }
 MODALITIES = tuple(FLIRT_STRATEGIES)
-
-DEFAULT_FLIRT_CUTOFF = 0.25
-DEFAULT_ANTS_CUTOFF = 0.30
 
 #: File extension of each transform format (ITK text for ANTs, FSL matrix for FLIRT).
 TRANSFORM_EXTENSIONS = {"fsl": ".mat", "itk": ".txt"}

@@ -23,9 +23,8 @@ from thalamus_bidsapp.interfaces.volumes import ConcatTables, SessionVolumes
 from thalamus_bidsapp.methods import MethodPlan
 from thalamus_bidsapp.methods.registry import UNFILLED_SUFFIX
 from thalamus_bidsapp.qc.session import QC_COLUMN_DESCRIPTIONS as SEGMENTATION_QC_COLUMNS
-from thalamus_bidsapp.qc.thresholds import load_thresholds
 from thalamus_bidsapp.tools.registration import QC_COLUMN_DESCRIPTIONS
-from thalamus_bidsapp.tools.templateflow import TemplateFiles
+from thalamus_bidsapp.workflows.context import RunContext, SessionContext
 from thalamus_bidsapp.workflows.lesions import LesionProvider, add_lesion_nodes, lesion_provider
 from thalamus_bidsapp.workflows.outputs import publish_node
 from thalamus_bidsapp.workflows.registration import init_registration_wf
@@ -43,66 +42,41 @@ def workflow_name(session: SessionInputs) -> str:
 def init_participant_wf(
     sessions: list[SessionInputs],
     plans: dict[str, MethodPlan],
+    run: RunContext,
     *,
-    dataset_roots: dict[str, Path],
-    output_dir: Path,
-    work_dir: Path,
-    crash_root: Path,
-    omp_nthreads: int,
-    flirt_cutoff: float,
-    ants_cutoff: float,
-    publish_dirs: Mapping[str, Path] | None = None,
-    input_records: Mapping[str, dict] | None = None,
-    original_files: Mapping[Path, Path] | None = None,
-    lesion_filling: str = "auto",
-    lesion_source: str = "derivatives",
-    template: TemplateFiles | None = None,
-    template_schedule: str = "standard",
-    qc_thresholds: Mapping | None = None,
+    session_contexts: Mapping[str, SessionContext] | None = None,
     name: str = "thalamus_bidsapp_wf",
 ) -> pe.Workflow:
     """The top workflow: independent session workflows, run side by side.
 
-    Each session's nodes write crash reports into ``crash_root/<session name>``
-    so a failure is traced to its session after the run.
+    Workflow Graph
+        One ``<session>_wf`` per session (:func:`init_session_wf`), not connected to each other.
 
-    ``publish_dirs`` maps a session name to the folder its outputs are
-    published into (a staging folder laid out like ``output_dir``; default
-    ``output_dir``). ``input_records`` (per session: the preflight's record of
-    each input image's geometry and fixes) goes into the mask and volume
-    sidecars; ``original_files`` maps cleaned copies of inputs to the files
-    they replace, for provenance. ``template`` (None: no template space) is
-    the TemplateFlow template each session is registered to. ``lesion_filling``:
-    ``auto``, ``off`` or ``both`` (see ``--lesion-filling``); ``lesion_source``
-    (see ``--lesion-source``). ``qc_thresholds`` (default: the packaged ones)
-    judge the session's QC checks.
+    Parameters
+    ----------
+    sessions
+        The sessions' input files.
+    plans
+        Which methods run for each session (by session name).
+    run
+        The run's settings (:class:`~thalamus_bidsapp.workflows.context.RunContext`).
+    session_contexts
+        Each session's staging folder and input record, by session name
+        (default: published into ``run.output_dir``, no record).
+
+    Each session's nodes write crash reports into ``run.crash_root/<session name>``
+    so a failure is traced to its session after the run.
     """
-    workflow = pe.Workflow(name=name, base_dir=str(work_dir))
-    qc_thresholds = dict(qc_thresholds) if qc_thresholds is not None else load_thresholds()
+    workflow = pe.Workflow(name=name, base_dir=str(run.work_dir))
     for session in sessions:
-        session_wf = init_session_wf(
-            session,
-            plans[session.name],
-            dataset_roots=dataset_roots,
-            output_dir=(publish_dirs or {}).get(session.name, output_dir),
-            omp_nthreads=omp_nthreads,
-            flirt_cutoff=flirt_cutoff,
-            ants_cutoff=ants_cutoff,
-            input_record=(input_records or {}).get(session.name),
-            original_files=original_files,
-            lesion_filling=lesion_filling,
-            lesion_source=lesion_source,
-            template=template,
-            template_schedule=template_schedule,
-            qc_thresholds=qc_thresholds,
-            name=workflow_name(session),
-        )
-        crash_dir = str(Path(crash_root) / session.name)
+        context = (session_contexts or {}).get(session.name, SessionContext())
+        session_wf = init_session_wf(session, plans[session.name], run, context, name=workflow_name(session))
+        crash_dir = str(Path(run.crash_root) / session.name)
         for node_name in session_wf.list_node_names():
             node = session_wf.get_node(node_name)
             node.config = {"execution": {"crashdump_dir": crash_dir, "crashfile_format": "txt"}}
             if "content_digest" in node.inputs.copyable_trait_names():
-                node.inputs.content_digest = files_digest(read_files(node.inputs), Path(work_dir) / "digests")
+                node.inputs.content_digest = files_digest(read_files(node.inputs), Path(run.work_dir) / "digests")
         workflow.add_nodes([session_wf])
     return workflow
 
@@ -110,22 +84,18 @@ def init_participant_wf(
 def init_session_wf(
     session: SessionInputs,
     plan: MethodPlan,
+    run: RunContext,
+    context: SessionContext | None = None,
     *,
-    dataset_roots: dict[str, Path],
-    output_dir: Path,
-    omp_nthreads: int,
-    flirt_cutoff: float,
-    ants_cutoff: float,
     name: str,
-    input_record: dict | None = None,
-    original_files: Mapping[Path, Path] | None = None,
-    lesion_filling: str = "auto",
-    lesion_source: str = "derivatives",
-    template: TemplateFiles | None = None,
-    template_schedule: str = "standard",
-    qc_thresholds: Mapping | None = None,
 ) -> pe.Workflow:
     """One session: reorient, brain mask, template space and prior, thalamus masks, volumes, all published.
+
+    Workflow Graph
+        ``reorient_t1w`` -> ``brain_mask`` -> [``template_wf``: registration to the template, prior] ->
+        ``register_{flair,r1map}_wf`` -> [lesion mask, ``lesion_fill``] -> ``segmentation_wf`` (one node per
+        method; ``segmentation_unfilled_wf`` with ``--lesion-filling both``) -> ``volumes`` ->
+        ``segmentation_qc`` -> ``ds_*`` (published into ``context.publish_dir``).
 
     Parameters
     ----------
@@ -133,41 +103,35 @@ def init_session_wf(
         The session's input files (a T1w is required).
     plan
         Which methods run for this session, and their inputs.
-    dataset_roots
-        Input datasets by name (``raw`` and the ``--derivatives``), for provenance URIs.
-    output_dir
-        Where the outputs are published: the output dataset, or a staging
-        folder laid out like it.
-    omp_nthreads
-        Threads for multithreaded steps (the networks, ANTs).
-    flirt_cutoff, ants_cutoff
-        Mutual-information cut-offs of the registration QC rule (nats).
-    input_record
-        Geometry and fixes of each input image (from the preflight), for the sidecars.
-    original_files
-        Cleaned copy of an input -> the input file, for provenance.
-    lesion_filling
-        ``auto``: fill the T1w's lesions (when the session has a lesion mask)
+    run
+        The run's settings: threads, registration cut-offs, lesion filling
+        (``auto``: fill the T1w's lesions, when the session has a lesion mask,
         before the methods that segment the T1w; ``off``: never; ``both``: also
-        run those methods on the unfilled T1w (masks ``desc-<mask>Unfilled``).
-    lesion_source
-        ``derivatives``, or a method offering lesions (its lesion class, for a
-        session without a derivatives lesion mask).
-    template, template_schedule
-        TemplateFlow template to register to (None: no template space, no
-        prior) and the registration schedule ("standard" or "fast").
-    qc_thresholds
-        Thresholds of the QC checks (default: the packaged ones).
+        run those methods on the unfilled T1w, masks ``desc-<mask>Unfilled``),
+        lesion source, template, QC thresholds, dataset roots.
+    context
+        Where the session publishes (default: ``run.output_dir``) and its
+        inputs' preflight record, for the sidecars.
 
-    The workflow's ``outputnode.thalamus_prior`` is [left, right]: the prior's
-    probability maps on the T1w grid, ready after the brain mask and the
-    template registration, before the segmentation methods (empty without a template).
-    The QC node ``segmentation_qc`` takes it on its ``thalamus_prior`` input;
-    without a template the prior checks are recorded as skipped.
+    Outputs
+    -------
+    outputnode.thalamus_prior
+        [left, right]: the prior's probability maps on the T1w grid, ready
+        after the brain mask and the template registration, before the
+        segmentation methods (empty without a template). The QC node
+        ``segmentation_qc`` takes it; without a template the prior checks are
+        recorded as skipped.
+    outputnode.template_forward, outputnode.template_inverse
+        The T1w <-> template transforms (empty without a template).
     """
+    context = context or SessionContext()
+    output_dir = context.publish_dir or run.output_dir
+    input_record = dict(context.input_record) if context.input_record else None
+    omp_nthreads = run.omp_nthreads
+    dataset_roots = dict(run.dataset_roots)
     workflow = pe.Workflow(name=name)
     ents = session.entities
-    originals = dict(original_files or {})
+    originals = dict(run.original_files)
     raw_t1w = source_uri(originals.get(session.t1w, session.t1w), dataset_roots)
     geometry = {"InputGeometry": input_record} if input_record else {}
 
@@ -185,19 +149,16 @@ def init_session_wf(
     workflow.connect(brain_mask, "out_file", ds_brain_mask, "in_file")
     workflow.connect(brain_mask, "provenance_file", ds_brain_mask, "provenance_files")
 
-    provider = _lesion_provider(session, plan, lesion_source, omp_nthreads)
-    filling = lesion_filling != "off" and (session.lesion is not None or provider is not None)
+    provider = _lesion_provider(session, plan, run.lesion_source, omp_nthreads)
+    filling = run.lesion_filling != "off" and (session.lesion is not None or provider is not None)
     segmentations = _add_segmentations(workflow, session, plan, reorient_t1w, brain_mask, filling=filling,
-                                       both=lesion_filling == "both", omp_nthreads=omp_nthreads)
+                                       both=run.lesion_filling == "both", omp_nthreads=omp_nthreads)
     segmentation = segmentations[0]
-    template_wf = _add_template_space(workflow, template, reorient_t1w, brain_mask, entities=ents,
-                                      output_dir=output_dir, t1w_uri=t1w_uri, schedule=template_schedule,
-                                      omp_nthreads=omp_nthreads)
+    template_wf = _add_template_space(workflow, run, reorient_t1w, brain_mask, entities=ents,
+                                      output_dir=output_dir, t1w_uri=t1w_uri)
 
     registrations, registration_qc = _add_registrations(
-        workflow, session, reorient_t1w, brain_mask, segmentations, dataset_roots=dataset_roots,
-        output_dir=output_dir, t1w_uri=t1w_uri, omp_nthreads=omp_nthreads, flirt_cutoff=flirt_cutoff,
-        ants_cutoff=ants_cutoff, originals=originals)
+        workflow, session, run, reorient_t1w, brain_mask, segmentations, output_dir=output_dir, t1w_uri=t1w_uri)
     lesions = None
     if session.lesion is not None or provider is not None:
         lesions = add_lesion_nodes(workflow, session, reorient_t1w, brain_mask, registrations.get("flair"),
@@ -213,9 +174,9 @@ def init_session_wf(
         entities=ents, sidecar={"Sources": [t1w_uri], "SpatialReference": t1w_uri, **geometry})
     if template_wf is not None:
         # Every published mask, the desc-<mask>Unfilled ones of --lesion-filling both included.
-        add_template_masks(workflow, template, template_wf, (records, "out"), entities=ents, output_dir=output_dir)
+        add_template_masks(workflow, run.template, template_wf, (records, "out"), entities=ents, output_dir=output_dir)
     segmentation_qc = _add_segmentation_qc(workflow, (records, "out"), volumes, registration_qc,
-                                           output_dir=output_dir, entities=ents, thresholds=qc_thresholds,
+                                           output_dir=output_dir, entities=ents, thresholds=run.qc_thresholds,
                                            template_wf=template_wf)
     if lesions is not None and lesions.fill is not None:
         workflow.connect(lesions.fill, "provenance_file", segmentation_qc, "fill_provenance")
@@ -318,7 +279,7 @@ def _session_records(workflow: pe.Workflow, segmentations: list[pe.Workflow]) ->
 
 def _add_segmentation_qc(workflow: pe.Workflow, records: tuple[pe.Node | pe.Workflow, str], volumes: pe.Node,
                          registration_qc: pe.Node | None, *, output_dir: Path, entities: dict,
-                         thresholds: Mapping | None, template_wf: pe.Workflow | None = None) -> pe.Node:
+                         thresholds: Mapping, template_wf: pe.Workflow | None = None) -> pe.Node:
     """The QC checks of every mask, published as ``*_label-thalamus_desc-segmentation_qc.tsv``.
 
     ``records``: the (node, field) giving every mask record of the session.
@@ -329,7 +290,7 @@ def _add_segmentation_qc(workflow: pe.Workflow, records: tuple[pe.Node | pe.Work
     """
     ents = entities
     # A worker's step, not the main process's: it reads every mask of the session (seconds on a large grid).
-    segmentation_qc = pe.Node(SessionQC(thresholds=dict(thresholds or load_thresholds())),
+    segmentation_qc = pe.Node(SessionQC(thresholds=dict(thresholds)),
                               name="segmentation_qc", mem_gb=1)
     workflow.connect([
         (records[0], segmentation_qc, [(records[1], "record_files")]),
@@ -348,20 +309,19 @@ def _add_segmentation_qc(workflow: pe.Workflow, records: tuple[pe.Node | pe.Work
     return segmentation_qc
 
 
-def _add_template_space(workflow: pe.Workflow, template: TemplateFiles | None, reorient_t1w: pe.Node,
-                        brain_mask: pe.Node, *, entities: dict, output_dir: Path,
-                        t1w_uri: str, schedule: str, omp_nthreads: int) -> pe.Workflow | None:
+def _add_template_space(workflow: pe.Workflow, run: RunContext, reorient_t1w: pe.Node,
+                        brain_mask: pe.Node, *, entities: dict, output_dir: Path, t1w_uri: str) -> pe.Workflow | None:
     """The session's ``outputnode`` (the prior, the template transforms) and, with a template, what fills it.
 
     Returns the template workflow (None without a template).
     """
     outputnode = pe.Node(niu.IdentityInterface(fields=["thalamus_prior", "template_forward", "template_inverse"]),
                          name="outputnode")
-    if template is None:
+    if run.template is None:
         workflow.add_nodes([outputnode])
         return None
-    template_wf = init_template_wf(template, entities=entities, output_dir=output_dir, t1w_uri=t1w_uri,
-                                   schedule=schedule, omp_nthreads=omp_nthreads)
+    template_wf = init_template_wf(run.template, entities=entities, output_dir=output_dir, t1w_uri=t1w_uri,
+                                   schedule=run.template_schedule, omp_nthreads=run.omp_nthreads)
     workflow.connect([
         (reorient_t1w, template_wf, [("out_file", "inputnode.t1w")]),
         (brain_mask, template_wf, [("out_file", "inputnode.brain_mask")]),
@@ -372,17 +332,16 @@ def _add_template_space(workflow: pe.Workflow, template: TemplateFiles | None, r
     return template_wf
 
 
-def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t1w: pe.Node, brain_mask: pe.Node,
-                       segmentations: list[pe.Workflow], *, dataset_roots: dict[str, Path], output_dir: Path,
-                       t1w_uri: str, omp_nthreads: int, flirt_cutoff: float, ants_cutoff: float,
-                       originals: dict[Path, Path] | None = None) -> tuple[dict[str, pe.Workflow], pe.Node | None]:
+def _add_registrations(workflow: pe.Workflow, session: SessionInputs, run: RunContext, reorient_t1w: pe.Node,
+                       brain_mask: pe.Node, segmentations: list[pe.Workflow], *, output_dir: Path,
+                       t1w_uri: str) -> tuple[dict[str, pe.Workflow], pe.Node | None]:
     """FLAIR and R1 onto the T1w (each present one), into the segmentations, and the session's QC table.
 
     Returns the registration workflow of each present role (``flair``, ``r1map``) and the node of the
     registration QC table (None when no image is registered).
     """
     ents = session.entities
-    originals = originals or {}
+    originals = run.original_files
     qc_sources = []
     registrations: dict[str, pe.Workflow] = {}
     for role, modality in (("flair", "FLAIR"), ("r1map", "R1map")):
@@ -391,8 +350,8 @@ def _add_registrations(workflow: pe.Workflow, session: SessionInputs, reorient_t
             continue
         registration = init_registration_wf(
             moving, modality, entities=ents, output_dir=output_dir,
-            sources=[source_uri(originals.get(moving, moving), dataset_roots), t1w_uri], t1w_uri=t1w_uri,
-            flirt_cutoff=flirt_cutoff, ants_cutoff=ants_cutoff, omp_nthreads=omp_nthreads,
+            sources=[source_uri(originals.get(moving, moving), run.dataset_roots), t1w_uri], t1w_uri=t1w_uri,
+            flirt_cutoff=run.flirt_cutoff, ants_cutoff=run.ants_cutoff, omp_nthreads=run.omp_nthreads,
             name=f"register_{role}_wf",
         )
         workflow.connect([
@@ -424,7 +383,7 @@ def _uri(output_dir: Path, ents: dict, **more) -> str:
     return f"bids::{path.relative_to(output_dir).as_posix()}"
 
 
-def source_uri(path: Path, dataset_roots: dict[str, Path]) -> str:
+def source_uri(path: Path, dataset_roots: Mapping[str, Path]) -> str:
     """BIDS URI of an input file: ``bids:<dataset>:<relative path>`` for the dataset holding it."""
     resolved = Path(path).resolve()
     # The innermost dataset holding the file: a derivatives dataset the user named may lie inside the raw one
