@@ -71,11 +71,12 @@ def test_missing_licence_is_exit_66_naming_the_three_places(tmp_path, freesurfer
 def test_missing_licence_skips_freesurfer_by_default(tmp_path, freesurfer_home, caplog):
     bids, _ = make_bert_dataset(tmp_path)
     from thalamus_bidsapp.bidsio.inputs import SessionInputs
-    from thalamus_bidsapp.config import RunConfig
+    from thalamus_bidsapp.config import Environment, RunConfig
     from thalamus_bidsapp.methods import ToolCheck, plan_methods
 
+    # The environment is read once, into the configuration, as the command line does.
     config = RunConfig(bids_dir=bids, output_dir=tmp_path / "out", analysis_level="participant",
-                       work_dir=tmp_path / "work")
+                       work_dir=tmp_path / "work", environment=Environment.from_environ(os.environ))
     session = SessionInputs(subject="01", session=None, t1w=bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
     plan = plan_methods(session, config, ToolCheck(reasons={}))
     assert "freesurfer" not in plan.run

@@ -45,7 +45,8 @@ class FreeSurfer(SegmentationMethod):
         existing = freesurfer.find_subject(subjects_dir, session.subject, session.session)
         if existing is not None:
             return ToolStatus(None, {"subject_dir": existing})
-        if freesurfer.recon_all_executable() is None:
+        executable = freesurfer.recon_all_executable(config.environment.freesurfer_home)
+        if executable is None:
             return ToolStatus(
                 f"no finished FreeSurfer subject {session.name} or sub-{session.subject} in {subjects_dir} "
                 "and recon-all is not installed (set FREESURFER_HOME)")
@@ -55,7 +56,7 @@ class FreeSurfer(SegmentationMethod):
                 raise freesurfer.license_error()
             return ToolStatus(str(freesurfer.license_error()))
         return ToolStatus(None, {"recon_all": {"subject_id": session.name, "subjects_dir": subjects_dir,
-                                               "license_file": license_file}})
+                                               "license_file": license_file, "executable": executable}})
 
     def check_installation(self, options):
         from thalamus_bidsapp.tools.check import check_freesurfer
@@ -88,7 +89,7 @@ class FreeSurfer(SegmentationMethod):
             recon_all = pe.Node(
                 ReconAll(**({} if ctx.lesion_filled else {"t1w": str(ctx.session.t1w)}), subject_id=job["subject_id"],
                          subjects_dir=str(job["subjects_dir"]), license_file=str(job["license_file"]),
-                         nthreads=ctx.omp_nthreads),
+                         executable=job.get("executable") or "", nthreads=ctx.omp_nthreads),
                 name="recon_all", n_procs=ctx.omp_nthreads, mem_gb=8,
             )
             if ctx.session.t2w is not None:
@@ -153,6 +154,8 @@ class _ReconAllInputSpec(BaseInterfaceInputSpec):
     subject_id = traits.Str(mandatory=True, desc="FreeSurfer subject name")
     subjects_dir = traits.Str(mandatory=True, desc="SUBJECTS_DIR")
     license_file = File(exists=True, mandatory=True, desc="FreeSurfer license")
+    executable = traits.Str("", usedefault=True, nohash=True,
+                            desc="recon-all as found when the run was planned (empty: look on PATH)")
     nthreads = traits.Int(1, usedefault=True, nohash=True, desc="OpenMP threads (not hashed)")
     content_digest = traits.Str(desc=CONTENT_DIGEST_DESC)
 
@@ -175,6 +178,7 @@ class ReconAll(SimpleInterface):
             self.inputs.subject_id,
             Path(self.inputs.subjects_dir),
             license_file=Path(self.inputs.license_file),
+            executable=self.inputs.executable or None,
             t2w=Path(self.inputs.t2w) if isdefined(self.inputs.t2w) else None,
             nthreads=self.inputs.nthreads,
             log_file=Path(runtime.cwd) / "recon-all.log",

@@ -311,8 +311,8 @@ def check_freesurfer(options: CheckOptions) -> CheckReport:
     from thalamus_bidsapp.tools import freesurfer
 
     findings: list[Finding] = []
-    recon_all = freesurfer.recon_all_executable()
     home = options.environment.freesurfer_home
+    recon_all = freesurfer.recon_all_executable(home)
     if recon_all is None:
         findings.append(Finding("recon-all", False, "not found: install FreeSurfer 7.4.1 and set FREESURFER_HOME "
                                 "(finished subjects given with --fs-subjects-dir are still read without it)"))

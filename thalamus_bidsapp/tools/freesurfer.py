@@ -136,14 +136,14 @@ def thalamus_from_subject(
 # --- running recon-all when no finished subject exists -----------------------
 
 
-def recon_all_executable() -> str | None:
-    """Path of ``recon-all`` (on PATH or in ``$FREESURFER_HOME/bin``), or None."""
+def recon_all_executable(freesurfer_home: Path | None = None) -> str | None:
+    """Path of ``recon-all`` (on PATH or in ``<freesurfer_home>/bin``, the configured ``FREESURFER_HOME``), or None."""
     import shutil
 
     found = shutil.which("recon-all")
     if found:
         return found
-    home = os.environ.get("FREESURFER_HOME")
+    home = freesurfer_home
     candidate = Path(home) / "bin" / "recon-all" if home else None
     return str(candidate) if candidate and candidate.is_file() and os.access(candidate, os.X_OK) else None
 
@@ -172,6 +172,7 @@ def run_recon_all(
     subjects_dir: Path,
     *,
     license_file: Path,
+    executable: str | None = None,
     t2w: Path | None = None,
     nthreads: int = 1,
     log_file: Path | None = None,
@@ -185,7 +186,7 @@ def run_recon_all(
     """
     import subprocess
 
-    executable = recon_all_executable()
+    executable = executable or recon_all_executable()
     if executable is None:
         raise ThalamusError("recon-all not found: install FreeSurfer 7.4.1 and set FREESURFER_HOME, "
                             "or give finished subjects with --fs-subjects-dir", EXIT_NOINPUT)
