@@ -37,7 +37,8 @@ from markupsafe import Markup
 from thalamus_bidsapp.bidsio.atomic import TSV_READ_ERRORS, read_tsv, write_if_changed
 from thalamus_bidsapp.bidsio.runlog import GROUP_LOG
 from thalamus_bidsapp.reports import figures_harmonization as harmonization
-from thalamus_bidsapp.reports.figures_group import FIGURE_TITLES, FigureSet, read_group_table, write_group_figures
+from thalamus_bidsapp.reports.figures_common import FigureSet, read_group_table
+from thalamus_bidsapp.reports.figures_group import FIGURE_TITLES, write_group_figures
 from thalamus_bidsapp.reports.palette import PNG_DPI
 from thalamus_bidsapp.reports.qc import flagged_sessions, qc_excluded_count
 from thalamus_bidsapp.reports.group_leads import (

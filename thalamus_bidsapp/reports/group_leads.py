@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from thalamus_bidsapp.reports.figures_group import COURSE_ORDER, OUTCOME_LABELS, method_labels
+from thalamus_bidsapp.reports.figures_common import COURSE_ORDER, OUTCOME_LABELS, method_labels
 
 
 def _num(table: pd.DataFrame, column: str) -> pd.Series:
