@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -33,6 +35,7 @@ from tests.fuzz.dataset_cases import (
 from thalamus_bidsapp.bidsio import inputs
 from thalamus_bidsapp.bidsio.atomic import read_tsv
 from thalamus_bidsapp.bidsio.checksums import files_digest, remembered_digest
+from thalamus_bidsapp.bidsio.staging import STAGING_FOLDER
 from thalamus_bidsapp.cli.run import build_config, main
 from thalamus_bidsapp.group.readback import read_participant_outputs
 
@@ -45,7 +48,8 @@ def _clean(result, *names: str | os.PathLike) -> None:
 
 
 def _no_temporaries(root: Path) -> None:
-    leftovers = [p for p in root.rglob(".*") if ".tmp" in p.name or p.name.startswith(".group-")]
+    leftovers = [p for p in root.rglob(".*") if ".tmp" in p.name or p.name.startswith(".group-")
+                 or p.name == STAGING_FOLDER]
     assert not leftovers, leftovers
 
 
@@ -301,6 +305,20 @@ def test_bad_participants_tsv_exits_65_naming_it(group_case, group_run, content,
     assert result.code == 65
     _clean(result, bids / "participants.tsv", named)
     assert tree_digest(group_dir) == before  # the earlier set stays whole
+    _no_temporaries(group_case["out"])
+
+
+def test_group_staging_of_a_killed_group_run_is_removed(group_case, group_run):
+    # What a group run killed half-way leaves: its staging folder, owned by a process that is gone.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    killed = group_case["out"] / STAGING_FOLDER / "20260104-000000_fuzz0003"
+    (killed / "group").mkdir(parents=True)
+    (killed / "group" / "volumes.tsv").write_text("participant_id\tvolume_ml\nsub-99\t1.0\n")
+    (killed / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid,
+                                                   "started": 0}))
+    assert group_run().code == 0
+    assert "sub-99" not in (group_case["out"] / "group" / "volumes.tsv").read_text()
     _no_temporaries(group_case["out"])
 
 

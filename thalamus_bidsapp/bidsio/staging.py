@@ -8,6 +8,9 @@ final names; a file that cannot be written (read-only folder, disk full)
 rolls back what the commit had already moved, so the session's earlier
 outputs stay as they were. A failed or interrupted session's staging folder
 is deleted: it leaves no new derivative files.
+
+An output that is one folder (the group level's ``group/``) is built in
+:meth:`Staging.folder` and put in place whole by :meth:`Staging.replace`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import shutil
 import socket
 import time
+import uuid
 from pathlib import Path
 
 from thalamus_bidsapp.bidsio.atomic import atomic_path
@@ -59,6 +63,46 @@ class Staging:
     def session_dir(self, session: str) -> Path:
         """Where the workflow publishes ``session``: a tree laid out like the output dataset."""
         return self.root / session
+
+    def folder(self, name: str) -> Path:
+        """A new, empty folder ``name`` of this run's staging folder, for an output built as one folder."""
+        path = self.root / name
+        path.mkdir()
+        return path
+
+    def replace(self, staged: Path, final: Path) -> None:
+        """Put the folder ``staged`` in place of ``final`` as a whole: readers see the earlier set or the new one.
+
+        The earlier folder is set aside in the run's staging folder (deleted
+        with it) and put back when the new one cannot be moved in. Another run
+        may put its own folder in place meanwhile: this run's then replaces it.
+
+        Raises
+        ------
+        ThalamusError
+            73 when the folder cannot be put in place.
+        """
+        final = Path(final)
+        for _attempt in range(3):
+            earlier = None
+            if final.exists():
+                earlier = self.root / f".earlier-{final.name}-{uuid.uuid4().hex[:8]}"
+                try:
+                    os.rename(final, earlier)
+                except FileNotFoundError:  # another run moved it first
+                    earlier = None
+            try:
+                os.rename(staged, final)
+            except OSError:
+                if earlier is not None and not final.exists():
+                    os.rename(earlier, final)  # put the earlier set back rather than lose it
+                    earlier = None
+                continue  # another run may have put its set in place meanwhile: replace that one
+            finally:
+                if earlier is not None:
+                    shutil.rmtree(earlier, ignore_errors=True)
+            return
+        raise ThalamusError(f"cannot put the {final.name} outputs in place at {final}", EXIT_CANTCREAT)
 
     def final_path(self, path: str | os.PathLike) -> Path:
         """The output-dataset path of a staged file (other paths are returned unchanged)."""

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +12,7 @@ import pandas as pd
 
 from thalamus_bidsapp.bidsio.atomic import write_json, write_tsv
 from thalamus_bidsapp.bidsio.runlog import GROUP_LOG
+from thalamus_bidsapp.bidsio.staging import Staging
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import (
     EXIT_CANTCREAT,
@@ -60,7 +58,7 @@ def run_group(config: RunConfig) -> int:
     report. Every mask's QC checks go into ``group/qc.tsv`` and its worst
     status into the ``qc_status`` column of ``group/volumes.tsv``; with
     ``--qc-exclude`` the flagged masks are left out of the statistics (and
-    listed in ``group/excluded_sessions.tsv``). The tables are built in a temporary folder that replaces
+    listed in ``group/excluded_sessions.tsv``). The tables are built in a staging folder that replaces
     ``group/`` whole at the end, so no table of an earlier run survives
     beside the new ones, and an error leaves the earlier set untouched.
 
@@ -107,11 +105,10 @@ def _run_group(config: RunConfig, group_dir: Path) -> int:
     volume_files, excluded = _usable_sessions(outputs.volumes, states, config.participant_labels)
     mask_files, _ = _usable_sessions(outputs.masks, states, config.participant_labels)
     qc_files, _ = _usable_sessions(outputs.qc, states, config.participant_labels)
-    staging = Path(tempfile.mkdtemp(prefix=".group-", suffix=".tmp", dir=config.output_dir))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)
+    # A group run started without a run id (called as a library) still needs a staging folder of its own.
+    run_staging = Staging(config.output_dir, config.run_id or f"group-{uuid.uuid4().hex[:8]}").open()
     try:
+        staging = run_staging.folder("group")
         volumes, unreadable = gather_volumes(volume_files)
         volumes = add_scanner_columns(join_clinical(volumes, config.bids_dir), config)
         volumes, mask_files, qc_excluded = run_qc_step(config, qc_files, volumes, _without(mask_files, unreadable),
@@ -132,9 +129,10 @@ def _run_group(config: RunConfig, group_dir: Path) -> int:
             LOGGER.warning("left out of the group tables: %s: %s", session_name(row.participant_id, row.session_id),
                            row.reason)
         write_group_report(config.output_dir, group_dir=staging)
-        _replace_group_dir(staging, group_dir)
+        _log_lost_tables(staging, group_dir)
+        run_staging.replace(staging, group_dir)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        run_staging.close()
     LOGGER.info("report: %s", group_dir / "report.html")
     if not group_failures.empty:
         LOGGER.error("%d session(s) left out for files that cannot be read (see group/excluded_sessions.tsv)",
@@ -253,36 +251,17 @@ def _table_rows(path: Path) -> int:
         return 0
 
 
-def _replace_group_dir(staging: Path, group_dir: Path) -> None:
-    """Put the new set of group outputs in place of the old one, saying what disappears or empties."""
+def _log_lost_tables(staging: Path, group_dir: Path) -> None:
+    """Say which tables of the earlier set disappear or empty when the new set replaces it."""
     new_rows = {p.name: _table_rows(p) for p in staging.glob("*.tsv")}
-    if group_dir.is_dir():
-        for path in sorted(group_dir.glob("*.tsv")):
-            old = _table_rows(path)
-            if path.name not in new_rows:
-                LOGGER.warning("group/%s of an earlier run is removed: this run does not produce it", path.name)
-            elif old and not new_rows[path.name]:
-                LOGGER.warning("group/%s had %d row(s) and now has none", path.name, old)
-    for _attempt in range(3):
-        old_set = None
-        if group_dir.exists():
-            old_set = group_dir.with_name(f".group-old-{uuid.uuid4().hex[:8]}")
-            try:
-                os.rename(group_dir, old_set)
-            except FileNotFoundError:  # another group run moved it first
-                old_set = None
-        try:
-            os.rename(staging, group_dir)
-        except OSError:
-            if old_set is not None and not group_dir.exists():
-                os.rename(old_set, group_dir)  # put the earlier set back rather than lose it
-                old_set = None
-            continue  # another group run may have put its set in place meanwhile: replace that one
-        finally:
-            if old_set is not None:
-                shutil.rmtree(old_set, ignore_errors=True)
+    if not group_dir.is_dir():
         return
-    raise ThalamusError(f"cannot put the group outputs in place at {group_dir}", EXIT_CANTCREAT)
+    for path in sorted(group_dir.glob("*.tsv")):
+        old = _table_rows(path)
+        if path.name not in new_rows:
+            LOGGER.warning("group/%s of an earlier run is removed: this run does not produce it", path.name)
+        elif old and not new_rows[path.name]:
+            LOGGER.warning("group/%s had %d row(s) and now has none", path.name, old)
 
 
 def collect_manual_masks(config: RunConfig) -> pd.DataFrame:

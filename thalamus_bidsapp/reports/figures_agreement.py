@@ -1,5 +1,9 @@
 """Figures of the group agreement step: boxplots, containment heatmap, scatter, Bland-Altman.
 
+The Bland-Altman plot is the group report's
+(:func:`thalamus_bidsapp.reports.figures_group_agreement.plot_bland_altman`),
+so that both show the same bias, limits and proportional bias the same way.
+
 Figures are built on :class:`matplotlib.figure.Figure` objects directly (no
 pyplot state, no GUI backend: rendering goes through Agg for PNG and the SVG
 backend for SVG), so they can be drawn from worker threads and headless
@@ -12,17 +16,19 @@ import logging
 import math
 from pathlib import Path
 
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from thalamus_bidsapp.bidsio.atomic import atomic_path
+from thalamus_bidsapp.reports.figures_group_agreement import plot_bland_altman
+from thalamus_bidsapp.reports.palette import STYLE, method_colors
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "plot_bland_altman",
     "plot_containment_heatmap",
     "plot_overlap_boxplots",
     "plot_volume_scatter",
@@ -181,44 +187,6 @@ def plot_volume_scatter(voxelwise: pd.DataFrame, volumetric: pd.DataFrame) -> Fi
     return fig
 
 
-def plot_bland_altman(voxelwise: pd.DataFrame, volumetric: pd.DataFrame) -> Figure:
-    """Bland-Altman plots per method: difference (method - manual) vs mean, bias, LoA, proportional bias.
-
-    Parameters
-    ----------
-    voxelwise : pandas.DataFrame
-        Columns ``method``, ``volume_manual_ml``, ``volume_method_ml``.
-    volumetric : pandas.DataFrame
-        One row per method with ``bias_ml``, ``loa_low_ml``, ``loa_high_ml``,
-        ``prop_slope``, ``prop_intercept_ml``.
-    """
-    fig, panels = _method_panels(voxelwise, volumetric)
-    for ax, method, x, y, row in panels:
-        mean, diff = (x + y) / 2, y - x
-        ax.scatter(mean, diff, s=12, alpha=0.7, color="#3182bd", edgecolor="none")
-        ax.axhline(0, color="0.7", lw=0.8)
-        if row is not None and np.isfinite(row["bias_ml"]):
-            ax.axhline(row["bias_ml"], color="#e6550d", lw=1.2, label=f"bias {row['bias_ml']:.2f} mL")
-            if np.isfinite(row["loa_low_ml"]):
-                for v in (row["loa_low_ml"], row["loa_high_ml"]):
-                    ax.axhline(v, color="#e6550d", lw=1, ls="--")
-                ax.text(
-                    0.98, 0.02, f"LoA [{row['loa_low_ml']:.2f}, {row['loa_high_ml']:.2f}] mL",
-                    transform=ax.transAxes, ha="right", va="bottom", fontsize=8,
-                )
-            if np.isfinite(row["prop_slope"]) and mean.size:
-                xs = np.array([mean.min(), mean.max()])
-                ax.plot(
-                    xs, row["prop_intercept_ml"] + row["prop_slope"] * xs, color="#31a354", lw=1.2,
-                    label=f"proportional slope {row['prop_slope']:.2f}",
-                )
-            ax.legend(fontsize=7, loc="upper left")
-        ax.set_title(method)
-        ax.set_xlabel("mean of method and manual (mL)")
-        ax.set_ylabel("method - manual (mL)")
-    return fig
-
-
 def write_agreement_figures(
     voxelwise: pd.DataFrame,
     containment: pd.DataFrame,
@@ -246,6 +214,8 @@ def write_agreement_figures(
         return written
     written += save_figure(plot_overlap_boxplots(voxelwise), fig_dir / "agreement_boxplots")
     written += save_figure(plot_volume_scatter(voxelwise, volumetric), fig_dir / "agreement_scatter")
-    written += save_figure(plot_bland_altman(voxelwise, volumetric), fig_dir / "agreement_blandaltman")
+    with mpl.rc_context(STYLE):
+        colors = method_colors(voxelwise["method"])
+        written += save_figure(plot_bland_altman(voxelwise, volumetric, colors), fig_dir / "agreement_blandaltman")
     logger.info("agreement figures written to %s", fig_dir)
     return written

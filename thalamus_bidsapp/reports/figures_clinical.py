@@ -2,6 +2,9 @@
 
 Drawn from the clinical tables (plain DataFrames; the column names are
 arguments, so this module knows nothing of the group level), as PNG and SVG.
+The forest plot is the group report's
+(:func:`thalamus_bidsapp.reports.figures_group_clinical.plot_forest`), so that
+both mark the same associations the same way.
 """
 
 from __future__ import annotations
@@ -9,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
+import matplotlib as mpl
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from thalamus_bidsapp.bidsio.atomic import atomic_path
+from thalamus_bidsapp.reports.figures_group_clinical import CROSSSECTIONAL_XLABEL, LONGITUDINAL_XLABEL, plot_forest
+from thalamus_bidsapp.reports.palette import STYLE, method_colors
 
 FIGURE_FORMATS = ("png", "svg")
 
@@ -31,35 +35,6 @@ def _save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
             fig.savefig(tmp, format=fmt, dpi=150)
         paths.append(path)
     return paths
-
-
-def forest_figure(table: pd.DataFrame, title: str) -> Figure:
-    """Beta with CI per method, one panel per outcome; stars mark BH-adjusted significance."""
-    outcomes = list(dict.fromkeys(table["outcome"]))
-    labels = sorted(set(_labels(table)))
-    fig = Figure(figsize=(3.2 * len(outcomes) + 1.5, 0.45 * len(labels) + 2.0), layout="constrained")
-    axes = fig.subplots(1, len(outcomes), sharey=True, squeeze=False)[0]
-    ypos = {label: i for i, label in enumerate(labels)}
-    for ax, outcome in zip(axes, outcomes):
-        sub = table[table["outcome"] == outcome]
-        for _, row in sub.iterrows():
-            y = ypos[f"{row['method']} ({row['contrast']})"]
-            if not np.isfinite(row["beta"]):
-                continue
-            color = "tab:red" if row.get("significance", "") else "tab:blue"
-            ax.errorbar(row["beta"], y, xerr=[[row["beta"] - row["ci_low"]], [row["ci_high"] - row["beta"]]],
-                        fmt="o", color=color, capsize=3)
-            if row.get("significance", ""):
-                ax.annotate(row["significance"], (row["ci_high"], y), xytext=(3, -3), textcoords="offset points",
-                            fontsize=9, color=color)
-        ax.axvline(0, color="grey", lw=0.8, ls="--")
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
-        transform = sub["transform"].iloc[0] if len(sub) else "none"
-        ax.set_title(f"{outcome}" + (" (log)" if transform == "log" else ""))
-        ax.set_xlabel("beta per mL")
-    axes[0].set_yticks(range(len(labels)), labels)
-    fig.suptitle(f"{title}\n* p_FDR<0.05, ** <0.01, *** <0.001")
-    return fig
 
 
 def boxplot_figure(data: pd.DataFrame, value: str, group: str, hue: str | None, title: str, ylabel: str) -> Figure:
@@ -102,12 +77,13 @@ def make_figures(results: Mapping[str, pd.DataFrame], out_dir: Path, *, pct: str
                  course: str = "edss_course") -> list[Path]:
     """Forest plots, boxplots of % change (column ``pct``) overall, by diagnosis and by EDSS course (``course``)."""
     paths: list[Path] = []
-    if "crosssectional" in results and results["crosssectional"]["beta"].notna().any():
-        paths += _save(forest_figure(results["crosssectional"], "Cross-sectional: outcome ~ thalamus (mL)"),
-                       out_dir, "clinical_crosssectional_forest")
-    if "longitudinal_regression" in results and results["longitudinal_regression"]["beta"].notna().any():
-        paths += _save(forest_figure(results["longitudinal_regression"], "Longitudinal: delta outcome ~ delta thalamus (mL)"),
-                       out_dir, "clinical_longitudinal_forest")
+    for analysis, stem, xlabel in (("crosssectional", "clinical_crosssectional_forest", CROSSSECTIONAL_XLABEL),
+                                   ("longitudinal_regression", "clinical_longitudinal_forest", LONGITUDINAL_XLABEL)):
+        table = results.get(analysis)
+        if table is not None and table["beta"].notna().any():
+            with mpl.rc_context(STYLE):
+                fig = plot_forest(table, method_colors(table["method"]), xlabel=xlabel)
+                paths += _save(fig, out_dir, stem)
     deltas = results.get("longitudinal_deltas")
     if deltas is not None and deltas[pct].notna().any():
         labelled = deltas.assign(method_label=_labels(deltas), diagnosis=deltas["diagnosis"].fillna("n/a"))

@@ -33,23 +33,39 @@ returns the reason instead, for the report to say in a sentence.
 
 from __future__ import annotations
 
-import io
 import logging
-import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from thalamus_bidsapp.bidsio.atomic import TSV_READ_ERRORS, atomic_path, read_tsv
-from thalamus_bidsapp.reports.palette import PNG_DPI, PRINT_WIDTH_IN, STYLE, method_colors, method_order
+from thalamus_bidsapp.reports.figures_common import (
+    FigureSet,
+    bilateral_volumes,
+    draw_boxes,
+    finish,
+    method_axis,
+    new_figure,
+    read_group_table,
+    save_figure,
+)
+from thalamus_bidsapp.reports.figures_group_agreement import plot_bland_altman, plot_containment, plot_manual_scatter
+from thalamus_bidsapp.reports.figures_group_clinical import (
+    CROSSSECTIONAL_XLABEL,
+    LONGITUDINAL_XLABEL,
+    plot_change,
+    plot_forest,
+    plot_power,
+    plot_progression,
+)
+from thalamus_bidsapp.reports.figures_group_template import plot_template_maps
+from thalamus_bidsapp.reports.figures_group_volumes import add_volume_figures, plot_volume_distribution
+from thalamus_bidsapp.reports.palette import PRINT_WIDTH_IN, STYLE, method_colors, method_order
 
 LOGGER = logging.getLogger(__name__)
 
@@ -71,155 +87,12 @@ FIGURE_TITLES: dict[str, str] = {
     "lesion_load": "Lesion load and the thalamus",
     "asymmetry": "Left/right asymmetry per method",
 }
-#: Outcome labels of the clinical figures (roles of the clinical config).
-OUTCOME_LABELS = {"edss": "EDSS", "t25fw": "T25FW", "nhpt": "9HPT", "sdmt": "SDMT",
-                  "disease_duration": "Disease duration"}
-COURSE_ORDER = ("progression", "stable", "improvement")
 _METRICS = (("dice", "Dice"), ("precision", "Precision"), ("sensitivity", "Sensitivity"))
-_MAX_POINTS = 400  # raw points drawn over a box; more only hide it
-_MIN_BOX = 5  # fewer values are drawn as points, not as a box
 _SESSION_MARKERS = ("o", "^", "s", "D")
 _MIN_SCATTER = 3  # sessions with every method's volume needed for a scatter matrix
-_PANEL_IN = 2.3
-_BOXPLOT_ORIENTATION = tuple(int(v) for v in mpl.__version__.split(".")[:2]) >= (3, 10)
-
-
-@dataclass
-class FigureSet:
-    """The figures drawn (stem -> files, SVG first) and, for those not drawn, why."""
-
-    files: dict[str, tuple[Path, ...]] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------ reading
-def read_group_table(group_dir: Path, stem: str) -> pd.DataFrame | None:
-    """``group/<stem>.tsv`` or None when it is absent or unreadable (logged)."""
-    path = Path(group_dir) / f"{stem}.tsv"
-    if not path.is_file():
-        return None
-    try:
-        return read_tsv(path)
-    except TSV_READ_ERRORS as err:
-        LOGGER.warning("cannot read %s: %s", path, err)
-        return None
-
-
-def bilateral_volumes(volumes: pd.DataFrame) -> pd.DataFrame:
-    """Rows of whole-thalamus volumes (left and right merged) with a numeric ``volume_ml``."""
-    table = volumes
-    if "hemisphere" in table:
-        table = table[table["hemisphere"].astype(str).isin(["bilateral", "both", "n/a", "nan"])]
-    table = table.assign(volume_ml=pd.to_numeric(table["volume_ml"], errors="coerce"))
-    return table.dropna(subset=["volume_ml"])
-
-
-def method_labels(table: pd.DataFrame) -> pd.Series:
-    """Row label of a method: its name, with the contrast where one method has several contrasts."""
-    method = table["method"].astype(str)
-    if "contrast" not in table:
-        return method
-    contrast = table["contrast"].astype(str)
-    several = table.groupby(method)["contrast"].transform("nunique") > 1
-    return method.where(~several, method + " (" + contrast + ")")
-
-
-# ------------------------------------------------------------------ saving
-def save_figure(fig: Figure, stem: Path) -> tuple[Path, Path]:
-    """Write ``<stem>.svg`` and ``<stem>.png`` (300 dpi); a file is replaced only when its bytes change."""
-    stem = Path(stem)
-    paths = []
-    with mpl.rc_context(STYLE):
-        for fmt in ("svg", "png"):
-            buffer = io.BytesIO()
-            metadata = {"Date": None} if fmt == "svg" else {"Software": None}
-            fig.savefig(buffer, format=fmt, dpi=PNG_DPI, metadata=metadata)
-            # The first save ran the layout; freezing it makes the second format identical.
-            fig.set_layout_engine("none")
-            path = stem.with_name(f"{stem.name}.{fmt}")
-            data = buffer.getvalue()
-            if not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
-                with atomic_path(path) as tmp:
-                    tmp.write_bytes(data)
-            paths.append(path)
-    return paths[0], paths[1]
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    """A figure of about ``width`` x ``height`` inches, never wider than 2.8 times its height (no strips)."""
-    width = min(width, PRINT_WIDTH_IN * 1.6)
-    return Figure(figsize=(width, max(height, width / 2.8)), layout="constrained")
-
-
-def _grid(n: int, *, ncols_max: int = 3, panel: float = _PANEL_IN, height: float | None = None,
-          sharex: bool = False, sharey: bool = False) -> tuple[Figure, list[Axes]]:
-    """A grid of ``n`` panels that wraps after ``ncols_max`` columns (never a strip)."""
-    ncols = max(1, min(ncols_max, n))
-    nrows = max(1, math.ceil(n / ncols))
-    width = min(PRINT_WIDTH_IN, panel * ncols + 0.6)
-    fig = _new_figure(width, (height or panel) * nrows + 0.5)
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=sharex, sharey=sharey).ravel().tolist()
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, axes[:n]
-
-
-def _finish(fig: Figure) -> Figure:
-    """Fix the tick label size on every axes (tick labels are made lazily, after the style is gone)."""
-    for ax in fig.axes:
-        ax.tick_params(labelsize=STYLE["xtick.labelsize"])
-    return fig
-
-
-def _box(ax: Axes, values: Sequence[np.ndarray], positions: Sequence[float], colors: Sequence[str],
-         width: float, *, points: bool = True, horizontal: bool = False, seed: int = 0) -> None:
-    """Tukey boxplots (whiskers 1.5 IQR) in the methods' colours, with the raw points when few.
-
-    ``horizontal`` puts the values on x and the boxes along y (method names
-    then read as y tick labels: no rotated labels to collide).
-    """
-    keep = [i for i, v in enumerate(values) if len(v) >= _MIN_BOX]
-    rng = np.random.default_rng(seed)
-    for i, v in enumerate(values):
-        if 0 < len(v) < _MIN_BOX:  # too few for quartiles: the values themselves
-            jitter = positions[i] + rng.uniform(-width * 0.2, width * 0.2, len(v))
-            x, y = (v, jitter) if horizontal else (jitter, v)
-            ax.scatter(x, y, s=16, color=colors[i], edgecolor="black", linewidth=0.5, zorder=3)
-    if not keep:
-        return
-    orientation = ({"orientation": "horizontal" if horizontal else "vertical"} if _BOXPLOT_ORIENTATION
-                   else {"vert": not horizontal})
-    parts = ax.boxplot([values[i] for i in keep], positions=[positions[i] for i in keep], widths=width,
-                       patch_artist=True, whis=1.5, manage_ticks=False, showfliers=not points,
-                       medianprops={"color": "black", "linewidth": 1.2},
-                       flierprops={"markersize": 3, "markeredgecolor": "0.3"}, **orientation)
-    for patch, i in zip(parts["boxes"], keep):
-        patch.set_facecolor(mpl.colors.to_rgba(colors[i], 0.35))
-        patch.set_edgecolor(colors[i])
-    for i in keep:
-        v = values[i]
-        if points and len(v) <= _MAX_POINTS:
-            jitter = positions[i] + rng.uniform(-width * 0.3, width * 0.3, len(v))
-            x, y = (v, jitter) if horizontal else (jitter, v)
-            ax.scatter(x, y, s=7, color=colors[i], alpha=0.75, edgecolor="none", zorder=3)
-
-
-def _method_axis(ax: Axes, methods: Sequence[str], colors: Mapping[str, str]) -> None:
-    """Methods top to bottom along y, names in their colours."""
-    ax.set_yticks(range(len(methods)), methods)
-    ax.set_ylim(len(methods) - 0.4, -0.6)
-    for label in ax.get_yticklabels():
-        label.set_color(colors.get(label.get_text(), "black"))
 
 
 # ------------------------------------------------------------------ volumes
-def plot_volume_distribution(volumes: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
-    """Thalamus volume per method, each session traceable (drawn by :mod:`.figures_group_volumes`)."""
-    from thalamus_bidsapp.reports.figures_group_volumes import plot_volume_distribution as plot
-
-    return plot(volumes, colors)
-
-
 def _wide_volumes(volumes: pd.DataFrame) -> pd.DataFrame:
     # A dataset without sessions has session_id n/a: with pandas 3, astype(str) keeps it missing and the key
     # would be missing too, so every row would be dropped; a missing session is one (empty) label instead.
@@ -283,32 +156,27 @@ def plot_volume_matrix(volumes: pd.DataFrame, colors: Mapping[str, str]) -> Figu
     if len(markers) > 1:
         handles = [Line2D([], [], marker=m, ls="", color="0.25", label=session) for session, m in markers.items()]
         fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), frameon=False)
-    return _finish(fig)
+    return finish(fig)
 
 
 # ------------------------------------------------------------------ agreement with manual masks
 def plot_overlap(voxelwise: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
     """Dice, precision and sensitivity per method: one panel per metric, one row and colour per method."""
     methods = method_order(voxelwise["method"])
-    fig = _new_figure(PRINT_WIDTH_IN, 0.4 * len(methods) + 1.2)
+    fig = new_figure(PRINT_WIDTH_IN, 0.4 * len(methods) + 1.2)
     axes = fig.subplots(1, 3, sharey=True, sharex=True)
     low = 1.0
     for ax, (metric, label) in zip(axes, _METRICS):
         values = [pd.to_numeric(voxelwise.loc[voxelwise["method"] == m, metric], errors="coerce").dropna()
                   .to_numpy(float) for m in methods]
         low = min([low, *(float(v.min()) for v in values if len(v))])
-        _box(ax, values, range(len(methods)), [colors[m] for m in methods], 0.6, horizontal=True)
+        draw_boxes(ax, values, range(len(methods)), [colors[m] for m in methods], 0.6, horizontal=True)
         ax.set_title(label)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
-    _method_axis(axes[0], methods, colors)
+    method_axis(axes[0], methods, colors)
     axes[0].set_xlim(max(0.0, low - 0.03), 1.005)
     fig.supxlabel("overlap with the manual mask", fontsize=STYLE["axes.labelsize"])
-    return _finish(fig)
-
-
-
-
-# ------------------------------------------------------------------ clinical
+    return finish(fig)
 
 
 # ------------------------------------------------------------------ all figures
@@ -332,15 +200,6 @@ def build_group_figures(group_dir: Path) -> tuple[dict[str, Figure], dict[str, s
         stem -> :class:`~matplotlib.figure.Figure` (drawn with :data:`STYLE`)
         and stem -> one sentence saying why that figure was not drawn.
     """
-    from thalamus_bidsapp.reports.figures_group_agreement import (
-        plot_bland_altman,
-        plot_containment,
-        plot_manual_scatter,
-    )
-    from thalamus_bidsapp.reports.figures_group_clinical import plot_change, plot_forest, plot_power, plot_progression
-    from thalamus_bidsapp.reports.figures_group_template import plot_template_maps
-    from thalamus_bidsapp.reports.figures_group_volumes import add_volume_figures
-
     stems = ("volumes", "agreement_voxelwise", "agreement_volumetric", "containment", "clinical_crosssectional",
              "clinical_longitudinal_regression", "clinical_longitudinal_deltas", "clinical_progression_subjects",
              "clinical_power")
@@ -388,9 +247,8 @@ def build_group_figures(group_dir: Path) -> tuple[dict[str, Figure], dict[str, s
             notes["containment_heatmap"] = (f"Only one method ({containment['method_a'].iloc[0]}) has masks: "
                                             "there is no pair to compare.")
     for stem, source, xlabel in (
-            ("crosssectional_forest", "clinical_crosssectional", "β per mL of thalamus (outcome units)"),
-            ("longitudinal_forest", "clinical_longitudinal_regression",
-             "β per mL of thalamic change (outcome change units)")):
+            ("crosssectional_forest", "clinical_crosssectional", CROSSSECTIONAL_XLABEL),
+            ("longitudinal_forest", "clinical_longitudinal_regression", LONGITUDINAL_XLABEL)):
         table = tables[source]
         if table is not None and "beta" in table and pd.to_numeric(table["beta"], errors="coerce").notna().any():
             draw(stem, lambda table=table, xlabel=xlabel: plot_forest(table, colors, xlabel=xlabel))

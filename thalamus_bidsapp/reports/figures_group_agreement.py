@@ -1,7 +1,8 @@
-"""The agreement figures of the group report (manual-mask scatter, Bland-Altman, containment), from the tables.
+"""The agreement figures (manual-mask scatter, Bland-Altman, containment), from the agreement tables.
 
-Split from :mod:`thalamus_bidsapp.reports.figures_group`, which draws them in
-:func:`~thalamus_bidsapp.reports.figures_group.build_group_figures`.
+:func:`~thalamus_bidsapp.reports.figures_group.build_group_figures` draws them
+for the group report; :func:`plot_bland_altman` is also the Bland-Altman plot of
+the agreement step's own figures (:mod:`thalamus_bidsapp.reports.figures_agreement`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from thalamus_bidsapp.reports.figures_common import finish, new_figure, panel_grid
 from thalamus_bidsapp.reports.palette import PRINT_WIDTH_IN, REFERENCE_COLOR, STYLE, method_order
-from thalamus_bidsapp.reports.figures_group import _finish, _grid, _new_figure
 
 LOGGER = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def plot_manual_scatter(voxelwise: pd.DataFrame, volumetric: pd.DataFrame | None
     """Method against manual volume per method: identity line, OLS fit, CCC with 95% CI, slope, n."""
     methods = method_order(voxelwise["method"])
     rows = _volumetric_rows(volumetric)
-    fig, axes = _grid(len(methods))
+    fig, axes = panel_grid(len(methods))
     pairs = {m: _volume_pairs(voxelwise, m) for m in methods}
     every = np.concatenate([np.concatenate(p) for p in pairs.values()] or [np.array([0.0, 1.0])])
     lo, hi = float(np.nanmin(every)), float(np.nanmax(every))
@@ -75,7 +76,7 @@ def plot_manual_scatter(voxelwise: pd.DataFrame, volumetric: pd.DataFrame | None
         ax.set_title(method, color=colors[method])
     fig.supxlabel("manual volume (mL)", fontsize=STYLE["axes.labelsize"])
     fig.supylabel("method volume (mL)", fontsize=STYLE["axes.labelsize"])
-    return _finish(fig)
+    return finish(fig)
 
 
 def plot_bland_altman(voxelwise: pd.DataFrame, volumetric: pd.DataFrame | None,
@@ -83,7 +84,7 @@ def plot_bland_altman(voxelwise: pd.DataFrame, volumetric: pd.DataFrame | None,
     """Bland-Altman per method: difference (method - manual) against the mean, bias, 95% LoA, proportional bias."""
     methods = method_order(voxelwise["method"])
     rows = _volumetric_rows(volumetric)
-    fig, axes = _grid(len(methods), sharey=True)
+    fig, axes = panel_grid(len(methods), sharey=True)
     spans = []
     for method in methods:
         x, y = _volume_pairs(voxelwise, method)
@@ -126,7 +127,7 @@ def plot_bland_altman(voxelwise: pd.DataFrame, volumetric: pd.DataFrame | None,
     fig.legend(handles=handles, loc="outside upper center", ncols=min(3, len(methods)), frameon=False)
     fig.supxlabel("mean of method and manual volume (mL)", fontsize=STYLE["axes.labelsize"])
     fig.supylabel("method minus manual (mL)", fontsize=STYLE["axes.labelsize"])
-    return _finish(fig)
+    return finish(fig)
 
 
 def _p_text(p: float) -> str:
@@ -142,7 +143,7 @@ def plot_containment(containment: pd.DataFrame, colors: Mapping[str, str]) -> Fi
            .reindex(index=methods, columns=methods))
     k = len(methods)
     side = min(PRINT_WIDTH_IN, 1.8 + 0.45 * k)
-    fig = _new_figure(side + 1.0, side)
+    fig = new_figure(side + 1.0, side)
     ax = fig.subplots()
     image = ax.imshow(mat.to_numpy(float), vmin=0, vmax=1, cmap="viridis")
     if k <= 10:
@@ -160,4 +161,4 @@ def plot_containment(containment: pd.DataFrame, colors: Mapping[str, str]) -> Fi
     ax.set_ylabel("A (contained mask)")
     ax.spines[:].set_visible(False)
     fig.colorbar(image, ax=ax, shrink=0.8, label="mean |A∩B| / |A|")
-    return _finish(fig)
+    return finish(fig)

@@ -1,7 +1,8 @@
-"""The clinical figures of the group report (forest plots, change, progression, power), from the group tables.
+"""The clinical figures (forest plots, change, progression, power), from the clinical tables.
 
-Split from :mod:`thalamus_bidsapp.reports.figures_group`, which draws them in
-:func:`~thalamus_bidsapp.reports.figures_group.build_group_figures`.
+:func:`~thalamus_bidsapp.reports.figures_group.build_group_figures` draws them
+for the group report; :func:`plot_forest` is also the forest plot of the
+clinical step's own figures (:mod:`thalamus_bidsapp.reports.figures_clinical`).
 """
 
 from __future__ import annotations
@@ -17,19 +18,23 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from thalamus_bidsapp.reports.palette import PRINT_WIDTH_IN, STYLE, method_order
-from thalamus_bidsapp.reports.figures_group import (
+from thalamus_bidsapp.reports.figures_common import (
     COURSE_ORDER,
     OUTCOME_LABELS,
-    _box,
-    _finish,
-    _grid,
-    _method_axis,
-    _new_figure,
+    draw_boxes,
+    finish,
+    method_axis,
     method_labels,
+    new_figure,
+    panel_grid,
 )
+from thalamus_bidsapp.reports.palette import PRINT_WIDTH_IN, STYLE, method_order
 
 LOGGER = logging.getLogger(__name__)
+
+#: x-axis labels of the forest plots of the cross-sectional and of the longitudinal (change) models.
+CROSSSECTIONAL_XLABEL = "β per mL of thalamus (outcome units)"
+LONGITUDINAL_XLABEL = "β per mL of thalamic change (outcome change units)"
 
 
 def plot_forest(table: pd.DataFrame, colors: Mapping[str, str], *, xlabel: str) -> Figure:
@@ -43,7 +48,7 @@ def plot_forest(table: pd.DataFrame, colors: Mapping[str, str], *, xlabel: str) 
     labels = list(dict.fromkeys(table.sort_values("method", key=lambda s: s.map(order.index))["label"]))
     ypos = {label: len(labels) - 1 - i for i, label in enumerate(labels)}
     row_h = 0.28 * len(labels) + 0.75
-    fig, axes = _grid(len(outcomes), height=row_h, sharey=True)
+    fig, axes = panel_grid(len(outcomes), height=row_h, sharey=True)
     for ax, outcome in zip(axes, outcomes):
         sub = table[table["outcome"].astype(str) == outcome]
         for _, row in sub.iterrows():
@@ -69,7 +74,7 @@ def plot_forest(table: pd.DataFrame, colors: Mapping[str, str], *, xlabel: str) 
                Line2D([], [], marker="o", ls="", color="0.3", markerfacecolor="white", label="not significant")]
     fig.legend(handles=handles, loc="outside upper center", ncols=2, frameon=False)
     fig.supxlabel(xlabel, fontsize=STYLE["axes.labelsize"])
-    return _finish(fig)
+    return finish(fig)
 
 
 def _grouped_boxes(ax: Axes, data: pd.DataFrame, value: str, group: str, groups: Sequence[str],
@@ -81,7 +86,7 @@ def _grouped_boxes(ax: Axes, data: pd.DataFrame, value: str, group: str, groups:
             sel = (data["method"] == method) & (data[group].astype(str) == g)
             values.append(pd.to_numeric(data.loc[sel, value], errors="coerce").dropna().to_numpy(float))
             positions.append(i + (j - (len(methods) - 1) / 2) * width)
-        _box(ax, values, positions, [colors[method]] * len(groups), width * 0.85, points=False)
+        draw_boxes(ax, values, positions, [colors[method]] * len(groups), width * 0.85, points=False)
     ax.set_xticks(range(len(groups)), groups)
     ax.set_xlim(-0.6, len(groups) - 0.4)
     ax.axhline(0, color="0.6", lw=0.8, ls="--")
@@ -98,13 +103,13 @@ def plot_change(deltas: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
     methods = method_order(deltas["method"])
     by_diagnosis = "diagnosis" in deltas and deltas["diagnosis"].notna().any()
     height = max(3.2, 0.4 * len(methods) + 1.2)
-    fig = _new_figure(PRINT_WIDTH_IN if by_diagnosis else 5.0, height)
+    fig = new_figure(PRINT_WIDTH_IN if by_diagnosis else 5.0, height)
     axes = fig.subplots(1, 2 if by_diagnosis else 1, squeeze=False, width_ratios=[1, 1.3] if by_diagnosis
                         else None)[0]
     values = [pd.to_numeric(deltas.loc[deltas["method"] == m, "pct_volume_ml"], errors="coerce").dropna()
               .to_numpy(float) for m in methods]
-    _box(axes[0], values, range(len(methods)), [colors[m] for m in methods], 0.6, horizontal=True)
-    _method_axis(axes[0], methods, colors)
+    draw_boxes(axes[0], values, range(len(methods)), [colors[m] for m in methods], 0.6, horizontal=True)
+    method_axis(axes[0], methods, colors)
     axes[0].axvline(0, color="0.6", lw=0.8, ls="--")
     axes[0].set_title("per method")
     axes[0].set_xlabel("% change from baseline")
@@ -116,7 +121,7 @@ def plot_change(deltas: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
         axes[1].set_title("by diagnosis")
         axes[1].set_ylabel("% change from baseline")
         _method_legend(fig, methods, colors)
-    return _finish(fig)
+    return finish(fig)
 
 
 def plot_progression(subjects: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
@@ -125,13 +130,13 @@ def plot_progression(subjects: pd.DataFrame, colors: Mapping[str, str]) -> Figur
     present = set(subjects["edss_course"].dropna().astype(str))
     groups = [c for c in COURSE_ORDER if c in present] + sorted(present - set(COURSE_ORDER))
     counts = subjects.dropna(subset=["edss_course"]).drop_duplicates("participant_id")["edss_course"].astype(str)
-    fig = _new_figure(min(PRINT_WIDTH_IN, 2.5 + 0.45 * len(groups) * len(methods)), 3.4)
+    fig = new_figure(min(PRINT_WIDTH_IN, 2.5 + 0.45 * len(groups) * len(methods)), 3.4)
     ax = fig.subplots()
     _grouped_boxes(ax, subjects, "pct_volume_ml", "edss_course", groups, methods, colors)
     ax.set_xticks(range(len(groups)), [f"{g}\n(n = {(counts == g).sum()})" for g in groups])
     ax.set_ylabel("% change from baseline")
     _method_legend(fig, methods, colors)
-    return _finish(fig)
+    return finish(fig)
 
 
 def plot_power(power: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
@@ -140,7 +145,7 @@ def plot_power(power: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
                          n_per_arm=pd.to_numeric(power["n_per_arm"], errors="coerce"))
     order = method_order(table["method"])
     table = table.sort_values("method", key=lambda s: s.map(order.index)).iloc[::-1]
-    fig = _new_figure(min(PRINT_WIDTH_IN, 5.0), 0.32 * len(table) + 1.3)
+    fig = new_figure(min(PRINT_WIDTH_IN, 5.0), 0.32 * len(table) + 1.3)
     ax = fig.subplots()
     y = np.arange(len(table))
     ax.barh(y, table["n_per_arm"].fillna(0), color=[colors[str(m)] for m in table["method"]], height=0.65)
@@ -153,4 +158,4 @@ def plot_power(power: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
         label.set_color(colors[method])
     ax.set_xlim(0, top * 1.18)
     ax.set_xlabel("subjects per arm")
-    return _finish(fig)
+    return finish(fig)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from thalamus_bidsapp.reports.figures_common import read_group_table
 from thalamus_bidsapp.reports.palette import PRINT_WIDTH_IN
 
 LOGGER = logging.getLogger(__name__)
@@ -96,8 +97,6 @@ def plot_template_maps(group_dir: Path, table: pd.DataFrame) -> Figure:
 
 def template_caption(group_dir: Path) -> str:
     """The figure's caption, saying only what the figure shows (a disagreement column only when drawn)."""
-    from thalamus_bidsapp.reports.figures_group import read_group_table
-
     table = read_group_table(group_dir, "template_maps")
     kinds = set(table["map"].astype(str)) if table is not None and "map" in table else set()
     text = ("Top: axial, bottom: coronal slices through the thalami on the template brain; the subject's left is "

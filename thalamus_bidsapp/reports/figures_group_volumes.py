@@ -22,13 +22,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from thalamus_bidsapp.reports.figures_group import (
-    _MIN_BOX,
-    _box,
-    _finish,
-    _grid,
-    _method_axis,
-    _new_figure,
+from thalamus_bidsapp.reports.figures_common import (
+    MIN_BOX,
+    draw_boxes,
+    finish,
+    method_axis,
+    new_figure,
+    panel_grid,
     read_group_table,
 )
 from thalamus_bidsapp.reports.group_volumes import (
@@ -80,12 +80,12 @@ def plot_volume_distribution(volumes: pd.DataFrame, colors: Mapping[str, str]) -
     methods = method_order(table["method"])
     keys = sorted(table["_session"].unique())
     lanes = _lanes(keys)
-    fig = _new_figure(5.6, 0.5 * len(methods) + 1.3)
+    fig = new_figure(5.6, 0.5 * len(methods) + 1.3)
     ax = fig.subplots()
     values = [table.loc[table["method"] == m, "volume_ml"].to_numpy(float) for m in methods]
     # Boxes only where there are enough values for quartiles; every point is drawn below, in its lane.
-    values = [v if len(v) >= _MIN_BOX else v[:0] for v in values]
-    _box(ax, values, range(len(methods)), [colors[m] for m in methods], 0.75, horizontal=True, points=False)
+    values = [v if len(v) >= MIN_BOX else v[:0] for v in values]
+    draw_boxes(ax, values, range(len(methods)), [colors[m] for m in methods], 0.75, horizontal=True, points=False)
     wide = table.pivot_table(index="_session", columns="method", values="volume_ml", aggfunc="mean")
     if len(keys) <= _MAX_JOINED:
         for key, row in wide.iterrows():
@@ -99,21 +99,21 @@ def plot_volume_distribution(volumes: pd.DataFrame, colors: Mapping[str, str]) -
             mine = rows[marker_of[rows.index] == name]
             ax.scatter(mine["volume_ml"], [i + lanes[k] for k in mine["_session"]], s=18, marker=marker,
                        color=colors[method], edgecolor="black", linewidth=0.3, zorder=3)
-    _method_axis(ax, methods, colors)
+    method_axis(ax, methods, colors)
     ax.ticklabel_format(axis="x", useOffset=False)
     ax.set_xlabel("thalamus volume (mL)")
     if len(markers) > 1:
         handles = [Line2D([], [], marker=m, ls="", color="0.45", markeredgecolor="black", markeredgewidth=0.3,
                           label=name) for name, m in markers.items()]
         fig.legend(handles=handles, loc="outside upper center", ncols=min(4, len(handles)), frameon=False)
-    return _finish(fig)
+    return finish(fig)
 
 
 def plot_filling_blandaltman(pairs: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
     """Per method: filled minus unfilled volume against their mean, mean bias and 95% limits of agreement."""
     summary = filling_summary(pairs).set_index("method")
     methods = list(summary.index)
-    fig, axes = _grid(len(methods), sharey=True)
+    fig, axes = panel_grid(len(methods), sharey=True)
     span = np.concatenate([pairs["difference_ml"].to_numpy(float), [0.0],
                            summary[["loa_low_ml", "loa_high_ml"]].to_numpy(float).ravel()])
     span = span[np.isfinite(span)]
@@ -141,13 +141,13 @@ def plot_filling_blandaltman(pairs: pd.DataFrame, colors: Mapping[str, str]) -> 
     fig.legend(handles=handles, loc="outside upper center", ncols=2, frameon=False)
     fig.supxlabel("mean of filled and unfilled volume (mL)", fontsize=STYLE["axes.labelsize"])
     fig.supylabel("filled minus unfilled (mL)", fontsize=STYLE["axes.labelsize"])
-    return _finish(fig)
+    return finish(fig)
 
 
 def plot_lesion_load(lesions: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
     """Left: thalamus volume against lesion volume, per method. Right: lesion inside and near the thalamus."""
     methods = method_order(lesions["method"])
-    fig = _new_figure(6.4, 0.35 * len(methods) + 2.6)
+    fig = new_figure(6.4, 0.35 * len(methods) + 2.6)
     scatter, bars = fig.subplots(1, 2, width_ratios=[1.2, 1])
     for method in methods:
         rows = lesions[lesions["method"] == method]
@@ -160,25 +160,25 @@ def plot_lesion_load(lesions: pd.DataFrame, colors: Mapping[str, str]) -> Figure
     in_values = [lesions.loc[lesions["method"] == m, "in_ml"].dropna().to_numpy(float) for m in methods]
     near_values = [lesions.loc[lesions["method"] == m, "near_ml"].dropna().to_numpy(float) for m in methods]
     positions = np.arange(len(methods))
-    _box(bars, in_values, positions - 0.18, [colors.get(m, "0.3") for m in methods], 0.3, horizontal=True)
-    _box(bars, near_values, positions + 0.18, ["0.55"] * len(methods), 0.3, horizontal=True)
-    _method_axis(bars, methods, colors)
+    draw_boxes(bars, in_values, positions - 0.18, [colors.get(m, "0.3") for m in methods], 0.3, horizontal=True)
+    draw_boxes(bars, near_values, positions + 0.18, ["0.55"] * len(methods), 0.3, horizontal=True)
+    method_axis(bars, methods, colors)
     bars.set_xlabel("lesion volume (mL)")
     bars.set_title("inside (colour) and within 3 mm (grey)\nof the thalamus mask", fontsize=8)
-    return _finish(fig)
+    return finish(fig)
 
 
 def plot_asymmetry(asymmetry: pd.DataFrame, colors: Mapping[str, str]) -> Figure:
     """Asymmetry index per method (one row each), zero marked."""
     methods = method_order(asymmetry["method"])
-    fig = _new_figure(5.0, 0.4 * len(methods) + 1.2)
+    fig = new_figure(5.0, 0.4 * len(methods) + 1.2)
     ax = fig.subplots()
     values = [asymmetry.loc[asymmetry["method"] == m, "asymmetry_pct"].to_numpy(float) for m in methods]
     ax.axvline(0, color="0.6", lw=0.8)
-    _box(ax, values, range(len(methods)), [colors[m] for m in methods], 0.6, horizontal=True)
-    _method_axis(ax, methods, colors)
+    draw_boxes(ax, values, range(len(methods)), [colors[m] for m in methods], 0.6, horizontal=True)
+    method_axis(ax, methods, colors)
     ax.set_xlabel("asymmetry index, 100 × (L − R) / mean (%): > 0 left larger")
-    return _finish(fig)
+    return finish(fig)
 
 
 def add_volume_figures(group_dir, colors: Mapping[str, str],

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from thalamus_bidsapp.reports.figures_group import FigureSet, read_group_table, save_figure
+from thalamus_bidsapp.reports.figures_common import FigureSet, read_group_table, save_figure
 from thalamus_bidsapp.reports.palette import PRINT_WIDTH_IN, STYLE, method_colors
 
 LOGGER = logging.getLogger(__name__)

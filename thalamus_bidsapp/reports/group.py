@@ -37,17 +37,18 @@ from markupsafe import Markup
 from thalamus_bidsapp.bidsio.atomic import TSV_READ_ERRORS, read_tsv, write_if_changed
 from thalamus_bidsapp.bidsio.runlog import GROUP_LOG
 from thalamus_bidsapp.reports import figures_harmonization as harmonization
-from thalamus_bidsapp.reports.figures_group import FIGURE_TITLES, FigureSet, read_group_table, write_group_figures
+from thalamus_bidsapp.reports.figures_common import FigureSet, read_group_table
+from thalamus_bidsapp.reports.figures_group import FIGURE_TITLES, write_group_figures
 from thalamus_bidsapp.reports.palette import PNG_DPI
 from thalamus_bidsapp.reports.qc import flagged_sessions, qc_excluded_count
 from thalamus_bidsapp.reports.group_leads import (
-    _num,
-    _agreement_lead,
-    _association_lead,
-    _containment_lead,
-    _longitudinal_lead,
-    _power_lead,
-    _progression_lead,
+    numeric,
+    agreement_lead,
+    association_lead,
+    containment_lead,
+    longitudinal_lead,
+    power_lead,
+    progression_lead,
 )
 from thalamus_bidsapp.reports.figures_group_template import template_caption
 from thalamus_bidsapp.reports.figures_group_volumes import MAX_NAMED_SESSIONS
@@ -142,12 +143,12 @@ def _read(path: Path) -> pd.DataFrame | None:
         return None
 
 
-def _participant_links(output_dir: Path, group_dir: Path, subjects: list[str]) -> dict[str, str]:
-    """Subject -> HTML of its name, linked to its report where that report exists."""
+def _participant_links(output_dir: Path, link_dir: Path, subjects: list[str]) -> dict[str, str]:
+    """Subject -> HTML of its name, linked (relative to ``link_dir``) to its report where that report exists."""
     links = {}
     for subject in subjects:
         report = output_dir / f"{subject}.html"
-        links[subject] = (f'<a href="{href(report, group_dir)}">{esc(subject)}</a>' if report.is_file()
+        links[subject] = (f'<a href="{href(report, link_dir)}">{esc(subject)}</a>' if report.is_file()
                           else esc(subject))
     return links
 
@@ -203,19 +204,22 @@ def group_log_file(output_dir: Path) -> Path | None:
     return logs[-1] if logs else None
 
 
-def _with_log_link(reason: str | None, log_file: Path | None, group_dir: Path) -> Markup | None:
+def _with_log_link(reason: str | None, log_file: Path | None, link_dir: Path) -> Markup | None:
     """The skip reason, escaped, followed by a link to the group log that has the details."""
     if reason is None:
         return None
     if log_file is None:
         return Markup(esc(reason))
     name = f"logs/{log_file.parent.name}/{log_file.name}"
-    return Markup(f'{esc(reason)} Log: <a href="{href(log_file, group_dir)}">{esc(name)}</a>')
+    return Markup(f'{esc(reason)} Log: <a href="{href(log_file, link_dir)}">{esc(name)}</a>')
 
 
 # ------------------------------------------------------------------ QC: failed sessions and exclusions
-def _qc_extra(output_dir: Path, group_dir: Path, links: dict[str, str]) -> tuple[list[str], str]:
-    """Lead sentences and HTML of the failed sessions and the images excluded by the registration QC."""
+def _qc_extra(output_dir: Path, group_dir: Path, link_dir: Path, links: dict[str, str]) -> tuple[list[str], str]:
+    """Lead sentences and HTML of the failed sessions and the images excluded by the registration QC.
+
+    Files outside the group folder are linked relative to ``link_dir``, where the report is read.
+    """
     parts = []
     statuses = read_session_statuses(output_dir)
     failed = [s for s in statuses.values() if s.status != "ok"]
@@ -223,12 +227,12 @@ def _qc_extra(output_dir: Path, group_dir: Path, links: dict[str, str]) -> tuple
     if failed:
         rows = []
         for status in sorted(failed, key=lambda s: s.session):
-            crashes = " ".join(f'<a href="{href(c, group_dir)}">{esc(c.name)}</a>' for c in status.crash_files)
+            crashes = " ".join(f'<a href="{href(c, link_dir)}">{esc(c.name)}</a>' for c in status.crash_files)
             rows.append({
                 "session": esc(status.session),
                 "participant report": links.get(_subject_of(status.session), esc(_subject_of(status.session))),
                 "reason": esc(status.reason or "no reason recorded"),
-                "run": f'<a href="{href(status.sessions_tsv, group_dir)}">{esc(status.run)}</a>',
+                "run": f'<a href="{href(status.sessions_tsv, link_dir)}">{esc(status.run)}</a>',
                 "crash reports": crashes or "none",
             })
         parts.append(html_table(pd.DataFrame(rows), html_columns=rows[0].keys(), row_classes=["bad"] * len(rows)))
@@ -248,7 +252,7 @@ def _qc_extra(output_dir: Path, group_dir: Path, links: dict[str, str]) -> tuple
             rows.append({"session": esc(session),
                          "participant report": links.get(_subject_of(session), esc(_subject_of(session))),
                          "image": esc(image), "reason": esc(reason),
-                         "QC table": f'<a href="{href(qc_path, group_dir)}">{esc(qc_path.name)}</a>'})
+                         "QC table": f'<a href="{href(qc_path, link_dir)}">{esc(qc_path.name)}</a>'})
     if rows:
         parts.append(html_table(pd.DataFrame(rows), html_columns=rows[0].keys()))
         parts.append('<p class="note">Masks from an excluded image (MindGlide on it, and the ensembles using it) '
@@ -266,7 +270,7 @@ def _qc_extra(output_dir: Path, group_dir: Path, links: dict[str, str]) -> tuple
         lead.append(f"{len(excluded)} session(s) were left out of the group tables (table below, with the reasons).")
     exclusions = read_group_table(group_dir, "clinical_exclusions")
     if exclusions is not None and "n_rows" in exclusions:
-        lead.append(f"The clinical models left out {int(_num(exclusions, 'n_rows').fillna(0).sum())} row(s) for "
+        lead.append(f"The clinical models left out {int(numeric(exclusions, 'n_rows').fillna(0).sum())} row(s) for "
                     "missing or unusable values (table below).")
     return lead, "\n".join(parts)
 
@@ -330,17 +334,17 @@ def _leads(section_id: str, group_dir: Path) -> list[str]:
         volumes = table("volumes")
         return volumes_lead(volumes) if volumes is not None and {"method", "volume_ml"} <= set(volumes) else []
     if section_id == "agreement":
-        return _agreement_lead(table("agreement_summary"), table("agreement_volumetric"), table("agreement_pairwise"))
+        return agreement_lead(table("agreement_summary"), table("agreement_volumetric"), table("agreement_pairwise"))
     if section_id == "between-methods":
         containment = table("containment")
-        return _containment_lead(containment) if containment is not None and not containment.empty else []
+        return containment_lead(containment) if containment is not None and not containment.empty else []
     if section_id == "cross-sectional":
         cross = table("clinical_crosssectional")
-        return _association_lead(cross, "cross-sectional", "per mL") if cross is not None and "beta" in cross else []
+        return association_lead(cross, "cross-sectional", "per mL") if cross is not None and "beta" in cross else []
     if section_id == "longitudinal":
-        return _longitudinal_lead(table("clinical_longitudinal_deltas"), table("clinical_longitudinal_regression"))
+        return longitudinal_lead(table("clinical_longitudinal_deltas"), table("clinical_longitudinal_regression"))
     if section_id == "progression":
-        return _progression_lead(table("clinical_progression_subjects"), table("clinical_progression_ancova"))
+        return progression_lead(table("clinical_progression_subjects"), table("clinical_progression_ancova"))
     if section_id == "template-space":
         maps = table("template_maps")
         return _template_lead(maps) if maps is not None and "map" in maps else []
@@ -348,7 +352,7 @@ def _leads(section_id: str, group_dir: Path) -> list[str]:
         return harmonization.lead(table("harmonization"))
     if section_id == "power":
         power = table("clinical_power")
-        return _power_lead(power) if power is not None and "n_per_arm" in power else []
+        return power_lead(power) if power is not None and "n_per_arm" in power else []
     return []
 
 
@@ -360,13 +364,13 @@ def _template_lead(maps: pd.DataFrame) -> list[str]:
     text = (f"Each method's masks resampled into "
             f"{probability['template'].iloc[0]}: "
             + "; ".join(f"{m} {v:.1f} mL at probability >= 0.5 (n = {int(n)})" for m, v, n in
-                        zip(probability["method"], _num(probability, "volume_ml_at_half"),
-                            _num(probability, "n_sessions"))) + ".")
+                        zip(probability["method"], numeric(probability, "volume_ml_at_half"),
+                            numeric(probability, "n_sessions"))) + ".")
     disagreement = maps[maps["map"].astype(str) == "disagreement"]
     if not disagreement.empty:
         text += (f" At least a quarter of the methods disagree with the majority, on average over "
-                 f"{int(_num(disagreement, 'n_sessions').iloc[0])} session(s), in "
-                 f"{float(_num(disagreement, 'volume_ml_at_half').iloc[0]):.1f} mL.")
+                 f"{int(numeric(disagreement, 'n_sessions').iloc[0])} session(s), in "
+                 f"{float(numeric(disagreement, 'volume_ml_at_half').iloc[0]):.1f} mL.")
     return [text]
 
 
@@ -389,7 +393,9 @@ def write_group_report(output_dir: Path, group_dir: Path | None = None) -> Path:
     group_dir
         The folder of the group tables and figures, where the report goes
         (default ``output_dir/group``; the group level builds a new set in a
-        temporary folder beside it).
+        staging folder that replaces ``output_dir/group`` whole). Links to
+        files outside it are relative to ``output_dir/group``, where the
+        report is read.
 
     Returns
     -------
@@ -402,7 +408,8 @@ def write_group_report(output_dir: Path, group_dir: Path | None = None) -> Path:
     statuses = read_session_statuses(output_dir)
     subjects = sorted({p.name for p in output_dir.glob("sub-*") if p.is_dir()}
                       | {_subject_of(name) for name in statuses})
-    links = _participant_links(output_dir, group_dir, subjects)
+    link_dir = output_dir / "group"
+    links = _participant_links(output_dir, link_dir, subjects)
     figures = write_group_figures(group_dir) if group_dir.is_dir() else FigureSet()
     if group_dir.is_dir():
         harmonization.add_figures(figures, group_dir)
@@ -415,7 +422,7 @@ def write_group_report(output_dir: Path, group_dir: Path | None = None) -> Path:
         placed |= set(table_stems)
         section = {"id": section_id, "title": heading, "nav": nav, "figures": [], "notes": [], "tables": [],
                    "lead": _lead_of(section_id, group_dir),
-                   "skipped": _with_log_link(_skip_reason(section_id, group_dir, analyses), log_file, group_dir),
+                   "skipped": _with_log_link(_skip_reason(section_id, group_dir, analyses), log_file, link_dir),
                    "extra": ""}
         for stem in figure_stems:
             if stem in figures.files:
@@ -431,7 +438,7 @@ def write_group_report(output_dir: Path, group_dir: Path | None = None) -> Path:
             section["lead"], section["skipped"], extra = volume_section(section_id, volumes)
             section["extra"] = Markup(extra)
         if section_id == "qc":
-            lead, extra = _qc_extra(output_dir, group_dir, links)
+            lead, extra = _qc_extra(output_dir, group_dir, link_dir, links)
             section["lead"] = lead
             section["extra"] = Markup(extra)
         sections.append(section)

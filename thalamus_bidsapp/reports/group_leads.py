@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from thalamus_bidsapp.reports.figures_group import COURSE_ORDER, OUTCOME_LABELS, method_labels
+from thalamus_bidsapp.reports.figures_common import COURSE_ORDER, OUTCOME_LABELS, method_labels
 
 
-def _num(table: pd.DataFrame, column: str) -> pd.Series:
+def numeric(table: pd.DataFrame, column: str) -> pd.Series:
+    """``table[column]`` as numbers (unparsable values NaN); all NaN when the table has no such column."""
     return pd.to_numeric(table[column], errors="coerce") if column in table else pd.Series(np.nan, index=table.index)
 
 
@@ -24,11 +25,12 @@ def _labelled(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(label=method_labels(table)) if "method" in table else table.assign(label="")
 
 
-def _agreement_lead(summary: pd.DataFrame | None, volumetric: pd.DataFrame | None,
-                    pairwise: pd.DataFrame | None) -> list[str]:
+def agreement_lead(summary: pd.DataFrame | None, volumetric: pd.DataFrame | None,
+                   pairwise: pd.DataFrame | None) -> list[str]:
+    """Key sentences of the agreement with the manual masks: Dice extremes, pairwise differences, bias and CCC."""
     lead = []
     if summary is not None and not summary.empty and "metric" in summary:
-        dice = summary[summary["metric"].astype(str) == "dice"].assign(median=lambda t: _num(t, "median"))
+        dice = summary[summary["metric"].astype(str) == "dice"].assign(median=lambda t: numeric(t, "median"))
         dice = dice.dropna(subset=["median"]).sort_values("median", ascending=False)
         if not dice.empty:
             best = dice.iloc[0]
@@ -42,11 +44,11 @@ def _agreement_lead(summary: pd.DataFrame | None, volumetric: pd.DataFrame | Non
     p_fdr = next((c for c in ("p_fdr", "p_fdr_bh") if pairwise is not None and c in pairwise), None)
     if pairwise is not None and not pairwise.empty and "metric" in pairwise and p_fdr:
         dice_pairs = pairwise[pairwise["metric"].astype(str) == "dice"]
-        n_sig = int((_num(dice_pairs, p_fdr) < 0.05).sum())
+        n_sig = int((numeric(dice_pairs, p_fdr) < 0.05).sum())
         lead.append(f"{n_sig} of {len(dice_pairs)} pairwise Dice comparisons differ (Wilcoxon signed-rank, "
                     "p_FDR < 0.05).")
     if volumetric is not None and not volumetric.empty and "bias_ml" in volumetric:
-        table = volumetric.assign(bias=_num(volumetric, "bias_ml"), ccc=_num(volumetric, "ccc")).dropna(
+        table = volumetric.assign(bias=numeric(volumetric, "bias_ml"), ccc=numeric(volumetric, "ccc")).dropna(
             subset=["bias"])
         if not table.empty:
             small = table.loc[table["bias"].abs().idxmin()]
@@ -61,9 +63,10 @@ def _agreement_lead(summary: pd.DataFrame | None, volumetric: pd.DataFrame | Non
     return lead
 
 
-def _containment_lead(containment: pd.DataFrame) -> list[str]:
+def containment_lead(containment: pd.DataFrame) -> list[str]:
+    """Key sentences of the directed containment between methods."""
     pairs = containment[containment["method_a"].astype(str) != containment["method_b"].astype(str)]
-    pairs = pairs.assign(mean=_num(pairs, "containment_mean")).dropna(subset=["mean"])
+    pairs = pairs.assign(mean=numeric(pairs, "containment_mean")).dropna(subset=["mean"])
     if pairs.empty:
         return []
     low, high = pairs.loc[pairs["mean"].idxmin()], pairs.loc[pairs["mean"].idxmax()]
@@ -71,8 +74,9 @@ def _containment_lead(containment: pd.DataFrame) -> list[str]:
             f"{low['method_b']}) to {high['mean']:.2f} ({high['method_a']} inside {high['method_b']})."]
 
 
-def _association_lead(table: pd.DataFrame, what: str, unit: str) -> list[str]:
-    table = _labelled(table).assign(beta=_num(table, "beta"), p_fdr=_num(table, "p_fdr"))
+def association_lead(table: pd.DataFrame, what: str, unit: str) -> list[str]:
+    """Key sentence of a family of clinical models (``what``, betas ``unit``): which associations survive FDR."""
+    table = _labelled(table).assign(beta=numeric(table, "beta"), p_fdr=numeric(table, "p_fdr"))
     fitted = table.dropna(subset=["beta", "p_fdr"])
     if fitted.empty:
         return [f"No {what} model could be fitted (see the note column of the table)."]
@@ -88,21 +92,23 @@ def _association_lead(table: pd.DataFrame, what: str, unit: str) -> list[str]:
             f"{'; '.join(shown)}{more}."]
 
 
-def _longitudinal_lead(deltas: pd.DataFrame | None, regression: pd.DataFrame | None) -> list[str]:
+def longitudinal_lead(deltas: pd.DataFrame | None, regression: pd.DataFrame | None) -> list[str]:
+    """Key sentences of the thalamic change and of the models of the changes."""
     lead = []
     if deltas is not None and not deltas.empty and "pct_volume_ml" in deltas:
-        table = _labelled(deltas).assign(pct=_num(deltas, "pct_volume_ml")).dropna(subset=["pct"])
+        table = _labelled(deltas).assign(pct=numeric(deltas, "pct_volume_ml")).dropna(subset=["pct"])
         medians = table.groupby("label")["pct"].median().sort_values()
         if not medians.empty:
             n = table["participant_id"].nunique() if "participant_id" in table else len(table)
             parts = ", ".join(f"{m} {v:+.2f}%" for m, v in medians.items())
             lead.append(f"Median thalamic volume change from baseline ({n} subjects): {parts}.")
     if regression is not None and not regression.empty and "beta" in regression:
-        lead += _association_lead(regression, "change", "per mL")
+        lead += association_lead(regression, "change", "per mL")
     return lead
 
 
-def _progression_lead(subjects: pd.DataFrame | None, ancova: pd.DataFrame | None) -> list[str]:
+def progression_lead(subjects: pd.DataFrame | None, ancova: pd.DataFrame | None) -> list[str]:
+    """Key sentences of the EDSS course groups: their sizes and whether their thalamic change differs."""
     lead = []
     if subjects is not None and "edss_course" in subjects and "participant_id" in subjects:
         counts = subjects.dropna(subset=["edss_course"]).drop_duplicates("participant_id")["edss_course"]
@@ -112,7 +118,7 @@ def _progression_lead(subjects: pd.DataFrame | None, ancova: pd.DataFrame | None
                         + f" subject(s) (of {int(counts.sum())}).")
     if ancova is not None and not ancova.empty and {"source", "p"} <= set(ancova.columns):
         rows = _labelled(ancova[ancova["source"].astype(str) == "edss_course"])
-        rows = rows.assign(p=_num(rows, "p")).dropna(subset=["p"])
+        rows = rows.assign(p=numeric(rows, "p")).dropna(subset=["p"])
         if not rows.empty:
             significant = rows[rows["p"] < 0.05].sort_values("p")
             if significant.empty:
@@ -125,8 +131,9 @@ def _progression_lead(subjects: pd.DataFrame | None, ancova: pd.DataFrame | None
     return lead
 
 
-def _power_lead(power: pd.DataFrame) -> list[str]:
-    table = _labelled(power).assign(n=_num(power, "n_per_arm")).dropna(subset=["n"]).sort_values("n")
+def power_lead(power: pd.DataFrame) -> list[str]:
+    """Key sentence of the sample sizes: the methods needing the fewest and the most subjects per arm."""
+    table = _labelled(power).assign(n=numeric(power, "n_per_arm")).dropna(subset=["n"]).sort_values("n")
     if table.empty:
         return []
     best, worst = table.iloc[0], table.iloc[-1]

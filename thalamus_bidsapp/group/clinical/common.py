@@ -228,7 +228,9 @@ def _stars(p: float) -> str:
     return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else ""
 
 
-def _transform(values: pd.Series, spec: OutcomeSpec, ledger: Ledger, analysis: str, **keys: str) -> pd.Series:
+def transformed_outcome(values: pd.Series, spec: OutcomeSpec, ledger: Ledger, analysis: str,
+                        **keys: str) -> pd.Series:
+    """The outcome as modelled (log when ``spec`` says so; values that cannot be logged are counted in ``ledger``)."""
     if spec.transform == "log":
         bad = values.notna() & ~(values > 0)
         ledger.exclude(analysis, f"{spec.role} not positive, cannot be log-transformed", int(bad.sum()),
@@ -238,7 +240,7 @@ def _transform(values: pd.Series, spec: OutcomeSpec, ledger: Ledger, analysis: s
     return values
 
 
-def _usable_covariates(data: pd.DataFrame, wanted: Sequence[str], notes: list[str]) -> list[str]:
+def usable_covariates(data: pd.DataFrame, wanted: Sequence[str], notes: list[str]) -> list[str]:
     """Covariates with at least one value: an absent optional column would otherwise exclude every row."""
     out = []
     for name in wanted:
@@ -249,8 +251,8 @@ def _usable_covariates(data: pd.DataFrame, wanted: Sequence[str], notes: list[st
     return out
 
 
-def _annotate(res: pd.DataFrame, front: Mapping[str, object], covar: Sequence[str],
-              notes: Sequence[str] | None = None) -> pd.DataFrame:
+def annotate_results(res: pd.DataFrame, front: Mapping[str, object], covar: Sequence[str],
+                     notes: Sequence[str] | None = None) -> pd.DataFrame:
     """Put the ``front`` columns first (in order), add the covariates used and prepend ``notes`` to ``note``."""
     for i, (name, value) in enumerate(front.items()):
         res.insert(i, name, value)
@@ -267,8 +269,8 @@ OLS_TABLE_COLUMNS = [
 ]
 
 
-def _outcome_ols(data: pd.DataFrame, y: str, x: str, covar: Sequence[str], notes: Sequence[str], spec: OutcomeSpec,
-                 config: ClinicalConfig, method: object, contrast: object) -> pd.DataFrame:
+def outcome_ols(data: pd.DataFrame, y: str, x: str, covar: Sequence[str], notes: Sequence[str], spec: OutcomeSpec,
+                config: ClinicalConfig, method: object, contrast: object) -> pd.DataFrame:
     """OLS of one outcome on ``x`` for one method, labelled with outcome, transform, method and contrast.
 
     The outcome's ``hc3`` policy picks the SE of inference: ``always`` HC3,
@@ -285,10 +287,10 @@ def _outcome_ols(data: pd.DataFrame, y: str, x: str, covar: Sequence[str], notes
     res = res[OLS_TABLE_COLUMNS]
     res["hc3_policy"] = spec.hc3
     front = {"outcome": spec.role, "transform": spec.transform, "method": method, "contrast": contrast}
-    return _annotate(res, front, covar, notes)
+    return annotate_results(res, front, covar, notes)
 
 
-def _fdr_table(rows: Sequence[pd.DataFrame], analysis: str) -> pd.DataFrame:
+def fdr_table(rows: Sequence[pd.DataFrame], analysis: str) -> pd.DataFrame:
     """The rows of a family of models in one table, with BH-adjusted p (``p_fdr``) and stars."""
     table = adjust_family(pd.concat(rows, ignore_index=True), "p", "fdr_bh", "p_fdr")
     table["significance"] = table["p_fdr"].map(_stars)
@@ -296,7 +298,8 @@ def _fdr_table(rows: Sequence[pd.DataFrame], analysis: str) -> pd.DataFrame:
     return table
 
 
-def _labels(frame: pd.DataFrame) -> pd.Series:
+def method_contrast_labels(frame: pd.DataFrame) -> pd.Series:
+    """``method (contrast)`` of each row."""
     return frame["method"].astype(str) + " (" + frame["contrast"].astype(str) + ")"
 
 
@@ -318,7 +321,7 @@ def fit_per_method(frame: pd.DataFrame, fit: Callable[..., Any], covariates: Seq
         if icv_z:
             data[ICV_Z] = zscore(data[ICV])
         notes: list[str] = []
-        covar = _usable_covariates(data, covariates, notes)
+        covar = usable_covariates(data, covariates, notes)
         try:
             produced = fit(data, {"method": method, "contrast": contrast}, covar, notes)
         except MODEL_ERRORS as exc:

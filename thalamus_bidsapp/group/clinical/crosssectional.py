@@ -10,9 +10,9 @@ from thalamus_bidsapp.group.clinical.common import (
     SUBJECT,
     VOLUME,
     Ledger,
-    _fdr_table,
-    _outcome_ols,
-    _transform,
+    fdr_table,
+    outcome_ols,
+    transformed_outcome,
     baseline_rows,
     fit_per_method,
 )
@@ -40,12 +40,12 @@ def cross_sectional(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalC
         rows = []
         for spec in outcomes:
             y = f"y_{spec.role}"
-            data[y] = _transform(data[spec.role], spec, ledger, ANALYSIS, **keys)
+            data[y] = transformed_outcome(data[spec.role], spec, ledger, ANALYSIS, **keys)
             ledger.missing(ANALYSIS, data, [y, VOLUME, *covar], {y: spec.role}, **keys, outcome=spec.role)
-            rows.append(_outcome_ols(data, y, VOLUME, covar, notes, spec, config, keys["method"], keys["contrast"]))
+            rows.append(outcome_ols(data, y, VOLUME, covar, notes, spec, config, keys["method"], keys["contrast"]))
         return rows
 
-    table = _fdr_table(fit_per_method(base, fit, ["age", SEX, ICV_Z, *config.covariates]), ANALYSIS)
+    table = fdr_table(fit_per_method(base, fit, ["age", SEX, ICV_Z, *config.covariates]), ANALYSIS)
     ledger.status(ANALYSIS, bool(table["n"].max() > 0), "" if table["n"].max() > 0 else "no complete rows",
                   int(base[SUBJECT].nunique()))
     return table

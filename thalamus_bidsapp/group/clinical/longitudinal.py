@@ -25,11 +25,11 @@ from thalamus_bidsapp.group.clinical.common import (
     SUBJECT,
     VOLUME,
     Ledger,
-    _annotate,
-    _fdr_table,
-    _labels,
-    _outcome_ols,
-    _transform,
+    annotate_results,
+    fdr_table,
+    method_contrast_labels,
+    outcome_ols,
+    transformed_outcome,
     deltas_between_visits,
     fit_per_method,
 )
@@ -56,15 +56,15 @@ def longitudinal(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalConf
     # apply the outcome transforms before differencing (log -> delta of logs)
     for spec in config.longitudinal_outcomes:
         if spec.role in roles and spec.transform == "log":
-            bl = _transform(deltas[f"{spec.role}_bl"], spec, ledger, ANALYSIS)
-            fu = _transform(deltas[f"{spec.role}_fu"], spec, ledger, ANALYSIS)
+            bl = transformed_outcome(deltas[f"{spec.role}_bl"], spec, ledger, ANALYSIS)
+            fu = transformed_outcome(deltas[f"{spec.role}_fu"], spec, ledger, ANALYSIS)
             deltas[f"delta_{spec.role}"] = fu - bl
     delta_cols = [SUBJECT, "session_bl", "session_fu", INTERVAL, "interval_source", *METHOD_KEYS, "diagnosis",
                   f"{VOLUME}_bl", f"{VOLUME}_fu", DELTA, PCT, ANNUAL,
                   *[c for r in roles for c in (f"{r}_bl", f"{r}_fu", f"delta_{r}")], "pbvc", STEROID, SCANNER_CHANGE]
     out["longitudinal_deltas"] = deltas[[c for c in dict.fromkeys(delta_cols) if c in deltas]].copy()
     out["longitudinal_change_by_diagnosis"] = change_by_diagnosis(deltas, roles)
-    labelled = deltas.assign(method_label=_labels(deltas))
+    labelled = deltas.assign(method_label=method_contrast_labels(deltas))
     if labelled["method_label"].nunique() >= 2:
         changes = labelled.dropna(subset=[PCT])
         # a pair needs two subjects to be tested; A - B with A the alphabetically earlier method label
@@ -133,10 +133,10 @@ def delta_regressions(deltas: pd.DataFrame, specs: Sequence[OutcomeSpec], config
             y = f"delta_{spec.role}"
             if limits is None:
                 ledger.missing(analysis, data, [y, x, *covar], **keys, outcome=spec.role)
-            rows.append(_outcome_ols(data, y, x, covar, notes, spec, config, keys["method"], keys["contrast"]))
+            rows.append(outcome_ols(data, y, x, covar, notes, spec, config, keys["method"], keys["contrast"]))
         return rows
 
-    table = _fdr_table(fit_per_method(deltas, fit, [*COVARIATES, *config.covariates]), analysis)
+    table = fdr_table(fit_per_method(deltas, fit, [*COVARIATES, *config.covariates]), analysis)
     if limits is not None:
         table.insert(1, "winsor_limits", f"{100 * limits[0]:g}-{100 - 100 * limits[1]:g}%")
     return table
@@ -157,7 +157,7 @@ def ordinal_edss(deltas: pd.DataFrame, config: ClinicalConfig, ledger: Ledger) -
         res = lon.ordinal_logistic(data, x=DELTA, y="edss_change", covar=covar, categorical=[SEX])
         # the volume coefficient only: the thresholds are in the stats API
         res = res.loc[res["term"] == DELTA].drop(columns="threshold").reset_index(drop=True)
-        return _annotate(res, {"outcome": "edss_change", **keys}, covar, notes)
+        return annotate_results(res, {"outcome": "edss_change", **keys}, covar, notes)
 
     table = pd.concat(fit_per_method(deltas, fit, [*COVARIATES, *config.covariates]), ignore_index=True)
     table["p_fdr"] = p_adjust(table["p"], "fdr_bh")

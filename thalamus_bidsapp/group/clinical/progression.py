@@ -23,8 +23,8 @@ from thalamus_bidsapp.group.clinical.common import (
     SUBJECT,
     VOLUME,
     Ledger,
-    _annotate,
-    _usable_covariates,
+    annotate_results,
+    usable_covariates,
     deltas_between_visits,
     fit_per_method,
 )
@@ -80,22 +80,22 @@ def _course_models(deltas: pd.DataFrame, config: ClinicalConfig, ledger: Ledger)
 
     def fit(data: pd.DataFrame, keys: dict, _covar: list[str], _notes: list[str]) -> None:
         data = data.assign(**{COURSE: pd.Categorical(data[COURSE], categories=list(prog.COURSE_LEVELS))})
-        covar = _usable_covariates(data, list(config.ancova_covariates), [])
+        covar = usable_covariates(data, list(config.ancova_covariates), [])
         if data[COURSE].dropna().nunique() >= 2:
             ledger.missing("progression_ancova", data, [PCT, COURSE, *covar], outcome=PCT, **keys)
             for name, func in _ANCOVA_TABLES:
                 res = func(data, PCT, COURSE, covar, categorical=[SEX])
                 if not res.empty:
-                    tables[name].append(_annotate(res, keys, covar))
+                    tables[name].append(annotate_results(res, keys, covar))
         else:
             ledger.status(f"progression_ancova:{keys['method']}:{keys['contrast']}", False,
                           "fewer than two EDSS course groups")
         lnotes: list[str] = []
-        lcovar = _usable_covariates(data, list(config.logistic_covariates), lnotes)
+        lcovar = usable_covariates(data, list(config.logistic_covariates), lnotes)
         ledger.missing("progression_logistic", data, [PROGRESSED, PCT, *lcovar], outcome=PROGRESSED, **keys)
         res = prog.logistic(data, x=PCT, y=PROGRESSED, covar=lcovar, categorical=[SEX])
         res = res.loc[res["term"] == PCT].reset_index(drop=True)
-        tables["progression_logistic"].append(_annotate(res, keys, lcovar, lnotes))
+        tables["progression_logistic"].append(annotate_results(res, keys, lcovar, lnotes))
 
     fit_per_method(deltas, fit, icv_z=False)
     out: dict[str, pd.DataFrame] = {}
