@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,7 +24,12 @@ from tests.conftest import shared_file
 from thalamus_bidsapp.errors import ThalamusError
 from thalamus_bidsapp.image.mutual_information import mutual_information_images
 from thalamus_bidsapp.tools import flirt as flirt_iface
-from thalamus_bidsapp.tools.ants import read_itk_affine_ras
+from thalamus_bidsapp.tools.ants import (
+    RIGID_SCHEDULE,
+    RigidSchedule,
+    read_itk_affine_ras,
+    rigid_registration_kwargs,
+)
 from thalamus_bidsapp.tools.registration import (
     ANTS_RIGID,
     FLIRT_MI_AFFINE,
@@ -343,6 +349,53 @@ def test_missing_input_and_bad_mask(small: dict[str, Path], tmp_path: Path) -> N
     assert err.value.exit_code == 65
     with pytest.raises(ValueError, match="modality"):
         register_to_t1w(small["r1"], small["t1w"], small["mask"], "T2w", tmp_path, fsl_available=False)
+
+
+# --------------------------------------------------------------------------- the ANTs rigid schedule
+
+
+def test_rigid_schedule_arguments() -> None:
+    kwargs = rigid_registration_kwargs()
+    assert kwargs == {"type_of_transform": "Rigid", "initial_transform": "Identity", "aff_metric": "mattes",
+                      "aff_sampling": 32, "aff_random_sampling_rate": 0.25, "aff_shrink_factors": (4, 2),
+                      "aff_smoothing_sigmas": (2, 1), "aff_iterations": (100, 20)}
+    masked = rigid_registration_kwargs(RIGID_SCHEDULE, fixed_mask="mask")
+    assert masked["mask"] == "mask" and masked["mask_all_stages"] is True
+    with pytest.raises(ValueError, match="as many"):
+        RigidSchedule(shrink_factors=(4, 2, 1))
+    with pytest.raises(ValueError, match="sampling rate"):
+        RigidSchedule(sampling_rate=0.0)
+
+
+def test_ants_rigid_in_the_brain_mask_recovers_a_planted_misalignment_identically(tmp_path: Path) -> None:
+    # Colin27 at 2 mm, a rotated and shifted R1-like copy: seconds, and the seeded sampling gives one answer.
+    t1 = _downsample(shared_file("colin27_aal", "ch2.nii.gz"), tmp_path / "t1w.nii.gz", 2.0)
+    mask = helpers.make_brain_mask(t1, tmp_path / "mask.nii.gz")
+    r1 = tmp_path / "r1.nii.gz"
+    true = helpers.make_r1_like(t1, mask, r1, rotation_deg=(5.0, -3.0, 4.0), translation_mm=(5.0, -4.0, 6.0),
+                                voxel_mm=2.0)
+    assert helpers.mean_displacement_mm(np.eye(4), true, mask) > 5.0
+    # ITK reads its thread count once per process; a participant run keeps it at 1 (resources.ITK_THREADS).
+    env = {**os.environ, "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, "-c", _TWO_RIGID_RUNS, str(r1), str(t1), str(mask), str(tmp_path)], check=True,
+                   timeout=600, env=env)
+    found = [read_itk_affine_ras(tmp_path / f"{run}.txt") for run in ("a", "b")]
+    assert (tmp_path / "a.txt").read_bytes() == (tmp_path / "b.txt").read_bytes()
+    assert helpers.mean_displacement_mm(found[0], true, mask) < 1.0
+    registered = tmp_path / "a.nii.gz"
+    _assert_on_grid(registered, t1)
+    assert mutual_information_images(t1, registered, mask) > mutual_information_images(t1, r1, mask)
+
+
+_TWO_RIGID_RUNS = """
+import sys
+from pathlib import Path
+from thalamus_bidsapp.tools.ants import ants_rigid
+moving, fixed, mask, out = map(Path, sys.argv[1:5])
+for run in ("a", "b"):
+    ants_rigid(moving, fixed, out / f"{run}.nii.gz", out / f"{run}.txt", fixed_mask=mask)
+"""
 
 
 # --------------------------------------------------------------------------- real anatomy, full resolution

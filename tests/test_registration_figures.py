@@ -51,3 +51,33 @@ def test_no_registered_image_no_figure(tmp_path):
     assert draw_registration_figures(anat, SESSION, tmp_path / "figures") == []
     assert not (tmp_path / "figures").exists()
     assert nib.load(str(anat / f"{SESSION}_space-T1w_desc-brain_mask.nii.gz")).shape
+
+
+def test_unchanged_inputs_are_not_drawn_again(tmp_path, monkeypatch):
+    from thalamus_bidsapp.reports import registration_figures
+
+    anat = _published(tmp_path)
+    figures = tmp_path / SESSION / "figures"
+    drawn = []
+
+    def fake_svg(t1w, registered, brain_mask, *, label):
+        drawn.append(label)
+        return f"<?xml version='1.0' encoding='utf-8'?>\n<svg>{label} {len(drawn)}</svg>"
+
+    monkeypatch.setattr(registration_figures, "flicker_svg", fake_svg)
+    (svg,) = draw_registration_figures(anat, SESSION, figures)
+    assert len(drawn) == 1 and svg.read_text().startswith("<?xml version='1.0' encoding='utf-8'?>\n<!-- ")
+    mtime = svg.stat().st_mtime_ns
+    assert draw_registration_figures(anat, SESSION, figures) == [svg]
+    assert len(drawn) == 1 and svg.stat().st_mtime_ns == mtime  # the inputs did not change: not drawn
+
+    # A new registration (its sidecar records another MI) is drawn again.
+    sidecar = anat / f"{SESSION}_space-T1w_desc-preproc_FLAIR.json"
+    sidecar.write_text(json.dumps({"Registration": {"SelectedStrategy": "ants_rigid", "MutualInformation": 0.5}}))
+    draw_registration_figures(anat, SESSION, figures)
+    assert drawn == ["FLAIR (flirt_normcorr, MI 0.451)", "FLAIR (ants_rigid, MI 0.500)"]
+    assert "ants_rigid" in svg.read_text()
+    # So is a figure edited or written by an older version (no key in it).
+    svg.write_text("<svg>old</svg>")
+    draw_registration_figures(anat, SESSION, figures)
+    assert len(drawn) == 3

@@ -79,3 +79,54 @@ def test_sagittal_slices_cut_a_thalamus(patient):
     areas = thalamus.sum(axis=(1, 2))
     for index in _slice_indices(thalamus, 0, 5):
         assert areas[index] >= 0.5 * areas.max(), (index, areas[index], areas.max())
+
+
+def _small_session(tmp_path):
+    """A session with a T1w, two thalamus masks and a lesion mask on a small grid, as the participant level publishes."""
+    from thalamus_bidsapp.reports.session import MaskInfo, SessionReport
+
+    anat = tmp_path / "sub-01" / "anat"
+    masks = [MaskInfo(desc, anat / f"sub-01_space-T1w_label-thalamus_desc-{desc}_mask.nii.gz", {"Contrast": "T1w"})
+             for desc in ("meshnet", "prior")]
+    if anat.is_dir():
+        return SessionReport("sub-01", None, anat, masks=masks)
+    anat.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(rng.uniform(0, 100, (30, 30, 30)).astype(np.float32), affine),
+             str(anat / "sub-01_desc-preproc_T1w.nii.gz"))
+    for shift, info in enumerate(masks):
+        data = np.zeros((30, 30, 30), np.uint8)
+        data[10 + shift:16, 12:18, 12:16] = 1
+        nib.save(nib.Nifti1Image(data, affine), str(info.path))
+    lesion = np.zeros((30, 30, 30), np.uint8)
+    lesion[5:8, 5:8, 5:8] = 1
+    nib.save(nib.Nifti1Image(lesion, affine), str(anat / "sub-01_space-T1w_label-lesion_mask.nii.gz"))
+    return SessionReport("sub-01", None, anat, masks=masks)
+
+
+def test_mask_figures_are_not_drawn_again_when_nothing_changed(tmp_path, monkeypatch):
+    from thalamus_bidsapp.reports import mask_figures
+
+    figures = tmp_path / "figures"
+    session = _small_session(tmp_path)
+    mask_figures.draw_masks(session, figures)
+    drawn = [info.figure for info in session.masks]
+    assert all(path is not None and path.is_file() for path in drawn)
+    mtimes = [path.stat().st_mtime_ns for path in drawn]
+
+    loads = []
+    real_load = mask_figures._load_canonical
+    monkeypatch.setattr(mask_figures, "_load_canonical", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    again = _small_session(tmp_path)
+    mask_figures.draw_masks(again, figures)
+    assert loads == [] and [info.figure for info in again.masks] == drawn
+    assert [path.stat().st_mtime_ns for path in drawn] == mtimes
+
+    # Another mask changes the crop of every figure: all are drawn again.
+    data = np.zeros((30, 30, 30), np.uint8)
+    data[8:20, 12:18, 12:16] = 1
+    nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0])), str(again.masks[1].path))
+    keys = [mask_figures.recorded_key(path) for path in drawn]
+    mask_figures.draw_masks(_small_session(tmp_path), figures)
+    assert loads and all(mask_figures.recorded_key(p) != k for p, k in zip(drawn, keys))

@@ -16,6 +16,7 @@ import numpy as np
 from thalamus_bidsapp.bidsio.atomic import write_if_changed
 from thalamus_bidsapp.image.grid import GRID_ATOL_MM
 from thalamus_bidsapp.image.masks import integer_labels
+from thalamus_bidsapp.reports.figure_keys import figure_key, is_current, recorded_key, with_key
 from thalamus_bidsapp.reports.html import esc
 
 if TYPE_CHECKING:
@@ -138,8 +139,11 @@ def _legend(fig, title: str, *, sides: bool, lesion: bool) -> None:
 
 
 def plot_mask_mosaic(t1w: np.ndarray, mask: np.ndarray, zooms: tuple[float, float, float], out_file: Path,
-                     **options) -> bool:
-    """Draw :func:`mosaic_figure` and save it as an SVG (only if its content changed); whether it was written."""
+                     *, key: str | None = None, **options) -> bool:
+    """Draw :func:`mosaic_figure` and save it as an SVG (only if its content changed); whether it was written.
+
+    ``key``: the content key of the figure's inputs (:mod:`.figure_keys`), written into the SVG.
+    """
     import matplotlib
 
     fig = mosaic_figure(t1w, mask, zooms, **options)
@@ -148,7 +152,8 @@ def plot_mask_mosaic(t1w: np.ndarray, mask: np.ndarray, zooms: tuple[float, floa
     # text stays text (fonttype none) rather than glyph outlines, which would double the size.
     with matplotlib.rc_context({"svg.hashsalt": "thalamus_bidsapp", "svg.fonttype": "none"}):
         fig.savefig(buffer, format="svg", facecolor=fig.get_facecolor(), metadata={"Date": None})
-    return write_if_changed(buffer.getvalue(), Path(out_file))
+    svg = buffer.getvalue() if key is None else with_key(buffer.getvalue(), key)
+    return write_if_changed(svg, Path(out_file))
 
 
 def mosaic_figure(
@@ -250,6 +255,12 @@ def draw_masks(session, figures_dir: Path) -> None:
     if not t1_path.is_file():
         session.messages.append(("warning", f"No <code>{esc(t1_path.name)}</code>: mask figures not drawn."))
         return
+    planned = _planned_figures(session, figures_dir, t1_path)
+    if all(is_current(out, key) for out, _, key in planned.values()) and _lesion_on_grid(session, t1_path):
+        # Nothing they are drawn from changed: loading the T1w and the masks would be the whole cost of the step.
+        for info in session.masks:
+            info.figure = planned[info.desc][0]
+        return
     t1, affine = _load_canonical(t1_path, np.float32)
     zooms = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
     masks, side_maps = {}, {}
@@ -259,8 +270,7 @@ def draw_masks(session, figures_dir: Path) -> None:
             session.messages.append(("warning", f"{esc(info.path.name)} is not on the T1w grid: not drawn."))
             continue
         masks[info.desc] = data > 0
-        side_path = info.path.with_name(info.path.name.replace("_label-thalamus_", "_seg-thalamus_")
-                                        .replace("_mask.nii.gz", "_dseg.nii.gz"))
+        side_path = _side_path(info.path)
         if side_path.is_file():
             side_data, side_affine = _load_canonical(side_path)
             if side_data.shape == t1.shape and np.allclose(side_affine, affine, atol=GRID_ATOL_MM, rtol=0):
@@ -274,15 +284,40 @@ def draw_masks(session, figures_dir: Path) -> None:
     box = _bounding_box(union, np.ceil(_MARGIN_MM / np.asarray(zooms)))
     slices = {axis: _slice_indices(union, axis, _N_SLICES) for _, axis in _PLANES}
     positions = {axis: slice_positions_mm(affine, box, axis, indices) for axis, indices in slices.items()}
+    for i, info in enumerate(session.masks):
+        if info.desc not in masks:
+            continue
+        out, title, key = planned[info.desc]
+        if plot_mask_mosaic(t1, masks[info.desc], zooms, out, box=box, slices=slices, title=title,
+                            positions=positions, color=_MASK_COLORS[i % len(_MASK_COLORS)],
+                            sides=side_maps.get(info.desc), lesion=lesion, key=key):
+            LOGGER.info("wrote %s", out)
+        info.figure = out
+
+
+def _side_path(mask_path: Path) -> Path:
+    """The left/right labels published beside a thalamus mask (drawn in its figure when present)."""
+    return mask_path.with_name(mask_path.name.replace("_label-thalamus_", "_seg-thalamus_")
+                               .replace("_mask.nii.gz", "_dseg.nii.gz"))
+
+
+def _planned_figures(session, figures_dir: Path, t1_path: Path) -> dict[str, tuple[Path, str, str]]:
+    """Mask desc -> (figure path, title, content key) for every mask of the session.
+
+    Every figure is cropped to the union of all the session's masks and shows
+    the lesions, so each key covers all of those files, not only its own mask.
+    """
     volumes = {}
     if session.volumes is not None and "method" in session.volumes:
         bilateral = session.volumes
         if "hemisphere" in bilateral:
             bilateral = bilateral[bilateral["hemisphere"] == "bilateral"]
         volumes = dict(zip(bilateral["method"].astype(str), bilateral.get("volume_ml", [])))
+    files = [t1_path, session.anat / f"{session.name}_space-T1w_label-lesion_mask.nii.gz"]
+    for info in session.masks:
+        files += [info.path, _side_path(info.path)]
+    planned = {}
     for i, info in enumerate(session.masks):
-        if info.desc not in masks:
-            continue
         contrast = info.sidecar.get("Contrast") or ""
         volume = volumes.get(info.desc)
         title = f"{session.label or session.name}  {info.desc}" + (f" ({contrast})" if contrast else "")
@@ -291,11 +326,19 @@ def draw_masks(session, figures_dir: Path) -> None:
         if info.sidecar.get("LesionFilled"):
             title += "  [lesion-filled T1w]"
         out = figures_dir / f"{session.name}_space-T1w_label-thalamus_desc-{info.desc}_mask.svg"
-        if plot_mask_mosaic(t1, masks[info.desc], zooms, out, box=box, slices=slices, title=title,
-                            positions=positions, color=_MASK_COLORS[i % len(_MASK_COLORS)],
-                            sides=side_maps.get(info.desc), lesion=lesion):
-            LOGGER.info("wrote %s", out)
-        info.figure = out
+        key = figure_key(files, (info.desc, title, _MASK_COLORS[i % len(_MASK_COLORS)], _N_SLICES, _MARGIN_MM),
+                         code=(__name__,))
+        planned[info.desc] = (out, title, key)
+    return planned
+
+
+def _lesion_on_grid(session, t1_path: Path) -> bool:
+    """Whether the lesion mask is absent or on the T1w's own voxel grid (headers only; no warning to give then)."""
+    path = session.anat / f"{session.name}_space-T1w_label-lesion_mask.nii.gz"
+    if not path.is_file():
+        return True
+    lesion, t1 = nib.load(str(path)), nib.load(str(t1_path))
+    return lesion.shape[:3] == t1.shape[:3] and np.allclose(lesion.affine, t1.affine, atol=GRID_ATOL_MM, rtol=0)
 
 
 def _lesion_mask(session, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray | None:

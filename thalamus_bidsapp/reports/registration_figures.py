@@ -6,9 +6,10 @@ draws the T1w and the registered image at the same seven cuts per plane, with
 the T1w brain mask's outline on both, and ``compose_view`` stacks them into
 one SVG that flickers between the two on hover (the reportlet fMRIPrep users
 know). The figures are drawn by the reports from the derivatives alone, so
-``--reports-only`` redraws them; each is rewritten only when its content
-changes (the random element ids niworkflows gives and matplotlib's date are
-made deterministic).
+``--reports-only`` redraws them; a figure whose inputs did not change since it
+was drawn is left alone without being drawn again (:mod:`.figure_keys`), and
+one that is drawn is rewritten only when its content changes (the random
+element ids niworkflows gives and matplotlib's date are made deterministic).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import matplotlib
 
 from thalamus_bidsapp.bidsio.atomic import write_if_changed
+from thalamus_bidsapp.reports.figure_keys import figure_key, is_current, with_key
 
 LOGGER = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ _SVG_DATE = re.compile(r"<dc:date>[^<]*</dc:date>")
 
 
 def registration_figure_path(figures_dir: Path, session: str, modality: str) -> Path:
+    """Where the figure of ``modality`` of ``session`` goes."""
     return Path(figures_dir) / f"{session}_space-T1w_desc-registration_{modality}.svg"
 
 
@@ -64,9 +67,14 @@ def draw_registration_figures(anat: Path, session: str, figures_dir: Path) -> li
         if not registered.is_file():
             continue
         out = registration_figure_path(figures_dir, session, modality)
-        svg = flicker_svg(t1w, registered, brain_mask, label=_label(registered, modality))
-        if write_if_changed(svg, out):
-            LOGGER.info("wrote registration figure %s", out)
+        sidecar = Path(str(registered).replace(".nii.gz", ".json"))
+        key = figure_key((t1w, registered, brain_mask, sidecar), (modality, _N_CUTS), code=(__name__,))
+        if is_current(out, key):
+            LOGGER.debug("registration figure %s is up to date", out)
+        else:
+            svg = flicker_svg(t1w, registered, brain_mask, label=_label(registered, modality))
+            if write_if_changed(with_key(svg, key), out):
+                LOGGER.info("wrote registration figure %s", out)
         drawn.append(out)
     return drawn
 

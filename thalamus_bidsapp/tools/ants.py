@@ -1,8 +1,17 @@
 """ANTs rigid registration in process, through antspyx (no ANTs binaries needed).
 
 The strategy of the paper (section 2.5.2): rigid registration, identity
-initialisation, ANTs' default multi-resolution schedule, linear interpolation,
-result resampled onto the exact grid of the fixed (T1w) image.
+initialisation, Mattes mutual information, linear interpolation, result
+resampled onto the exact grid of the fixed (T1w) image. The schedule is
+:data:`RIGID_SCHEDULE`, not antspyx's default one (shrink 6x4x2x1, up to
+2100x1200x1200x10 iterations, 20 % of all voxels sampled): that one took
+about 4 minutes single-threaded for a 1 mm FLAIR, most of it spent on the
+background and on iterations at 1 and 2 mm that no longer moved the
+transform. Sampling only inside the T1w brain mask, stopping at 2 mm and
+capping the iterations there gives the same alignment in seconds (on the
+MS patients of the benchmarks the brain MI within 0.4 % of the old schedule's,
+higher or lower with the mask; the planted misalignments of the tests
+recovered to well under 1 mm).
 
 Coordinate conventions: ITK transforms act on physical points in LPS and map
 *fixed* points to *moving* points. :func:`read_itk_affine_ras` turns a written
@@ -32,8 +41,68 @@ from thalamus_bidsapp.image.orthonormal import is_orthonormal, orthonormal_grid,
 
 LOGGER = logging.getLogger(__name__)
 
-#: Fixed seed for the random metric sampling (20 % of voxels), so reruns agree.
+#: Fixed seed for the random metric sampling, so reruns agree.
 DEFAULT_RANDOM_SEED = 20250101
+
+
+@dataclass(frozen=True)
+class RigidSchedule:
+    """Multi-resolution schedule of :func:`ants_rigid` (levels coarse to fine).
+
+    Attributes
+    ----------
+    shrink_factors
+        Downsampling of the fixed image per level (voxels).
+    smoothing_sigmas
+        Gaussian smoothing per level (voxels of the full-resolution image).
+    iterations
+        Largest number of gradient steps per level; a level also stops when
+        the metric settles (ANTs' convergence test, 1e-6 over 10 iterations).
+    sampling_rate
+        Fraction of the fixed image's voxels (inside the mask, when one is
+        given) at which the metric is evaluated, on a jittered regular grid.
+    bins
+        Histogram bins of the Mattes mutual information.
+    """
+
+    shrink_factors: tuple[int, ...] = (4, 2)
+    smoothing_sigmas: tuple[float, ...] = (2, 1)
+    iterations: tuple[int, ...] = (100, 20)
+    sampling_rate: float = 0.25
+    bins: int = 32
+
+    def __post_init__(self) -> None:
+        if not len(self.shrink_factors) == len(self.smoothing_sigmas) == len(self.iterations):
+            raise ValueError("a rigid schedule needs as many smoothing sigmas and iteration counts as shrink factors")
+        if not 0 < self.sampling_rate <= 1:
+            raise ValueError(f"sampling rate must be in (0, 1], got {self.sampling_rate}")
+
+
+#: FLAIR and R1 map onto the T1w: 4 mm then 2 mm. At 2 mm a rigid fit is already sub-millimetre, and a
+#: 1 mm level costs about as much again as both coarser ones together without raising the brain MI.
+RIGID_SCHEDULE = RigidSchedule()
+
+
+def rigid_registration_kwargs(schedule: RigidSchedule = RIGID_SCHEDULE, *, fixed_mask=None) -> dict:
+    """The arguments of ``ants.registration`` (through :func:`seeded_registration`) for a rigid registration.
+
+    ``fixed_mask`` (an ANTs image, nonzero = inside) limits the metric to the
+    fixed image's brain at every level, so the samples fall on anatomy rather
+    than on background that both images share.
+    """
+    kwargs = {
+        "type_of_transform": "Rigid",
+        "initial_transform": "Identity",
+        "aff_metric": "mattes",
+        "aff_sampling": schedule.bins,
+        "aff_random_sampling_rate": schedule.sampling_rate,
+        "aff_shrink_factors": tuple(schedule.shrink_factors),
+        "aff_smoothing_sigmas": tuple(schedule.smoothing_sigmas),
+        "aff_iterations": tuple(schedule.iterations),
+    }
+    if fixed_mask is not None:
+        kwargs.update(mask=fixed_mask, mask_all_stages=True)
+    return kwargs
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -126,20 +195,30 @@ def ants_rigid(
     out_image: Path,
     out_transform: Path,
     *,
+    fixed_mask: Path | None = None,
+    schedule: RigidSchedule = RIGID_SCHEDULE,
     random_seed: int | None = DEFAULT_RANDOM_SEED,
 ) -> AntsRigidResult:
     """Rigidly register ``moving`` to ``fixed`` with antsRegistration (antspyx, in process).
 
-    Identity initialisation (no centre-of-mass alignment), antspyx's default
-    ``Rigid`` schedule: Mattes MI (32 bins, 20 % regular-random sampling),
-    shrink factors 6x4x2x1, smoothing sigmas 3x2x1x0 voxels, iterations
-    2100x1200x1200x10, gradient step 0.25. The result is resampled onto the
-    fixed grid with linear interpolation.
+    Identity initialisation (no centre-of-mass alignment: a FLAIR or R1 map
+    of the same session starts close, and a centre of mass moves with the
+    field of view), Mattes MI, gradient step 0.25, the multi-resolution
+    ``schedule`` (:data:`RIGID_SCHEDULE`: 32 bins, 25 % of the voxels inside
+    ``fixed_mask`` sampled, shrink 4x2, smoothing 2x1 voxels, at most
+    100x20 iterations). The result is resampled onto the full fixed grid
+    with linear interpolation.
 
     Parameters
     ----------
     moving, fixed
         NIfTI images (3D). ``fixed`` is the T1w reference.
+    fixed_mask
+        Brain mask on the grid of ``fixed`` (nonzero = brain): the metric is
+        sampled inside it, and the fixed image is cropped to its box (plus a
+        margin) for the registration. None samples the whole fixed image.
+    schedule
+        The multi-resolution schedule.
     out_image
         Where to write the registered image (NIfTI, float32, fixed grid and
         exactly the fixed image's affine).
@@ -168,9 +247,13 @@ def ants_rigid(
         fixed_itk = itk_readable(fixed, workdir)
         fixed_img = ants.image_read(str(fixed_itk), pixeltype="float")
         moving_img = ants.image_read(str(itk_readable(moving, workdir)), pixeltype="float")
-        result = seeded_registration(fixed_img, moving_img, what=f"rigid registration of {moving} to {fixed}",
-                                     random_seed=random_seed, type_of_transform="Rigid",
-                                     initial_transform="Identity", outprefix=str(workdir / "reg_"))
+        target, mask_img = fixed_img, None
+        if fixed_mask is not None:
+            mask_img = ants.image_read(str(itk_readable(fixed_mask, workdir, order=0)), pixeltype="float")
+            target, mask_img = _crop_to_mask(fixed_img, mask_img)
+        result = seeded_registration(target, moving_img, what=f"rigid registration of {moving} to {fixed}",
+                                     random_seed=random_seed, outprefix=str(workdir / "reg_"),
+                                     **rigid_registration_kwargs(schedule, fixed_mask=mask_img))
         transforms = result["fwdtransforms"]
         if not transforms:
             raise AntsRegistrationError(f"ANTs rigid registration of {moving} to {fixed} wrote no transform")
@@ -181,7 +264,9 @@ def ants_rigid(
         # The warped array is in the fixed image's voxel order; reuse the fixed
         # NIfTI affine verbatim so the grid is bit-identical to the T1w's.
         fixed_nii = nib.load(str(fixed))
-        warped = _onto(result["warpedmovout"].numpy().astype(np.float32), fixed_itk, fixed_nii, 1)
+        warped = result["warpedmovout"] if target is fixed_img else ants.apply_transforms(
+            fixed=fixed_img, moving=moving_img, transformlist=transforms, interpolator="linear")
+        warped = _onto(warped.numpy().astype(np.float32), fixed_itk, fixed_nii, 1)
         header = fixed_nii.header.copy()
         header.set_data_dtype(np.float32)
         header["scl_slope"], header["scl_inter"] = np.nan, np.nan
@@ -194,6 +279,26 @@ def ants_rigid(
     matrix = read_itk_affine_ras(out_transform)
     LOGGER.debug("ANTs rigid matrix (RAS, fixed->moving):\n%s", matrix)
     return AntsRigidResult(Path(out_image), Path(out_transform), "itk", matrix)
+
+
+def _crop_to_mask(image, mask, margin_mm: float = 10.0):
+    """``image`` and ``mask`` cropped to the mask's box widened by ``margin_mm``; both unchanged if it is empty.
+
+    The pyramid of the fixed image (smoothing and shrinking at every level) is
+    built over the whole image; around a brain the box is about half of a
+    1 mm head volume. The margin keeps the smoothing near the brain's edge
+    as it is on the whole image.
+    """
+    import ants
+
+    inside = np.argwhere(mask.numpy() > 0)
+    if inside.size == 0:
+        return image, mask
+    margin = np.ceil(margin_mm / np.asarray(image.spacing)).astype(int)
+    low = np.maximum(inside.min(axis=0) - margin, 0)
+    high = np.minimum(inside.max(axis=0) + margin + 1, np.asarray(image.shape))
+    return (ants.crop_indices(image, low.tolist(), high.tolist()),
+            ants.crop_indices(mask, low.tolist(), high.tolist()))
 
 
 def read_itk_affine_ras(path: Path | str) -> np.ndarray:
