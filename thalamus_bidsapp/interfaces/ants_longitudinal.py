@@ -45,17 +45,9 @@ RIGID_SETTINGS = {"aff_metric": "mattes", "aff_iterations": (100, 50), "aff_shri
                   "aff_smoothing_sigmas": (1, 0)}
 #: Voxel size (mm) of the copies the rigid registrations run on: the SyN takes up what is left, locally.
 RIGID_SPACING_MM = 2.0
-#: SyN of a session to the template around the thalamus: CC radius 2, ANTs' default regularisation, levels
-#: at 4x and 2x shrink (smoothing 2 and 1 voxels) and none at full resolution -- the schedule antspyx itself
-#: defaults to. Atrophy moves the thalamic boundary by tenths of a millimetre, smoothly; at full resolution
-#: the update field (flow sigma 3 voxels = 3 mm) follows noise and the box edge instead and gave back about
-#: 40 % of a known -2 % change on bert (-1.11 % measured), while the 2 mm level alone recovers it (-1.84 %),
-#: at a fifth of the cost. The field is still written, and integrated, on the full-resolution grid.
-SYN_SETTINGS = {"syn_metric": "CC", "syn_sampling": 2, "reg_iterations": (50, 30, 0), "grad_step": 0.2,
+#: SyN of a session to the template around the thalamus: CC radius 2, three levels, ANTs' default regularisation.
+SYN_SETTINGS = {"syn_metric": "CC", "syn_sampling": 2, "reg_iterations": (50, 30, 15), "grad_step": 0.2,
                 "flow_sigma": 3, "total_sigma": 0}
-#: Shrink factors and smoothing sigmas (voxels) antspyx derives from three levels of ``reg_iterations``.
-SYN_SHRINK_FACTORS = (4, 2, 1)
-SYN_SMOOTHING_VOXELS = (2, 1, 0)
 #: Margin (mm) of the SyN box around the template's thalamus.
 BOX_MARGIN_MM = 18.0
 
@@ -263,5 +255,4 @@ def syn_settings() -> dict:
     """The SyN settings, for sidecars."""
     return {"Software": "antspyx", "Version": ants_version(), "TypeOfTransform": "SyNOnly",
             **{k: list(v) if isinstance(v, tuple) else v for k, v in SYN_SETTINGS.items()},
-            "ShrinkFactors": list(SYN_SHRINK_FACTORS), "SmoothingSigmasVoxels": list(SYN_SMOOTHING_VOXELS),
             "BoxMarginMM": BOX_MARGIN_MM}

@@ -40,13 +40,12 @@ from thalamus_bidsapp.image.jacobian import integrate_jacobian, jacobian_determi
 LOGGER = logging.getLogger(__name__)
 
 #: Version of the cached results: change it when the measurement changes.
-CACHE_VERSION = "2"
+CACHE_VERSION = "1"
 #: The ``desc`` of the per-session longitudinal masks of a method.
 LONG_SUFFIX = "Long"
 CHANGE_METHOD = ("Jacobian integration: the within-subject template's thalamus (segmented once, per side) "
                  "integrated over the Jacobian determinant of each session's SyN registration to the template "
-                 "(antspyx SyNOnly, CC, levels at 4x and 2x shrink, inside a box 18 mm around the template's "
-                 "thalamus), after one rigid "
+                 "(antspyx SyNOnly, CC, inside a box 18 mm around the template's thalamus), after one rigid "
                  "resampling of each session into the template's halfway space")
 
 
