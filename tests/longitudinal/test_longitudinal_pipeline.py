@@ -51,7 +51,7 @@ def _long_rows(out):
     return table, table[table["mode"] == "longitudinal"].set_index("hemisphere")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 open: -1.21 % of a -2.0 % atrophy end to end (target: within "
+@pytest.mark.xfail(strict=True, reason="known gap: -1.21 % of a -2.0 % atrophy end to end (target: within "
                    "0.3 pp); the base rescan's Jacobian volume is offset by about 0.7 % (README, Longitudinal mode); "
                    "the mode is a preview, off by default")
 def test_change_table_recovers_the_atrophy_to_the_target(two_sessions):
