@@ -216,3 +216,14 @@ def test_scatter_matrix_of_a_dataset_without_sessions(tmp_path):
     result = write_group_figures(group)
     assert "volumes_scatter_matrix" in result.files, result.notes.get("volumes_scatter_matrix")
     assert len(figures_group._wide_volumes(volumes)) == 6
+
+
+def test_each_method_declares_the_colours_of_its_masks():
+    """The palette is the methods' own colours, in report order; a mask colour is claimed once."""
+    from thalamus_bidsapp.methods.registry import all_methods
+    from thalamus_bidsapp.reports.palette import METHOD_COLORS
+
+    declared = [desc for method in all_methods() for desc in method.colors]
+    assert list(METHOD_COLORS) == declared and len(set(declared)) == len(declared)
+    for method in all_methods():
+        assert method.name in method.colors, f"{method.name} gives its own mask no colour"

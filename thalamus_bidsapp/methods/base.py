@@ -152,6 +152,9 @@ class SegmentationMethod(abc.ABC):
     consumes_t1w: ClassVar[bool] = True
     #: Whether the method can offer a lesion mask (``--lesion-source <name>``; see :meth:`init_lesion_nodes`).
     provides_lesions: ClassVar[bool] = False
+    #: Colour of each mask the method publishes in the reports' figures, by the mask's ``desc`` (hex). A mask
+    #: without one gets a spare colour; the palette checks that two methods do not claim the same mask.
+    colors: ClassVar[Mapping[str, str]] = {}
 
     def owns(self, desc: str) -> bool:
         """Whether a published mask with this ``desc`` entity comes from this method."""

@@ -26,6 +26,7 @@ NAME = "dbsegment"
 class DBSegment(SegmentationMethod):
     name = NAME
     order = 30
+    colors = {NAME: "#009E73"}  # Okabe-Ito bluish green
     citation = ("Baniasadi M, et al. (2023). DBSegment: fast and robust segmentation of deep brain structures "
                 "considering domain generalization. Hum Brain Mapp 44(2):762-778. doi:10.1002/hbm.26097")
     options = (

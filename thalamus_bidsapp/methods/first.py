@@ -23,6 +23,7 @@ from thalamus_bidsapp.methods.records import RecordOutputSpec, write_mask_record
 class First(SegmentationMethod):
     name = "first"
     order = 20
+    colors = {"first": "#E69F00"}  # Okabe-Ito orange
     citation = ("Patenaude B, et al. (2011). A Bayesian model of shape and appearance for subcortical brain "
                 "segmentation. NeuroImage 56(3):907-922. doi:10.1016/j.neuroimage.2011.02.046")
     labels = SideLabels(left=(10,), right=(49,), source="firstseg (L_Thal, R_Thal)")

@@ -24,6 +24,7 @@ from thalamus_bidsapp.methods.records import CONTENT_DIGEST_DESC, write_mask_rec
 class FreeSurfer(SegmentationMethod):
     name = "freesurfer"
     order = 10
+    colors = {"freesurfer": "#0072B2"}  # Okabe-Ito blue
     citation = ("Fischl B, et al. (2002). Whole brain segmentation: automated labeling of neuroanatomical "
                 "structures in the human brain. Neuron 33(3):341-355. doi:10.1016/S0896-6273(02)00569-X")
     options = (

@@ -29,6 +29,7 @@ LOGGER = logging.getLogger(__name__)
 class MeshNet(SegmentationMethod):
     name = NAME
     order = 40
+    colors = {NAME: "#CC79A7"}  # Okabe-Ito reddish purple
     citation = ("Fedorov A, et al. (2017). End-to-end learning of brain tissue segmentation from imperfect "
                 "labeling. IJCNN. doi:10.1109/IJCNN.2017.7966333; Masoud M, et al. (2023). Brainchop: in-browser "
                 "MRI volumetric segmentation and rendering. J Open Source Softw 8(83):5098. doi:10.21105/joss.05098")

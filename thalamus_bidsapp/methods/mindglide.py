@@ -43,6 +43,10 @@ def _envelope_choices() -> tuple[str, ...]:
 class MindGlide(SegmentationMethod):
     name = "mindglide"
     order = 50
+    # Okabe-Ito vermillion, sky blue and yellow for the single contrasts; Paul Tol's muted colours for the ensembles.
+    colors = {"mindglide": "#D55E00", "mindglideT1w": "#D55E00", "mindglideFLAIR": "#56B4E9", "mindglideR1": "#F0E442",
+              "ensembleT1wFLAIR": "#332288", "ensembleT1wR1": "#117733", "ensembleR1FLAIR": "#CC6677",
+              "ensembleT1wFLAIRR1": "#882255"}
     citation = ("Goebl P, et al. (2024). Repurposing clinical MRI archives for multiple sclerosis research with a "
                 "flexible, single-modality approach: new insights from the MindGlide model. medRxiv. "
                 "doi:10.1101/2024.03.22.24304705")

@@ -32,28 +32,21 @@ TOL_MUTED = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "
 #: The colour of the manual (ground-truth) masks and of reference lines.
 REFERENCE_COLOR = OKABE_ITO["black"]
 
-#: Colours of the registered single-mask methods, in registry order (freesurfer, first, dbsegment, meshnet).
-_REGISTRY_COLORS = (OKABE_ITO["blue"], OKABE_ITO["orange"], OKABE_ITO["bluish_green"], OKABE_ITO["reddish_purple"])
-
-
 def _registry_colors() -> dict[str, str]:
+    """Each registered method's mask colours (its ``colors``), in report order."""
     from thalamus_bidsapp.methods.registry import all_methods
 
-    return dict(zip((m.name for m in all_methods() if not m.needs_envelope), _REGISTRY_COLORS))
+    colors: dict[str, str] = {}
+    for method in all_methods():
+        for desc, color in method.colors.items():
+            if desc in colors:
+                raise ValueError(f"method {method.name!r} gives mask {desc!r} a colour another method gave already")
+            colors[desc] = color
+    return colors
 
 
-#: Known methods (the ``desc`` of their masks) in report order, with their colours.
-METHOD_COLORS: dict[str, str] = {
-    **_registry_colors(),
-    "mindglide": OKABE_ITO["vermillion"],
-    "mindglideT1w": OKABE_ITO["vermillion"],
-    "mindglideFLAIR": OKABE_ITO["sky_blue"],
-    "mindglideR1": OKABE_ITO["yellow"],
-    "ensembleT1wFLAIR": TOL_MUTED[0],
-    "ensembleT1wR1": TOL_MUTED[3],
-    "ensembleR1FLAIR": TOL_MUTED[6],
-    "ensembleT1wFLAIRR1": TOL_MUTED[7],
-}
+#: Known masks (the ``desc`` of the methods' masks) in report order, with their colours.
+METHOD_COLORS: dict[str, str] = _registry_colors()
 _SPARE = (*TOL_MUTED[1:3], TOL_MUTED[4], TOL_MUTED[5], TOL_MUTED[8], "#777777")
 
 #: Widest figure: a two-column figure of a journal page, in inches (180 mm).
