@@ -195,3 +195,16 @@ def test_each_method_contributes_a_segmentation_node(tmp_path, methods):
         stem = {"freesurfer": "recon_all", "dbsegment": "dbsegment", "meshnet": "meshnet",
                 "mindglide": "mindglide"}[absent]
         assert not any(stem in n for n in segmentation), f"{absent} not asked for, yet {sorted(segmentation)}"
+
+
+def test_node_count_by_public_api_matches_what_runs(tmp_path):
+    """The engine counts a session's nodes through nipype's public API: every node but the identity ones."""
+    from nipype.interfaces.utility import IdentityInterface
+
+    sessions = _skeleton(tmp_path / "bids", flair=True, r1map=True, lesion=True, sessions=("1",))
+    workflow = _build(tmp_path, sessions, ("freesurfer", "meshnet", "mindglide"), lesion_filling="both")
+    session_wf = workflow.get_node(workflow.list_node_names()[0].split(".")[0])
+    counted = sum(not isinstance(session_wf.get_node(name).interface, IdentityInterface)
+                  for name in session_wf.list_node_names())
+    flat = workflow._create_flat_graph()
+    assert counted == sum(not isinstance(node.interface, IdentityInterface) for node in flat.nodes()) > 20

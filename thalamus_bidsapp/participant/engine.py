@@ -69,7 +69,8 @@ def run_workflow(
     for ready in sessions:
         session_wf = workflow.get_node(workflow_name(ready.session))
         node_counts[workflow_name(ready.session)] = sum(
-            not isinstance(node.interface, IdentityInterface) for node in session_wf._get_all_nodes())
+            not isinstance(session_wf.get_node(name).interface, IdentityInterface)
+            for name in session_wf.list_node_names())
     guard = InterruptGuard()
     tracker = SessionTracker(node_counts, {workflow_name(ready.session): ready.session.name for ready in sessions},
                               staging, guard)

@@ -72,7 +72,7 @@ class SessionTracker:
         self.failed_before_interrupt: set[str] = set()
 
     def __call__(self, node, status: str) -> None:
-        workflow = next((part for part in node._hierarchy.split(".") if part in self.remaining), None)
+        workflow = next((part for part in node.fullname.split(".") if part in self.remaining), None)
         if status == "exception" and workflow is not None and self.guard.signum is None:
             self.failed_before_interrupt.add(self.session_names[workflow])
         self.guard.check()
