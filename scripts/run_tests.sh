@@ -17,4 +17,5 @@ python3 -m venv .venv
 # podman, runc and debootstrap for the container build test (it skips with the reason where podman cannot run).
 bash tests/container/setup_podman.sh || echo "podman setup failed; tests/container/test_container_build.py will skip" >&2
 export HF_HUB_OFFLINE=1 NIPYPE_NO_ET=1 MPLBACKEND=Agg
-exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
+# --durations: the slowest tests are listed at the end, to keep the command within its time.
+exec .venv/bin/python -m pytest -p no:cacheprovider --durations=30 "$@"
