@@ -51,12 +51,10 @@ for folder in (REPO, REPO / "benchmarks"):
         sys.path.insert(0, str(folder))
 
 from bench_participant import (  # noqa: E402 - the folder is put on the path just above
-    DEFAULT_MODEL,
-    DEFAULT_SIDES_MODEL,
     SHARED,
     _load,
+    app_environment,
     run_measured,
-    templateflow_home,
 )
 
 LOGGER = logging.getLogger("bench_ms_session")
@@ -144,16 +142,12 @@ def main() -> None:
     missing = [p for p in args.patients if not (PATIENTS / p / T1).is_file()]
     if missing:
         raise SystemExit(f"test data not found: {', '.join(missing)} in {PATIENTS} (set THALAMUS_TEST_DATA)")
-    from thalamus_bidsapp.resources import available_cpus
+    from thalamus_bidsapp.participant.resources import available_cpus
 
     cpus = available_cpus()
     load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="bench_ms_session_"))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NIPYPE_NO_ET="1", MPLBACKEND="Agg",
-               THALAMUS_MESHNET_MODEL=os.environ.get("THALAMUS_MESHNET_MODEL", str(DEFAULT_MODEL)),
-               THALAMUS_MESHNET_SIDES_MODEL=os.environ.get("THALAMUS_MESHNET_SIDES_MODEL", str(DEFAULT_SIDES_MODEL)),
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-               TEMPLATEFLOW_HOME=str(templateflow_home(root)), TEMPLATEFLOW_AUTOUPDATE="0")
+    env = app_environment(root)
     LOGGER.info("MS session benchmark: %s of %s, %d CPUs, %d repeats; load average before: %s",
                 ", ".join(args.patients), PATIENTS, cpus, args.repeat, _load())
     datasets = build_datasets(args.patients, root)

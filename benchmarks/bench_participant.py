@@ -252,6 +252,15 @@ def _app_line(label: str, app: dict) -> str:
             f"peak memory {app['peak_pss_gb']:.2f} GB\n  phases: {app['phases']}")
 
 
+def app_environment(root: Path) -> dict[str, str]:
+    """The environment of a benchmarked app run: offline, the shared MeshNet models, a TemplateFlow home in ``root``."""
+    return dict(os.environ, HF_HUB_OFFLINE="1", NIPYPE_NO_ET="1", MPLBACKEND="Agg",
+                THALAMUS_MESHNET_MODEL=os.environ.get("THALAMUS_MESHNET_MODEL", str(DEFAULT_MODEL)),
+                THALAMUS_MESHNET_SIDES_MODEL=os.environ.get("THALAMUS_MESHNET_SIDES_MODEL", str(DEFAULT_SIDES_MODEL)),
+                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+                TEMPLATEFLOW_HOME=str(templateflow_home(root)), TEMPLATEFLOW_AUTOUPDATE="0")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--participant", default="01", help="label in ds002748_subset (default 01)")
@@ -265,11 +274,7 @@ def main() -> None:
     cpus = available_cpus()
     load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="bench_participant_"))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NIPYPE_NO_ET="1", MPLBACKEND="Agg",
-               THALAMUS_MESHNET_MODEL=os.environ.get("THALAMUS_MESHNET_MODEL", str(DEFAULT_MODEL)),
-               THALAMUS_MESHNET_SIDES_MODEL=os.environ.get("THALAMUS_MESHNET_SIDES_MODEL", str(DEFAULT_SIDES_MODEL)),
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-               TEMPLATEFLOW_HOME=str(templateflow_home(root)), TEMPLATEFLOW_AUTOUPDATE="0")
+    env = app_environment(root)
     print(f"participant benchmark: sub-{args.participant} of {DATASET}, {cpus} CPUs; "
           f"load average before: {_load()}", flush=True)
     runs: dict[str, list[dict]] = {"app": [], "minimal": [], "app_networks": [], "minimal_networks": []}
