@@ -21,14 +21,9 @@ import pytest
 from tests.conftest import SHARED_DATA, missing_prerequisite
 from thalamus_bidsapp.cli import check_tools
 from thalamus_bidsapp.tools import dbsegment, mindglide
-from thalamus_bidsapp.tools.check import (
-    FIRST_MODELS,
-    FIRST_PROGRAMS,
-    FIRST_TEMPLATES,
-    FREESURFER_HELPERS,
-    FREESURFER_PROGRAMS,
-    writable_dir,
-)
+from thalamus_bidsapp.tools.check import writable_dir
+from thalamus_bidsapp.tools.first import FIRST_MODELS, FIRST_PROGRAMS, FIRST_TEMPLATES
+from thalamus_bidsapp.tools.freesurfer import FREESURFER_HELPERS, FREESURFER_PROGRAMS
 
 FAKES = Path(__file__).parent / "fakes"
 MESHNET = SHARED_DATA / "brainchop" / "models" / "model30chan18cls"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_layout.py"
@@ -22,11 +23,33 @@ def test_no_long_module_or_function_and_methods_stay_in_their_modules():
         assert 1 <= len(where) <= 3, (name, where)
 
 
-def test_the_checker_sees_names_but_not_comments_or_docstrings():
+def test_the_checker_sees_names_but_not_comments_docstrings_or_messages():
     checker = _checker()
     source = '"""meshnet in a docstring."""\n# dbsegment in a comment\nx = "dbsegment"\nmeshnet_model = 1\n'
     assert checker.names_used(source, ("dbsegment", "meshnet")) == {"dbsegment", "meshnet"}
-    assert checker.names_used('"""dbsegment"""\n# meshnet\n', ("dbsegment", "meshnet")) == set()
+    assert checker.names_used('y = "--meshnetSides-off"\n', ("meshnet",)) == {"meshnet"}
+    assert checker.names_used('"""dbsegment"""\n# meshnet\nlog("meshnet did not run")\n',
+                              ("dbsegment", "meshnet")) == set()
     long = "def f():\n    " + "\n    ".join(f"x{i} = {i}" for i in range(81)) + "\n"
     assert [name for name, _, _ in checker.long_functions(long)] == ["f"]
     assert checker.long_functions('def g():\n    """' + "doc\n" * 100 + '"""\n    return 1\n') == []
+
+
+def test_the_rooms_of_each_registered_method_come_from_the_registry(tmp_path):
+    """Every registered method has rooms (its module, its own adapters); a module elsewhere importing them fails."""
+    from thalamus_bidsapp.methods import method_names
+
+    checker = _checker()
+    copy = tmp_path / "thalamus_bidsapp"
+    shutil.copytree(checker.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    problems, _ = checker.check(copy)
+    assert problems == []
+    (copy / "reports" / "shortcut.py").write_text("from thalamus_bidsapp.tools import first\n")
+    problems, _ = checker.check(copy)
+    assert any("thalamus_bidsapp/reports/shortcut.py imports thalamus_bidsapp.tools.first" in p
+               and "'first'" in p for p in problems), problems
+    sources = {checker._module_name(p, checker.PACKAGE): p for p in checker.PACKAGE.rglob("*.py")}
+    imports = {m: checker.imported_modules(p.read_text()) for m, p in sources.items()}
+    rooms = checker.method_rooms(imports)
+    assert set(rooms) == set(method_names())
+    assert rooms["meshnet"] >= {"thalamus_bidsapp.methods.meshnet", "thalamus_bidsapp.tools.meshnet"}

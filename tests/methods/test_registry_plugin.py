@@ -127,3 +127,47 @@ def test_a_method_without_nodes_cannot_be_declared():
 
     with pytest.raises(TypeError, match="init_nodes"):
         NoNodes()
+
+
+def test_capabilities_are_declared_by_mixins():
+    """A capability is a mixin: a lesion source without its lesion nodes cannot be declared, and the envelope
+    choices, the lesion sources and the envelope users follow the declarations, not the method names."""
+    from thalamus_bidsapp.cli.parser import build_parser as parser
+    from thalamus_bidsapp.methods import (
+        EnvelopeSource,
+        EnvelopeUser,
+        LesionSource,
+        envelope_names,
+        needs_envelope,
+        provides_lesions,
+    )
+
+    class HalfLesions(LesionSource, AsegCopy):
+        name = "halflesions"
+
+    with pytest.raises(TypeError, match="init_lesion_nodes"):
+        HalfLesions()
+
+    class RankedCopy(EnvelopeSource, AsegCopy):
+        name = "rankedcopy"
+        options = ()
+        envelope_rank = -1
+
+    class BoundedCopy(EnvelopeUser, AsegCopy):
+        name = "boundedcopy"
+        options = ()
+
+    class LesionCopy(LesionSource, AsegCopy):
+        name = "lesioncopy"
+        options = ()
+
+        def init_lesion_nodes(self, ctx):
+            raise AssertionError("not built here")
+
+    assert not needs_envelope(AsegCopy()) and not provides_lesions(AsegCopy())
+    with register(RankedCopy()), register(BoundedCopy()) as bounded, register(LesionCopy()) as lesions:
+        assert envelope_names()[0] == "rankedcopy"
+        assert needs_envelope(bounded) and provides_lesions(lesions)
+        choices = next(a for a in parser()._actions if a.dest == "lesion_source").choices
+        assert "lesioncopy" in choices and "rankedcopy" not in choices
+    assert "rankedcopy" not in envelope_names()

@@ -18,7 +18,7 @@ from thalamus_bidsapp import __version__
 from thalamus_bidsapp.cli.parser import build_parser, method_options, option_sources
 from thalamus_bidsapp.config import Environment
 from thalamus_bidsapp.errors import EXIT_NOINPUT, EXIT_OK
-from thalamus_bidsapp.methods import all_methods, envelope_names, get_method, method_names
+from thalamus_bidsapp.methods import all_methods, envelope_names, get_method, method_names, needs_envelope
 from thalamus_bidsapp.tools.check import (
     CheckOptions,
     CheckReport,
@@ -68,7 +68,7 @@ def check_installation(methods: Sequence[str] | None, options: CheckOptions) -> 
     reports = [check_brain_mask(options), check_registration(options), check_template(options), check_caches(options)]
     by_method = {name: get_method(name).check_installation(options) for name in wanted}
     for method in all_methods():
-        if method.needs_envelope and method.name in by_method:
+        if needs_envelope(method) and method.name in by_method:
             envelopes = [m for m in envelope_names() if m in by_method and by_method[m].ok]
             report = by_method[method.name]
             envelope = Finding("envelope method", bool(envelopes),

@@ -10,7 +10,7 @@ from pathlib import Path
 from thalamus_bidsapp import __version__
 from thalamus_bidsapp.config import DEFAULT_ANTS_CUTOFF, DEFAULT_FLIRT_CUTOFF
 from thalamus_bidsapp.errors import EXIT_USAGE
-from thalamus_bidsapp.methods import CliOption, all_methods, method_names
+from thalamus_bidsapp.methods import CliOption, all_methods, method_names, provides_lesions
 
 DESCRIPTION = """\
 Thalamus segmentation benchmark for multiple sclerosis, as a BIDS App.
@@ -217,7 +217,7 @@ def _add_lesion_options(parser: argparse.ArgumentParser) -> None:
         "lesion(s)', 'MS lesion(s)', 'WMH' or 'white matter hyperintensity/ies' (never a name that only contains "
         "'lesion'), else index 1 of a label-lesion dseg",
     )
-    providers = [m.name for m in all_methods() if m.provides_lesions]
+    providers = [m.name for m in all_methods() if provides_lesions(m)]
     les.add_argument(
         "--lesion-source", choices=["derivatives", *providers], default="derivatives",
         help="derivatives (default): lesion masks from --derivatives (or the 'lesion' key of --bids-filter-file); "

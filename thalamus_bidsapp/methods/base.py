@@ -1,12 +1,17 @@
-"""What a thalamus segmentation method declares, in one place.
+"""What every thalamus segmentation method declares: the small core.
 
 A method is one module of this package holding one :class:`SegmentationMethod`
-subclass: its name and citation, its command-line options (with the
-environment variables they fall back to), how to check that it can run and
-why not, the nipype node(s) that make its mask(s) from a session's inputs,
-its left and right labels, whether its mask can bound MindGlide's deep grey
-matter label, and its sentence of the report's methods paragraph (the way
-sMRIPrep keeps ``__desc__`` beside each step). The planner, the workflow, the
+subclass. Its core is three things: its ``name``, its ``citation`` and
+:meth:`~SegmentationMethod.init_nodes` (the nipype node(s) that make its
+mask(s) from a session's inputs). Everything else has a default: its
+command-line options (with the environment variables they fall back to), its
+tool check (:meth:`~SegmentationMethod.check_tools`, one protocol for a run and
+for ``--check-tools``), its left and right labels, the colours of its masks and
+its sentence of the report's methods paragraph (the way sMRIPrep keeps
+``__desc__`` beside each step). What only some methods can do (bound
+MindGlide's deep grey matter label, need such a bound, offer a lesion mask,
+segment the longitudinal template in memory) is an explicit mixin of
+:mod:`thalamus_bidsapp.methods.capabilities`. The planner, the workflow, the
 volumes table, the reports, the citations and ``--help`` loop over the
 registry (:mod:`thalamus_bidsapp.methods.registry`) and name no method.
 """
@@ -22,7 +27,8 @@ if TYPE_CHECKING:  # only for type hints: planning must not import pybids or nip
     from nipype.pipeline import engine as pe
 
     from thalamus_bidsapp.bidsio.inputs import SessionInputs
-    from thalamus_bidsapp.config import RunConfig
+    from thalamus_bidsapp.config import Environment, RunConfig
+    from thalamus_bidsapp.tools.check import CheckReport
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,17 @@ class ToolStatus:
     settings: Mapping[str, Any] = field(default_factory=dict)
 
 
+class ToolSettings(Protocol):
+    """What a method's tool check reads: a run's :class:`~thalamus_bidsapp.config.RunConfig`, or the options
+    of ``--check-tools`` (:class:`~thalamus_bidsapp.tools.check.CheckOptions`); both resolve the environment
+    once, when they are built."""
+
+    environment: Environment
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """A method option (``--meshnet-model`` -> ``meshnet_model``) as given, else from its variable, else default."""
+
+
 class PublishedMask(Protocol):
     """What the methods paragraph knows of a published mask: its ``desc`` and its sidecar."""
 
@@ -121,10 +138,6 @@ class MethodNodes:
     icv: tuple[pe.Node, str] | None = None
 
 
-#: ``segment(image, threads) -> (labels, regions, provenance)``: see :meth:`SegmentationMethod.template_segmenter`.
-TemplateSegment = Callable[[Any, int], tuple[Any, dict[str, tuple[int, ...]], dict]]
-
-
 class SegmentationMethod(abc.ABC):
     """Base class of every method module's declaration; subclasses set the class attributes.
 
@@ -141,17 +154,11 @@ class SegmentationMethod(abc.ABC):
     options: ClassVar[tuple[CliOption, ...]] = ()
     #: Labels making the left and right thalamus in the method's own output.
     labels: ClassVar[SideLabels] = SideLabels()
-    #: Preference as the envelope of MindGlide's deep grey matter label (lower first); None: cannot be one.
-    envelope_rank: ClassVar[int | None] = None
-    #: Whether this method needs another method's mask as its envelope.
-    needs_envelope: ClassVar[bool] = False
     #: Inputs whose absence skips part of this method, and what (logged per session).
     optional_inputs: ClassVar[Mapping[str, str]] = {}
     #: Whether the method segments the T1w: then it receives the lesion-filled T1w when a session's lesions
     #: are filled (``inputnode.t1w``); a method that does not gets the unfilled T1w as its reference grid.
     consumes_t1w: ClassVar[bool] = True
-    #: Whether the method can offer a lesion mask (``--lesion-source <name>``; see :meth:`init_lesion_nodes`).
-    provides_lesions: ClassVar[bool] = False
     #: Colour of each mask the method publishes in the reports' figures, by the mask's ``desc`` (hex). A mask
     #: without one gets a spare colour; the palette checks that two methods do not claim the same mask.
     colors: ClassVar[Mapping[str, str]] = {}
@@ -160,8 +167,8 @@ class SegmentationMethod(abc.ABC):
         """Whether a published mask with this ``desc`` entity comes from this method."""
         return desc == self.name
 
-    def check_tools(self, config: RunConfig) -> ToolStatus:
-        """Look for the method's tools, models and licences once per run."""
+    def check_tools(self, config: ToolSettings) -> ToolStatus:
+        """Look for the method's tools, models and licences once per run (or once per ``--check-tools``)."""
         return ToolStatus()
 
     def plan(self, session: SessionInputs, config: RunConfig, tools: ToolStatus, *,
@@ -177,45 +184,25 @@ class SegmentationMethod(abc.ABC):
         """Settings of the extra run on the unfilled T1w (``--lesion-filling both``); by default the same."""
         return settings
 
-    def template_segmenter(self, settings: Mapping[str, Any]) -> TemplateSegment | None:
-        """How the method segments one image in memory (the longitudinal within-subject template), or None.
-
-        The callable takes the image and a thread count and returns the labels
-        (uint8 array on the image's grid), the regions (``left``, ``right``,
-        ``bilateral`` -> label values) and a provenance record.
-        """
-        return None
-
-    def envelope_choice(self, config: RunConfig) -> str | None:
-        """The envelope the user chose for this method (None: the first that runs)."""
-        return None
-
     def summary(self, settings: Mapping[str, Any]) -> Any:
         """What ``logs/<run>/methods.json`` records of the method's settings for a session (JSON-ready)."""
         return None
 
-    def check_installation(self, options: Any) -> Any:
-        """``--check-tools``: a :class:`thalamus_bidsapp.tools.check.CheckReport` of everything the method needs here.
+    def check_installation(self, options: ToolSettings) -> CheckReport:
+        """``--check-tools``: everything the method needs here, one finding per item.
 
         ``options`` is a :class:`thalamus_bidsapp.tools.check.CheckOptions`. By
-        default the method's :meth:`check_tools` verdict, without details.
+        default the method's :meth:`check_tools` verdict, without details; a
+        method overrides this to list its tools, models and licences one by one.
         """
         from thalamus_bidsapp.tools.check import CheckReport, Finding
 
-        reason = self.check_tools(_OptionsAsConfig(options)).reason
+        reason = self.check_tools(options).reason
         return CheckReport(self.name, "method", (Finding(self.name, reason is None, reason or "can run"),))
 
     @abc.abstractmethod
     def init_nodes(self, ctx: NodeContext) -> MethodNodes:
         """Add the nodes that make the method's mask record(s) to ``ctx.workflow``."""
-
-    def init_lesion_nodes(self, ctx: NodeContext) -> pe.Node:
-        """Add a node making a lesion mask on the T1w grid (outputs ``out_file``, ``provenance_file``).
-
-        ``ctx.inputnode`` has ``t1w`` (unfilled, reoriented) and ``flair``
-        (registered; undefined when absent). Only for ``provides_lesions``.
-        """
-        raise TypeError(f"method {self.name!r} does not provide lesion masks (provides_lesions is False)")
 
     def methods_sentence(self, masks: Sequence[PublishedMask], cite: Callable[[str], str]) -> str:
         """The method's clause of the methods paragraph, for the masks it published.
@@ -224,24 +211,6 @@ class SegmentationMethod(abc.ABC):
         name or a key of ``data/citations.json``).
         """
         return f"{tool_label(masks, self.name)} {cite(self.name)}".strip()
-
-
-@dataclass(frozen=True)
-class _OptionsAsConfig:
-    """``--check-tools`` options seen as the part of a RunConfig that a tool check reads (``option``)."""
-
-    options: Any
-
-    def option(self, name: str, default: Any = None) -> Any:
-        value = self.options.option(name)
-        return default if value is None else value
-
-    @property
-    def environment(self) -> Any:
-        """The environment the ``--check-tools`` command read (``CheckOptions.environment``)."""
-        from thalamus_bidsapp.config import Environment
-
-        return getattr(self.options, "environment", Environment())
 
 
 def tool_label(masks: Sequence[PublishedMask], fallback: str) -> str:

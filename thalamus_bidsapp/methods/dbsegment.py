@@ -18,12 +18,13 @@ from thalamus_bidsapp.methods.base import (
     ToolStatus,
     tool_label,
 )
+from thalamus_bidsapp.methods.capabilities import EnvelopeSource
 from thalamus_bidsapp.methods.records import RecordOutputSpec, write_mask_record
 
 NAME = "dbsegment"
 
 
-class DBSegment(SegmentationMethod):
+class DBSegment(EnvelopeSource, SegmentationMethod):
     name = NAME
     order = 30
     colors = {NAME: "#009E73"}  # Okabe-Ito bluish green

@@ -17,10 +17,11 @@ from thalamus_bidsapp.methods.base import (
     ToolStatus,
     tool_label,
 )
+from thalamus_bidsapp.methods.capabilities import EnvelopeSource
 from thalamus_bidsapp.methods.records import RecordOutputSpec, write_mask_record
 
 
-class First(SegmentationMethod):
+class First(EnvelopeSource, SegmentationMethod):
     name = "first"
     order = 20
     colors = {"first": "#E69F00"}  # Okabe-Ito orange
@@ -39,9 +40,9 @@ class First(SegmentationMethod):
         return ToolStatus()
 
     def check_installation(self, options):
-        from thalamus_bidsapp.tools.check import check_first
+        from thalamus_bidsapp.tools.first import check_installation
 
-        return check_first(options)
+        return check_installation(options)
 
     def init_nodes(self, ctx: NodeContext) -> MethodNodes:
         from nipype.pipeline import engine as pe

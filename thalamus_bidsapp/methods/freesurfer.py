@@ -18,10 +18,11 @@ from thalamus_bidsapp.methods.base import (
     ToolStatus,
     tool_label,
 )
+from thalamus_bidsapp.methods.capabilities import EnvelopeSource
 from thalamus_bidsapp.methods.records import CONTENT_DIGEST_DESC, write_mask_record
 
 
-class FreeSurfer(SegmentationMethod):
+class FreeSurfer(EnvelopeSource, SegmentationMethod):
     name = "freesurfer"
     order = 10
     colors = {"freesurfer": "#0072B2"}  # Okabe-Ito blue
@@ -60,9 +61,9 @@ class FreeSurfer(SegmentationMethod):
                                                "license_file": license_file, "executable": executable}})
 
     def check_installation(self, options):
-        from thalamus_bidsapp.tools.check import check_freesurfer
+        from thalamus_bidsapp.tools.freesurfer import check_installation
 
-        return check_freesurfer(options)
+        return check_installation(options)
 
     def segments_t1w(self, settings: Mapping[str, Any]) -> bool:
         """Only recon-all run here segments the T1w (a finished subject was segmented elsewhere)."""

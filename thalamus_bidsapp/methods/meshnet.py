@@ -20,13 +20,14 @@ from thalamus_bidsapp.methods.base import (
     sorted_unique,
     tool_label,
 )
+from thalamus_bidsapp.methods.capabilities import EnvelopeSource, TemplateSegmenter
 from thalamus_bidsapp.methods.records import RecordOutputSpec, write_mask_record
 
 NAME = "meshnet"
 LOGGER = logging.getLogger(__name__)
 
 
-class MeshNet(SegmentationMethod):
+class MeshNet(EnvelopeSource, TemplateSegmenter, SegmentationMethod):
     name = NAME
     order = 40
     colors = {NAME: "#CC79A7"}  # Okabe-Ito reddish purple

@@ -28,6 +28,7 @@ from thalamus_bidsapp.methods.base import (
     sorted_unique,
     tool_label,
 )
+from thalamus_bidsapp.methods.capabilities import EnvelopeUser, LesionSource
 from thalamus_bidsapp.methods.records import read_mask_record, write_mask_record
 
 #: MindGlide's contrast names -> the BIDS suffix recorded as the mask's contrast.
@@ -40,7 +41,7 @@ def _envelope_choices() -> tuple[str, ...]:
     return envelope_names()
 
 
-class MindGlide(SegmentationMethod):
+class MindGlide(EnvelopeUser, LesionSource, SegmentationMethod):
     name = "mindglide"
     order = 50
     # Okabe-Ito vermillion, sky blue and yellow for the single contrasts; Paul Tol's muted colours for the ensembles.
@@ -62,14 +63,11 @@ class MindGlide(SegmentationMethod):
     )
     # MindGlide has no thalamus label: each voxel of its masks (and ensembles) takes the envelope's side.
     labels = SideLabels(source="deep grey matter label x envelope mask; sides from the envelope's")
-    needs_envelope = True
     optional_inputs = {"flair": "MindGlide on FLAIR",
                        "r1map": "MindGlide on R1"}
 
-    provides_lesions = True  # its "Lesion" class, for --lesion-source mindglide
-
     def init_lesion_nodes(self, ctx: NodeContext):
-        """MindGlide's lesion class on the registered FLAIR (else the T1w), before the lesion filling."""
+        """MindGlide's "Lesion" class on the registered FLAIR (else the T1w), before the lesion filling."""
         from nipype.pipeline import engine as pe
 
         node = pe.Node(MindGlideLesions(model_path=str(ctx.settings["model_path"]),
@@ -95,9 +93,9 @@ class MindGlide(SegmentationMethod):
         return ToolStatus(None, {"model_path": model, "device": config.option("mindglide_device", "cpu")})
 
     def check_installation(self, options):
-        from thalamus_bidsapp.tools.check import check_mindglide
+        from thalamus_bidsapp.tools.mindglide import check_installation
 
-        return check_mindglide(options)
+        return check_installation(options)
 
     def init_nodes(self, ctx: NodeContext) -> MethodNodes:
         from nipype.pipeline import engine as pe

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from thalamus_bidsapp.errors import EXIT_NOINPUT, ThalamusError
-from thalamus_bidsapp.methods.base import SegmentationMethod, ToolStatus
+from thalamus_bidsapp.methods.base import ToolStatus
+from thalamus_bidsapp.methods.capabilities import EnvelopeUser, needs_envelope
 from thalamus_bidsapp.methods.registry import all_methods, envelope_names, get_method, method_names
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def plan_methods(session: SessionInputs, config: RunConfig, tools: ToolCheck) ->
         method = get_method(name)
         status = method.plan(session, config, tools.status(name), required=required)
         reason = status.reason
-        if reason is None and method.needs_envelope and _envelope(method, config, run) is None:
+        if reason is None and needs_envelope(method) and _envelope(method, config, run) is None:
             reason = (f"no envelope method for {name}: "
                       f"{method.envelope_choice(config) or ' or '.join(envelope_names())} does not run")
         if reason is None:
@@ -93,12 +94,12 @@ def plan_methods(session: SessionInputs, config: RunConfig, tools: ToolCheck) ->
         else:
             skipped[name] = reason
             LOGGER.info("%s: method %s skipped: %s", session.name, name, reason)
-    needing = next((get_method(name) for name in run if get_method(name).needs_envelope), None)
+    needing = next((get_method(name) for name in run if needs_envelope(get_method(name))), None)
     return MethodPlan(run=tuple(run), skipped=skipped, settings=settings,
                       envelope=_envelope(needing, config, run) if needing else None)
 
 
-def _envelope(method: SegmentationMethod, config: RunConfig, run: list[str]) -> str | None:
+def _envelope(method: EnvelopeUser, config: RunConfig, run: list[str]) -> str | None:
     """The envelope of ``method``: the one asked for, else the first in order of preference that runs."""
     asked = method.envelope_choice(config)
     if asked:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from thalamus_bidsapp.methods.base import SegmentationMethod
+from thalamus_bidsapp.methods.capabilities import EnvelopeSource
 
 
 def _collect() -> list[SegmentationMethod]:
@@ -60,7 +61,7 @@ def method_of_mask(desc: str) -> SegmentationMethod | None:
 
 def envelope_names() -> tuple[str, ...]:
     """Methods whose mask can bound MindGlide's deep grey matter label, in order of preference."""
-    ranked = sorted((m for m in _REGISTRY if m.envelope_rank is not None), key=lambda m: m.envelope_rank)
+    ranked = sorted((m for m in _REGISTRY if isinstance(m, EnvelopeSource)), key=lambda m: m.envelope_rank)
     return tuple(m.name for m in ranked)
 
 

@@ -8,23 +8,22 @@ content is never read), FIRST's models and templates, and that the caches
 the run writes are writable by this user. Nothing is downloaded and no tool
 is run beyond asking for its version.
 
-It reuses the adapters' own discovery (``interfaces/``), so what it reports is
-what a run would find. This module holds the building blocks, the checks of
-the steps every session runs and those of FreeSurfer, FIRST and MindGlide;
-each method declares its check in its ``methods/`` module
-(``SegmentationMethod.check_installation``), and ``cli/check_tools.py`` loops
-over the method registry.
+It reuses the adapters' own discovery, so what it reports is what a run would
+find. This module holds the building blocks and the checks of the steps every
+session runs; a method's own check lives beside its tool in its adapter
+(``tools/first.py``, ``tools/freesurfer.py``, ...: ``check_installation``),
+its method module declares it (``SegmentationMethod.check_installation``), and
+``cli/check_tools.py`` loops over the method registry.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -36,42 +35,11 @@ from thalamus_bidsapp.errors import ThalamusError
 
 LOGGER = logging.getLogger(__name__)
 
-#: Programs FIRST runs for ``run_first_all -s L_Thal,R_Thal -b``, all in ``$FSLDIR/bin``: its own
-#: scripts and programs, FLIRT for the registration to MNI152, avwutils, fsl_sub (every step
-#: runs through it) and fslpy's imtest, remove_ext and imrm.
-FIRST_PROGRAMS: tuple[str, ...] = (
-    "run_first_all", "first_flirt", "run_first", "first", "first_utils", "first_boundary_corr",
-    "first_mult_bcorr", "flirt", "convert_xfm", "fslmerge", "fslmaths", "fsl_sub", "imtest",
-    "remove_ext", "imrm",
-)
-#: FIRST's shape models for the thalamus (relative to ``$FSLDIR``).
-FIRST_MODELS: tuple[str, ...] = (
-    "data/first/models_336_bin/05mm/L_Thal_05mm.bmv",
-    "data/first/models_336_bin/05mm/R_Thal_05mm.bmv",
-)
-#: MNI152 templates first_flirt registers a brain-extracted (-b) T1w to.
-FIRST_TEMPLATES: tuple[str, ...] = (
-    "data/standard/MNI152_T1_1mm_brain.nii.gz",
-    "data/standard/MNI152_T1_1mm_subbr_mask.nii.gz",
-)
-#: Compiled programs and scripts ``recon-all -all`` runs (FreeSurfer 7.4.1), looked up in
-#: ``$FREESURFER_HOME/bin`` then ``$FREESURFER_HOME/mni/bin``.
-FREESURFER_PROGRAMS: tuple[str, ...] = (
-    "recon-all", "fs_time", "talairach_avi", "nu_correct", "mri_convert", "mri_info",
-    "mri_add_xform_to_header", "mri_normalize", "mri_watershed", "mri_em_register", "mri_ca_normalize",
-    "mri_ca_register", "mri_ca_label", "mri_segstats", "mri_segment", "mri_edit_wm_with_aseg", "mri_mask",
-    "mri_fill", "mri_pretess", "mri_tessellate", "mri_cc", "mri_relabel_hypointensities", "mri_aparc2aseg",
-    "mris_smooth", "mris_inflate", "mris_sphere", "mris_fix_topology", "mris_register", "mris_ca_label",
-    "mris_place_surface", "mris_anatomical_stats", "mris_volmask",
-)
 #: The version call of the tools that have one (exit 0 when the tool works); the others are only found and linked.
 VERSION_CALLS: dict[str, tuple[str, ...]] = {"flirt": ("-version",), "recon-all": ("--version",)}
-#: Programs recon-all's scripts need on PATH; procps's uptime because fs_time aborts without it.
-FREESURFER_HELPERS: tuple[str, ...] = ("tcsh", "bc", "perl", "uptime")
 _LDD_TIMEOUT_S = 60
 #: Seconds a tool's version call may take (FreeSurfer's scripts start a shell and read their build stamp).
 _VERSION_TIMEOUT_S = 60
-_FSLDIR_REFERENCE = re.compile(r"\$\{?FSLDIR\}?/(bin|data/standard)/([A-Za-z0-9_.\-]*[A-Za-z0-9_])(?![\w${-])")
 
 
 @dataclass(frozen=True)
@@ -133,9 +101,15 @@ class CheckOptions:
     #: TemplateFlow's home folder (None: the templateflow package's default).
     templateflow_home: Path | None = None
 
-    def option(self, name: str) -> Any:
-        """A method's option as given on the command line (``--fs-license-file`` -> ``fs_license_file``), or None."""
-        return self.method_options.get(name)
+    def option(self, name: str, default: Any = None) -> Any:
+        """A method's option as given (``--fs-license-file`` -> ``fs_license_file``), else ``default``.
+
+        With :attr:`environment`, this is what a method's tool check reads of a
+        run's configuration too (``methods.base.ToolSettings``), so one check
+        serves both.
+        """
+        value = self.method_options.get(name)
+        return default if value is None else value
 
 
 # --- building blocks ----------------------------------------------------------
@@ -283,128 +257,6 @@ def python_package(label: str, distribution: str, *, required: bool = True) -> F
     return Finding(label, True, f"{distribution} {version}", required=required)
 
 
-def _script_references(scripts: Iterable[Path]) -> tuple[set[str], set[str]]:
-    """``$FSLDIR/bin/<name>`` and ``$FSLDIR/data/standard/<name>`` names the installed scripts mention."""
-    programs: set[str] = set()
-    templates: set[str] = set()
-    for script in scripts:
-        try:
-            text = script.read_text(errors="replace")
-        except OSError:
-            continue
-        for folder, name in _FSLDIR_REFERENCE.findall(text):
-            (programs if folder == "bin" else templates).add(name)
-    return programs, templates
-
-
-def _with_nifti_suffix(folder: Path, name: str) -> Path:
-    if name.endswith((".nii", ".nii.gz")) or (folder / name).exists():
-        return folder / name
-    return folder / f"{name}.nii.gz"
-
-
-# --- methods ------------------------------------------------------------------
-
-
-def check_freesurfer(options: CheckOptions) -> CheckReport:
-    """recon-all and what it runs (linkage), its helpers on PATH, and the licence."""
-    from thalamus_bidsapp.tools import freesurfer
-
-    findings: list[Finding] = []
-    home = options.environment.freesurfer_home
-    recon_all = freesurfer.recon_all_executable(home)
-    if recon_all is None:
-        findings.append(Finding("recon-all", False, "not found: install FreeSurfer 7.4.1 and set FREESURFER_HOME "
-                                "(finished subjects given with --fs-subjects-dir are still read without it)"))
-    else:
-        home = home or Path(recon_all).resolve().parent.parent
-        stamp = home / "build-stamp.txt"
-        version = stamp.read_text().strip().splitlines()[0] if stamp.is_file() else None
-        findings.append(Finding("FREESURFER_HOME", home.is_dir(), str(home)))
-        findings.append(Finding("FreeSurfer version", version is not None,
-                                version or f"unknown: {stamp} missing", required=False))
-        for name in FREESURFER_PROGRAMS:
-            path = next((folder / name for folder in (home / "bin", home / "mni" / "bin")
-                         if (folder / name).is_file()), None)
-            if path is None and name == "recon-all":
-                path = Path(recon_all)
-            findings += executable(name, path, version_call=VERSION_CALLS.get(name))
-        for helper in FREESURFER_HELPERS:
-            found = shutil.which(helper)
-            findings.append(Finding(helper, found is not None, found or "not on PATH (recon-all's scripts need it)"))
-    licence = freesurfer.find_license(options.option("fs_license_file"), options.environment.freesurfer_home)
-    if licence is not None:
-        findings.append(Finding("licence", True, f"found: {licence}"))
-    else:
-        findings.append(Finding(
-            "licence", False,
-            "not found: give --fs-license-file, or set FS_LICENSE, or put it at $FREESURFER_HOME/license.txt"
-            + ("" if options.require_license else " (a run-time input, not required in this check)"),
-            required=options.require_license))
-    return CheckReport("freesurfer", "method", tuple(findings))
-
-
-def check_first(options: CheckOptions) -> CheckReport:
-    """FSL's FIRST: its programs (and what its scripts call), version, models and templates."""
-    from thalamus_bidsapp.tools import first
-
-    try:
-        fsldir = first.find_fsl()
-    except ThalamusError as err:
-        return CheckReport("first", "method", (Finding("FSL", False, str(err)),))
-    version = first.fsl_version(fsldir)
-    findings = [
-        Finding("FSLDIR", True, str(fsldir)),
-        Finding("FSL version", version is not None,
-                f"FSL {version}" if version else f"unknown: {fsldir / 'etc' / 'fslversion'} missing "
-                "(sidecars would record Version: null)"),
-    ]
-    bindir = fsldir / "bin"
-    for name in FIRST_PROGRAMS:
-        findings += executable(name, bindir / name, version_call=VERSION_CALLS.get(name))
-    for rel in FIRST_MODELS:
-        findings.append(data_file(f"FIRST model {Path(rel).name}", fsldir / rel))
-    for rel in FIRST_TEMPLATES:
-        findings.append(data_file(f"template {Path(rel).name}", fsldir / rel))
-    # What the installed scripts themselves call, beyond the list above: warnings only,
-    # since a script may mention optional programs (viewers, QC pages).
-    programs, templates = _script_references([bindir / "run_first_all", bindir / "first_flirt",
-                                              bindir / "run_first"])
-    for name in sorted(programs - set(FIRST_PROGRAMS)):
-        if not (bindir / name).is_file():
-            findings.append(Finding(name, False, f"{bindir / name} is called by FIRST's scripts but missing",
-                                    required=False))
-    known = {Path(rel).name for rel in FIRST_TEMPLATES}
-    for name in sorted(templates):
-        path = _with_nifti_suffix(fsldir / "data" / "standard", name)
-        if path.name not in known and not path.exists():
-            findings.append(Finding(f"template {path.name}", False,
-                                    f"{path} is used by FIRST's scripts but missing", required=False))
-    return CheckReport("first", "method", tuple(findings))
-
-
-def check_mindglide(options: CheckOptions) -> CheckReport:
-    """The mindglide package and its checkpoint (sha256 against the published one; never downloaded here)."""
-    from thalamus_bidsapp.tools import mindglide
-
-    findings = [python_package("mindglide", "mindglide"), python_package("PyTorch", "torch"),
-                python_package("MONAI", "monai")]
-    if not findings[0].ok:
-        return CheckReport("mindglide", "method", tuple(findings))
-    try:
-        weights = mindglide.resolve_weights(options.option("mindglide_model"), allow_download=False,
-                                            offline=options.environment.hf_hub_offline)
-    except ThalamusError as err:
-        findings.append(Finding("checkpoint", False, str(err)))
-        return CheckReport("mindglide", "method", tuple(findings))
-    revision, filename, published = mindglide.pinned_weights()
-    # Only the package's pinned file has a known checksum; a checkpoint of another name is the user's choice.
-    expected = published if weights.name == filename else None
-    findings.append(data_file(f"checkpoint (revision {revision[:12]})" if expected else "checkpoint",
-                              weights, expected))
-    return CheckReport("mindglide", "method", tuple(findings))
-
-
 # --- steps ----------------------------------------------------------------------
 
 
@@ -447,7 +299,6 @@ def check_caches(options: CheckOptions) -> CheckReport:
 
 def check_template(options: CheckOptions) -> CheckReport:
     """The TemplateFlow files of ``--template`` in TEMPLATEFLOW_HOME (read only, never downloaded)."""
-    from thalamus_bidsapp.errors import ThalamusError
     from thalamus_bidsapp.tools.templateflow import (
         content_problem,
         required_files,

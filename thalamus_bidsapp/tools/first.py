@@ -23,8 +23,10 @@ import importlib.resources
 import json
 import logging
 import os
+import re
 import shlex
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ import numpy as np
 
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
 from thalamus_bidsapp.image.ensembles import binary, check_same_grid, mask_like
+from thalamus_bidsapp.tools.check import VERSION_CALLS, CheckOptions, CheckReport, Finding, data_file, executable
 from thalamus_bidsapp.tools.fslinstall import find_fsl_tool
 from thalamus_bidsapp.tools.fslinstall import fsl_version as read_fsl_version
 
@@ -268,3 +271,84 @@ def provenance(
         "Structures": list(FIRST_STRUCTURES),
         "LabelsTaken": {str(v): s for s, v in zip(FIRST_STRUCTURES, FIRST_THALAMUS_LABELS)},
     }
+
+
+# --- --check-tools ------------------------------------------------------------
+
+#: Programs FIRST runs for ``run_first_all -s L_Thal,R_Thal -b``, all in ``$FSLDIR/bin``: its own
+#: scripts and programs, FLIRT for the registration to MNI152, avwutils, fsl_sub (every step
+#: runs through it) and fslpy's imtest, remove_ext and imrm.
+FIRST_PROGRAMS: tuple[str, ...] = (
+    "run_first_all", "first_flirt", "run_first", "first", "first_utils", "first_boundary_corr",
+    "first_mult_bcorr", "flirt", "convert_xfm", "fslmerge", "fslmaths", "fsl_sub", "imtest",
+    "remove_ext", "imrm",
+)
+#: FIRST's shape models for the thalamus (relative to ``$FSLDIR``).
+FIRST_MODELS: tuple[str, ...] = (
+    "data/first/models_336_bin/05mm/L_Thal_05mm.bmv",
+    "data/first/models_336_bin/05mm/R_Thal_05mm.bmv",
+)
+#: MNI152 templates first_flirt registers a brain-extracted (-b) T1w to.
+FIRST_TEMPLATES: tuple[str, ...] = (
+    "data/standard/MNI152_T1_1mm_brain.nii.gz",
+    "data/standard/MNI152_T1_1mm_subbr_mask.nii.gz",
+)
+
+_FSLDIR_REFERENCE = re.compile(r"\$\{?FSLDIR\}?/(bin|data/standard)/([A-Za-z0-9_.\-]*[A-Za-z0-9_])(?![\w${-])")
+
+
+def check_installation(options: CheckOptions) -> CheckReport:
+    """FSL's FIRST: its programs (and what its scripts call), version, models and templates."""
+    try:
+        fsldir = find_fsl()
+    except ThalamusError as err:
+        return CheckReport("first", "method", (Finding("FSL", False, str(err)),))
+    version = fsl_version(fsldir)
+    findings = [
+        Finding("FSLDIR", True, str(fsldir)),
+        Finding("FSL version", version is not None,
+                f"FSL {version}" if version else f"unknown: {fsldir / 'etc' / 'fslversion'} missing "
+                "(sidecars would record Version: null)"),
+    ]
+    bindir = fsldir / "bin"
+    for name in FIRST_PROGRAMS:
+        findings += executable(name, bindir / name, version_call=VERSION_CALLS.get(name))
+    for rel in FIRST_MODELS:
+        findings.append(data_file(f"FIRST model {Path(rel).name}", fsldir / rel))
+    for rel in FIRST_TEMPLATES:
+        findings.append(data_file(f"template {Path(rel).name}", fsldir / rel))
+    # What the installed scripts themselves call, beyond the list above: warnings only,
+    # since a script may mention optional programs (viewers, QC pages).
+    programs, templates = _script_references([bindir / "run_first_all", bindir / "first_flirt",
+                                              bindir / "run_first"])
+    for name in sorted(programs - set(FIRST_PROGRAMS)):
+        if not (bindir / name).is_file():
+            findings.append(Finding(name, False, f"{bindir / name} is called by FIRST's scripts but missing",
+                                    required=False))
+    known = {Path(rel).name for rel in FIRST_TEMPLATES}
+    for name in sorted(templates):
+        path = _with_nifti_suffix(fsldir / "data" / "standard", name)
+        if path.name not in known and not path.exists():
+            findings.append(Finding(f"template {path.name}", False,
+                                    f"{path} is used by FIRST's scripts but missing", required=False))
+    return CheckReport("first", "method", tuple(findings))
+
+
+def _script_references(scripts: Iterable[Path]) -> tuple[set[str], set[str]]:
+    """``$FSLDIR/bin/<name>`` and ``$FSLDIR/data/standard/<name>`` names the installed scripts mention."""
+    programs: set[str] = set()
+    templates: set[str] = set()
+    for script in scripts:
+        try:
+            text = script.read_text(errors="replace")
+        except OSError:
+            continue
+        for folder, name in _FSLDIR_REFERENCE.findall(text):
+            (programs if folder == "bin" else templates).add(name)
+    return programs, templates
+
+
+def _with_nifti_suffix(folder: Path, name: str) -> Path:
+    if name.endswith((".nii", ".nii.gz")) or (folder / name).exists():
+        return folder / name
+    return folder / f"{name}.nii.gz"

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -20,6 +21,7 @@ import nibabel as nib
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
 from thalamus_bidsapp.image.masks import mask_from_labels
 from thalamus_bidsapp.image.resample import labels_to_grid
+from thalamus_bidsapp.tools.check import VERSION_CALLS, CheckOptions, CheckReport, Finding, executable
 
 LOGGER = logging.getLogger(__name__)
 
@@ -214,3 +216,55 @@ def _split_subject_id(subject_id: str) -> tuple[str, str | None]:
     """``sub-01_ses-2`` -> ("01", "2"); ``sub-01`` -> ("01", None)."""
     subject, _, session = subject_id.partition("_ses-")
     return subject.removeprefix("sub-"), session or None
+
+
+# --- --check-tools ------------------------------------------------------------
+
+#: Compiled programs and scripts ``recon-all -all`` runs (FreeSurfer 7.4.1), looked up in
+#: ``$FREESURFER_HOME/bin`` then ``$FREESURFER_HOME/mni/bin``.
+FREESURFER_PROGRAMS: tuple[str, ...] = (
+    "recon-all", "fs_time", "talairach_avi", "nu_correct", "mri_convert", "mri_info",
+    "mri_add_xform_to_header", "mri_normalize", "mri_watershed", "mri_em_register", "mri_ca_normalize",
+    "mri_ca_register", "mri_ca_label", "mri_segstats", "mri_segment", "mri_edit_wm_with_aseg", "mri_mask",
+    "mri_fill", "mri_pretess", "mri_tessellate", "mri_cc", "mri_relabel_hypointensities", "mri_aparc2aseg",
+    "mris_smooth", "mris_inflate", "mris_sphere", "mris_fix_topology", "mris_register", "mris_ca_label",
+    "mris_place_surface", "mris_anatomical_stats", "mris_volmask",
+)
+#: Programs recon-all's scripts need on PATH; procps's uptime because fs_time aborts without it.
+FREESURFER_HELPERS: tuple[str, ...] = ("tcsh", "bc", "perl", "uptime")
+
+
+def check_installation(options: CheckOptions) -> CheckReport:
+    """recon-all and what it runs (linkage), its helpers on PATH, and the licence."""
+    findings: list[Finding] = []
+    home = options.environment.freesurfer_home
+    recon_all = recon_all_executable(home)
+    if recon_all is None:
+        findings.append(Finding("recon-all", False, "not found: install FreeSurfer 7.4.1 and set FREESURFER_HOME "
+                                "(finished subjects given with --fs-subjects-dir are still read without it)"))
+    else:
+        home = home or Path(recon_all).resolve().parent.parent
+        stamp = home / "build-stamp.txt"
+        version = stamp.read_text().strip().splitlines()[0] if stamp.is_file() else None
+        findings.append(Finding("FREESURFER_HOME", home.is_dir(), str(home)))
+        findings.append(Finding("FreeSurfer version", version is not None,
+                                version or f"unknown: {stamp} missing", required=False))
+        for name in FREESURFER_PROGRAMS:
+            path = next((folder / name for folder in (home / "bin", home / "mni" / "bin")
+                         if (folder / name).is_file()), None)
+            if path is None and name == "recon-all":
+                path = Path(recon_all)
+            findings += executable(name, path, version_call=VERSION_CALLS.get(name))
+        for helper in FREESURFER_HELPERS:
+            found = shutil.which(helper)
+            findings.append(Finding(helper, found is not None, found or "not on PATH (recon-all's scripts need it)"))
+    licence = find_license(options.option("fs_license_file"), options.environment.freesurfer_home)
+    if licence is not None:
+        findings.append(Finding("licence", True, f"found: {licence}"))
+    else:
+        findings.append(Finding(
+            "licence", False,
+            "not found: give --fs-license-file, or set FS_LICENSE, or put it at $FREESURFER_HOME/license.txt"
+            + ("" if options.require_license else " (a run-time input, not required in this check)"),
+            required=options.require_license))
+    return CheckReport("freesurfer", "method", tuple(findings))

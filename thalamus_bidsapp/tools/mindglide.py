@@ -41,6 +41,7 @@ import numpy as np
 from thalamus_bidsapp.errors import EXIT_DATAERR, EXIT_NOINPUT, ThalamusError
 from thalamus_bidsapp.image.ensembles import binary, check_same_grid, mask_like
 from thalamus_bidsapp.tools import weights
+from thalamus_bidsapp.tools.check import CheckOptions, CheckReport, Finding, data_file, python_package
 
 logger = logging.getLogger(__name__)
 
@@ -391,3 +392,25 @@ def provenance(model: MindGlideModel, envelope: str = DEFAULT_ENVELOPE, contrast
         "Envelope": envelope,
         "EnvelopeRule": f"MindGlide {DGM_NAME} intersected with the {envelope} thalamus mask",
     }
+
+
+# --- --check-tools ------------------------------------------------------------
+
+def check_installation(options: CheckOptions) -> CheckReport:
+    """The mindglide package and its checkpoint (sha256 against the published one; never downloaded here)."""
+    findings = [python_package("mindglide", "mindglide"), python_package("PyTorch", "torch"),
+                python_package("MONAI", "monai")]
+    if not findings[0].ok:
+        return CheckReport("mindglide", "method", tuple(findings))
+    try:
+        weights = resolve_weights(options.option("mindglide_model"), allow_download=False,
+                                offline=options.environment.hf_hub_offline)
+    except ThalamusError as err:
+        findings.append(Finding("checkpoint", False, str(err)))
+        return CheckReport("mindglide", "method", tuple(findings))
+    revision, filename, published = pinned_weights()
+    # Only the package's pinned file has a known checksum; a checkpoint of another name is the user's choice.
+    expected = published if weights.name == filename else None
+    findings.append(data_file(f"checkpoint (revision {revision[:12]})" if expected else "checkpoint",
+                              weights, expected))
+    return CheckReport("mindglide", "method", tuple(findings))

@@ -13,7 +13,7 @@ from nipype.pipeline import engine as pe
 from thalamus_bidsapp.bidsio.inputs import SessionInputs
 from thalamus_bidsapp.interfaces.images import SkullStripCheck
 from thalamus_bidsapp.interfaces.lesions import LesionFill, LesionMaskToT1w
-from thalamus_bidsapp.methods import MethodPlan, get_method
+from thalamus_bidsapp.methods import MethodPlan, get_method, provides_lesions
 from thalamus_bidsapp.methods.base import NodeContext, SegmentationMethod
 from thalamus_bidsapp.workflows.outputs import publish_node
 
@@ -57,7 +57,7 @@ def lesion_provider(source: str, plan: MethodPlan) -> SegmentationMethod | None:
     if source == "derivatives":
         return None
     method = get_method(source)
-    if not method.provides_lesions or source not in plan.run:
+    if not provides_lesions(method) or source not in plan.run:
         LOGGER.warning("--lesion-source %s: %s does not run for this session; no lesion mask", source, source)
         return None
     return method

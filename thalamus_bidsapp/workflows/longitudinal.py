@@ -6,7 +6,7 @@ session has a lesion mask, times its brain mask):
 
 1. an unbiased rigid template (:func:`~thalamus_bidsapp.tools.ants_longitudinal.build_template`);
 2. the template segmented once, by the first registered method that can
-   segment an image in memory (:meth:`~thalamus_bidsapp.methods.base.SegmentationMethod.template_segmenter`;
+   segment an image in memory (:meth:`~thalamus_bidsapp.methods.capabilities.TemplateSegmenter.template_segmenter`;
    MeshNet, with left and right);
 3. per session, SyN between the session (resampled once into template
    space) and the template inside a box around the template's thalamus;

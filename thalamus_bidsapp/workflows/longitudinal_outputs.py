@@ -291,7 +291,7 @@ def longitudinal_step(config, sessions, tools, threads: int) -> dict[str, str]:
 
     ``sessions``: the run's :class:`~thalamus_bidsapp.bidsio.inputs.SessionInputs`; ``tools``: its tool check.
     The template is segmented by the first registered method that can run here and segments an image in
-    memory (:meth:`~thalamus_bidsapp.methods.base.SegmentationMethod.template_segmenter`).
+    memory (:meth:`~thalamus_bidsapp.methods.capabilities.TemplateSegmenter.template_segmenter`).
     """
     from thalamus_bidsapp.tools.threads import thread_limits
 
@@ -319,11 +319,12 @@ def longitudinal_step(config, sessions, tools, threads: int) -> dict[str, str]:
 
 def template_segmenter(tools) -> TemplateSegmenter | None:
     """The first registered method that the tool check let run and that segments an image in memory."""
+    from thalamus_bidsapp.methods.capabilities import TemplateSegmenter as TemplateSegmentingMethod
     from thalamus_bidsapp.methods.registry import all_methods
 
     for method in all_methods():
         status = tools.status(method.name)
-        if status.reason is not None:
+        if status.reason is not None or not isinstance(method, TemplateSegmentingMethod):
             continue
         segment = method.template_segmenter(status.settings)
         if segment is not None:

@@ -11,7 +11,7 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from thalamus_bidsapp.bidsio.inputs import SessionInputs
-from thalamus_bidsapp.methods import MethodPlan, all_methods, get_method
+from thalamus_bidsapp.methods import MethodPlan, all_methods, get_method, needs_envelope
 from thalamus_bidsapp.methods.base import NodeContext
 
 #: The workflow's output: mask records of every method (see methods/records.py).
@@ -53,10 +53,10 @@ def init_segmentation_wf(
     producers: list[tuple[pe.Node, str]] = []
     envelopes: dict[str, tuple[pe.Node, str]] = {}
     planned = [m for m in all_methods() if m.name in plan.run]
-    for method in sorted(planned, key=lambda m: m.needs_envelope):
+    for method in sorted(planned, key=needs_envelope):
         ctx = NodeContext(workflow=workflow, inputnode=inputnode if method.consumes_t1w else reference_inputnode,
                           session=session, settings=plan.settings_of(method.name), omp_nthreads=omp_nthreads,
-                          envelope=envelopes.get(plan.envelope) if method.needs_envelope else None,
+                          envelope=envelopes.get(plan.envelope) if needs_envelope(method) else None,
                           lesion_filled=lesion_filled and method.consumes_t1w)
         nodes = method.init_nodes(ctx)
         producers.extend(nodes.records)
@@ -81,7 +81,7 @@ def filled_methods(plan: MethodPlan) -> tuple[str, ...]:
 def unfilled_plan(plan: MethodPlan) -> MethodPlan:
     """The plan of the extra run on the unfilled T1w: the methods that segment the T1w, with their envelope."""
     run = [name for name in plan.run if name in filled_methods(plan)]
-    needing = [m.name for m in all_methods() if m.name in run and m.needs_envelope]
+    needing = [m.name for m in all_methods() if m.name in run and needs_envelope(m)]
     if plan.envelope not in run:  # a method whose envelope does not run again cannot run again
         run = [name for name in run if name not in needing]
     return MethodPlan(run=tuple(run), settings={name: get_method(name).unfilled_settings(plan.settings_of(name))

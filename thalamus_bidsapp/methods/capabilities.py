@@ -1,0 +1,80 @@
+"""What only some segmentation methods can do, declared by inheriting a mixin.
+
+A method's core is :class:`~thalamus_bidsapp.methods.base.SegmentationMethod`.
+A capability is opted into explicitly, so that the planner, the workflow and
+the parser ask ``isinstance`` rather than read a flag with a default::
+
+    class MeshNet(EnvelopeSource, TemplateSegmenter, SegmentationMethod): ...
+
+- :class:`EnvelopeSource`: the method's mask can bound MindGlide's deep grey
+  matter label (its :class:`~thalamus_bidsapp.methods.base.MethodNodes`
+  gives ``envelope``).
+- :class:`EnvelopeUser`: the method needs such a mask (``NodeContext.envelope``).
+- :class:`LesionSource`: the method can make a lesion mask, for
+  ``--lesion-source <name>``.
+- :class:`TemplateSegmenter`: the method segments one image in memory (the
+  longitudinal within-subject template).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from nipype.pipeline import engine as pe
+
+    from thalamus_bidsapp.config import RunConfig
+    from thalamus_bidsapp.methods.base import NodeContext
+
+#: ``segment(image, threads) -> (labels, regions, provenance)``: see :meth:`TemplateSegmenter.template_segmenter`.
+TemplateSegment = Callable[[Any, int], tuple[Any, dict[str, tuple[int, ...]], dict]]
+
+
+class EnvelopeSource(abc.ABC):
+    """A method whose thalamus mask can bound MindGlide's deep grey matter label."""
+
+    #: Preference among the envelope methods (lower first).
+    envelope_rank: ClassVar[int]
+
+
+class EnvelopeUser(abc.ABC):
+    """A method that needs another method's mask as its envelope (``NodeContext.envelope``)."""
+
+    def envelope_choice(self, config: RunConfig) -> str | None:
+        """The envelope the user chose for this method (None: the first that runs)."""
+        return None
+
+
+class LesionSource(abc.ABC):
+    """A method that can offer a lesion mask (``--lesion-source <name>``)."""
+
+    @abc.abstractmethod
+    def init_lesion_nodes(self, ctx: NodeContext) -> pe.Node:
+        """Add a node making a lesion mask on the T1w grid (outputs ``out_file``, ``provenance_file``).
+
+        ``ctx.inputnode`` has ``t1w`` (unfilled, reoriented) and ``flair``
+        (registered; undefined when absent).
+        """
+
+
+class TemplateSegmenter(abc.ABC):
+    """A method that segments one image in memory: the longitudinal within-subject template."""
+
+    @abc.abstractmethod
+    def template_segmenter(self, settings: Mapping[str, Any]) -> TemplateSegment | None:
+        """How the method segments one image with these planned settings, or None when it cannot here.
+
+        The callable takes the image and a thread count and returns the labels
+        (uint8 array on the image's grid), the regions (``left``, ``right``,
+        ``bilateral`` -> label values) and a provenance record.
+        """
+
+
+def needs_envelope(method: object) -> bool:
+    return isinstance(method, EnvelopeUser)
+
+
+def provides_lesions(method: object) -> bool:
+    return isinstance(method, LesionSource)
