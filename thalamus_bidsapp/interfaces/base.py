@@ -1,4 +1,4 @@
-"""What the app's nipype interfaces share: the files a node reads, and saving results in its folder."""
+"""What the app's nipype interfaces share: loading images and saving results in the node's folder."""
 
 from __future__ import annotations
 
@@ -13,19 +13,6 @@ from nipype.interfaces.base import (
 )
 
 LOGGER = logging.getLogger(__name__)
-
-
-def read_files(node_inputs) -> list[str]:
-    """The files outside the work folder that a node with these inputs reads, known before it runs."""
-    names = {"in_file", "t1w", "t2w", "lesion_file", "raw_flair", "raw_t1w"}
-    files = [getattr(node_inputs, name) for name in sorted(names & set(node_inputs.copyable_trait_names()))]
-    files = [f for f in files if isdefined(f)]
-    subject_dir = getattr(node_inputs, "subject_dir", None)
-    if subject_dir is not None and isdefined(subject_dir):
-        # What thalamus_from_subject reads of a finished FreeSurfer subject.
-        files += [str(p) for p in (Path(subject_dir) / "mri" / "aseg.mgz", Path(subject_dir) / "stats" / "aseg.stats")
-                  if p.is_file()]
-    return files
 
 
 def load_image_file(path: str) -> nib.spatialimages.SpatialImage:

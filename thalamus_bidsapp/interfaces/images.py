@@ -21,7 +21,7 @@ from thalamus_bidsapp.interfaces.base import (
     save_image,
     save_json,
 )
-from thalamus_bidsapp.methods.records import CONTENT_DIGEST_DESC  # declared by some method nodes too
+from thalamus_bidsapp.methods.records import CONTENT_DIGEST_DESC, ReadsOutsideFiles
 
 LOGGER = logging.getLogger(__name__)
 
@@ -36,11 +36,12 @@ class _ReorientOutputSpec(TraitedSpec):
     record_file = File(exists=True, desc="JSON record of the reorientation")
 
 
-class Reorient(SimpleInterface):
+class Reorient(ReadsOutsideFiles, SimpleInterface):
     """Reorient an image to RAS+ (world geometry unchanged) and record how."""
 
     input_spec = _ReorientInputSpec
     output_spec = _ReorientOutputSpec
+    outside_inputs = ("in_file",)
 
     def _run_interface(self, runtime):
         from thalamus_bidsapp.image.reorient import reorient_to_ras

@@ -31,6 +31,7 @@ from nipype.interfaces.base import (
 
 from thalamus_bidsapp.errors import EXIT_DATAERR, ThalamusError
 from thalamus_bidsapp.image.lesion_mask import LesionLabels
+from thalamus_bidsapp.methods.records import CONTENT_DIGEST_DESC, ReadsOutsideFiles
 
 LOGGER = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class _LesionMaskInputSpec(BaseInterfaceInputSpec):
     raw_flair = File(exists=True, desc="the session's FLAIR, whose grid identifies a FLAIR-grid mask")
     flair_transform = File(exists=True, desc="selected transform of the FLAIR registration (.mat FSL, .txt ITK)")
     flair_moving = File(exists=True, desc="the reoriented FLAIR the registration moved")
-    content_digest = traits.Str(desc="sha256 of the contents of the input files read from outside the work folder")
+    content_digest = traits.Str(desc=CONTENT_DIGEST_DESC)
     lesion_labels = traits.List(traits.Str, desc="--lesion-labels: the lesion labels of a dseg (names or values)")
 
 
@@ -147,11 +148,12 @@ class _LesionMaskOutputSpec(TraitedSpec):
     provenance_file = File(exists=True, desc="JSON provenance (source, grid, transform, volume)")
 
 
-class LesionMaskToT1w(SimpleInterface):
+class LesionMaskToT1w(ReadsOutsideFiles, SimpleInterface):
     """A derivatives lesion mask checked and brought onto the T1w grid (nearest neighbour)."""
 
     input_spec = _LesionMaskInputSpec
     output_spec = _LesionMaskOutputSpec
+    outside_inputs = ("lesion_file", "raw_flair", "raw_t1w", "t1w")
 
     def _run_interface(self, runtime):
         from thalamus_bidsapp.image.lesion_load import lesion_volume_ml

@@ -19,7 +19,7 @@ from thalamus_bidsapp.methods.base import (
     tool_label,
 )
 from thalamus_bidsapp.methods.capabilities import EnvelopeSource
-from thalamus_bidsapp.methods.records import CONTENT_DIGEST_DESC, write_mask_record
+from thalamus_bidsapp.methods.records import CONTENT_DIGEST_DESC, ReadsOutsideFiles, write_mask_record
 
 
 class FreeSurfer(EnvelopeSource, SegmentationMethod):
@@ -122,11 +122,18 @@ class _FreeSurferThalamusOutputSpec(TraitedSpec):
     record_file = File(exists=True, desc="mask record JSON")
 
 
-class FreeSurferThalamus(SimpleInterface):
+class FreeSurferThalamus(ReadsOutsideFiles, SimpleInterface):
     """aseg labels 10 + 49 on the T1w grid, and eTIV, from a finished FreeSurfer subject."""
 
     input_spec = _FreeSurferThalamusInputSpec
     output_spec = _FreeSurferThalamusOutputSpec
+
+    def outside_files(self) -> list[str]:
+        """What :func:`~thalamus_bidsapp.tools.freesurfer.thalamus_from_subject` reads of a given finished subject."""
+        if not isdefined(self.inputs.subject_dir):
+            return []
+        subject = Path(self.inputs.subject_dir)
+        return [str(p) for p in (subject / "mri" / "aseg.mgz", subject / "stats" / "aseg.stats") if p.is_file()]
 
     def _run_interface(self, runtime):
         import json
@@ -166,11 +173,12 @@ class _ReconAllOutputSpec(TraitedSpec):
     subject_dir = traits.Directory(exists=True, desc="finished FreeSurfer subject")
 
 
-class ReconAll(SimpleInterface):
+class ReconAll(ReadsOutsideFiles, SimpleInterface):
     """FreeSurfer ``recon-all -all`` (hours), when no finished subject exists."""
 
     input_spec = _ReconAllInputSpec
     output_spec = _ReconAllOutputSpec
+    outside_inputs = ("t1w", "t2w")
 
     def _run_interface(self, runtime):
         from thalamus_bidsapp.tools.freesurfer import run_recon_all

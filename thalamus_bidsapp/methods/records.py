@@ -13,21 +13,39 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import nibabel as nib
 import numpy as np
-from nipype.interfaces.base import File, TraitedSpec
+from nipype.interfaces.base import File, TraitedSpec, isdefined
 
 from thalamus_bidsapp.image.sides import check_sides_match, sides_image, world_sides_agree
 
 LOGGER = logging.getLogger(__name__)
 
-#: Declared by the interfaces that read input files from outside the work folder (raw images, a
-#: FreeSurfer subject): nipype keys cached results on a file's path, size and modification time, so a
-#: file edited in place (``touch -r``) would return the old result. The workflow fills it with a digest
-#: of the files' contents (see ``interfaces.base.read_files``), which makes nipype recompute the node when they change.
+#: The ``content_digest`` input of a :class:`ReadsOutsideFiles` interface.
 CONTENT_DIGEST_DESC = "sha256 of the contents of the input files read from outside the work folder"
+
+
+class ReadsOutsideFiles:
+    """Mixin of a nipype interface that reads files from outside the work folder (raw images, a FreeSurfer subject).
+
+    nipype keys cached results on a file's path, size and modification time,
+    so a file edited in place (``touch -r``) would return the old result. Such
+    an interface declares it by inheriting this class, names the inputs holding
+    those files in :attr:`outside_inputs` and has a ``content_digest`` input
+    (:data:`CONTENT_DIGEST_DESC`); the participant workflow fills that input
+    with a digest of the contents of :meth:`outside_files`, so the node is
+    recomputed when they change.
+    """
+
+    #: The inputs naming files outside the work folder.
+    outside_inputs: ClassVar[tuple[str, ...]] = ()
+
+    def outside_files(self) -> list[str]:
+        """The files outside the work folder this node reads, known before it runs (inputs in name order)."""
+        values = (getattr(self.inputs, name) for name in sorted(self.outside_inputs))
+        return [value for value in values if isdefined(value)]
 
 
 def write_mask_record(

@@ -14,13 +14,13 @@ from thalamus_bidsapp.bidsio.checksums import files_digest
 from thalamus_bidsapp.bidsio.derivatives import bids_uri
 from thalamus_bidsapp.bidsio.inputs import SessionInputs
 from thalamus_bidsapp.bidsio.tables import volumes_columns
-from thalamus_bidsapp.interfaces.base import read_files
 from thalamus_bidsapp.interfaces.images import BrainMask, Reorient, SkullStripCheck
 from thalamus_bidsapp.interfaces.lesions import SuffixRecords
 from thalamus_bidsapp.interfaces.publish import PublishMasks
 from thalamus_bidsapp.interfaces.qc import SessionQC
 from thalamus_bidsapp.interfaces.volumes import ConcatTables, SessionVolumes
 from thalamus_bidsapp.methods import MethodPlan
+from thalamus_bidsapp.methods.records import ReadsOutsideFiles
 from thalamus_bidsapp.methods.registry import UNFILLED_SUFFIX
 from thalamus_bidsapp.qc.session import QC_COLUMN_DESCRIPTIONS as SEGMENTATION_QC_COLUMNS
 from thalamus_bidsapp.tools.registration import QC_COLUMN_DESCRIPTIONS
@@ -75,8 +75,9 @@ def init_participant_wf(
         for node_name in session_wf.list_node_names():
             node = session_wf.get_node(node_name)
             node.config = {"execution": {"crashdump_dir": crash_dir, "crashfile_format": "txt"}}
-            if "content_digest" in node.inputs.copyable_trait_names():
-                node.inputs.content_digest = files_digest(read_files(node.inputs), Path(run.work_dir) / "digests")
+            if isinstance(node.interface, ReadsOutsideFiles):
+                node.inputs.content_digest = files_digest(node.interface.outside_files(),
+                                                          Path(run.work_dir) / "digests")
         workflow.add_nodes([session_wf])
     return workflow
 
