@@ -53,3 +53,15 @@ def test_the_rooms_of_each_registered_method_come_from_the_registry(tmp_path):
     rooms = checker.method_rooms(imports)
     assert set(rooms) == set(method_names())
     assert rooms["meshnet"] >= {"thalamus_bidsapp.methods.meshnet", "thalamus_bidsapp.tools.meshnet"}
+
+
+def test_the_readme_layout_names_every_module():
+    """The README's layout is the floor plan a newcomer reads: every module and package of the app is in it."""
+    root = SCRIPT.parents[1]
+    readme = (root / "README.md").read_text()
+    start = readme.index("## Development")
+    plan = readme[start:readme.index("Layers, top to bottom", start)]
+    package = root / "thalamus_bidsapp"
+    names = {p.stem for p in package.rglob("*.py") if p.stem not in ("__init__", "__main__")}
+    names |= {p.name for p in package.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert sorted(n for n in names if n not in plan) == []
