@@ -239,6 +239,18 @@ def test_scanner_change_is_derived_between_sessions(multisite_tree) -> None:
     assert (changed == upgraded.loc[changed.index].astype(float)).all()
 
 
+def test_derived_scanner_change_enters_the_longitudinal_change_model(multisite_tree, tmp_path) -> None:
+    from thalamus_bidsapp.group.clinical import run_clinical
+
+    config = tmp_path / "clinical.yaml"
+    config.write_text("covariates: [scanner_change]\n")
+    volumes = read_tsv(multisite_tree["out"] / "group" / "volumes.tsv")
+    tables = run_clinical(volumes, config, tmp_path, figures=False)
+    regression = tables["longitudinal_regression"]
+    assert not regression.empty and regression["covariates"].str.contains("scanner_change").all()
+    assert tables["longitudinal_deltas"]["scanner_change"].isin([0.0, 1.0]).all()
+
+
 @pytest.mark.slow
 def test_longitudinal_harmonisation_and_harmonised_clinical_models(harmonised_run) -> None:
     assert harmonised_run["code"] == 0
