@@ -120,6 +120,20 @@ def test_reference_batch_keeps_its_volumes(anatomy, tmp_path) -> None:
     assert err.value.exit_code == 65
 
 
+def test_harmonize_options_reach_the_run_config(tmp_path) -> None:
+    from thalamus_bidsapp.cli.run import build_config
+
+    (tmp_path / "bids").mkdir()
+    base = [str(tmp_path / "bids"), str(tmp_path / "out"), "group"]
+    default = build_config(base)
+    assert (default.harmonize, default.harmonize_batch, default.harmonize_protect, default.harmonize_ref_batch) == (
+        "none", "scanner", ("age", "sex"), None)
+    config = build_config([*base, "--harmonize", "combat-gam", "--harmonize-batch", "site", "--harmonize-protect",
+                           "age", "sex", "edss", "age", "--harmonize-ref-batch", "Clinic B"])
+    assert (config.harmonize, config.harmonize_batch, config.harmonize_protect, config.harmonize_ref_batch) == (
+        "combat-gam", "site", ("age", "sex", "edss"), "Clinic B")
+
+
 def test_missing_protected_column_and_gam_without_age(anatomy, tmp_path) -> None:
     volumes = simulate_multisite(anatomy, n_subjects=30, seed=1).joined().rename(columns={"institution": "site"})
     with pytest.raises(ThalamusError, match="--harmonize-protect: column.*bmi") as err:

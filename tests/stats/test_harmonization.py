@@ -90,10 +90,11 @@ def test_reference_batch_agrees_with_neurocombat(eb: bool, monkeypatch) -> None:
         combat(frame, FEATURES, "site", continuous=["age"], ref_batch="Z")
 
 
-def test_longitudinal_reference_batch_keeps_the_reference() -> None:
+def test_longitudinal_gam_to_a_reference_batch_keeps_the_reference() -> None:
     frame = _sites(n=240, seed=3, subjects=80)
     result = combat(frame, FEATURES, "site", continuous=["age", "icv"], categorical=["sex"], subject="subject",
-                    ref_batch="A")
+                    smooth=["age"], ref_batch="A")
+    assert result.model["kind"] == "longitudinal-combat-gam" and result.model["ref_batch"] == "A"
     in_a = (frame["site"] == "A").to_numpy()
     np.testing.assert_array_equal(result.data.to_numpy()[in_a], frame.loc[in_a, FEATURES].to_numpy())
     encoding = encode_covariates(frame, ["age", "icv"], ["sex"])

@@ -61,7 +61,8 @@ _STATISTICS = {
 }
 
 HARMONIZATION_COLUMNS: dict[str, Any] = {
-    "harmonization": "ComBat variant fitted: combat, combat-gam, or longitudinal-combat (random subject intercept)",
+    "harmonization": "ComBat variant fitted: combat, combat-gam, or longitudinal-combat / longitudinal-combat-gam "
+                     "(random subject intercept)",
     "batch_column": "Column of group/volumes.tsv whose values are the batches (site or scanner)",
     "method": "Segmentation method (icv for the intracranial volume)",
     "contrast": "Image contrast of the method (n/a for ICV)",

@@ -271,7 +271,8 @@ def combat(data: pd.DataFrame, features: Sequence[str], batch: str, *, continuou
     Returns
     -------
     HarmonizationResult
-        ``model`` holds ``kind`` (combat, combat-gam, longitudinal-combat),
+        ``model`` holds ``kind`` (combat, combat-gam, longitudinal-combat,
+        longitudinal-combat-gam),
         ``batches`` and ``n_per_batch``, ``covariates`` (the encoding of
         :func:`encode_covariates`, plus ``names``), ``eb``, and per feature
         ``alpha`` (grand mean), ``beta`` (covariate coefficients by name),
@@ -442,7 +443,7 @@ def _model_json(features: Sequence[str], levels: list[object], onehot: np.ndarra
         if subject is not None:
             entry["random_intercepts"] = fit["random_intercepts"]
         per_feature[str(name)] = entry
-    kind = "longitudinal-combat" if subject else "combat-gam" if smooth else "combat"
+    kind = ("longitudinal-" if subject else "") + ("combat-gam" if smooth else "combat")
     return {"kind": kind, "batches": batches, "n_per_batch": dict(zip(batches, map(int, onehot.sum(axis=0)))),
             "covariates": {**encoding, "names": names}, "subject": subject, "eb": estimates["eb"],
             "priors": dict(zip(batches, estimates["priors"])), "features": per_feature}
