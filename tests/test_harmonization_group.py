@@ -345,3 +345,31 @@ def test_sidecar_inheritance_and_scanner_label(tmp_path) -> None:
     assert scanner_label(meta) == "Siemens Prisma 3T SN 42"
     assert inherited_metadata(anat / "sub-01_ses-1_acq-fast_T1w.nii.gz", tmp_path)["MagneticFieldStrength"] == 7
     assert scanner_label({}) is None
+
+
+def test_flair_and_r1map_sidecars_give_their_own_scanner(tmp_path, caplog) -> None:
+    from thalamus_bidsapp.bidsio.scanners import session_scanners
+
+    bids, out, derived = tmp_path / "bids", tmp_path / "out", tmp_path / "qmri"
+    anat = bids / "sub-01" / "ses-1" / "anat"
+    write_json({"Manufacturer": "Siemens", "ManufacturersModelName": "Prisma", "MagneticFieldStrength": 3,
+                "DeviceSerialNumber": "7", "InstitutionName": "Hospital A", "SoftwareVersions": "syngo MR XA30"},
+               anat / "sub-01_ses-1_T1w.json")
+    write_json({"Manufacturer": "Siemens", "ManufacturersModelName": "Skyra", "MagneticFieldStrength": 3},
+               anat / "sub-01_ses-1_FLAIR.json")
+    write_json({"Manufacturer": "Siemens", "ManufacturersModelName": "Prisma", "MagneticFieldStrength": 3,
+                "DeviceSerialNumber": "7"}, derived / "sub-01" / "ses-1" / "anat" / "sub-01_ses-1_R1map.json")
+    out_anat = out / "sub-01" / "ses-1" / "anat"
+    write_json({"Sources": ["bids:raw:sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz"]},
+               out_anat / "sub-01_ses-1_desc-preproc_T1w.json")
+    write_json({"Sources": ["bids:raw:sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz"]},
+               out_anat / "sub-01_ses-1_space-T1w_FLAIR.json")
+    write_json({"Sources": ["bids:qmri:sub-01/ses-1/anat/sub-01_ses-1_R1map.nii.gz"]},
+               out_anat / "sub-01_ses-1_space-T1w_R1map.json")
+    sessions = pd.DataFrame({"participant_id": ["sub-01"], "session_id": ["ses-1"]})
+    with caplog.at_level(logging.WARNING, logger="thalamus_bidsapp.bidsio.scanners"):
+        found = session_scanners(sessions, out, bids, {"qmri": derived}).iloc[0]
+    assert found["scanner"] == "Siemens Prisma 3T SN 7" and found["software_versions"] == "syngo MR XA30"
+    assert found["flair_scanner"] == "Siemens Skyra 3T" and found["r1map_scanner"] == "Siemens Prisma 3T SN 7"
+    assert "the FLAIR was acquired on Siemens Skyra 3T, the T1w on Siemens Prisma 3T SN 7" in caplog.text
+    assert "R1map was acquired" not in caplog.text
