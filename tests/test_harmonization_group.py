@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,11 @@ import pytest
 import statsmodels.formula.api as smf
 
 from tests.simulate_multisite import TRUTH, real_anatomy, simulate_multisite, write_multisite_dataset
-from thalamus_bidsapp.bidsio.atomic import read_tsv
+from thalamus_bidsapp.bidsio.atomic import read_tsv, write_json, write_tsv
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import ThalamusError
-from thalamus_bidsapp.group.harmonize import run_harmonization_step
+from thalamus_bidsapp.group.harmonize import run_harmonization_step, session_table
+from thalamus_bidsapp.stats.harmonization import apply_combat
 from thalamus_bidsapp.group.scanners import add_scanner_columns
 
 PROTECT = ("age", "sex", "edss", "anatomy")
@@ -73,6 +75,13 @@ def test_harmonisation_removes_site_effects_and_recovers_planted_effects(anatomy
     assert "icv_ml_harmonized" in model["volume_model"]["covariates"]["continuous"]
     if kind == "combat-gam":
         assert len(model["volume_model"]["covariates"]["smooth"]["age"]) == 4
+    # the saved model harmonises sessions the same way (the README's recipe: icv_model, then volume_model)
+    sessions, features = session_table(volumes, "site", PROTECT)
+    sessions["icv_ml_harmonized"] = apply_combat(sessions, model["icv_model"], "site")["icv_ml"]
+    again = apply_combat(sessions, model["volume_model"], "site").assign(participant_id=sessions["participant_id"])
+    left = harmonised[(harmonised["method"] == "first") & (harmonised["hemisphere"] == "left")]
+    np.testing.assert_allclose(again.set_index("participant_id").loc[left["participant_id"], "first:T1w:left"],
+                               left["volume_ml_harmonized"], rtol=1e-9)
 
 
 def test_refuses_a_batch_confounded_with_a_protected_covariate(anatomy, tmp_path) -> None:
@@ -91,6 +100,38 @@ def test_refuses_a_batch_with_one_session(anatomy, tmp_path) -> None:
     with pytest.raises(ThalamusError) as err:
         run_harmonization_step(_config(tmp_path), volumes, tmp_path)
     assert err.value.exit_code == 65 and "'Visiting scanner' has 1 session(s)" in str(err.value)
+
+
+def test_reference_batch_keeps_its_volumes(anatomy, tmp_path) -> None:
+    volumes = simulate_multisite(anatomy, n_subjects=150, seed=5).joined().rename(columns={"institution": "site"})
+    config = _config(tmp_path, protect=("age", "sex", "edss"))
+    harmonised = run_harmonization_step(replace(config, harmonize_ref_batch="Clinic B"), volumes, tmp_path)
+    at_b = harmonised[harmonised["site"] == "Clinic B"]
+    np.testing.assert_allclose(at_b["volume_ml_harmonized"], at_b["volume_ml"], rtol=1e-9)
+    np.testing.assert_allclose(at_b["icv_ml_harmonized"], at_b["icv_ml"], rtol=1e-12)
+    elsewhere = harmonised[(harmonised["site"] != "Clinic B") & (harmonised["hemisphere"] == "left")]
+    assert (elsewhere["volume_ml_harmonized"] - elsewhere["volume_ml"]).abs().min() > 0
+    diagnostics = read_tsv(tmp_path / "harmonization.tsv")
+    assert (diagnostics["p_anova_after"] > 0.05).all()
+    model = json.loads((tmp_path / "harmonization_model.json").read_text())
+    assert model["ref_batch"] == "Clinic B" and model["volume_model"]["ref_batch"] == "Clinic B"
+    with pytest.raises(ThalamusError, match="reference batch 'Clinic Z' is not among the usable batches") as err:
+        run_harmonization_step(replace(config, harmonize_ref_batch="Clinic Z"), volumes, tmp_path)
+    assert err.value.exit_code == 65
+
+
+def test_harmonize_options_reach_the_run_config(tmp_path) -> None:
+    from thalamus_bidsapp.cli.run import build_config
+
+    (tmp_path / "bids").mkdir()
+    base = [str(tmp_path / "bids"), str(tmp_path / "out"), "group"]
+    default = build_config(base)
+    assert (default.harmonize, default.harmonize_batch, default.harmonize_protect, default.harmonize_ref_batch) == (
+        "none", "scanner", ("age", "sex"), None)
+    config = build_config([*base, "--harmonize", "combat-gam", "--harmonize-batch", "site", "--harmonize-protect",
+                           "age", "sex", "edss", "age", "--harmonize-ref-batch", "Clinic B"])
+    assert (config.harmonize, config.harmonize_batch, config.harmonize_protect, config.harmonize_ref_batch) == (
+        "combat-gam", "site", ("age", "sex", "edss"), "Clinic B")
 
 
 def test_missing_protected_column_and_gam_without_age(anatomy, tmp_path) -> None:
@@ -112,10 +153,40 @@ def test_a_scanner_column_of_sessions_tsv_wins_over_the_sidecars(anatomy, tmp_pa
     config = RunConfig(bids_dir=bids, output_dir=out, analysis_level="group", work_dir=tmp_path)
     with caplog.at_level(logging.INFO, logger="thalamus_bidsapp.group.scanners"):
         found = add_scanner_columns(volumes, config)
-    assert set(found["scanner"]) == {"old", "new"} and "the dataset's scanner column is used" in caplog.text
+    assert set(found["scanner"]) == {"old", "new"}
+    assert "scanner: the dataset's scanner column gives 12 session(s) and wins over the sidecars" in caplog.text
     assert set(found["manufacturer"]) == {"Siemens", "GE", "Philips"}  # the other sidecar fields still come in
     second = found.drop_duplicates(["participant_id", "session_id"]).set_index("session_id")["scanner_change"]
     assert (second.loc["ses-02"] == 1).all() and second.loc["ses-01"].isna().all()
+
+
+def test_site_precedence_sessions_table_then_sidecars_then_participants(anatomy, tmp_path, caplog) -> None:
+    from thalamus_bidsapp.group.volumes import join_clinical
+
+    cohort = simulate_multisite(anatomy, n_subjects=6, n_sessions=2, seed=2)
+    bids, out = write_multisite_dataset(cohort, tmp_path)
+    participants = read_tsv(bids / "participants.tsv")
+    participants["site"] = "P-" + participants["centre"].astype(str)
+    write_tsv(participants, bids / "participants.tsv")
+    for sidecar in (bids / "sub-002").rglob("*_T1w.json"):  # no InstitutionName: participants.tsv fills in
+        write_json({k: v for k, v in json.loads(sidecar.read_text()).items() if k != "InstitutionName"}, sidecar)
+    table = read_tsv(bids / "sub-003" / "sub-003_sessions.tsv")
+    table["site"] = ["n/a", "Mobile unit"]  # ses-02 on a mobile scanner: the sessions table wins over the sidecar
+    write_tsv(table, bids / "sub-003" / "sub-003_sessions.tsv")
+    volumes = join_clinical(cohort.volumes, bids)
+    config = RunConfig(bids_dir=bids, output_dir=out, analysis_level="group", work_dir=tmp_path)
+    with caplog.at_level(logging.INFO, logger="thalamus_bidsapp.group.scanners"):
+        found = add_scanner_columns(volumes, config).drop_duplicates(["participant_id", "session_id"])
+    site = found.set_index(["participant_id", "session_id"])["site"]
+    truth = cohort.scanners.set_index(["participant_id", "session_id"])["institution"]
+    assert site.loc[("sub-003", "ses-02")] == "Mobile unit" and site.loc[("sub-003", "ses-01")] == "University C"
+    assert (site.loc["sub-002"] == "P-B").all()
+    others = [key for key in site.index if key[0] not in ("sub-002", "sub-003")]
+    assert (site.loc[others] == truth.loc[others]).all()
+    assert (found["site_participants"].str.startswith("P-")).all()  # participants.tsv's own column is kept
+    assert "site: the dataset's site_sessions column gives 1 session(s) and wins over the sidecars (1 of them" \
+        in caplog.text
+    assert "site: participants.tsv's site column fills 2 session(s)" in caplog.text
 
 
 def _run_group(bids: Path, out: Path, work: Path, *options: str) -> int:
@@ -180,6 +251,18 @@ def test_scanner_change_is_derived_between_sessions(multisite_tree) -> None:
     deltas = read_tsv(group / "clinical_progression_subjects.tsv").drop_duplicates("participant_id")
     changed = deltas.set_index("participant_id")["scanner_change"]
     assert (changed == upgraded.loc[changed.index].astype(float)).all()
+
+
+def test_derived_scanner_change_enters_the_longitudinal_change_model(multisite_tree, tmp_path) -> None:
+    from thalamus_bidsapp.group.clinical import run_clinical
+
+    config = tmp_path / "clinical.yaml"
+    config.write_text("covariates: [scanner_change]\n")
+    volumes = read_tsv(multisite_tree["out"] / "group" / "volumes.tsv")
+    tables = run_clinical(volumes, config, tmp_path, figures=False)
+    regression = tables["longitudinal_regression"]
+    assert not regression.empty and regression["covariates"].str.contains("scanner_change").all()
+    assert tables["longitudinal_deltas"]["scanner_change"].isin([0.0, 1.0]).all()
 
 
 @pytest.mark.slow
@@ -262,3 +345,31 @@ def test_sidecar_inheritance_and_scanner_label(tmp_path) -> None:
     assert scanner_label(meta) == "Siemens Prisma 3T SN 42"
     assert inherited_metadata(anat / "sub-01_ses-1_acq-fast_T1w.nii.gz", tmp_path)["MagneticFieldStrength"] == 7
     assert scanner_label({}) is None
+
+
+def test_flair_and_r1map_sidecars_give_their_own_scanner(tmp_path, caplog) -> None:
+    from thalamus_bidsapp.bidsio.scanners import session_scanners
+
+    bids, out, derived = tmp_path / "bids", tmp_path / "out", tmp_path / "qmri"
+    anat = bids / "sub-01" / "ses-1" / "anat"
+    write_json({"Manufacturer": "Siemens", "ManufacturersModelName": "Prisma", "MagneticFieldStrength": 3,
+                "DeviceSerialNumber": "7", "InstitutionName": "Hospital A", "SoftwareVersions": "syngo MR XA30"},
+               anat / "sub-01_ses-1_T1w.json")
+    write_json({"Manufacturer": "Siemens", "ManufacturersModelName": "Skyra", "MagneticFieldStrength": 3},
+               anat / "sub-01_ses-1_FLAIR.json")
+    write_json({"Manufacturer": "Siemens", "ManufacturersModelName": "Prisma", "MagneticFieldStrength": 3,
+                "DeviceSerialNumber": "7"}, derived / "sub-01" / "ses-1" / "anat" / "sub-01_ses-1_R1map.json")
+    out_anat = out / "sub-01" / "ses-1" / "anat"
+    write_json({"Sources": ["bids:raw:sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz"]},
+               out_anat / "sub-01_ses-1_desc-preproc_T1w.json")
+    write_json({"Sources": ["bids:raw:sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz"]},
+               out_anat / "sub-01_ses-1_space-T1w_FLAIR.json")
+    write_json({"Sources": ["bids:qmri:sub-01/ses-1/anat/sub-01_ses-1_R1map.nii.gz"]},
+               out_anat / "sub-01_ses-1_space-T1w_R1map.json")
+    sessions = pd.DataFrame({"participant_id": ["sub-01"], "session_id": ["ses-1"]})
+    with caplog.at_level(logging.WARNING, logger="thalamus_bidsapp.bidsio.scanners"):
+        found = session_scanners(sessions, out, bids, {"qmri": derived}).iloc[0]
+    assert found["scanner"] == "Siemens Prisma 3T SN 7" and found["software_versions"] == "syngo MR XA30"
+    assert found["flair_scanner"] == "Siemens Skyra 3T" and found["r1map_scanner"] == "Siemens Prisma 3T SN 7"
+    assert "the FLAIR was acquired on Siemens Skyra 3T, the T1w on Siemens Prisma 3T SN 7" in caplog.text
+    assert "R1map was acquired" not in caplog.text

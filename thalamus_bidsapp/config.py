@@ -82,7 +82,7 @@ class RunConfig:
     ``qc_thresholds`` is the user's QC thresholds file (None: the packaged
     defaults); ``qc_exclude`` (``fail``, ``warn`` or None) leaves the masks with
     that QC status or worse out of the group statistics. ``harmonize``,
-    ``harmonize_batch`` and ``harmonize_protect`` set the group level's
+    ``harmonize_batch``, ``harmonize_protect`` and ``harmonize_ref_batch`` set the group level's
     ComBat harmonisation (``none``: the volumes are used as measured).
     """
 
@@ -124,6 +124,8 @@ class RunConfig:
     harmonize: str = "none"
     harmonize_batch: str = "scanner"
     harmonize_protect: tuple[str, ...] = ("age", "sex")
+    #: The batch the others are harmonised to (None: the pooled mean and variance of all batches).
+    harmonize_ref_batch: str | None = None
     run_id: str = ""
     #: TemplateFlow's home folder the template files are read from (None: no template space).
     templateflow_home: Path | None = None

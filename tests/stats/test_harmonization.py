@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import missing_prerequisite
 from thalamus_bidsapp.stats.batch_effects import batch_effect_tests
 from thalamus_bidsapp.stats.harmonization import (
     BatchProblem,
@@ -39,13 +40,22 @@ def _sites(n: int = 150, seed: int = 0, subjects: int | None = None) -> pd.DataF
     return frame
 
 
+def _neurocombat():
+    """The neuroCombat package (a test extra): missing, the test skips, and fails under CI."""
+    try:
+        from neuroCombat import neuroCombat
+    except ImportError:
+        missing_prerequisite("neuroCombat is not installed (pip install -e '.[test]')")
+    return neuroCombat
+
+
 @pytest.mark.parametrize("eb", [True, False])
 def test_agrees_with_neurocombat(eb: bool) -> None:
-    neuro = pytest.importorskip("neuroCombat")
+    neuro = _neurocombat()
     frame = _sites()
     ours = combat(frame, FEATURES, "site", continuous=["age", "icv"], categorical=["sex"], eb=eb)
-    ref = neuro.neuroCombat(dat=frame[FEATURES].to_numpy(float).T, covars=frame[["site", "age", "icv", "sex"]],
-                            batch_col="site", categorical_cols=["sex"], continuous_cols=["age", "icv"], eb=eb)
+    ref = neuro(dat=frame[FEATURES].to_numpy(float).T, covars=frame[["site", "age", "icv", "sex"]],
+                batch_col="site", categorical_cols=["sex"], continuous_cols=["age", "icv"], eb=eb)
     np.testing.assert_allclose(ours.data.to_numpy(), ref["data"].T, rtol=0, atol=1e-6)
     est = ref["estimates"]
     gamma = np.array([[ours.model["features"][f]["gamma_star"][b] for f in FEATURES] for b in "ABC"])
@@ -55,6 +65,43 @@ def test_agrees_with_neurocombat(eb: bool) -> None:
     np.testing.assert_allclose([ours.model["features"][f]["var_pooled"] for f in FEATURES],
                                np.ravel(est["var.pooled"]), rtol=1e-9)
     assert ours.model["eb"] is eb and ours.used.all()
+
+
+@pytest.mark.parametrize("eb", [True, False])
+def test_reference_batch_agrees_with_neurocombat(eb: bool, monkeypatch) -> None:
+    neuro = _neurocombat()
+    monkeypatch.setattr(np, "int", int, raising=False)  # neuroCombat 0.2.12's ref_batch path calls np.int (numpy < 1.24)
+    frame = _sites()
+    ours = combat(frame, FEATURES, "site", continuous=["age", "icv"], categorical=["sex"], eb=eb, ref_batch="B")
+    ref = neuro(dat=frame[FEATURES].to_numpy(float).T, covars=frame[["site", "age", "icv", "sex"]],
+                batch_col="site", categorical_cols=["sex"], continuous_cols=["age", "icv"], eb=eb, ref_batch="B")
+    np.testing.assert_allclose(ours.data.to_numpy(), ref["data"].T, rtol=0, atol=1e-6)
+    np.testing.assert_allclose([ours.model["features"][f]["var_pooled"] for f in FEATURES],
+                               np.ravel(ref["estimates"]["var.pooled"]), rtol=1e-9)
+    in_b = (frame["site"] == "B").to_numpy()
+    np.testing.assert_array_equal(ours.data.to_numpy()[in_b], frame.loc[in_b, FEATURES].to_numpy())
+    assert ours.model["ref_batch"] == "B" and ours.model["features"]["f_left"]["gamma_star"]["B"] == 0.0
+    # the other sites end at the reference's residual mean and spread
+    encoding = encode_covariates(frame, ["age", "icv"], ["sex"])
+    after = batch_effect_tests(frame.assign(f_left=ours.data["f_left"]), "f_left", "site", encoding)
+    assert after["p_anova"].iloc[0] > 0.05 and after["p_levene"].iloc[0] > 0.05
+    np.testing.assert_allclose(apply_combat(frame, ours.model, "site").to_numpy(), ours.data.to_numpy(), atol=1e-9)
+    with pytest.raises(BatchProblem, match="reference batch 'Z' is not among the usable batches"):
+        combat(frame, FEATURES, "site", continuous=["age"], ref_batch="Z")
+
+
+def test_longitudinal_gam_to_a_reference_batch_keeps_the_reference() -> None:
+    frame = _sites(n=240, seed=3, subjects=80)
+    result = combat(frame, FEATURES, "site", continuous=["age", "icv"], categorical=["sex"], subject="subject",
+                    smooth=["age"], ref_batch="A")
+    assert result.model["kind"] == "longitudinal-combat-gam" and result.model["ref_batch"] == "A"
+    in_a = (frame["site"] == "A").to_numpy()
+    np.testing.assert_array_equal(result.data.to_numpy()[in_a], frame.loc[in_a, FEATURES].to_numpy())
+    encoding = encode_covariates(frame, ["age", "icv"], ["sex"])
+    after = batch_effect_tests(frame.assign(f_left=result.data["f_left"]), "f_left", "site", encoding)
+    assert after["p_anova"].iloc[0] > 0.05
+    again = apply_combat(frame, result.model, "site", subject="subject")
+    np.testing.assert_allclose(again.to_numpy(), result.data.to_numpy(), atol=1e-9)
 
 
 def test_removes_the_site_effect_and_keeps_the_covariates() -> None:

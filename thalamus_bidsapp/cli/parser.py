@@ -118,6 +118,12 @@ def _add_harmonize_options(group: argparse._ArgumentGroup) -> None:
         "diagnosis edss); numbers enter linearly, text as categories; ICV is always kept "
         "(default: age sex)",
     )
+    group.add_argument(
+        "--harmonize-ref-batch", default=None, metavar="LABEL",
+        help="harmonise to this batch (a site or scanner label as group/volumes.tsv writes it) instead of the "
+        "pool of all batches: its volumes stay as measured and the others take its mean and variance "
+        "(default: none, the pooled mean and variance)",
+    )
 
 
 def _add_method_option(group: argparse._ArgumentGroup, option: CliOption) -> None:

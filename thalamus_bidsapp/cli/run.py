@@ -99,6 +99,7 @@ def build_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
         harmonize=args.harmonize,
         harmonize_batch=args.harmonize_batch,
         harmonize_protect=tuple(dict.fromkeys(args.harmonize_protect)),
+        harmonize_ref_batch=args.harmonize_ref_batch,
         run_id=f"{datetime.now():%Y%m%d-%H%M%S}_{uuid.uuid4().hex[:8]}",
         templateflow_home=_templateflow_home(args.template, environ),
         environment=Environment.from_environ(environ),

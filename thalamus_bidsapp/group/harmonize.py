@@ -6,8 +6,9 @@ harmonised first on its own (one feature: location/scale, no empirical
 Bayes, no subject term) and its harmonised value is always among the protected covariates of
 the volumes, beside the ``--harmonize-protect`` columns. With repeated
 sessions of a subject the model has a random subject intercept
-(longitudinal ComBat). A method's harmonised bilateral volume is the sum of
-its harmonised sides. Writes ``volume_ml_harmonized`` and
+(longitudinal ComBat). With ``--harmonize-ref-batch`` the other batches are
+mapped to that batch, whose volumes and ICV stay as measured. A method's
+harmonised bilateral volume is the sum of its harmonised sides. Writes ``volume_ml_harmonized`` and
 ``icv_ml_harmonized`` into the volumes, ``harmonization.tsv`` (diagnostics)
 and ``harmonization_model.json`` (the fitted parameters) into the group folder.
 """
@@ -60,7 +61,8 @@ _STATISTICS = {
 }
 
 HARMONIZATION_COLUMNS: dict[str, Any] = {
-    "harmonization": "ComBat variant fitted: combat, combat-gam, or longitudinal-combat (random subject intercept)",
+    "harmonization": "ComBat variant fitted: combat, combat-gam, or longitudinal-combat / longitudinal-combat-gam "
+                     "(random subject intercept)",
     "batch_column": "Column of group/volumes.tsv whose values are the batches (site or scanner)",
     "method": "Segmentation method (icv for the intracranial volume)",
     "contrast": "Image contrast of the method (n/a for ICV)",
@@ -83,6 +85,8 @@ def run_harmonization_step(config: RunConfig, volumes: pd.DataFrame, group_dir: 
         sessions, or a batch confounded with a protected covariate.
     """
     if config.harmonize == "none" or volumes.empty:
+        if config.harmonize_ref_batch is not None:
+            LOGGER.warning("--harmonize-ref-batch %s is ignored: --harmonize is none", config.harmonize_ref_batch)
         return volumes
     batch = _batch_column(volumes, config.harmonize_batch)
     sessions, features = session_table(volumes, batch, config.harmonize_protect)
@@ -93,14 +97,16 @@ def run_harmonization_step(config: RunConfig, volumes: pd.DataFrame, group_dir: 
                             f"--harmonize-protect (given: {' '.join(config.harmonize_protect)})", EXIT_DATAERR)
     repeated = bool(sessions["participant_id"].duplicated().any())
     subject = "participant_id" if repeated else None
-    protect = {"continuous": continuous, "categorical": categorical, "smooth": smooth, "subject": subject}
+    protect = {"continuous": continuous, "categorical": categorical, "smooth": smooth, "subject": subject,
+               "ref_batch": config.harmonize_ref_batch}
     # ICV is a trait of the subject (often one value for all its sessions): no subject term for it
     icv = _fit(sessions, [ICV_FEATURE], batch, {**protect, "subject": None}, eb=False)
     sessions[ICV_HARMONIZED] = icv.data[ICV_FEATURE]
     vols = _fit(sessions, list(features), batch, {**protect, "continuous": [*continuous, ICV_HARMONIZED]})
-    LOGGER.info("harmonisation (%s by %s, %d batches, %d sessions, %d features): protected %s + ICV",
+    LOGGER.info("harmonisation (%s by %s, %d batches, %d sessions, %d features): protected %s + ICV; to %s",
                 vols.model["kind"], batch, len(vols.model["batches"]), int(vols.used.sum()), len(features),
-                " ".join(config.harmonize_protect))
+                " ".join(config.harmonize_protect), f"the reference batch {config.harmonize_ref_batch!r}"
+                if config.harmonize_ref_batch is not None else "the pooled mean and variance")
     volumes = _put_back(volumes, sessions, vols.data, features)
     diagnostics = _diagnostics(sessions, vols.data, features, batch, icv, vols)
     write_tsv(diagnostics, Path(group_dir) / "harmonization.tsv", HARMONIZATION_COLUMNS)
@@ -168,7 +174,7 @@ def _fit(sessions: pd.DataFrame, features: list[str], batch: str, protect: dict[
          eb: bool = True) -> HarmonizationResult:
     try:
         return combat(sessions, features, batch, continuous=protect["continuous"], categorical=protect["categorical"],
-                      smooth=protect["smooth"], subject=protect["subject"], eb=eb)
+                      smooth=protect["smooth"], subject=protect["subject"], eb=eb, ref_batch=protect["ref_batch"])
     except BatchProblem as err:
         raise ThalamusError(f"--harmonize: cannot harmonise by {batch}: {err}. Merge or drop that batch, or "
                             "protect fewer covariates", EXIT_DATAERR) from err
@@ -235,6 +241,7 @@ def _model_record(config: RunConfig, batch: str, features: dict, icv_model: dict
         "harmonize": config.harmonize,
         "batch_column": batch,
         "protect": list(config.harmonize_protect),
+        "ref_batch": config.harmonize_ref_batch,
         "features": {column: dict(zip(FEATURE_KEYS, key)) for column, key in features.items()},
         "icv_model": icv_model,
         "volume_model": volume_model,

@@ -1,10 +1,11 @@
 """Group level: scanner, site and scanner change of each session, in group/volumes.tsv.
 
 The scanner fields come from the sidecars of the images each session used
-(:mod:`thalamus_bidsapp.bidsio.scanners`). A ``scanner`` or ``site`` column
-the dataset's participants.tsv or sessions tables give wins over the
-sidecars (the log says so); the ``site`` is otherwise the T1w's
-``InstitutionName``. ``scanner_change`` is 1 when a session's scanner differs
+(:mod:`thalamus_bidsapp.bidsio.scanners`). The ``scanner`` and ``site`` of
+a session are the sessions table's value when it gives one (it wins over the
+sidecars, and the log says so), else the sidecars' (the scanner label; the
+T1w's ``InstitutionName``), else participants.tsv's: the per-session
+sources before the per-subject one, the user's before the images'. ``scanner_change`` is 1 when a session's scanner differs
 from the one of the subject's previous session (sessions ordered by
 ``acq_time``, else by label), 0 when it is the same, n/a for a first session
 or an unknown scanner; a ``scanner_change`` column of the sessions tables
@@ -14,6 +15,7 @@ wins as well.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -49,7 +51,13 @@ SCANNER_COLUMNS = {
 
 
 def add_scanner_columns(volumes: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
-    """``volumes`` with the scanner columns of :data:`SCANNER_COLUMNS` that the data allow."""
+    """``volumes`` with the scanner columns of :data:`SCANNER_COLUMNS` that the data allow.
+
+    ``scanner`` and ``site`` are resolved per session: the sessions tables'
+    value, else the sidecars' (the scanner label, the T1w's InstitutionName),
+    else participants.tsv's; the log says how many sessions each source gave
+    and where a sessions-table value overrode a different sidecar value.
+    """
     if volumes.empty:
         return volumes
     found = session_scanners(volumes, config.output_dir, config.bids_dir, config.derivatives)
@@ -60,24 +68,65 @@ def add_scanner_columns(volumes: pd.DataFrame, config: RunConfig) -> pd.DataFram
     keys = found[SESSION_KEYS].assign(session_id=found["session_id"].fillna(""))
     volumes = volumes.copy()
     volume_keys = list(zip(volumes["participant_id"], volumes["session_id"].fillna("")))
-    for column in [c for c in found.columns if c not in SESSION_KEYS]:
-        given = _given_column(volumes, column)
-        if given is not None:
-            if found[column].notna().any() and column in ("scanner", "site"):
-                LOGGER.info("%s: the dataset's %s column is used; the sidecars' values are not", column, given)
-            continue
-        lookup = dict(zip(zip(keys["participant_id"], keys["session_id"]), found[column]))
-        volumes[column] = [lookup.get(key) for key in volume_keys]
+    from_participants = _participants_header(config.bids_dir)
+    for column in dict.fromkeys([*LABELS, *(c for c in found.columns if c not in SESSION_KEYS)]):
+        values = found[column] if column in found else pd.Series(None, index=found.index, dtype=object)
+        lookup = dict(zip(zip(keys["participant_id"], keys["session_id"]), values))
+        sidecar = pd.Series([lookup.get(key) for key in volume_keys], index=volumes.index, dtype=object)
+        if column in LABELS:
+            if sidecar.notna().any() or any(n in volumes for n in (column, f"{column}_sessions")):
+                volumes = _resolve_label(volumes, column, sidecar, from_participants)
+        elif column in volumes:
+            LOGGER.info("%s: the dataset's column is used; the sidecars' values are not", column)
+        else:
+            volumes[column] = sidecar
     return add_scanner_change(volumes)
 
 
-def _given_column(volumes: pd.DataFrame, column: str) -> str | None:
-    """The participants/sessions column that gives ``column`` (``site`` or ``site_sessions``), if any."""
-    if column in ("scanner", "site"):
-        for name in (column, f"{column}_sessions", f"{column}_participants"):
-            if name in volumes and volumes[name].notna().any():
-                return name
-    return column if column in volumes else None
+#: The labels resolved per session across the sessions tables, the sidecars and participants.tsv.
+LABELS = ("scanner", "site")
+
+
+def _participants_header(bids_dir: Path) -> set[str]:
+    """Column names of the dataset's participants.tsv (empty when it has none)."""
+    try:
+        with open(Path(bids_dir) / "participants.tsv", encoding="utf-8-sig") as table:
+            return set(table.readline().rstrip("\r\n").split("\t"))
+    except OSError:
+        return set()
+
+
+def _resolve_label(volumes: pd.DataFrame, column: str, sidecar: pd.Series, participants: set[str]) -> pd.DataFrame:
+    """``column`` per row: the sessions tables' value, else the sidecars', else participants.tsv's (logged)."""
+    # join_clinical names a clash <column>_sessions; an unsuffixed column counts as the sessions tables' unless
+    # participants.tsv has it (then it is the participant's, and a sessions-table copy is <column>_sessions)
+    sessions_name = next((n for n in (f"{column}_sessions", column) if n in volumes and not (
+        n == column and column in participants)), None)
+    participants_name = next((n for n in (f"{column}_participants", column) if n in volumes and (
+        n != column or column in participants)), None)
+    empty = pd.Series(None, index=volumes.index, dtype=object)
+    given = volumes[sessions_name].astype(object).where(volumes[sessions_name].notna()) if sessions_name else empty
+    fallback = (volumes[participants_name].astype(object).where(volumes[participants_name].notna())
+                if participants_name else empty)
+    sidecar = sidecar.where(sidecar.notna())
+    resolved = given.combine_first(sidecar).combine_first(fallback)
+    by_session = pd.DataFrame({"participant_id": volumes["participant_id"],
+                               "session_id": volumes["session_id"].fillna(""), "given": given.notna(),
+                               "sidecar": sidecar.notna(), "participants": fallback.notna(),
+                               "differ": given.notna() & sidecar.notna() & (given.astype(str) != sidecar.astype(str))}
+                              ).groupby(SESSION_KEYS).any()
+    n_given, n_sidecar = int(by_session["given"].sum()), int((by_session["sidecar"] & ~by_session["given"]).sum())
+    n_participants = int((by_session["participants"] & ~by_session["given"] & ~by_session["sidecar"]).sum())
+    if n_given:
+        LOGGER.info("%s: the dataset's %s column gives %d session(s) and wins over the sidecars (%d of them have "
+                    "another sidecar value)", column, sessions_name, n_given, int(by_session["differ"].sum()))
+    if n_participants or (participants_name and n_sidecar):
+        LOGGER.info("%s: participants.tsv's %s column fills %d session(s) without a sessions-table or sidecar "
+                    "value; the sidecars give %d", column, participants_name, n_participants, n_sidecar)
+    if participants_name == column and (resolved.astype(str) != fallback.astype(str)).any():
+        volumes = volumes.rename(columns={column: f"{column}_participants"})
+    volumes[column] = resolved
+    return volumes
 
 
 def add_scanner_change(volumes: pd.DataFrame) -> pd.DataFrame:

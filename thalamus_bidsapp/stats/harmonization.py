@@ -22,7 +22,9 @@ Variants: ``smooth`` covariates enter as a restricted cubic spline (the
 non-linear age term of ComBat-GAM; Pomponio et al. 2020); ``subject`` fits a
 linear mixed model with a random intercept per subject instead of least
 squares, and keeps each subject's intercept in the harmonised data
-(longitudinal ComBat; Beer et al. 2020). With fewer than two features the
+(longitudinal ComBat; Beer et al. 2020). ``ref_batch`` harmonises to one
+batch instead of the pool: it keeps its values, and the others are mapped to
+its mean and variance (as neuroCombat's ``ref_batch``). With fewer than two features the
 empirical Bayes step has no across-feature prior: the per-batch estimates are
 used as they are (location/scale adjustment).
 
@@ -48,7 +50,6 @@ References
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,7 @@ import numpy as np
 import pandas as pd
 
 from thalamus_bidsapp.stats._frame import check_columns, ordered_levels
+from thalamus_bidsapp.stats._mixed import random_intercept_fit
 
 LOGGER = logging.getLogger(__name__)
 
@@ -238,7 +240,8 @@ def _explained(target: np.ndarray, columns: np.ndarray) -> float:
 # ------------------------------------------------------------------ fit
 def combat(data: pd.DataFrame, features: Sequence[str], batch: str, *, continuous: Sequence[str] = (),
            categorical: Sequence[str] = (), smooth: Sequence[str] = (), subject: str | None = None,
-           eb: bool = True, tol: float = 1e-4, max_iter: int = 1000) -> HarmonizationResult:
+           eb: bool = True, ref_batch: object | None = None, tol: float = 1e-4,
+           max_iter: int = 1000) -> HarmonizationResult:
     """Harmonise ``features`` across the levels of ``batch``, keeping the protected covariates' effects.
 
     Parameters
@@ -257,20 +260,26 @@ def combat(data: pd.DataFrame, features: Sequence[str], batch: str, *, continuou
         Column of subject labels: fit a random subject intercept (longitudinal ComBat).
     eb
         Empirical Bayes shrinkage of the batch effects (needs two features or more).
+    ref_batch
+        A batch to harmonise the others to (as neuroCombat's ``ref_batch``):
+        its rows come back unchanged, the grand mean is its intercept and the
+        pooled variance its residual variance. None: the pooled mean and
+        variance of all batches.
     tol, max_iter
         Convergence of the empirical Bayes iteration (relative change).
 
     Returns
     -------
     HarmonizationResult
-        ``model`` holds ``kind`` (combat, combat-gam, longitudinal-combat),
+        ``model`` holds ``kind`` (combat, combat-gam, longitudinal-combat,
+        longitudinal-combat-gam),
         ``batches`` and ``n_per_batch``, ``covariates`` (the encoding of
         :func:`encode_covariates`, plus ``names``), ``eb``, and per feature
         ``alpha`` (grand mean), ``beta`` (covariate coefficients by name),
         ``var_pooled``, ``gamma_hat``/``delta_hat`` (per-batch estimates),
         ``gamma_star``/``delta_star`` (after shrinkage), ``priors`` per batch
-        (``gamma_bar``, ``tau2``, ``a``, ``b``) and, for longitudinal ComBat,
-        ``random_intercepts`` by subject.
+        (``gamma_bar``, ``tau2``, ``a``, ``b``), ``ref_batch`` (None without
+        one) and, for longitudinal ComBat, ``random_intercepts`` by subject.
 
     Raises
     ------
@@ -305,24 +314,46 @@ def combat(data: pd.DataFrame, features: Sequence[str], batch: str, *, continuou
     problems = batch_problems(labels, covars[used], names)
     if problems:
         raise problems[0]
+    ref = _reference(levels, ref_batch)
     onehot = np.column_stack([(labels.to_numpy() == level).astype(float) for level in levels])
     y = data.loc[used, list(features)].apply(pd.to_numeric, errors="coerce").to_numpy(float)
     groups = data.loc[used, subject].astype(str).to_numpy() if subject else None
-    fits = [_standardise(y[:, f], onehot, covars[used], groups) for f in range(y.shape[1])]
+    fits = [_standardise(y[:, f], onehot, covars[used], groups, ref) for f in range(y.shape[1])]
     z = np.column_stack([fit["z"] for fit in fits])
     estimates = _batch_estimates(z, onehot, eb=eb and len(features) >= 2, tol=tol, max_iter=max_iter)
+    if ref is not None:  # the reference keeps its values: no location or scale change
+        estimates["gamma_star"][ref], estimates["delta_star"][ref] = 0.0, 1.0
     out = np.full((len(data), len(features)), np.nan)
     member = onehot.argmax(axis=1)
     for f, fit in enumerate(fits):
         gamma, delta = estimates["gamma_star"][member, f], estimates["delta_star"][member, f]
         out[used, f] = np.sqrt(fit["var_pooled"]) * (z[:, f] - gamma) / np.sqrt(delta) + fit["kept"]
+        if ref is not None:
+            out[np.flatnonzero(used)[member == ref], f] = y[member == ref, f]
     model = _model_json(features, levels, onehot, encoding, names, fits, estimates, subject, smooth)
+    model["ref_batch"] = None if ref is None else str(levels[ref])
     return HarmonizationResult(pd.DataFrame(out, index=data.index, columns=list(features)),
                                pd.Series(used, index=data.index), model)
 
 
-def _standardise(y: np.ndarray, onehot: np.ndarray, covars: np.ndarray, groups: np.ndarray | None) -> dict[str, Any]:
-    """Pooled fit of one feature; its standardised values ``z`` and what the harmonised values keep."""
+def _reference(levels: list[object], ref_batch: object | None) -> int | None:
+    """Index of the reference batch among ``levels`` (matched as text), None without one."""
+    if ref_batch is None:
+        return None
+    names = [str(level) for level in levels]
+    if str(ref_batch) not in names:
+        raise BatchProblem(ref_batch, f"the reference batch {ref_batch!r} is not among the usable batches "
+                                      f"({', '.join(names)})")
+    return names.index(str(ref_batch))
+
+
+def _standardise(y: np.ndarray, onehot: np.ndarray, covars: np.ndarray, groups: np.ndarray | None,
+                 ref: int | None = None) -> dict[str, Any]:
+    """Pooled fit of one feature; its standardised values ``z`` and what the harmonised values keep.
+
+    With a reference batch ``ref`` the grand mean is its intercept and the
+    pooled variance the mean squared residual of its rows (neuroCombat's ``ref_batch``).
+    """
     finite = np.isfinite(y)
     design = np.column_stack([onehot, covars])
     random = np.zeros(len(y))
@@ -332,55 +363,19 @@ def _standardise(y: np.ndarray, onehot: np.ndarray, covars: np.ndarray, groups: 
         beta = np.linalg.solve(x.T @ x, x.T @ yy)
         var_pooled = float(np.mean((yy - x @ beta) ** 2))
     else:
-        beta, var_pooled, intercepts = _mixed_fit(y[finite], onehot[finite], covars[finite], groups[finite])
+        beta, var_pooled, intercepts = random_intercept_fit(y[finite], onehot[finite], covars[finite], groups[finite])
         random = np.array([intercepts.get(g, 0.0) for g in groups])
     n_batch = onehot.shape[1]
     weights = onehot[finite].sum(axis=0) / finite.sum()
-    alpha = float(weights @ beta[:n_batch])
+    alpha = float(weights @ beta[:n_batch]) if ref is None else float(beta[ref])
+    if ref is not None:
+        in_ref = finite & (onehot[:, ref] == 1)
+        var_pooled = float(np.mean((y[in_ref] - design[in_ref] @ beta - random[in_ref]) ** 2))
     covariate_part = covars @ beta[n_batch:]
     var_pooled = var_pooled if var_pooled > 0 else 1.0
     kept = alpha + covariate_part + random
     return {"z": (y - kept) / np.sqrt(var_pooled), "kept": kept, "alpha": alpha, "beta": beta[n_batch:],
             "batch_beta": beta[:n_batch], "var_pooled": var_pooled, "random_intercepts": intercepts}
-
-
-def _mixed_fit(y: np.ndarray, onehot: np.ndarray, covars: np.ndarray,
-               groups: np.ndarray) -> tuple[np.ndarray, float, dict[str, float]]:
-    """REML fit of ``y ~ batch + covariates + (1 | subject)``: fixed effects, residual variance, subject intercepts.
-
-    The covariates are centred and scaled for the optimiser (an ICV in mL
-    beside 0/1 indicators makes its Hessian near-singular); the returned
-    coefficients are on the original scale.
-    """
-    from statsmodels.regression.mixed_linear_model import MixedLM
-
-    centre = covars.mean(axis=0)
-    scale = covars.std(axis=0)
-    scale[scale == 0] = 1.0
-    design = np.column_stack([onehot, (covars - centre) / scale])
-    fit, problem = None, ""
-    # L-BFGS first; a subject variance at the boundary (near 0) can make its gradient singular: then Powell
-    for method in ("lbfgs", "powell", "nm"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # boundary and convergence chatter; the estimates are checked below
-            try:
-                fit = MixedLM(y, design, groups=groups).fit(reml=True, method=method)
-                break
-            except (np.linalg.LinAlgError, ValueError) as err:
-                problem = str(err)
-    if fit is None:
-        raise ValueError(f"combat: the mixed model of a feature cannot be fitted ({problem})")
-    coef = np.asarray(fit.fe_params, float)
-    if not np.all(np.isfinite(coef)):
-        raise ValueError("combat: the mixed model of a feature did not converge")
-    n_batch = onehot.shape[1]
-    slopes = coef[n_batch:] / scale
-    beta = np.concatenate([coef[:n_batch] - float(slopes @ centre), slopes])
-    try:
-        intercepts = {str(g): float(np.asarray(v)[0]) for g, v in fit.random_effects.items()}
-    except ValueError:  # the subject variance is estimated at 0: every intercept is 0
-        intercepts = {str(g): 0.0 for g in np.unique(groups)}
-    return beta, float(fit.scale), intercepts
 
 
 def _batch_estimates(z: np.ndarray, onehot: np.ndarray, *, eb: bool, tol: float, max_iter: int) -> dict[str, Any]:
@@ -448,7 +443,7 @@ def _model_json(features: Sequence[str], levels: list[object], onehot: np.ndarra
         if subject is not None:
             entry["random_intercepts"] = fit["random_intercepts"]
         per_feature[str(name)] = entry
-    kind = "longitudinal-combat" if subject else "combat-gam" if smooth else "combat"
+    kind = ("longitudinal-" if subject else "") + ("combat-gam" if smooth else "combat")
     return {"kind": kind, "batches": batches, "n_per_batch": dict(zip(batches, map(int, onehot.sum(axis=0)))),
             "covariates": {**encoding, "names": names}, "subject": subject, "eb": estimates["eb"],
             "priors": dict(zip(batches, estimates["priors"])), "features": per_feature}
