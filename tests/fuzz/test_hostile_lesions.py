@@ -12,6 +12,10 @@ left behind.
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -357,3 +361,46 @@ def test_lesion_filling_off_after_auto_removes_the_filled_t1w(tmp_path):
     (methods,) = [json.loads(p.read_text()) for p in sorted(out.glob("logs/*/methods.json"))[-1:]]
     assert methods["sub-01"]["inputs"]["lesion"].endswith("sub-01_label-lesion_mask.nii.gz")
     assert methods["sub-01"]["lesion_input"]["LesionMask"].endswith("sub-01_label-lesion_mask.nii.gz")
+
+
+@pytest.mark.slow
+def test_lesion_filling_off_after_both_leaves_no_unfilled_mask_anywhere(tmp_path, monkeypatch):
+    from tests.fuzz.dataset_cases import cropped_t1w
+
+    fsl = tmp_path / "fsl"
+    (fsl / "bin").mkdir(parents=True)
+    (fsl / "etc").mkdir()
+    (fsl / "etc" / "fslversion").write_text("6.0.7.9\n")
+    shutil.copy2(Path(__file__).parents[1] / "fakes" / "run_first_all", fsl / "bin" / "run_first_all")
+    monkeypatch.setenv("FSLDIR", str(fsl))
+    monkeypatch.setenv("FAKE_FIRST_ASEG", str(shared_file("freesurfer_bert_7.2", "mri", "aseg.mgz")))
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    bids, fs = make_dataset(tmp_path / "bids")
+    lesions = tmp_path / "lesions"
+    write_description(lesions, "lesion tool")
+    (lesions / "sub-01" / "anat").mkdir(parents=True)
+    t1w = cropped_t1w()
+    mask = np.zeros(t1w.shape, np.uint8)
+    mask[40:46, 28:32, 40:46] = 1
+    nib.save(nib.Nifti1Image(mask, t1w.affine), str(lesions / "sub-01" / "anat" / "sub-01_label-lesion_mask.nii.gz"))
+    out = tmp_path / "out"
+    args = [bids, out, "participant", "-w", tmp_path / "work", "--fs-subjects-dir", fs, "--methods", "freesurfer",
+            "first", "--nprocs", "1", "--skip-bids-validation", "--template", "none", "--derivatives",
+            f"lesions={lesions}"]
+    first = run_app(*args, "--lesion-filling", "both")
+    assert first.code == 0, first.console
+    assert list(out.glob("sub-01/anat/*desc-firstUnfilled_mask.nii.gz"))
+    assert run_app(bids, out, "group", "-w", tmp_path / "work").code == 0
+    assert "firstUnfilled" in (out / "group" / "containment.tsv").read_text()
+    second = run_app(*args, "--lesion-filling", "off")
+    assert second.code == 0, second.console
+    assert re.search(r"sub-01: removed \d+ earlier output\(s\)", second.console)
+    assert "desc-firstUnfilled_mask.nii.gz" in second.console and "desc-lesionfilled_T1w.nii.gz" in second.console
+    assert not [p for p in out.glob("sub-01/**/*") if "Unfilled" in p.name or "lesionfilled" in p.name]
+    assert "firstUnfilled" not in (out / "sub-01.html").read_text()
+    group = run_app(bids, out, "group", "-w", tmp_path / "work")
+    assert group.code == 0, group.console
+    for table in ("containment.tsv", "volumes.tsv", "qc.tsv", "agreement_pairwise.tsv"):
+        assert "firstUnfilled" not in (out / "group" / table).read_text(), table
+    assert sorted(set(read_tsv(out / "group" / "volumes.tsv")["method"])) == ["first", "freesurfer"]
+    assert "desc-firstUnfilled" not in (out / "group" / "report.html").read_text()
