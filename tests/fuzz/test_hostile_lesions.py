@@ -12,6 +12,10 @@ left behind.
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -106,6 +110,31 @@ def test_only_the_lesion_label_is_lesion_with_the_true_volume(patient, tmp_path)
     assert np.count_nonzero(np.asanyarray(mask.dataobj)) == int(patient["lesion"].sum())
 
 
+@pytest.mark.slow
+def test_a_dseg_through_the_cli_gives_the_true_lesion_volume_everywhere(patient, tmp_path):
+    from tests.fuzz.dataset_cases import fs_subjects_dir
+
+    bids, lesions = _dataset(tmp_path, patient, {"sub-07_desc-lesion_dseg.nii.gz": (patient["labels"], TABLE)})
+    fs_subjects_dir(tmp_path / "fs", ("07",))
+    before = tree_digest(lesions)
+    result = _participant(tmp_path, bids, lesions)
+    assert result.code == 0, result.console
+    anat = tmp_path / "out" / "sub-07" / "anat"
+    sidecar = json.loads((anat / "sub-07_space-T1w_label-lesion_mask.json").read_text())
+    assert sidecar["LesionVolume_mL"] == pytest.approx(patient["true_ml"], rel=1e-9)
+    assert sidecar["LesionLabels"] == [{"index": 1, "name": "lesion"}]
+    mask = nib.load(str(anat / "sub-07_space-T1w_label-lesion_mask.nii.gz"))
+    assert np.count_nonzero(np.asanyarray(mask.dataobj)) == int(patient["lesion"].sum())
+    filled = json.loads((anat / "sub-07_desc-lesionfilled_T1w.json").read_text())
+    assert filled["LesionVolume_mL"] == pytest.approx(patient["true_ml"], rel=1e-9)
+    volumes = read_tsv(anat / "sub-07_label-thalamus_volumes.tsv")
+    assert np.allclose(volumes["lesion_volume_ml"].astype(float), patient["true_ml"])
+    (methods,) = [json.loads(p.read_text()) for p in sorted((tmp_path / "out").glob("logs/*/methods.json"))]
+    assert methods["sub-07"]["lesion_input"]["LesionLabels"] == [{"index": 1, "name": "lesion"}]
+    assert methods["sub-07"]["inputs"]["lesion"].endswith("sub-07_desc-lesion_dseg.nii.gz")
+    assert tree_digest(lesions) == before
+
+
 def test_the_labels_used_are_in_methods_json_through_the_preflight(patient, tmp_path):
     from thalamus_bidsapp.participant.preflight import preflight_session
 
@@ -189,14 +218,28 @@ def test_an_explicit_lesion_filter_that_matches_nothing_fails_the_session(patien
     assert str(filters) in result.console and "--derivatives" in result.console
 
 
-def test_a_mask_without_the_session_entity_is_named_in_a_warning(patient, tmp_path):
+def test_a_mask_without_the_session_entity_is_named_in_a_warning(patient, tmp_path, caplog):
+    from thalamus_bidsapp.config import RunConfig
+    from thalamus_bidsapp.participant.plan import preflight_sessions
+
     bids, lesions = _dataset(tmp_path, patient, {"sub-07_label-lesion_mask.nii.gz":
                                                  (patient["lesion"].astype(np.uint8), None)}, session="1")
-    (session,) = _sessions(bids, lesions)
+    sessions = _sessions(bids, lesions)
+    (session,) = sessions
     assert session.lesion is None and not session.problems  # no explicit filter: the session runs, warned
     (note,) = session.notes
     assert "no lesion mask found" in note and "sub-07_label-lesion_mask.nii.gz" in note and "ses-1" in note
     assert str(lesions) in note
+    # The run logs it as a warning of that session, and the session goes on without lesions.
+    config = RunConfig(bids_dir=bids, output_dir=tmp_path / "out", analysis_level="participant",
+                       work_dir=tmp_path / "work")
+    statuses: dict = {}
+    with caplog.at_level("WARNING"):
+        prepared = preflight_sessions(sessions, config, statuses)
+    assert list(prepared) == [session.name] and not statuses
+    (warning,) = [r for r in caplog.records if "no lesion mask found" in r.getMessage()]
+    assert warning.levelname == "WARNING" and warning.getMessage().startswith(f"{session.name}: ")
+    assert "sub-07_label-lesion_mask.nii.gz" in warning.getMessage()
 
 
 def test_ordering_note_says_by_name_when_there_are_no_runs(tmp_path):
@@ -318,3 +361,46 @@ def test_lesion_filling_off_after_auto_removes_the_filled_t1w(tmp_path):
     (methods,) = [json.loads(p.read_text()) for p in sorted(out.glob("logs/*/methods.json"))[-1:]]
     assert methods["sub-01"]["inputs"]["lesion"].endswith("sub-01_label-lesion_mask.nii.gz")
     assert methods["sub-01"]["lesion_input"]["LesionMask"].endswith("sub-01_label-lesion_mask.nii.gz")
+
+
+@pytest.mark.slow
+def test_lesion_filling_off_after_both_leaves_no_unfilled_mask_anywhere(tmp_path, monkeypatch):
+    from tests.fuzz.dataset_cases import cropped_t1w
+
+    fsl = tmp_path / "fsl"
+    (fsl / "bin").mkdir(parents=True)
+    (fsl / "etc").mkdir()
+    (fsl / "etc" / "fslversion").write_text("6.0.7.9\n")
+    shutil.copy2(Path(__file__).parents[1] / "fakes" / "run_first_all", fsl / "bin" / "run_first_all")
+    monkeypatch.setenv("FSLDIR", str(fsl))
+    monkeypatch.setenv("FAKE_FIRST_ASEG", str(shared_file("freesurfer_bert_7.2", "mri", "aseg.mgz")))
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    bids, fs = make_dataset(tmp_path / "bids")
+    lesions = tmp_path / "lesions"
+    write_description(lesions, "lesion tool")
+    (lesions / "sub-01" / "anat").mkdir(parents=True)
+    t1w = cropped_t1w()
+    mask = np.zeros(t1w.shape, np.uint8)
+    mask[40:46, 28:32, 40:46] = 1
+    nib.save(nib.Nifti1Image(mask, t1w.affine), str(lesions / "sub-01" / "anat" / "sub-01_label-lesion_mask.nii.gz"))
+    out = tmp_path / "out"
+    args = [bids, out, "participant", "-w", tmp_path / "work", "--fs-subjects-dir", fs, "--methods", "freesurfer",
+            "first", "--nprocs", "1", "--skip-bids-validation", "--template", "none", "--derivatives",
+            f"lesions={lesions}"]
+    first = run_app(*args, "--lesion-filling", "both")
+    assert first.code == 0, first.console
+    assert list(out.glob("sub-01/anat/*desc-firstUnfilled_mask.nii.gz"))
+    assert run_app(bids, out, "group", "-w", tmp_path / "work").code == 0
+    assert "firstUnfilled" in (out / "group" / "containment.tsv").read_text()
+    second = run_app(*args, "--lesion-filling", "off")
+    assert second.code == 0, second.console
+    assert re.search(r"sub-01: removed \d+ earlier output\(s\)", second.console)
+    assert "desc-firstUnfilled_mask.nii.gz" in second.console and "desc-lesionfilled_T1w.nii.gz" in second.console
+    assert not [p for p in out.glob("sub-01/**/*") if "Unfilled" in p.name or "lesionfilled" in p.name]
+    assert "firstUnfilled" not in (out / "sub-01.html").read_text()
+    group = run_app(bids, out, "group", "-w", tmp_path / "work")
+    assert group.code == 0, group.console
+    for table in ("containment.tsv", "volumes.tsv", "qc.tsv", "agreement_pairwise.tsv"):
+        assert "firstUnfilled" not in (out / "group" / table).read_text(), table
+    assert sorted(set(read_tsv(out / "group" / "volumes.tsv")["method"])) == ["first", "freesurfer"]
+    assert "desc-firstUnfilled" not in (out / "group" / "report.html").read_text()

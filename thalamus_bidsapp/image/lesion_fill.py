@@ -48,6 +48,9 @@ GREY_SHELL_FRACTION = 0.7
 SHELL_VOXELS = 2
 #: Fewest normal thalamus voxels (fraction of the prior) to fill thalamic lesions from the thalamus itself.
 MIN_NORMAL_THALAMUS_FRACTION = 0.1
+#: Depth (mm) inside the prior beyond which a lesion is in the thalamus whatever else it covers: a registered prior
+#: is a few millimetres wider than the thalamus, so only its outer band can hold grazing white-matter lesions.
+THALAMUS_CORE_MM = 4.0
 
 #: ``FillResult.thalamus_fill`` values: where thalamic lesion voxels were drawn from.
 NORMAL_THALAMUS = "normal thalamus"
@@ -62,7 +65,8 @@ ALGORITHM = (
     "2.5 robust standard deviations of the white matter's intensity peak, its mean at most one below it (mode of "
     "the brightest class of "
     "a 3-class k-means of the lesioned T1w, lesions excluded; spread from the bright side of the peak), minus a "
-    "one-voxel rim around the lesions and the thalamus prior. Lesions lying at least half in the thalamus prior are "
+    "one-voxel rim around the lesions and the thalamus prior. Lesions lying at least half in the thalamus prior, or "
+    f"reaching more than {THALAMUS_CORE_MM:g} mm inside it (a thalamic lesion confluent with white-matter lesions), are "
     "filled, inside it, from the normal thalamic voxels near them (prior voxels, eroded by one voxel, neither "
     "lesion, CSF-dark nor NAWM); without a prior, lesions whose surrounding shell is at least "
     f"{GREY_SHELL_FRACTION:g} grey matter (between the CSF/grey border and the NAWM) are filled from the grey "
@@ -177,7 +181,7 @@ def fill_lesions(
     white = normal_appearing_white_matter(t1w, brain, classes, lesion)
     if thalamus is not None:  # the thalamus is nearly as bright as white matter on a T1w: keep it out of the pool
         white &= ~np.asarray(thalamus, dtype=bool)
-    plan = (_thalamic_plan(t1w, lesion, brain, classes, np.asarray(thalamus, dtype=bool), rim)
+    plan = (_thalamic_plan(t1w, lesion, brain, classes, np.asarray(thalamus, dtype=bool), rim, zooms)
             if thalamus is not None else _grey_plan(t1w, lesion, brain, classes, rim))
     if plan.reason:
         notes.append(plan.reason)
@@ -193,14 +197,14 @@ def fill_lesions(
 
 
 def _thalamic_plan(t1w: np.ndarray, lesion: np.ndarray, brain: np.ndarray, classes: TissueClasses,
-                   thalamus: np.ndarray, rim: np.ndarray) -> _GreyPlan:
+                   thalamus: np.ndarray, rim: np.ndarray, zooms: tuple[float, float, float]) -> _GreyPlan:
     """Lesions mostly in the prior, filled from its normal voxels, or from the fallback when too few are left.
 
     Normal thalamus: prior voxels eroded by one voxel, outside the lesions'
     rim, neither CSF-dark (ventricles, background) nor NAWM (a registered
     prior is wider than the thalamus). All boolean, the image's shape.
     """
-    targets = thalamic_lesions(lesion, thalamus)
+    targets = thalamic_lesions(lesion, thalamus, zooms)
     if not targets.any():
         return _GreyPlan(targets, None, None)
     data = np.asarray(t1w, dtype=np.float64)
@@ -245,13 +249,20 @@ def grey_surrounded_lesions(lesion: np.ndarray, grey: np.ndarray, brain: np.ndar
     return out
 
 
-def thalamic_lesions(lesion: np.ndarray, thalamus: np.ndarray) -> np.ndarray:
-    """The lesion voxels to fill as thalamus: those in the prior, of lesions lying mostly (>= half) in it.
+def thalamic_lesions(lesion: np.ndarray, thalamus: np.ndarray,
+                     zooms: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """The lesion voxels to fill as thalamus: those in the prior, of lesions mostly in it or reaching its core.
+
+    Mostly: at least half of the lesion's voxels; its core: more than
+    :data:`THALAMUS_CORE_MM` inside the prior.
 
     A registered prior is a few millimetres wider or narrower than the
     subject's thalamus; a white-matter lesion next to the thalamus that only
-    grazes the prior stays white matter instead of growing the thalamus.
-    ``lesion`` and ``thalamus``: boolean, shape (X, Y, Z); returns the same.
+    grazes the prior stays white matter instead of growing the thalamus. A
+    thalamic lesion confluent with large white-matter lesions (common in MS)
+    lies mostly outside the prior, but reaches its core: its voxels in the
+    prior are thalamus. ``lesion`` and ``thalamus``: boolean, shape (X, Y, Z);
+    ``zooms``: voxel size (mm); returns the same shape, boolean.
     """
     thalamus = np.asarray(thalamus, dtype=bool)
     components, count = ndimage.label(lesion, structure=np.ones((3, 3, 3), dtype=bool))
@@ -259,7 +270,9 @@ def thalamic_lesions(lesion: np.ndarray, thalamus: np.ndarray) -> np.ndarray:
         return np.zeros_like(lesion)
     sizes = np.bincount(components.ravel(), minlength=count + 1)
     inside = np.bincount(components[thalamus].ravel(), minlength=count + 1)
-    thalamic = inside * 2 >= sizes
+    core = ndimage.distance_transform_edt(thalamus, sampling=zooms) > THALAMUS_CORE_MM
+    deep = np.bincount(components[core].ravel(), minlength=count + 1) > 0
+    thalamic = (inside * 2 >= sizes) | deep
     thalamic[0] = False
     return thalamic[components] & thalamus
 
