@@ -25,6 +25,9 @@ from thalamus_bidsapp.reports import figures_group, figures_group_agreement, fig
 from thalamus_bidsapp.reports.figures_group import FIGURE_TITLES, build_group_figures, write_group_figures
 from thalamus_bidsapp.reports.palette import MIN_FONT_PT, PNG_DPI, STYLE, method_colors
 
+#: The template-space maps read the template from the tests' TemplateFlow home (built on first use).
+pytestmark = pytest.mark.templateflow
+
 
 @pytest.fixture(scope="module")
 def cohort_group(tmp_path_factory):
@@ -96,9 +99,9 @@ def check_figure(fig: Figure) -> list[str]:
     return problems
 
 
-#: Figures of columns the simulated cohort lacks (lesion filling, lesions, left/right rows);
-#: tests/test_reports_volumes.py draws and checks them.
-NOT_IN_COHORT = {"filling_blandaltman", "lesion_load", "asymmetry"}
+#: Figures of tables the simulated cohort lacks (lesion filling, lesions, left/right rows, change between sessions);
+#: tests/test_reports_volumes.py and tests/test_reports_change.py draw and check them.
+NOT_IN_COHORT = {"filling_blandaltman", "lesion_load", "asymmetry", "session_change"}
 COHORT_FIGURES = sorted(set(FIGURE_TITLES) - NOT_IN_COHORT)
 
 

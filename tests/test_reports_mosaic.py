@@ -130,3 +130,32 @@ def test_mask_figures_are_not_drawn_again_when_nothing_changed(tmp_path, monkeyp
     keys = [mask_figures.recorded_key(path) for path in drawn]
     mask_figures.draw_masks(_small_session(tmp_path), figures)
     assert loads and all(mask_figures.recorded_key(p) != k for p, k in zip(drawn, keys))
+
+
+def test_mosaic_text_stays_inside_the_figure(patient):
+    # The longest title the report writes (a session label, a long mask name, its contrast, the volume and the
+    # lesion-filled note) and the full colour key (left, right, lesions): nothing drawn outside the figure.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from thalamus_bidsapp.reports.mask_figures import mosaic_figure
+
+    box = _bounding_box(patient["thalamus"], np.full(3, 12))
+    slices = {axis: _slice_indices(patient["thalamus"], axis, 5) for axis in range(3)}
+    positions = {axis: slice_positions_mm(patient["affine"], box, axis, idx) for axis, idx in slices.items()}
+    fig = mosaic_figure(patient["t1"], patient["thalamus"], (1.0, 1.0, 1.0), box=box, slices=slices,
+                        title="ses-followup01  mindglideFLAIRUnfilled (FLAIR)  13.41 mL  [lesion-filled T1w]",
+                        positions=positions, sides=patient["sides"], lesion=patient["lesion"])
+    FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    renderer, bounds = fig.canvas.get_renderer(), fig.bbox
+    # The texts drawn: the title, per plane 5 positions, 10 orientation letters and its name, and the 3 keys
+    # (the axes are off: their tick labels are not drawn).
+    texts = [*fig.texts, *(t for ax in fig.axes for t in ax.texts), *(t for lg in fig.legends for t in lg.get_texts())]
+    assert len(texts) == 1 + 3 * 16 + 3
+
+    def inside(text) -> bool:
+        box = text.get_window_extent(renderer)
+        return (bounds.x0 - 0.5 <= box.x0 and box.x1 <= bounds.x1 + 0.5 and bounds.y0 - 0.5 <= box.y0
+                and box.y1 <= bounds.y1 + 0.5)
+
+    assert [t.get_text() for t in texts if not inside(t)] == []

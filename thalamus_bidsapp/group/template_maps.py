@@ -9,6 +9,8 @@ of the sessions the group tables use:
 - ``group/space-<template>_label-thalamus_desc-disagreement_map.nii.gz``: per
   session with two or more methods, the fraction of methods disagreeing with
   the voxel's majority (0 all agree, 0.5 an even split), averaged over sessions;
+  the masks made on the unfilled T1w (``desc-<mask>Unfilled``) get their
+  probability map but no vote here;
 - ``group/space-<template>_desc-brain_T1w.nii.gz``: the template brain they lie
   on (TemplateFlow's, copied so the report draws from published files only);
 - ``group/template_maps.tsv``: one row per map.
@@ -29,6 +31,7 @@ import pandas as pd
 from thalamus_bidsapp.bidsio.atomic import atomic_path, write_json, write_tsv
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.image.probability import mask_frequency, mean_map, minority_fraction
+from thalamus_bidsapp.methods.registry import UNFILLED_SUFFIX
 from thalamus_bidsapp.tools.templateflow import find_template_files
 
 LOGGER = logging.getLogger(__name__)
@@ -109,7 +112,10 @@ def run_template_maps(config: RunConfig, group_dir: Path, masks: pd.DataFrame) -
             "Method": method, "Template": template, "Sessions": len(group), "Units": "probability",
             "Sources": sorted(f"bids::{Path(p).relative_to(config.output_dir).as_posix()}" for p in group["path"])})
         table.append(_row("probability", method, template, data, len(group), path, 0.5, voxel_ml))
-    sessions = rows.groupby([rows["participant_id"], rows["session_id"].fillna("")], sort=True)
+    # The desc-<mask>Unfilled twins are the same method on another image, not another method: they would vote
+    # twice on the sessions with lesions.
+    compared = rows[~rows["method"].astype(str).str.endswith(UNFILLED_SUFFIX)]
+    sessions = compared.groupby([compared["participant_id"], compared["session_id"].fillna("")], sort=True)
     per_session = [minority_fraction([loaded[(r.participant_id, r.session_id, r.method)] for r in g.itertuples()])
                    for _, g in sessions if g["method"].nunique() >= 2]
     if per_session:
@@ -118,7 +124,7 @@ def run_template_maps(config: RunConfig, group_dir: Path, masks: pd.DataFrame) -
         _save(data, reference, path, {
             "Description": "Per session, the fraction of methods whose mask disagrees with the voxel's majority "
                            "(0 all agree, 0.5 an even split), averaged over the sessions with two or more methods",
-            "Template": template, "Sessions": len(per_session), "Methods": sorted(rows["method"].unique())})
+            "Template": template, "Sessions": len(per_session), "Methods": sorted(compared["method"].unique())})
         table.append(_row("disagreement", "n/a", template, data, len(per_session), path, 0.25, voxel_ml))
     with atomic_path(group_dir / f"space-{template}_desc-brain_T1w.nii.gz") as tmp:
         tmp.write_bytes(files.target.read_bytes())

@@ -20,6 +20,8 @@ progression_change        % thalamic change by EDSS course (clinical_progression
 power_sample_size         subjects per arm per method (clinical_power)
 filling_blandaltman,      lesion filling (paired), lesion load and left/right asymmetry
 lesion_load, asymmetry    (volumes; figures_group_volumes)
+session_change            volume across sessions per subject, annualized change (longitudinal_change;
+                          figures_group_change)
 ========================  ===============================================================
 
 Colours and fonts come from :mod:`thalamus_bidsapp.reports.palette` (one
@@ -54,6 +56,8 @@ from thalamus_bidsapp.reports.figures_common import (
     read_group_table,
     save_figure,
 )
+from thalamus_bidsapp.reports import group_change
+from thalamus_bidsapp.reports.figures_group_change import add_change_figure
 from thalamus_bidsapp.reports.figures_group_agreement import plot_bland_altman, plot_containment, plot_manual_scatter
 from thalamus_bidsapp.reports.figures_group_clinical import (
     CROSSSECTIONAL_XLABEL,
@@ -86,6 +90,7 @@ FIGURE_TITLES: dict[str, str] = {
     "filling_blandaltman": "Lesion filling: filled minus unfilled volume, paired by session",
     "lesion_load": "Lesion load and the thalamus",
     "asymmetry": "Left/right asymmetry per method",
+    group_change.FIGURE: group_change.TITLE,
 }
 _METRICS = (("dice", "Dice"), ("precision", "Precision"), ("sensitivity", "Sensitivity"))
 _SESSION_MARKERS = ("o", "^", "s", "D")
@@ -266,6 +271,7 @@ def build_group_figures(group_dir: Path) -> tuple[dict[str, Figure], dict[str, s
     if maps is not None and not maps.empty:
         draw("template_maps", lambda: plot_template_maps(group_dir, maps))
     add_volume_figures(group_dir, colors, draw)
+    add_change_figure(group_dir, colors, draw)
     return figures, notes
 
 

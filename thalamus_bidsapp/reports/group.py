@@ -37,6 +37,7 @@ from markupsafe import Markup
 from thalamus_bidsapp.bidsio.atomic import TSV_READ_ERRORS, read_tsv, write_if_changed
 from thalamus_bidsapp.bidsio.runlog import GROUP_LOG
 from thalamus_bidsapp.reports import figures_harmonization as harmonization
+from thalamus_bidsapp.reports import group_change
 from thalamus_bidsapp.reports.figures_common import FigureSet, read_group_table
 from thalamus_bidsapp.reports.figures_group import FIGURE_TITLES, write_group_figures
 from thalamus_bidsapp.reports.palette import PNG_DPI
@@ -47,6 +48,7 @@ from thalamus_bidsapp.reports.group_leads import (
     association_lead,
     containment_lead,
     longitudinal_lead,
+    template_lead,
     power_lead,
     progression_lead,
 )
@@ -65,6 +67,7 @@ SECTIONS: tuple[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("volumes", "Thalamus volume by method", "Volumes",
      ("volumes_distribution", "volumes_scatter_matrix"), ("volumes",)),
     *((key, heading, nav, (stem,), ()) for key, (heading, nav, stem) in VOLUME_SECTIONS.items()),
+    group_change.SECTION,
     ("harmonization", "Harmonisation across sites or scanners", "Harmonisation", (harmonization.STEM,),
      ("harmonization",)),
     ("agreement", "Agreement with the manual masks", "Manual masks",
@@ -101,6 +104,7 @@ CAPTIONS = {
                    "volume inside each method's thalamus mask (colour) and outside it within 3 mm (grey).",
     "asymmetry": "Asymmetry index 100 × (left − right) / ((left + right) / 2) per session, one box per method; "
                  "left is the subject's left (the side maps, desc-<method>_dseg).",
+    group_change.FIGURE: group_change.CAPTION,
     "volumes_scatter_matrix": "Each method's volume against every other's, one point per session (one marker per "
                               "session label); dashed: identity. Diagonal: each method's distribution.",
     "agreement_overlap": "Voxel-wise overlap of each method's mask with the manual mask, one point per session.",
@@ -347,31 +351,13 @@ def _leads(section_id: str, group_dir: Path) -> list[str]:
         return progression_lead(table("clinical_progression_subjects"), table("clinical_progression_ancova"))
     if section_id == "template-space":
         maps = table("template_maps")
-        return _template_lead(maps) if maps is not None and "map" in maps else []
+        return template_lead(maps) if maps is not None and "map" in maps else []
     if section_id == "harmonization":
         return harmonization.lead(table("harmonization"))
     if section_id == "power":
         power = table("clinical_power")
         return power_lead(power) if power is not None and "n_per_arm" in power else []
     return []
-
-
-def _template_lead(maps: pd.DataFrame) -> list[str]:
-    """One sentence on the template-space maps: sessions, methods, where they disagree."""
-    probability = maps[maps["map"].astype(str) == "probability"]
-    if probability.empty:
-        return []
-    text = (f"Each method's masks resampled into "
-            f"{probability['template'].iloc[0]}: "
-            + "; ".join(f"{m} {v:.1f} mL at probability >= 0.5 (n = {int(n)})" for m, v, n in
-                        zip(probability["method"], numeric(probability, "volume_ml_at_half"),
-                            numeric(probability, "n_sessions"))) + ".")
-    disagreement = maps[maps["map"].astype(str) == "disagreement"]
-    if not disagreement.empty:
-        text += (f" At least a quarter of the methods disagree with the majority, on average over "
-                 f"{int(numeric(disagreement, 'n_sessions').iloc[0])} session(s), in "
-                 f"{float(numeric(disagreement, 'volume_ml_at_half').iloc[0]):.1f} mL.")
-    return [text]
 
 
 def _lead_of(section_id: str, group_dir: Path) -> list[str]:
@@ -437,6 +423,9 @@ def write_group_report(output_dir: Path, group_dir: Path | None = None) -> Path:
         if section_id in VOLUME_SECTIONS:
             section["lead"], section["skipped"], extra = volume_section(section_id, volumes)
             section["extra"] = Markup(extra)
+        if section_id == group_change.SECTION[0]:
+            change = read_group_table(group_dir, group_change.STEM)
+            section["lead"], section["skipped"] = group_change.change_section(change)
         if section_id == "qc":
             lead, extra = _qc_extra(output_dir, group_dir, link_dir, links)
             section["lead"] = lead

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from thalamus_bidsapp.methods.registry import UNFILLED_SUFFIX
 from thalamus_bidsapp.reports.figures_common import COURSE_ORDER, OUTCOME_LABELS, method_labels
 
 
@@ -145,3 +146,30 @@ def power_lead(power: pd.DataFrame) -> list[str]:
     if worst["label"] != best["label"]:
         text += f"; {worst['label']} needs the most, {int(worst['n'])}"
     return [text + "."]
+
+
+def template_lead(maps: pd.DataFrame) -> list[str]:
+    """One sentence on the template-space maps: each method's volume at probability 0.5, where the methods disagree.
+
+    The maps of the masks made on the unfilled T1w (desc-<mask>Unfilled) cover
+    only the sessions with lesions: they are named apart, never in the list of
+    the methods' volumes.
+    """
+    probability = maps[maps["map"].astype(str) == "probability"]
+    if probability.empty:
+        return []
+    unfilled = probability["method"].astype(str).str.endswith(UNFILLED_SUFFIX)
+    shown = probability[~unfilled] if (~unfilled).any() else probability
+    text = (f"Each method's masks resampled into {probability['template'].iloc[0]}: "
+            + "; ".join(f"{m} {v:.1f} mL at probability >= 0.5 (n = {int(n)})" for m, v, n in
+                        zip(shown["method"], numeric(shown, "volume_ml_at_half"), numeric(shown, "n_sessions")))
+            + ".")
+    if unfilled.any() and (~unfilled).any():
+        text += (f" The masks made on the unfilled T1w ({', '.join(probability.loc[unfilled, 'method'])}) have their "
+                 "maps too, over the sessions with lesions only; the disagreement map leaves them out.")
+    disagreement = maps[maps["map"].astype(str) == "disagreement"]
+    if not disagreement.empty:
+        text += (f" At least a quarter of the methods disagree with the majority, on average over "
+                 f"{int(numeric(disagreement, 'n_sessions').iloc[0])} session(s), in "
+                 f"{float(numeric(disagreement, 'volume_ml_at_half').iloc[0]):.1f} mL.")
+    return [text]

@@ -75,9 +75,11 @@ def volumes_lead(volumes: pd.DataFrame) -> list[str]:
     if bilateral.empty:
         return []
     sessions = bilateral[_KEY].drop_duplicates()
-    text = (f"{bilateral['method'].nunique()} method(s) on {len(sessions)} session(s) of "
-            f"{sessions['participant_id'].nunique()} subject(s).")
     filled = _filled_only(bilateral)
+    n_unfilled = bilateral["method"].nunique() - filled["method"].nunique()
+    twins = f" (and {n_unfilled} on the unfilled T1w)" if n_unfilled else ""
+    text = (f"{filled['method'].nunique()} method(s){twins} on {len(sessions)} session(s) of "
+            f"{sessions['participant_id'].nunique()} subject(s).")
     methods = method_order(filled["method"])
     wide = filled.pivot_table(index=_KEY, columns="method", values="volume_ml", aggfunc="mean")
     lead = [text]
@@ -140,8 +142,8 @@ def filling_lead(summary: pd.DataFrame) -> list[str]:
         return []
     parts = []
     for row in summary.itertuples():
-        text = (f"{row.method} {row.median_difference_ml:+.2f} mL (IQR {row.q1_ml:+.2f} to {row.q3_ml:+.2f}, "
-                f"n = {row.n_sessions}")
+        spread = f"IQR {row.q1_ml:+.2f} to {row.q3_ml:+.2f}, " if row.n_sessions > 1 else ""
+        text = f"{row.method} {row.median_difference_ml:+.2f} mL ({spread}n = {row.n_sessions}"
         if np.isfinite(row.loa_low_ml):
             text += f"; limits of agreement {row.loa_low_ml:+.2f} to {row.loa_high_ml:+.2f} mL"
         parts.append(text + ")")
@@ -203,8 +205,8 @@ def asymmetry_lead(asymmetry: pd.DataFrame) -> list[str]:
     parts = []
     for method in method_order(asymmetry["method"]):
         values = asymmetry.loc[asymmetry["method"] == method, "asymmetry_pct"]
-        parts.append(f"{method} {values.median():+.1f}% (IQR {values.quantile(0.25):+.1f} to "
-                     f"{values.quantile(0.75):+.1f}, n = {len(values)})")
+        spread = f"IQR {values.quantile(0.25):+.1f} to {values.quantile(0.75):+.1f}, " if len(values) > 1 else ""
+        parts.append(f"{method} {values.median():+.1f}% ({spread}n = {len(values)})")
     return ["Median left/right asymmetry index, 100 × (left − right) / mean of left and right (positive: the left "
             "thalamus is larger), per method over its own sessions: " + "; ".join(parts) + "."]
 

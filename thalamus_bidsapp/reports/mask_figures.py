@@ -41,7 +41,7 @@ _SIDES = {"axial": ("L", "R"), "coronal": ("L", "R"), "sagittal": ("P", "A")}
 #: Left and right thalamus of a mask with sides (blue and orange tell apart for most colour vision).
 _SIDE_COLORS = {"left": "#4fa3ff", "right": "#ff9f1c"}
 #: Contour colour of the lesion mask: a dark purple, far from the thalamus colours, whose contrast ratio
-#: (WCAG) against the grey of white matter in the mosaics stays above 3 (tests/test_reports.py measures it).
+#: (WCAG) against the grey of white matter in the mosaics stays above 3 (tests/test_reports_mosaic.py measures it).
 LESION_COLOR = "#8f00d6"
 #: Font sizes (pt) of the mosaic: a 6.25 in wide figure shown 560 px or more wide keeps them >= 10 px on screen.
 _LABEL_PT = 9.0
