@@ -357,12 +357,12 @@ def test_missing_input_and_bad_mask(small: dict[str, Path], tmp_path: Path) -> N
 def test_rigid_schedule_arguments() -> None:
     kwargs = rigid_registration_kwargs()
     assert kwargs == {"type_of_transform": "Rigid", "initial_transform": "Identity", "aff_metric": "mattes",
-                      "aff_sampling": 32, "aff_random_sampling_rate": 0.25, "aff_shrink_factors": (4, 2),
-                      "aff_smoothing_sigmas": (2, 1), "aff_iterations": (100, 20)}
+                      "aff_sampling": 32, "aff_random_sampling_rate": 0.25, "aff_shrink_factors": (4, 2, 1),
+                      "aff_smoothing_sigmas": (2, 1, 0), "aff_iterations": (100, 20, 3)}
     masked = rigid_registration_kwargs(RIGID_SCHEDULE, fixed_mask="mask")
     assert masked["mask"] == "mask" and masked["mask_all_stages"] is True
     with pytest.raises(ValueError, match="as many"):
-        RigidSchedule(shrink_factors=(4, 2, 1))
+        RigidSchedule(shrink_factors=(4, 2))
     with pytest.raises(ValueError, match="sampling rate"):
         RigidSchedule(sampling_rate=0.0)
 
