@@ -48,6 +48,31 @@ def test_thread_limits_keep_itk_single_threaded():
         assert os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] == "1"
 
 
+def test_meshnet_logits_do_not_depend_on_the_torch_threads():
+    """MeshNet's logits, and so its labels, are bit for bit the same with 1 and 2 torch threads: every layer on a
+    block of bert (the network is fully convolutional; a small block keeps the test short)."""
+    torch = pytest.importorskip("torch")
+    from thalamus_bidsapp.tools.meshnet import load_meshnet
+
+    net, _, _ = load_meshnet(shared_file("brainchop", "models", "model30chan18cls"))
+    norm = np.asarray(nib.load(str(shared_file("freesurfer_bert_7.2", "mri", "norm.mgz"))).dataobj)
+    block = np.ascontiguousarray(norm[96:144, 96:144, 96:144], dtype=np.float32) / 255.0
+    previous = torch.get_num_threads()
+    logits = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with torch.inference_mode():
+                x = torch.from_numpy(block)[None, None].contiguous(memory_format=torch.channels_last_3d)
+                for layer in net.layers:
+                    x = layer(x)
+            logits.append(x.numpy().copy())
+    finally:
+        torch.set_num_threads(previous)
+    assert np.ptp(logits[0]) > 0  # the block is too small for MeshNet's context to label it; its sums still count
+    assert np.array_equal(logits[0], logits[1])
+
+
 _RIGID = """
 import sys, numpy as np
 from pathlib import Path
