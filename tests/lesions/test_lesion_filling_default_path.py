@@ -109,8 +109,8 @@ def _check(dataset, run, reference_run, case: str, prior: str, record_property, 
     bias = 100.0 * (filled.sum() / reference.sum() - 1.0)
     dice = float(2 * (filled & reference).sum() / (filled.sum() + reference.sum()))
     juxta_ml, intra_ml = dataset["planted_ml"][case]
-    figures = {"juxta_ml": round(juxta_ml, 2), "intra_ml": round(intra_ml, 2), "bias_pct": round(bias, 2),
-               "dice": round(dice, 4)}
+    figures = {"juxta_ml": round(float(juxta_ml), 2), "intra_ml": round(float(intra_ml), 2),
+               "bias_pct": round(float(bias), 2), "dice": round(dice, 4)}
     for key, value in figures.items():
         record_property(f"{dataset['subject']}_{case}_{prior}_{key}", value)
     with capsys.disabled():
