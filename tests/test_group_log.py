@@ -47,3 +47,17 @@ def test_gender_column_is_read_as_sex(tmp_path: Path) -> None:
         analyses.loc["cross_sectional", "reason"])
     assert (out / "group" / "clinical_exclusions.tsv").is_file()
     assert "'sex'" not in next(out.glob("logs/*/group.log")).read_text()
+
+
+def test_with_a_clinical_config_a_missing_required_column_is_exit_65_named_in_the_log(tmp_path: Path,
+                                                                                       caplog) -> None:
+    """The documented other branch: a clinical config is a request for the analyses, so a missing column stops."""
+    bids, out = _case(tmp_path, "participant_id\tage\tsexe")
+    clinical = tmp_path / "clinical.yaml"
+    clinical.write_text("columns:\n  age: {column: age}\n")
+    code = main([str(bids), str(out), "group", "--clinical-config", str(clinical), "-w", str(tmp_path / "work")])
+    assert code == 65
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("'sex'" in text and "participants.tsv" in text for text in errors)
+    log = next(out.glob("logs/*/group.log")).read_text()
+    assert "'sex'" in log and "ERROR" in log  # the log file says why the group level stopped

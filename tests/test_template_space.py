@@ -51,6 +51,24 @@ def test_clip_probability_and_binarise():
     assert mask.get_data_dtype() == np.uint8 and mask.get_fdata().ravel().tolist() == [0, 0, 1, 1, 0]
 
 
+def test_template_space_masks_are_in_millimetres():
+    """A TemplateFlow image may leave its units unknown; the masks resampled onto it say mm (the validator asks)."""
+    reference = _img(np.full((4, 4, 4), 0.7, np.float32))
+    reference.header.set_xyzt_units("unknown", "unknown")
+    assert reference.header.get_xyzt_units()[0] == "unknown"
+    assert binarise(reference, 0.5).header.get_xyzt_units()[0] == "mm"
+
+
+def test_transform_text_files_are_ignored_by_the_validator(tmp_path):
+    """BIDS 1.10 has no rule for transforms: the FLAIR/R1 registration's ``_xfm.txt`` is in ``.bidsignore``."""
+    from thalamus_bidsapp.bidsio.derivatives import write_dataset_description
+
+    (tmp_path / "bids").mkdir()
+    write_dataset_description(tmp_path / "out", tmp_path / "bids", {})
+    ignored = (tmp_path / "out" / ".bidsignore").read_text().split()
+    assert {"*_xfm.txt", "*_xfm.h5", "*_xfm.json"} <= set(ignored)
+
+
 def test_prior_mask_is_either_side_at_the_threshold():
     left = np.zeros((3, 3, 3), np.float32)
     right = np.zeros((3, 3, 3), np.float32)

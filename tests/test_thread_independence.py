@@ -48,6 +48,31 @@ def test_thread_limits_keep_itk_single_threaded():
         assert os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] == "1"
 
 
+def test_meshnet_logits_do_not_depend_on_the_torch_threads():
+    """MeshNet's logits, and so its labels, are bit for bit the same with 1 and 2 torch threads: every layer on a
+    block of bert (the network is fully convolutional; a small block keeps the test short)."""
+    torch = pytest.importorskip("torch")
+    from thalamus_bidsapp.tools.meshnet import load_meshnet
+
+    net, _, _ = load_meshnet(shared_file("brainchop", "models", "model30chan18cls"))
+    norm = np.asarray(nib.load(str(shared_file("freesurfer_bert_7.2", "mri", "norm.mgz"))).dataobj)
+    block = np.ascontiguousarray(norm[96:144, 96:144, 96:144], dtype=np.float32) / 255.0
+    previous = torch.get_num_threads()
+    logits = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with torch.inference_mode():
+                x = torch.from_numpy(block)[None, None].contiguous(memory_format=torch.channels_last_3d)
+                for layer in net.layers:
+                    x = layer(x)
+            logits.append(x.numpy().copy())
+    finally:
+        torch.set_num_threads(previous)
+    assert np.ptp(logits[0]) > 0  # the block is too small for MeshNet's context to label it; its sums still count
+    assert np.array_equal(logits[0], logits[1])
+
+
 _RIGID = """
 import sys, numpy as np
 from pathlib import Path
@@ -80,6 +105,14 @@ def test_ants_rigid_is_identical_on_identical_runs_whatever_the_threads(tmp_path
         matrices.append(np.load(tmp_path / f"{run}.npy"))
     assert np.array_equal(matrices[0], matrices[1])
     assert (tmp_path / "a.txt").read_bytes() == (tmp_path / "b.txt").read_bytes()
+    # ... and the registration QC: the registered images, and so their MI with the T1w, are identical too
+    from thalamus_bidsapp.image.mutual_information import mutual_information_images
+
+    registered = [nib.load(str(tmp_path / f"{run}.nii.gz")) for run in ("a", "b")]
+    assert np.array_equal(registered[0].get_fdata(), registered[1].get_fdata())
+    brain = nib.Nifti1Image((data > np.percentile(data, 50)).astype(np.uint8), affine)
+    mi = [mutual_information_images(tmp_path / "fixed.nii.gz", image, brain) for image in registered]
+    assert mi[0] == mi[1] and mi[0] > 0
 
 
 def _run(bids: Path, out: Path, work: Path, *more: str) -> None:
@@ -117,3 +150,8 @@ def test_rerun_with_other_nprocs_runs_no_tool_and_identical_runs_agree(tmp_path)
     assert _masks(tmp_path / "out") == first
     _run(bids, tmp_path / "out2", tmp_path / "work2", "--nprocs", "2", "--omp-nthreads", "2")
     assert _masks(tmp_path / "out2") == first  # T1w and template-space masks, voxel for voxel
+    # the QC of the registration (the prior it brings: Dice and centroids against it) agrees to the digit
+    columns = ["method", "contrast", "check", "value", "status"]
+    qc = [read_tsv(out / "sub-01" / "anat" / "sub-01_label-thalamus_desc-segmentation_qc.tsv")[columns]
+          for out in (tmp_path / "out", tmp_path / "out2")]
+    assert qc[0].equals(qc[1]) and "dice_prior" in set(qc[0]["check"])
