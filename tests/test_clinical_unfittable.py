@@ -66,6 +66,7 @@ def test_logistic_that_does_not_converge_gives_empty_estimates() -> None:
 
 
 # ------------------------------------------------------------------ whole clinical analyses on small cohorts
+@pytest.mark.slow
 @pytest.mark.parametrize("n_subjects", [8, 12])
 def test_every_model_family_on_small_cohorts(tmp_path: Path, n_subjects: int) -> None:
     """Small two-session cohorts: every analysis runs; models that cannot be fitted say why."""

@@ -90,6 +90,7 @@ def _run_round_trip(t1w_path: Path, atlas_path: Path, tmp_path: Path, model_fold
     return dbsegment.run_dbsegment(t1w_path, tmp_path / "work", model_folder=model_folder)
 
 
+@pytest.mark.slow
 def test_round_trip_colin27_native_grid(fake_on_path: Path, model_folder: Path, tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """ch2 is 181x217x181 RAS: not conformed, odd sizes (half-voxel offset from the conformed grid)."""
@@ -119,6 +120,7 @@ def test_round_trip_colin27_native_grid(fake_on_path: Path, model_folder: Path, 
     assert not (data & np.isin(aal, (71, 72))).any()
 
 
+@pytest.mark.slow
 def test_round_trip_reoriented_lia(fake_on_path: Path, model_folder: Path, tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The same brain stored LIA (flipped and permuted axes) comes back voxel for voxel too."""

@@ -85,6 +85,7 @@ def test_brain_masked_t1w_multiplies_by_mask() -> None:
         first.brain_masked_t1w(t1, nib.Nifti1Image(np.ones((2, 3, 4), np.uint8), np.eye(4)))
 
 
+@pytest.mark.slow
 def test_fake_first_on_bert_gives_aseg_thalamus_voxel_for_voxel(fsl_home: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     norm = nib.load(shared_file("freesurfer_bert_7.2", "mri", "norm.mgz"))

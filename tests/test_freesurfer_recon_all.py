@@ -44,6 +44,7 @@ def freesurfer_home(tmp_path, monkeypatch):
     return home
 
 
+@pytest.mark.slow
 def test_recon_all_runs_when_no_subject_exists(tmp_path, freesurfer_home):
     (freesurfer_home / "license.txt").write_text("fake licence\n")
     bids, _ = make_bert_dataset(tmp_path)

@@ -80,6 +80,7 @@ def test_dgm_label_read_from_package_table() -> None:
     assert mg.mindglide_version().startswith("1.")
 
 
+@pytest.mark.slow
 def test_network_loaded_once_for_all_contrasts(session: dict) -> None:
     assert set(session["segs"]) == {"T1w", "FLAIR"}  # R1 absent: skipped, not an error
     assert session["loads"] == 1
@@ -98,6 +99,7 @@ def test_outputs_on_input_grid(session: dict) -> None:
         assert set(labels.tolist()) <= set(range(20))
 
 
+@pytest.mark.slow
 def test_same_result_as_mindglide_run_inference(session: dict) -> None:
     """The preloaded-network call path reproduces the package's own pipeline voxel for voxel."""
     from mindglide.infer import run_inference

@@ -317,6 +317,7 @@ def test_flair_flirt_fails_falls_back_to_ants(small: dict[str, Path], fake_fsl: 
     assert _row(out.qc, FLIRT_NORMCORR)["passed"] == False  # noqa: E712
 
 
+@pytest.mark.slow
 def test_wrong_pairing_other_subject_excludes_r1_and_flair_still_completes(
     small: dict[str, Path], fake_fsl: FakeFSL, tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import nibabel as nib
+import pytest
 
 from tests.conftest import shared_file
 from tests.registration_helpers import make_brain_mask
@@ -30,6 +31,7 @@ def _published(tmp_path: Path) -> Path:
     return anat
 
 
+@pytest.mark.slow
 def test_flicker_svg_from_published_files_is_deterministic(tmp_path):
     anat = _published(tmp_path)
     figures = tmp_path / SESSION / "figures"

@@ -45,6 +45,9 @@ from thalamus_bidsapp.cli.run import main
 from thalamus_bidsapp.reports.group import write_group_report
 from thalamus_bidsapp.reports.participant import read_skipped_methods, write_participant_report
 
+#: A whole participant run on real images: over a minute.
+pytestmark = [pytest.mark.slow]
+
 HALF_WIDTH = (48, 30, 48)  # voxels each side of bert's thalamus centre (LIA storage)
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 SKIPPED = {"sub-01_ses-1": {"first": "FSL not found: FSLDIR is not set",

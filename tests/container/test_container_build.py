@@ -42,7 +42,7 @@ from tests.conftest import REPO_ROOT, SHARED_DATA, missing_prerequisite
 from tests.container.compare_outputs import tree_differences, volume_differences
 from tests.templateflow_home import build_templateflow_home
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 logger = logging.getLogger(__name__)
 

@@ -11,6 +11,9 @@ from tests.foundation.datasets import tree_digest
 from thalamus_bidsapp.bidsio.atomic import read_tsv
 from thalamus_bidsapp.cli.run import main
 
+#: A whole participant run on real images: over a minute.
+pytestmark = [pytest.mark.slow]
+
 SUBJECTS = ("01", "02", "03", "52", "53", "54")
 
 

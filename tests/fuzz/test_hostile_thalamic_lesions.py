@@ -78,6 +78,7 @@ def _fill(case: dict, name: str, priors: list[str]) -> tuple[dict, np.ndarray]:
     return provenance, nib.load(result.outputs.out_file).get_fdata(dtype=np.float32)
 
 
+@pytest.mark.slow
 def test_a_whole_thalamus_lesion_is_filled_from_the_fallback_and_flagged(case):
     provenance, filled = _fill(case, "with_prior", case["priors"])
     assert provenance["LesionFilled"] is True

@@ -30,6 +30,7 @@ def test_lesion_label_read_from_package_table() -> None:
     assert mask.sum() == 1 and mask[1, 1, 1] == 1
 
 
+@pytest.mark.slow
 def test_mindglide_lesions_node_writes_a_t1w_grid_mask_and_records_its_source(tmp_path, monkeypatch) -> None:
     from mindglide import network
 

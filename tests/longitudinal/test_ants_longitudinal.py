@@ -65,6 +65,8 @@ def test_template_is_halfway_and_recovers_the_move(bert_crop):
     assert abs(angles[0] - angles[1]) < 1.0
 
 
+@pytest.mark.slow
+@pytest.mark.heavy
 def test_syn_jacobian_recovers_a_known_contraction(bert_crop):
     image, sides, center, radius = bert_crop
     before = rescan(image, 5, rigid=False)

@@ -174,6 +174,7 @@ def _check_sides_are_aseg(record: dict, aseg: np.ndarray, flip: bool = False) ->
     assert int((sides == sd.LEFT).sum()) == BERT_LEFT and int((sides == sd.RIGHT).sum()) == BERT_RIGHT
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flip", [False, True], ids=["as-is", "flipped"])
 def test_freesurfer_sides_are_aseg_10_and_49_whatever_the_voxel_order(tmp_path: Path, flip: bool) -> None:
     from thalamus_bidsapp.methods.freesurfer import FreeSurferThalamus
@@ -190,6 +191,7 @@ def test_freesurfer_sides_are_aseg_10_and_49_whatever_the_voxel_order(tmp_path: 
     assert sd.world_sides_agree(np.asarray(nib.load(record["sides_file"]).dataobj), t1w.affine) is True
 
 
+@pytest.mark.slow
 def test_first_fake_gives_sides_from_labels_10_and_49(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from thalamus_bidsapp.methods.first import FirstThalamus
 
@@ -214,6 +216,7 @@ def test_first_fake_gives_sides_from_labels_10_and_49(tmp_path: Path, monkeypatc
     assert record["side_labels"]["Left"] == [10] and "firstseg" in record["side_labels"]["Source"]
 
 
+@pytest.mark.slow
 def test_dbsegment_fake_gives_sides_from_24_26_30_and_25_27_31(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from thalamus_bidsapp.tools import dbsegment
