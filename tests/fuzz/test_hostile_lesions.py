@@ -330,8 +330,8 @@ def test_group_tables_do_not_list_a_vanished_method(tmp_path):
     assert "firstUnfilled" not in (out / "group" / "report.html").read_text()
 
 
-@pytest.mark.slow
-def test_lesion_filling_off_after_auto_removes_the_filled_t1w(tmp_path):
+def _dataset_with_a_lesion_mask(tmp_path):
+    """The cropped bert dataset and a lesions derivatives dataset with a 144-voxel box as sub-01's lesion mask."""
     from tests.fuzz.dataset_cases import cropped_t1w
 
     bids, fs = make_dataset(tmp_path / "bids")
@@ -342,6 +342,12 @@ def test_lesion_filling_off_after_auto_removes_the_filled_t1w(tmp_path):
     mask = np.zeros(t1w.shape, np.uint8)
     mask[40:46, 28:32, 40:46] = 1
     nib.save(nib.Nifti1Image(mask, t1w.affine), str(lesions / "sub-01" / "anat" / "sub-01_label-lesion_mask.nii.gz"))
+    return bids, fs, lesions, t1w, mask
+
+
+@pytest.mark.slow
+def test_lesion_filling_off_after_auto_removes_the_filled_t1w(tmp_path):
+    bids, fs, lesions, t1w, mask = _dataset_with_a_lesion_mask(tmp_path)
     out = tmp_path / "out"
     args = [bids, out, "participant", "-w", tmp_path / "work", "--fs-subjects-dir", fs, *CLI,
             "--derivatives", f"lesions={lesions}"]
@@ -365,8 +371,6 @@ def test_lesion_filling_off_after_auto_removes_the_filled_t1w(tmp_path):
 
 @pytest.mark.slow
 def test_lesion_filling_off_after_both_leaves_no_unfilled_mask_anywhere(tmp_path, monkeypatch):
-    from tests.fuzz.dataset_cases import cropped_t1w
-
     fsl = tmp_path / "fsl"
     (fsl / "bin").mkdir(parents=True)
     (fsl / "etc").mkdir()
@@ -375,14 +379,7 @@ def test_lesion_filling_off_after_both_leaves_no_unfilled_mask_anywhere(tmp_path
     monkeypatch.setenv("FSLDIR", str(fsl))
     monkeypatch.setenv("FAKE_FIRST_ASEG", str(shared_file("freesurfer_bert_7.2", "mri", "aseg.mgz")))
     monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
-    bids, fs = make_dataset(tmp_path / "bids")
-    lesions = tmp_path / "lesions"
-    write_description(lesions, "lesion tool")
-    (lesions / "sub-01" / "anat").mkdir(parents=True)
-    t1w = cropped_t1w()
-    mask = np.zeros(t1w.shape, np.uint8)
-    mask[40:46, 28:32, 40:46] = 1
-    nib.save(nib.Nifti1Image(mask, t1w.affine), str(lesions / "sub-01" / "anat" / "sub-01_label-lesion_mask.nii.gz"))
+    bids, fs, lesions, t1w, mask = _dataset_with_a_lesion_mask(tmp_path)
     out = tmp_path / "out"
     args = [bids, out, "participant", "-w", tmp_path / "work", "--fs-subjects-dir", fs, "--methods", "freesurfer",
             "first", "--nprocs", "1", "--skip-bids-validation", "--template", "none", "--derivatives",
