@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from thalamus_bidsapp.bidsio.atomic import TSV_READ_ERRORS, read_tsv
 from thalamus_bidsapp.bidsio.scanners import SCANNER_FIELDS, session_scanners
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.stats.longitudinal import order_visits
@@ -88,11 +89,10 @@ LABELS = ("scanner", "site")
 
 
 def _participants_header(bids_dir: Path) -> set[str]:
-    """Column names of the dataset's participants.tsv (empty when it has none)."""
+    """Column names of the dataset's participants.tsv (empty when it has none or it cannot be read)."""
     try:
-        with open(Path(bids_dir) / "participants.tsv", encoding="utf-8-sig") as table:
-            return set(table.readline().rstrip("\r\n").split("\t"))
-    except OSError:
+        return set(read_tsv(Path(bids_dir) / "participants.tsv").columns)
+    except TSV_READ_ERRORS:
         return set()
 
 
