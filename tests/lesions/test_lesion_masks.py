@@ -144,3 +144,17 @@ def test_an_empty_mask_fills_nothing_and_says_so(tmp_path, t1w_file):
     provenance = json.loads(Path(fill.outputs.provenance_file).read_text())
     assert provenance["LesionFilled"] is False and provenance["Reason"] == "empty lesion mask"
     assert not (tmp_path / "fill" / "t1w_lesionfilled.nii.gz").exists()
+
+
+def test_whether_the_mask_waits_for_the_flair_registration_is_read_from_the_headers(tmp_path, t1w_file):
+    from thalamus_bidsapp.interfaces.lesions import needs_flair_transform
+
+    ref = nib.load(t1w_file)
+    flair = _save(tmp_path, np.zeros((40, 50, 30), np.float32), ref.affine, "flair.nii.gz")
+    on_t1w = _save(tmp_path, np.zeros(ref.shape, np.uint8), ref.affine, "on_t1w.nii.gz")
+    on_flair = _save(tmp_path, np.zeros((40, 50, 30), np.uint8), ref.affine, "on_flair.nii.gz")
+    unreadable = tmp_path / "broken.nii.gz"
+    unreadable.write_bytes(b"not an image")
+    assert not needs_flair_transform(on_t1w, t1w_file, flair)
+    assert needs_flair_transform(on_flair, t1w_file, flair)
+    assert needs_flair_transform(unreadable, t1w_file, flair)

@@ -77,3 +77,20 @@ def test_off_and_no_mask_fill_nothing(session, tmp_path):
     bare = SessionInputs("07", None, session.t1w)
     workflow = _build(bare, _plan(tmp_path), "auto")
     assert workflow.get_node("lesion_fill") is None and workflow.get_node("lesion_mask") is None
+
+
+def test_a_t1w_grid_mask_does_not_wait_for_the_flair_registration(session, tmp_path):
+    """Lesjak's mask shares the T1w's grid: it is mapped as soon as the T1w is reoriented; a space-FLAIR one waits."""
+    import shutil
+    from dataclasses import replace
+
+    flair = shared_file(*PATIENT, "FLAIR_N4_noneck_reduced_winsor_regtoFLAIR_brain_N4_regtoMNI.nii.gz")
+    with_flair = replace(session, flair=flair)
+    workflow = _build(with_flair, _plan(tmp_path), "auto")
+    assert _sources(workflow, "lesion_mask", "flair_transform") == []
+    assert _sources(workflow, "lesion_mask", "t1w") == ["sub_07_wf.reorient_t1w"]
+    on_flair = tmp_path / "sub-07_space-FLAIR_label-lesion_mask.nii.gz"
+    shutil.copyfile(session.lesion, on_flair)
+    workflow = _build(replace(with_flair, lesion=on_flair), _plan(tmp_path), "auto")
+    assert [s.rsplit(".", 1)[0] for s in _sources(workflow, "lesion_mask", "flair_transform")] == [
+        "sub_07_wf.register_flair_wf"]

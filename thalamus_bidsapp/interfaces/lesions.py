@@ -62,6 +62,22 @@ def lesion_grid(lesion: nib.spatialimages.SpatialImage, name: str, *, t1w: nib.s
         + ": it cannot be mapped to the T1w", EXIT_DATAERR)
 
 
+def needs_flair_transform(lesion_file: Path, raw_t1w: Path, raw_flair: Path) -> bool:
+    """Whether the lesion mask is on the FLAIR grid, so that mapping it waits for the FLAIR registration.
+
+    Read from the headers alone, when the workflow is built: a mask on the
+    T1w grid does not wait for the registration. A header that cannot be read
+    counts as needing it; the node then reads the images and names the problem.
+    """
+    from nibabel.filebasedimages import ImageFileError
+
+    try:
+        lesion, t1w, flair = (nib.load(str(path)) for path in (lesion_file, raw_t1w, raw_flair))
+        return lesion_grid(lesion, str(lesion_file), t1w=t1w, flair=flair) == "FLAIR"
+    except (ThalamusError, OSError, ValueError, ImageFileError):
+        return True
+
+
 def read_lesion_mask(path: Path, wanted: Sequence[str] = ()) -> tuple[np.ndarray, LesionLabels | None]:
     """The lesion voxels of a mask or dseg file, and a dseg's lesion labels (chosen exactly from its lookup table).
 

@@ -12,7 +12,7 @@ from nipype.pipeline import engine as pe
 
 from thalamus_bidsapp.bidsio.inputs import SessionInputs
 from thalamus_bidsapp.interfaces.images import SkullStripCheck
-from thalamus_bidsapp.interfaces.lesions import LesionFill, LesionMaskToT1w
+from thalamus_bidsapp.interfaces.lesions import LesionFill, LesionMaskToT1w, needs_flair_transform
 from thalamus_bidsapp.methods import MethodPlan, get_method, provides_lesions
 from thalamus_bidsapp.methods.base import NodeContext, SegmentationMethod
 from thalamus_bidsapp.workflows.outputs import publish_node
@@ -88,7 +88,7 @@ def add_lesion_nodes(workflow: pe.Workflow, session: SessionInputs, reorient_t1w
         workflow.connect(reorient_t1w, "out_file", mask, "t1w")
         if session.flair is not None:
             mask.inputs.raw_flair = str(session.flair)
-            if flair_registration is not None:
+            if flair_registration is not None and needs_flair_transform(session.lesion, session.t1w, session.flair):
                 workflow.connect([(flair_registration, mask, [("outputnode.transform", "flair_transform"),
                                                               ("outputnode.moving", "flair_moving")])])
     mask_entities = {**ents, "space": "T1w", "label": "lesion", "suffix": "mask"}
