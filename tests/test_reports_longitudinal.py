@@ -145,3 +145,11 @@ def test_runner_records_each_subjects_outcome(tmp_path, monkeypatch):
     runner._run_longitudinal(SimpleNamespace(longitudinal="auto"), [], None, 1, RunTimings(), log_dir)
     assert latest_outcome(tmp_path, "sub-01") == ("20260101-000000_a", "failed: boom")
     assert latest_outcome(tmp_path, "sub-03") is None
+
+
+def test_an_unreadable_template_is_a_warning_not_a_lost_report(published):
+    template = published / "sub-01" / "anat" / "sub-01_desc-longitudinaltemplate_T1w.nii.gz"
+    template.write_bytes(b"not a nifti")
+    section = _section(write_participant_report(published, "01"))
+    assert "Template figure not drawn" in section and "<img" not in section
+    assert "<table" in section
