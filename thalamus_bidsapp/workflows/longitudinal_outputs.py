@@ -182,7 +182,7 @@ def _rows(participant: str, method: str, mode: str, volumes: pd.DataFrame, sessi
 
 
 def _publish(output_dir: Path, subject: str, result: SubjectLongitudinal, table: pd.DataFrame, dates, how: str,
-             previous: list[str] | None, *, left_out: list[str] = ()) -> None:
+             previous: list[str] | None, *, left_out: list[str] | None = None) -> None:
     """Stage every output of the subject, then move them into place together.
 
     ``left_out``: a note per session the longitudinal mode left out and why, kept in the template's sidecar.
@@ -201,7 +201,7 @@ def _publish(output_dir: Path, subject: str, result: SubjectLongitudinal, table:
             "SessionOrder": how, "Sources": [_uri(s.t1w, output_dir) for s in result.sessions],
             "AcquisitionDates": {label: {"Date": date.when.isoformat() if date.when else None, "Source": date.source}
                                  for label, date in dates.items()},
-            "SessionsLeftOut": list(left_out), "ChangeMethod": CHANGE_METHOD,
+            "SessionsLeftOut": list(left_out or []), "ChangeMethod": CHANGE_METHOD,
             **result.settings["Template"]})
         written += _stage_image(staging, labels_rel, nib.Nifti1Image(result.template_labels, result.template.affine),
                                 {"Description": f"{result.method} thalamus on the within-subject template (1 left, 2 right)",
