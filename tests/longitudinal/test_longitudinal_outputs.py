@@ -179,3 +179,23 @@ def test_longitudinal_option_and_step_selection(tmp_path, caplog):
     assert outcomes == {"01": "skipped: fewer than two sessions"}
     assert "sub-02: longitudinal mode not run" in caplog.text
     assert "ses-2: no processed T1w" not in caplog.text  # no folder at all for it: nothing to note
+
+
+def test_template_sidecar_records_sessions_left_out_and_dates(tmp_path, monkeypatch):
+    """What the participant report reads: every session left out and why, each session's date and its source."""
+    for label in ("1", "2", "3"):
+        _session(tmp_path, label)
+    _session(tmp_path, "4", t1w=False)
+    (tmp_path / "bids").mkdir()
+    result = _result(tmp_path, {"1": 1.0, "2": 0.99, "3": 0.98})
+    del result.volumes["3"]
+    result.failed = {"3": "SyN diverged"}
+    monkeypatch.setattr(lo, "_measure_or_reuse", lambda *args: result)
+    outcome = lo.run_longitudinal(tmp_path, tmp_path / "bids", tmp_path / "work", ["01"], segmenter=None)
+    assert outcome["01"].startswith("ok")
+    sidecar = json.loads((tmp_path / "sub-01/anat/sub-01_desc-longitudinaltemplate_T1w.json").read_text())
+    left_out = sidecar["SessionsLeftOut"]
+    assert len(left_out) == 2 and left_out[0].startswith("ses-4: no processed T1w")
+    assert left_out[1].startswith("ses-3: registration to the template failed: SyN diverged")
+    assert sidecar["AcquisitionDates"]["1"]["Date"] is None and "acq_time" in sidecar["AcquisitionDates"]["1"]["Source"]
+    assert sidecar["ChangeMethod"].startswith("Jacobian integration")

@@ -1,4 +1,4 @@
-"""Names shared by the participant run logs (``logs/<run>/``) and the group level that reads them."""
+"""Names shared by the participant run logs (``logs/<run>/``) and the group level and reports that read them."""
 
 from __future__ import annotations
 
@@ -8,3 +8,6 @@ PROCESS_FILE = "process.json"
 RUNNING = "running"
 #: The group level's log file, in its own ``logs/<run>/`` folder; the group report links the newest.
 GROUP_LOG = "group.log"
+#: Each subject's outcome of a participant run's longitudinal step (``ok: ...``, ``skipped: ...``,
+#: ``failed: ...``) by ``sub-<label>``; the participant report reads the newest.
+LONGITUDINAL_LOG = "longitudinal.json"

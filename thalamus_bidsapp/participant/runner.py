@@ -10,7 +10,7 @@ from pathlib import Path
 
 from thalamus_bidsapp.bidsio.atomic import write_json
 from thalamus_bidsapp.bidsio.derivatives import write_dataset_description
-from thalamus_bidsapp.bidsio.runlog import PROCESS_FILE, RUNNING
+from thalamus_bidsapp.bidsio.runlog import LONGITUDINAL_LOG, PROCESS_FILE, RUNNING
 from thalamus_bidsapp.bidsio.staging import is_write_error
 from thalamus_bidsapp.config import RunConfig
 from thalamus_bidsapp.errors import (
@@ -115,7 +115,7 @@ def run_participant(config: RunConfig, started: float | None = None) -> int:
     for status in failed:
         LOGGER.error("%s failed: %s", status.session, status.reason)
     LOGGER.info("participant level done: %d of %d sessions succeeded", len(statuses) - len(failed), len(statuses))
-    _run_longitudinal(config, sessions, tools, resources.omp_nthreads, timings)
+    _run_longitudinal(config, sessions, tools, resources.omp_nthreads, timings, log_dir)
     with timings.phase("reports"):
         write_reports(config.output_dir, sorted({f"sub-{s.subject}" for s in sessions}),
                       {name: dict(plan.skipped) for name, plan in plans.items()})
@@ -127,14 +127,19 @@ def run_participant(config: RunConfig, started: float | None = None) -> int:
     return EXIT_SESSIONS_FAILED if failed else EXIT_OK
 
 
-def _run_longitudinal(config: RunConfig, sessions, tools, threads: int, timings: RunTimings) -> None:
-    """The longitudinal mode of the subjects with two or more T1w sessions (``--longitudinal auto``)."""
+def _run_longitudinal(config: RunConfig, sessions, tools, threads: int, timings: RunTimings, log_dir: Path) -> None:
+    """The longitudinal mode of the subjects with two or more T1w sessions (``--longitudinal auto``).
+
+    Each subject's outcome goes to ``logs/<run>/longitudinal.json``, where the participant report reads it.
+    """
     if config.longitudinal == "off":
         return
     from thalamus_bidsapp.workflows.longitudinal_outputs import longitudinal_step
 
     with timings.phase("longitudinal"):
-        longitudinal_step(config, sessions, tools, threads)
+        outcomes = longitudinal_step(config, sessions, tools, threads)
+    if outcomes:
+        write_json({f"sub-{subject}": outcome for subject, outcome in outcomes.items()}, log_dir / LONGITUDINAL_LOG)
 
 
 def write_reports(output_dir: Path, subjects: list[str], skipped: dict[str, dict[str, str]] | None = None) -> int:

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import nibabel as nib
-import pandas as pd
 import numpy as np
+import pandas as pd
 
 from thalamus_bidsapp.bidsio.atomic import write_if_changed
 from thalamus_bidsapp.image.grid import GRID_ATOL_MM
 from thalamus_bidsapp.image.masks import integer_labels
-from thalamus_bidsapp.reports.figure_keys import figure_key, is_current, recorded_key, with_key
+from thalamus_bidsapp.reports.figure_keys import figure_key, is_current, with_key
 from thalamus_bidsapp.reports.html import esc
 
 if TYPE_CHECKING:
@@ -293,6 +293,33 @@ def draw_masks(session, figures_dir: Path) -> None:
                             sides=side_maps.get(info.desc), lesion=lesion, key=key):
             LOGGER.info("wrote %s", out)
         info.figure = out
+
+
+def draw_side_labels(t1_path: Path, labels_path: Path, out: Path, title: str) -> str | None:
+    """One mosaic of a left/right label image (1 left, 2 right) over its T1w, as :func:`draw_masks` draws a mask.
+
+    Used for images outside a session (the within-subject template). Redrawn
+    only when its key (both files, the title, the cuts) changed. Returns None
+    when the figure is in place, else why it could not be drawn.
+    """
+    key = figure_key([t1_path, labels_path], (title, _N_SLICES, _MARGIN_MM), code=(__name__,))
+    if is_current(out, key):
+        return None
+    t1, affine = _load_canonical(t1_path, np.float32)
+    labels, labels_affine = _load_canonical(labels_path)
+    if labels.shape != t1.shape or not np.allclose(labels_affine, affine, atol=GRID_ATOL_MM, rtol=0):
+        return f"{labels_path.name} is not on the grid of {t1_path.name}: not drawn"
+    sides = integer_labels(labels, np.uint8)
+    mask = sides > 0
+    around = mask if mask.any() else t1 > 0  # no thalamus: the middle of the head, as for an empty mask
+    zooms = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+    box = _bounding_box(around, np.ceil(_MARGIN_MM / np.asarray(zooms)))
+    slices = {axis: _slice_indices(around, axis, _N_SLICES) for _, axis in _PLANES}
+    positions = {axis: slice_positions_mm(affine, box, axis, indices) for axis, indices in slices.items()}
+    if plot_mask_mosaic(t1, mask, zooms, out, box=box, slices=slices, title=title, positions=positions,
+                        sides=sides, key=key):
+        LOGGER.info("wrote %s", out)
+    return None
 
 
 def _side_path(mask_path: Path) -> Path:

@@ -3,8 +3,9 @@
 The report is what a user looks at to judge a subject: per session the inputs
 used, the methods that ran and the ones skipped with their reasons, the
 registration QC table with its before/after figures, every thalamus mask
-drawn as a contour over the T1w, the volumes, the warnings and errors, and a
-methods paragraph with the references of what actually ran.
+drawn as a contour over the T1w, the volumes, the warnings and errors, the
+change between sessions where the longitudinal mode ran (:mod:`.longitudinal`),
+and a methods paragraph with the references of what actually ran.
 
 It reads nothing but ``output_dir`` (so ``--reports-only`` can regenerate it
 after the run, and on a copy of the folder): the sidecars, QC and volumes
@@ -40,11 +41,12 @@ from thalamus_bidsapp.reports.html import (
     safe,
 )
 from thalamus_bidsapp.reports.logs import qc_row_classes, read_session_statuses, read_skipped_methods
+from thalamus_bidsapp.reports.longitudinal import longitudinal_section
 from thalamus_bidsapp.reports.mask_figures import draw_masks
 from thalamus_bidsapp.reports.methods_text import methods_paragraph
 from thalamus_bidsapp.reports.qc import traffic_lights
-from thalamus_bidsapp.reports.results import default_method, not_run_section, results_table, volumes_table
 from thalamus_bidsapp.reports.registration_figures import draw_registration_figures
+from thalamus_bidsapp.reports.results import default_method, not_run_section, results_table, volumes_table
 from thalamus_bidsapp.reports.session import (
     SessionReport,
     find_sessions,
@@ -177,6 +179,7 @@ def write_participant_report(
     if not sessions:
         LOGGER.warning("%s: no outputs and no session status in %s", subject, output_dir)
 
+    longitudinal = longitudinal_section(output_dir, subject, figures_dir)
     methods_html, references_html = methods_paragraph(sessions, version)
     not_run = not_run_section(sessions, {session.name: _not_run(session) for session in sessions})
     sources = sorted({session.skipped_source for session in sessions if session.skipped_source})
@@ -184,10 +187,11 @@ def write_participant_report(
         "participant_report.html",
         sessions=[_session_context(session, output_dir) for session in sessions],
         results_table=safe(results_table(sessions)), not_run_table=safe(not_run),
-        not_run_sources=safe(" and ".join(sources)),
+        not_run_sources=safe(" and ".join(sources)), longitudinal=longitudinal,
         methods_html=safe(methods_html), references_html=safe(references_html),
     )
     toc = [("results", "Results"), *((s.name, s.label or s.name) for s in sessions),
+           *((("longitudinal", "Longitudinal change"),) if longitudinal else ()),
            ("methods", "Methods"), ("references", "References"),
            *((("not-run", "Methods not run"),) if not_run else ())]
     page = render_page(

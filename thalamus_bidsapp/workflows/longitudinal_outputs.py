@@ -99,7 +99,9 @@ def _run_subject(output_dir: Path, bids_dir: Path, work_dir: Path, subject: str,
         LOGGER.info("sub-%s: the within-subject template was redone: sessions %s, before %s", subject,
                     ", ".join(s.label for s in sessions), ", ".join(previous))
     table = change_table(output_dir, subject, result, ordered, dates)
-    _publish(output_dir, subject, result, table, dates, how, previous)
+    left_out = notes + [f"ses-{label}: registration to the template failed: {err}: left out of the longitudinal rows"
+                        for label, err in result.failed.items()]
+    _publish(output_dir, subject, result, table, dates, how, previous, left_out=left_out)
     return f"ok: {len(result.volumes)} sessions measured, {len(table)} change rows"
 
 
@@ -180,8 +182,11 @@ def _rows(participant: str, method: str, mode: str, volumes: pd.DataFrame, sessi
 
 
 def _publish(output_dir: Path, subject: str, result: SubjectLongitudinal, table: pd.DataFrame, dates, how: str,
-             previous: list[str] | None) -> None:
-    """Stage every output of the subject, then move them into place together."""
+             previous: list[str] | None, *, left_out: list[str] | None = None) -> None:
+    """Stage every output of the subject, then move them into place together.
+
+    ``left_out``: a note per session the longitudinal mode left out and why, kept in the template's sidecar.
+    """
     staging = output_dir / ".thalamus_staging" / f"longitudinal-sub-{subject}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     subject_anat = Path(f"sub-{subject}") / "anat"
@@ -194,6 +199,9 @@ def _publish(output_dir: Path, subject: str, result: SubjectLongitudinal, table:
                            "where a lesion mask exists), each rigidly resampled once into their halfway space",
             "Sessions": [s.label for s in result.sessions], "PreviousSessions": previous,
             "SessionOrder": how, "Sources": [_uri(s.t1w, output_dir) for s in result.sessions],
+            "AcquisitionDates": {label: {"Date": date.when.isoformat() if date.when else None, "Source": date.source}
+                                 for label, date in dates.items()},
+            "SessionsLeftOut": list(left_out or []), "ChangeMethod": CHANGE_METHOD,
             **result.settings["Template"]})
         written += _stage_image(staging, labels_rel, nib.Nifti1Image(result.template_labels, result.template.affine),
                                 {"Description": f"{result.method} thalamus on the within-subject template (1 left, 2 right)",
