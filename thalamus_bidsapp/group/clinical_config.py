@@ -119,6 +119,7 @@ class ClinicalConfig:
     hemispheres: tuple[str, ...] = ("bilateral",)
     covariates: tuple[str, ...] = ()
     volume_source: str = "raw"
+    change_source: str = "longitudinal"
     source: str = "defaults"
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -353,6 +354,7 @@ def _build(s: Mapping[str, Any], source: str) -> ClinicalConfig:
         hemispheres=_hemispheres(s.get("hemispheres", ["bilateral"]), fail),
         covariates=_covariates(strings(s.get("covariates")), columns, fail),
         volume_source=_volume_source(s.get("volume_source", "raw"), fail),
+        change_source=_change_source(s.get("change_source", "longitudinal"), fail),
         source=source,
         raw=_freeze(copy.deepcopy(dict(s))),
     )
@@ -425,6 +427,16 @@ def _volume_source(value: Any, fail) -> str:
     """The ``volume_source`` setting: raw or harmonized."""
     if value not in VOLUME_SOURCES:
         raise fail(f"volume_source must be one of {list(VOLUME_SOURCES)} (got {value!r})")
+    return str(value)
+
+
+CHANGE_SOURCES = ("longitudinal", "cross-sectional")
+
+
+def _change_source(value: Any, fail) -> str:
+    """The ``change_source`` setting: longitudinal (where the longitudinal mode measured it) or cross-sectional."""
+    if value not in CHANGE_SOURCES:
+        raise fail(f"change_source must be one of {list(CHANGE_SOURCES)} (got {value!r})")
     return str(value)
 
 

@@ -32,9 +32,14 @@ def gather_change_tables(output_dir: Path, participant_labels: tuple[str, ...] =
     return pd.concat(frames, ignore_index=True)
 
 
-def write_change_table(output_dir: Path, group_dir: Path, participant_labels: tuple[str, ...] = ()) -> Path | None:
-    """Write ``longitudinal_change.tsv`` into ``group_dir`` when any subject has a change table."""
-    table = gather_change_tables(output_dir, participant_labels)
+def write_change_table(output_dir: Path, group_dir: Path, participant_labels: tuple[str, ...] = (),
+                       table: pd.DataFrame | None = None) -> Path | None:
+    """Write ``longitudinal_change.tsv`` into ``group_dir`` when any subject has a change table.
+
+    ``table``: the tables already gathered by :func:`gather_change_tables` (read here when None).
+    """
+    if table is None:
+        table = gather_change_tables(output_dir, participant_labels)
     if table.empty:
         LOGGER.info("no longitudinal change tables: group/longitudinal_change.tsv not written")
         return None

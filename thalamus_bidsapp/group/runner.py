@@ -23,7 +23,7 @@ from thalamus_bidsapp.errors import (
     ThalamusError,
 )
 from thalamus_bidsapp.group.harmonize import run_harmonization_step
-from thalamus_bidsapp.group.longitudinal_change import write_change_table
+from thalamus_bidsapp.group.longitudinal_change import gather_change_tables, write_change_table
 from thalamus_bidsapp.group.qc_step import run_qc_step
 from thalamus_bidsapp.group.readback import (
     RUNNING,
@@ -120,8 +120,9 @@ def _run_group(config: RunConfig, group_dir: Path) -> int:
         write_tsv(volumes, staging / "volumes.tsv", column_descriptions(volumes, config.bids_dir))
         LOGGER.info("group/volumes.tsv: %d rows from %d sessions", len(volumes),
                     volumes[["participant_id", "session_id"]].drop_duplicates().shape[0])
-        run_clinical_step(volumes, config.clinical_config, staging)
-        write_change_table(config.output_dir, staging, config.participant_labels)
+        change = gather_change_tables(config.output_dir, config.participant_labels)
+        run_clinical_step(volumes, config.clinical_config, staging, change)
+        write_change_table(config.output_dir, staging, config.participant_labels, change)
         excluded = pd.concat([excluded, group_failures, qc_excluded], ignore_index=True)
         excluded = excluded.sort_values(["participant_id", "session_id"], na_position="first", ignore_index=True)
         write_tsv(excluded, staging / "excluded_sessions.tsv", EXCLUDED_COLUMNS)
@@ -364,8 +365,12 @@ def _only_participants(table: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataF
     return table[table["participant_id"].isin(wanted)].reset_index(drop=True)
 
 
-def run_clinical_step(volumes: pd.DataFrame, clinical_config: Path | None, group_dir: Path) -> None:
+def run_clinical_step(volumes: pd.DataFrame, clinical_config: Path | None, group_dir: Path,
+                      change: pd.DataFrame | None = None) -> None:
     """Cross-sectional, longitudinal and progression analyses, when the data allow.
+
+    ``change`` is the longitudinal change table, the thalamic change of the change models where the
+    clinical config's ``change_source`` is longitudinal.
 
     Without ``--clinical-config`` a dataset that lacks the clinical columns is
     normal (not every study has them): the analyses are skipped with the
@@ -378,7 +383,7 @@ def run_clinical_step(volumes: pd.DataFrame, clinical_config: Path | None, group
         LOGGER.warning("clinical analyses skipped: no thalamus volumes to analyse")
         return
     try:
-        results = run_clinical(volumes, clinical_config, group_dir, figures=False)
+        results = run_clinical(volumes, clinical_config, group_dir, figures=False, change=change)
     except ThalamusError as err:
         if clinical_config is not None:
             raise

@@ -103,9 +103,26 @@ def longitudinal_lead(deltas: pd.DataFrame | None, regression: pd.DataFrame | No
             n = table["participant_id"].nunique() if "participant_id" in table else len(table)
             parts = ", ".join(f"{m} {v:+.2f}%" for m, v in medians.items())
             lead.append(f"Median thalamic volume change from baseline ({n} subjects): {parts}.")
+        lead += change_source_lead(deltas)
     if regression is not None and not regression.empty and "beta" in regression:
         lead += association_lead(regression, "change", "per mL")
     return lead
+
+
+def change_source_lead(deltas: pd.DataFrame) -> list[str]:
+    """Where the thalamic change of the models came from (the deltas' ``change_source``), when recorded."""
+    if "change_source" not in deltas or deltas.empty:
+        return []
+    table = _labelled(deltas)
+    longitudinal = table["change_source"].astype(str) == "longitudinal"
+    if not longitudinal.any():
+        return ["The thalamic change of the models is the difference of the sessions' own (cross-sectional) "
+                "volumes: no subject has longitudinal-mode pairs from baseline to follow-up."]
+    counts = longitudinal.groupby(table["label"]).agg(["sum", "size"])
+    parts = ", ".join(f"{label} {int(row['sum'])} of {int(row['size'])}" for label, row in counts.iterrows())
+    return [f"The thalamic change of the models comes from the longitudinal mode (one within-subject template) for "
+            f"{int(longitudinal.sum())} of {len(table)} subject-method pairs ({parts}); the others use the difference "
+            "of the sessions' own (cross-sectional) volumes (change_source column)."]
 
 
 def progression_lead(subjects: pd.DataFrame | None, ancova: pd.DataFrame | None) -> list[str]:
@@ -117,6 +134,7 @@ def progression_lead(subjects: pd.DataFrame | None, ancova: pd.DataFrame | None)
         if not counts.empty:
             lead.append("EDSS course: " + ", ".join(f"{c} {counts[c]}" for c in COURSE_ORDER if c in counts)
                         + f" subject(s) (of {int(counts.sum())}).")
+        lead += change_source_lead(subjects)
     if ancova is not None and not ancova.empty and {"source", "p"} <= set(ancova.columns):
         rows = _labelled(ancova[ancova["source"].astype(str) == "edss_course"])
         rows = rows.assign(p=numeric(rows, "p")).dropna(subset=["p"])

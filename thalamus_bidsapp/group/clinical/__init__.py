@@ -19,7 +19,9 @@ participants.tsv and the sessions tables joined), runs
   al., DeepGRAI Registry, J Neurol Neurosurg Psychiatry);
 - the sample size per arm per method for a trial on annual thalamic atrophy;
 
-and writes one TSV (with JSON sidecar) per analysis and the figures.
+and writes one TSV (with JSON sidecar) per analysis and the figures. The
+thalamic change of the longitudinal and progression models comes from the
+participant level's longitudinal mode where it exists (``change_source``).
 
 Missing data: every model uses the complete cases of its columns. What was
 left out, and why, is counted in ``clinical_exclusions.tsv`` (and logged);

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from thalamus_bidsapp.group.clinical.change_source import CHANGE_SOURCE, record_change_source, thalamic_change
 from thalamus_bidsapp.group.clinical.common import (
     ANNUAL,
     DELTA,
@@ -44,14 +45,19 @@ COVARIATES = ["age", SEX, ICV_Z, STEROID, INTERVAL]
 
 
 def longitudinal(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalConfig, available: set[str],
-                 ledger: Ledger) -> dict[str, pd.DataFrame]:
-    """Deltas, change descriptives, method comparison, delta regressions and sensitivity analyses (2.7.5)."""
+                 ledger: Ledger, change: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """Deltas, change descriptives, method comparison, delta regressions and sensitivity analyses (2.7.5).
+
+    ``change``: ``group/longitudinal_change.tsv``, the thalamic change where
+    the config's ``change_source`` is longitudinal (see :mod:`.change_source`).
+    """
     out: dict[str, pd.DataFrame] = {}
     roles = [o.role for o in config.longitudinal_outcomes if o.role in available]
     deltas = deltas_between_visits(frame, visits, config.followup, config, roles, ledger, ANALYSIS)
     if deltas.empty:
         ledger.status(ANALYSIS, False, "no subject has a baseline and a follow-up session")
         return out
+    deltas = thalamic_change(deltas, change, config, ANALYSIS)
     ledger.status(ANALYSIS, True, "", int(deltas[SUBJECT].nunique()))
     # apply the outcome transforms before differencing (log -> delta of logs)
     for spec in config.longitudinal_outcomes:
@@ -61,7 +67,8 @@ def longitudinal(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalConf
             deltas[f"delta_{spec.role}"] = fu - bl
     delta_cols = [SUBJECT, "session_bl", "session_fu", INTERVAL, "interval_source", *METHOD_KEYS, "diagnosis",
                   f"{VOLUME}_bl", f"{VOLUME}_fu", DELTA, PCT, ANNUAL,
-                  *[c for r in roles for c in (f"{r}_bl", f"{r}_fu", f"delta_{r}")], "pbvc", STEROID, SCANNER_CHANGE]
+                  *[c for r in roles for c in (f"{r}_bl", f"{r}_fu", f"delta_{r}")], "pbvc", STEROID, SCANNER_CHANGE,
+                  CHANGE_SOURCE]
     out["longitudinal_deltas"] = deltas[[c for c in dict.fromkeys(delta_cols) if c in deltas]].copy()
     out["longitudinal_change_by_diagnosis"] = change_by_diagnosis(deltas, roles)
     labelled = deltas.assign(method_label=method_contrast_labels(deltas))
@@ -74,7 +81,7 @@ def longitudinal(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalConf
     else:
         ledger.status("longitudinal_pairwise_wilcoxon", False, "fewer than two methods")
     out.update(_change_models(deltas, roles, config, available, ledger))
-    return out
+    return {name: record_change_source(table, deltas) for name, table in out.items()}
 
 
 def change_by_diagnosis(deltas: pd.DataFrame, roles: Sequence[str]) -> pd.DataFrame:

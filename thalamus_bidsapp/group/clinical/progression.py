@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from thalamus_bidsapp.group.clinical.change_source import CHANGE_SOURCE, record_change_source, thalamic_change
 from thalamus_bidsapp.group.clinical.common import (
     ANNUAL,
     COURSE,
@@ -46,8 +47,12 @@ _ANCOVA_TABLES = (("progression_ancova", prog.ancova), ("progression_adjusted_me
 
 
 def progression(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalConfig, available: set[str],
-                ledger: Ledger) -> dict[str, pd.DataFrame]:
-    """DeepGRAI-style analysis of % thalamic change by EDSS course (Zivadinov et al., DeepGRAI Registry)."""
+                ledger: Ledger, change: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """DeepGRAI-style analysis of % thalamic change by EDSS course (Zivadinov et al., DeepGRAI Registry).
+
+    ``change``: ``group/longitudinal_change.tsv``, the thalamic change where
+    the config's ``change_source`` is longitudinal (see :mod:`.change_source`).
+    """
     out: dict[str, pd.DataFrame] = {}
     if "edss" not in available:
         ledger.status(ANALYSIS, False, "no EDSS column")
@@ -56,6 +61,7 @@ def progression(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalConfi
     if deltas.empty:
         ledger.status(ANALYSIS, False, "no subject has a baseline and a follow-up session")
         return out
+    deltas = thalamic_change(deltas, change, config, ANALYSIS)
     deltas[COURSE] = prog.classify_edss_course(deltas["edss_bl"], deltas["edss_fu"],
                                                config.progression_thresholds).to_numpy()
     deltas[PROGRESSED] = np.where(deltas[COURSE].isna(), np.nan, (deltas[COURSE] == prog.PROGRESSION).astype(float))
@@ -64,13 +70,13 @@ def progression(frame: pd.DataFrame, visits: pd.DataFrame, config: ClinicalConfi
                    int(per_subject[COURSE].isna().sum()))
     keep = [SUBJECT, "session_bl", "session_fu", FOLLOWUP_YEARS, *METHOD_KEYS, "edss_bl", "edss_fu", COURSE,
             PROGRESSED, f"{VOLUME}_bl", f"{VOLUME}_fu", DELTA, PCT, ANNUAL, "age", SEX, "disease_duration",
-            SCANNER_CHANGE]
+            SCANNER_CHANGE, CHANGE_SOURCE]
     out["progression_subjects"] = deltas[[c for c in keep if c in deltas]].copy()
     n_groups = per_subject[COURSE].dropna().nunique()
     ledger.status(ANALYSIS, n_groups >= 1, "" if n_groups else "no EDSS course could be classified",
                   int(per_subject[COURSE].notna().sum()))
     out.update(_course_models(deltas, config, ledger))
-    return out
+    return {name: record_change_source(table, deltas) for name, table in out.items()}
 
 
 def _course_models(deltas: pd.DataFrame, config: ClinicalConfig, ledger: Ledger) -> dict[str, pd.DataFrame]:

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from thalamus_bidsapp.bidsio.atomic import write_tsv
+from thalamus_bidsapp.group.clinical.change_source import record_change_source
 from thalamus_bidsapp.group.clinical.common import (
     COURSE,
     METHOD_KEYS,
@@ -54,6 +55,7 @@ def run_clinical(
     out_dir: Path,
     *,
     figures: bool = True,
+    change: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Run every clinical analysis the data allow; write tables and figures.
 
@@ -69,6 +71,11 @@ def run_clinical(
         Folder for ``clinical_<analysis>.tsv`` (+ ``.json``) and ``figures/``.
     figures
         Whether to draw the figures (PNG and SVG).
+    change
+        The longitudinal change table (``group/longitudinal_change.tsv``):
+        with the config's ``change_source: longitudinal`` the longitudinal and
+        progression models take the thalamic change from its longitudinal
+        rows where they cover baseline to follow-up.
 
     Returns
     -------
@@ -90,11 +97,12 @@ def run_clinical(
                 frame.groupby(METHOD_KEYS).ngroups, ", ".join(sorted(available)))
     visits = ordered_visits(frame)
     results: dict[str, pd.DataFrame] = {}
+    _log_change_source(config, change)
 
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("crosssectional", lambda: cross_sectional(frame, visits, config, available, ledger)),
-        ("longitudinal", lambda: longitudinal(frame, visits, config, available, ledger)),
-        ("progression", lambda: progression(frame, visits, config, available, ledger)),
+        ("longitudinal", lambda: longitudinal(frame, visits, config, available, ledger, change)),
+        ("progression", lambda: progression(frame, visits, config, available, ledger, change)),
     ]
     for name, step in steps:
         try:
@@ -112,7 +120,7 @@ def run_clinical(
         power = None
         ledger.status("power", False, f"could not be computed on these data: {exc}")
     if power is not None:
-        results["power"] = power
+        results["power"] = record_change_source(power, results["longitudinal_deltas"])
     results["exclusions"] = ledger.exclusion_table()
     results["analyses"] = ledger.analysis_table()
 
@@ -121,3 +129,12 @@ def run_clinical(
     written = make_figures(results, out_dir, pct=PCT, course=COURSE) if figures else []
     LOGGER.info("clinical analyses: %d tables and %d figure files written to %s", len(results), len(written), out_dir)
     return results
+
+
+def _log_change_source(config: ClinicalConfig, change: pd.DataFrame | None) -> None:
+    if config.change_source != "longitudinal":
+        LOGGER.info("change_source %s (clinical config %s): the change models use the difference of the "
+                    "sessions' cross-sectional volumes", config.change_source, config.source)
+    elif change is None or change.empty:
+        LOGGER.info("change_source longitudinal: no longitudinal change table (group/longitudinal_change.tsv); the "
+                    "change models use the difference of the sessions' cross-sectional volumes")
