@@ -29,6 +29,8 @@ LOGGER = logging.getLogger(__name__)
 #: Registered image (desc entity, suffix) on the T1w grid.
 REGISTERED = (("preproc", "FLAIR"), ("scaled", "R1map"))
 _N_CUTS = 7
+#: Voxels shown around the brain mask: the figure draws the brain, not the field of view's empty corners.
+_BOX_MARGIN_VOXELS = 4
 _UUID_ID = re.compile(r"(fixed-image|moving-image)-([xyz])-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ANIMATION_ID = re.compile(r"flickerAnimation[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _SVG_DATE = re.compile(r"<dc:date>[^<]*</dc:date>")
@@ -45,14 +47,28 @@ def flicker_svg(t1w: Path, registered: Path, brain_mask: Path, *, label: str) ->
     from niworkflows.viz.utils import _compose_view, cuts_from_bbox, plot_registration
 
     mask = nib.load(str(brain_mask))
+    box = _brain_box(mask)
+    mask = mask.slicer[box]
     cuts = cuts_from_bbox(mask, cuts=_N_CUTS)
     with matplotlib.rc_context({"svg.hashsalt": "thalamus_bidsapp"}):
-        fixed = plot_registration(nib.load(str(t1w)), "fixed-image", estimate_brightness=True, cuts=cuts,
-                                  label="T1w", contour=mask, compress=False)
-        moving = plot_registration(nib.load(str(registered)), "moving-image", estimate_brightness=True, cuts=cuts,
-                                   label=label, contour=mask, compress=False)
+        fixed = plot_registration(nib.load(str(t1w)).slicer[box], "fixed-image", estimate_brightness=True,
+                                  cuts=cuts, label="T1w", contour=mask, compress=False)
+        moving = plot_registration(nib.load(str(registered)).slicer[box], "moving-image", estimate_brightness=True,
+                                   cuts=cuts, label=label, contour=mask, compress=False)
     svg = "\n".join(_compose_view(fixed, moving))
     return _SVG_DATE.sub("", _ANIMATION_ID.sub("flickerAnimation", _UUID_ID.sub(r"\1-\2", svg)))
+
+
+def _brain_box(mask, margin: int = _BOX_MARGIN_VOXELS) -> tuple[slice, slice, slice]:
+    """The brain mask's bounding box plus ``margin`` voxels: what the figure shows (and all it draws)."""
+    import numpy as np
+
+    inside = np.argwhere(np.asanyarray(mask.dataobj) > 0)
+    if inside.size == 0:
+        return tuple(slice(0, n) for n in mask.shape[:3])
+    low = np.maximum(inside.min(axis=0) - margin, 0)
+    high = np.minimum(inside.max(axis=0) + margin + 1, mask.shape[:3])
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
 
 
 def draw_registration_figures(anat: Path, session: str, figures_dir: Path) -> list[Path]:
@@ -68,7 +84,8 @@ def draw_registration_figures(anat: Path, session: str, figures_dir: Path) -> li
             continue
         out = registration_figure_path(figures_dir, session, modality)
         sidecar = Path(str(registered).replace(".nii.gz", ".json"))
-        key = figure_key((t1w, registered, brain_mask, sidecar), (modality, _N_CUTS), code=(__name__,))
+        key = figure_key((t1w, registered, brain_mask, sidecar), (modality, _N_CUTS, _BOX_MARGIN_VOXELS),
+                         code=(__name__,))
         if is_current(out, key):
             LOGGER.debug("registration figure %s is up to date", out)
         else:
