@@ -132,9 +132,12 @@ def _run_longitudinal(config: RunConfig, sessions, tools, threads: int, timings:
     if config.longitudinal == "off":
         return
     from thalamus_bidsapp.workflows.longitudinal_outputs import longitudinal_step
+    from thalamus_bidsapp.workflows.longitudinal_streams import longitudinal_streams_step
 
     with timings.phase("longitudinal"):
         longitudinal_step(config, sessions, tools, threads)
+        # After the template-based step, which rewrites the change table the streams' rows join.
+        longitudinal_streams_step(config, sessions, tools, threads)
 
 
 def write_reports(output_dir: Path, subjects: list[str], skipped: dict[str, dict[str, str]] | None = None) -> int:
