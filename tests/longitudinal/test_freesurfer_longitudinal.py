@@ -213,3 +213,18 @@ def test_one_finished_timepoint_is_a_logged_skip(stream, caplog):
     shutil.rmtree(stream.sd / "sub-01_ses-2")
     assert run(stream) == "skipped: fewer than two finished timepoints; no freesurfer longitudinal rows"
     assert "no finished FreeSurfer subject sub-01_ses-2" in caplog.text
+
+
+@pytest.mark.slow
+def test_step_with_the_run_configuration_writes_freesurfer_rows(stream):
+    from thalamus_bidsapp.config import Environment, RunConfig
+
+    run_config = RunConfig(bids_dir=stream.bids, output_dir=stream.out, analysis_level="participant",
+                           work_dir=stream.out / "work", methods=("freesurfer",),
+                           method_options={"fs_subjects_dir": stream.sd, "fs_license_file": stream.licence},
+                           environment=Environment({"FREESURFER_HOME": str(stream.home)}))
+    sessions = [SimpleNamespace(subject="01", session=label, t1w=Path("t1w.nii.gz")) for label in ("1", "2")]
+    outcomes = ls.longitudinal_streams_step(run_config, sessions, ToolCheck({"freesurfer": None}))
+    assert outcomes == {"freesurfer": {"01": "ok: 2 sessions measured, 3 change rows"}}
+    rows = table(stream)
+    assert set(rows.loc[rows["mode"] == "longitudinal", "method"]) == {"freesurfer"}
