@@ -81,7 +81,8 @@ def add_session(root, label: str) -> None:
     anat = root.out / "sub-01" / f"ses-{label}" / "anat"
     anat.mkdir(parents=True)
     shape = root.thalamus[label].shape
-    nib.save(nib.Nifti1Image(np.zeros(shape, np.uint8), root.t1w_affine), anat / f"sub-01_ses-{label}_desc-preproc_T1w.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros(shape, np.uint8), root.t1w_affine),
+             anat / f"sub-01_ses-{label}_desc-preproc_T1w.nii.gz")
     nib.save(nib.Nifti1Image(np.ones(shape, np.uint8), root.t1w_affine),
              anat / f"sub-01_ses-{label}_space-T1w_desc-brain_mask.nii.gz")
     pd.DataFrame({"method": ["freesurfer"] * 3, "hemisphere": ["left", "right", "bilateral"],
@@ -228,3 +229,25 @@ def test_step_with_the_run_configuration_writes_freesurfer_rows(stream):
     assert outcomes == {"freesurfer": {"01": "ok: 2 sessions measured, 3 change rows"}}
     rows = table(stream)
     assert set(rows.loc[rows["mode"] == "longitudinal", "method"]) == {"freesurfer"}
+
+
+@pytest.mark.slow
+def test_a_failed_long_run_leaves_its_session_out_and_is_run_again_next_time(stream, monkeypatch, caplog):
+    add_session(stream, "3")
+    monkeypatch.setenv("FAKE_RECON_ALL_FAIL", "sub-01_ses-2.long.sub-01_base")
+    assert run(stream) == "ok: 2 sessions measured, 3 change rows"
+    assert "recon-all failed for sub-01_ses-2.long.sub-01_base" in caplog.text
+    long_rows = table(stream).query("mode == 'longitudinal'")
+    assert set(zip(long_rows["session_from"], long_rows["session_to"])) == {("ses-1", "ses-3")}
+    monkeypatch.delenv("FAKE_RECON_ALL_FAIL")
+    assert run(stream) == "ok: 3 sessions measured, 6 change rows"
+    assert [p.name.split(".replaced-")[0] for p in stream.sd.glob("*.replaced-*")] == ["sub-01_ses-2.long.sub-01_base"]
+
+
+def test_a_failed_base_is_an_error_naming_its_log(stream, monkeypatch):
+    from thalamus_bidsapp.errors import ThalamusError
+
+    monkeypatch.setenv("FAKE_RECON_ALL_FAIL", "sub-01_base")
+    with pytest.raises(ThalamusError, match=r"recon-all failed for sub-01_base .*recon-all\.log"):
+        run(stream)
+    assert not (stream.out / "sub-01" / "anat").exists()
