@@ -16,13 +16,15 @@ rows; a failure is logged and leaves the other outputs as they were.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from thalamus_bidsapp.bidsio.acquisition_dates import session_dates
+from thalamus_bidsapp.bidsio.acquisition_dates import AcquisitionDate, session_dates
 from thalamus_bidsapp.bidsio.atomic import TSV_READ_ERRORS, json_text, read_tsv, save_nifti, write_tsv
 from thalamus_bidsapp.image.masks import voxel_volume_mm3
 from thalamus_bidsapp.image.sides import LEFT, RIGHT
@@ -33,14 +35,20 @@ from thalamus_bidsapp.stats.change import (
     interval_years,
     order_sessions,
 )
-from thalamus_bidsapp.workflows.longitudinal import LONG_SUFFIX, published_sessions
+from thalamus_bidsapp.workflows.longitudinal import LONG_SUFFIX, LongSession, published_sessions
+from thalamus_bidsapp.workflows.longitudinal_outputs import TABLE_SUFFIX, cross_sectional_volumes
+
+if TYPE_CHECKING:
+    from thalamus_bidsapp.bidsio.inputs import SessionInputs
+    from thalamus_bidsapp.config import RunConfig
+    from thalamus_bidsapp.methods import ToolCheck
+    from thalamus_bidsapp.methods.base import SegmentationMethod
 
 LOGGER = logging.getLogger(__name__)
 
-TABLE_SUFFIX = "label-thalamus_desc-longitudinal_volumes.tsv"
 
-
-def longitudinal_streams_step(config, sessions, tools, threads: int = 1) -> dict[str, dict[str, str]]:
+def longitudinal_streams_step(config: RunConfig, sessions: Iterable[SessionInputs], tools: ToolCheck,
+                              threads: int = 1) -> dict[str, dict[str, str]]:
     """Every selected method's own longitudinal stream, per subject with two or more T1w sessions.
 
     ``sessions``: the run's :class:`~thalamus_bidsapp.bidsio.inputs.SessionInputs`; ``tools``: its tool
@@ -76,7 +84,7 @@ def longitudinal_streams_step(config, sessions, tools, threads: int = 1) -> dict
     return outcomes
 
 
-def run_subject(config, method, subject: str, *, threads: int = 1) -> str:
+def run_subject(config: RunConfig, method: SegmentationMethod, subject: str, *, threads: int = 1) -> str:
     """Run or reuse ``method``'s stream for one subject, publish its masks and merge its rows into the table."""
     output_dir, bids_dir = Path(config.output_dir), Path(config.bids_dir)
     sessions, _ = published_sessions(output_dir, subject)
@@ -112,7 +120,7 @@ def side_volumes(labels: nib.spatialimages.SpatialImage) -> dict[str, float]:
     return {"left": left, "right": right, "bilateral": left + right}
 
 
-def publish_session(output_dir: Path, subject: str, method: str, session, labels: nib.Nifti1Image,
+def publish_session(output_dir: Path, subject: str, method: str, session: LongSession, labels: nib.Nifti1Image,
                     provenance: dict) -> list[Path]:
     """The session's ``desc-<method>Long`` mask and dseg (with sidecars and the dseg's lookup table)."""
     name = f"sub-{subject}_ses-{session.label}"
@@ -137,7 +145,7 @@ def publish_session(output_dir: Path, subject: str, method: str, session, labels
 
 
 def merge_rows(output_dir: Path, subject: str, method: str, rows: pd.DataFrame, ordered: list[str],
-               dates) -> Path:
+               dates: dict[str, AcquisitionDate]) -> Path:
     """Put ``method``'s longitudinal rows into the subject's change table, replacing its earlier ones.
 
     Without a table (the template-based step did not write one), the table is
@@ -162,8 +170,6 @@ def merge_rows(output_dir: Path, subject: str, method: str, rows: pd.DataFrame, 
 
 
 def _cross_sectional_rows(output_dir: Path, subject: str, ordered: list[str], dates) -> pd.DataFrame:
-    from thalamus_bidsapp.workflows.longitudinal_outputs import cross_sectional_volumes
-
     cross = []
     for label in ordered:
         table = cross_sectional_volumes(output_dir, subject, label)
