@@ -23,7 +23,7 @@ from thalamus_bidsapp.cli import check_tools
 from thalamus_bidsapp.tools import dbsegment, mindglide
 from thalamus_bidsapp.tools.check import writable_dir
 from thalamus_bidsapp.tools.first import FIRST_MODELS, FIRST_PROGRAMS, FIRST_TEMPLATES
-from thalamus_bidsapp.tools.freesurfer import FREESURFER_HELPERS, FREESURFER_PROGRAMS
+from thalamus_bidsapp.tools.freesurfer import FREESURFER_HELPERS, FREESURFER_LONGITUDINAL_PROGRAMS, FREESURFER_PROGRAMS
 
 FAKES = Path(__file__).parent / "fakes"
 MESHNET = SHARED_DATA / "brainchop" / "models" / "model30chan18cls"
@@ -69,7 +69,7 @@ def make_fsl(root: Path) -> Path:
 
 
 def make_freesurfer(root: Path) -> Path:
-    for name in FREESURFER_PROGRAMS:
+    for name in (*FREESURFER_PROGRAMS, *FREESURFER_LONGITUDINAL_PROGRAMS):
         folder = root / "mni" / "bin" if name == "nu_correct" else root / "bin"
         if _is_script_name(name):
             _script(folder / name, shebang="#!/usr/bin/env perl" if name == "nu_correct" else "#!/bin/sh")
@@ -209,6 +209,14 @@ def test_unlinkable_binary_fails_with_the_library_named(tools, capsys, tmp_path)
     code, out = run_check(capsys, "--methods", "freesurfer")
     assert code == 66
     assert ("FAIL  linkage of mri_convert: " f"{target} needs libraries that are not found: libthalamusgone.so") in out
+
+
+def test_missing_longitudinal_program_is_reported_without_failing_freesurfer(tools, capsys) -> None:
+    (tools["freesurfer"] / "bin" / "mri_robust_template").unlink()
+    code, out = run_check(capsys, "--methods", "freesurfer")
+    assert code == 0
+    line = next(line for line in out.splitlines() if "mri_robust_template (longitudinal stream)" in line)
+    assert "not found" in line
 
 
 def test_script_with_missing_interpreter_fails(tools, capsys) -> None:

@@ -14,6 +14,8 @@ the parser ask ``isinstance`` rather than read a flag with a default::
   ``--lesion-source <name>``.
 - :class:`TemplateSegmenter`: the method segments one image in memory (the
   longitudinal within-subject template).
+- :class:`LongitudinalStream`: the method has its own longitudinal stream
+  (its ``desc-<method>Long`` masks and longitudinal change rows).
 """
 
 from __future__ import annotations
@@ -78,3 +80,17 @@ def needs_envelope(method: object) -> bool:
 
 def provides_lesions(method: object) -> bool:
     return isinstance(method, LesionSource)
+
+
+class LongitudinalStream(abc.ABC):
+    """A method with its own longitudinal stream (FreeSurfer's ``recon-all -base``/``-long``), run after the
+    sessions of a subject with two or more sessions, beside the within-subject template."""
+
+    @abc.abstractmethod
+    def longitudinal_stream(self, config: RunConfig, subject: str, sessions: list[tuple[str, Any]],
+                            threads: int) -> Any:
+        """Run or reuse the stream for ``sessions`` (label, published T1w path; in time order).
+
+        Returns an object with ``sides`` (session label -> uint8 image on that T1w grid, 1 left and 2 right),
+        ``sidecars`` (session label -> provenance dict) and ``skipped`` (why nothing was measured, or None).
+        """

@@ -18,11 +18,11 @@ from thalamus_bidsapp.methods.base import (
     ToolStatus,
     tool_label,
 )
-from thalamus_bidsapp.methods.capabilities import EnvelopeSource
+from thalamus_bidsapp.methods.capabilities import EnvelopeSource, LongitudinalStream
 from thalamus_bidsapp.methods.records import CONTENT_DIGEST_DESC, ReadsOutsideFiles, write_mask_record
 
 
-class FreeSurfer(EnvelopeSource, SegmentationMethod):
+class FreeSurfer(EnvelopeSource, LongitudinalStream, SegmentationMethod):
     name = "freesurfer"
     order = 10
     colors = {"freesurfer": "#0072B2"}  # Okabe-Ito blue
@@ -101,6 +101,17 @@ class FreeSurfer(EnvelopeSource, SegmentationMethod):
             ctx.workflow.connect(recon_all, "subject_dir", fs_thalamus, "subject_dir")
         return MethodNodes(records=[(fs_thalamus, "record_file")], envelope=(fs_thalamus, "record_file"),
                            icv=(fs_thalamus, "provenance_file"))
+
+    def longitudinal_stream(self, config, subject: str, sessions: list[tuple[str, Path]], threads: int):
+        """``recon-all -base`` and ``-long`` on the session subjects of ``--fs-subjects-dir``, run or reused."""
+        from thalamus_bidsapp.tools import freesurfer
+        from thalamus_bidsapp.tools.freesurfer_longitudinal import run_stream
+
+        home = config.environment.freesurfer_home
+        subjects_dir = config.option("fs_subjects_dir") or config.output_dir / "sourcedata" / "freesurfer"
+        return run_stream(Path(subjects_dir), subject, sessions, executable=freesurfer.recon_all_executable(home),
+                          license_file=freesurfer.find_license(config.option("fs_license_file"), home),
+                          left=self.labels.left, right=self.labels.right, threads=threads)
 
     def methods_sentence(self, masks: Sequence[PublishedMask], cite: Callable[[str], str]) -> str:
         return f"{tool_label(masks, self.name)} {cite(self.name)} (aseg labels 10 and 49, left and right thalamus)"

@@ -135,9 +135,12 @@ def _run_longitudinal(config: RunConfig, sessions, tools, threads: int, timings:
     if config.longitudinal == "off":
         return
     from thalamus_bidsapp.workflows.longitudinal_outputs import longitudinal_step
+    from thalamus_bidsapp.workflows.longitudinal_streams import longitudinal_streams_step
 
     with timings.phase("longitudinal"):
         outcomes = longitudinal_step(config, sessions, tools, threads)
+        # After the template-based step, which rewrites the change table the streams' rows join.
+        longitudinal_streams_step(config, sessions, tools, threads)
     if outcomes:
         write_json({f"sub-{subject}": outcome for subject, outcome in outcomes.items()}, log_dir / LONGITUDINAL_LOG)
 

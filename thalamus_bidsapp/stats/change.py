@@ -37,7 +37,8 @@ CHANGE_COLUMN_DESCRIPTIONS = {
                                       "unknown", "Units": "year"},
     "annualized_change_pct": {"Description": "change_pct / interval_years; n/a without an interval",
                               "Units": "%/year"},
-    "mode": "longitudinal (one template mask, change by Jacobian integration) or cross-sectional (the difference "
+    "mode": "longitudinal (one within-subject template: its mask with change by Jacobian integration, or a "
+            "method's own longitudinal stream such as FreeSurfer's -base/-long) or cross-sectional (the difference "
             "of the two sessions' own masks)",
 }
 

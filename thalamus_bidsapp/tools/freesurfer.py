@@ -230,6 +230,10 @@ FREESURFER_PROGRAMS: tuple[str, ...] = (
     "mris_smooth", "mris_inflate", "mris_sphere", "mris_fix_topology", "mris_register", "mris_ca_label",
     "mris_place_surface", "mris_anatomical_stats", "mris_volmask",
 )
+#: What ``recon-all -base`` and ``-long`` run beyond ``-all`` (the longitudinal mode; optional in the check).
+FREESURFER_LONGITUDINAL_PROGRAMS: tuple[str, ...] = (
+    "mri_robust_template", "mri_concatenate_lta", "mri_diff", "mri_fuse_segmentations",
+)
 #: Programs recon-all's scripts need on PATH; procps's uptime because fs_time aborts without it.
 FREESURFER_HELPERS: tuple[str, ...] = ("tcsh", "bc", "perl", "uptime")
 
@@ -255,6 +259,8 @@ def check_installation(options: CheckOptions) -> CheckReport:
             if path is None and name == "recon-all":
                 path = Path(recon_all)
             findings += executable(name, path, version_call=VERSION_CALLS.get(name))
+        for name in FREESURFER_LONGITUDINAL_PROGRAMS:
+            findings += executable(f"{name} (longitudinal stream)", home / "bin" / name, required=False)
         for helper in FREESURFER_HELPERS:
             found = shutil.which(helper)
             findings.append(Finding(helper, found is not None, found or "not on PATH (recon-all's scripts need it)"))
