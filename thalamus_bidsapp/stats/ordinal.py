@@ -129,9 +129,7 @@ def ordinal_logistic(
             # the reason (singular Hessian, no convergence) goes into the note, not the log
             warnings.simplefilter("ignore")
             fit = model.fit(method="bfgs", disp=False, maxiter=2000, gtol=1e-8)
-            # Newton from where BFGS stopped lands on the optimum itself, whichever statsmodels' BFGS stopped
-            # short of it (0.15 stalls on a flat ridge of the thresholds where 0.14 did not).
-            fit = model.fit(method="newton", start_params=np.asarray(fit.params), disp=False, maxiter=100)
+            fit = _newton_from(model, fit)
             problem = mle_problem(fit, observed_probabilities(fit.predict(), np.asarray(model.endog)))
     except (np.linalg.LinAlgError, ValueError) as exc:
         return unfitted(f"fit failed: {exc}")
@@ -149,6 +147,19 @@ def ordinal_logistic(
     table["loglik"] = float(fit.llf)
     table["aic"] = float(fit.aic)
     return table[ORDINAL_COLUMNS]
+
+
+def _newton_from(model: object, fit: object) -> object:
+    """Newton steps from where BFGS stopped: the optimum itself, whichever statsmodels' BFGS stopped short of it.
+
+    statsmodels 0.15's BFGS stalls on a flat ridge of the thresholds where 0.14's did not. Where Newton cannot
+    step (a singular Hessian) or does not converge, the BFGS fit stands, and its checks give the reason.
+    """
+    try:
+        polished = model.fit(method="newton", start_params=np.asarray(fit.params), disp=False, maxiter=100)
+    except (np.linalg.LinAlgError, ValueError):
+        return fit
+    return polished if polished.mle_retvals.get("converged", False) else fit
 
 
 class _Subset:
