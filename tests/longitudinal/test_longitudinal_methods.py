@@ -290,3 +290,74 @@ def test_selected_methods_and_their_tools(tmp_path):
     tools.settings["mindglide"] = {"model_path": tmp_path / "model.pth"}
     segmentations, _ = lo.template_segmentations(config, tools)
     assert segmentations[-1].envelopes == ("meshnet",)
+
+
+@pytest.fixture(scope="module")
+def template_like():
+    """A 2 mm crop of bert around the thalami, standing in for a template, and bert's aseg sides on its grid."""
+    t1w = nib.load(str(shared_file("freesurfer_bert_7.2", "mri", "norm.mgz")))
+    aseg = nib.load(str(shared_file(*ASEG)))
+    thalamus = nib.Nifti1Image(np.isin(np.asarray(aseg.dataobj), (10, 49)).astype(np.uint8), aseg.affine)
+    center, _ = covering_ball(thalamus)
+    image = crop_around(nib.Nifti1Image(np.asarray(t1w.dataobj, np.float32), t1w.affine), center, 30.0, zoom=2.0)
+    return image, _aseg_sides_on(image)
+
+
+def test_dbsegment_segments_the_template_through_its_adapter(template_like, tmp_path, monkeypatch):
+    """The fake DBSegment (bert's aseg thalamus as THAL/VPL/VIM) through the same adapter and label split."""
+    from thalamus_bidsapp.methods.registry import get_method
+    from thalamus_bidsapp.tools import dbsegment
+
+    image, truth = template_like
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shutil.copy2(FAKES / "DBSegment", bin_dir / "DBSegment")
+    monkeypatch.setenv("PATH", os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent),
+                                                os.environ.get("PATH", "")]))
+    monkeypatch.setenv("FAKE_DBSEGMENT_TRUTH", str(shared_file(*ASEG)))
+    models = tmp_path / "models"
+    trainer = models / dbsegment.MODEL_BUNDLE_ALL_FOLDS / dbsegment.TRAINER_SUBDIR
+    for fold in range(5):
+        (trainer / f"fold_{fold}").mkdir(parents=True)
+    (trainer / "fold_0" / "model_final_checkpoint.model").write_bytes(b"not a real model")
+    segment = get_method("dbsegment").template_segmenter({"model_folder": models})
+    sides, regions, provenance = segment(image, 1)
+    assert regions == SIDE_REGIONS and sides.shape == image.shape and sides.dtype == np.uint8
+    # The fake draws bert's aseg through DBSegment's 1 mm conformed grid: the same thalamus, side for side.
+    agree = np.count_nonzero((sides == truth) & (truth > 0)) / np.count_nonzero(truth)
+    assert agree > 0.85 and np.count_nonzero((sides == 1) & (truth == 2)) == 0
+    assert provenance["Folds"] == [0, 1, 2, 3, 4] and provenance["SideLabels"]["Left"] == [24, 26, 30]
+
+
+def test_mindglide_on_the_template_is_bounded_by_the_envelope_and_takes_its_sides(template_like, monkeypatch):
+    """MindGlide's glue on the template: its DGM label x the envelope's template mask, sides from the envelope."""
+    from thalamus_bidsapp.methods.capabilities import TemplateEnvelope
+    from thalamus_bidsapp.methods.registry import get_method
+    from thalamus_bidsapp.tools import mindglide
+
+    image, truth = template_like
+    seen = []
+
+    def segment_image(path, model):
+        seen.append(Path(path).name)
+        grid = nib.load(str(path))
+        dgm = np.zeros(grid.shape, np.uint8)
+        dgm[:, :, : grid.shape[2] // 2 + 3] = mindglide.dgm_label()  # a DGM label over the lower half and more
+        return nib.Nifti1Image(dgm, grid.affine)
+
+    monkeypatch.setattr(mindglide, "load_model", lambda *a, **k: SimpleNamespace(
+        version="test", model_path=Path("model.pth"), sha256="0", device="cpu"))
+    monkeypatch.setattr(mindglide, "segment_image", segment_image)
+    method = get_method("mindglide")
+    assert method.template_mask_name == "mindglideT1w" and method.template_segmenter({}) is None
+    segment = method.template_segmenter({"model_path": "model.pth", "device": "cpu"})
+    sides, regions, provenance = segment(image, 1, envelope=TemplateEnvelope("first", truth, SIDE_REGIONS))
+    expected = truth.copy()
+    expected[:, :, image.shape[2] // 2 + 3:] = 0
+    assert seen == ["template_T1w.nii.gz"] and regions == SIDE_REGIONS
+    assert np.array_equal(sides, expected) and 0 < np.count_nonzero(sides) < np.count_nonzero(truth)
+    assert provenance["Envelope"] == "first" and provenance["Contrast"] == "T1w"
+    # An envelope without sides gives a bilateral mask only.
+    mask, regions, _ = segment(image, 1, envelope=TemplateEnvelope("meshnet", (truth > 0).astype(np.uint8),
+                                                                   {"bilateral": (1,)}))
+    assert regions == {"bilateral": (1,)} and np.array_equal(mask, (expected > 0).astype(np.uint8))
