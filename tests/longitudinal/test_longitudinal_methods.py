@@ -361,3 +361,43 @@ def test_mindglide_on_the_template_is_bounded_by_the_envelope_and_takes_its_side
     mask, regions, _ = segment(image, 1, envelope=TemplateEnvelope("meshnet", (truth > 0).astype(np.uint8),
                                                                    {"bilateral": (1,)}))
     assert regions == {"bilateral": (1,)} and np.array_equal(mask, (expected > 0).astype(np.uint8))
+
+
+def test_the_box_covers_every_method_and_each_integrates_its_own_mask(tmp_path, monkeypatch, cheap_syn):
+    """Two methods with masks far apart: one box around both, one SyN per session, each its own volume."""
+    from thalamus_bidsapp.workflows.longitudinal import LongSession, measure_subject
+
+    shape, affine = (60, 40, 30), np.diag([2.0, 2.0, 2.0, 1.0])
+    image = nib.Nifti1Image(np.ones(shape, np.float32), affine)
+    monkeypatch.setattr(al, "build_template", lambda images: al.SubjectTemplate(
+        image, [np.eye(4)] * len(images), [image] * len(images), 0, {"Passes": 2}))
+    near, far = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
+    near[5:8, 10:14, 10:12], near[9:12, 10:14, 10:12] = 1, 2  # 24 + 24 voxels
+    far[50:53, 20:23, 15:18] = 1  # 27 voxels, bilateral only
+    path = tmp_path / "t1w.nii.gz"
+    nib.save(image, path)
+    sessions = [LongSession(label, path, path, False) for label in ("1", "2")]
+    calls: list = []
+    segmentations = [TemplateSegmentation("near", _fixed(near, "near", calls)),
+                     TemplateSegmentation("far", lambda img, threads: (far, {"bilateral": (1,)}, {"Tool": "far"}))]
+    result = measure_subject("01", sessions, segmentations=segmentations)
+    assert len(cheap_syn) == 2 and list(result.methods) == ["near", "far"]
+    low = np.array([s.start for s in result.box])
+    high = np.array([s.stop for s in result.box])
+    for labels in (near, far):
+        where = np.argwhere(labels > 0)
+        assert (where.min(axis=0) >= low).all() and (where.max(axis=0) < high).all()
+    # No deformation: each method's volume is its own voxel count times 8 mm3.
+    assert result.methods["near"].volumes["2"] == pytest.approx({"left": 0.192, "right": 0.192, "bilateral": 0.384})
+    assert result.methods["far"].volumes["1"] == pytest.approx({"bilateral": 0.216})
+    assert result.measured_sessions() == ["1", "2"] and not result.methods_failed
+    # The cache keeps every method: labels, regions, provenance and volumes come back as they were.
+    from thalamus_bidsapp.workflows.longitudinal import read_cache, write_cache
+
+    write_cache(tmp_path / "cache", result)
+    back = read_cache(tmp_path / "cache", "01", sessions)
+    assert list(back.methods) == ["near", "far"] and back.box == result.box
+    for name, method in result.methods.items():
+        assert np.array_equal(back.methods[name].labels, method.labels)
+        assert back.methods[name].regions == method.regions and back.methods[name].volumes == method.volumes
+        assert back.methods[name].provenance == method.provenance

@@ -281,8 +281,9 @@ def write_cache(folder: Path, result: SubjectLongitudinal) -> None:
     arrays.update({f"affine_{k}": v[1] for k, v in result.displacements.items()})
     arrays.update({f"rigid_{k}": v for k, v in result.to_session.items()})
     np.savez_compressed(folder / "deformations.npz", **arrays)
-    methods = {name: {"regions": {k: list(v) for k, v in m.regions.items()}, "provenance": m.provenance,
-                      "volumes": m.volumes} for name, m in result.methods.items()}
+    # A list, not a mapping: the methods keep their order (the JSON writer sorts keys).
+    methods = [{"method": name, "regions": {k: list(v) for k, v in m.regions.items()}, "provenance": m.provenance,
+                "volumes": m.volumes} for name, m in result.methods.items()]
     write_json({"methods": methods, "methods_failed": result.methods_failed, "failed": result.failed,
                 "settings": result.settings, "seconds": result.seconds,
                 "box": [[s.start, s.stop] for s in result.box], "sessions": [s.label for s in result.sessions]},
@@ -298,10 +299,10 @@ def read_cache(folder: Path, subject: str, sessions: list[LongSession]) -> Subje
         meta = json.loads(record.read_text())
         arrays = np.load(folder / "deformations.npz")
         template = nib.load(str(folder / "template.nii.gz"))
-        methods = {name: MethodOnTemplate(
-            np.asarray(nib.load(str(folder / f"labels_{name}.nii.gz")).dataobj).astype(np.uint8),
+        methods = {entry["method"]: MethodOnTemplate(
+            np.asarray(nib.load(str(folder / f"labels_{entry['method']}.nii.gz")).dataobj).astype(np.uint8),
             {k: tuple(v) for k, v in entry["regions"].items()}, entry["provenance"], entry["volumes"])
-            for name, entry in meta["methods"].items()}
+            for entry in meta["methods"]}
         measured = sorted({label for m in methods.values() for label in m.volumes})
         return SubjectLongitudinal(
             subject, sessions, template, methods, {s.label: arrays[f"rigid_{s.label}"] for s in sessions},
