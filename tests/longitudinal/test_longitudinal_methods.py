@@ -401,3 +401,37 @@ def test_the_box_covers_every_method_and_each_integrates_its_own_mask(tmp_path, 
         assert np.array_equal(back.methods[name].labels, method.labels)
         assert back.methods[name].regions == method.regions and back.methods[name].volumes == method.volumes
         assert back.methods[name].provenance == method.provenance
+
+
+@pytest.mark.slow
+def test_mindglide_network_runs_on_the_template_file(template_like, tmp_path, monkeypatch):
+    """The real MindGlide inference (random weights: the glue, not the anatomy) on the template written to disk."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("mindglide")
+    from mindglide import network
+
+    from thalamus_bidsapp.methods.capabilities import TemplateEnvelope
+    from thalamus_bidsapp.methods.registry import get_method
+    from thalamus_bidsapp.tools import mindglide
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    image, truth = template_like
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "mindglide_random.pt"
+    torch.save(network.get_network(torch.device("cpu")).state_dict(), checkpoint)
+    mindglide.clear_model_cache()
+    segmentations = []
+    real_segment_image = mindglide.segment_image
+
+    def kept(path, model, **kwargs):
+        segmentations.append(real_segment_image(path, model, **kwargs))
+        return segmentations[-1]
+
+    monkeypatch.setattr(mindglide, "segment_image", kept)
+    segment = get_method("mindglide").template_segmenter({"model_path": checkpoint, "device": "cpu"})
+    sides, regions, provenance = segment(image, 1, envelope=TemplateEnvelope("first", truth, SIDE_REGIONS))
+    assert sides.shape == image.shape and sides.dtype == np.uint8 and regions == SIDE_REGIONS
+    dgm = np.asarray(segmentations[0].dataobj) == mindglide.dgm_label()
+    assert segmentations[0].shape == image.shape and np.allclose(segmentations[0].affine, image.affine, atol=1e-4)
+    assert sides.any() and np.array_equal(sides, np.where(dgm, truth, 0))  # DGM x envelope, the envelope's sides
+    assert provenance["ModelPath"] == str(checkpoint) and provenance["Envelope"] == "first"
