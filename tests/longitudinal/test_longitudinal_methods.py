@@ -280,7 +280,7 @@ def test_selected_methods_and_their_tools(tmp_path):
                                 "mindglide": {"model_path": tmp_path / "model.pth", "device": "cpu"}})
     segmentations, not_run = lo.template_segmentations(config, tools)
     assert [s.method for s in segmentations] == ["first", "meshnet", "mindglideT1w"]
-    assert segmentations[2].envelopes[0] == "first" and set(segmentations[2].envelopes) >= {"first", "meshnet"}
+    assert segmentations[2].envelopes == ("first", "meshnet")  # the envelope methods that segment the template
     assert not_run == {"dbsegment": "its tool cannot run here: DBSegment not found"}
     # MindGlide without its checkpoint: said, not silently dropped; --mindglide-envelope narrows the envelopes.
     tools.settings["mindglide"] = {}
@@ -290,6 +290,11 @@ def test_selected_methods_and_their_tools(tmp_path):
     tools.settings["mindglide"] = {"model_path": tmp_path / "model.pth"}
     segmentations, _ = lo.template_segmentations(config, tools)
     assert segmentations[-1].envelopes == ("meshnet",)
+    # An envelope that does not segment the template (FreeSurfer): MindGlide is left out up front, with why.
+    config.option = lambda name, default=None: "freesurfer" if name == "mindglide_envelope" else None
+    segmentations, not_run = lo.template_segmentations(config, tools)
+    assert [s.method for s in segmentations] == ["first", "meshnet"]
+    assert not_run["mindglideT1w"] == "no envelope on the template: freesurfer does not segment it here"
 
 
 @pytest.fixture(scope="module")

@@ -394,4 +394,15 @@ def template_segmentations(config, tools) -> tuple[list[TemplateSegmentation], d
             asked = method.envelope_choice(config)
             envelopes = (asked,) if asked else envelope_names()
         segmentations.append(TemplateSegmentation(name, segment, envelopes))
+    names = {s.method for s in segmentations}
+    for segmentation in [s for s in segmentations if s.envelopes]:
+        usable = tuple(m for m in segmentation.envelopes if m in names)
+        if not usable:
+            not_run[segmentation.method] = (f"no envelope on the template: {' or '.join(segmentation.envelopes)} "
+                                            "does not segment it here")
+            LOGGER.info("longitudinal mode: %s left out: %s", segmentation.method, not_run[segmentation.method])
+            segmentations.remove(segmentation)
+        else:
+            segmentations[segmentations.index(segmentation)] = TemplateSegmentation(
+                segmentation.method, segmentation.segment, usable)
     return segmentations, not_run
