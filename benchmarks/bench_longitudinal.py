@@ -112,7 +112,7 @@ def prepare(name: str, scratch: Path, rescans: int, atrophy: list[float], thread
 def longitudinal(name: str, sessions, scratch: Path, threads: int) -> dict:
     """measure_subject on the subject's images (cached): volumes per session and the timings."""
     from thalamus_bidsapp.methods.registry import get_method
-    from thalamus_bidsapp.workflows.longitudinal import LongSession, TemplateSegmenter, measure_subject
+    from thalamus_bidsapp.workflows.longitudinal import LongSession, TemplateSegmentation, measure_subject
 
     cache = scratch / name / "longitudinal.json"
     if cache.exists():
@@ -125,10 +125,10 @@ def longitudinal(name: str, sessions, scratch: Path, threads: int) -> dict:
     nib.save(nib.Nifti1Image(np.ones(first.shape[:3], np.uint8), first.affine), mask)
     long_sessions = [LongSession(label, path, mask, False) for label, _, path, _ in sessions]
     started, cpu = time.perf_counter(), time.process_time()
-    segmenter = TemplateSegmenter("meshnet", get_method("meshnet").template_segmenter({
+    segmentation = TemplateSegmentation("meshnet", get_method("meshnet").template_segmenter({
         "model_dir": MODELS / "model30chan18cls", "sides_model_dir": MODELS / "model21_104class"}))
-    result = measure_subject(name, long_sessions, segmenter=segmenter, threads=threads)
-    record = {"volumes": result.volumes, "seconds": result.seconds, "failed": result.failed,
+    result = measure_subject(name, long_sessions, segmentations=[segmentation], threads=threads)
+    record = {"volumes": result.methods["meshnet"].volumes, "seconds": result.seconds, "failed": result.failed,
               "wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu}
     cache.write_text(json.dumps(record))
     return record

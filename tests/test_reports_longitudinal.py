@@ -26,7 +26,7 @@ def _publish_longitudinal(out: Path) -> None:
     for label, volumes in (("1", (4.0, 4.2)), ("2", (3.9, 4.1)), ("3", (3.8, 4.0))):
         _session(out, label, volumes=volumes)
     result = _result(out, {"1": 1.0, "2": 0.99, "3": 0.98})
-    result.volumes = {label: {"left": 4.0 * scale, "right": 4.2 * scale, "bilateral": 8.2 * scale}
+    result.methods["meshnet"].volumes = {label: {"left": 4.0 * scale, "right": 4.2 * scale, "bilateral": 8.2 * scale}
                       for label, scale in (("1", 1.0), ("2", 0.99), ("3", 0.98))}
     dates = {"1": AcquisitionDate(datetime(2020, 1, 1), "sessions.tsv acq_time"),
              "2": AcquisitionDate(datetime(2021, 1, 1), "sessions.tsv acq_time"),

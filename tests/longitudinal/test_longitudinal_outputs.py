@@ -14,7 +14,12 @@ import pytest
 from thalamus_bidsapp.bidsio.acquisition_dates import AcquisitionDate
 from thalamus_bidsapp.stats.change import CHANGE_COLUMNS
 from thalamus_bidsapp.workflows import longitudinal_outputs as lo
-from thalamus_bidsapp.workflows.longitudinal import SubjectLongitudinal, published_sessions, session_labels_image
+from thalamus_bidsapp.workflows.longitudinal import (
+    MethodOnTemplate,
+    SubjectLongitudinal,
+    published_sessions,
+    session_labels_image,
+)
 
 SHAPE = (20, 22, 18)
 AFFINE = np.array([[1.0, 0, 0, -10], [0, 1.0, 0, -11], [0, 0, 1.0, -9], [0, 0, 0, 1]])
@@ -51,10 +56,11 @@ def _result(root: Path, labels_by_session: dict[str, float]) -> SubjectLongitudi
     volumes = {label: {"left": scale * 0.036, "right": scale * 0.036, "bilateral": scale * 0.072}
                for label, scale in labels_by_session.items()}
     box = (slice(0, SHAPE[0]), slice(0, SHAPE[1]), slice(0, SHAPE[2]))
-    return SubjectLongitudinal("01", "meshnet", sessions, nib.Nifti1Image(np.ones(SHAPE, np.float32), AFFINE), _labels(),
-                               {s.label: np.eye(4) for s in sessions}, volumes, {s.label: zero for s in sessions},
-                               box, {}, {"Template": {"Passes": 2}, "Segmentation": {"Model": "x"},
-                                         "Registration": {"TypeOfTransform": "SyNOnly"}})
+    methods = {"meshnet": MethodOnTemplate(_labels(), {"left": (1,), "right": (2,), "bilateral": (1, 2)},
+                                           {"Model": "x"}, volumes)}
+    return SubjectLongitudinal("01", sessions, nib.Nifti1Image(np.ones(SHAPE, np.float32), AFFINE), methods,
+                               {s.label: np.eye(4) for s in sessions}, {s.label: zero for s in sessions}, box,
+                               settings={"Template": {"Passes": 2}, "Registration": {"TypeOfTransform": "SyNOnly"}})
 
 
 def _dates(labels, years=None):
@@ -79,7 +85,7 @@ def test_labels_carried_into_the_session_without_motion_are_the_template_labels(
     _session(tmp_path, "1")
     _session(tmp_path, "2")
     result = _result(tmp_path, {"1": 1.0, "2": 0.99})
-    carried = session_labels_image(result, result.sessions[0])
+    carried = session_labels_image(result, result.sessions[0], "meshnet")
     assert np.array_equal(np.asarray(carried.dataobj), _labels())
 
 
@@ -133,7 +139,7 @@ def test_one_session_gives_no_rows_and_says_so(tmp_path, caplog):
     (tmp_path / "bids").mkdir()
     with caplog.at_level(logging.INFO):
         outcome = lo.run_longitudinal(tmp_path, tmp_path / "bids", tmp_path / "work", ["01"],
-                                      segmenter=None)
+                                      segmentations=[])
     assert outcome == {"01": "skipped: fewer than two sessions"}
     assert "two are needed" in caplog.text
     assert not (tmp_path / "sub-01" / "anat").exists()
@@ -188,10 +194,11 @@ def test_template_sidecar_records_sessions_left_out_and_dates(tmp_path, monkeypa
     _session(tmp_path, "4", t1w=False)
     (tmp_path / "bids").mkdir()
     result = _result(tmp_path, {"1": 1.0, "2": 0.99, "3": 0.98})
-    del result.volumes["3"]
+    del result.methods["meshnet"].volumes["3"]
+    del result.displacements["3"]
     result.failed = {"3": "SyN diverged"}
     monkeypatch.setattr(lo, "_measure_or_reuse", lambda *args: result)
-    outcome = lo.run_longitudinal(tmp_path, tmp_path / "bids", tmp_path / "work", ["01"], segmenter=None)
+    outcome = lo.run_longitudinal(tmp_path, tmp_path / "bids", tmp_path / "work", ["01"], segmentations=[])
     assert outcome["01"].startswith("ok")
     sidecar = json.loads((tmp_path / "sub-01/anat/sub-01_desc-longitudinaltemplate_T1w.json").read_text())
     left_out = sidecar["SessionsLeftOut"]

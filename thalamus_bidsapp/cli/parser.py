@@ -198,8 +198,9 @@ def _add_longitudinal_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--longitudinal", choices=["auto", "off"], default="off",
         help="auto: a subject with two or more sessions with a T1w also gets a within-subject template, "
-        "its thalamus (segmented once) carried into each session (desc-<method>Long) and the change "
-        "between consecutive sessions by Jacobian integration "
+        "its thalamus (segmented once by each selected method that can: MeshNet, FIRST, DBSegment, MindGlide "
+        "on T1w) carried into each session (desc-<method>Long) and the change between consecutive sessions by "
+        "Jacobian integration (one registration per session, shared by the methods) "
         "(sub-<label>_label-thalamus_desc-longitudinal_volumes.tsv); a preview: it does not yet recover a "
         "known atrophy to its target precision (see the README). off (default): cross-sectional only",
     )

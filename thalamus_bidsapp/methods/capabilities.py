@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -31,7 +32,23 @@ if TYPE_CHECKING:
     from thalamus_bidsapp.methods.base import NodeContext
 
 #: ``segment(image, threads) -> (labels, regions, provenance)``: see :meth:`TemplateSegmenter.template_segmenter`.
-TemplateSegment = Callable[[Any, int], tuple[Any, dict[str, tuple[int, ...]], dict]]
+#: An :class:`EnvelopeUser` also takes ``envelope=`` (a :class:`TemplateEnvelope`).
+TemplateSegment = Callable[..., tuple[Any, dict[str, tuple[int, ...]], dict]]
+#: The regions of a side label map (1 left, 2 right).
+SIDE_REGIONS: dict[str, tuple[int, ...]] = {"left": (1,), "right": (2,), "bilateral": (1, 2)}
+
+
+@dataclass(frozen=True)
+class TemplateEnvelope:
+    """Another method's thalamus on the template, for a method bounded by it (an :class:`EnvelopeUser`)."""
+
+    method: str
+    labels: Any  # uint8 array on the template grid: 1 left, 2 right (1 only when the envelope has no sides)
+    regions: Mapping[str, tuple[int, ...]]
+
+    @property
+    def has_sides(self) -> bool:
+        return "left" in self.regions and "right" in self.regions
 
 
 class EnvelopeSource(abc.ABC):
@@ -64,13 +81,21 @@ class LesionSource(abc.ABC):
 class TemplateSegmenter(abc.ABC):
     """A method that segments one image in memory: the longitudinal within-subject template."""
 
+    @property
+    def template_mask_name(self) -> str:
+        """The ``desc`` stem of its template masks and the ``method`` of its longitudinal rows (its T1w masks')."""
+        return self.name  # type: ignore[attr-defined]
+
     @abc.abstractmethod
     def template_segmenter(self, settings: Mapping[str, Any]) -> TemplateSegment | None:
         """How the method segments one image with these planned settings, or None when it cannot here.
 
-        The callable takes the image and a thread count and returns the labels
-        (uint8 array on the image's grid), the regions (``left``, ``right``,
-        ``bilateral`` -> label values) and a provenance record.
+        The callable takes the image and a thread count (and, for an
+        :class:`EnvelopeUser`, ``envelope=`` a :class:`TemplateEnvelope`) and
+        returns the labels (uint8 array on the image's grid), the regions
+        (``left``, ``right``, ``bilateral`` -> label values) and a provenance
+        record. It runs the same tool and reads the same labels as the
+        method's cross-sectional node; a tool failure raises.
         """
 
 

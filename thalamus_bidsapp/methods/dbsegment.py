@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,13 +19,13 @@ from thalamus_bidsapp.methods.base import (
     ToolStatus,
     tool_label,
 )
-from thalamus_bidsapp.methods.capabilities import EnvelopeSource
+from thalamus_bidsapp.methods.capabilities import SIDE_REGIONS, EnvelopeSource, TemplateSegmenter
 from thalamus_bidsapp.methods.records import RecordOutputSpec, write_mask_record
 
 NAME = "dbsegment"
 
 
-class DBSegment(EnvelopeSource, SegmentationMethod):
+class DBSegment(EnvelopeSource, TemplateSegmenter, SegmentationMethod):
     name = NAME
     order = 30
     colors = {NAME: "#009E73"}  # Okabe-Ito bluish green
@@ -46,6 +47,31 @@ class DBSegment(EnvelopeSource, SegmentationMethod):
         except ThalamusError as err:
             return ToolStatus(str(err))
         return ToolStatus(None, {"model_folder": model})
+
+    def template_segmenter(self, settings):
+        """DBSegment on the within-subject template, in a temp folder; its thalamic labels as left and right."""
+        model_folder = settings.get("model_folder")
+
+        def segment(image, threads: int):
+            import nibabel as nib
+            import numpy as np
+
+            from thalamus_bidsapp.image.sides import sides_from_labels
+            from thalamus_bidsapp.tools import dbsegment
+
+            with tempfile.TemporaryDirectory(prefix="dbsegment_template_") as folder:
+                template_file = Path(folder) / "template_T1w.nii.gz"
+                nib.save(image, str(template_file))
+                seg_path, cmd = dbsegment.run_dbsegment(template_file, Path(folder) / NAME,
+                                                        model_folder=model_folder)
+                labels = np.asarray(dbsegment.dbsegment_labels_on_grid(nib.load(str(seg_path)), image))
+            sides = sides_from_labels(labels, self.labels.left, self.labels.right)
+            provenance = dbsegment.provenance(cmd, dbsegment.find_dbsegment(None),
+                                              dbsegment.find_model_folder(model_folder), dbsegment.DEFAULT_FOLDS,
+                                              tta=True, checksums=True)
+            return sides, dict(SIDE_REGIONS), {**provenance, "SideLabels": self.labels.to_json()}
+
+        return segment
 
     def check_installation(self, options):
         """DBSegment's executable and version, its model folder, fold checksums and nnU-Net folders."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,11 +18,11 @@ from thalamus_bidsapp.methods.base import (
     ToolStatus,
     tool_label,
 )
-from thalamus_bidsapp.methods.capabilities import EnvelopeSource
+from thalamus_bidsapp.methods.capabilities import SIDE_REGIONS, EnvelopeSource, TemplateSegmenter
 from thalamus_bidsapp.methods.records import RecordOutputSpec, write_mask_record
 
 
-class First(EnvelopeSource, SegmentationMethod):
+class First(EnvelopeSource, TemplateSegmenter, SegmentationMethod):
     name = "first"
     order = 20
     colors = {"first": "#E69F00"}  # Okabe-Ito orange
@@ -38,6 +39,27 @@ class First(EnvelopeSource, SegmentationMethod):
         except ThalamusError as err:
             return ToolStatus(str(err))
         return ToolStatus()
+
+    def template_segmenter(self, settings):
+        """run_first_all on the within-subject template (already brain-extracted, hence ``-b``), in a temp folder."""
+
+        def segment(image, threads: int):
+            import nibabel as nib
+
+            from thalamus_bidsapp.image.sides import sides_from_labels
+            from thalamus_bidsapp.tools import first
+
+            with tempfile.TemporaryDirectory(prefix="first_template_") as folder:
+                brain_file = Path(folder) / "template_brain.nii.gz"
+                nib.save(image, str(brain_file))
+                prefix = Path(folder) / "first"
+                firstseg = first.run_first(brain_file, prefix)
+                sides = sides_from_labels(first.firstseg_labels(firstseg, image), self.labels.left,
+                                          self.labels.right)
+                provenance = first.provenance(cmd=first.first_command(brain_file, prefix))
+            return sides, dict(SIDE_REGIONS), {**provenance, "SideLabels": self.labels.to_json()}
+
+        return segment
 
     def check_installation(self, options):
         from thalamus_bidsapp.tools.first import check_installation

@@ -20,7 +20,7 @@ from thalamus_bidsapp.methods.base import (
     sorted_unique,
     tool_label,
 )
-from thalamus_bidsapp.methods.capabilities import EnvelopeSource, TemplateSegmenter
+from thalamus_bidsapp.methods.capabilities import SIDE_REGIONS, EnvelopeSource, TemplateSegmenter
 from thalamus_bidsapp.methods.records import RecordOutputSpec, write_mask_record
 
 NAME = "meshnet"
@@ -85,8 +85,7 @@ class MeshNet(EnvelopeSource, TemplateSegmenter, SegmentationMethod):
             if sides_model_dir is not None:
                 _, sides, provenance = segment_thalamus_sides(image, model_dir, Path(sides_model_dir),
                                                               threads=threads)
-                return (np.asarray(sides, dtype=np.uint8), {"left": (1,), "right": (2,), "bilateral": (1, 2)},
-                        provenance)
+                return np.asarray(sides, dtype=np.uint8), dict(SIDE_REGIONS), provenance
             mask, provenance = segment_thalamus(image, model_dir, threads=threads)
             return (np.asarray(mask.dataobj) > 0).astype(np.uint8), {"bilateral": (1,)}, provenance
 

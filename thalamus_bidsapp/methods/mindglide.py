@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from thalamus_bidsapp.methods.base import (
     sorted_unique,
     tool_label,
 )
-from thalamus_bidsapp.methods.capabilities import EnvelopeUser, LesionSource
+from thalamus_bidsapp.methods.capabilities import SIDE_REGIONS, EnvelopeUser, LesionSource, TemplateSegmenter
 from thalamus_bidsapp.methods.records import read_mask_record, write_mask_record
 
 #: MindGlide's contrast names -> the BIDS suffix recorded as the mask's contrast.
@@ -41,7 +42,7 @@ def _envelope_choices() -> tuple[str, ...]:
     return envelope_names()
 
 
-class MindGlide(EnvelopeUser, LesionSource, SegmentationMethod):
+class MindGlide(EnvelopeUser, LesionSource, TemplateSegmenter, SegmentationMethod):
     name = "mindglide"
     order = 50
     # Okabe-Ito vermillion, sky blue and yellow for the single contrasts; Paul Tol's muted colours for the ensembles.
@@ -91,6 +92,44 @@ class MindGlide(EnvelopeUser, LesionSource, SegmentationMethod):
         except ThalamusError as err:
             return ToolStatus(str(err))
         return ToolStatus(None, {"model_path": model, "device": config.option("mindglide_device", "cpu")})
+
+    def template_segmenter(self, settings):
+        """MindGlide on the within-subject template (a T1w), its deep grey matter label x the envelope's template mask.
+
+        Its masks and rows are named ``mindglideT1w``, like the session masks of the T1w, so that the two modes
+        pair up in the change table; its sides are the envelope's, as for the session masks.
+        """
+        if not settings.get("model_path"):
+            return None
+        model_path, device = settings["model_path"], settings.get("device", "cpu")
+
+        def segment(image, threads: int, *, envelope):
+            import nibabel as nib
+
+            from thalamus_bidsapp.image.ensembles import mask_like
+            from thalamus_bidsapp.image.sides import sides_within
+            from thalamus_bidsapp.tools import mindglide
+
+            model = mindglide.load_model(model_path, device, allow_download=False)
+            with tempfile.TemporaryDirectory(prefix="mindglide_template_") as folder:
+                template_file = Path(folder) / "template_T1w.nii.gz"
+                nib.save(image, str(template_file))
+                seg = mindglide.segment_image(template_file, model)
+                seg = nib.Nifti1Image(np.asarray(seg.dataobj), seg.affine)
+            envelope_img = mask_like(np.asarray(envelope.labels) > 0, image)
+            mask = np.asarray(mindglide.mindglide_thalamus(seg, envelope_img).dataobj) > 0
+            provenance = mindglide.provenance(model, envelope=envelope.method, contrast="T1w")
+            if not envelope.has_sides:
+                return mask.astype(np.uint8), {"bilateral": (1,)}, provenance
+            sides = sides_within(mask, np.asarray(envelope.labels), image.affine, image.header.get_zooms()[:3])
+            return sides, dict(SIDE_REGIONS), {**provenance, "SideLabels": f"sides of the {envelope.method} "
+                                                                             "envelope on the template"}
+
+        return segment
+
+    @property
+    def template_mask_name(self) -> str:
+        return "mindglideT1w"
 
     def check_installation(self, options):
         from thalamus_bidsapp.tools.mindglide import check_installation

@@ -1,24 +1,27 @@
-"""Longitudinal mode: one within-subject template, one segmentation, each session's change by Jacobian integration.
+"""Longitudinal mode: one within-subject template, one segmentation per method, each session's change by Jacobian.
 
 For a subject with two or more sessions whose T1w was processed (the
 published ``desc-preproc_T1w``, or ``desc-lesionfilled_T1w`` where the
 session has a lesion mask, times its brain mask):
 
 1. an unbiased rigid template (:func:`~thalamus_bidsapp.tools.ants_longitudinal.build_template`);
-2. the template segmented once, by the first registered method that can
-   segment an image in memory (:meth:`~thalamus_bidsapp.methods.capabilities.TemplateSegmenter.template_segmenter`;
-   MeshNet, with left and right);
-3. per session, SyN between the session (resampled once into template
-   space) and the template inside a box around the template's thalamus;
-   the session's thalamic volume is the Jacobian determinant integrated
-   over the template's mask, per side
-   (:func:`~thalamus_bidsapp.image.jacobian.integrate_jacobian`).
+2. the template segmented once by every selected method that can segment an
+   image (:meth:`~thalamus_bidsapp.methods.capabilities.TemplateSegmenter.template_segmenter`):
+   MeshNet, FSL FIRST, DBSegment, MindGlide on T1w (bounded by another
+   method's template mask); a method that fails on the template is recorded
+   and the others go on;
+3. per session, one SyN between the session (resampled once into template
+   space) and the template inside a box around every method's thalamus (the
+   union); the session's thalamic volume for a method is the Jacobian
+   determinant integrated over that method's template mask, per side
+   (:func:`~thalamus_bidsapp.image.jacobian.integrate_jacobian`). The
+   deformation does not depend on the method, so it is computed once.
 
 It runs after the cross-sectional sessions, outside the nipype graph, in
 the participant job of the subject. The results are cached in the work
-folder under a key of the sessions and the content of their images, so a
-re-run with the same sessions redoes nothing and a new session redoes the
-template (the log and the template's sidecar say so).
+folder under a key of the sessions, the content of their images and the
+methods, so a re-run with the same sessions and methods redoes nothing and a
+new session redoes the template (the log and the template's sidecar say so).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,17 +39,19 @@ import numpy as np
 
 from thalamus_bidsapp.bidsio.checksums import file_digest
 from thalamus_bidsapp.image.jacobian import integrate_jacobian, jacobian_determinant
+from thalamus_bidsapp.methods.capabilities import TemplateEnvelope, TemplateSegment
 
 LOGGER = logging.getLogger(__name__)
 
 #: Version of the cached results: change it when the measurement changes.
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
 #: The ``desc`` of the per-session longitudinal masks of a method.
 LONG_SUFFIX = "Long"
-CHANGE_METHOD = ("Jacobian integration: the within-subject template's thalamus (segmented once, per side) "
-                 "integrated over the Jacobian determinant of each session's SyN registration to the template "
-                 "(antspyx SyNOnly, CC, inside a box 18 mm around the template's thalamus), after one rigid "
-                 "resampling of each session into the template's halfway space")
+CHANGE_METHOD = ("Jacobian integration: the within-subject template's thalamus (segmented once by the method, "
+                 "per side) integrated over the Jacobian determinant of each session's SyN registration to the "
+                 "template (antspyx SyNOnly, CC, inside a box 18 mm around every method's template thalamus; one "
+                 "registration per session, shared by the methods), after one rigid resampling of each session "
+                 "into the template's halfway space")
 
 
 @dataclass(frozen=True)
@@ -64,29 +69,54 @@ class LongSession:
 
 
 @dataclass(frozen=True)
-class TemplateSegmenter:
-    """The method that segments the within-subject template: its name (the ``desc`` stem) and how it segments."""
+class TemplateSegmentation:
+    """A method that segments the within-subject template: its name (the ``desc`` stem) and how it segments.
+
+    ``envelopes``: for a method bounded by another method's mask (MindGlide),
+    the methods whose template mask may bound it, in order of preference;
+    empty for the others.
+    """
 
     method: str
-    segment: Callable[[nib.Nifti1Image, int], tuple[np.ndarray, dict[str, tuple[int, ...]], dict]]
+    segment: TemplateSegment
+    envelopes: tuple[str, ...] = ()
+
+
+@dataclass
+class MethodOnTemplate:
+    """One method's thalamus on the template and the per-session volumes it gives (mL per hemisphere)."""
+
+    labels: np.ndarray
+    regions: dict[str, tuple[int, ...]]
+    provenance: dict
+    volumes: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
 class SubjectLongitudinal:
-    """What the longitudinal mode measured for one subject (volumes in mL per session and hemisphere)."""
+    """What the longitudinal mode measured for one subject.
+
+    ``methods``: each method that segmented the template (in the order they
+    ran); ``methods_failed``: method -> why it has no longitudinal volumes;
+    ``failed``: session -> why its registration failed (no volumes for any
+    method).
+    """
 
     subject: str
-    method: str
     sessions: list[LongSession]
     template: nib.Nifti1Image
-    template_labels: np.ndarray
+    methods: dict[str, MethodOnTemplate]
     to_session: dict[str, np.ndarray]
-    volumes: dict[str, dict[str, float]]
     displacements: dict[str, tuple[np.ndarray, np.ndarray]]  # session -> (field LPS, box affine LPS)
     box: tuple[slice, slice, slice]
     failed: dict[str, str] = field(default_factory=dict)
+    methods_failed: dict[str, str] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+
+    def measured_sessions(self) -> list[str]:
+        """The sessions whose registration to the template succeeded."""
+        return [s.label for s in self.sessions if s.label in self.displacements]
 
 
 def published_sessions(output_dir: Path, subject: str) -> tuple[list[LongSession], list[str]]:
@@ -116,20 +146,62 @@ def brain_image(session: LongSession) -> nib.Nifti1Image:
     return out
 
 
-def cache_key(sessions: list[LongSession], method: str) -> str:
-    """Digest of the sessions (labels, image contents), the segmenting method and the measurement's version."""
-    digest = hashlib.sha256(f"{CACHE_VERSION}:{method}".encode())
+def cache_key(sessions: list[LongSession], methods: Sequence[str]) -> str:
+    """Digest of the sessions (labels, image contents), the segmenting methods and the measurement's version."""
+    digest = hashlib.sha256(f"{CACHE_VERSION}:{','.join(sorted(methods))}".encode())
     for session in sessions:
         digest.update(f"{session.label}:{file_digest(session.t1w)}:{file_digest(session.brain_mask)}".encode())
     return digest.hexdigest()[:16]
 
 
-def measure_subject(subject: str, sessions: list[LongSession], *, segmenter: TemplateSegmenter,
+def segment_template(image: nib.Nifti1Image, segmentations: Sequence[TemplateSegmentation], threads: int,
+                     subject: str = "") -> tuple[dict[str, MethodOnTemplate], dict[str, str], dict[str, float]]:
+    """Each method's thalamus on the template: (measured, method -> why it failed, method -> seconds).
+
+    The methods bounded by another method's mask run after the others, with
+    the first of their envelopes that succeeded. One method's failure is
+    logged and recorded; the others go on.
+    """
+    measured: dict[str, MethodOnTemplate] = {}
+    failed: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    ordered = [s for s in segmentations if not s.envelopes] + [s for s in segmentations if s.envelopes]
+    for segmentation in ordered:
+        name = segmentation.method
+        kwargs = {}
+        if segmentation.envelopes:
+            envelope = next((m for m in segmentation.envelopes if m in measured), None)
+            if envelope is None:
+                failed[name] = (f"no envelope on the template: {' or '.join(segmentation.envelopes)} did not "
+                                "segment it")
+                LOGGER.error("sub-%s: %s not measured in longitudinal mode: %s", subject, name, failed[name])
+                continue
+            kwargs["envelope"] = TemplateEnvelope(envelope, measured[envelope].labels, measured[envelope].regions)
+        started = time.perf_counter()
+        try:
+            labels, regions, provenance = segmentation.segment(image, threads, **kwargs)
+            labels = np.asarray(labels, dtype=np.uint8)
+            if labels.shape != image.shape[:3]:
+                raise RuntimeError(f"labels of shape {labels.shape} on a template of shape {image.shape[:3]}")
+            if not labels.any():
+                raise RuntimeError(f"{name} found no thalamus on the within-subject template")
+        except Exception as err:  # noqa: BLE001 - one method's failure must not cost the others their change
+            failed[name] = f"segmentation of the template failed: {err}"
+            LOGGER.error("sub-%s: %s not measured in longitudinal mode: %s", subject, name, failed[name])
+            continue
+        seconds[f"segmentation {name}"] = time.perf_counter() - started
+        measured[name] = MethodOnTemplate(labels, {k: tuple(v) for k, v in regions.items()}, dict(provenance))
+    return measured, failed, seconds
+
+
+def measure_subject(subject: str, sessions: list[LongSession], *, segmentations: Sequence[TemplateSegmentation],
                     threads: int = 1) -> SubjectLongitudinal:
-    """Template, segmentation and each session's Jacobian volumes (see the module docstring).
+    """Template, each method's segmentation and each session's Jacobian volumes (see the module docstring).
 
     A session whose registration fails is recorded in ``failed`` and the
-    others are measured; a failure of the template or its segmentation raises.
+    others are measured; a method that fails on the template is recorded in
+    ``methods_failed`` and the others are measured; a failure of the template,
+    or of every method on it, raises.
     """
     from thalamus_bidsapp.tools import ants_longitudinal as al
 
@@ -137,37 +209,40 @@ def measure_subject(subject: str, sessions: list[LongSession], *, segmenter: Tem
     started = time.perf_counter()
     template = al.build_template([brain_image(s) for s in sessions])
     seconds["template"] = time.perf_counter() - started
-    started = time.perf_counter()
-    labels, regions, provenance = segmenter.segment(template.image, threads)
-    seconds["segmentation"] = time.perf_counter() - started
-    if not labels.any():
-        raise RuntimeError(f"{segmenter.method} found no thalamus on the within-subject template")
+    methods, methods_failed, segment_seconds = segment_template(template.image, segmentations, threads, subject)
+    seconds.update(segment_seconds)
+    if not methods:
+        raise RuntimeError("no method segmented the within-subject template: "
+                           + "; ".join(f"{k}: {v}" for k, v in methods_failed.items()))
     zooms = template.image.header.get_zooms()[:3]
-    box = al.box_around(labels, zooms)
+    union = np.logical_or.reduce([m.labels > 0 for m in methods.values()])
+    box = al.box_around(union, zooms)
     template_box = template.image.slicer[box]
     voxel_mm3 = float(np.prod(zooms))
-    volumes, displacements, failed = {}, {}, {}
+    displacements, failed = {}, {}
     for session, resampled in zip(sessions, template.resampled):
         started = time.perf_counter()
         try:
             deformation = al.syn_to_template(template_box, resampled.slicer[box])
             det = jacobian_determinant(deformation.displacement, deformation.affine_lps)
-            volumes[session.label] = integrate_jacobian(det, labels[box], voxel_mm3, regions)
+            volumes = {name: integrate_jacobian(det, method.labels[box], voxel_mm3, method.regions)
+                       for name, method in methods.items()}
         except Exception as err:  # noqa: BLE001 - one session's failure must not cost the others their change
             LOGGER.error("sub-%s_ses-%s: longitudinal registration failed: %s", subject, session.label, err)
             failed[session.label] = str(err)
             continue
+        for name, volume in volumes.items():
+            methods[name].volumes[session.label] = volume
         displacements[session.label] = (deformation.displacement, deformation.affine_lps)
         seconds[f"ses-{session.label}"] = time.perf_counter() - started
-    settings = {"Template": template.settings, "Registration": al.syn_settings(), "Segmentation": provenance,
-                "Regions": {k: list(v) for k, v in regions.items()}}
-    return SubjectLongitudinal(subject, segmenter.method, sessions, template.image, labels,
+    settings = {"Template": template.settings, "Registration": al.syn_settings()}
+    return SubjectLongitudinal(subject, sessions, template.image, methods,
                                {s.label: m for s, m in zip(sessions, template.to_session)},
-                               volumes, displacements, box, failed, settings, seconds)
+                               displacements, box, failed, methods_failed, settings, seconds)
 
 
-def session_labels_image(result: SubjectLongitudinal, session: LongSession) -> nib.Nifti1Image:
-    """The template's labels carried onto the session's T1w grid (rigid and SyN inverted; nearest neighbour)."""
+def session_labels_image(result: SubjectLongitudinal, session: LongSession, method: str) -> nib.Nifti1Image:
+    """A method's template labels carried onto the session's T1w grid (rigid and SyN inverted; nearest neighbour)."""
     from scipy import ndimage
 
     from thalamus_bidsapp.image.jacobian import invert_displacement_at
@@ -188,26 +263,31 @@ def session_labels_image(result: SubjectLongitudinal, session: LongSession) -> n
     flip = np.diag([-1.0, -1.0, 1.0])
     template_points = invert_displacement_at(resampled_points @ flip, field_lps, affine_lps) @ flip
     template_ijk = nib.affines.apply_affine(np.linalg.inv(template_affine), template_points).T
-    values = ndimage.map_coordinates(result.template_labels, template_ijk, order=0, mode="constant", cval=0)
+    values = ndimage.map_coordinates(result.methods[method].labels, template_ijk, order=0, mode="constant", cval=0)
     out = np.zeros(reference.shape[:3], np.uint8)
     out[low[0]:high[0], low[1]:high[1], low[2]:high[2]] = values.reshape(tuple(high - low)).astype(np.uint8)
     return nib.Nifti1Image(out, reference.affine)
 
 
 def write_cache(folder: Path, result: SubjectLongitudinal) -> None:
-    """Keep what the outputs are made from, so a re-run with the same sessions reuses it."""
+    """Keep what the outputs are made from, so a re-run with the same sessions and methods reuses it."""
     from thalamus_bidsapp.bidsio.atomic import save_nifti, write_json
 
     folder.mkdir(parents=True, exist_ok=True)
     save_nifti(result.template, folder / "template.nii.gz")
-    save_nifti(nib.Nifti1Image(result.template_labels, result.template.affine), folder / "template_labels.nii.gz")
+    for name, method in result.methods.items():
+        save_nifti(nib.Nifti1Image(method.labels, result.template.affine), folder / f"labels_{name}.nii.gz")
     arrays = {f"field_{k}": v[0].astype(np.float32) for k, v in result.displacements.items()}
     arrays.update({f"affine_{k}": v[1] for k, v in result.displacements.items()})
     arrays.update({f"rigid_{k}": v for k, v in result.to_session.items()})
     np.savez_compressed(folder / "deformations.npz", **arrays)
-    write_json({"method": result.method, "volumes": result.volumes, "failed": result.failed, "settings": result.settings,
-                "seconds": result.seconds, "box": [[s.start, s.stop] for s in result.box],
-                "sessions": [s.label for s in result.sessions]}, folder / "result.json")
+    # A list, not a mapping: the methods keep their order (the JSON writer sorts keys).
+    methods = [{"method": name, "regions": {k: list(v) for k, v in m.regions.items()}, "provenance": m.provenance,
+                "volumes": m.volumes} for name, m in result.methods.items()]
+    write_json({"methods": methods, "methods_failed": result.methods_failed, "failed": result.failed,
+                "settings": result.settings, "seconds": result.seconds,
+                "box": [[s.start, s.stop] for s in result.box], "sessions": [s.label for s in result.sessions]},
+               folder / "result.json")
 
 
 def read_cache(folder: Path, subject: str, sessions: list[LongSession]) -> SubjectLongitudinal | None:
@@ -219,14 +299,16 @@ def read_cache(folder: Path, subject: str, sessions: list[LongSession]) -> Subje
         meta = json.loads(record.read_text())
         arrays = np.load(folder / "deformations.npz")
         template = nib.load(str(folder / "template.nii.gz"))
-        labels = np.asarray(nib.load(str(folder / "template_labels.nii.gz")).dataobj).astype(np.uint8)
-    except (OSError, ValueError) as err:
+        methods = {entry["method"]: MethodOnTemplate(
+            np.asarray(nib.load(str(folder / f"labels_{entry['method']}.nii.gz")).dataobj).astype(np.uint8),
+            {k: tuple(v) for k, v in entry["regions"].items()}, entry["provenance"], entry["volumes"])
+            for entry in meta["methods"]}
+        measured = sorted({label for m in methods.values() for label in m.volumes})
+        return SubjectLongitudinal(
+            subject, sessions, template, methods, {s.label: arrays[f"rigid_{s.label}"] for s in sessions},
+            {k: (arrays[f"field_{k}"].astype(np.float64), arrays[f"affine_{k}"]) for k in measured},
+            tuple(slice(a, b) for a, b in meta["box"]), meta["failed"], meta["methods_failed"], meta["settings"],
+            meta["seconds"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
         LOGGER.info("sub-%s: longitudinal cache unreadable (%s): recomputed", subject, err)
         return None
-    measured = [label for label in meta["volumes"]]
-    if "method" not in meta:
-        return None
-    return SubjectLongitudinal(
-        subject, meta["method"], sessions, template, labels, {s.label: arrays[f"rigid_{s.label}"] for s in sessions},
-        meta["volumes"], {k: (arrays[f"field_{k}"].astype(np.float64), arrays[f"affine_{k}"]) for k in measured},
-        tuple(slice(a, b) for a, b in meta["box"]), meta["failed"], meta["settings"], meta["seconds"])

@@ -2,14 +2,14 @@
 
 Published per subject (see README, Longitudinal):
 
-- ``sub-<label>/anat/sub-<label>_desc-longitudinaltemplate_T1w.nii.gz`` and
-  ``sub-<label>_seg-thalamus_desc-<method>LongTemplate_dseg.nii.gz``;
-- per session ``*_space-T1w_label-thalamus_desc-<method>Long_mask.nii.gz`` and
-  ``*_space-T1w_seg-thalamus_desc-<method>Long_dseg.nii.gz`` (the template's
-  thalamus carried into the session), and the rigid transform
-  ``*_from-T1w_to-longitudinal_mode-image_xfm.txt``;
+- ``sub-<label>/anat/sub-<label>_desc-longitudinaltemplate_T1w.nii.gz`` and,
+  per method that segmented it, ``sub-<label>_seg-thalamus_desc-<method>LongTemplate_dseg.nii.gz``;
+- per session and method ``*_space-T1w_label-thalamus_desc-<method>Long_mask.nii.gz``
+  and ``*_space-T1w_seg-thalamus_desc-<method>Long_dseg.nii.gz`` (the
+  method's template thalamus carried into the session), and, once per
+  session, the rigid transform ``*_from-T1w_to-longitudinal_mode-image_xfm.txt``;
 - ``sub-<label>/anat/sub-<label>_label-thalamus_desc-longitudinal_volumes.tsv``:
-  the change table, both modes, every consecutive pair.
+  the change table, both modes, every method, every consecutive pair.
 
 Everything is written to a hidden staging folder first and then moved into
 place together; the longitudinal files of sessions no longer in the set are
@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -41,7 +42,7 @@ from thalamus_bidsapp.workflows.longitudinal import (
     LONG_SUFFIX,
     LongSession,
     SubjectLongitudinal,
-    TemplateSegmenter,
+    TemplateSegmentation,
     cache_key,
     measure_subject,
     published_sessions,
@@ -54,17 +55,24 @@ LOGGER = logging.getLogger(__name__)
 
 TEMPLATE_DESC = "longitudinaltemplate"
 TABLE_SUFFIX = "label-thalamus_desc-longitudinal_volumes.tsv"
+
+
 def run_longitudinal(output_dir: Path, bids_dir: Path, work_dir: Path, subjects: list[str], *,
-                     segmenter: TemplateSegmenter, threads: int = 1) -> dict[str, str]:
+                     segmentations: Sequence[TemplateSegmentation], not_run: Mapping[str, str] | None = None,
+                     threads: int = 1) -> dict[str, str]:
     """Longitudinal mode for each subject (labels without ``sub-``); returns subject -> outcome, for the log.
 
-    A subject's failure is logged and leaves its earlier longitudinal outputs as they were.
+    ``segmentations``: the methods that segment the template; ``not_run``:
+    selected methods left out of the longitudinal mode, with the reason (the
+    template's sidecar lists them). A subject's failure is logged and leaves
+    its earlier longitudinal outputs as they were.
     """
     outcomes = {}
     for subject in subjects:
         try:
             outcomes[subject] = _run_subject(Path(output_dir), Path(bids_dir), Path(work_dir), subject,
-                                             segmenter=segmenter, threads=threads)
+                                             segmentations=segmentations, not_run=dict(not_run or {}),
+                                             threads=threads)
         except Exception as err:  # noqa: BLE001 - the cross-sectional outputs stand; the log says why
             LOGGER.error("sub-%s: longitudinal mode failed: %s", subject, err)
             outcomes[subject] = f"failed: {err}"
@@ -72,7 +80,7 @@ def run_longitudinal(output_dir: Path, bids_dir: Path, work_dir: Path, subjects:
 
 
 def _run_subject(output_dir: Path, bids_dir: Path, work_dir: Path, subject: str, *,
-                 segmenter: TemplateSegmenter, threads: int) -> str:
+                 segmentations: Sequence[TemplateSegmentation], not_run: dict[str, str], threads: int) -> str:
     sessions, notes = published_sessions(output_dir, subject)
     for note in notes:
         LOGGER.warning("sub-%s: longitudinal mode: %s", subject, note)
@@ -93,7 +101,7 @@ def _run_subject(output_dir: Path, bids_dir: Path, work_dir: Path, subject: str,
     if filled and len(filled) < len(sessions):
         LOGGER.info("sub-%s: lesion-filled T1w used for ses-%s only (the others have no lesion mask)",
                     subject, ", ses-".join(filled))
-    result = _measure_or_reuse(work_dir, subject, sessions, segmenter, threads)
+    result = _measure_or_reuse(work_dir, subject, sessions, segmentations, threads)
     previous = _previous_sessions(output_dir, subject)
     if previous is not None and previous != [s.label for s in sessions]:
         LOGGER.info("sub-%s: the within-subject template was redone: sessions %s, before %s", subject,
@@ -101,21 +109,30 @@ def _run_subject(output_dir: Path, bids_dir: Path, work_dir: Path, subject: str,
     table = change_table(output_dir, subject, result, ordered, dates)
     left_out = notes + [f"ses-{label}: registration to the template failed: {err}: left out of the longitudinal rows"
                         for label, err in result.failed.items()]
-    _publish(output_dir, subject, result, table, dates, how, previous, left_out=left_out)
-    return f"ok: {len(result.volumes)} sessions measured, {len(table)} change rows"
+    not_measured = {**not_run, **result.methods_failed}
+    _publish(output_dir, subject, result, table, dates, how, previous, left_out=left_out, not_measured=not_measured,
+             known_methods={s.method for s in segmentations} | set(not_run))
+    outcome = (f"ok: {len(result.measured_sessions())} sessions measured by {', '.join(result.methods)}, "
+               f"{len(table)} change rows")
+    return outcome + (f"; not measured: {', '.join(sorted(not_measured))}" if not_measured else "")
 
 
-def _measure_or_reuse(work_dir: Path, subject: str, sessions: list[LongSession], segmenter: TemplateSegmenter,
-                      threads: int) -> SubjectLongitudinal:
-    folder = work_dir / "longitudinal" / f"sub-{subject}" / cache_key(sessions, segmenter.method)
+def _measure_or_reuse(work_dir: Path, subject: str, sessions: list[LongSession],
+                      segmentations: Sequence[TemplateSegmentation], threads: int) -> SubjectLongitudinal:
+    folder = work_dir / "longitudinal" / f"sub-{subject}" / cache_key(sessions, [s.method for s in segmentations])
     cached = read_cache(folder, subject, sessions)
     if cached is not None:
         LOGGER.info("sub-%s: longitudinal results reused from %s", subject, folder)
         return cached
-    result = measure_subject(subject, sessions, segmenter=segmenter, threads=threads)
+    result = measure_subject(subject, sessions, segmentations=segmentations, threads=threads)
     LOGGER.info("sub-%s: longitudinal timings (s): %s", subject,
                 ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
-    write_cache(folder, result)
+    if result.methods_failed:
+        # A method's failure may be transient (a tool crash): the next run tries every method again.
+        LOGGER.warning("sub-%s: longitudinal results not cached: %s failed on the template and is tried again "
+                       "next run", subject, ", ".join(sorted(result.methods_failed)))
+    else:
+        write_cache(folder, result)
     return result
 
 
@@ -153,11 +170,12 @@ def change_table(output_dir: Path, subject: str, result: SubjectLongitudinal, or
     """Both modes' rows for every consecutive pair of the sessions measured in each mode."""
     participant = f"sub-{subject}"
     frames = []
-    measured = [label for label in ordered if label in result.volumes]
-    long_rows = [(label, hemisphere, volume) for label in measured
-                 for hemisphere, volume in result.volumes[label].items()]
-    frames.append(_rows(participant, result.method, "longitudinal", pd.DataFrame(long_rows, columns=[
-        "session", "hemisphere", "volume_ml"]), measured, dates))
+    for name, method in result.methods.items():
+        measured = [label for label in ordered if label in method.volumes]
+        long_rows = [(label, hemisphere, volume) for label in measured
+                     for hemisphere, volume in method.volumes[label].items()]
+        frames.append(_rows(participant, name, "longitudinal", pd.DataFrame(long_rows, columns=[
+            "session", "hemisphere", "volume_ml"]), measured, dates))
     cross = []
     for label in ordered:
         table = cross_sectional_volumes(output_dir, subject, label)
@@ -182,16 +200,22 @@ def _rows(participant: str, method: str, mode: str, volumes: pd.DataFrame, sessi
 
 
 def _publish(output_dir: Path, subject: str, result: SubjectLongitudinal, table: pd.DataFrame, dates, how: str,
-             previous: list[str] | None, *, left_out: list[str] | None = None) -> None:
+             previous: list[str] | None, *, left_out: list[str] | None = None,
+             not_measured: Mapping[str, str] | None = None, known_methods: set[str] | None = None) -> None:
     """Stage every output of the subject, then move them into place together.
 
-    ``left_out``: a note per session the longitudinal mode left out and why, kept in the template's sidecar.
+    ``left_out``: a note per session the longitudinal mode left out and why;
+    ``not_measured``: methods without longitudinal volumes and why (both in
+    the template's sidecar); ``known_methods``: the methods this step handles,
+    whose longitudinal files are removed where the method was not measured
+    this time (default: the measured ones).
     """
+    not_measured = dict(not_measured or {})
     staging = output_dir / ".thalamus_staging" / f"longitudinal-sub-{subject}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     subject_anat = Path(f"sub-{subject}") / "anat"
     template_rel = subject_anat / f"sub-{subject}_desc-{TEMPLATE_DESC}_T1w.nii.gz"
-    labels_rel = subject_anat / f"sub-{subject}_seg-thalamus_desc-{result.method}{LONG_SUFFIX}Template_dseg.nii.gz"
+    measured = result.measured_sessions()
     written: list[Path] = []
     try:
         written += _stage_image(staging, template_rel, result.template, {
@@ -202,56 +226,70 @@ def _publish(output_dir: Path, subject: str, result: SubjectLongitudinal, table:
             "AcquisitionDates": {label: {"Date": date.when.isoformat() if date.when else None, "Source": date.source}
                                  for label, date in dates.items()},
             "SessionsLeftOut": list(left_out or []), "ChangeMethod": CHANGE_METHOD,
-            **result.settings["Template"]})
-        written += _stage_image(staging, labels_rel, nib.Nifti1Image(result.template_labels, result.template.affine),
-                                {"Description": f"{result.method} thalamus on the within-subject template (1 left, 2 right)",
-                                 "Sources": [f"bids::{template_rel.as_posix()}"], **result.settings["Segmentation"]})
+            "Methods": list(result.methods), "MethodsNotMeasured": not_measured,
+            "SessionsNotRegistered": dict(result.failed), **result.settings["Template"]})
+        for name, method in result.methods.items():
+            labels_rel = subject_anat / f"sub-{subject}_seg-thalamus_desc-{name}{LONG_SUFFIX}Template_dseg.nii.gz"
+            written += _stage_image(staging, labels_rel, nib.Nifti1Image(method.labels, result.template.affine),
+                                    {"Description": f"{name} thalamus on the within-subject template "
+                                                    f"({_labels_text(method.regions)})",
+                                     "Sources": [f"bids::{template_rel.as_posix()}"],
+                                     "Regions": {k: list(v) for k, v in method.regions.items()},
+                                     **method.provenance})
         for session in result.sessions:
-            if session.label in result.volumes:
+            if session.label in measured:
                 written += _stage_session(staging, output_dir, subject, session, result, template_rel)
         table_rel = subject_anat / f"sub-{subject}_{TABLE_SUFFIX}"
         write_tsv(table, _staged(staging, table_rel), CHANGE_COLUMN_DESCRIPTIONS)
         written += [table_rel, table_rel.with_suffix(".json")]
-        stale = _stale_files(output_dir, subject, {s.label for s in result.sessions if s.label in result.volumes})
+        known = set(result.methods) | set(known_methods or ())
+        stale = _stale_files(output_dir, subject, set(measured), set(result.methods), known)
         for relative in written:
             final = output_dir / relative
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / relative, final)
         for path in stale:
             path.unlink(missing_ok=True)
-            LOGGER.info("removed %s: its session is no longer in the longitudinal set", path)
+            LOGGER.info("removed %s: its session or method is no longer in the longitudinal set", path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     LOGGER.info("sub-%s: longitudinal change table: %s (%d rows)", subject, output_dir / table_rel, len(table))
+
+
+def _labels_text(regions: Mapping[str, tuple[int, ...]]) -> str:
+    if "left" in regions and "right" in regions:
+        return f"{', '.join(map(str, regions['left']))} left, {', '.join(map(str, regions['right']))} right"
+    return "bilateral only"
 
 
 def _stage_session(staging: Path, output_dir: Path, subject: str, session: LongSession,
                    result: SubjectLongitudinal, template_rel: Path) -> list[Path]:
     name = f"sub-{subject}_ses-{session.label}"
     anat = Path(f"sub-{subject}") / f"ses-{session.label}" / "anat"
-    desc = f"{result.method}{LONG_SUFFIX}"
-    labels = session_labels_image(result, session)
     xfm_rel = anat / f"{name}_from-T1w_to-longitudinal_mode-image_xfm.txt"
     _write_itk_text(result.to_session[session.label], _staged(staging, xfm_rel))
-    sidecar = {"Method": result.method, "Mode": "longitudinal", "Template": f"bids::{template_rel.as_posix()}",
-               "Transforms": {"Rigid": f"bids::{xfm_rel.as_posix()}",
-                              "Deformation": "SyN displacement field inside the template box (work folder)"},
-               "ChangeMethod": CHANGE_METHOD, "SpatialReference": _uri(session.t1w, output_dir),
-               "Sources": [_uri(session.t1w, output_dir), f"bids::{template_rel.as_posix()}"],
-               "LesionFilled": session.lesion_filled,
-               "VolumesML": result.volumes[session.label], "Registration": result.settings["Registration"]}
-    data = np.asarray(labels.dataobj)
-    mask_rel = anat / f"{name}_space-T1w_label-thalamus_desc-{desc}_mask.nii.gz"
-    dseg_rel = anat / f"{name}_space-T1w_seg-thalamus_desc-{desc}_dseg.nii.gz"
     out = [xfm_rel]
-    out += _stage_image(staging, mask_rel, nib.Nifti1Image((data > 0).astype(np.uint8), labels.affine), sidecar)
-    if data.max() > 1:
-        out += _stage_image(staging, dseg_rel, labels, sidecar)
-        lookup = pd.DataFrame({"index": [1, 2], "name": ["Left-Thalamus", "Right-Thalamus"],
-                               "abbreviation": ["LTh", "RTh"]})
-        tsv_rel = dseg_rel.with_name(dseg_rel.name.replace(".nii.gz", ".tsv"))
-        write_tsv(lookup, _staged(staging, tsv_rel))
-        out.append(tsv_rel)
+    for method_name, method in result.methods.items():
+        desc = f"{method_name}{LONG_SUFFIX}"
+        labels = session_labels_image(result, session, method_name)
+        sidecar = {"Method": method_name, "Mode": "longitudinal", "Template": f"bids::{template_rel.as_posix()}",
+                   "Transforms": {"Rigid": f"bids::{xfm_rel.as_posix()}",
+                                  "Deformation": "SyN displacement field inside the template box (work folder)"},
+                   "ChangeMethod": CHANGE_METHOD, "SpatialReference": _uri(session.t1w, output_dir),
+                   "Sources": [_uri(session.t1w, output_dir), f"bids::{template_rel.as_posix()}"],
+                   "LesionFilled": session.lesion_filled,
+                   "VolumesML": method.volumes[session.label], "Registration": result.settings["Registration"]}
+        data = np.asarray(labels.dataobj)
+        mask_rel = anat / f"{name}_space-T1w_label-thalamus_desc-{desc}_mask.nii.gz"
+        dseg_rel = anat / f"{name}_space-T1w_seg-thalamus_desc-{desc}_dseg.nii.gz"
+        out += _stage_image(staging, mask_rel, nib.Nifti1Image((data > 0).astype(np.uint8), labels.affine), sidecar)
+        if data.max() > 1:
+            out += _stage_image(staging, dseg_rel, labels, sidecar)
+            lookup = pd.DataFrame({"index": [1, 2], "name": ["Left-Thalamus", "Right-Thalamus"],
+                                   "abbreviation": ["LTh", "RTh"]})
+            tsv_rel = dseg_rel.with_name(dseg_rel.name.replace(".nii.gz", ".tsv"))
+            write_tsv(lookup, _staged(staging, tsv_rel))
+            out.append(tsv_rel)
     return out
 
 
@@ -268,12 +306,19 @@ def _staged(staging: Path, relative: Path) -> Path:
     return path
 
 
-def _stale_files(output_dir: Path, subject: str, keep: set[str]) -> list[Path]:
+def _stale_files(output_dir: Path, subject: str, keep: set[str], methods: set[str], known: set[str]) -> list[Path]:
+    """Longitudinal files of sessions no longer in the set, and of the ``known`` methods not in ``methods``."""
     stale = []
-    for session_dir in (output_dir / f"sub-{subject}").glob("ses-*"):
-        if session_dir.name[len("ses-"):] in keep:
-            continue
+    gone = sorted(known - methods)
+    subject_dir = output_dir / f"sub-{subject}"
+    for method in gone:
+        stale += sorted((subject_dir / "anat").glob(f"*_desc-{method}{LONG_SUFFIX}Template_*"))
+    for session_dir in subject_dir.glob("ses-*"):
         anat = session_dir / "anat"
+        if session_dir.name[len("ses-"):] in keep:
+            for method in gone:
+                stale += sorted(anat.glob(f"*_desc-{method}{LONG_SUFFIX}_*"))
+            continue
         stale += sorted(anat.glob(f"*_desc-*{LONG_SUFFIX}_*")) + sorted(anat.glob("*_to-longitudinal_*"))
     return stale
 
@@ -298,8 +343,8 @@ def longitudinal_step(config, sessions, tools, threads: int) -> dict[str, str]:
     """The participant level's longitudinal step (``--longitudinal auto``): subjects with two or more T1w sessions.
 
     ``sessions``: the run's :class:`~thalamus_bidsapp.bidsio.inputs.SessionInputs`; ``tools``: its tool check.
-    The template is segmented by the first registered method that can run here and segments an image in
-    memory (:meth:`~thalamus_bidsapp.methods.capabilities.TemplateSegmenter.template_segmenter`).
+    The template is segmented by every selected method that can run here and segments an image
+    (:meth:`~thalamus_bidsapp.methods.capabilities.TemplateSegmenter.template_segmenter`).
     """
     from thalamus_bidsapp.tools.threads import thread_limits
 
@@ -312,29 +357,58 @@ def longitudinal_step(config, sessions, tools, threads: int) -> dict[str, str]:
     subjects = sorted(k for k, n in counts.items() if n >= 2)
     if not subjects:
         return {}
-    segmenter = template_segmenter(tools)
-    if segmenter is None:
+    segmentations, not_run = template_segmentations(config, tools)
+    if not segmentations:
         LOGGER.error("longitudinal mode not run for %s: no method that segments the within-subject template "
-                     "can run here (see --check-tools)", ", ".join(f"sub-{s}" for s in subjects))
+                     "can run here (see --check-tools)%s", ", ".join(f"sub-{s}" for s in subjects),
+                     "".join(f"; {k}: {v}" for k, v in not_run.items()))
         return {subject: "failed: no method segments the template" for subject in subjects}
     with thread_limits(threads):
         outcomes = run_longitudinal(config.output_dir, config.bids_dir, config.work_dir, subjects,
-                                    segmenter=segmenter, threads=threads)
+                                    segmentations=segmentations, not_run=not_run, threads=threads)
     for subject, outcome in outcomes.items():
         LOGGER.info("sub-%s: longitudinal mode %s", subject, outcome)
     return outcomes
 
 
-def template_segmenter(tools) -> TemplateSegmenter | None:
-    """The first registered method that the tool check let run and that segments an image in memory."""
-    from thalamus_bidsapp.methods.capabilities import TemplateSegmenter as TemplateSegmentingMethod
-    from thalamus_bidsapp.methods.registry import all_methods
+def template_segmentations(config, tools) -> tuple[list[TemplateSegmentation], dict[str, str]]:
+    """The selected methods that segment the template here, in report order; the others that could, with why not.
 
+    A method bounded by another's mask (MindGlide) gets its envelope choices:
+    ``--mindglide-envelope``, else every envelope method in order of preference.
+    """
+    from thalamus_bidsapp.methods.capabilities import EnvelopeUser, TemplateSegmenter
+    from thalamus_bidsapp.methods.registry import all_methods, envelope_names
+
+    wanted = set(config.methods) if config.methods is not None else None
+    segmentations, not_run = [], {}
     for method in all_methods():
-        status = tools.status(method.name)
-        if status.reason is not None or not isinstance(method, TemplateSegmentingMethod):
+        if wanted is not None and method.name not in wanted:
             continue
-        segment = method.template_segmenter(status.settings)
-        if segment is not None:
-            return TemplateSegmenter(method.name, segment)
-    return None
+        if not isinstance(method, TemplateSegmenter):
+            LOGGER.debug("%s does not segment the within-subject template", method.name)
+            continue
+        name = method.template_mask_name
+        status = tools.status(method.name)
+        segment = method.template_segmenter(status.settings) if status.reason is None else None
+        if segment is None:
+            not_run[name] = f"its tool cannot run here: {status.reason or 'not set up (see --check-tools)'}"
+            LOGGER.info("longitudinal mode: %s left out: %s", name, not_run[name])
+            continue
+        envelopes: tuple[str, ...] = ()
+        if isinstance(method, EnvelopeUser):
+            asked = method.envelope_choice(config)
+            envelopes = (asked,) if asked else envelope_names()
+        segmentations.append(TemplateSegmentation(name, segment, envelopes))
+    names = {s.method for s in segmentations}
+    for segmentation in [s for s in segmentations if s.envelopes]:
+        usable = tuple(m for m in segmentation.envelopes if m in names)
+        if not usable:
+            not_run[segmentation.method] = (f"no envelope on the template: {' or '.join(segmentation.envelopes)} "
+                                            "does not segment it here")
+            LOGGER.info("longitudinal mode: %s left out: %s", segmentation.method, not_run[segmentation.method])
+            segmentations.remove(segmentation)
+        else:
+            segmentations[segmentations.index(segmentation)] = TemplateSegmentation(
+                segmentation.method, segmentation.segment, usable)
+    return segmentations, not_run
