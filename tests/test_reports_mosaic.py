@@ -15,6 +15,7 @@ import pytest
 from nibabel.processing import resample_from_to
 
 from tests.conftest import shared_file
+from thalamus_bidsapp.reports.figure_keys import recorded_key
 from thalamus_bidsapp.reports.mask_figures import (
     LESION_COLOR,
     _bounding_box,
@@ -127,9 +128,9 @@ def test_mask_figures_are_not_drawn_again_when_nothing_changed(tmp_path, monkeyp
     data = np.zeros((30, 30, 30), np.uint8)
     data[8:20, 12:18, 12:16] = 1
     nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0])), str(again.masks[1].path))
-    keys = [mask_figures.recorded_key(path) for path in drawn]
+    keys = [recorded_key(path) for path in drawn]
     mask_figures.draw_masks(_small_session(tmp_path), figures)
-    assert loads and all(mask_figures.recorded_key(p) != k for p, k in zip(drawn, keys))
+    assert loads and all(recorded_key(p) != k for p, k in zip(drawn, keys))
 
 
 def test_mosaic_text_stays_inside_the_figure(patient):
