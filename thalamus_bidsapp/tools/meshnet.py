@@ -156,6 +156,32 @@ def keep_largest_component(labels: np.ndarray, connectivity: int = 26) -> np.nda
     return out
 
 
+def receptive_radius(net: TfjsLayersNet) -> int:
+    """Voxels from an output voxel to the farthest input voxel it depends on: sum of dilation x (kernel - 1) / 2."""
+    radius = 0
+    for module in net.modules():
+        if isinstance(module, torch.nn.Conv3d):
+            radius += int(module.dilation[0]) * (int(module.kernel_size[0]) - 1) // 2
+    return radius
+
+
+def intersect_boxes(a: tuple[slice, ...], b: tuple[slice, ...]) -> tuple[slice, ...]:
+    """The voxels both boxes hold (an empty slice where they do not meet)."""
+    out = []
+    for first, second in zip(a, b):
+        start = max(first.start, second.start)
+        out.append(slice(start, max(start, min(first.stop, second.stop))))
+    return tuple(out)
+
+
+def box_around(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """Bounding box of ``mask``'s non-zero voxels widened by ``margin`` voxels, within the array."""
+    where = np.argwhere(mask)
+    low = np.maximum(where.min(axis=0) - margin, 0)
+    high = np.minimum(where.max(axis=0) + margin + 1, mask.shape)
+    return tuple(slice(int(lo), int(hi)) for lo, hi in zip(low, high))
+
+
 def predict_labels(
     net: TfjsLayersNet,
     volume: np.ndarray,
@@ -163,6 +189,7 @@ def predict_labels(
     crop: bool = True,
     threshold: float = CROP_THRESHOLD,
     margin: int = CROP_MARGIN,
+    region: tuple[slice, ...] | None = None,
 ) -> tuple[np.ndarray, tuple[slice, ...]]:
     """Class labels of a conformed uint8 volume (network orientation already applied).
 
@@ -170,6 +197,10 @@ def predict_labels(
     ----------
     volume
         Shape (X, Y, Z), intensities 0..255.
+    region
+        Run the network on this box only (within the crop box): the labels
+        inside it are those of the whole crop wherever the box holds every
+        voxel within the network's receptive field (see :func:`receptive_radius`).
 
     Returns
     -------
@@ -180,6 +211,8 @@ def predict_labels(
     lo, hi = float(scaled.min()), float(scaled.max())
     scaled = (scaled - lo) / (hi - lo) if hi > lo else np.zeros_like(scaled)
     box = crop_box(scaled, threshold, margin) if crop else tuple(slice(0, n) for n in scaled.shape)
+    if region is not None:
+        box = intersect_boxes(box, region)
     block = np.ascontiguousarray(scaled[box])
     labels = np.zeros(volume.shape, dtype=np.uint8)
     with torch.inference_mode():
@@ -216,8 +249,13 @@ class Labelling:
 
 
 def label_conformed(volume: np.ndarray, model_dir: Path | None, spec: MeshNetModelSpec, *, crop: bool,
-                     threads: int | None) -> Labelling:
-    """Run a pinned model on a conformed uint8 volume: argmax labels, largest component kept."""
+                     threads: int | None, around: np.ndarray | None = None) -> Labelling:
+    """Run a pinned model on a conformed uint8 volume: argmax labels, largest component kept.
+
+    ``around``: a mask on the conformed grid; the network then runs only on
+    the box holding it plus its receptive field, which gives the same labels
+    inside the mask's box as the whole crop does, for a fraction of the work.
+    """
     net, resolved, checksums = load_meshnet(model_dir, model=spec.name)
     class_names = read_class_names(resolved, net.n_classes, spec)
     missing = [c for c in spec.thalamus_classes if c not in class_names]
@@ -225,9 +263,12 @@ def label_conformed(volume: np.ndarray, model_dir: Path | None, spec: MeshNetMod
         raise ThalamusError(f"MeshNet model in {resolved} has no class {missing[0]!r}", EXIT_DATAERR)
     indices = [class_names.index(c) for c in spec.thalamus_classes]
     net_volume = np.transpose(volume, _NET_AXES)
+    region = None
+    if around is not None and np.any(around):
+        region = box_around(np.transpose(around, _NET_AXES), receptive_radius(net))
     with _torch_threads(threads) as n_threads:
         t0 = time.perf_counter()
-        labels, box = predict_labels(net, net_volume, crop=crop)
+        labels, box = predict_labels(net, net_volume, crop=crop, region=region)
         network_s = time.perf_counter() - t0
     labels = keep_largest_component(labels)
     # Back from the network's axis order to the conformed array's.
@@ -387,8 +428,9 @@ def segment_thalamus_sides(
         0 outside the mask, 1 left, 2 right; the provenance gains ``Sides``.
     """
     result = segment_conformed(t1w, model_dir, crop=crop, threads=threads, model=model)
+    # Only the sides of the bilateral mask's voxels are needed: the model runs on their box and its receptive field.
     run = label_conformed(np.asarray(result.conformed.dataobj), sides_model_dir, model_spec(sides_model),
-                          crop=crop, threads=threads)
+                          crop=crop, threads=threads, around=result.thalamus)
     if len(run.indices) != 2:
         raise ThalamusError(f"MeshNet model {run.spec.name} does not have one left and one right thalamus class",
                             EXIT_DATAERR)
@@ -409,7 +451,9 @@ def segment_thalamus_sides(
         "RightClass": run.class_names[run.indices[1]],
         "ClassIndex": [int(i) for i in run.indices],
         "Rule": "each voxel of the bilateral mask takes the side of the nearer left or right thalamus class "
-                "(Euclidean distance on the conformed 1 mm grid); same conform, crop and argmax",
+                "(Euclidean distance on the conformed 1 mm grid); same conform, crop and argmax; the model runs on "
+                "the bilateral mask's box widened by its receptive field",
+        "CropBox": [[s.start, s.stop] for s in run.box],
         "NetworkSeconds": round(run.network_s, 2),
     }
     return result.mask, sides, provenance
