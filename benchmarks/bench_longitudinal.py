@@ -120,10 +120,17 @@ def longitudinal(name: str, sessions, scratch: Path, threads: int) -> dict:
     import nibabel as nib
     import numpy as np
 
-    mask = scratch / name / "brain_all.nii.gz"
-    first = nib.load(str(sessions[0][2]))
-    nib.save(nib.Nifti1Image(np.ones(first.shape[:3], np.uint8), first.affine), mask)
-    long_sessions = [LongSession(label, path, mask, False) for label, _, path, _ in sessions]
+    from thalamus_bidsapp.tools.deepbet import brain_mask
+
+    long_sessions = []
+    for label, _, path, _ in sessions:
+        # Each image's own deepbet brain mask, as the participant level publishes it for the template.
+        mask = scratch / name / f"{label}_brain_mask.nii.gz"
+        if not mask.exists():
+            image = nib.load(str(path))
+            nib.save(nib.Nifti1Image(np.asarray(brain_mask(image, threads)[0].dataobj, np.uint8), image.affine),
+                     mask)
+        long_sessions.append(LongSession(label, path, mask, False))
     started, cpu = time.perf_counter(), time.process_time()
     segmentation = TemplateSegmentation("meshnet", get_method("meshnet").template_segmenter({
         "model_dir": MODELS / "model30chan18cls", "sides_model_dir": MODELS / "model21_104class"}))
