@@ -48,12 +48,12 @@ RIGID_SPACING_MM = 2.0
 #: Voxels (at RIGID_SPACING_MM) kept around a session's brain on those copies: more than a rescan moves it.
 CONTENT_MARGIN_VOXELS = 4
 #: SyN of a session to the template around the thalamus: CC radius 2 at the 4x and 2x levels only, a small
-#: gradient step and a light smoothing of the total field. On simulated rescans of bert and ds002748 sub-01
-#: (three without change, two with a known atrophy, one template each) this halved the scan-rescan scatter of
-#: the full-resolution schedule (50x30x15, step 0.2, no total smoothing) for a fifth of its time: at full
-#: resolution the registration follows the noise and the interpolation of each session (README, Longitudinal mode).
+#: gradient step and a smoothing of the total field. A full-resolution level follows each session's noise and
+#: interpolation (an offset of one session against the others); without it, volume moves across the boundary
+#: between the left and right labels unless the step is small and the total field smoothed. Chosen on simulated
+#: rescans of bert and ds002748 sub-01: figures in the README (Longitudinal mode).
 SYN_SETTINGS = {"syn_metric": "CC", "syn_sampling": 2, "reg_iterations": (40, 20, 0), "grad_step": 0.1,
-                "flow_sigma": 3, "total_sigma": 1.0}
+                "flow_sigma": 3, "total_sigma": 1.5}
 #: Margin (mm) of the SyN box around the template's thalamus.
 BOX_MARGIN_MM = 18.0
 
