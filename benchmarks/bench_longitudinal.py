@@ -178,10 +178,11 @@ def summarise(results: dict) -> None:
     for name, (sessions, long) in results.items():
         seconds = long["seconds"]
         per_session = [v for k, v in seconds.items() if k.startswith("ses-")]
+        segmentation = sum(v for k, v in seconds.items() if k.startswith("segmentation"))
         n = len(sessions)
         cross = [c["wall_s"] for _, _, _, c in sessions]
         print(f"{name}: {n} sessions; template {seconds['template']:.1f} s ({seconds['template'] / n:.1f} s per "
-              f"session), template MeshNet {seconds['segmentation']:.1f} s, SyN + Jacobian per session "
+              f"session), template MeshNet {segmentation:.1f} s, SyN + Jacobian per session "
               f"median {np.median(per_session):.1f} s; total longitudinal {long['wall_s']:.1f} s wall, "
               f"{long['cpu_s']:.1f} s CPU; per extra session {seconds['template'] / n + np.median(per_session):.1f} s "
               f"wall; cross-sectional MeshNet per image median {np.median(cross):.1f} s wall")
