@@ -201,8 +201,8 @@ def _add_longitudinal_option(parser: argparse.ArgumentParser) -> None:
         "its thalamus (segmented once by each selected method that can: MeshNet, FIRST, DBSegment, MindGlide "
         "on T1w) carried into each session (desc-<method>Long) and the change between consecutive sessions by "
         "Jacobian integration (one registration per session, shared by the methods) "
-        "(sub-<label>_label-thalamus_desc-longitudinal_volumes.tsv); a preview: it does not yet recover a "
-        "known atrophy to its target precision (see the README). off (default): cross-sectional only",
+        "(sub-<label>_label-thalamus_desc-longitudinal_volumes.tsv); a preview, off by default until every "
+        "check of its precision passes (see the README's Longitudinal mode). off (default): cross-sectional only",
     )
 
 
