@@ -81,3 +81,12 @@ def test_syn_jacobian_recovers_a_known_contraction(bert_crop):
         volumes.append(integrate_jacobian(det, sides[box], voxel, regions))
     change = 100 * (volumes[1]["bilateral"] / volumes[0]["bilateral"] - 1)
     assert change == pytest.approx(-2.0, abs=0.6)
+
+
+def test_the_syn_levels_are_about_4_and_2_mm_whatever_the_voxel_size():
+    from thalamus_bidsapp.tools.ants_longitudinal import syn_iterations
+
+    assert syn_iterations((1.0, 1.0, 1.0)) == (40, 20, 0)  # shrink 4, 2, 1: 4 mm, 2 mm, none at 1 mm
+    assert syn_iterations((1.0, 1.0, 1.2)) == (40, 20, 0)
+    assert syn_iterations((2.0, 2.0, 2.0)) == (40, 20)  # shrink 2, 1: 4 mm, 2 mm
+    assert syn_iterations((0.5, 0.5, 0.5)) == (40, 20, 0, 0)

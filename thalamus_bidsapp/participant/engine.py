@@ -33,6 +33,8 @@ LOGGER = logging.getLogger(__name__)
 
 #: What the reports import (matplotlib: about a second), loaded while the workflow runs.
 REPORT_MODULES = ("thalamus_bidsapp.reports.participant", "matplotlib.figure", "matplotlib.backends.backend_svg")
+#: What the registration figures of a session with a FLAIR or R1 map add (about 2 s to load): niworkflows' plots.
+REGISTRATION_FIGURE_MODULES = ("niworkflows.viz.utils", "nilearn.plotting", "svgutils.transform")
 #: The tools' libraries loaded once before the worker processes are forked, so each worker has them already:
 #: PyTorch (about 1 s to load) is used by every session's brain mask and by the networks, which run in
 #: different workers. It is only loaded; no thread pool exists before the fork.
@@ -94,7 +96,9 @@ def run_workflow(
             if not isinstance(runner, str):
                 # The workers exist already (no fork follows), so the main process, idle while the
                 # networks run, can load the report's plotting library meanwhile.
-                prefetch = threading.Thread(target=_import_modules, args=(REPORT_MODULES,), daemon=True)
+                registered = any(ready.session.flair or ready.session.r1map for ready in sessions)
+                modules = REPORT_MODULES + (REGISTRATION_FIGURE_MODULES if registered else ())
+                prefetch = threading.Thread(target=_import_modules, args=(modules,), daemon=True)
                 prefetch.start()
             try:
                 with timings.phase("workflow"), thread_limits(resources.omp_nthreads), _frozen_heap():

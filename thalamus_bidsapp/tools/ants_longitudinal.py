@@ -52,8 +52,10 @@ CONTENT_MARGIN_VOXELS = 4
 #: interpolation (an offset of one session against the others); without it, volume moves across the boundary
 #: between the left and right labels unless the step is small and the total field smoothed. Chosen on simulated
 #: rescans of bert and ds002748 sub-01: figures in the README (Longitudinal mode).
-SYN_SETTINGS = {"syn_metric": "CC", "syn_sampling": 2, "reg_iterations": (40, 20, 0), "grad_step": 0.1,
-                "flow_sigma": 3, "total_sigma": 1.5}
+SYN_SETTINGS = {"syn_metric": "CC", "syn_sampling": 2, "grad_step": 0.1, "flow_sigma": 3, "total_sigma": 1.5}
+#: SyN iterations per level, coarsest first, at SYN_LEVELS_MM; finer levels of the grid get none.
+SYN_ITERATIONS = (40, 20)
+SYN_LEVELS_MM = (4.0, 2.0)
 #: Margin (mm) of the SyN box around the template's thalamus.
 BOX_MARGIN_MM = 18.0
 
@@ -245,6 +247,17 @@ class SessionDeformation:
     warp_file: Path | None
 
 
+def syn_iterations(zooms) -> tuple[int, ...]:
+    """antspyx ``reg_iterations`` for a grid of ``zooms`` (mm): SYN_ITERATIONS at about SYN_LEVELS_MM, none finer.
+
+    antspyx halves the resolution once per level (shrink factors ..., 4, 2, 1), so the levels finer than the
+    last of SYN_LEVELS_MM get 0 iterations: (40, 20, 0) on a 1 mm grid, (40, 20) on a 2 mm grid.
+    """
+    voxel = float(np.prod(np.asarray(zooms, float)[:3]) ** (1.0 / 3.0))
+    finer = max(int(round(np.log2(SYN_LEVELS_MM[-1] / voxel))), 0)
+    return SYN_ITERATIONS + (0,) * finer
+
+
 def syn_to_template(template_box: nib.Nifti1Image, session_box: nib.Nifti1Image, *,
                     warp_out: Path | None = None,
                     random_seed: int | None = DEFAULT_RANDOM_SEED) -> SessionDeformation:
@@ -262,6 +275,7 @@ def syn_to_template(template_box: nib.Nifti1Image, session_box: nib.Nifti1Image,
         result = seeded_registration(fixed, moving, what="SyN of a session to its template",
                                      random_seed=random_seed, type_of_transform="SyNOnly",
                                      initial_transform="Identity", outprefix=str(workdir / "syn_"),
+                                     reg_iterations=syn_iterations(template_box.header.get_zooms()),
                                      **SYN_SETTINGS)
         warps = [t for t in result["fwdtransforms"] if t.endswith((".nii.gz", ".nii"))]
         if not warps:
@@ -279,4 +293,5 @@ def syn_settings() -> dict:
     """The SyN settings, for sidecars."""
     return {"Software": "antspyx", "Version": ants_version(), "TypeOfTransform": "SyNOnly",
             **{k: list(v) if isinstance(v, tuple) else v for k, v in SYN_SETTINGS.items()},
+            "IterationsPerLevel": list(SYN_ITERATIONS), "LevelsMM": list(SYN_LEVELS_MM),
             "BoxMarginMM": BOX_MARGIN_MM}

@@ -44,7 +44,7 @@ from thalamus_bidsapp.methods.capabilities import TemplateEnvelope, TemplateSegm
 LOGGER = logging.getLogger(__name__)
 
 #: Version of the cached results: change it when the measurement changes.
-CACHE_VERSION = "3"
+CACHE_VERSION = "4"
 #: The ``desc`` of the per-session longitudinal masks of a method.
 LONG_SUFFIX = "Long"
 CHANGE_METHOD = ("Jacobian integration: the within-subject template's thalamus (segmented once by the method, "
