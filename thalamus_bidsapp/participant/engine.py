@@ -94,12 +94,7 @@ def run_workflow(
                 # Worker processes inherit the thread limits of the tools they run.
                 runner = _start_workers(resources, node_status)
             if not isinstance(runner, str):
-                # The workers exist already (no fork follows), so the main process, idle while the
-                # networks run, can load the report's plotting library meanwhile.
-                registered = any(ready.session.flair or ready.session.r1map for ready in sessions)
-                modules = REPORT_MODULES + (REGISTRATION_FIGURE_MODULES if registered else ())
-                prefetch = threading.Thread(target=_import_modules, args=(modules,), daemon=True)
-                prefetch.start()
+                prefetch = _prefetch_report_modules(sessions)
             try:
                 with timings.phase("workflow"), thread_limits(resources.omp_nthreads), _frozen_heap():
                     if isinstance(runner, str):
@@ -172,6 +167,19 @@ def _start_workers(resources: ResourcePlan, status_callback):
     # With the fork start method every worker is created at the first submission.
     runner.pool.submit(os.getpid).result()
     return runner
+
+
+def _prefetch_report_modules(sessions: list[PreparedSession]) -> threading.Thread:
+    """Load the report's plotting libraries in a thread of the main process, idle while the networks run.
+
+    Started once the workers exist, so no fork follows; the registration figures' libraries only when a
+    session has a FLAIR or R1 map to draw.
+    """
+    registered = any(ready.session.flair or ready.session.r1map for ready in sessions)
+    modules = REPORT_MODULES + (REGISTRATION_FIGURE_MODULES if registered else ())
+    prefetch = threading.Thread(target=_import_modules, args=(modules,), daemon=True)
+    prefetch.start()
+    return prefetch
 
 
 def _import_modules(modules: tuple[str, ...]) -> None:

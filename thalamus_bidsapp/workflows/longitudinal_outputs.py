@@ -168,30 +168,41 @@ def cross_sectional_volumes(output_dir: Path, subject: str, session: str) -> pd.
 def change_table(output_dir: Path, subject: str, result: SubjectLongitudinal, ordered: list[str],
                  dates) -> pd.DataFrame:
     """Both modes' rows for every consecutive pair of the sessions measured in each mode."""
-    participant = f"sub-{subject}"
-    frames = []
-    for name, method in result.methods.items():
-        measured = [label for label in ordered if label in method.volumes]
-        long_rows = [(label, hemisphere, volume) for label in measured
-                     for hemisphere, volume in method.volumes[label].items()]
-        frames.append(_rows(participant, name, "longitudinal", pd.DataFrame(long_rows, columns=[
-            "session", "hemisphere", "volume_ml"]), measured, dates))
+    frames = [longitudinal_rows(subject, name, method.volumes, [label for label in ordered if label in method.volumes],
+                                dates)
+              for name, method in result.methods.items()]
+    frames.append(cross_sectional_rows(output_dir, subject, ordered, dates))
+    frames = [f for f in frames if not f.empty]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(CHANGE_COLUMNS))
+    return table[list(CHANGE_COLUMNS)]
+
+
+def longitudinal_rows(subject: str, method: str, volumes: dict[str, dict[str, float]], measured: list[str],
+                      dates) -> pd.DataFrame:
+    """``mode=longitudinal`` rows of ``method`` from its volumes (session -> hemisphere -> mL), in ``measured`` order."""
+    long_rows = [(label, hemisphere, volume) for label in measured for hemisphere, volume in volumes[label].items()]
+    frame = pd.DataFrame(long_rows, columns=["session", "hemisphere", "volume_ml"])
+    return _pair_rows(f"sub-{subject}", method, "longitudinal", frame, measured, dates)
+
+
+def cross_sectional_rows(output_dir: Path, subject: str, ordered: list[str], dates) -> pd.DataFrame:
+    """``mode=cross-sectional`` rows of every method: the differences of the sessions' published volumes."""
     cross = []
     for label in ordered:
         table = cross_sectional_volumes(output_dir, subject, label)
         cross += [(label, row.method, row.hemisphere, row.volume_ml) for row in table.itertuples()]
     cross = pd.DataFrame(cross, columns=["session", "method", "hemisphere", "volume_ml"])
+    frames = []
     for method in sorted(set(cross["method"])):
         rows = cross[cross["method"] == method]
         present = [label for label in ordered if label in set(rows["session"])]
-        frames.append(_rows(participant, method, "cross-sectional", rows, present, dates))
-    table = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(
-        not f.empty for f in frames) else pd.DataFrame(columns=list(CHANGE_COLUMNS))
-    return table[list(CHANGE_COLUMNS)]
+        frames.append(_pair_rows(f"sub-{subject}", method, "cross-sectional", rows, present, dates))
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(CHANGE_COLUMNS))
 
 
-def _rows(participant: str, method: str, mode: str, volumes: pd.DataFrame, sessions: list[str],
-          dates) -> pd.DataFrame:
+def _pair_rows(participant: str, method: str, mode: str, volumes: pd.DataFrame, sessions: list[str],
+               dates) -> pd.DataFrame:
     intervals = [interval_years(dates[a].when, dates[b].when) for a, b in zip(sessions[:-1], sessions[1:])]
     table = change_rows(participant, method, mode, volumes, sessions, intervals)
     for column in ("session_from", "session_to"):

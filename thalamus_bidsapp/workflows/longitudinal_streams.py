@@ -31,12 +31,14 @@ from thalamus_bidsapp.image.sides import LEFT, RIGHT
 from thalamus_bidsapp.stats.change import (
     CHANGE_COLUMN_DESCRIPTIONS,
     CHANGE_COLUMNS,
-    change_rows,
-    interval_years,
     order_sessions,
 )
 from thalamus_bidsapp.workflows.longitudinal import LONG_SUFFIX, LongSession, published_sessions
-from thalamus_bidsapp.workflows.longitudinal_outputs import TABLE_SUFFIX, cross_sectional_volumes
+from thalamus_bidsapp.workflows.longitudinal_outputs import (
+    TABLE_SUFFIX,
+    cross_sectional_rows,
+    longitudinal_rows,
+)
 
 if TYPE_CHECKING:
     from thalamus_bidsapp.bidsio.inputs import SessionInputs
@@ -106,7 +108,7 @@ def run_subject(config: RunConfig, method: SegmentationMethod, subject: str, *, 
                             {**result.sidecars.get(session.label, {}), "VolumesML": volumes[session.label]})
     _remove_stale(output_dir, subject, method.name, set(volumes))
     measured = [label for label in ordered if label in volumes]
-    rows = _change_rows(subject, method.name, volumes, measured, dates)
+    rows = longitudinal_rows(subject, method.name, volumes, measured, dates)
     table_path = merge_rows(output_dir, subject, method.name, rows, ordered, dates)
     LOGGER.info("sub-%s: %s longitudinal rows written to %s (%d rows)", subject, method.name, table_path, len(rows))
     return f"ok: {len(volumes)} sessions measured, {len(rows)} change rows"
@@ -159,7 +161,7 @@ def merge_rows(output_dir: Path, subject: str, method: str, rows: pd.DataFrame, 
         except TSV_READ_ERRORS as err:
             LOGGER.warning("%s: unreadable (%s): written anew", path, err)
     if existing is None:
-        existing = _cross_sectional_rows(output_dir, subject, ordered, dates)
+        existing = cross_sectional_rows(output_dir, subject, ordered, dates)
     else:
         existing = existing[~((existing["method"] == method) & (existing["mode"] == "longitudinal"))]
     frames = [f for f in (existing, rows) if not f.empty]
@@ -167,37 +169,6 @@ def merge_rows(output_dir: Path, subject: str, method: str, rows: pd.DataFrame, 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_tsv(table[list(CHANGE_COLUMNS)], path, CHANGE_COLUMN_DESCRIPTIONS)
     return path
-
-
-def _cross_sectional_rows(output_dir: Path, subject: str, ordered: list[str], dates) -> pd.DataFrame:
-    cross = []
-    for label in ordered:
-        table = cross_sectional_volumes(output_dir, subject, label)
-        cross += [(label, row.method, row.hemisphere, row.volume_ml) for row in table.itertuples()]
-    cross = pd.DataFrame(cross, columns=["session", "method", "hemisphere", "volume_ml"])
-    frames = []
-    for method in sorted(set(cross["method"])):
-        rows = cross[cross["method"] == method]
-        present = [label for label in ordered if label in set(rows["session"])]
-        frames.append(_pairs(f"sub-{subject}", method, "cross-sectional", rows, present, dates))
-    frames = [f for f in frames if not f.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(CHANGE_COLUMNS))
-
-
-def _change_rows(subject: str, method: str, volumes: dict[str, dict[str, float]], measured: list[str],
-                 dates) -> pd.DataFrame:
-    long_rows = [(label, hemisphere, volume) for label in measured for hemisphere, volume in volumes[label].items()]
-    frame = pd.DataFrame(long_rows, columns=["session", "hemisphere", "volume_ml"])
-    return _pairs(f"sub-{subject}", method, "longitudinal", frame, measured, dates)
-
-
-def _pairs(participant: str, method: str, mode: str, volumes: pd.DataFrame, sessions: list[str],
-           dates) -> pd.DataFrame:
-    intervals = [interval_years(dates[a].when, dates[b].when) for a, b in zip(sessions[:-1], sessions[1:])]
-    table = change_rows(participant, method, mode, volumes, sessions, intervals)
-    for column in ("session_from", "session_to"):
-        table[column] = "ses-" + table[column].astype(str)
-    return table
 
 
 def _remove_stale(output_dir: Path, subject: str, method: str, keep: set[str]) -> None:
