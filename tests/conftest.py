@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import NoReturn
@@ -124,3 +125,16 @@ def templateflow_home() -> Path:
         done.write_text("built from " + str(templates))
     # Without the shared data the home stays empty: template steps then fail with exit 66, never download.
     return home
+
+
+@pytest.fixture
+def fsl_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A minimal FSLDIR whose run_first_all is the fake of tests/fakes, with python on PATH for its shebang."""
+    root = tmp_path / "fsl"
+    (root / "bin").mkdir(parents=True)
+    (root / "etc").mkdir()
+    shutil.copy2(Path(__file__).parent / "fakes" / "run_first_all", root / "bin" / "run_first_all")
+    (root / "etc" / "fslversion").write_text("6.0.7.9:8e3b0b4a\n")
+    monkeypatch.setenv("FSLDIR", str(root))
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    return root

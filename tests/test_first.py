@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -16,19 +13,6 @@ from thalamus_bidsapp.errors import ThalamusError
 from thalamus_bidsapp.tools import first
 
 FAKES = Path(__file__).parent / "fakes"
-
-
-@pytest.fixture
-def fsl_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A minimal FSLDIR whose run_first_all is the fake, with python on PATH for its shebang."""
-    root = tmp_path / "fsl"
-    (root / "bin").mkdir(parents=True)
-    (root / "etc").mkdir()
-    shutil.copy2(FAKES / "run_first_all", root / "bin" / "run_first_all")
-    (root / "etc" / "fslversion").write_text("6.0.7.9:8e3b0b4a\n")
-    monkeypatch.setenv("FSLDIR", str(root))
-    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    return root
 
 
 def test_command_is_exactly_the_papers(fsl_home: Path, tmp_path: Path) -> None:

@@ -67,17 +67,10 @@ def subject(tmp_path_factory):
 
 
 @pytest.fixture
-def fsl_home(tmp_path, monkeypatch):
-    """An FSLDIR whose run_first_all is the fake (bert's aseg); python on PATH for its shebang."""
-    fsl = tmp_path / "fsl"
-    (fsl / "bin").mkdir(parents=True)
-    (fsl / "etc").mkdir()
-    shutil.copy2(FAKES / "run_first_all", fsl / "bin" / "run_first_all")
-    (fsl / "etc" / "fslversion").write_text("6.0.7.9:8e3b0b4a\n")
-    monkeypatch.setenv("FSLDIR", str(fsl))
+def fsl_home(fsl_home, monkeypatch):
+    """The fake FSLDIR of tests/conftest.py, its run_first_all reading bert's aseg."""
     monkeypatch.setenv("FAKE_FIRST_ASEG", str(shared_file(*ASEG)))
-    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    return fsl
+    return fsl_home
 
 
 @pytest.fixture

@@ -192,16 +192,10 @@ def test_freesurfer_sides_are_aseg_10_and_49_whatever_the_voxel_order(tmp_path: 
 
 
 @pytest.mark.slow
-def test_first_fake_gives_sides_from_labels_10_and_49(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_first_fake_gives_sides_from_labels_10_and_49(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      fsl_home: Path) -> None:
     from thalamus_bidsapp.methods.first import FirstThalamus
 
-    fsl = tmp_path / "fsl"
-    (fsl / "bin").mkdir(parents=True)
-    (fsl / "etc").mkdir()
-    shutil.copy2(FAKES / "run_first_all", fsl / "bin" / "run_first_all")
-    (fsl / "etc" / "fslversion").write_text("6.0.7.9:8e3b0b4a\n")
-    monkeypatch.setenv("FSLDIR", str(fsl))
-    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     monkeypatch.setenv("FAKE_FIRST_ASEG", str(shared_file("freesurfer_bert_7.2", "mri", "aseg.mgz")))
     brainmask = nib.load(shared_file("freesurfer_bert_7.2", "mri", "brainmask.mgz"))
     nib.save(_bert_t1w(), tmp_path / "t1w.nii.gz")
@@ -219,8 +213,8 @@ def test_first_fake_gives_sides_from_labels_10_and_49(tmp_path: Path, monkeypatc
 @pytest.mark.slow
 def test_dbsegment_fake_gives_sides_from_24_26_30_and_25_27_31(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from thalamus_bidsapp.tools import dbsegment
     from thalamus_bidsapp.methods.dbsegment import DBSegmentThalamus
+    from thalamus_bidsapp.tools import dbsegment
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
