@@ -233,7 +233,7 @@ def _publish(output_dir: Path, subject: str, result: SubjectLongitudinal, table:
             "Description": "Within-subject template: the mean of the sessions' brain-extracted T1w (lesion-filled "
                            "where a lesion mask exists), each rigidly resampled once into their halfway space",
             "Sessions": [s.label for s in result.sessions], "PreviousSessions": previous,
-            "SessionOrder": how, "Sources": [_uri(s.t1w, output_dir) for s in result.sessions],
+            "SessionOrder": how, "Sources": [output_uri(s.t1w, output_dir) for s in result.sessions],
             "AcquisitionDates": {label: {"Date": date.when.isoformat() if date.when else None, "Source": date.source}
                                  for label, date in dates.items()},
             "SessionsLeftOut": list(left_out or []), "ChangeMethod": CHANGE_METHOD,
@@ -286,8 +286,8 @@ def _stage_session(staging: Path, output_dir: Path, subject: str, session: LongS
         sidecar = {"Method": method_name, "Mode": "longitudinal", "Template": f"bids::{template_rel.as_posix()}",
                    "Transforms": {"Rigid": f"bids::{xfm_rel.as_posix()}",
                                   "Deformation": "SyN displacement field inside the template box (work folder)"},
-                   "ChangeMethod": CHANGE_METHOD, "SpatialReference": _uri(session.t1w, output_dir),
-                   "Sources": [_uri(session.t1w, output_dir), f"bids::{template_rel.as_posix()}"],
+                   "ChangeMethod": CHANGE_METHOD, "SpatialReference": output_uri(session.t1w, output_dir),
+                   "Sources": [output_uri(session.t1w, output_dir), f"bids::{template_rel.as_posix()}"],
                    "LesionFilled": session.lesion_filled,
                    "VolumesML": method.volumes[session.label], "Registration": result.settings["Registration"]}
         data = np.asarray(labels.dataobj)
@@ -343,7 +343,8 @@ def _write_itk_text(matrix_ras: np.ndarray, path: Path) -> None:
                     f"Parameters: {params}\nFixedParameters: 0 0 0\n")
 
 
-def _uri(path: Path, output_dir: Path) -> str:
+def output_uri(path: Path, output_dir: Path) -> str:
+    """``bids::<path relative to the output dataset>``, or the path itself when it lies outside it."""
     try:
         return f"bids::{Path(path).resolve().relative_to(Path(output_dir).resolve()).as_posix()}"
     except ValueError:

@@ -38,6 +38,7 @@ from thalamus_bidsapp.workflows.longitudinal_outputs import (
     TABLE_SUFFIX,
     cross_sectional_rows,
     longitudinal_rows,
+    output_uri,
 )
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ def publish_session(output_dir: Path, subject: str, method: str, session: LongSe
     anat = Path(output_dir) / f"sub-{subject}" / f"ses-{session.label}" / "anat"
     desc = f"{method}{LONG_SUFFIX}"
     sidecar = {"Method": method, "Mode": "longitudinal", **provenance,
-               "SpatialReference": _uri(session.t1w, output_dir), "LesionFilled": session.lesion_filled}
+               "SpatialReference": output_uri(session.t1w, output_dir), "LesionFilled": session.lesion_filled}
     data = np.asanyarray(labels.dataobj)
     out = []
     mask = anat / f"{name}_space-T1w_label-thalamus_desc-{desc}_mask.nii.gz"
@@ -185,9 +186,3 @@ def _raw_t1w(bids_dir: Path, subject: str, session: str) -> Path | None:
     found = sorted((bids_dir / f"sub-{subject}" / f"ses-{session}" / "anat").glob("*_T1w.nii*"))
     return found[0] if found else None
 
-
-def _uri(path: Path, output_dir: Path) -> str:
-    try:
-        return f"bids::{Path(path).resolve().relative_to(Path(output_dir).resolve()).as_posix()}"
-    except ValueError:
-        return str(path)
