@@ -11,6 +11,9 @@ is deleted: it leaves no new derivative files.
 
 An output that is one folder (the group level's ``group/``) is built in
 :meth:`Staging.folder` and put in place whole by :meth:`Staging.replace`.
+A set of files written outside a run's sessions (a subject's longitudinal
+outputs) is built in :func:`set_folder` and put in place by
+:func:`move_together`, with the same roll back.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from thalamus_bidsapp.bidsio.atomic import atomic_path
@@ -56,8 +61,7 @@ class Staging:
         """Create the run's staging folder (and remove those that dead runs left behind)."""
         remove_stale(self.output_dir)
         self.root.mkdir(parents=True, exist_ok=True)
-        owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
-        (self.root / _OWNER_FILE).write_text(json.dumps(owner))
+        _write_owner(self.root)
         return self
 
     def session_dir(self, session: str) -> Path:
@@ -131,45 +135,15 @@ class Staging:
         staged_root = self.session_dir(session)
         if not staged_root.is_dir():
             return []
-        token = f"{os.getpid()}.{time.monotonic_ns()}"
-        moved: list[tuple[Path, Path | None]] = []  # (final, backup of the file it replaced)
-        created: list[Path] = []
-        target = self.output_dir
-        staged_files = sorted(p for p in staged_root.rglob("*") if p.is_file())
-        stale = sorted(set(published_files(self.output_dir, session))
-                       - {self.output_dir / p.relative_to(staged_root) for p in staged_files})
-        removed: list[tuple[Path, Path | None]] = []  # (stale file, where it was set aside)
-        try:
-            for staged in staged_files:
-                relative = staged.relative_to(staged_root)
-                target = self.output_dir / relative
-                created.extend(_make_parents(self.output_dir, relative))
-                if target.is_file() and _same_content(staged, target):
-                    continue
-                backup = None
-                if target.exists():
-                    backup = target.with_name(f".{target.name}.{token}.bak")
-                    os.replace(target, backup)
-                moved.append((target, backup))
-                _move(staged, target)
-            for target in stale:  # set aside like a replaced file, so a failure restores it
-                backup = target.with_name(f".{target.name}.{token}.bak")
-                os.replace(target, backup)
-                removed.append((target, backup))
-        except OSError as err:
-            _roll_back(moved + removed, created)
-            raise ThalamusError(f"cannot write {target}: {err.strerror or err}", EXIT_CANTCREAT) from err
-        for _, backup in moved + removed:
-            if backup is not None:
-                backup.unlink(missing_ok=True)
+        moved, removed = move_together(staged_root, self.output_dir, published_files(self.output_dir, session))
         if removed:
             LOGGER.warning("%s: removed %d earlier output(s) this run did not produce (a session's outputs are "
                            "replaced as a whole): %s", session, len(removed),
-                           ", ".join(str(target.relative_to(self.output_dir)) for target, _ in removed))
-        for target, _ in removed:
+                           ", ".join(str(target.relative_to(self.output_dir)) for target in removed))
+        for target in removed:
             _remove_figure_of(target)
         shutil.rmtree(staged_root, ignore_errors=True)
-        return [final for final, _ in moved]
+        return moved
 
     def discard(self, session: str) -> None:
         """Delete what ``session`` staged (it failed or was interrupted)."""
@@ -182,6 +156,82 @@ class Staging:
             self.root.parent.rmdir()
         except OSError:
             pass  # another run's staging folder, or already gone
+
+
+@contextmanager
+def set_folder(output_dir: Path, name: str) -> Iterator[Path]:
+    """A new, empty folder for one set of outputs, laid out like the output dataset.
+
+    It lies in ``.thalamus_staging/<name>-<unique>/`` (beside the file naming
+    its owner) and is deleted on leaving, also on error; one left by a killed
+    process is removed by the next run's :meth:`Staging.open`, as a run's
+    folder is.
+    """
+    base = Path(output_dir) / STAGING_FOLDER
+    base.mkdir(parents=True, exist_ok=True)
+    folder = base / f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    try:
+        _write_owner(folder)
+        (folder / "set").mkdir()
+        yield folder / "set"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            base.rmdir()
+        except OSError:
+            pass  # another run's staging folder, or already gone
+
+
+def move_together(staged_root: Path, output_dir: Path, stale: Iterable[Path] = ()) -> tuple[list[Path], list[Path]]:
+    """Move every file below ``staged_root`` to the same place below ``output_dir``, then remove ``stale``.
+
+    All or nothing: a file whose content is already published is left alone;
+    a replaced file, and each stale one, is set aside until every move has
+    succeeded, and a failure puts them back (and removes the files already
+    moved in), so readers see the earlier set or the new one. Files staged
+    here are never stale. Returns the files that changed and the stale files
+    removed; the caller says why they went.
+
+    Raises
+    ------
+    ThalamusError
+        73 when a file cannot be written, after the earlier set was restored.
+    """
+    staged_root, output_dir = Path(staged_root), Path(output_dir)
+    token = f"{os.getpid()}.{time.monotonic_ns()}"
+    moved: list[tuple[Path, Path | None]] = []  # (final, backup of the file it replaced)
+    created: list[Path] = []
+    target = output_dir
+    staged_files = sorted(p for p in staged_root.rglob("*") if p.is_file())
+    finals = {output_dir / p.relative_to(staged_root) for p in staged_files}
+    removed: list[tuple[Path, Path | None]] = []  # (stale file, where it was set aside)
+    try:
+        for staged in staged_files:
+            relative = staged.relative_to(staged_root)
+            target = output_dir / relative
+            created.extend(_make_parents(output_dir, relative))
+            if target.is_file() and _same_content(staged, target):
+                continue
+            backup = None
+            if target.exists():
+                backup = target.with_name(f".{target.name}.{token}.bak")
+                os.replace(target, backup)
+            moved.append((target, backup))
+            _move(staged, target)
+        for target in sorted(set(map(Path, stale)) - finals):  # set aside like a replaced file
+            if not target.is_file():
+                continue
+            backup = target.with_name(f".{target.name}.{token}.bak")
+            os.replace(target, backup)
+            removed.append((target, backup))
+    except OSError as err:
+        _roll_back(moved + removed, created)
+        raise ThalamusError(f"cannot write {target}: {err.strerror or err}", EXIT_CANTCREAT) from err
+    for _, backup in moved + removed:
+        if backup is not None:
+            backup.unlink(missing_ok=True)
+    return [final for final, _ in moved], [target for target, _ in removed]
 
 
 def published_files(output_dir: Path, session: str) -> list[Path]:
@@ -247,6 +297,11 @@ def is_write_error(err: OSError, *writable_roots: Path) -> bool:
         path = Path(os.fsdecode(err.filename)).absolute()
         return any(root == path or root in path.parents for root in writable_roots)
     return False
+
+
+def _write_owner(folder: Path) -> None:
+    owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+    (folder / _OWNER_FILE).write_text(json.dumps(owner))
 
 
 def _pid_alive(pid: int) -> bool:

@@ -12,15 +12,14 @@ Published per subject (see README, Longitudinal):
   the change table, both modes, every method, every consecutive pair.
 
 Everything is written to a hidden staging folder first and then moved into
-place together; the longitudinal files of sessions no longer in the set are
-removed in the same step.
+place together (:func:`~thalamus_bidsapp.bidsio.staging.move_together`); the
+longitudinal files of sessions no longer in the set are removed in the same
+step.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import pandas as pd
 
 from thalamus_bidsapp.bidsio.acquisition_dates import session_dates
 from thalamus_bidsapp.bidsio.atomic import TSV_READ_ERRORS, json_text, read_tsv, save_nifti, write_tsv
+from thalamus_bidsapp.bidsio.staging import move_together, set_folder
 from thalamus_bidsapp.stats.change import (
     CHANGE_COLUMN_DESCRIPTIONS,
     CHANGE_COLUMNS,
@@ -222,14 +222,12 @@ def _publish(output_dir: Path, subject: str, result: SubjectLongitudinal, table:
     this time (default: the measured ones).
     """
     not_measured = dict(not_measured or {})
-    staging = output_dir / ".thalamus_staging" / f"longitudinal-sub-{subject}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
     subject_anat = Path(f"sub-{subject}") / "anat"
     template_rel = subject_anat / f"sub-{subject}_desc-{TEMPLATE_DESC}_T1w.nii.gz"
+    table_rel = subject_anat / f"sub-{subject}_{TABLE_SUFFIX}"
     measured = result.measured_sessions()
-    written: list[Path] = []
-    try:
-        written += _stage_image(staging, template_rel, result.template, {
+    with set_folder(output_dir, f"longitudinal-sub-{subject}") as staging:
+        _stage_image(staging, template_rel, result.template, {
             "Description": "Within-subject template: the mean of the sessions' brain-extracted T1w (lesion-filled "
                            "where a lesion mask exists), each rigidly resampled once into their halfway space",
             "Sessions": [s.label for s in result.sessions], "PreviousSessions": previous,
@@ -241,29 +239,21 @@ def _publish(output_dir: Path, subject: str, result: SubjectLongitudinal, table:
             "SessionsNotRegistered": dict(result.failed), **result.settings["Template"]})
         for name, method in result.methods.items():
             labels_rel = subject_anat / f"sub-{subject}_seg-thalamus_desc-{name}{LONG_SUFFIX}Template_dseg.nii.gz"
-            written += _stage_image(staging, labels_rel, nib.Nifti1Image(method.labels, result.template.affine),
-                                    {"Description": f"{name} thalamus on the within-subject template "
-                                                    f"({_labels_text(method.regions)})",
-                                     "Sources": [f"bids::{template_rel.as_posix()}"],
-                                     "Regions": {k: list(v) for k, v in method.regions.items()},
-                                     **method.provenance})
+            _stage_image(staging, labels_rel, nib.Nifti1Image(method.labels, result.template.affine),
+                         {"Description": f"{name} thalamus on the within-subject template "
+                                         f"({_labels_text(method.regions)})",
+                          "Sources": [f"bids::{template_rel.as_posix()}"],
+                          "Regions": {k: list(v) for k, v in method.regions.items()},
+                          **method.provenance})
         for session in result.sessions:
             if session.label in measured:
-                written += _stage_session(staging, output_dir, subject, session, result, template_rel)
-        table_rel = subject_anat / f"sub-{subject}_{TABLE_SUFFIX}"
+                _stage_session(staging, output_dir, subject, session, result, template_rel)
         write_tsv(table, _staged(staging, table_rel), CHANGE_COLUMN_DESCRIPTIONS)
-        written += [table_rel, table_rel.with_suffix(".json")]
         known = set(result.methods) | set(known_methods or ())
         stale = _stale_files(output_dir, subject, set(measured), set(result.methods), known)
-        for relative in written:
-            final = output_dir / relative
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / relative, final)
-        for path in stale:
-            path.unlink(missing_ok=True)
-            LOGGER.info("removed %s: its session or method is no longer in the longitudinal set", path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _, removed = move_together(staging, output_dir, stale)
+    for path in removed:
+        LOGGER.info("removed %s: its session or method is no longer in the longitudinal set", path)
     LOGGER.info("sub-%s: longitudinal change table: %s (%d rows)", subject, output_dir / table_rel, len(table))
 
 
