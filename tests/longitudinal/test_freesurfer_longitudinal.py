@@ -251,3 +251,97 @@ def test_a_failed_base_is_an_error_naming_its_log(stream, monkeypatch):
     with pytest.raises(ThalamusError, match=r"recon-all failed for sub-01_base .*recon-all\.log"):
         run(stream)
     assert not (stream.out / "sub-01" / "anat").exists()
+
+
+def long_files(root) -> list[str]:
+    return sorted(p.relative_to(root.out).as_posix() for p in root.out.rglob("*_desc-freesurferLong_*"))
+
+
+@pytest.mark.slow
+def test_an_interrupted_publish_leaves_the_earlier_set_and_table(stream, monkeypatch):
+    from tests.fuzz.dataset_cases import tree_digest
+    from thalamus_bidsapp.bidsio import staging as staging_module
+    from thalamus_bidsapp.errors import ThalamusError
+
+    run(stream)
+    add_session(stream, "3")
+    before = tree_digest(stream.out)
+    moves = []
+    original = staging_module._move
+
+    def full_after_one(staged, final):
+        if moves:
+            raise OSError(28, "No space left on device", str(final))
+        moves.append(final)
+        original(staged, final)
+
+    monkeypatch.setattr(staging_module, "_move", full_after_one)
+    with pytest.raises(ThalamusError, match="No space left on device"):
+        run(stream)
+    assert len(moves) == 1  # one file of the new set was in place before the failure
+    assert tree_digest(stream.out) == before
+    assert not (stream.out / ".thalamus_staging").exists()
+    # With space again, the whole new set is published.
+    monkeypatch.setattr(staging_module, "_move", original)
+    assert run(stream) == "ok: 3 sessions measured, 6 change rows"
+    assert len(long_files(stream)) == 3 * 5
+    assert not (stream.out / ".thalamus_staging").exists()
+
+
+@pytest.mark.slow
+def test_a_publish_replaces_the_set_and_leaves_no_staging_folder(stream, caplog):
+    add_session(stream, "3")
+    run(stream)
+    shutil.rmtree(stream.sd / "sub-01_ses-3")  # the session is left out: its files go with the new set
+    caplog.set_level(logging.INFO)
+    assert run(stream) == "ok: 2 sessions measured, 3 change rows"
+    assert caplog.text.count("its session is not in the freesurfer longitudinal set") == 5
+    assert long_files(stream) == sorted(
+        f"sub-01/ses-{label}/anat/sub-01_ses-{label}_space-T1w_{kind}" for label in ("1", "2") for kind in (
+            "label-thalamus_desc-freesurferLong_mask.nii.gz", "label-thalamus_desc-freesurferLong_mask.json",
+            "seg-thalamus_desc-freesurferLong_dseg.nii.gz", "seg-thalamus_desc-freesurferLong_dseg.json",
+            "seg-thalamus_desc-freesurferLong_dseg.tsv"))
+    assert (stream.out / "sub-01" / "anat" / "sub-01_label-thalamus_desc-longitudinal_volumes.json").is_file()
+    assert set(table(stream).query("mode == 'longitudinal'").session_to) == {"ses-2"}
+    assert not (stream.out / ".thalamus_staging").exists()
+    assert not [p for p in stream.out.rglob(".*")]
+
+
+@pytest.mark.slow
+def test_a_skipped_rerun_removes_the_earlier_freesurfer_set_and_rows(stream, caplog):
+    run(stream)
+    path = stream.out / "sub-01" / "anat" / "sub-01_label-thalamus_desc-longitudinal_volumes.tsv"
+    meshnet = {"participant_id": "sub-01", "method": "meshnet", "hemisphere": "bilateral", "session_from": "ses-1",
+               "session_to": "ses-2", "volume_from_ml": 15.0, "volume_to_ml": 14.9, "change_ml": -0.1,
+               "change_pct": -0.667, "interval_years": 2.0, "annualized_change_pct": -0.333, "mode": "longitudinal"}
+    rows = pd.concat([table(stream), pd.DataFrame([meshnet])], ignore_index=True)
+    rows.to_csv(path, sep="\t", index=False, na_rep="n/a")
+    assert len(long_files(stream)) == 2 * 5
+    shutil.rmtree(stream.sd / "sub-01_ses-2")
+    caplog.set_level(logging.INFO)
+    assert run(stream) == "skipped: fewer than two finished timepoints; no freesurfer longitudinal rows"
+    assert long_files(stream) == []
+    after = table(stream)
+    assert not ((after["method"] == "freesurfer") & (after["mode"] == "longitudinal")).any()
+    assert len(after) == len(rows) - 3 and "meshnet" in set(after["method"])
+    assert (after["mode"] == "cross-sectional").sum() == 3
+    removed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("removed ")]
+    assert len(removed) == 10 and all("did not run this time (fewer than two finished timepoints)" in m
+                                      for m in removed)
+    assert "3 earlier freesurfer longitudinal rows removed" in caplog.text
+    assert not (stream.out / ".thalamus_staging").exists()
+    # A second skipped run finds nothing left to remove and says nothing of it.
+    caplog.clear()
+    run(stream)
+    assert "removed" not in caplog.text
+    pd.testing.assert_frame_equal(table(stream), after)
+
+
+def test_fewer_than_two_sessions_removes_the_earlier_freesurfer_set(stream, caplog):
+    anat = stream.out / "sub-01" / "ses-1" / "anat"
+    earlier = anat / "sub-01_ses-1_space-T1w_label-thalamus_desc-freesurferLong_mask.nii.gz"
+    earlier.write_bytes(b"earlier")
+    shutil.rmtree(stream.out / "sub-01" / "ses-2")
+    assert run(stream) == "skipped: fewer than two sessions with a processed T1w"
+    assert not earlier.exists() and "fewer than two sessions with a processed T1w" in caplog.text
+    assert (anat / "sub-01_ses-1_desc-preproc_T1w.nii.gz").is_file()

@@ -9,8 +9,10 @@ FreeSurfer's ``recon-all -base``/``-long``). Each measured session's thalamus
 ``*_space-T1w_label-thalamus_desc-<method>Long_mask.nii.gz`` and ``_dseg``;
 its volumes give the method's ``mode=longitudinal`` rows of
 ``sub-<label>_label-thalamus_desc-longitudinal_volumes.tsv``, beside the rows
-already there. A stream that cannot run is logged by the method and gives no
-rows; a failure is logged and leaves the other outputs as they were.
+already there. The method's files and the table are published together, as
+the template-based step's are. A stream that cannot run is logged by the
+method and gives no rows (its earlier files and rows are removed, logged); a
+failure is logged and leaves the other outputs as they were.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pandas as pd
 
 from thalamus_bidsapp.bidsio.acquisition_dates import AcquisitionDate, session_dates
 from thalamus_bidsapp.bidsio.atomic import TSV_READ_ERRORS, json_text, read_tsv, save_nifti, write_tsv
+from thalamus_bidsapp.bidsio.staging import move_together, set_folder
 from thalamus_bidsapp.image.masks import voxel_volume_mm3
 from thalamus_bidsapp.image.sides import LEFT, RIGHT
 from thalamus_bidsapp.stats.change import (
@@ -88,11 +91,19 @@ def longitudinal_streams_step(config: RunConfig, sessions: Iterable[SessionInput
 
 
 def run_subject(config: RunConfig, method: SegmentationMethod, subject: str, *, threads: int = 1) -> str:
-    """Run or reuse ``method``'s stream for one subject, publish its masks and merge its rows into the table."""
+    """Run or reuse ``method``'s stream for one subject and publish its set: masks, dsegs and change rows.
+
+    The set is staged and moved into place together (the earlier set stays
+    whole when a file cannot be written); files of the method's earlier set
+    that the new one lacks are removed after the moves. A skipped stream
+    withdraws the earlier set, so that nothing stale looks current.
+    """
     output_dir, bids_dir = Path(config.output_dir), Path(config.bids_dir)
     sessions, _ = published_sessions(output_dir, subject)
     if len(sessions) < 2:
-        return "skipped: fewer than two sessions with a processed T1w"
+        why = "fewer than two sessions with a processed T1w"
+        withdraw(output_dir, subject, method.name, why)
+        return f"skipped: {why}"
     raw_t1w = {s.label: _raw_t1w(bids_dir, subject, s.label) for s in sessions}
     dates = session_dates(bids_dir, subject, [s.label for s in sessions], raw_t1w)
     ordered, _how = order_sessions({label: date.when for label, date in dates.items()})
@@ -100,18 +111,24 @@ def run_subject(config: RunConfig, method: SegmentationMethod, subject: str, *, 
     sessions = [by_label[label] for label in ordered]
     result = method.longitudinal_stream(config, subject, [(s.label, s.t1w) for s in sessions], threads)
     if result.skipped is not None:
+        withdraw(output_dir, subject, method.name, result.skipped)
         return f"skipped: {result.skipped}; no {method.name} longitudinal rows"
-    volumes = {}
-    for session in sessions:
-        if session.label in result.sides:
-            volumes[session.label] = side_volumes(result.sides[session.label])
-            publish_session(output_dir, subject, method.name, session, result.sides[session.label],
-                            {**result.sidecars.get(session.label, {}), "VolumesML": volumes[session.label]})
-    _remove_stale(output_dir, subject, method.name, set(volumes))
+    volumes = {s.label: side_volumes(result.sides[s.label]) for s in sessions if s.label in result.sides}
     measured = [label for label in ordered if label in volumes]
     rows = longitudinal_rows(subject, method.name, volumes, measured, dates)
-    table_path = merge_rows(output_dir, subject, method.name, rows, ordered, dates)
-    LOGGER.info("sub-%s: %s longitudinal rows written to %s (%d rows)", subject, method.name, table_path, len(rows))
+    table_rel = _table_path(Path(), subject)
+    with set_folder(output_dir, f"{method.name}{LONG_SUFFIX}-sub-{subject}") as staging:
+        for session in sessions:
+            if session.label in volumes:
+                stage_session(staging, output_dir, subject, method.name, session, result.sides[session.label],
+                              {**result.sidecars.get(session.label, {}), "VolumesML": volumes[session.label]})
+        table = merged_table(output_dir, subject, method.name, rows, ordered, dates)
+        write_tsv(table, _staged(staging, table_rel), CHANGE_COLUMN_DESCRIPTIONS)
+        _, removed = move_together(staging, output_dir, _long_files(output_dir, subject, method.name))
+    for path in removed:
+        LOGGER.info("removed %s: its session is not in the %s longitudinal set", path, method.name)
+    LOGGER.info("sub-%s: %s longitudinal rows written to %s (%d rows)", subject, method.name, output_dir / table_rel,
+                len(rows))
     return f"ok: {len(volumes)} sessions measured, {len(rows)} change rows"
 
 
@@ -123,11 +140,14 @@ def side_volumes(labels: nib.spatialimages.SpatialImage) -> dict[str, float]:
     return {"left": left, "right": right, "bilateral": left + right}
 
 
-def publish_session(output_dir: Path, subject: str, method: str, session: LongSession, labels: nib.Nifti1Image,
-                    provenance: dict) -> list[Path]:
-    """The session's ``desc-<method>Long`` mask and dseg (with sidecars and the dseg's lookup table)."""
+def stage_session(staging: Path, output_dir: Path, subject: str, method: str, session: LongSession,
+                  labels: nib.Nifti1Image, provenance: dict) -> list[Path]:
+    """Write the session's ``desc-<method>Long`` mask and dseg (sidecars, the dseg's lookup table) below ``staging``.
+
+    ``staging`` is laid out like ``output_dir``; returns the files' paths relative to it.
+    """
     name = f"sub-{subject}_ses-{session.label}"
-    anat = Path(output_dir) / f"sub-{subject}" / f"ses-{session.label}" / "anat"
+    anat = Path(f"sub-{subject}") / f"ses-{session.label}" / "anat"
     desc = f"{method}{LONG_SUFFIX}"
     sidecar = {"Method": method, "Mode": "longitudinal", **provenance,
                "SpatialReference": output_uri(session.t1w, output_dir), "LesionFilled": session.lesion_filled}
@@ -135,51 +155,100 @@ def publish_session(output_dir: Path, subject: str, method: str, session: LongSe
     out = []
     mask = anat / f"{name}_space-T1w_label-thalamus_desc-{desc}_mask.nii.gz"
     dseg = anat / f"{name}_space-T1w_seg-thalamus_desc-{desc}_dseg.nii.gz"
-    for path, image in ((mask, nib.Nifti1Image((data > 0).astype(np.uint8), labels.affine)), (dseg, labels)):
-        save_nifti(image, path)
-        sidecar_path = path.with_name(path.name.replace(".nii.gz", ".json"))
-        sidecar_path.write_text(json_text(sidecar))
-        out += [path, sidecar_path]
+    for relative, image in ((mask, nib.Nifti1Image((data > 0).astype(np.uint8), labels.affine)), (dseg, labels)):
+        save_nifti(image, _staged(staging, relative))
+        sidecar_rel = relative.with_name(relative.name.replace(".nii.gz", ".json"))
+        _staged(staging, sidecar_rel).write_text(json_text(sidecar))
+        out += [relative, sidecar_rel]
     lookup = pd.DataFrame({"index": [LEFT, RIGHT], "name": ["Left-Thalamus", "Right-Thalamus"],
                            "abbreviation": ["LTh", "RTh"]})
     tsv = dseg.with_name(dseg.name.replace(".nii.gz", ".tsv"))
-    write_tsv(lookup, tsv)
+    write_tsv(lookup, _staged(staging, tsv))
     return out + [tsv]
 
 
-def merge_rows(output_dir: Path, subject: str, method: str, rows: pd.DataFrame, ordered: list[str],
-               dates: dict[str, AcquisitionDate]) -> Path:
-    """Put ``method``'s longitudinal rows into the subject's change table, replacing its earlier ones.
+def merged_table(output_dir: Path, subject: str, method: str, rows: pd.DataFrame, ordered: list[str],
+                 dates: dict[str, AcquisitionDate]) -> pd.DataFrame:
+    """The subject's change table with ``method``'s longitudinal rows put in place of its earlier ones.
 
     Without a table (the template-based step did not write one), the table is
     made here with the cross-sectional rows of every method beside them.
     """
-    path = Path(output_dir) / f"sub-{subject}" / "anat" / f"sub-{subject}_{TABLE_SUFFIX}"
-    existing = None
-    if path.is_file():
-        try:
-            existing = read_tsv(path)
-        except TSV_READ_ERRORS as err:
-            LOGGER.warning("%s: unreadable (%s): written anew", path, err)
+    existing = _read_table(_table_path(output_dir, subject), "written anew")
     if existing is None:
         existing = cross_sectional_rows(output_dir, subject, ordered, dates)
     else:
-        existing = existing[~((existing["method"] == method) & (existing["mode"] == "longitudinal"))]
+        existing = existing[~_rows_of(existing, method)]
     frames = [f for f in (existing, rows) if not f.empty]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(CHANGE_COLUMNS))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_tsv(table[list(CHANGE_COLUMNS)], path, CHANGE_COLUMN_DESCRIPTIONS)
-    return path
+    return table[list(CHANGE_COLUMNS)]
 
 
-def _remove_stale(output_dir: Path, subject: str, method: str, keep: set[str]) -> None:
-    """The ``desc-<method>Long`` files of sessions not measured this time."""
+def withdraw(output_dir: Path, subject: str, method: str, why: str) -> list[Path]:
+    """Remove ``method``'s earlier longitudinal set of ``subject``: its ``desc-<method>Long`` files and change rows.
+
+    For a stream that did not run this time (``why``): its earlier outputs are
+    no longer current. The table without those rows and the removals are
+    published together, as a set is; each removal is logged. Returns the
+    files removed.
+    """
+    table_path = _table_path(output_dir, subject)
+    existing = _read_table(table_path, "its earlier rows are left as they are")
+    table = None
+    if existing is not None and _rows_of(existing, method).any():
+        table = existing[~_rows_of(existing, method)]
+    stale = _long_files(output_dir, subject, method)
+    if table is None and not stale:
+        return []
+    with set_folder(output_dir, f"{method}{LONG_SUFFIX}-sub-{subject}") as staging:
+        if table is not None:
+            write_tsv(table, _staged(staging, _table_path(Path(), subject)), CHANGE_COLUMN_DESCRIPTIONS)
+        _, removed = move_together(staging, output_dir, stale)
+    for path in removed:
+        LOGGER.warning("removed %s: the %s longitudinal stream did not run this time (%s)", path, method, why)
+    if table is not None:
+        LOGGER.warning("%s: %d earlier %s longitudinal rows removed: the stream did not run this time (%s)",
+                       table_path, len(existing) - len(table), method, why)
+    return removed
+
+
+def _table_path(output_dir: Path, subject: str) -> Path:
+    return Path(output_dir) / f"sub-{subject}" / "anat" / f"sub-{subject}_{TABLE_SUFFIX}"
+
+
+def _read_table(path: Path, otherwise: str) -> pd.DataFrame | None:
+    """The change table at ``path``; None when there is none, or (logged with ``otherwise``) when unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        table = read_tsv(path)
+    except TSV_READ_ERRORS as err:
+        LOGGER.warning("%s: unreadable (%s): %s", path, err, otherwise)
+        return None
+    missing = [c for c in CHANGE_COLUMNS if c not in table.columns]
+    if missing:
+        LOGGER.warning("%s: no column %s: %s", path, ", ".join(missing), otherwise)
+        return None
+    return table[list(CHANGE_COLUMNS)]
+
+
+def _rows_of(table: pd.DataFrame, method: str) -> pd.Series:
+    return (table["method"] == method) & (table["mode"] == "longitudinal")
+
+
+def _long_files(output_dir: Path, subject: str, method: str) -> list[Path]:
+    """Every published ``desc-<method>Long`` file of the subject's sessions."""
+    found = []
     for session_dir in (Path(output_dir) / f"sub-{subject}").glob("ses-*"):
-        if session_dir.name[len("ses-"):] in keep:
-            continue
-        for path in sorted((session_dir / "anat").glob(f"*_desc-{method}{LONG_SUFFIX}_*")):
-            path.unlink(missing_ok=True)
-            LOGGER.info("removed %s: its session is not in the %s longitudinal set", path, method)
+        found += [p for p in (session_dir / "anat").glob(f"*_desc-{method}{LONG_SUFFIX}_*")
+                  if p.is_file() and not p.name.startswith(".")]
+    return sorted(found)
+
+
+def _staged(staging: Path, relative: Path) -> Path:
+    path = staging / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _raw_t1w(bids_dir: Path, subject: str, session: str) -> Path | None:
