@@ -183,6 +183,13 @@ def set_folder(output_dir: Path, name: str) -> Iterator[Path]:
             pass  # another run's staging folder, or already gone
 
 
+def staged_file(staging: Path, relative: str | os.PathLike) -> Path:
+    """Where to write the output ``relative`` (to the output dataset) in the staging folder ``staging``."""
+    path = Path(staging) / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def move_together(staged_root: Path, output_dir: Path, stale: Iterable[Path] = ()) -> tuple[list[Path], list[Path]]:
     """Move every file below ``staged_root`` to the same place below ``output_dir``, then remove ``stale``.
 

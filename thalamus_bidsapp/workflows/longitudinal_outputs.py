@@ -29,7 +29,7 @@ import pandas as pd
 
 from thalamus_bidsapp.bidsio.acquisition_dates import session_dates
 from thalamus_bidsapp.bidsio.atomic import TSV_READ_ERRORS, json_text, read_tsv, save_nifti, write_tsv
-from thalamus_bidsapp.bidsio.staging import move_together, set_folder
+from thalamus_bidsapp.bidsio.staging import move_together, set_folder, staged_file
 from thalamus_bidsapp.stats.change import (
     CHANGE_COLUMN_DESCRIPTIONS,
     CHANGE_COLUMNS,
@@ -248,7 +248,7 @@ def _publish(output_dir: Path, subject: str, result: SubjectLongitudinal, table:
         for session in result.sessions:
             if session.label in measured:
                 _stage_session(staging, output_dir, subject, session, result, template_rel)
-        write_tsv(table, _staged(staging, table_rel), CHANGE_COLUMN_DESCRIPTIONS)
+        write_tsv(table, staged_file(staging, table_rel), CHANGE_COLUMN_DESCRIPTIONS)
         known = set(result.methods) | set(known_methods or ())
         stale = _stale_files(output_dir, subject, set(measured), set(result.methods), known)
         _, removed = move_together(staging, output_dir, stale)
@@ -268,7 +268,7 @@ def _stage_session(staging: Path, output_dir: Path, subject: str, session: LongS
     name = f"sub-{subject}_ses-{session.label}"
     anat = Path(f"sub-{subject}") / f"ses-{session.label}" / "anat"
     xfm_rel = anat / f"{name}_from-T1w_to-longitudinal_mode-image_xfm.txt"
-    _write_itk_text(result.to_session[session.label], _staged(staging, xfm_rel))
+    _write_itk_text(result.to_session[session.label], staged_file(staging, xfm_rel))
     out = [xfm_rel]
     for method_name, method in result.methods.items():
         desc = f"{method_name}{LONG_SUFFIX}"
@@ -289,22 +289,16 @@ def _stage_session(staging: Path, output_dir: Path, subject: str, session: LongS
             lookup = pd.DataFrame({"index": [1, 2], "name": ["Left-Thalamus", "Right-Thalamus"],
                                    "abbreviation": ["LTh", "RTh"]})
             tsv_rel = dseg_rel.with_name(dseg_rel.name.replace(".nii.gz", ".tsv"))
-            write_tsv(lookup, _staged(staging, tsv_rel))
+            write_tsv(lookup, staged_file(staging, tsv_rel))
             out.append(tsv_rel)
     return out
 
 
 def _stage_image(staging: Path, relative: Path, image: nib.Nifti1Image, sidecar: dict) -> list[Path]:
-    save_nifti(image, _staged(staging, relative))
+    save_nifti(image, staged_file(staging, relative))
     json_rel = relative.with_name(relative.name.replace(".nii.gz", ".json"))
-    _staged(staging, json_rel).write_text(json_text(sidecar))
+    staged_file(staging, json_rel).write_text(json_text(sidecar))
     return [relative, json_rel]
-
-
-def _staged(staging: Path, relative: Path) -> Path:
-    path = staging / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _stale_files(output_dir: Path, subject: str, keep: set[str], methods: set[str], known: set[str]) -> list[Path]:

@@ -28,7 +28,7 @@ import pandas as pd
 
 from thalamus_bidsapp.bidsio.acquisition_dates import AcquisitionDate, session_dates
 from thalamus_bidsapp.bidsio.atomic import TSV_READ_ERRORS, json_text, read_tsv, save_nifti, write_tsv
-from thalamus_bidsapp.bidsio.staging import move_together, set_folder
+from thalamus_bidsapp.bidsio.staging import move_together, set_folder, staged_file
 from thalamus_bidsapp.image.masks import voxel_volume_mm3
 from thalamus_bidsapp.image.sides import LEFT, RIGHT
 from thalamus_bidsapp.stats.change import (
@@ -123,7 +123,7 @@ def run_subject(config: RunConfig, method: SegmentationMethod, subject: str, *, 
                 stage_session(staging, output_dir, subject, method.name, session, result.sides[session.label],
                               {**result.sidecars.get(session.label, {}), "VolumesML": volumes[session.label]})
         table = merged_table(output_dir, subject, method.name, rows, ordered, dates)
-        write_tsv(table, _staged(staging, table_rel), CHANGE_COLUMN_DESCRIPTIONS)
+        write_tsv(table, staged_file(staging, table_rel), CHANGE_COLUMN_DESCRIPTIONS)
         _, removed = move_together(staging, output_dir, _long_files(output_dir, subject, method.name))
     for path in removed:
         LOGGER.info("removed %s: its session is not in the %s longitudinal set", path, method.name)
@@ -156,14 +156,14 @@ def stage_session(staging: Path, output_dir: Path, subject: str, method: str, se
     mask = anat / f"{name}_space-T1w_label-thalamus_desc-{desc}_mask.nii.gz"
     dseg = anat / f"{name}_space-T1w_seg-thalamus_desc-{desc}_dseg.nii.gz"
     for relative, image in ((mask, nib.Nifti1Image((data > 0).astype(np.uint8), labels.affine)), (dseg, labels)):
-        save_nifti(image, _staged(staging, relative))
+        save_nifti(image, staged_file(staging, relative))
         sidecar_rel = relative.with_name(relative.name.replace(".nii.gz", ".json"))
-        _staged(staging, sidecar_rel).write_text(json_text(sidecar))
+        staged_file(staging, sidecar_rel).write_text(json_text(sidecar))
         out += [relative, sidecar_rel]
     lookup = pd.DataFrame({"index": [LEFT, RIGHT], "name": ["Left-Thalamus", "Right-Thalamus"],
                            "abbreviation": ["LTh", "RTh"]})
     tsv = dseg.with_name(dseg.name.replace(".nii.gz", ".tsv"))
-    write_tsv(lookup, _staged(staging, tsv))
+    write_tsv(lookup, staged_file(staging, tsv))
     return out + [tsv]
 
 
@@ -202,7 +202,7 @@ def withdraw(output_dir: Path, subject: str, method: str, why: str) -> list[Path
         return []
     with set_folder(output_dir, f"{method}{LONG_SUFFIX}-sub-{subject}") as staging:
         if table is not None:
-            write_tsv(table, _staged(staging, _table_path(Path(), subject)), CHANGE_COLUMN_DESCRIPTIONS)
+            write_tsv(table, staged_file(staging, _table_path(Path(), subject)), CHANGE_COLUMN_DESCRIPTIONS)
         _, removed = move_together(staging, output_dir, stale)
     for path in removed:
         LOGGER.warning("removed %s: the %s longitudinal stream did not run this time (%s)", path, method, why)
@@ -243,12 +243,6 @@ def _long_files(output_dir: Path, subject: str, method: str) -> list[Path]:
         found += [p for p in (session_dir / "anat").glob(f"*_desc-{method}{LONG_SUFFIX}_*")
                   if p.is_file() and not p.name.startswith(".")]
     return sorted(found)
-
-
-def _staged(staging: Path, relative: Path) -> Path:
-    path = staging / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _raw_t1w(bids_dir: Path, subject: str, session: str) -> Path | None:
