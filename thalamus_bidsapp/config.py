@@ -102,9 +102,9 @@ class RunConfig:
     lesion_source: str = "derivatives"
     #: ``--lesion-labels``: the lesion labels of lesion dsegs (lookup names or index values); empty: the default rule.
     lesion_labels: tuple[str, ...] = ()
-    #: "auto": subjects with two or more sessions with a T1w also get the longitudinal mode; "off" (default,
-    #: while the mode is a preview): never.
-    longitudinal: str = "off"
+    #: "auto" (default): subjects with two or more sessions with a T1w also get the longitudinal mode after their
+    #: cross-sectional sessions; "off": cross-sectional only.
+    longitudinal: str = "auto"
     #: TemplateFlow template of the template-space outputs and the thalamus prior; None: no template space.
     template: str | None = "MNI152NLin2009cAsym"
     #: Schedule of the registration to the template: "standard" or "fast" (tests, previews).

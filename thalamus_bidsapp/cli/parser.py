@@ -196,13 +196,14 @@ def _add_data_selection(parser: argparse.ArgumentParser) -> None:
 
 def _add_longitudinal_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--longitudinal", choices=["auto", "off"], default="off",
-        help="auto: a subject with two or more sessions with a T1w also gets a within-subject template, "
+        "--longitudinal", choices=["auto", "off"], default="auto",
+        help="auto (default): a subject with two or more sessions with a T1w is also processed by the "
+        "longitudinal mode after its cross-sectional sessions: a within-subject template, "
         "its thalamus (segmented once by each selected method that can: MeshNet, FIRST, DBSegment, MindGlide "
         "on T1w) carried into each session (desc-<method>Long) and the change between consecutive sessions by "
         "Jacobian integration (one registration per session, shared by the methods) "
-        "(sub-<label>_label-thalamus_desc-longitudinal_volumes.tsv); a preview, off by default until every "
-        "check of its precision passes (see the README's Longitudinal mode). off (default): cross-sectional only",
+        "(sub-<label>_label-thalamus_desc-longitudinal_volumes.tsv; see the README's Longitudinal mode). "
+        "off: cross-sectional only",
     )
 
 

@@ -88,7 +88,7 @@ def change_section(table: pd.DataFrame | None) -> tuple[list[str], str | None]:
     changes = bilateral_changes(table)
     if changes.empty:
         return [], ("Not run: no longitudinal change table (group/longitudinal_change.tsv is written when a subject "
-                    "has two or more sessions and the participant level ran with --longitudinal auto).")
+                    "has two or more sessions and the participant level ran without --longitudinal off).")
     return change_lead(changes), None
 
 

@@ -348,9 +348,12 @@ def longitudinal_step(config, sessions, tools, threads: int) -> dict[str, str]:
     for session in sessions:
         if session.t1w is not None and session.session:
             counts[session.subject] = counts.get(session.subject, 0) + 1
-    for subject in sorted({s.subject for s in sessions} - {k for k, n in counts.items() if n >= 2}):
-        LOGGER.info("sub-%s: longitudinal mode not run: fewer than two sessions with a T1w", subject)
     subjects = sorted(k for k, n in counts.items() if n >= 2)
+    for subject in sorted({s.subject for s in sessions} - set(subjects)):
+        # A subject without session folders has one session, unlabelled.
+        found = sum(1 for s in sessions if s.subject == subject and s.t1w is not None)
+        LOGGER.info("sub-%s: longitudinal mode not run: %d session%s with a T1w (two or more are needed)",
+                    subject, found, "" if found == 1 else "s")
     if not subjects:
         return {}
     segmentations, not_run = template_segmentations(config, tools)
