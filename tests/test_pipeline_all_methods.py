@@ -43,6 +43,9 @@ HALF_WIDTH = (48, 30, 48)  # voxels each side of bert's thalamus centre, LIA sto
 T1W_METHODS = ("freesurfer", "first", "dbsegment", "meshnet")
 SES1_MINDGLIDE = ("mindglideT1w", "mindglideFLAIR", "mindglideR1",
                   "ensembleT1wFLAIR", "ensembleT1wR1", "ensembleR1FLAIR", "ensembleT1wFLAIRR1")
+#: Two T1w sessions would also get the longitudinal mode (a template, each method on it, one SyN per session):
+#: minutes more, and outputs these checks of the cross-sectional methods do not cover (tests/longitudinal/ do).
+LONGITUDINAL_OFF = ("--longitudinal", "off")
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +134,7 @@ def run(tmp_path_factory):
         code = main([str(bids), str(out), "participant", "--fs-subjects-dir", str(subjects_dir),
                      "--derivatives", f"r1={r1_deriv}", f"manual={manual_deriv}",
                      "--mindglide-model", str(checkpoint), "-w", str(work), "--nprocs", "1",
-                     "--omp-nthreads", "2"])
+                     "--omp-nthreads", "2", *LONGITUDINAL_OFF])
         group_code = main([str(bids), str(out), "group", "--derivatives", f"manual={manual_deriv}",
                            "-w", str(work)])
     truth = _crop(aseg, centre, np.int16)

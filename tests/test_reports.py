@@ -47,6 +47,9 @@ from thalamus_bidsapp.reports.participant import read_skipped_methods, write_par
 
 #: A whole participant run on real images: over a minute.
 pytestmark = [pytest.mark.slow]
+#: ses-1 and ses-2 both have a T1w: the longitudinal mode would add its step and its report section, which
+#: tests/test_reports_longitudinal.py checks; these checks are of the sessions' sections.
+LONGITUDINAL_OFF = ("--longitudinal", "off")
 
 HALF_WIDTH = (48, 30, 48)  # voxels each side of bert's thalamus centre (LIA storage)
 ARTIFACTS = REPO_ROOT / "test-artifacts"
@@ -89,7 +92,7 @@ def derivatives(tmp_path_factory) -> dict[str, Path]:
 
     out, work = root / "out", root / "work"
     code = main([str(bids), str(out), "participant", "--fs-subjects-dir", str(subjects_dir),
-                 "--derivatives", f"r1={hmri}", "-w", str(work), "--nprocs", "1"])
+                 "--derivatives", f"r1={hmri}", "-w", str(work), "--nprocs", "1", *LONGITUDINAL_OFF])
     group_code = main([str(bids), str(out), "group", "-w", str(work)])
     participant_report = write_participant_report(out, "01", skipped=SKIPPED)
     group_report = write_group_report(out)

@@ -162,9 +162,10 @@ def test_group_table_gathers_subject_tables(tmp_path):
 
 
 def test_longitudinal_option_and_step_selection(tmp_path, caplog):
-    """--longitudinal parses; the step runs subjects with two T1w sessions, and a failed session leaves one."""
+    """--longitudinal is auto unless off; the step runs subjects with two T1w sessions, a failed session leaves one."""
     from thalamus_bidsapp.bidsio.inputs import SessionInputs
     from thalamus_bidsapp.cli.run import build_config
+    from thalamus_bidsapp.config import RunConfig
     from thalamus_bidsapp.methods.planning import ToolCheck
 
     bids = tmp_path / "bids"
@@ -172,9 +173,12 @@ def test_longitudinal_option_and_step_selection(tmp_path, caplog):
     (bids / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
     out = tmp_path / "out"
     config = build_config([str(bids), str(out), "participant", "--skip-bids-validation"])
-    assert config.longitudinal == "off"  # a preview: opt-in
-    config = build_config([str(bids), str(out), "participant", "--longitudinal", "auto", "--skip-bids-validation"])
     assert config.longitudinal == "auto"
+    assert config.to_json()["longitudinal"] == "auto"  # what logs/<run>/config.json records
+    assert RunConfig(bids_dir=bids, output_dir=out, analysis_level="participant", work_dir=tmp_path).longitudinal \
+        == "auto"
+    off = build_config([str(bids), str(out), "participant", "--longitudinal", "off", "--skip-bids-validation"])
+    assert off.longitudinal == "off"
     # sub-01 had two T1w sessions, but ses-2 failed (nothing published); sub-02 has one session.
     _session(out, "1")
     t1w = tmp_path / "t1w.nii.gz"
@@ -183,7 +187,7 @@ def test_longitudinal_option_and_step_selection(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         outcomes = lo.longitudinal_step(config, sessions, tools, threads=1)
     assert outcomes == {"01": "skipped: fewer than two sessions"}
-    assert "sub-02: longitudinal mode not run" in caplog.text
+    assert "sub-02: longitudinal mode not run: 1 session with a T1w (two or more are needed)" in caplog.text
     assert "ses-2: no processed T1w" not in caplog.text  # no folder at all for it: nothing to note
 
 

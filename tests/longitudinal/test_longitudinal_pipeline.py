@@ -53,7 +53,7 @@ def _long_rows(out):
 
 @pytest.mark.xfail(strict=True, reason="known gap: -1.66 % of a -2.0 % atrophy end to end (target: within "
                    "0.3 pp); this two-image template's pair is offset by about 0.3 pp, where the other simulated "
-                   "pairs are within 0.1 pp (README, Longitudinal mode); the mode is a preview, off by default")
+                   "pairs are within 0.1 pp (README, Longitudinal mode)")
 def test_change_table_recovers_the_atrophy_to_the_target(two_sessions):
     assert two_sessions["code"] == 0
     _, long = _long_rows(two_sessions["out"])
