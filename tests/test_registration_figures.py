@@ -62,7 +62,7 @@ def test_unchanged_inputs_are_not_drawn_again(tmp_path, monkeypatch):
     figures = tmp_path / SESSION / "figures"
     drawn = []
 
-    def fake_svg(t1w, registered, brain_mask, *, label):
+    def fake_svg(t1w, registered, brain_mask, *, label, processes=1):
         drawn.append(label)
         return f"<?xml version='1.0' encoding='utf-8'?>\n<svg>{label} {len(drawn)}</svg>"
 
@@ -83,3 +83,28 @@ def test_unchanged_inputs_are_not_drawn_again(tmp_path, monkeypatch):
     svg.write_text("<svg>old</svg>")
     draw_registration_figures(anat, SESSION, figures)
     assert len(drawn) == 3
+
+
+@pytest.mark.slow
+def test_two_processes_draw_the_same_figure(tmp_path, monkeypatch):
+    from thalamus_bidsapp.reports import registration_figures
+
+    anat = _published(tmp_path)
+    paths = (anat / f"{SESSION}_desc-preproc_T1w.nii.gz", anat / f"{SESSION}_space-T1w_desc-preproc_FLAIR.nii.gz",
+             anat / f"{SESSION}_space-T1w_desc-brain_mask.nii.gz")
+    alone = registration_figures.flicker_svg(*paths, label="FLAIR", processes=1)
+    side_by_side = registration_figures.flicker_svg(*paths, label="FLAIR", processes=2)
+    assert side_by_side == alone
+
+    # A child that cannot draw its half costs time, not the figure: the half is drawn in this process.
+    monkeypatch.setattr(registration_figures, "_in_child", lambda job: _failed_future())
+    assert registration_figures.flicker_svg(*paths, label="FLAIR", processes=2) == alone
+
+
+def _failed_future():
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    future: Future = Future()
+    future.set_exception(RuntimeError("the child died"))
+    return pool, future

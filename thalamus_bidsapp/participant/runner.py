@@ -30,7 +30,7 @@ from thalamus_bidsapp.participant.plan import (
     session_plans,
 )
 from thalamus_bidsapp.participant.provenance import run_provenance
-from thalamus_bidsapp.participant.resources import plan_resources
+from thalamus_bidsapp.participant.resources import available_cpus, plan_resources
 from thalamus_bidsapp.participant.timings import RunTimings
 from thalamus_bidsapp.participant.tracking import SessionStatus
 from thalamus_bidsapp.qc.thresholds import load_thresholds
@@ -53,7 +53,8 @@ def run_participant(config: RunConfig, started: float | None = None) -> int:
     timings include the start-up before this call.
     """
     if config.reports_only:
-        return write_reports(config.output_dir, _report_subjects(config))
+        return write_reports(config.output_dir, _report_subjects(config),
+                             processes=config.nprocs or available_cpus())
     timings = RunTimings(started=started)
     if started is not None:
         timings.add("n/a", "startup", "phase", started, time.time())
@@ -118,7 +119,7 @@ def run_participant(config: RunConfig, started: float | None = None) -> int:
     _run_longitudinal(config, sessions, tools, resources.omp_nthreads, timings, log_dir)
     with timings.phase("reports"):
         write_reports(config.output_dir, sorted({f"sub-{s.subject}" for s in sessions}),
-                      {name: dict(plan.skipped) for name, plan in plans.items()})
+                      {name: dict(plan.skipped) for name, plan in plans.items()}, processes=resources.nprocs)
     timings.add("n/a", "total", "phase", timings.started, time.time())
     timings.write(log_dir / "timings.tsv")
     LOGGER.info("timings of this run: %s", log_dir / "timings.tsv")
@@ -145,8 +146,12 @@ def _run_longitudinal(config: RunConfig, sessions, tools, threads: int, timings:
         write_json({f"sub-{subject}": outcome for subject, outcome in outcomes.items()}, log_dir / LONGITUDINAL_LOG)
 
 
-def write_reports(output_dir: Path, subjects: list[str], skipped: dict[str, dict[str, str]] | None = None) -> int:
-    """``sub-<label>.html`` for each subject; a report that cannot be made is logged, not fatal."""
+def write_reports(output_dir: Path, subjects: list[str], skipped: dict[str, dict[str, str]] | None = None, *,
+                  processes: int = 1) -> int:
+    """``sub-<label>.html`` for each subject; a report that cannot be made is logged, not fatal.
+
+    ``processes``: CPUs the figures may use (the run's ``--nprocs``).
+    """
     from thalamus_bidsapp.reports.participant import write_participant_report
 
     for subject in subjects:
@@ -155,7 +160,7 @@ def write_reports(output_dir: Path, subjects: list[str], skipped: dict[str, dict
             LOGGER.info("no report for %s: it has no outputs", subject)
             continue
         try:
-            page = write_participant_report(output_dir, subject, skipped=skipped)
+            page = write_participant_report(output_dir, subject, skipped=skipped, processes=processes)
             LOGGER.info("report: %s", page)
         except OSError as err:
             if is_write_error(err, output_dir):

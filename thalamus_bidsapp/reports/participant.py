@@ -129,6 +129,7 @@ def write_participant_report(
     subject: str,
     *,
     skipped: dict[str, dict[str, str]] | None = None,
+    processes: int = 1,
 ) -> Path:
     """Write ``<output_dir>/sub-<label>.html`` and the mask figures of the subject.
 
@@ -143,6 +144,8 @@ def write_participant_report(
         {method: reason it did not run}, e.g. from
         ``MethodPlan.skipped``. When None, the runs' ``logs/<run>/methods.json`` are
         read if present (see :func:`read_skipped_methods`).
+    processes
+        CPUs the figures may use (a registration figure's two halves are drawn side by side with two).
 
     Returns
     -------
@@ -167,7 +170,7 @@ def write_participant_report(
     figures_dir = output_dir / subject / "figures"
     for session in sessions:
         if session.anat is not None and session.anat.is_dir():
-            draw_registration_figures(session.anat, session.name, figures_dir)
+            draw_registration_figures(session.anat, session.name, figures_dir, processes=processes)
         read_session(session, output_dir, links)
         reasons = recorded.get(session.name)
         if reasons is None and session.label:
