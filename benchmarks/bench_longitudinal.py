@@ -25,7 +25,11 @@ masks are cached in ``--scratch`` (outside the repository).
 Usage::
 
     nice -n 5 python benchmarks/bench_longitudinal.py [--subjects sub01 bert] [--rescans 2]
-        [--atrophy -0.5 -1 -2] [--threads 2] [--scratch /tmp/long_bench]
+        [--atrophy -0.5 -1 -2] [--threads 2] [--pairs] [--scratch /tmp/long_bench]
+
+``--pairs`` adds the two-visit study: one two-session template of the
+baseline with each other image (the weakest case: with two sessions, each
+is half of its template).
 """
 
 from __future__ import annotations
@@ -109,12 +113,17 @@ def prepare(name: str, scratch: Path, rescans: int, atrophy: list[float], thread
     return sessions
 
 
-def longitudinal(name: str, sessions, scratch: Path, threads: int) -> dict:
+def longitudinal(name: str, sessions, scratch: Path, threads: int, tag: str = "") -> dict:
     """measure_subject on the subject's images (cached): volumes per session and the timings."""
     from thalamus_bidsapp.methods.registry import get_method
-    from thalamus_bidsapp.workflows.longitudinal import LongSession, TemplateSegmentation, measure_subject
+    from thalamus_bidsapp.workflows.longitudinal import (
+        CACHE_VERSION,
+        LongSession,
+        TemplateSegmentation,
+        measure_subject,
+    )
 
-    cache = scratch / name / "longitudinal.json"
+    cache = scratch / name / f"longitudinal{tag}_v{CACHE_VERSION}.json"
     if cache.exists():
         return json.loads(cache.read_text())
     import nibabel as nib
@@ -188,12 +197,44 @@ def summarise(results: dict) -> None:
               f"wall; cross-sectional MeshNet per image median {np.median(cross):.1f} s wall")
 
 
+def two_session_templates(name: str, sessions, scratch: Path, threads: int) -> list[tuple[str, float, dict]]:
+    """The usual two-visit study: one template of the baseline and each other image: (label, truth, result)."""
+    base = sessions[0]
+    return [(other[0], other[1], longitudinal(name, [base, other], scratch, threads, tag=f"_pair_{other[0]}"))
+            for other in sessions[1:]]
+
+
+def summarise_pairs(pairs: dict) -> None:
+    """Print the two-session templates' figures: |change| without change, error against the truth with one."""
+    import numpy as np
+
+    hemis = ("bilateral", "left", "right")
+    print("\n== two-session templates (baseline and one image): measured change_pct vs truth ==")
+    still = {h: [] for h in hemis}
+    atrophy = {h: [] for h in hemis}
+    for name, rows in pairs.items():
+        for label, truth, result in rows:
+            volumes = result["volumes"]
+            for h in hemis:
+                measured = _pct(volumes["base"][h], volumes[label][h])
+                (atrophy if truth else still)[h].append(measured - truth)
+            errors = " ".join(f"{h} {_pct(volumes['base'][h], volumes[label][h]) - truth:+5.2f}" for h in hemis)
+            print(f"{name:6s} base -> {label:10s} truth {truth:+5.2f}%  error (pp) {errors}")
+    for title, values in (("scan-rescan |change_pct|", still), ("known atrophy |error| (pp)", atrophy)):
+        for h in hemis:
+            if values[h]:
+                v = np.abs(values[h])
+                print(f"two-session {title:27s} {h:9s} median {np.median(v):5.2f}  max {np.max(v):5.2f}  (n={len(v)})")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", nargs="+", default=list(SUBJECTS), choices=list(SUBJECTS))
     parser.add_argument("--rescans", type=int, default=2)
     parser.add_argument("--atrophy", type=float, nargs="+", default=[-0.5, -1.0, -2.0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--pairs", action="store_true",
+                        help="also one two-session template per image with the baseline (the two-visit study)")
     parser.add_argument("--prepare-only", action="store_true",
                         help="only make (and cache) the images and their cross-sectional masks")
     parser.add_argument("--scratch", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "long_bench")
@@ -201,16 +242,21 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("nipype").setLevel(logging.WARNING)
     os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", str(args.threads))
-    results = {}
+    results, pairs = {}, {}
     for name in args.subjects:
         sessions = prepare(name, args.scratch, args.rescans, args.atrophy, args.threads)
         if args.prepare_only:
             continue
         results[name] = (sessions, longitudinal(name, sessions, args.scratch, args.threads))
         summarise({name: results[name]})
+        if args.pairs:
+            pairs[name] = two_session_templates(name, sessions, args.scratch, args.threads)
+            summarise_pairs({name: pairs[name]})
     if len(results) > 1:
         print("\n######## all subjects ########")
         summarise(results)
+        if pairs:
+            summarise_pairs(pairs)
 
 
 if __name__ == "__main__":

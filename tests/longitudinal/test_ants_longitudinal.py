@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import shared_file
 from tests.longitudinal.simulate import Contraction, covering_ball, crop_around, rescan
-from thalamus_bidsapp.image.jacobian import integrate_jacobian, jacobian_determinant
+from thalamus_bidsapp.image.jacobian import integrate_jacobian, jacobian_determinant, scaling_field
 from thalamus_bidsapp.tools import ants_longitudinal as al
 
 
@@ -90,3 +90,32 @@ def test_the_syn_levels_are_about_4_and_2_mm_whatever_the_voxel_size():
     assert syn_iterations((1.0, 1.0, 1.2)) == (40, 20, 0)
     assert syn_iterations((2.0, 2.0, 2.0)) == (40, 20)  # shrink 2, 1: 4 mm, 2 mm
     assert syn_iterations((0.5, 0.5, 0.5)) == (40, 20, 0, 0)
+
+
+def test_leave_one_out_target_is_the_mean_of_the_other_sessions():
+    affine = np.diag([1.5, 1.5, 1.5, 1.0])
+    boxes = [nib.Nifti1Image(np.full((3, 4, 5), value, np.float32), affine) for value in (1.0, 2.0, 6.0)]
+    target = al.leave_one_out(boxes, 0)
+    assert np.allclose(target.get_fdata(), 4.0) and np.allclose(target.affine, affine)
+    assert np.allclose(al.leave_one_out(boxes[:2], 1).get_fdata(), 1.0)  # two sessions: the other one
+    with pytest.raises(ValueError, match="two sessions"):
+        al.leave_one_out(boxes[:1], 0)
+
+
+def test_the_template_is_one_nth_of_the_way_from_the_others_mean_to_the_session():
+    # A uniform scaling s from the others' mean to the session is a scaling of ((N - 1) / N) (s - 1) from the
+    # template: with two sessions, half of the change; the volumes then give the session-to-session change.
+    shape, affine = (20, 20, 20), np.eye(4)
+    scale = 0.98
+    field = scaling_field(shape, affine, (9.5, 9.5, 9.5), scale)
+    labels = np.zeros(shape, np.uint8)
+    labels[5:15, 5:15, 5:15] = 1
+    for n in (2, 3, 5):
+        det = jacobian_determinant(al.template_displacement(field, n), affine)
+        linear = 1 + (n - 1) / n * (scale - 1)
+        assert np.allclose(det[labels > 0], linear ** 3)
+    # Two sessions, the second the first scaled by s: each one's target is the other.
+    to_second = jacobian_determinant(al.template_displacement(field, 2), affine)[labels > 0].mean()
+    back = scaling_field(shape, affine, (9.5, 9.5, 9.5), 1 / scale)
+    to_first = jacobian_determinant(al.template_displacement(back, 2), affine)[labels > 0].mean()
+    assert to_second / to_first - 1 == pytest.approx(scale ** 3 - 1, abs=2e-4)

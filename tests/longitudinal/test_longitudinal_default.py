@@ -12,14 +12,12 @@ from __future__ import annotations
 import json
 import logging
 
-import numpy as np
 import pytest
 
 from tests.conftest import shared_file
 from tests.fuzz.dataset_cases import add_t1w, write_description
 from thalamus_bidsapp.bidsio.atomic import read_tsv
 from thalamus_bidsapp.cli.run import main
-from thalamus_bidsapp.tools import ants_longitudinal as al
 
 #: Default options but for the inputs: FIRST only (fake), no template space.
 OPTIONS = ("--methods", "first", "--template", "none", "--nprocs", "1", "--skip-bids-validation")
@@ -29,20 +27,6 @@ OPTIONS = ("--methods", "first", "--template", "none", "--nprocs", "1", "--skip-
 def first_fake(fsl_home, monkeypatch):
     monkeypatch.setenv("FAKE_FIRST_ASEG", str(shared_file("freesurfer_bert_7.2", "mri", "aseg.mgz")))
     return fsl_home
-
-
-@pytest.fixture
-def identity_syn(monkeypatch):
-    """No deformation: what is checked here is that the step runs and publishes, not what it measures."""
-    calls = []
-
-    def identity(template_box, session_box, **_):
-        calls.append(template_box.shape)
-        affine_lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ template_box.affine
-        return al.SessionDeformation(np.zeros((*template_box.shape, 3)), affine_lps, None)
-
-    monkeypatch.setattr(al, "syn_to_template", identity)
-    return calls
 
 
 def _dataset(root, sessions: tuple[str, ...]):
@@ -59,12 +43,12 @@ def _run_dir(out):
     return run_dir
 
 
-def test_two_sessions_get_the_change_table_by_default(tmp_path, first_fake, identity_syn):
+def test_two_sessions_get_the_change_table_by_default(tmp_path, first_fake, cheap_syn):
     bids, out = _dataset(tmp_path, ("1", "2")), tmp_path / "out"
     assert main([str(bids), str(out), "participant", "-w", str(tmp_path / "work"), *OPTIONS]) == 0
     run_dir = _run_dir(out)
     assert json.loads((run_dir / "config.json").read_text())["longitudinal"] == "auto"
-    assert len(identity_syn) == 2  # one SyN per session
+    assert len(cheap_syn) == 2  # one SyN per session
     table = read_tsv(out / "sub-01" / "anat" / "sub-01_label-thalamus_desc-longitudinal_volumes.tsv")
     long = table[table["mode"] == "longitudinal"]
     assert set(long["method"]) == {"first"} and set(long["hemisphere"]) == {"left", "right", "bilateral"}
@@ -75,12 +59,12 @@ def test_two_sessions_get_the_change_table_by_default(tmp_path, first_fake, iden
     assert json.loads((run_dir / "longitudinal.json").read_text())["sub-01"].startswith("ok: 2 sessions")
 
 
-def test_one_session_is_cross_sectional_only_and_the_log_says_why(tmp_path, first_fake, identity_syn, caplog):
+def test_one_session_is_cross_sectional_only_and_the_log_says_why(tmp_path, first_fake, cheap_syn, caplog):
     bids, out = _dataset(tmp_path, ("1",)), tmp_path / "out"
     with caplog.at_level(logging.INFO):
         assert main([str(bids), str(out), "participant", "-w", str(tmp_path / "work"), *OPTIONS]) == 0
     assert "sub-01: longitudinal mode not run: 1 session with a T1w (two or more are needed)" in caplog.text
     assert (out / "sub-01" / "ses-1" / "anat" / "sub-01_ses-1_label-thalamus_volumes.tsv").is_file()
     assert not list(out.rglob("*desc-longitudinal_volumes.tsv")) and not list(out.rglob("*Long_mask.nii.gz"))
-    assert not identity_syn and not (_run_dir(out) / "longitudinal.json").exists()
+    assert not cheap_syn and not (_run_dir(out) / "longitudinal.json").exists()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -178,20 +178,6 @@ def test_two_methods_share_one_syn_per_session(subject, tmp_path, fsl_home, mesh
     assert folders[0].name == key_one
 
 
-@pytest.fixture
-def cheap_syn(monkeypatch):
-    """No deformation (identity): the failure handling does not need a real SyN."""
-    calls = []
-
-    def identity(template_box, session_box, **_):
-        calls.append(template_box.shape)
-        affine_lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ template_box.affine
-        return al.SessionDeformation(np.zeros((*template_box.shape, 3)), affine_lps, None)
-
-    monkeypatch.setattr(al, "syn_to_template", identity)
-    return calls
-
-
 @pytest.mark.slow
 def test_a_method_failing_on_the_template_leaves_the_others(subject, tmp_path, fsl_home, meshnet_eroded,
                                                             cheap_syn, monkeypatch, caplog):

@@ -247,6 +247,34 @@ class SessionDeformation:
     warp_file: Path | None
 
 
+def leave_one_out(boxes: list[nib.Nifti1Image], index: int) -> nib.Nifti1Image:
+    """The registration target of session ``index``: the mean of the other sessions' boxes (same grid).
+
+    The template holds each session's own noise and interpolation at weight
+    1/N; registered to it, a session is pulled towards the identity by that
+    shared part (with two sessions, half of the template is the session
+    itself), which shrinks the measured change. The mean of the others
+    shares nothing with the session. Its shape is the mean of the others'
+    shapes, so the map from the template to the session is (N - 1) / N of
+    the map from this target (:func:`template_displacement`).
+    """
+    if len(boxes) < 2:
+        raise ValueError("a leave-one-out target needs two sessions or more")
+    others = [np.asarray(b.dataobj, dtype=np.float32) for i, b in enumerate(boxes) if i != index]
+    return nib.Nifti1Image(np.mean(others, axis=0, dtype=np.float64).astype(np.float32), boxes[index].affine)
+
+
+def template_displacement(displacement: np.ndarray, n_sessions: int) -> np.ndarray:
+    """The template -> session displacement from the leave-one-out target -> session one: times (N - 1) / N.
+
+    With shapes averaging linearly (small within-subject changes), the
+    template is 1/N of the way from the others' mean to the session.
+    """
+    if n_sessions < 2:
+        raise ValueError("a leave-one-out displacement needs two sessions or more")
+    return np.asarray(displacement, dtype=np.float64) * ((n_sessions - 1) / n_sessions)
+
+
 def syn_iterations(zooms) -> tuple[int, ...]:
     """antspyx ``reg_iterations`` for a grid of ``zooms`` (mm): SYN_ITERATIONS at about SYN_LEVELS_MM, none finer.
 
@@ -261,11 +289,13 @@ def syn_iterations(zooms) -> tuple[int, ...]:
 def syn_to_template(template_box: nib.Nifti1Image, session_box: nib.Nifti1Image, *,
                     warp_out: Path | None = None,
                     random_seed: int | None = DEFAULT_RANDOM_SEED) -> SessionDeformation:
-    """SyN (no affine stage) of a session box onto the same box of the template; template point -> session point.
+    """SyN (no affine stage) of a session box onto its target's box; target point -> session point.
 
     Both images are on the template grid already (the session resampled once
     by :func:`build_template`), so the deformation is the anatomical change
     plus registration noise, and its Jacobian determinant carries the volume.
+    The target is the template or, as the longitudinal mode uses it, the
+    mean of the other sessions (:func:`leave_one_out`).
     """
     import ants
 
@@ -292,6 +322,8 @@ def syn_to_template(template_box: nib.Nifti1Image, session_box: nib.Nifti1Image,
 def syn_settings() -> dict:
     """The SyN settings, for sidecars."""
     return {"Software": "antspyx", "Version": ants_version(), "TypeOfTransform": "SyNOnly",
+            "Target": "leave-one-out: the mean of the other sessions (resampled once, like the session); the "
+                      "displacement scaled by (N - 1) / N to the template",
             **{k: list(v) if isinstance(v, tuple) else v for k, v in SYN_SETTINGS.items()},
             "IterationsPerLevel": list(SYN_ITERATIONS), "LevelsMM": list(SYN_LEVELS_MM),
             "BoxMarginMM": BOX_MARGIN_MM}

@@ -11,8 +11,10 @@ session has a lesion mask, times its brain mask):
    method's template mask); a method that fails on the template is recorded
    and the others go on;
 3. per session, one SyN between the session (resampled once into template
-   space) and the template inside a box around every method's thalamus (the
-   union); the session's thalamic volume for a method is the Jacobian
+   space) and the mean of the other sessions (leave-one-out: the template
+   holds the session's own noise, which pulls its registration towards the
+   identity) inside a box around every method's thalamus (the union), its
+   displacement scaled by (N - 1) / N to the template; the session's thalamic volume for a method is the Jacobian
    determinant integrated over that method's template mask, per side
    (:func:`~thalamus_bidsapp.image.jacobian.integrate_jacobian`). The
    deformation does not depend on the method, so it is computed once.
@@ -44,14 +46,15 @@ from thalamus_bidsapp.methods.capabilities import TemplateEnvelope, TemplateSegm
 LOGGER = logging.getLogger(__name__)
 
 #: Version of the cached results: change it when the measurement changes.
-CACHE_VERSION = "4"
+CACHE_VERSION = "5"
 #: The ``desc`` of the per-session longitudinal masks of a method.
 LONG_SUFFIX = "Long"
 CHANGE_METHOD = ("Jacobian integration: the within-subject template's thalamus (segmented once by the method, "
-                 "per side) integrated over the Jacobian determinant of each session's SyN registration to the "
-                 "template (antspyx SyNOnly, CC, inside a box 18 mm around every method's template thalamus; one "
-                 "registration per session, shared by the methods), after one rigid resampling of each session "
-                 "into the template's halfway space")
+                 "per side) integrated over the Jacobian determinant of each session's map from the template "
+                 "(antspyx SyNOnly, CC, inside a box 18 mm around every method's template thalamus, from the mean "
+                 "of the other sessions, so that the session's own noise is not in its target, scaled by "
+                 "(N - 1) / N to the template; one registration per session, shared by the methods), after one "
+                 "rigid resampling of each session into the template's halfway space")
 
 
 @dataclass(frozen=True)
@@ -217,14 +220,15 @@ def measure_subject(subject: str, sessions: list[LongSession], *, segmentations:
     zooms = template.image.header.get_zooms()[:3]
     union = np.logical_or.reduce([m.labels > 0 for m in methods.values()])
     box = al.box_around(union, zooms)
-    template_box = template.image.slicer[box]
+    session_boxes = [resampled.slicer[box] for resampled in template.resampled]
     voxel_mm3 = float(np.prod(zooms))
     displacements, failed = {}, {}
-    for session, resampled in zip(sessions, template.resampled):
+    for index, session in enumerate(sessions):
         started = time.perf_counter()
         try:
-            deformation = al.syn_to_template(template_box, resampled.slicer[box])
-            det = jacobian_determinant(deformation.displacement, deformation.affine_lps)
+            deformation = al.syn_to_template(al.leave_one_out(session_boxes, index), session_boxes[index])
+            displacement = al.template_displacement(deformation.displacement, len(sessions))
+            det = jacobian_determinant(displacement, deformation.affine_lps)
             volumes = {name: integrate_jacobian(det, method.labels[box], voxel_mm3, method.regions)
                        for name, method in methods.items()}
         except Exception as err:  # noqa: BLE001 - one session's failure must not cost the others their change
@@ -233,7 +237,7 @@ def measure_subject(subject: str, sessions: list[LongSession], *, segmentations:
             continue
         for name, volume in volumes.items():
             methods[name].volumes[session.label] = volume
-        displacements[session.label] = (deformation.displacement, deformation.affine_lps)
+        displacements[session.label] = (displacement, deformation.affine_lps)
         seconds[f"ses-{session.label}"] = time.perf_counter() - started
     settings = {"Template": template.settings, "Registration": al.syn_settings()}
     return SubjectLongitudinal(subject, sessions, template.image, methods,
