@@ -16,9 +16,9 @@ from tests.lesions.planting import plant_lesions
 from tests.qc.anatomy import save_mask, volumes_of
 from thalamus_bidsapp.image.lesion_fill import FALLBACK, NORMAL_THALAMUS, fill_lesions
 from thalamus_bidsapp.image.tissue_classes import tissue_classes
+from thalamus_bidsapp.interfaces.lesions import LesionFill
 from thalamus_bidsapp.qc.session import session_checks
 from thalamus_bidsapp.qc.thresholds import load_thresholds
-from thalamus_bidsapp.interfaces.lesions import LesionFill
 
 ZOOMS = (1.0, 1.0, 1.0)
 

@@ -158,3 +158,31 @@ def test_whether_the_mask_waits_for_the_flair_registration_is_read_from_the_head
     assert not needs_flair_transform(on_t1w, t1w_file, flair)
     assert needs_flair_transform(on_flair, t1w_file, flair)
     assert needs_flair_transform(unreadable, t1w_file, flair)
+
+
+def test_the_fraction_of_lesion_voxels_outside_the_brain_is_recorded_and_a_large_one_warned(tmp_path, t1w_file,
+                                                                                            caplog):
+    import logging
+
+    from thalamus_bidsapp.image.lesion_load import fraction_outside
+    from thalamus_bidsapp.interfaces.lesions import LesionMaskToT1w
+
+    ref = nib.load(t1w_file)
+    brain = np.zeros(ref.shape, np.uint8)
+    brain[40:-40, 40:-40, 30:-30] = 1
+    lesion = np.zeros(ref.shape, np.uint8)
+    lesion[60:64, 60:64, 50:54] = 1  # 64 voxels inside the brain
+    lesion[2:4, 2:4, 2:4] = 1  # 8 outside
+    assert fraction_outside(lesion, brain) == pytest.approx(8 / 72)
+    assert fraction_outside(np.zeros_like(lesion), brain) is None
+    with pytest.raises(ValueError, match="same grid"):
+        fraction_outside(lesion, brain[1:])
+    brain_file = _save(tmp_path, brain, ref.affine, "brain.nii.gz")
+    lesion_file = _save(tmp_path, lesion, ref.affine, "sub-07_label-lesion_mask.nii.gz")
+    (tmp_path / "mask").mkdir()
+    with caplog.at_level(logging.WARNING):
+        result = LesionMaskToT1w(lesion_file=str(lesion_file), t1w=str(t1w_file), brain_mask=str(brain_file)).run(
+            cwd=str(tmp_path / "mask"))
+    provenance = json.loads(Path(result.outputs.provenance_file).read_text())
+    assert provenance["LesionFractionOutsideBrainMask"] == pytest.approx(8 / 72, abs=1e-4)
+    assert "11 % of its voxels are outside the T1w brain mask" in caplog.text

@@ -80,7 +80,7 @@ def test_off_and_no_mask_fill_nothing(session, tmp_path):
 
 
 def test_a_t1w_grid_mask_does_not_wait_for_the_flair_registration(session, tmp_path):
-    """Lesjak's mask shares the T1w's grid: it is mapped as soon as the T1w is reoriented; a space-FLAIR one waits."""
+    """Lesjak's mask shares the T1w's grid: it is mapped once the brain mask exists; a space-FLAIR one waits."""
     import shutil
     from dataclasses import replace
 
@@ -89,6 +89,8 @@ def test_a_t1w_grid_mask_does_not_wait_for_the_flair_registration(session, tmp_p
     workflow = _build(with_flair, _plan(tmp_path), "auto")
     assert _sources(workflow, "lesion_mask", "flair_transform") == []
     assert _sources(workflow, "lesion_mask", "t1w") == ["sub_07_wf.reorient_t1w"]
+    # After deepbet: ready beside it, the one-thread mask step would hold the slot deepbet's two threads need.
+    assert _sources(workflow, "lesion_mask", "brain_mask") == ["sub_07_wf.brain_mask"]
     on_flair = tmp_path / "sub-07_space-FLAIR_label-lesion_mask.nii.gz"
     shutil.copyfile(session.lesion, on_flair)
     workflow = _build(replace(with_flair, lesion=on_flair), _plan(tmp_path), "auto")

@@ -17,6 +17,21 @@ def lesion_volume_ml(lesion: np.ndarray, affine: np.ndarray) -> float:
     return float(np.count_nonzero(lesion)) * voxel_volume_mm3(affine) / MM3_PER_ML
 
 
+def fraction_outside(lesion: np.ndarray, brain: np.ndarray) -> float | None:
+    """Fraction of the lesion voxels outside the brain mask (same grid, shape (X, Y, Z)); None without lesions.
+
+    Lesions lie in the brain: a large fraction outside it means a mask on the
+    wrong grid or from another image.
+    """
+    lesion = np.asarray(lesion, dtype=bool)
+    if lesion.shape != np.shape(brain):
+        raise ValueError(f"lesion mask {lesion.shape} and brain mask {np.shape(brain)} are not on the same grid")
+    total = int(np.count_nonzero(lesion))
+    if total == 0:
+        return None
+    return int(np.count_nonzero(lesion & ~np.asarray(brain, dtype=bool))) / total
+
+
 def lesion_in_and_near(lesion: np.ndarray, mask: np.ndarray, affine: np.ndarray,
                        *, near_mm: float = NEAR_MM) -> tuple[float, float]:
     """Lesion volume (mL) inside ``mask``, and outside it within ``near_mm`` mm of it.

@@ -148,6 +148,10 @@ def lesion_on_t1w(lesion_file: Path, t1w_file: Path, *, raw_flair: Path | None =
     return new_image(np.asarray(out.dataobj, dtype=np.uint8), t1w.affine), provenance
 
 
+#: Fraction of a lesion mask's voxels outside the brain mask above which the log warns.
+OUTSIDE_BRAIN_WARNING = 0.1
+
+
 class _LesionMaskInputSpec(BaseInterfaceInputSpec):
     lesion_file = File(exists=True, mandatory=True, desc="lesion mask or dseg from a derivatives dataset")
     t1w = File(exists=True, mandatory=True, desc="reoriented T1w (the output grid)")
@@ -157,6 +161,7 @@ class _LesionMaskInputSpec(BaseInterfaceInputSpec):
     flair_moving = File(exists=True, desc="the reoriented FLAIR the registration moved")
     content_digest = traits.Str(desc=CONTENT_DIGEST_DESC)
     lesion_labels = traits.List(traits.Str, desc="--lesion-labels: the lesion labels of a dseg (names or values)")
+    brain_mask = File(exists=True, desc="T1w brain mask: the fraction of lesion voxels outside it is recorded")
 
 
 class _LesionMaskOutputSpec(TraitedSpec):
@@ -172,7 +177,7 @@ class LesionMaskToT1w(ReadsOutsideFiles, SimpleInterface):
     outside_inputs = ("lesion_file", "raw_flair", "raw_t1w", "t1w")
 
     def _run_interface(self, runtime):
-        from thalamus_bidsapp.image.lesion_load import lesion_volume_ml
+        from thalamus_bidsapp.image.lesion_load import fraction_outside, lesion_volume_ml
 
         def optional(name: str) -> Path | None:
             value = getattr(self.inputs, name)
@@ -186,6 +191,12 @@ class LesionMaskToT1w(ReadsOutsideFiles, SimpleInterface):
         provenance["LesionVolume_mL"] = lesion_volume_ml(data, mask.affine)
         if not data.any():
             LOGGER.warning("lesion mask %s is empty: nothing is filled", self.inputs.lesion_file)
+        if isdefined(self.inputs.brain_mask):
+            outside = fraction_outside(data, np.asanyarray(nib.load(self.inputs.brain_mask).dataobj) > 0)
+            provenance["LesionFractionOutsideBrainMask"] = None if outside is None else round(outside, 4)
+            if outside is not None and outside > OUTSIDE_BRAIN_WARNING:
+                LOGGER.warning("lesion mask %s: %.0f %% of its voxels are outside the T1w brain mask (another "
+                               "image's grid or a misaligned mask?)", self.inputs.lesion_file, 100 * outside)
         cwd = Path(runtime.cwd)
         nib.save(mask, str(cwd / "lesion_mask.nii.gz"))
         (cwd / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))
