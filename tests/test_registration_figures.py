@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -86,19 +87,22 @@ def test_unchanged_inputs_are_not_drawn_again(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_two_processes_draw_the_same_figure(tmp_path, monkeypatch):
+def test_two_processes_draw_the_same_figure(tmp_path, monkeypatch, caplog):
     from thalamus_bidsapp.reports import registration_figures
 
     anat = _published(tmp_path)
     paths = (anat / f"{SESSION}_desc-preproc_T1w.nii.gz", anat / f"{SESSION}_space-T1w_desc-preproc_FLAIR.nii.gz",
              anat / f"{SESSION}_space-T1w_desc-brain_mask.nii.gz")
     alone = registration_figures.flicker_svg(*paths, label="FLAIR", processes=1)
-    side_by_side = registration_figures.flicker_svg(*paths, label="FLAIR", processes=2)
+    with caplog.at_level(logging.DEBUG, logger=registration_figures.__name__):
+        side_by_side = registration_figures.flicker_svg(*paths, label="FLAIR", processes=2)
     assert side_by_side == alone
+    assert "drawn here" not in caplog.text and "one process" not in caplog.text  # the child drew its half
 
     # A child that cannot draw its half costs time, not the figure: the half is drawn in this process.
     monkeypatch.setattr(registration_figures, "_in_child", lambda job: _failed_future())
     assert registration_figures.flicker_svg(*paths, label="FLAIR", processes=2) == alone
+    assert "drawn here instead" in caplog.text
 
 
 def _failed_future():

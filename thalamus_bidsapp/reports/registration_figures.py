@@ -75,6 +75,11 @@ def _plot_half(image: Path, name: str, label: str, brain_mask: Path, box: tuple[
                                  label=label, contour=nib.load(str(brain_mask)).slicer[box], compress=False)
 
 
+def _plot_half_text(*job) -> list[str]:
+    """:func:`_plot_half` as SVG text: what a child process can hand back (the parsed figures do not pickle)."""
+    return [figure.to_str().decode("utf-8") for figure in _plot_half(*job)]
+
+
 def _in_child(job: tuple):
     """Start :func:`_plot_half` in a forked child; None where a child cannot be started (drawn here instead)."""
     import multiprocessing
@@ -82,7 +87,7 @@ def _in_child(job: tuple):
 
     try:
         pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
-        return pool, pool.submit(_plot_half, *job)
+        return pool, pool.submit(_plot_half_text, *job)
     except (OSError, ValueError) as err:
         LOGGER.debug("registration figure drawn in one process: %s", err)
         return None
@@ -92,11 +97,13 @@ def _result(started, job: tuple) -> list[str]:
     """The child's half, or the half drawn here when no child ran or it failed."""
     if started is None:
         return _plot_half(*job)
+    from svgutils.transform import fromstring
+
     pool, future = started
     try:
-        return future.result(timeout=_CHILD_TIMEOUT_S)
+        return [fromstring(text) for text in future.result(timeout=_CHILD_TIMEOUT_S)]
     except Exception as err:  # noqa: BLE001 - a child that fails or hangs costs time, never the figure
-        LOGGER.debug("registration figure: the forked half failed (%s); drawn here", err)
+        LOGGER.warning("registration figure: the half drawn in a child process failed (%s); drawn here instead", err)
         return _plot_half(*job)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
