@@ -275,7 +275,8 @@ def _stage_session(staging: Path, output_dir: Path, subject: str, session: LongS
         labels = session_labels_image(result, session, method_name)
         sidecar = {"Method": method_name, "Mode": "longitudinal", "Template": f"bids::{template_rel.as_posix()}",
                    "Transforms": {"Rigid": f"bids::{xfm_rel.as_posix()}",
-                                  "Deformation": "SyN displacement field inside the template box (work folder)"},
+                                  "Deformation": "SyN displacement from the mean of the other sessions, scaled "
+                                                 "by (N - 1) / N, inside the template box (work folder)"},
                    "ChangeMethod": CHANGE_METHOD, "SpatialReference": output_uri(session.t1w, output_dir),
                    "Sources": [output_uri(session.t1w, output_dir), f"bids::{template_rel.as_posix()}"],
                    "LesionFilled": session.lesion_filled,
