@@ -85,9 +85,10 @@ def add_lesion_nodes(workflow: pe.Workflow, session: SessionInputs, reorient_t1w
     else:
         mask = pe.Node(LesionMaskToT1w(lesion_file=str(session.lesion), raw_t1w=str(session.t1w),
                                        lesion_labels=list(session.lesion_labels)), name="lesion_mask")
-        # After the brain mask, also for the scheduler: ready beside deepbet, this one-thread step held the slot
-        # deepbet's two threads needed, and the brain mask is on every session's critical path.
-        workflow.connect([(reorient_t1w, mask, [("out_file", "t1w")]), (brain_mask, mask, [("out_file", "brain_mask")])])
+        # After the brain mask, also for the scheduler: ready beside deepbet, this one-thread step would hold the
+        # slot deepbet's two threads need, and the brain mask is on every session's critical path.
+        workflow.connect([(reorient_t1w, mask, [("out_file", "t1w")]),
+                          (brain_mask, mask, [("out_file", "brain_mask")])])
         if session.flair is not None:
             mask.inputs.raw_flair = str(session.flair)
             if flair_registration is not None and needs_flair_transform(session.lesion, session.t1w, session.flair):
