@@ -30,6 +30,7 @@ import pandas as pd
 from thalamus_bidsapp.bidsio.acquisition_dates import session_dates
 from thalamus_bidsapp.bidsio.atomic import TSV_READ_ERRORS, json_text, read_tsv, save_nifti, write_tsv
 from thalamus_bidsapp.bidsio.staging import move_together, set_folder, staged_file
+from thalamus_bidsapp.image.sides import LEFT, RIGHT
 from thalamus_bidsapp.stats.change import (
     CHANGE_COLUMN_DESCRIPTIONS,
     CHANGE_COLUMNS,
@@ -224,7 +225,7 @@ def _publish(output_dir: Path, subject: str, result: SubjectLongitudinal, table:
     not_measured = dict(not_measured or {})
     subject_anat = Path(f"sub-{subject}") / "anat"
     template_rel = subject_anat / f"sub-{subject}_desc-{TEMPLATE_DESC}_T1w.nii.gz"
-    table_rel = subject_anat / f"sub-{subject}_{TABLE_SUFFIX}"
+    table_rel = change_table_path(Path(), subject)
     measured = result.measured_sessions()
     with set_folder(output_dir, f"longitudinal-sub-{subject}") as staging:
         _stage_image(staging, template_rel, result.template, {
@@ -287,12 +288,22 @@ def _stage_session(staging: Path, output_dir: Path, subject: str, session: LongS
         out += _stage_image(staging, mask_rel, nib.Nifti1Image((data > 0).astype(np.uint8), labels.affine), sidecar)
         if data.max() > 1:
             out += _stage_image(staging, dseg_rel, labels, sidecar)
-            lookup = pd.DataFrame({"index": [1, 2], "name": ["Left-Thalamus", "Right-Thalamus"],
-                                   "abbreviation": ["LTh", "RTh"]})
-            tsv_rel = dseg_rel.with_name(dseg_rel.name.replace(".nii.gz", ".tsv"))
-            write_tsv(lookup, staged_file(staging, tsv_rel))
-            out.append(tsv_rel)
+            out.append(stage_side_lookup(staging, dseg_rel))
     return out
+
+
+def change_table_path(output_dir: Path, subject: str) -> Path:
+    """The subject's change table: ``sub-<label>/anat/sub-<label>_<TABLE_SUFFIX>`` below ``output_dir``."""
+    return Path(output_dir) / f"sub-{subject}" / "anat" / f"sub-{subject}_{TABLE_SUFFIX}"
+
+
+def stage_side_lookup(staging: Path, dseg_rel: Path) -> Path:
+    """Write the lookup table (1 left, 2 right thalamus) beside the staged dseg ``dseg_rel``; return its path."""
+    lookup = pd.DataFrame({"index": [LEFT, RIGHT], "name": ["Left-Thalamus", "Right-Thalamus"],
+                           "abbreviation": ["LTh", "RTh"]})
+    tsv_rel = dseg_rel.with_name(dseg_rel.name.replace(".nii.gz", ".tsv"))
+    write_tsv(lookup, staged_file(staging, tsv_rel))
+    return tsv_rel
 
 
 def _stage_image(staging: Path, relative: Path, image: nib.Nifti1Image, sidecar: dict) -> list[Path]:

@@ -38,10 +38,11 @@ from thalamus_bidsapp.stats.change import (
 )
 from thalamus_bidsapp.workflows.longitudinal import LONG_SUFFIX, LongSession, published_sessions
 from thalamus_bidsapp.workflows.longitudinal_outputs import (
-    TABLE_SUFFIX,
+    change_table_path,
     cross_sectional_rows,
     longitudinal_rows,
     output_uri,
+    stage_side_lookup,
 )
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ def run_subject(config: RunConfig, method: SegmentationMethod, subject: str, *, 
     volumes = {s.label: side_volumes(result.sides[s.label]) for s in sessions if s.label in result.sides}
     measured = [label for label in ordered if label in volumes]
     rows = longitudinal_rows(subject, method.name, volumes, measured, dates)
-    table_rel = _table_path(Path(), subject)
+    table_rel = change_table_path(Path(), subject)
     with set_folder(output_dir, f"{method.name}{LONG_SUFFIX}-sub-{subject}") as staging:
         for session in sessions:
             if session.label in volumes:
@@ -160,11 +161,7 @@ def stage_session(staging: Path, output_dir: Path, subject: str, method: str, se
         sidecar_rel = relative.with_name(relative.name.replace(".nii.gz", ".json"))
         staged_file(staging, sidecar_rel).write_text(json_text(sidecar))
         out += [relative, sidecar_rel]
-    lookup = pd.DataFrame({"index": [LEFT, RIGHT], "name": ["Left-Thalamus", "Right-Thalamus"],
-                           "abbreviation": ["LTh", "RTh"]})
-    tsv = dseg.with_name(dseg.name.replace(".nii.gz", ".tsv"))
-    write_tsv(lookup, staged_file(staging, tsv))
-    return out + [tsv]
+    return out + [stage_side_lookup(staging, dseg)]
 
 
 def merged_table(output_dir: Path, subject: str, method: str, rows: pd.DataFrame, ordered: list[str],
@@ -174,7 +171,7 @@ def merged_table(output_dir: Path, subject: str, method: str, rows: pd.DataFrame
     Without a table (the template-based step did not write one), the table is
     made here with the cross-sectional rows of every method beside them.
     """
-    existing = _read_table(_table_path(output_dir, subject), "written anew")
+    existing = _read_table(change_table_path(output_dir, subject), "written anew")
     if existing is None:
         existing = cross_sectional_rows(output_dir, subject, ordered, dates)
     else:
@@ -192,7 +189,7 @@ def withdraw(output_dir: Path, subject: str, method: str, why: str) -> list[Path
     published together, as a set is; each removal is logged. Returns the
     files removed.
     """
-    table_path = _table_path(output_dir, subject)
+    table_path = change_table_path(output_dir, subject)
     existing = _read_table(table_path, "its earlier rows are left as they are")
     table = None
     if existing is not None and _rows_of(existing, method).any():
@@ -202,7 +199,7 @@ def withdraw(output_dir: Path, subject: str, method: str, why: str) -> list[Path
         return []
     with set_folder(output_dir, f"{method}{LONG_SUFFIX}-sub-{subject}") as staging:
         if table is not None:
-            write_tsv(table, staged_file(staging, _table_path(Path(), subject)), CHANGE_COLUMN_DESCRIPTIONS)
+            write_tsv(table, staged_file(staging, change_table_path(Path(), subject)), CHANGE_COLUMN_DESCRIPTIONS)
         _, removed = move_together(staging, output_dir, stale)
     for path in removed:
         LOGGER.warning("removed %s: the %s longitudinal stream did not run this time (%s)", path, method, why)
@@ -210,10 +207,6 @@ def withdraw(output_dir: Path, subject: str, method: str, why: str) -> list[Path
         LOGGER.warning("%s: %d earlier %s longitudinal rows removed: the stream did not run this time (%s)",
                        table_path, len(existing) - len(table), method, why)
     return removed
-
-
-def _table_path(output_dir: Path, subject: str) -> Path:
-    return Path(output_dir) / f"sub-{subject}" / "anat" / f"sub-{subject}_{TABLE_SUFFIX}"
 
 
 def _read_table(path: Path, otherwise: str) -> pd.DataFrame | None:
